@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/app"
+)
+
+func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file (default: built-in defaults)")
+	addr := fs.String("addr", "", "listen address HOST:PORT, overrides http.addr")
+	data := fs.String("data", "", "data directory, overrides dataDir")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
+	}
+	cfg := config.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = config.LoadFile(*file); err != nil {
+			return err
+		}
+	}
+	if *addr != "" {
+		cfg.HTTP.Addr = *addr
+	}
+	if *data != "" {
+		cfg.DataDir = *data
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// Tracing is opt-in: nothing is exported unless the operator asks.
+	if os.Getenv("OTEL_TRACES_EXPORTER") == "" {
+		_ = os.Setenv("OTEL_TRACES_EXPORTER", "none")
+	}
+	log, err := app.NewLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := a.Listen(ctx)
+	if err != nil {
+		return errors.Join(err, a.Close())
+	}
+	err = a.Serve(ctx, ln)
+	return errors.Join(err, a.Close())
+}
+
+func validateConfig(args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return usageError{"config validate: expected exactly one FILE"}
+	}
+	if _, err := config.LoadFile(args[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", args[0])
+	return nil
+}

@@ -1,0 +1,255 @@
+// Package app is the only wiring package: it turns a configuration into
+// components and an HTTP server. Only cmd/ imports it.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/digests"
+	"github.com/portcullis/portcullis/internal/front"
+	"github.com/portcullis/portcullis/internal/metadb"
+	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/server"
+)
+
+// App is a configured registry: its components and the HTTP handler over them.
+type App struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	db      *metadb.DB
+	driver  storagedriver.StorageDriver
+	dist    *handlers.App
+	handler http.Handler
+}
+
+// New builds the registry described by cfg (already provisioned and
+// validated). Close releases what it opened.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+	if err := registerWithDistribution(); err != nil {
+		return nil, fmt.Errorf("register with distribution: %w", err)
+	}
+	routeDistributionLogs(log, log.Enabled(ctx, slog.LevelDebug))
+
+	db, err := metadb.Open(cfg.MetadataPath())
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, db: db}
+	if err := a.build(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) build(ctx context.Context) error {
+	cfg := a.cfg
+	root := cfg.FilesystemRoot()
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		return fmt.Errorf("storage.filesystem.rootDirectory: %w", err)
+	}
+	driver, err := filesystem.FromParameters(map[string]any{"rootdirectory": root})
+	if err != nil {
+		return fmt.Errorf("filesystem storage: %w", err)
+	}
+	a.driver = driver
+
+	secret, err := a.uploadSecret()
+	if err != nil {
+		return err
+	}
+	idx, err := referrers.NewIndex(driver)
+	if err != nil {
+		return err
+	}
+	links, err := digests.NewLinks(driver)
+	if err != nil {
+		return err
+	}
+	dist, err := newDistributionApp(ctx, distributionConfig(cfg, driver, idx, links, secret))
+	if err != nil {
+		return err
+	}
+	a.dist = dist
+
+	// A second view of the same storage for our own handlers; it shares
+	// the driver, so it sees exactly what distribution stores.
+	repos, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		return fmt.Errorf("open storage: %w", err)
+	}
+	refs, err := referrers.NewHandler(idx, repos, a.log)
+	if err != nil {
+		return err
+	}
+	fr, err := front.New(dist, refs)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := server.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	// distribution's own metrics (storage actions, caches) live in the
+	// default registry; serve both without serving anything else of it.
+	gatherers := prometheus.Gatherers{reg, distributionGatherer{}}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", fr)
+	mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		_ = errcode.ServeJSON(w, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled()})
+	return nil
+}
+
+// uploadSecret returns the key that signs upload state: from the configured
+// file (shared by replicas), else this node's persistent random key.
+func (a *App) uploadSecret() (string, error) {
+	if f := a.cfg.HTTP.SecretFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("http.secretFile: %w", err)
+		}
+		s := strings.TrimSpace(string(b))
+		if len(s) < 16 {
+			return "", errors.New("http.secretFile: the secret must be at least 16 characters")
+		}
+		return s, nil
+	}
+	b, err := a.db.Secret("upload-state", 32)
+	if err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+// distributionGatherer serves only distribution's metric families from the
+// default registry.
+type distributionGatherer struct{}
+
+func (distributionGatherer) Gather() ([]*dto.MetricFamily, error) { return gatherDistribution() }
+
+// ready answers 200 when the storage backend answers.
+func (a *App) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := a.checkStorage(ctx); err != nil {
+		a.log.WarnContext(ctx, "storage not ready", "err", err)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "storage unavailable\n")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (a *App) checkStorage(ctx context.Context) error {
+	_, err := a.driver.Stat(ctx, "/")
+	var nf storagedriver.PathNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return err
+	}
+	return nil
+}
+
+// Handler returns the registry's whole HTTP handler.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// Close stops background work and closes the metadata database.
+func (a *App) Close() error {
+	var errs []error
+	if a.dist != nil {
+		errs = append(errs, a.dist.Shutdown())
+	}
+	errs = append(errs, a.db.Close())
+	return errors.Join(errs...)
+}
+
+// Serve serves on ln until ctx is cancelled, then shuts down gracefully:
+// in-flight requests get the configured grace period. ready, if not nil, is
+// called with the listen address once the server accepts connections.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: a.cfg.HTTP.ReadHeaderTimeout.D(),
+		IdleTimeout:       a.cfg.HTTP.IdleTimeout.D(),
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	tlsOn := a.cfg.HTTP.TLS.Enabled()
+	if tlsOn {
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if tlsOn {
+			err = hs.ServeTLS(ln, a.cfg.HTTP.TLS.CertFile, a.cfg.HTTP.TLS.KeyFile)
+		} else {
+			err = hs.Serve(ln)
+		}
+		errc <- err
+	}()
+	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	grace := a.cfg.HTTP.ShutdownGrace.D()
+	a.log.Info("shutting down", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		a.log.Warn("grace period expired, closing remaining connections", "err", err)
+		_ = hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// Listen opens the configured listen address.
+func (a *App) Listen(ctx context.Context) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.addr: %w", err)
+	}
+	return ln, nil
+}

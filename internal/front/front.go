@@ -1,0 +1,143 @@
+// Package front is the handler in front of distribution for /v2/: it serves
+// the routes distribution lacks (the referrers API), adds the OCI-Subject
+// header to manifest PUT responses, and passes everything else on.
+package front
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/internal/digests"
+	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/server"
+)
+
+// MaxManifestSize is the largest manifest body accepted (4 MiB), the limit
+// the distribution spec lets registries set and distribution applies.
+const MaxManifestSize = 4 << 20
+
+// distributionRequestIDKey is the context key distribution reads to label its
+// request log lines; carrying our request id under it makes both agree.
+const distributionRequestIDKey = "instance.id"
+
+// Handler routes /v2/ requests.
+type Handler struct {
+	registry  http.Handler
+	referrers *referrers.Handler
+}
+
+// New returns the front handler over the registry core and the referrers API.
+func New(registry http.Handler, refs *referrers.Handler) (*Handler, error) {
+	if registry == nil || refs == nil {
+		return nil, errors.New("front handler: registry and referrers handlers are required")
+	}
+	return &Handler{registry: registry, referrers: refs}, nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rt, err := referrers.ParsePath(r.URL.Path); err == nil {
+		h.referrers.ServeHTTP(w, r, rt)
+		return
+	} else if !errors.Is(err, referrers.ErrNotReferrers) {
+		_ = errcode.ServeJSON(w, err)
+		return
+	}
+	//nolint:staticcheck // distribution looks this value up by its exact string key.
+	ctx := context.WithValue(r.Context(), distributionRequestIDKey, server.RequestID(r.Context()))
+	r = r.WithContext(ctx)
+	if r.Method == http.MethodPut && isManifestPath(r.URL.Path) {
+		h.putManifest(w, r)
+		return
+	}
+	h.registry.ServeHTTP(w, r)
+}
+
+func isManifestPath(p string) bool {
+	i := strings.LastIndex(p, "/manifests/")
+	return i > len("/v2") && !strings.Contains(p[i+len("/manifests/"):], "/")
+}
+
+// putManifest reads the manifest (bounded), passes it on, and on success
+// names its subject in the OCI-Subject header.
+func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxManifestSize+1))
+	if err != nil {
+		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the manifest body: "+err.Error()))
+		return
+	}
+	if len(body) > MaxManifestSize {
+		// 413, as the distribution spec recommends, with the spec's code.
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest is larger than the 4 MiB limit"}]}`+"\n")
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	i := strings.LastIndex(r.URL.Path, "/manifests/")
+	ref := r.URL.Path[i+len("/manifests/"):]
+	if requested, err := digest.Parse(ref); err == nil && !digests.Canonical(requested) {
+		// The registry core stores manifests by sha256: hand it the
+		// canonical digest and keep the client's for the alias and the
+		// response.
+		if requested.Algorithm().FromBytes(body) != requested {
+			_ = errcode.ServeJSON(w, errcode.ErrorCodeDigestInvalid.WithMessage("manifest body does not match digest "+requested.String()))
+			return
+		}
+		canonical := digest.FromBytes(body)
+		r.URL.Path = r.URL.Path[:i] + "/manifests/" + canonical.String()
+		r.URL.RawPath = ""
+		r = r.WithContext(digests.WithRequested(r.Context(), requested))
+		w = &replaceDigestWriter{ResponseWriter: w, old: canonical.String(), new: requested.String()}
+	}
+	if subject := referrers.SubjectOf(body); subject != "" {
+		w = &subjectWriter{ResponseWriter: w, subject: subject.String()}
+	}
+	h.registry.ServeHTTP(w, r)
+}
+
+// subjectWriter adds OCI-Subject to a successful manifest PUT response.
+type subjectWriter struct {
+	http.ResponseWriter
+	subject string
+}
+
+func (w *subjectWriter) WriteHeader(code int) {
+	if code == http.StatusCreated {
+		w.Header().Set("OCI-Subject", w.subject)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *subjectWriter) Write(p []byte) (int, error) { return w.ResponseWriter.Write(p) }
+
+func (w *subjectWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// replaceDigestWriter names the client's digest instead of the canonical one
+// in the Location and Docker-Content-Digest headers of a manifest PUT.
+type replaceDigestWriter struct {
+	http.ResponseWriter
+	old, new string
+}
+
+func (w *replaceDigestWriter) WriteHeader(code int) {
+	h := w.Header()
+	for _, k := range []string{"Location", "Docker-Content-Digest"} {
+		if v := h.Get(k); v != "" {
+			h.Set(k, strings.ReplaceAll(v, w.old, w.new))
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *replaceDigestWriter) Write(p []byte) (int, error) { return w.ResponseWriter.Write(p) }
+
+func (w *replaceDigestWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,150 @@
+package referrers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Route is the parsed path of a referrers request.
+type Route struct {
+	Name    string
+	Subject digest.Digest
+}
+
+// ErrNotReferrers is returned by ParsePath for a path that is not a
+// referrers API path.
+var ErrNotReferrers = errors.New("not a referrers path")
+
+// ParsePath parses /v2/<name>/referrers/<digest>. It returns ErrNotReferrers
+// when the path has another shape, and an errcode error (NAME_INVALID or
+// DIGEST_INVALID) when it has this shape with a bad name or digest.
+func ParsePath(p string) (Route, error) {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return Route{}, ErrNotReferrers
+	}
+	i := strings.LastIndex(rest, "/referrers/")
+	if i <= 0 {
+		return Route{}, ErrNotReferrers
+	}
+	name, ref := rest[:i], rest[i+len("/referrers/"):]
+	if ref == "" || strings.Contains(ref, "/") {
+		return Route{}, ErrNotReferrers
+	}
+	if _, err := reference.WithName(name); err != nil {
+		return Route{}, errcode.ErrorCodeNameInvalid.WithDetail(err.Error())
+	}
+	dgst, err := digest.Parse(ref)
+	if err != nil {
+		return Route{}, errcode.ErrorCodeDigestInvalid.WithMessage("invalid digest " + quoteShort(ref) + ": " + err.Error())
+	}
+	return Route{Name: name, Subject: dgst}, nil
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return `"` + s + `"`
+}
+
+// repositories opens repositories by name.
+type repositories interface {
+	Repository(ctx context.Context, name reference.Named) (distribution.Repository, error)
+}
+
+// Handler serves GET /v2/<name>/referrers/<digest>.
+type Handler struct {
+	index *Index
+	repos repositories
+	log   *slog.Logger
+}
+
+// NewHandler returns a referrers API handler reading index and, to rebuild
+// an incomplete index, the repositories in repos.
+func NewHandler(index *Index, repos repositories, log *slog.Logger) (*Handler, error) {
+	if index == nil || repos == nil || log == nil {
+		return nil, errors.New("referrers handler: index, repositories and logger are required")
+	}
+	return &Handler{index: index, repos: repos, log: log}, nil
+}
+
+// ServeHTTP answers one referrers request for the parsed route rt.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt Route) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnsupported.WithMessage("the referrers API supports GET and HEAD"))
+		return
+	}
+	ctx := r.Context()
+	descs, err := h.list(ctx, rt)
+	if err != nil {
+		h.log.ErrorContext(ctx, "list referrers", "repo", rt.Name, "digest", rt.Subject, "err", err)
+		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the referrers index"))
+		return
+	}
+	filter := r.URL.Query()["artifactType"]
+	if len(filter) > 0 {
+		descs = filterByType(descs, filter)
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	body, err := json.Marshal(v1.Index{
+		Versioned: specsVersioned,
+		MediaType: v1.MediaTypeImageIndex,
+		Manifests: descs,
+	})
+	if err != nil {
+		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		return
+	}
+	w.Header().Set("Content-Type", v1.MediaTypeImageIndex)
+	w.Header().Set("Content-Length", itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+}
+
+func (h *Handler) list(ctx context.Context, rt Route) ([]v1.Descriptor, error) {
+	complete, err := h.index.Complete(ctx, rt.Name)
+	if err != nil {
+		return nil, err
+	}
+	if !complete {
+		named, err := reference.WithName(rt.Name)
+		if err != nil {
+			return nil, err
+		}
+		repo, err := h.repos.Repository(ctx, named)
+		if err != nil {
+			return nil, err
+		}
+		if err := h.index.Rebuild(ctx, repo); err != nil {
+			return nil, err
+		}
+	}
+	return h.index.List(ctx, rt.Name, rt.Subject)
+}
+
+func filterByType(descs []v1.Descriptor, types []string) []v1.Descriptor {
+	out := descs[:0]
+	for _, d := range descs {
+		for _, t := range types {
+			if d.ArtifactType == t {
+				out = append(out, d)
+				break
+			}
+		}
+	}
+	return out
+}
