@@ -196,6 +196,16 @@ func (c *Config) Provision() {
 	if c.Catalog.MaxEntries == 0 {
 		c.Catalog.MaxEntries = 1000
 	}
+	defaultTrue(&c.Log.AccessLog)
+	defaultTrue(&c.Storage.Delete.Enabled)
+	defaultTrue(&c.Storage.UploadPurging.Enabled)
+}
+
+func defaultTrue(b **bool) {
+	if *b == nil {
+		t := true
+		*b = &t
+	}
 }
 
 // FilesystemRoot returns the filesystem storage root.

@@ -6,9 +6,11 @@ package front
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -42,31 +44,42 @@ func New(registry http.Handler, refs *referrers.Handler) (*Handler, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if rt, err := referrers.ParsePath(r.URL.Path); err == nil {
-		h.referrers.ServeHTTP(w, r, rt)
+	rt, err := ParseRoute(r.URL.Path)
+	if errors.Is(err, ErrUnknownRoute) {
+		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path))
 		return
-	} else if !errors.Is(err, referrers.ErrNotReferrers) {
+	}
+	if err != nil {
 		_ = errcode.ServeJSON(w, err)
+		return
+	}
+	if rt.Kind == KindReferrers {
+		h.referrers.ServeHTTP(w, r, rt.Name, rt.Digest)
 		return
 	}
 	//nolint:staticcheck // distribution looks this value up by its exact string key.
 	ctx := context.WithValue(r.Context(), distributionRequestIDKey, server.RequestID(r.Context()))
 	r = r.WithContext(ctx)
-	if r.Method == http.MethodPut && isManifestPath(r.URL.Path) {
-		h.putManifest(w, r)
+	if r.Method == http.MethodPut && rt.Kind == KindManifest {
+		h.putManifest(w, r, rt)
 		return
 	}
 	h.registry.ServeHTTP(w, r)
 }
 
-func isManifestPath(p string) bool {
-	i := strings.LastIndex(p, "/manifests/")
-	return i > len("/v2") && !strings.Contains(p[i+len("/manifests/"):], "/")
+// writeError writes an OCI error body with a status of our choosing, for
+// the few answers distribution's error codes do not carry.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	body, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": message}}})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
 
 // putManifest reads the manifest (bounded), passes it on, and on success
 // names its subject in the OCI-Subject header.
-func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxManifestSize+1))
 	if err != nil {
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the manifest body: "+err.Error()))
@@ -75,16 +88,12 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) {
 	if len(body) > MaxManifestSize {
 		// 413, as the distribution spec recommends, with the spec's code.
 		w.Header().Set("Connection", "close")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusRequestEntityTooLarge)
-		_, _ = io.WriteString(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest is larger than the 4 MiB limit"}]}`+"\n")
+		writeError(w, http.StatusRequestEntityTooLarge, "MANIFEST_INVALID", "manifest is larger than the 4 MiB limit")
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	i := strings.LastIndex(r.URL.Path, "/manifests/")
-	ref := r.URL.Path[i+len("/manifests/"):]
-	if requested, err := digest.Parse(ref); err == nil && !digests.Canonical(requested) {
+	if requested := rt.Digest; requested != "" && !digests.Canonical(requested) {
 		// The registry core stores manifests by sha256: hand it the
 		// canonical digest and keep the client's for the alias and the
 		// response.
@@ -93,7 +102,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		canonical := digest.FromBytes(body)
-		r.URL.Path = r.URL.Path[:i] + "/manifests/" + canonical.String()
+		r.URL.Path = "/v2/" + rt.Name + "/manifests/" + canonical.String()
 		r.URL.RawPath = ""
 		r = r.WithContext(digests.WithRequested(r.Context(), requested))
 		w = &replaceDigestWriter{ResponseWriter: w, old: canonical.String(), new: requested.String()}

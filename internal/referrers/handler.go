@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -14,49 +13,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-// Route is the parsed path of a referrers request.
-type Route struct {
-	Name    string
-	Subject digest.Digest
-}
-
-// ErrNotReferrers is returned by ParsePath for a path that is not a
-// referrers API path.
-var ErrNotReferrers = errors.New("not a referrers path")
-
-// ParsePath parses /v2/<name>/referrers/<digest>. It returns ErrNotReferrers
-// when the path has another shape, and an errcode error (NAME_INVALID or
-// DIGEST_INVALID) when it has this shape with a bad name or digest.
-func ParsePath(p string) (Route, error) {
-	rest, ok := strings.CutPrefix(p, "/v2/")
-	if !ok {
-		return Route{}, ErrNotReferrers
-	}
-	i := strings.LastIndex(rest, "/referrers/")
-	if i <= 0 {
-		return Route{}, ErrNotReferrers
-	}
-	name, ref := rest[:i], rest[i+len("/referrers/"):]
-	if ref == "" || strings.Contains(ref, "/") {
-		return Route{}, ErrNotReferrers
-	}
-	if _, err := reference.WithName(name); err != nil {
-		return Route{}, errcode.ErrorCodeNameInvalid.WithDetail(err.Error())
-	}
-	dgst, err := digest.Parse(ref)
-	if err != nil {
-		return Route{}, errcode.ErrorCodeDigestInvalid.WithMessage("invalid digest " + quoteShort(ref) + ": " + err.Error())
-	}
-	return Route{Name: name, Subject: dgst}, nil
-}
-
-func quoteShort(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
-	}
-	return `"` + s + `"`
-}
 
 // repositories opens repositories by name.
 type repositories interface {
@@ -79,17 +35,18 @@ func NewHandler(index *Index, repos repositories, log *slog.Logger) (*Handler, e
 	return &Handler{index: index, repos: repos, log: log}, nil
 }
 
-// ServeHTTP answers one referrers request for the parsed route rt.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt Route) {
+// ServeHTTP answers GET /v2/<name>/referrers/<subject>; name and subject
+// are already validated.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string, subject digest.Digest) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnsupported.WithMessage("the referrers API supports GET and HEAD"))
 		return
 	}
 	ctx := r.Context()
-	descs, err := h.list(ctx, rt)
+	descs, err := h.list(ctx, name, subject)
 	if err != nil {
-		h.log.ErrorContext(ctx, "list referrers", "repo", rt.Name, "digest", rt.Subject, "err", err)
+		h.log.ErrorContext(ctx, "list referrers", "repo", name, "digest", subject, "err", err)
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the referrers index"))
 		return
 	}
@@ -115,13 +72,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt Route) {
 	}
 }
 
-func (h *Handler) list(ctx context.Context, rt Route) ([]v1.Descriptor, error) {
-	complete, err := h.index.Complete(ctx, rt.Name)
+func (h *Handler) list(ctx context.Context, name string, subject digest.Digest) ([]v1.Descriptor, error) {
+	complete, err := h.index.Complete(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	if !complete {
-		named, err := reference.WithName(rt.Name)
+		named, err := reference.WithName(name)
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +90,7 @@ func (h *Handler) list(ctx context.Context, rt Route) ([]v1.Descriptor, error) {
 			return nil, err
 		}
 	}
-	return h.index.List(ctx, rt.Name, rt.Subject)
+	return h.index.List(ctx, name, subject)
 }
 
 func filterByType(descs []v1.Descriptor, types []string) []v1.Descriptor {

@@ -1,0 +1,152 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func TestExampleConfigIsValidAndMatchesDefaults(t *testing.T) {
+	c, err := LoadFile("../config.example.yml")
+	if err != nil {
+		t.Fatalf("config.example.yml: %v", err)
+	}
+	if diff := cmp.Diff(Default(), c, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("config.example.yml differs from Default() (-default +example):\n%s", diff)
+	}
+}
+
+func TestExampleConfigDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../config.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each leaf key needs a comment above it, or a documented sibling
+	// directly above it (certFile/keyFile share one comment). Section
+	// headers need none.
+	prevDocumented, prevIndent := false, -1
+	for i, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimSpace(line)
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		switch {
+		case trimmed == "":
+			prevDocumented, prevIndent = false, -1
+		case strings.HasPrefix(trimmed, "#"):
+			prevDocumented, prevIndent = true, -1
+		case strings.HasSuffix(trimmed, ":"):
+			prevDocumented, prevIndent = false, -1
+		default:
+			if !prevDocumented && !(prevIndent == indent && i > 0) {
+				t.Errorf("line %d %q: no comment above it", i+1, trimmed)
+			}
+			prevDocumented = prevDocumented || prevIndent == indent
+			prevIndent = indent
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string
+		want    func(*Config)
+		wantErr []string
+	}{
+		{name: "minimal", yaml: "version: 1\n", want: func(*Config) {}},
+		{
+			name: "overrides",
+			yaml: "version: 1\nhttp:\n  addr: 0.0.0.0:443\n  shutdownGrace: 5s\nlog:\n  format: text\n",
+			want: func(c *Config) {
+				c.HTTP.Addr = "0.0.0.0:443"
+				c.HTTP.ShutdownGrace = Duration(5 * time.Second)
+				c.Log.Format = "text"
+			},
+		},
+		{name: "empty", yaml: "", wantErr: []string{"config is empty"}},
+		{name: "unknown key", yaml: "version: 1\nhttp:\n  adr: x\n", wantErr: []string{"field adr not found"}},
+		{name: "bad duration", yaml: "version: 1\nhttp:\n  shutdownGrace: soon\n", wantErr: []string{"invalid duration"}},
+		{name: "duration not a string", yaml: "version: 1\nhttp:\n  shutdownGrace: [1]\n", wantErr: []string{"duration must be a string"}},
+		{
+			name: "every problem at once",
+			yaml: "version: 2\nhttp:\n  addr: nope\n  host: example.com\n  tls:\n    certFile: a.pem\nlog:\n  level: loud\n  format: xml\nvalidation:\n  foreignLayerURLs: ['(']\ncatalog:\n  maxEntries: -1\n",
+			wantErr: []string{
+				"version: must be 1, got 2",
+				"http.addr: must be host:port",
+				"http.host: must be an absolute http or https URL",
+				"http.tls: certFile and keyFile must be set together",
+				"log.level: must be debug, info, warn or error",
+				"log.format: must be json or text",
+				"validation.foreignLayerURLs[0]: invalid regular expression",
+				"catalog.maxEntries: must be positive",
+			},
+		},
+		{name: "negative duration", yaml: "version: 1\nhttp:\n  idleTimeout: -1s\n", wantErr: []string{"http.idleTimeout: must not be negative"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(strings.NewReader(tt.yaml))
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("Load succeeded, want errors %q", tt.wantErr)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := Default()
+			tt.want(want)
+			if diff := cmp.Diff(want, c); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDerivedPaths(t *testing.T) {
+	c := Default()
+	c.DataDir = "/srv/reg"
+	if got := c.FilesystemRoot(); got != "/srv/reg" {
+		t.Errorf("FilesystemRoot = %q", got)
+	}
+	if got := c.MetadataPath(); got != "/srv/reg/portcullis.db" {
+		t.Errorf("MetadataPath = %q", got)
+	}
+	c.Storage.Filesystem.RootDirectory = "/mnt/blobs"
+	if got := c.FilesystemRoot(); got != "/mnt/blobs" {
+		t.Errorf("FilesystemRoot = %q", got)
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte("version: 1\n"))
+	f.Add([]byte("version: 1\nhttp:\n  addr: 127.0.0.1:5000\n  shutdownGrace: 30s\n"))
+	if b, err := os.ReadFile("../config.example.yml"); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Load(strings.NewReader(string(data)))
+		if err != nil {
+			return
+		}
+		// Whatever loads must be valid and stable under Provision.
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Load returned an invalid config: %v", err)
+		}
+		before := *c
+		c.Provision()
+		if diff := cmp.Diff(&before, c); diff != "" {
+			t.Fatalf("Provision changed a loaded config: %s", diff)
+		}
+	})
+}

@@ -1,0 +1,147 @@
+package front
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// Kind is the kind of a /v2/ endpoint.
+type Kind int
+
+// The /v2/ endpoints of the distribution spec.
+const (
+	KindBase Kind = iota + 1
+	KindCatalog
+	KindTags
+	KindManifest
+	KindBlob
+	KindUpload
+	KindReferrers
+)
+
+// Route is a parsed /v2/ request path.
+type Route struct {
+	Kind Kind
+	// Name is the repository name (empty for base and catalog).
+	Name string
+	// Tag is set for a manifest addressed by tag.
+	Tag string
+	// Digest is set for a manifest, blob or referrers subject addressed by digest.
+	Digest digest.Digest
+	// Upload is the upload session id ("" when starting one).
+	Upload string
+}
+
+// ErrUnknownRoute is returned by ParseRoute for a path that is no endpoint
+// of the distribution spec.
+var ErrUnknownRoute = errors.New("no such endpoint")
+
+// ParseRoute parses a request path below /v2/. It returns ErrUnknownRoute for
+// a path of no known shape, and an errcode error (NAME_INVALID, TAG_INVALID or
+// DIGEST_INVALID, each 400) for a known shape with an invalid part, with a
+// message that names the part.
+func ParseRoute(p string) (Route, error) {
+	if p == "/v2/" || p == "/v2" {
+		return Route{Kind: KindBase}, nil
+	}
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return Route{}, ErrUnknownRoute
+	}
+	if rest == "_catalog" {
+		return Route{Kind: KindCatalog}, nil
+	}
+	var rt Route
+	var ref string
+	switch {
+	case strings.HasSuffix(rest, "/tags/list"):
+		rt.Kind, rt.Name = KindTags, strings.TrimSuffix(rest, "/tags/list")
+	case cut(rest, "/blobs/uploads/", &rt.Name, &rt.Upload):
+		rt.Kind = KindUpload
+	case cut(rest, "/manifests/", &rt.Name, &ref):
+		rt.Kind = KindManifest
+	case cut(rest, "/blobs/", &rt.Name, &ref):
+		rt.Kind = KindBlob
+	case cut(rest, "/referrers/", &rt.Name, &ref):
+		rt.Kind = KindReferrers
+	default:
+		return Route{}, ErrUnknownRoute
+	}
+	if rt.Name == "" {
+		return Route{}, ErrUnknownRoute
+	}
+	if err := validateName(rt.Name); err != nil {
+		return Route{}, err
+	}
+	switch rt.Kind {
+	case KindManifest:
+		if strings.Contains(ref, ":") {
+			d, err := parseDigest(ref)
+			if err != nil {
+				return Route{}, err
+			}
+			rt.Digest = d
+		} else {
+			if !anchoredTag(ref) {
+				return Route{}, errcode.ErrorCodeTagInvalid.WithMessage(fmt.Sprintf(
+					"invalid tag %s: a tag is 1 to 128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'", quoteShort(ref)))
+			}
+			rt.Tag = ref
+		}
+	case KindBlob, KindReferrers:
+		d, err := parseDigest(ref)
+		if err != nil {
+			return Route{}, err
+		}
+		rt.Digest = d
+	}
+	return rt, nil
+}
+
+// cut splits s at the last sep into name and a final segment with no '/'.
+func cut(s, sep string, name, last *string) bool {
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return false
+	}
+	tail := s[i+len(sep):]
+	if strings.Contains(tail, "/") {
+		return false
+	}
+	*name, *last = s[:i], tail
+	return true
+}
+
+func anchoredTag(s string) bool {
+	loc := reference.TagRegexp.FindStringIndex(s)
+	return loc != nil && loc[0] == 0 && loc[1] == len(s)
+}
+
+func validateName(name string) error {
+	if _, err := reference.WithName(name); err != nil {
+		return errcode.ErrorCodeNameInvalid.WithMessage(fmt.Sprintf(
+			"invalid repository name %s: %v; names are lower-case path components of letters, digits and separators ('.', '_', '__', '-'), at most 255 characters",
+			quoteShort(name), err))
+	}
+	return nil
+}
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", errcode.ErrorCodeDigestInvalid.WithMessage(fmt.Sprintf("invalid digest %s: %v", quoteShort(s), err))
+	}
+	return d, nil
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
