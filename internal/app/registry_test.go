@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -147,6 +149,15 @@ func TestReferrers(t *testing.T) {
 	im, h := list("?artifactType=application/vnd.example.sbom")
 	if len(im.Manifests) != 0 || h.Get("OCI-Filters-Applied") != "artifactType" {
 		t.Errorf("filtered referrers = %+v, header %q", im.Manifests, h.Get("OCI-Filters-Applied"))
+	}
+
+	// The index is rebuilt from the manifests when its files are lost
+	// (an old data directory, a restore of blobs and manifests only).
+	if err := os.RemoveAll(filepath.Join(reg.Config.FilesystemRoot(), "docker/registry/v2/repositories/team/signed/_referrers")); err != nil {
+		t.Fatal(err)
+	}
+	if im, _ := list(""); len(im.Manifests) != 1 || im.Manifests[0].Digest != sigDigest {
+		t.Fatalf("after losing the index, referrers = %+v", im.Manifests)
 	}
 
 	// Deleting the referrer removes it from the index.

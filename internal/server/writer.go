@@ -12,20 +12,17 @@ type responseRecorder struct {
 	http.ResponseWriter
 	status  int
 	written int64
-	onWrite func(status int) // called once, before the header is sent
 }
 
 func (w *responseRecorder) WriteHeader(code int) {
-	if w.status == 0 {
-		if code >= 100 && code < 200 {
-			w.ResponseWriter.WriteHeader(code)
-			return
-		}
-		w.status = code
-		if w.onWrite != nil {
-			w.onWrite(code)
-		}
+	if w.status != 0 {
+		return // a second status is a handler bug; net/http would drop it too
 	}
+	if code >= 100 && code < 200 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
 

@@ -1,0 +1,189 @@
+package app_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/internal/testenv"
+)
+
+type ociErrors struct {
+	Errors []struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"errors"`
+}
+
+// do sends a request and returns status, OCI error code and body.
+func do(t *testing.T, method, url, contentType string, body []byte, headers ...string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var oe ociErrors
+	code := ""
+	if json.Unmarshal(b, &oe) == nil && len(oe.Errors) > 0 {
+		code = oe.Errors[0].Code
+		if oe.Errors[0].Message == "" {
+			t.Errorf("%s %s: error %s has no message", method, url, code)
+		}
+	}
+	return resp.StatusCode, code, resp.Header
+}
+
+const ociManifest = "application/vnd.oci.image.manifest.v1+json"
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Start(t, nil)
+	base := reg.URL + "/v2/"
+	emptyJSON := []byte("{}")
+	emptyDigest := digest.FromBytes(emptyJSON)
+	validManifest := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},"layers":[]}`, ociManifest, emptyDigest))
+	big := bytes.Repeat([]byte(" "), 4<<20+1)
+
+	tests := []struct {
+		name, method, path, contentType string
+		body                            []byte
+		headers                         []string
+		wantStatus                      int
+		wantCode                        string
+	}{
+		{name: "upper-case name", method: "GET", path: "UPPER/manifests/latest", wantStatus: 400, wantCode: "NAME_INVALID"},
+		{name: "name too long", method: "GET", path: strings.Repeat("n", 256) + "/tags/list", wantStatus: 400, wantCode: "NAME_INVALID"},
+		{name: "bad tag", method: "PUT", path: "a/manifests/bad!tag", contentType: ociManifest, body: validManifest, wantStatus: 400, wantCode: "TAG_INVALID"},
+		{name: "tag too long", method: "GET", path: "a/manifests/" + strings.Repeat("t", 129), wantStatus: 400, wantCode: "TAG_INVALID"},
+		{name: "bad digest", method: "GET", path: "a/blobs/sha256:xyz", wantStatus: 400, wantCode: "DIGEST_INVALID"},
+		{name: "unknown algorithm", method: "GET", path: "a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", wantStatus: 400, wantCode: "DIGEST_INVALID"},
+		{name: "bad referrers digest", method: "GET", path: "a/referrers/latest", wantStatus: 400, wantCode: "DIGEST_INVALID"},
+		{name: "unknown endpoint", method: "GET", path: "a/nothing-here", wantStatus: 404, wantCode: "UNSUPPORTED"},
+		{name: "manifest over 4 MiB", method: "PUT", path: "a/manifests/big", contentType: ociManifest, body: big, wantStatus: 413, wantCode: "MANIFEST_INVALID"},
+		{name: "malformed JSON", method: "PUT", path: "a/manifests/t", contentType: ociManifest, body: []byte(`{"schemaVersion":2,`), wantStatus: 400, wantCode: "MANIFEST_INVALID"},
+		{name: "wrong content type", method: "PUT", path: "a/manifests/t", contentType: "text/plain", body: validManifest, wantStatus: 400, wantCode: "MANIFEST_INVALID"},
+		{name: "missing blobs", method: "PUT", path: "a/manifests/t", contentType: ociManifest, body: validManifest, wantStatus: 400, wantCode: "MANIFEST_BLOB_UNKNOWN"},
+		{name: "manifest digest mismatch", method: "PUT", path: "a/manifests/" + digest.FromString("x").String(), contentType: ociManifest, body: validManifest, wantStatus: 400, wantCode: "DIGEST_INVALID"},
+		{name: "unknown manifest", method: "GET", path: "a/manifests/nope", headers: []string{"Accept", ociManifest}, wantStatus: 404, wantCode: "MANIFEST_UNKNOWN"},
+		{name: "unknown blob", method: "GET", path: "a/blobs/" + emptyDigest.String(), wantStatus: 404, wantCode: "BLOB_UNKNOWN"},
+		{name: "unknown upload", method: "PATCH", path: "a/blobs/uploads/nope", body: []byte("x"), wantStatus: 404, wantCode: "BLOB_UPLOAD_INVALID"},
+		{name: "bad page size", method: "GET", path: "a/tags/list?n=-1", wantStatus: 400, wantCode: "PAGINATION_NUMBER_INVALID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, code, _ := do(t, tt.method, base+tt.path, tt.contentType, tt.body, tt.headers...)
+			if status != tt.wantStatus || code != tt.wantCode {
+				t.Errorf("%s %s: got %d %s, want %d %s", tt.method, tt.path, status, code, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+	// Nothing above stored anything: no repository exists.
+	status, _, _ := do(t, "GET", base+"_catalog", "", nil)
+	if status != 200 {
+		t.Fatalf("catalog: %d", status)
+	}
+	resp, err := http.Get(base + "_catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var cat struct{ Repositories []string }
+	_ = json.NewDecoder(resp.Body).Decode(&cat)
+	if len(cat.Repositories) != 0 {
+		t.Errorf("catalog after rejected requests = %v, want empty", cat.Repositories)
+	}
+}
+
+func TestUploadErrors(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Start(t, nil)
+	data := []byte("0123456789abcdefghij")
+	good := digest.FromBytes(data)
+
+	t.Run("digest mismatch stores nothing", func(t *testing.T) {
+		loc := startUpload(t, reg.URL, "up/mismatch")
+		status, code, _ := do(t, "PUT", loc+"&digest="+digest.FromString("other").String(), "application/octet-stream", data)
+		if status != 400 || code != "DIGEST_INVALID" {
+			t.Errorf("PUT: %d %s, want 400 DIGEST_INVALID", status, code)
+		}
+		for _, d := range []digest.Digest{good, digest.FromString("other")} {
+			if status, _, _ := do(t, "HEAD", reg.URL+"/v2/up/mismatch/blobs/"+d.String(), "", nil); status != 404 {
+				t.Errorf("HEAD %s after mismatch: %d, want 404", d, status)
+			}
+		}
+	})
+
+	t.Run("out-of-order chunk", func(t *testing.T) {
+		loc := startUpload(t, reg.URL, "up/range")
+		status, _, _ := do(t, "PATCH", loc, "application/octet-stream", data[10:], "Content-Range", "10-19")
+		if status != http.StatusRequestedRangeNotSatisfiable {
+			t.Errorf("PATCH 10-19 first: %d, want 416", status)
+		}
+		// The session is still usable from the start.
+		status, _, h := do(t, "PATCH", loc, "application/octet-stream", data[:10], "Content-Range", "0-9")
+		if status != http.StatusAccepted || h.Get("Range") != "0-9" {
+			t.Fatalf("PATCH 0-9: %d Range %q", status, h.Get("Range"))
+		}
+		next := h.Get("Location")
+		if !strings.HasPrefix(next, "http") {
+			next = reg.URL + next
+		}
+		status, _, _ = do(t, "PUT", next+"&digest="+good.String(), "application/octet-stream", data[10:], "Content-Range", "10-19")
+		if status != http.StatusCreated {
+			t.Errorf("final PUT: %d", status)
+		}
+	})
+
+	t.Run("client disconnects mid-upload", func(t *testing.T) {
+		loc := startUpload(t, reg.URL, "up/cut")
+		// Announce 1 MiB, send 1 KiB, hang up.
+		conn, err := net.Dial("tcp", reg.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := strings.TrimPrefix(loc, reg.URL)
+		fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: 1048576\r\n\r\n", path, reg.Host)
+		_, _ = conn.Write(bytes.Repeat([]byte("x"), 1024))
+		conn.Close()
+
+		// The server keeps serving, the blob is not visible, and the
+		// upload can still be completed from what it holds.
+		if status, _, _ := do(t, "GET", reg.URL+"/v2/", "", nil); status != 200 {
+			t.Fatalf("GET /v2/ after disconnect: %d", status)
+		}
+		if status, _, _ := do(t, "HEAD", reg.URL+"/v2/up/cut/blobs/"+good.String(), "", nil); status != 404 {
+			t.Errorf("blob visible after a broken upload: %d", status)
+		}
+		status, _, h := do(t, "GET", loc, "", nil)
+		if status != http.StatusNoContent && status != http.StatusNotFound {
+			t.Errorf("upload status after disconnect: %d", status)
+		}
+		if status == http.StatusNoContent && h.Get("Range") == "" {
+			t.Errorf("upload status without Range header")
+		}
+		// A new upload of the real content succeeds.
+		loc2 := startUpload(t, reg.URL, "up/cut")
+		if status, _, _ := do(t, "PUT", loc2+"&digest="+good.String(), "application/octet-stream", data); status != http.StatusCreated {
+			t.Errorf("retry upload: %d", status)
+		}
+	})
+}
