@@ -17,6 +17,7 @@ ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.7
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 DISTRIBUTION_VERSION=v3.1.2
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -83,6 +84,7 @@ for t in "${tools[@]}"; do
     oras) go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
     regctl) go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION" ;;
     distribution) go_tool distribution-registry github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
+    minio) go_tool minio github.com/minio/minio "$MINIO_VERSION" ;;
     skopeo) apt_tool skopeo skopeo ;;
     podman) apt_tool podman podman ;;
     *) log "unknown tool $t"; exit 2 ;;
