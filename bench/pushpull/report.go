@@ -1,0 +1,116 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// sha256Throughput hashes the layers of w rounds times and returns the
+// median speed in MB/s (10^6 bytes per second): the ceiling for a registry
+// that must hash every byte it receives.
+func sha256Throughput(w *workload, rounds int) float64 {
+	layers, _ := w.images[0].Layers()
+	speeds := make([]float64, rounds)
+	for i := range speeds {
+		h := sha256.New()
+		start := time.Now()
+		var n int64
+		for _, l := range layers {
+			rc, _ := l.Compressed() // static layers: a reader over memory
+			m, _ := io.Copy(h, rc)
+			n += m
+		}
+		h.Sum(nil)
+		speeds[i] = float64(n) / time.Since(start).Seconds() / 1e6
+	}
+	return median(speeds)
+}
+
+// metric is one row of the table.
+type metric struct {
+	label string
+	value func(w *workload, r result) float64
+}
+
+func mbPerSec(d func(result) time.Duration) func(*workload, result) float64 {
+	return func(w *workload, r result) float64 { return float64(w.bytes) / d(r).Seconds() / 1e6 }
+}
+
+func imagesPerSec(d func(result) time.Duration) func(*workload, result) float64 {
+	return func(w *workload, r result) float64 { return float64(len(w.images)) / d(r).Seconds() }
+}
+
+func peakMiB(_ *workload, r result) float64 { return float64(r.peakRSS) / (1 << 20) }
+
+func cpuSeconds(_ *workload, r result) float64 { return r.cpu.Seconds() }
+
+func pushTime(r result) time.Duration { return r.push }
+func pullTime(r result) time.Duration { return r.pull }
+
+// rows are the table's metrics for the workload named by the key.
+var rows = map[string][]metric{
+	"big": {
+		{"256 MiB image (4 × 64 MiB) push, MB/s ↑", mbPerSec(pushTime)},
+		{"256 MiB image (4 × 64 MiB) pull, MB/s ↑", mbPerSec(pullTime)},
+		{"256 MiB image: registry CPU time, s ↓", cpuSeconds},
+		{"256 MiB image: registry peak RSS, MiB ↓", peakMiB},
+	},
+	"small": {
+		{"200 small images push, images/s ↑", imagesPerSec(pushTime)},
+		{"200 small images pull, images/s ↑", imagesPerSec(pullTime)},
+		{"200 small images: registry CPU time, s ↓", cpuSeconds},
+		{"200 small images: registry peak RSS, MiB ↓", peakMiB},
+	},
+}
+
+// writeTable prints the medians of every metric as a Markdown table, each
+// cell with the range of its n runs.
+func writeTable(out io.Writer, ws []*workload, results map[string]map[kind][]result, shaMBps float64, n int) {
+	fmt.Fprintf(out, "| workload (median of %d runs, min–max) | Portcullis | distribution v3.1.2 | ours/upstream |\n", n)
+	fmt.Fprintln(out, "|---|---:|---:|---:|")
+	for _, w := range ws {
+		for _, m := range rows[w.name] {
+			a := values(w, results[w.name][ours], m)
+			b := values(w, results[w.name][upstream], m)
+			fmt.Fprintf(out, "| %s | %s | %s | %.2f |\n", m.label, cell(a), cell(b), median(a)/median(b))
+		}
+	}
+	fmt.Fprintf(out, "| Go crypto/sha256 over 256 MiB, MB/s (ceiling) | %.0f | | |\n", shaMBps)
+}
+
+func values(w *workload, rs []result, m metric) []float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = m.value(w, r)
+	}
+	return v
+}
+
+func cell(v []float64) string {
+	if len(v) == 1 {
+		return num(v[0])
+	}
+	return fmt.Sprintf("%s (%s–%s)", num(median(v)), num(slices.Min(v)), num(slices.Max(v)))
+}
+
+// num prints v with two decimals below 10, as a whole number above.
+func num(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// median returns the middle value of v (the mean of the middle two for an
+// even count).
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

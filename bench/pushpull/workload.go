@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// workload is a set of images pushed, then pulled, in one run.
+type workload struct {
+	name   string
+	images []v1.Image
+	bytes  int64 // layer bytes over all images
+}
+
+// result is what one run of a workload against one registry measured.
+type result struct {
+	push, pull time.Duration
+	usage      // of the registry process, start to stop
+}
+
+// bigWorkload is one image of layers layers of layerSize random bytes each.
+func bigWorkload(layers, layerSize int) (*workload, error) {
+	ls := make([]v1.Layer, layers)
+	for i := range ls {
+		ls[i] = randomLayer(layerSize)
+	}
+	img, err := newImage(ls...)
+	if err != nil {
+		return nil, err
+	}
+	return &workload{name: "big", images: []v1.Image{img}, bytes: int64(layers * layerSize)}, nil
+}
+
+// smallWorkload is count images of one layer of layerSize random bytes each.
+func smallWorkload(count, layerSize int) (*workload, error) {
+	w := &workload{name: "small", images: make([]v1.Image, count), bytes: int64(count * layerSize)}
+	for i := range w.images {
+		img, err := newImage(randomLayer(layerSize))
+		if err != nil {
+			return nil, err
+		}
+		w.images[i] = img
+	}
+	return w, nil
+}
+
+// randomLayer is an uncompressed layer of n incompressible bytes. Its blob is
+// not a tar; registries store layers without looking inside.
+func randomLayer(n int) v1.Layer {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails on Linux
+	return static.NewLayer(b, types.OCIUncompressedLayer)
+}
+
+// newImage builds an OCI image of layers and computes every digest, so
+// that no hashing of our own happens while a run is timed.
+func newImage(layers ...v1.Layer) (v1.Image, error) {
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layers...)
+	if err != nil {
+		return nil, fmt.Errorf("build image: %w", err)
+	}
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	if _, err := img.Digest(); err != nil {
+		return nil, fmt.Errorf("digest image: %w", err)
+	}
+	return img, nil
+}
+
+// run pushes every image of w to reg, then pulls every one back, reading
+// each blob to the end so that the client verifies its digest and size.
+func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
+	// A transport per run: no connection outlives its registry.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 16
+	defer tr.CloseIdleConnections()
+	opts := []remote.Option{
+		remote.WithTransport(tr),
+		// A failure should fail the run, not be hidden in a slower time.
+		remote.WithRetryPredicate(func(error) bool { return false }),
+	}
+	refs := make([]name.Reference, len(w.images))
+	for i := range refs {
+		ref, err := name.ParseReference(fmt.Sprintf("%s/bench/%s:%d", reg.addr, w.name, i), name.Insecure)
+		if err != nil {
+			return result{}, err
+		}
+		refs[i] = ref
+	}
+
+	var res result
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	for i, img := range w.images {
+		if err := pusher.Push(ctx, refs[i], img); err != nil {
+			return result{}, fmt.Errorf("push %s: %w", refs[i], err)
+		}
+	}
+	res.push = time.Since(start)
+
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return result{}, err
+	}
+	start = time.Now()
+	for i, img := range w.images {
+		if err := pull(ctx, puller, refs[i], img); err != nil {
+			return result{}, fmt.Errorf("pull %s: %w", refs[i], err)
+		}
+	}
+	res.pull = time.Since(start)
+	return res, nil
+}
+
+// pull fetches ref's manifest and config and reads its layers, in parallel
+// as pull clients do, checking that the registry returned the image pushed.
+func pull(ctx context.Context, p *remote.Puller, ref name.Reference, want v1.Image) error {
+	desc, err := p.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	wantDigest, err := want.Digest()
+	if err != nil {
+		return err
+	}
+	if desc.Digest != wantDigest {
+		return fmt.Errorf("manifest digest %s, pushed %s", desc.Digest, wantDigest)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return err
+	}
+	if _, err := img.RawConfigFile(); err != nil { // verified against the manifest
+		return fmt.Errorf("config: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(layers))
+	var wg sync.WaitGroup
+	for i, l := range layers {
+		wg.Go(func() { errs[i] = readLayer(l) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// readLayer reads l's blob to the end; the remote reader fails on a wrong
+// digest or size.
+func readLayer(l v1.Layer) error {
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, rc)
+	return errors.Join(err, rc.Close())
+}
