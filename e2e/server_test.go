@@ -72,15 +72,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	reg := startRegistry(t, startOptions{config: "version: 1\nhttp:\n  shutdownGrace: 20s\n"})
-	resp, err := http.Post(reg.URL()+"/v2/shutdown/app/blobs/uploads/", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if !strings.HasPrefix(loc, "http") {
-		loc = reg.URL() + loc
-	}
+	loc := reg.startUpload(t, "shutdown/app")
 	data := make([]byte, 4<<20)
 	_, _ = rand.Read(data)
 	pr, pw := io.Pipe()
@@ -109,7 +101,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	_, _ = pw.Write(data[1<<20:])
 	pw.Close()
-	resp = <-result
+	resp := <-result
 	if resp == nil {
 		return
 	}
@@ -132,15 +124,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestShutdownGraceExpires(t *testing.T) {
 	t.Parallel()
 	reg := startRegistry(t, startOptions{config: "version: 1\nhttp:\n  shutdownGrace: 1s\n"})
-	resp, err := http.Post(reg.URL()+"/v2/slow/app/blobs/uploads/", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if !strings.HasPrefix(loc, "http") {
-		loc = reg.URL() + loc
-	}
+	loc := reg.startUpload(t, "slow/app")
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	req, _ := http.NewRequest(http.MethodPatch, loc, pr)
@@ -311,4 +295,22 @@ func writeSelfSigned(t testing.TB, dir string) (certFile, keyFile string) {
 	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
 	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})))
 	return certFile, keyFile
+}
+
+// startUpload opens an upload session in repo and returns its absolute URL.
+func (r *Registry) startUpload(t testing.TB, repo string) string {
+	t.Helper()
+	resp, err := http.Post(r.URL()+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %d", resp.StatusCode)
+	}
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = r.URL() + loc
+	}
+	return loc
 }
