@@ -85,6 +85,8 @@ func (l Log) AccessLogEnabled() bool { return l.AccessLog == nil || *l.AccessLog
 // Storage configures where blobs and manifests live.
 type Storage struct {
 	Filesystem Filesystem `yaml:"filesystem"`
+	// S3 selects the S3 or MinIO backend instead of the filesystem.
+	S3 *S3 `yaml:"s3"`
 	// Delete allows manifest, tag and blob deletion through the API.
 	Delete Toggle `yaml:"delete"`
 	// UploadPurging removes abandoned uploads.
@@ -299,6 +301,12 @@ func (c *Config) Validate() error {
 	for i, s := range c.Validation.ForeignLayerURLs {
 		if _, err := regexp.Compile(s); err != nil {
 			bad(fmt.Sprintf("validation.foreignLayerURLs[%d]", i), "invalid regular expression: %v", err)
+		}
+	}
+	if c.Storage.S3 != nil {
+		c.Storage.S3.validate(bad)
+		if c.Storage.Filesystem.RootDirectory != "" {
+			bad("storage", "set either filesystem or s3, not both")
 		}
 	}
 	if c.Catalog.MaxEntries < 0 {

@@ -49,6 +49,44 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 	}
 }
 
+// TestExampleS3Block uncomments the documented s3 block and loads it.
+func TestExampleS3Block(t *testing.T) {
+	data, err := os.ReadFile("../config.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "  #"); ok && (strings.HasPrefix(rest, "s3:") || strings.HasPrefix(rest, "  ")) {
+			line = "  " + rest
+		}
+		out = append(out, line)
+	}
+	c, err := Load(strings.NewReader(strings.Join(out, "\n")))
+	if err != nil {
+		t.Fatalf("example with s3: %v", err)
+	}
+	want := &S3{Endpoint: "http://127.0.0.1:9000", Region: "us-east-1", Bucket: "registry",
+		AccessKeyFile: "/run/secrets/s3-access-key", SecretKeyFile: "/run/secrets/s3-secret-key",
+		PartSize: 16 << 20, Concurrency: 4}
+	if diff := cmp.Diff(want, c.Storage.S3); diff != "" {
+		t.Errorf("s3 (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]Size{"0": 0, "1048576": 1 << 20, "512KiB": 512 << 10, "16MiB": 16 << 20, "2 GiB": 2 << 30, "7B": 7} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "16MB", "x", "99999999999GiB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
 func TestLoad(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -84,6 +122,19 @@ func TestLoad(t *testing.T) {
 				"catalog.maxEntries: must be positive",
 			},
 		},
+		{
+			name: "s3 problems",
+			yaml: "version: 1\nstorage:\n  filesystem:\n    rootDirectory: /x\n  s3:\n    endpoint: ftp://h/path\n    accessKeyFile: a\n    partSize: 1MiB\n",
+			wantErr: []string{
+				"storage.s3.endpoint: must be an http:// or https:// URL",
+				"storage.s3.bucket: required",
+				"storage.s3: accessKeyFile and secretKeyFile must be set together",
+				"storage.s3.partSize: must be between 5MiB and 5GiB",
+				"storage: set either filesystem or s3, not both",
+			},
+		},
+		{name: "s3 endpoint with credentials", yaml: "version: 1\nstorage:\n  s3:\n    endpoint: http://k:s@h:9000\n    bucket: b\n", wantErr: []string{"must not carry credentials"}},
+		{name: "bad size", yaml: "version: 1\nstorage:\n  s3:\n    endpoint: http://h\n    bucket: b\n    partSize: lots\n", wantErr: []string{"invalid size"}},
 		{name: "negative duration", yaml: "version: 1\nhttp:\n  idleTimeout: -1s\n", wantErr: []string{"http.idleTimeout: must not be negative"}},
 	}
 	for _, tt := range tests {

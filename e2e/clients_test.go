@@ -48,8 +48,17 @@ func imageDigest(t testing.TB, img v1.Image) string {
 
 func TestCrane(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testCrane(t, b)
+		})
+	}
+}
+
+func testCrane(t *testing.T, b backend) {
 	crane := tool(t, "crane")
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, b.options(t, ""))
 	h := reg.Addr
 
 	// push: a tarball made here, pushed by crane; the registry holds the
@@ -109,8 +118,17 @@ func TestCrane(t *testing.T) {
 
 func TestOras(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testOras(t, b)
+		})
+	}
+}
+
+func testOras(t *testing.T, b backend) {
 	oras := tool(t, "oras")
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, b.options(t, ""))
 	h := reg.Addr
 	work := t.TempDir()
 	writeFile(t, filepath.Join(work, "config.json"), `{"hello":"world"}`)
@@ -149,8 +167,17 @@ func TestOras(t *testing.T) {
 
 func TestRegctl(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testRegctl(t, b)
+		})
+	}
+}
+
+func testRegctl(t *testing.T, b backend) {
 	regctl := tool(t, "regctl")
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, b.options(t, ""))
 	h := reg.Addr
 	env := []string{"HOME=" + t.TempDir()}
 	run(t, env, regctl, "registry", "set", "--tls", "disabled", h)
@@ -183,9 +210,18 @@ func TestRegctl(t *testing.T) {
 
 func TestSkopeoAndPodman(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testSkopeoAndPodman(t, b)
+		})
+	}
+}
+
+func testSkopeoAndPodman(t *testing.T, b backend) {
 	skopeo := tool(t, "skopeo")
 	podman := tool(t, "podman")
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, b.options(t, ""))
 	h := reg.Addr
 
 	// An OCI layout made here, copied into the registry by skopeo.

@@ -12,8 +12,17 @@ import (
 // API group and the default data sets, against the binary: 0 failures.
 func TestConformance(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testConformance(t, b)
+		})
+	}
+}
+
+func testConformance(t *testing.T, b backend) {
 	bin := tool(t, "conformance.test")
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, b.options(t, ""))
 	results := t.TempDir()
 	env := []string{
 		"OCI_REGISTRY=" + reg.Addr,

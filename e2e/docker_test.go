@@ -14,11 +14,20 @@ import (
 // pushed, removed locally and pulled back by digest.
 func TestDocker(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testDocker(t, b)
+		})
+	}
+}
+
+func testDocker(t *testing.T, b backend) {
 	docker := tool(t, "docker")
 	if out, err := runErr(nil, docker, "info", "--format", "{{.ServerVersion}}"); err != nil {
 		t.Fatalf("docker engine not answering: %v\n%s", err, out)
 	}
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, b.options(t, ""))
 	image := reg.Addr + "/docker/hello:v1"
 
 	// A one-file root filesystem, imported as an image.

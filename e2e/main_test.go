@@ -87,7 +87,8 @@ func freeAddr(t testing.TB) string {
 }
 
 type startOptions struct {
-	config  string // YAML written to a file and passed with --config
+	config  string   // YAML written to a file and passed with --config
+	env     []string // extra environment
 	dataDir string // reuse a data dir (restart); default a new temp dir
 	scheme  string // "https" when the config turns TLS on
 	client  *http.Client
@@ -110,6 +111,7 @@ func startRegistry(t testing.TB, o startOptions) *Registry {
 		args = append(args, "--config", f)
 	}
 	r.cmd = exec.Command(registryBin, args...)
+	r.cmd.Env = append(os.Environ(), o.env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

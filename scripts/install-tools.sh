@@ -17,6 +17,7 @@ ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.7
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 DISTRIBUTION_VERSION=v3.1.2
+HELM_VERSION=v3.22.0
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 
 log() { echo "install-tools: $*" >&2; }
@@ -76,7 +77,7 @@ apt_tool() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl skopeo podman)
+[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl helm minio skopeo podman)
 for t in "${tools[@]}"; do
   case $t in
     conformance) conformance ;;
@@ -84,6 +85,7 @@ for t in "${tools[@]}"; do
     oras) go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
     regctl) go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION" ;;
     distribution) go_tool distribution-registry github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
+    helm) go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
     minio) go_tool minio github.com/minio/minio "$MINIO_VERSION" ;;
     skopeo) apt_tool skopeo skopeo ;;
     podman) apt_tool podman podman ;;

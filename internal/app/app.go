@@ -20,7 +20,6 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -66,13 +65,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 
 func (a *App) build(ctx context.Context) error {
 	cfg := a.cfg
-	root := cfg.FilesystemRoot()
-	if err := os.MkdirAll(root, 0o750); err != nil {
-		return fmt.Errorf("storage.filesystem.rootDirectory: %w", err)
-	}
-	driver, err := filesystem.FromParameters(map[string]any{"rootdirectory": root})
+	driver, err := newDriver(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("filesystem storage: %w", err)
+		return err
 	}
 	a.driver = driver
 
@@ -178,6 +173,9 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *App) checkStorage(ctx context.Context) error {
+	if p, ok := a.driver.(pinger); ok {
+		return p.Ping(ctx)
+	}
 	_, err := a.driver.Stat(ctx, "/")
 	var nf storagedriver.PathNotFoundError
 	if err != nil && !errors.As(err, &nf) {

@@ -81,7 +81,7 @@ func distributionConfig(c *config.Config, driver storagedriver.StorageDriver, id
 	dc.Storage = configuration.Storage{
 		driverName: configuration.Parameters{optDriver: driver},
 		"delete":   configuration.Parameters{"enabled": c.Storage.Delete.On(true)},
-		"redirect": configuration.Parameters{"disable": true},
+		"redirect": configuration.Parameters{"disable": c.Storage.S3 == nil || !c.Storage.S3.Redirect},
 		"cache":    configuration.Parameters{"blobdescriptor": "inmemory"},
 		"maintenance": configuration.Parameters{
 			// distribution requires exactly map[any]any here.

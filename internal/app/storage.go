@@ -1,0 +1,75 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/storage"
+)
+
+// pinger is a backend that can say whether it is reachable.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// newDriver builds the configured storage backend.
+func newDriver(ctx context.Context, cfg *config.Config) (storagedriver.StorageDriver, error) {
+	if s3 := cfg.Storage.S3; s3 != nil {
+		access, secret, err := s3Credentials(s3)
+		if err != nil {
+			return nil, err
+		}
+		d, err := storage.New(ctx, storage.Options{
+			Endpoint:    s3.Endpoint,
+			Region:      s3.Region,
+			Bucket:      s3.Bucket,
+			AccessKey:   access,
+			SecretKey:   secret,
+			Prefix:      s3.Prefix,
+			CAFile:      s3.CAFile,
+			PartSize:    int64(s3.PartSize),
+			Concurrency: s3.Concurrency,
+			Redirect:    s3.Redirect,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("storage.s3: %w", err)
+		}
+		return d, nil
+	}
+	root := cfg.FilesystemRoot()
+	if err := os.MkdirAll(root, 0o750); err != nil {
+		return nil, fmt.Errorf("storage.filesystem.rootDirectory: %w", err)
+	}
+	d, err := filesystem.FromParameters(map[string]any{"rootdirectory": root})
+	if err != nil {
+		return nil, fmt.Errorf("storage.filesystem: %w", err)
+	}
+	return d, nil
+}
+
+// s3Credentials reads the key files, else the AWS_* environment variables.
+func s3Credentials(s3 *config.S3) (access, secret string, err error) {
+	if s3.AccessKeyFile != "" {
+		a, err := os.ReadFile(s3.AccessKeyFile)
+		if err != nil {
+			return "", "", fmt.Errorf("storage.s3.accessKeyFile: %w", err)
+		}
+		s, err := os.ReadFile(s3.SecretKeyFile)
+		if err != nil {
+			return "", "", fmt.Errorf("storage.s3.secretKeyFile: %w", err)
+		}
+		return strings.TrimSpace(string(a)), strings.TrimSpace(string(s)), nil
+	}
+	access, secret = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	if (access == "") != (secret == "") {
+		return "", "", errors.New("storage.s3: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+	}
+	return access, secret, nil
+}

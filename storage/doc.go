@@ -1,0 +1,55 @@
+// Package storage is Portcullis's storage driver: an implementation of
+// distribution's storagedriver.StorageDriver over the S3 API, written on
+// github.com/minio/minio-go/v7 and proven against a real MinIO server with
+// distribution's driver conformance suite.
+//
+// It must not import anything of Portcullis (neither internal/ nor the domain
+// packages): the wiring in internal/app builds an Options from the storage
+// section of the configuration and calls New. A test keeps it so.
+//
+// # Object key layout
+//
+// Every driver path maps to one object key under Options.Prefix; directories
+// exist only as key prefixes. Uncommitted writers keep their state beside the
+// data, under a "~pending" prefix that no driver path can name ('~' is outside
+// storagedriver.PathRegexp), and List, Walk and Stat hide it:
+//
+//	<bucket>/
+//	└── <prefix>/                                  Options.Prefix; "" is the bucket root
+//	    ├── docker/registry/v2/                    distribution's layout (registry/storage/paths.go)
+//	    │   ├── blobs/sha256/ab/abcd…/data         one object per driver path
+//	    │   └── repositories/<name>/
+//	    │       ├── _layers/ _manifests/ …
+//	    │       └── _uploads/<id>/
+//	    │           ├── data                       the blob, once its Writer is committed;
+//	    │           │                              before that, an S3 multipart upload of
+//	    │           │                              the full parts written so far
+//	    │           ├── startedat
+//	    │           └── hashstates/sha256/<offset>
+//	    └── ~pending/                              writer state, never listed
+//	        └── docker/registry/v2/repositories/<name>/_uploads/<id>/data
+//	                                               the tail (< 5 MiB) not yet in a part, with
+//	                                               metadata naming the multipart upload ID
+//	                                               and the offset at which the tail starts
+//
+// # Writers
+//
+// A Writer buffers at most Options.PartSize bytes: each full buffer becomes
+// one part of a multipart upload on the data key. Close (the end of one PATCH
+// request) uploads what is buffered as a part when it reaches the S3 minimum
+// of 5 MiB and otherwise stores it as the pending tail; a Writer reopened with
+// append=true reads the tail back and lists the uploaded parts, so chunked
+// uploads resume across requests and across replicas. Commit uploads the last
+// part and completes the upload (or, for content that never filled a part,
+// puts it in one request) and removes the tail; Cancel aborts the upload and
+// removes the tail.
+//
+// # Caveats
+//
+//   - A process that dies while a Writer has uploaded parts it has not yet
+//     recorded leaves a multipart upload that nothing refers to. Give the
+//     bucket a lifecycle rule that aborts incomplete multipart uploads after a
+//     few days.
+//   - MinIO refuses an object key below another object ("a" and "a/b"), an
+//     S3 bucket accepts both; distribution's layout never creates such pairs.
+package storage

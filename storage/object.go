@@ -1,0 +1,208 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/minio/minio-go/v7"
+)
+
+// contentType is the type of every object the driver writes.
+const contentType = "application/octet-stream"
+
+// GetContent returns the whole object at path, or
+// storagedriver.PathNotFoundError.
+func (d *driver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	body, info, err := d.getObject(ctx, d.key(path), minio.GetObjectOptions{})
+	if err != nil {
+		return nil, translate("get", path, err)
+	}
+	defer body.Close()
+	var buf bytes.Buffer
+	if info.Size > 0 {
+		buf.Grow(int(info.Size))
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, translate("get", path, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// getObject sends one GET and returns the body with the object's metadata.
+func (d *driver) getObject(ctx context.Context, key string, opts minio.GetObjectOptions) (io.ReadCloser, minio.ObjectInfo, error) {
+	body, info, _, err := minio.Core{Client: d.client}.GetObject(ctx, d.bucket, key, opts)
+	return body, info, err
+}
+
+// PutContent replaces the object at path with content in one request.
+func (d *driver) PutContent(ctx context.Context, path string, content []byte) error {
+	opts := minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true}
+	if len(content) > MaxPartSize {
+		opts = minio.PutObjectOptions{ContentType: contentType, PartSize: uint64(d.partSize), NumThreads: 1}
+	}
+	_, err := d.client.PutObject(ctx, d.bucket, d.key(path), bytes.NewReader(content), int64(len(content)), opts)
+	return translate("put", path, err)
+}
+
+// Reader returns the object at path from offset on. An offset at or past the
+// end gives an empty reader; a missing object gives
+// storagedriver.PathNotFoundError.
+func (d *driver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	var opts minio.GetObjectOptions
+	if offset > 0 {
+		if err := opts.SetRange(offset, 0); err != nil {
+			return nil, storagedriver.InvalidOffsetError{Path: path, Offset: offset, DriverName: driverName}
+		}
+	}
+	body, _, err := d.getObject(ctx, d.key(path), opts)
+	if errorCode(err) == codeInvalidRange {
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	if err != nil {
+		return nil, translate("read", path, err)
+	}
+	return body, nil
+}
+
+// Stat describes the object at path or, when there is none, the directory
+// that the keys under path form. Directories have no size or time.
+func (d *driver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
+	if path != "/" {
+		info, err := d.client.StatObject(ctx, d.bucket, d.key(path), minio.StatObjectOptions{})
+		if err == nil {
+			return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
+				Path:    path,
+				Size:    info.Size,
+				ModTime: info.LastModified,
+			}}, nil
+		}
+		if !isNotFound(err) {
+			return nil, translate("stat", path, err)
+		}
+	}
+	isDir, err := d.hasChildren(ctx, path)
+	if err != nil {
+		return nil, translate("stat", path, err)
+	}
+	if !isDir {
+		return nil, storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
+	}
+	return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
+		Path:  path,
+		IsDir: true,
+	}}, nil
+}
+
+// hasChildren reports whether any object other than writer state lies under
+// path.
+func (d *driver) hasChildren(ctx context.Context, path string) (bool, error) {
+	noOwner := false
+	for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{
+		Prefix:     d.dirPrefix(path),
+		MaxKeys:    2, // at the root: one entry and, maybe, the pending prefix
+		FetchOwner: &noOwner,
+	}) {
+		if obj.Err != nil {
+			return false, obj.Err
+		}
+		if !d.isPending(obj.Key) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Move copies the object at sourcePath to destPath on the server, replacing
+// what was there, then removes the source. Objects over MaxPartSize are
+// copied in parts, Options.Concurrency at a time.
+func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
+	srcKey := d.key(sourcePath)
+	info, err := d.client.StatObject(ctx, d.bucket, srcKey, minio.StatObjectOptions{})
+	if err != nil {
+		return translate("move", sourcePath, err)
+	}
+	if sourcePath == destPath {
+		return nil
+	}
+	src := minio.CopySrcOptions{Bucket: d.bucket, Object: srcKey, MatchETag: info.ETag}
+	dst := minio.CopyDestOptions{Bucket: d.bucket, Object: d.key(destPath)}
+	if info.Size <= MaxPartSize {
+		_, err = d.client.CopyObject(ctx, dst, src)
+	} else {
+		dst.NumThreads = uint(d.concurrency)
+		_, err = d.client.ComposeObject(ctx, dst, src)
+	}
+	if err != nil {
+		return translate("move", sourcePath+" to "+destPath, err)
+	}
+	err = d.client.RemoveObject(ctx, d.bucket, srcKey, minio.RemoveObjectOptions{})
+	return translate("move: remove", sourcePath, err)
+}
+
+// Delete removes the object at path and every object under it, in batches of
+// up to 1000 keys per request, with the state of uncommitted writers there.
+// It returns storagedriver.PathNotFoundError when there was nothing.
+func (d *driver) Delete(ctx context.Context, path string) error {
+	pending, err := d.deletePending(ctx, path)
+	if err != nil {
+		return err
+	}
+	key := d.key(path)
+	var listErr error
+	found := 0
+	objects := func(yield func(minio.ObjectInfo) bool) {
+		_, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
+		switch {
+		case err == nil:
+			found++
+			if !yield(minio.ObjectInfo{Key: key}) {
+				return
+			}
+		case !isNotFound(err):
+			listErr = err
+			return
+		}
+		for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{
+			Prefix:    key + "/",
+			Recursive: true,
+		}) {
+			if obj.Err != nil {
+				listErr = obj.Err
+				return
+			}
+			found++
+			if !yield(minio.ObjectInfo{Key: obj.Key}) {
+				return
+			}
+		}
+	}
+	if err := d.removeObjects(ctx, objects); err != nil {
+		return translate("delete", path, err)
+	}
+	if listErr != nil {
+		return translate("delete", path, listErr)
+	}
+	if found == 0 && pending == 0 {
+		return storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
+	}
+	return nil
+}
+
+// removeObjects deletes the objects objects yields with multi-object
+// DELETE requests and returns every failure.
+func (d *driver) removeObjects(ctx context.Context, objects func(func(minio.ObjectInfo) bool)) error {
+	results, err := d.client.RemoveObjectsWithIter(ctx, d.bucket, objects, minio.RemoveObjectsOptions{})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for r := range results {
+		if r.Err != nil && !isNotFound(r.Err) {
+			errs = append(errs, r.Err)
+		}
+	}
+	return errors.Join(errs...)
+}

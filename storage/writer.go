@@ -1,0 +1,370 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/minio/minio-go/v7"
+)
+
+// Metadata of a pending tail object, as minio-go sends and returns it.
+const (
+	metaUploadID     = "Portcullis-Upload-Id"
+	metaOffset       = "Portcullis-Offset"
+	headerMetaPrefix = "X-Amz-Meta-"
+)
+
+var (
+	errClosed    = errors.New("writer already closed")
+	errCommitted = errors.New("writer already committed")
+	errCancelled = errors.New("writer already cancelled")
+)
+
+// Writer returns a FileWriter for path. With append false it starts empty and
+// replaces path on Commit. With append true it resumes the uncommitted writer
+// a previous Close left on path, or appends to an empty committed object; it
+// returns storagedriver.PathNotFoundError when there is neither, and an error
+// for a committed object that is not empty.
+func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (storagedriver.FileWriter, error) {
+	w := &writer{
+		d:       d,
+		ctx:     ctx,
+		path:    path,
+		key:     d.key(path),
+		tailKey: d.pendingKey(path),
+	}
+	if appendMode {
+		if err := w.resume(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// writer is a storagedriver.FileWriter that keeps what it has not yet sent in
+// buf, never more than partSize bytes, sends each full buffer as a part of a
+// multipart upload, and on Close stores what remains as the pending tail.
+type writer struct {
+	d *driver
+	// ctx is the context of the Writer call. io.Writer and io.Closer take
+	// none, so Write uses it and Close uses it without its cancellation.
+	ctx     context.Context
+	path    string
+	key     string // the data object
+	tailKey string // the pending tail object
+
+	uploadID  string // "" until the first part is sent
+	parts     []minio.CompletePart
+	partsSize int64
+	buf       []byte
+
+	tailStored bool // the tail object holds buf, uploadID and partsSize
+
+	closed, committed, cancelled bool
+}
+
+// resume loads the state a previous writer on the same path left.
+func (w *writer) resume(ctx context.Context) error {
+	body, info, err := w.d.getObject(ctx, w.tailKey, minio.GetObjectOptions{})
+	if isNotFound(err) {
+		return w.resumeCommitted(ctx)
+	}
+	if err != nil {
+		return translate("open writer", w.path, err)
+	}
+	defer body.Close()
+
+	w.uploadID = info.Metadata.Get(headerMetaPrefix + metaUploadID)
+	offset, err := strconv.ParseInt(info.Metadata.Get(headerMetaPrefix+metaOffset), 10, 64)
+	if err != nil {
+		return fmt.Errorf("open writer %s: pending tail has no valid offset: %w", w.path, err)
+	}
+	if w.uploadID != "" {
+		if err := w.listParts(ctx); err != nil {
+			return err
+		}
+	}
+	switch {
+	case offset == w.partsSize:
+		w.buf = make([]byte, info.Size) // < MinPartSize: Close sends more as a part
+		if _, err := io.ReadFull(body, w.buf); err != nil {
+			return translate("open writer: read tail", w.path, err)
+		}
+		w.tailStored = true
+	case offset < w.partsSize:
+		// A part was sent after the tail was stored, by a writer that did
+		// not get to Close: that part begins with the tail.
+	default:
+		return fmt.Errorf("open writer %s: pending tail starts at %d but the upload holds %d bytes", w.path, offset, w.partsSize)
+	}
+	return nil
+}
+
+// resumeCommitted opens a writer on a path without writer state: allowed
+// only for an empty committed object, which it will replace.
+func (w *writer) resumeCommitted(ctx context.Context) error {
+	info, err := w.d.client.StatObject(ctx, w.d.bucket, w.key, minio.StatObjectOptions{})
+	if err != nil {
+		return translate("open writer", w.path, err)
+	}
+	if info.Size > 0 {
+		return fmt.Errorf("open writer %s: append to a committed object of %d bytes is not supported", w.path, info.Size)
+	}
+	return nil
+}
+
+// listParts loads the parts of w.uploadID, 1000 per request.
+func (w *writer) listParts(ctx context.Context) error {
+	core := minio.Core{Client: w.d.client}
+	marker := 0
+	for {
+		res, err := core.ListObjectParts(ctx, w.d.bucket, w.key, w.uploadID, marker, 1000)
+		if errorCode(err) == codeNoSuchUpload {
+			return fmt.Errorf("open writer %s: multipart upload %s is gone", w.path, w.uploadID)
+		}
+		if err != nil {
+			return translate("open writer: list parts", w.path, err)
+		}
+		for _, p := range res.ObjectParts {
+			w.parts = append(w.parts, minio.CompletePart{PartNumber: p.PartNumber, ETag: p.ETag})
+			w.partsSize += p.Size
+		}
+		if !res.IsTruncated {
+			break
+		}
+		marker = res.NextPartNumberMarker
+	}
+	slices.SortFunc(w.parts, func(a, b minio.CompletePart) int { return a.PartNumber - b.PartNumber })
+	for i, p := range w.parts {
+		if p.PartNumber != i+1 {
+			return fmt.Errorf("open writer %s: multipart upload %s lacks part %d", w.path, w.uploadID, i+1)
+		}
+	}
+	return nil
+}
+
+func (w *writer) usable() error {
+	switch {
+	case w.closed:
+		return errClosed
+	case w.committed:
+		return errCommitted
+	case w.cancelled:
+		return errCancelled
+	}
+	return nil
+}
+
+// Write buffers p and sends every buffer that reaches the part size.
+func (w *writer) Write(p []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(p) > 0 {
+		if int64(len(w.buf)) >= w.d.partSize {
+			if err := w.sendPart(w.ctx); err != nil {
+				return n, err
+			}
+		}
+		chunk := p[:min(int64(len(p)), w.d.partSize-int64(len(w.buf)))]
+		w.grow(len(chunk))
+		w.buf = append(w.buf, chunk...)
+		w.tailStored = false
+		n += len(chunk)
+		p = p[len(chunk):]
+	}
+	if int64(len(w.buf)) >= w.d.partSize {
+		if err := w.sendPart(w.ctx); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// grow makes room for n more bytes in buf, never past the part size unless
+// a resumed tail already is.
+func (w *writer) grow(n int) {
+	need := len(w.buf) + n
+	if need <= cap(w.buf) {
+		return
+	}
+	size := min(max(2*cap(w.buf), need, 64<<10), int(w.d.partSize))
+	buf := make([]byte, len(w.buf), max(size, need))
+	copy(buf, w.buf)
+	w.buf = buf
+}
+
+// sendPart sends buf as the next part, starting the multipart upload first if
+// there is none.
+func (w *writer) sendPart(ctx context.Context) error {
+	core := minio.Core{Client: w.d.client}
+	if w.uploadID == "" {
+		id, err := core.NewMultipartUpload(ctx, w.d.bucket, w.key, minio.PutObjectOptions{ContentType: contentType})
+		if err != nil {
+			return translate("write: start upload", w.path, err)
+		}
+		w.uploadID = id
+	}
+	number := len(w.parts) + 1
+	part, err := core.PutObjectPart(ctx, w.d.bucket, w.key, w.uploadID, number,
+		bytes.NewReader(w.buf), int64(len(w.buf)), minio.PutObjectPartOptions{})
+	if err != nil {
+		return translate(fmt.Sprintf("write: part %d", number), w.path, err)
+	}
+	w.parts = append(w.parts, minio.CompletePart{PartNumber: number, ETag: part.ETag})
+	w.partsSize += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	w.tailStored = false
+	return nil
+}
+
+// Size returns the number of bytes written, including those resumed.
+func (w *writer) Size() int64 {
+	return w.partsSize + int64(len(w.buf))
+}
+
+// Close saves the writer's state so that Writer with append true resumes it:
+// a buffer of at least MinPartSize becomes a part, a smaller one the pending
+// tail. After Commit or Cancel there is nothing to save.
+func (w *writer) Close() error {
+	if w.closed {
+		return errClosed
+	}
+	w.closed = true
+	if w.committed || w.cancelled {
+		return nil
+	}
+	ctx := context.WithoutCancel(w.ctx)
+	if len(w.buf) >= MinPartSize {
+		if err := w.sendPart(ctx); err != nil {
+			return err
+		}
+	}
+	if w.tailStored {
+		return nil
+	}
+	_, err := w.d.client.PutObject(ctx, w.d.bucket, w.tailKey, bytes.NewReader(w.buf), int64(len(w.buf)),
+		minio.PutObjectOptions{
+			ContentType:      contentType,
+			DisableMultipart: true,
+			UserMetadata: map[string]string{
+				metaUploadID: w.uploadID,
+				metaOffset:   strconv.FormatInt(w.partsSize, 10),
+			},
+		})
+	if err != nil {
+		return translate("close: store tail", w.path, err)
+	}
+	w.tailStored = true
+	return nil
+}
+
+// Commit makes everything written readable at the path: it completes the
+// multipart upload with what is buffered as the last part or, when no part
+// was sent, puts the buffer as the object. Then it removes the pending tail.
+func (w *writer) Commit(ctx context.Context) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.uploadID == "" {
+		_, err := w.d.client.PutObject(ctx, w.d.bucket, w.key, bytes.NewReader(w.buf), int64(len(w.buf)),
+			minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
+		if err != nil {
+			return translate("commit", w.path, err)
+		}
+	} else {
+		if len(w.buf) > 0 || len(w.parts) == 0 {
+			if err := w.sendPart(ctx); err != nil {
+				return err
+			}
+		}
+		core := minio.Core{Client: w.d.client}
+		if _, err := core.CompleteMultipartUpload(ctx, w.d.bucket, w.key, w.uploadID, w.parts, minio.PutObjectOptions{}); err != nil {
+			return translate("commit", w.path, err)
+		}
+	}
+	w.committed = true
+	w.partsSize += int64(len(w.buf)) // Size stays what was written
+	w.buf = nil
+	// Also when this writer stored no tail: one from an earlier writer on
+	// the path must not outlive the commit.
+	err := w.d.client.RemoveObject(ctx, w.d.bucket, w.tailKey, minio.RemoveObjectOptions{})
+	if err != nil && !isNotFound(err) {
+		return translate("commit: remove tail", w.path, err)
+	}
+	return nil
+}
+
+// Cancel aborts the multipart upload and removes the pending tail.
+func (w *writer) Cancel(ctx context.Context) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	w.cancelled = true
+	w.buf = nil
+	if w.uploadID != "" {
+		err := minio.Core{Client: w.d.client}.AbortMultipartUpload(ctx, w.d.bucket, w.key, w.uploadID)
+		if err != nil && errorCode(err) != codeNoSuchUpload {
+			return translate("cancel", w.path, err)
+		}
+	}
+	err := w.d.client.RemoveObject(ctx, w.d.bucket, w.tailKey, minio.RemoveObjectOptions{})
+	if err != nil && !isNotFound(err) {
+		return translate("cancel: remove tail", w.path, err)
+	}
+	return nil
+}
+
+// deletePending aborts the uploads of the uncommitted writers on path and
+// under it, removes their tails, and returns how many there were.
+func (d *driver) deletePending(ctx context.Context, path string) (int, error) {
+	tail := d.pendingKey(path)
+	tails := []string{tail}
+	for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{Prefix: tail + "/", Recursive: true}) {
+		if obj.Err != nil {
+			return 0, translate("delete: list pending", path, obj.Err)
+		}
+		tails = append(tails, obj.Key)
+	}
+	core := minio.Core{Client: d.client}
+	var found []string
+	for _, key := range tails {
+		info, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return 0, translate("delete: stat pending", path, err)
+		}
+		found = append(found, key)
+		id := info.Metadata.Get(headerMetaPrefix + metaUploadID)
+		if id == "" {
+			continue
+		}
+		dataKey := d.root + key[len(d.pendingRoot):]
+		if err := core.AbortMultipartUpload(ctx, d.bucket, dataKey, id); err != nil && errorCode(err) != codeNoSuchUpload {
+			return 0, translate("delete: abort upload", path, err)
+		}
+	}
+	if len(found) == 0 {
+		return 0, nil
+	}
+	err := d.removeObjects(ctx, func(yield func(minio.ObjectInfo) bool) {
+		for _, key := range found {
+			if !yield(minio.ObjectInfo{Key: key}) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return 0, translate("delete: remove pending", path, err)
+	}
+	return len(found), nil
+}
