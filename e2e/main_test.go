@@ -89,8 +89,8 @@ func freeAddr(t testing.TB) string {
 type startOptions struct {
 	config  string   // YAML written to a file and passed with --config
 	env     []string // extra environment
-	dataDir string // reuse a data dir (restart); default a new temp dir
-	scheme  string // "https" when the config turns TLS on
+	dataDir string   // reuse a data dir (restart); default a new temp dir
+	scheme  string   // "https" when the config turns TLS on
 	client  *http.Client
 }
 
