@@ -207,3 +207,38 @@ func TestRegistryRestartMidUpload(t *testing.T) {
 	}
 }
 
+
+// TestS3StartupErrors: a missing bucket, wrong credentials or an unreachable
+// endpoint stop start-up with one clear line that never shows the secret.
+func TestS3StartupErrors(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	bucket := srv.NewBucket(t)
+	cases := []struct {
+		name, endpoint, bucket, access, secret, want string
+	}{
+		{"missing bucket", srv.Endpoint, "no-such-bucket", srv.AccessKey, srv.SecretKey, "bucket not found"},
+		{"wrong secret", srv.Endpoint, bucket, srv.AccessKey, "wrong-secret-value-123", "credentials rejected"},
+		{"unreachable", "http://" + freeAddr(t), bucket, srv.AccessKey, srv.SecretKey, "unreachable"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := filepath.Join(t.TempDir(), "config.yml")
+			writeFile(t, cfg, fmt.Sprintf("version: 1\nstorage:\n  s3:\n    endpoint: %s\n    region: us-east-1\n    bucket: %s\n", c.endpoint, c.bucket))
+			out, err := runErr([]string{"AWS_ACCESS_KEY_ID=" + c.access, "AWS_SECRET_ACCESS_KEY=" + c.secret},
+				registryBin, "serve", "--config", cfg, "--addr", freeAddr(t), "--data", t.TempDir())
+			if err == nil {
+				t.Fatalf("start-up succeeded")
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			last := lines[len(lines)-1]
+			if !strings.Contains(last, c.want) || !strings.HasPrefix(last, "registry: storage.s3:") {
+				t.Errorf("last line %q, want one line naming %q\n%s", last, c.want, out)
+			}
+			if strings.Contains(out, c.secret) {
+				t.Errorf("the secret reached the output: %s", out)
+			}
+		})
+	}
+}
