@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,8 @@ type S3 struct {
 	// Redirect sends blob downloads to presigned URLs on the object store.
 	Redirect bool `yaml:"redirect"`
 }
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
 // Size is a byte count written as an integer or with a unit: "16MiB".
 type Size int64
@@ -84,6 +87,8 @@ func (s *S3) validate(bad func(key, format string, args ...any)) {
 	}
 	if s.Bucket == "" {
 		bad("storage.s3.bucket", "required")
+	} else if !bucketName.MatchString(s.Bucket) || strings.Contains(s.Bucket, "..") {
+		bad("storage.s3.bucket", "%q is not a valid bucket name: 3 to 63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit", s.Bucket)
 	}
 	if (s.AccessKeyFile == "") != (s.SecretKeyFile == "") {
 		bad("storage.s3", "accessKeyFile and secretKeyFile must be set together")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
 const (
@@ -66,6 +68,8 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Bucket == "" {
 		errs = append(errs, errors.New("bucket: required"))
+	} else if err := s3utils.CheckValidBucketNameStrict(o.Bucket); err != nil {
+		errs = append(errs, fmt.Errorf("bucket: %w", err))
 	}
 	if (o.AccessKey == "") != (o.SecretKey == "") {
 		errs = append(errs, errors.New("accessKey and secretKey: set both or neither"))
