@@ -173,7 +173,7 @@ func TestNewCAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, file := range map[string]string{"missing": filepath.Join(dir, "none.pem"), "not PEM": notPEM} {
-		_, err := New(t.Context(), Options{Endpoint: "https://127.0.0.1:1", Bucket: "b", CAFile: file})
+		_, err := New(t.Context(), Options{Endpoint: "https://127.0.0.1:1", Bucket: "registry", CAFile: file})
 		if err == nil || !strings.Contains(err.Error(), "caFile") {
 			t.Errorf("%s: New error = %v, want one about caFile", name, err)
 		}
