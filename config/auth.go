@@ -187,14 +187,8 @@ func (a *Auth) Provision() {
 	}
 }
 
-var (
-	authNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$`)
-	// RobotNameRE is the syntax of a robot account's name.
-	RobotNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-)
-
-// RobotUserPrefix starts the user name a robot logs in with: robot+NAME.
-const RobotUserPrefix = "robot+"
+// authNameRE is the syntax of user and group names.
+var authNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$`)
 
 // Validate checks the provisioned auth section and returns every problem,
 // each prefixed with its key path under prefix (normally "auth").
@@ -247,10 +241,10 @@ func (a *Auth) Validate(prefix string) []error {
 	for i, u := range a.Users {
 		key := fmt.Sprintf("users[%d]", i)
 		switch {
+		case strings.Contains(u.Name, "+"):
+			bad(key+".name", "%q: a user name must not contain \"+\" (reserved for robot+NAME)", u.Name)
 		case !authNameRE.MatchString(u.Name):
 			bad(key+".name", "invalid user name %q", u.Name)
-		case strings.HasPrefix(u.Name, RobotUserPrefix) || strings.Contains(u.Name, "+"):
-			bad(key+".name", "%q: a user name must not contain \"+\" (reserved for robot+NAME)", u.Name)
 		case users[u.Name]:
 			bad(key+".name", "duplicate user %q", u.Name)
 		}

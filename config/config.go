@@ -124,9 +124,10 @@ type Validation struct {
 	// ForeignLayerURLs lists regular expressions a non-distributable layer's
 	// URL must match. Empty means any http or https URL.
 	ForeignLayerURLs []string `yaml:"foreignLayerURLs"`
-	// IndexRequireChildren rejects an image index whose child manifests are
-	// not in the repository yet.
-	IndexRequireChildren bool `yaml:"indexRequireChildren"`
+	// AllowIncompleteIndexes accepts an image index whose child manifests
+	// are not in the repository yet. By default such an index is rejected
+	// (MANIFEST_BLOB_UNKNOWN), so that every index can be pulled whole.
+	AllowIncompleteIndexes bool `yaml:"allowIncompleteIndexes"`
 }
 
 // Catalog configures GET /v2/_catalog.

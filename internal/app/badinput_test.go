@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/testenv"
 )
 
@@ -186,4 +187,22 @@ func TestUploadErrors(t *testing.T) {
 			t.Errorf("retry upload: %d", status)
 		}
 	})
+}
+
+// TestIncompleteIndex: an index whose children are missing is refused by
+// default and accepted when the configuration allows it.
+func TestIncompleteIndex(t *testing.T) {
+	t.Parallel()
+	child := digest.FromString("missing child")
+	index := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":%q,"digest":%q,"size":10}]}`, ociManifest, child))
+	for _, allow := range []bool{false, true} {
+		reg := testenv.Start(t, func(c *config.Config) { c.Validation.AllowIncompleteIndexes = allow })
+		status, code, _ := do(t, "PUT", reg.URL+"/v2/idx/app/manifests/v1", "application/vnd.oci.image.index.v1+json", index)
+		switch {
+		case !allow && (status != 400 || code != "MANIFEST_BLOB_UNKNOWN"):
+			t.Errorf("default: %d %s, want 400 MANIFEST_BLOB_UNKNOWN", status, code)
+		case allow && status != 201:
+			t.Errorf("allowIncompleteIndexes: %d %s, want 201", status, code)
+		}
+	}
 }

@@ -102,10 +102,10 @@ func distributionConfig(c *config.Config, driver storagedriver.StorageDriver, id
 	if len(dc.Validation.Manifests.URLs.Allow) == 0 {
 		dc.Validation.Manifests.URLs.Allow = append([]string(nil), defaultForeignLayerURLs...)
 	}
-	if c.Validation.IndexRequireChildren {
-		dc.Validation.Manifests.Indexes.Platforms = "all"
-	} else {
+	if c.Validation.AllowIncompleteIndexes {
 		dc.Validation.Manifests.Indexes.Platforms = "none"
+	} else {
+		dc.Validation.Manifests.Indexes.Platforms = "all"
 	}
 	dc.Middleware = map[string][]configuration.Middleware{
 		"repository": {{Name: middlewareName, Options: configuration.Parameters{optReferrers: idx, optLinks: links}}},
