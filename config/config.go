@@ -36,6 +36,8 @@ type Config struct {
 	// Validation decides which manifests the registry accepts.
 	Validation Validation `yaml:"validation"`
 	Catalog    Catalog    `yaml:"catalog"`
+	// Auth turns on token authentication and access rules.
+	Auth Auth `yaml:"auth"`
 }
 
 // HTTP configures the listener and server.
@@ -199,6 +201,7 @@ func (c *Config) Provision() {
 	if c.Catalog.MaxEntries == 0 {
 		c.Catalog.MaxEntries = 1000
 	}
+	c.Auth.Provision()
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -312,6 +315,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Catalog.MaxEntries < 0 {
 		bad("catalog.maxEntries", "must be positive")
+	}
+	errs = append(errs, c.Auth.Validate("auth")...)
+	if c.Auth.Enabled && c.Auth.Token.Realm == "" && c.HTTP.Host == "" {
+		if host, _, err := net.SplitHostPort(c.HTTP.Addr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
+			bad("auth.token.realm", "required when http.addr listens on every interface and http.host is unset: clients need the token endpoint's public URL")
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -56,9 +56,17 @@ func TestExampleS3Block(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out []string
+	inBlock := false
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "  #"); ok && (strings.HasPrefix(rest, "s3:") || strings.HasPrefix(rest, "  ")) {
+		rest, commented := strings.CutPrefix(line, "  #")
+		switch {
+		case commented && strings.HasPrefix(rest, "s3:"):
+			inBlock = true
 			line = "  " + rest
+		case inBlock && commented && strings.HasPrefix(rest, "  "):
+			line = "  " + rest
+		default:
+			inBlock = false
 		}
 		out = append(out, line)
 	}

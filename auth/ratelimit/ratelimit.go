@@ -141,14 +141,18 @@ func (l *Limiter) fail(k key, threshold int, now time.Time) {
 	}
 }
 
-// Success records a good login: it clears the user's failures and trusts
-// the (user, address) pair. The address's failures stay, so an attacker
-// cannot reset them by logging in to an account of their own.
+// Success records a good login: it trusts the (user, address) pair and
+// clears the user's failures unless the user is locked out (a login from a
+// trusted address does not lift a lockout for everyone else). The
+// address's failures stay, so an attacker cannot reset them by logging in
+// to an account of their own.
 func (l *Limiter) Success(user, addr string) {
 	now := l.opts.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.entries, key{kind: 'u', user: user})
+	if e := l.entries[key{kind: 'u', user: user}]; e != nil && !e.lockedUntil.After(now) {
+		delete(l.entries, key{kind: 'u', user: user})
+	}
 	l.entries[key{kind: 't', user: user, addr: addr}] = &entry{last: now}
 	l.prune(now)
 }

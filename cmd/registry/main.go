@@ -33,8 +33,12 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
-  registry serve [--config FILE] [--addr HOST:PORT] [--data DIR]
+  registry serve [--config FILE] [--addr HOST:PORT] [--data DIR] [--token-only]
   registry config validate FILE
+  registry auth keygen FILE
+  registry robot create NAME --repo PATTERN --action ACTION [--expires 720h] [--config FILE] [--data DIR]
+  registry robot list|revoke [NAME] [--config FILE] [--data DIR]
+  registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
   registry version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,6 +55,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageError{"config: expected \"validate FILE\""}
 		}
 		return validateConfig(args[2:], stdout)
+	case "auth":
+		return authCmd(args[1:], stdout)
+	case "robot":
+		return robotCmd(ctx, args[1:], stdout, stderr)
+	case "policy":
+		return policyCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

@@ -18,6 +18,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	file := fs.String("config", "", "configuration file (default: built-in defaults)")
 	addr := fs.String("addr", "", "listen address HOST:PORT, overrides http.addr")
 	data := fs.String("data", "", "data directory, overrides dataDir")
+	tokenOnly := fs.Bool("token-only", false, "serve only the token service (auth must be enabled)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -48,7 +49,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg, log)
+	a, err := app.New(ctx, cfg, log, app.Options{TokenOnly: *tokenOnly})
 	if err != nil {
 		return err
 	}

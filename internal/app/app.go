@@ -41,11 +41,20 @@ type App struct {
 	driver  storagedriver.StorageDriver
 	dist    *handlers.App
 	handler http.Handler
+	auth    *authParts // nil when auth is off
+	opts    Options
+}
+
+// Options are the run-time choices that are not configuration.
+type Options struct {
+	// TokenOnly serves the token service alone (and health and metrics),
+	// for sites that put one token service in front of several registries.
+	TokenOnly bool
 }
 
 // New builds the registry described by cfg (already provisioned and
 // validated). Close releases what it opened.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) (*App, error) {
 	if err := registerWithDistribution(); err != nil {
 		return nil, fmt.Errorf("register with distribution: %w", err)
 	}
@@ -55,7 +64,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, db: db}
+	a := &App{cfg: cfg, log: log, db: db, opts: opts}
 	if err := a.build(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -70,7 +79,49 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	a.driver = driver
+	if cfg.Auth.Enabled {
+		if a.auth, err = a.buildAuth(driver); err != nil {
+			return err
+		}
+	}
 
+	mux := http.NewServeMux()
+	if a.opts.TokenOnly {
+		if a.auth == nil {
+			return errors.New("--token-only needs auth.enabled: true")
+		}
+	} else if err := a.buildRegistry(ctx, mux); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := server.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	// distribution's own metrics (storage actions, caches) live in the
+	// default registry; serve both without serving anything else of it.
+	gatherers := prometheus.Gatherers{reg, distributionGatherer{}}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	if a.auth != nil {
+		mux.Handle("/token", a.auth.Service)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		_ = errcode.ServeJSON(w, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled()})
+	return nil
+}
+
+// buildRegistry builds the registry core and the /v2/ front handler.
+func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
+	driver := a.driver
 	secret, err := a.uploadSecret()
 	if err != nil {
 		return err
@@ -83,7 +134,11 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	dist, err := newDistributionApp(ctx, distributionConfig(cfg, driver, idx, links, secret))
+	dc := distributionConfig(a.cfg, driver, idx, links, secret)
+	if a.auth != nil {
+		dc.Auth = distributionAuth(a.auth.Controller)
+	}
+	dist, err := newDistributionApp(ctx, dc)
 	if err != nil {
 		return err
 	}
@@ -99,34 +154,16 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fr, err := front.New(dist, refs)
+	var guard *front.Guard
+	if a.auth != nil {
+		guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
+	}
+	fr, err := front.New(dist, refs, guard)
 	if err != nil {
 		return err
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := server.NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("register metrics: %w", err)
-	}
-	// distribution's own metrics (storage actions, caches) live in the
-	// default registry; serve both without serving anything else of it.
-	gatherers := prometheus.Gatherers{reg, distributionGatherer{}}
-
-	mux := http.NewServeMux()
 	mux.Handle("/v2/", fr)
 	mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", a.ready)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		_ = errcode.ServeJSON(w, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
-	})
-	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled()})
 	return nil
 }
 
@@ -192,6 +229,9 @@ func (a *App) Close() error {
 	var errs []error
 	if a.dist != nil {
 		errs = append(errs, a.dist.Shutdown())
+	}
+	if a.auth != nil {
+		errs = append(errs, a.auth.closeAudit())
 	}
 	errs = append(errs, a.db.Close())
 	return errors.Join(errs...)

@@ -9,6 +9,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	dauth "github.com/distribution/distribution/v3/registry/auth"
 	repositorymiddleware "github.com/distribution/distribution/v3/registry/middleware/repository"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -41,7 +42,10 @@ var registerErr error
 func registerWithDistribution() error {
 	registerOnce.Do(func() {
 		factory.Register(driverName, preparedDriver{})
-		registerErr = repositorymiddleware.Register(middlewareName, wrapRepository)
+		registerErr = errors.Join(
+			repositorymiddleware.Register(middlewareName, wrapRepository),
+			dauth.Register(accessControllerName, preparedController),
+		)
 	})
 	return registerErr
 }

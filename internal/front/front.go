@@ -33,14 +33,19 @@ const distributionRequestIDKey = "instance.id"
 type Handler struct {
 	registry  http.Handler
 	referrers *referrers.Handler
+	guard     *Guard
 }
 
-// New returns the front handler over the registry core and the referrers API.
-func New(registry http.Handler, refs *referrers.Handler) (*Handler, error) {
+// New returns the front handler over the registry core and the referrers
+// API; guard, when not nil, adds authorization, tag rules and audit.
+func New(registry http.Handler, refs *referrers.Handler, guard *Guard) (*Handler, error) {
 	if registry == nil || refs == nil {
 		return nil, errors.New("front handler: registry and referrers handlers are required")
 	}
-	return &Handler{registry: registry, referrers: refs}, nil
+	if guard != nil && (guard.Auth == nil || guard.Tags == nil || guard.Repos == nil) {
+		return nil, errors.New("front handler: a guard needs an authorizer, a tag policy and repositories")
+	}
+	return &Handler{registry: registry, referrers: refs, guard: guard}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -54,18 +59,53 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.Kind == KindReferrers {
+		if h.guard != nil {
+			if _, ok := h.guard.authorize(w, r, access(rt.Name, "pull")); !ok {
+				return
+			}
+		}
 		h.referrers.ServeHTTP(w, r, rt.Name, rt.Digest)
 		return
 	}
 	//nolint:staticcheck // distribution looks this value up by its exact string key.
 	ctx := context.WithValue(r.Context(), distributionRequestIDKey, server.RequestID(r.Context()))
 	r = r.WithContext(ctx)
-	if r.Method == http.MethodPut && rt.Kind == KindManifest {
+	switch {
+	case r.Method == http.MethodPut && rt.Kind == KindManifest:
 		h.putManifest(w, r, rt)
-		return
+	case r.Method == http.MethodDelete && rt.Kind == KindManifest && h.guard != nil:
+		if !h.guard.checkTags(w, r, rt, nil) {
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		h.registry.ServeHTTP(sw, r)
+		h.guard.auditWrite(r, rt, sw.status, rt.Digest.String())
+	default:
+		h.registry.ServeHTTP(w, r)
 	}
-	h.registry.ServeHTTP(w, r)
 }
+
+// statusWriter remembers the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // writeError writes an OCI error body with a status of our choosing, for
 // the few answers distribution's error codes do not carry.
@@ -110,7 +150,16 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if subject := referrers.SubjectOf(body); subject != "" {
 		w = &subjectWriter{ResponseWriter: w, subject: subject.String()}
 	}
-	h.registry.ServeHTTP(w, r)
+	if h.guard == nil {
+		h.registry.ServeHTTP(w, r)
+		return
+	}
+	if !h.guard.checkTags(w, r, rt, body) {
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	h.registry.ServeHTTP(sw, r)
+	h.guard.auditWrite(r, rt, sw.status, digest.FromBytes(body).String())
 }
 
 // subjectWriter adds OCI-Subject to a successful manifest PUT response.

@@ -47,7 +47,7 @@ func Start(t testing.TB, mutate func(*config.Config)) *Registry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := app.New(context.Background(), cfg, log)
+	a, err := app.New(context.Background(), cfg, log, app.Options{})
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

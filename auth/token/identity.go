@@ -1,0 +1,167 @@
+package token
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/portcullis/portcullis/config"
+)
+
+// ErrBadCredentials is returned by every authentication that fails: unknown
+// user, wrong password, unknown, expired or revoked robot, wrong secret.
+// The causes are deliberately indistinguishable.
+var ErrBadCredentials = errors.New("invalid username or password")
+
+// Users holds the password hashes of configured and htpasswd users. It is
+// immutable and safe for concurrent use.
+type Users struct {
+	hashes map[string][]byte
+	dummy  []byte // compared against for unknown users, to equalise timing
+}
+
+// NewUsers returns Users from bcrypt hashes keyed by name. It returns an
+// error for a hash bcrypt cannot read.
+func NewUsers(hashes map[string][]byte) (*Users, error) {
+	u := &Users{hashes: map[string][]byte{}}
+	cost := bcrypt.DefaultCost
+	for name, h := range hashes {
+		c, err := bcrypt.Cost(h)
+		if err != nil {
+			return nil, fmt.Errorf("user %s: not a bcrypt hash: %w", name, err)
+		}
+		cost = c
+		u.hashes[name] = h
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("portcullis-unknown-user"), cost)
+	if err != nil {
+		return nil, fmt.Errorf("users: %w", err)
+	}
+	u.dummy = dummy
+	return u, nil
+}
+
+// LoadUsers reads the users of an auth configuration: inline bcrypt
+// hashes, password files (hashed when read) and the htpasswd file. It
+// returns an error naming the file or user that is wrong, and for a user
+// defined twice.
+func LoadUsers(cfg config.Auth) (*Users, error) {
+	hashes := map[string][]byte{}
+	add := func(name string, h []byte) error {
+		if _, dup := hashes[name]; dup {
+			return fmt.Errorf("user %s defined twice", name)
+		}
+		if strings.ContainsAny(name, ":+") || name == "" {
+			return fmt.Errorf("invalid user name %q", name)
+		}
+		hashes[name] = h
+		return nil
+	}
+	for _, u := range cfg.Users {
+		h := []byte(u.PasswordHash)
+		if u.PasswordFile != "" {
+			pw, err := os.ReadFile(u.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("user %s: read password file: %w", u.Name, err)
+			}
+			pw = bytes.TrimRight(pw, "\r\n")
+			if len(pw) == 0 || len(pw) > 72 {
+				return nil, fmt.Errorf("user %s: password file must hold 1 to 72 bytes", u.Name)
+			}
+			if h, err = bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost); err != nil {
+				return nil, fmt.Errorf("user %s: hash password: %w", u.Name, err)
+			}
+		}
+		if err := add(u.Name, h); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.HtpasswdFile != "" {
+		data, err := os.ReadFile(cfg.HtpasswdFile)
+		if err != nil {
+			return nil, fmt.Errorf("read htpasswd file: %w", err)
+		}
+		entries, err := ParseHtpasswd(data)
+		if err != nil {
+			return nil, fmt.Errorf("htpasswd file %s: %w", cfg.HtpasswdFile, err)
+		}
+		for name, h := range entries {
+			if err := add(name, h); err != nil {
+				return nil, fmt.Errorf("htpasswd file %s: %w", cfg.HtpasswdFile, err)
+			}
+		}
+	}
+	return NewUsers(hashes)
+}
+
+// ParseHtpasswd parses an htpasswd file of bcrypt entries (htpasswd -B).
+// Blank lines and # comments are skipped. It returns an error naming the
+// line of any other entry type (MD5, SHA1, crypt, plain text).
+func ParseHtpasswd(data []byte) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, hash, ok := strings.Cut(line, ":")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("line %d: want NAME:HASH", n)
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("line %d (user %s): only bcrypt entries are supported (htpasswd -B)", n, name)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("line %d: user %s defined twice", n, name)
+		}
+		out[name] = []byte(hash)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read htpasswd: %w", err)
+	}
+	return out, nil
+}
+
+// Authenticate checks a user's password. It returns the credential
+// fingerprint (which changes when the password does), or ErrBadCredentials.
+// An unknown user costs the same bcrypt comparison as a known one.
+func (u *Users) Authenticate(name, password string) (string, error) {
+	h, ok := u.hashes[name]
+	if !ok {
+		_ = bcrypt.CompareHashAndPassword(u.dummy, []byte(password))
+		return "", ErrBadCredentials
+	}
+	if bcrypt.CompareHashAndPassword(h, []byte(password)) != nil {
+		return "", ErrBadCredentials
+	}
+	return fingerprint(h), nil
+}
+
+// credential returns the current fingerprint of a user's password, for
+// checking refresh tokens.
+func (u *Users) credential(name string) (string, bool) {
+	h, ok := u.hashes[name]
+	if !ok {
+		return "", false
+	}
+	return fingerprint(h), true
+}
+
+// Has reports whether the user exists.
+func (u *Users) Has(name string) bool {
+	_, ok := u.hashes[name]
+	return ok
+}
+
+func fingerprint(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,97 @@
+package token
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	pauth "github.com/portcullis/portcullis/auth"
+	"github.com/portcullis/portcullis/auth/audit"
+	"github.com/portcullis/portcullis/auth/ratelimit"
+	"github.com/portcullis/portcullis/config"
+)
+
+// Deps are what FromConfig needs besides the auth section.
+type Deps struct {
+	// Realm is the absolute URL of the token endpoint (cfg.Token.Realm, or
+	// derived by the server from http.host).
+	Realm string
+	// Store keeps robot records (the storage driver); nil disables robots.
+	Store Store
+	// Audit records authentications and decisions; nil records nothing.
+	Audit *audit.Log
+	// ClientAddr extracts the client address; default RemoteHost.
+	ClientAddr func(*http.Request) string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Components are the auth parts built from one configuration.
+type Components struct {
+	Policy     *pauth.Policy
+	Keys       *KeySet
+	Users      *Users
+	Robots     *Robots // nil when robots are disabled
+	Service    *Service
+	Controller *AccessController
+}
+
+// FromConfig builds every auth component from a provisioned, validated
+// auth section: it reads the key files, password files and htpasswd file.
+// It returns an error naming what is wrong, and for a disabled section.
+func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
+	if !cfg.Enabled {
+		return nil, errors.New("auth is disabled")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	c := &Components{}
+	var err error
+	if c.Policy, err = pauth.NewPolicy(cfg); err != nil {
+		return nil, fmt.Errorf("auth policy: %w", err)
+	}
+	if c.Keys, err = LoadKeySet(cfg.Token.SigningKeyFile, cfg.Token.VerificationKeyFiles...); err != nil {
+		return nil, err
+	}
+	if c.Users, err = LoadUsers(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Robots.On() && deps.Store != nil {
+		if c.Robots, err = NewRobots(deps.Store, RobotsOptions{Dir: cfg.Robots.Path, MaxLifetime: cfg.Robots.MaxLifetime.D(), Now: deps.Now}); err != nil {
+			return nil, err
+		}
+	}
+	rl := cfg.RateLimit
+	limiter, err := ratelimit.New(ratelimit.Options{
+		AddressFailures: rl.AddressFailures, UserFailures: rl.UserFailures,
+		Backoff: rl.Backoff.D(), MaxBackoff: rl.MaxBackoff.D(), Window: rl.Window.D(), Now: deps.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Service, err = NewService(c.Keys, c.Policy, c.Users, Options{
+		Issuer: cfg.Token.Issuer, Service: cfg.Token.Service,
+		Lifetime: cfg.Token.Lifetime.D(), RefreshLifetime: cfg.Token.RefreshLifetime.D(), Leeway: cfg.Token.Leeway.D(),
+		Robots: c.Robots, Limiter: limiter, Audit: deps.Audit, ClientAddr: deps.ClientAddr, Now: deps.Now, Logger: deps.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	realm := deps.Realm
+	if realm == "" {
+		realm = cfg.Token.Realm
+	}
+	c.Controller, err = NewAccessController(c.Keys, ControllerOptions{
+		Issuer: cfg.Token.Issuer, Service: cfg.Token.Service, Realm: realm, Leeway: cfg.Token.Leeway.D(),
+		Now: deps.Now, Audit: deps.Audit, ClientAddr: deps.ClientAddr, Logger: deps.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}

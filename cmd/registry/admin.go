@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/portcullis/portcullis/auth/token"
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/app"
+)
+
+// loadConfig reads --config, or the defaults.
+func loadConfig(file string) (*config.Config, error) {
+	if file == "" {
+		return config.Default(), nil
+	}
+	return config.LoadFile(file)
+}
+
+// authCmd: registry auth keygen FILE.
+func authCmd(args []string, stdout io.Writer) error {
+	if len(args) != 2 || args[0] != "keygen" {
+		return usageError{"auth: expected \"keygen FILE\""}
+	}
+	if err := token.GenerateKeyFile(args[1]); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote a P-256 signing key to %s; set auth.token.signingKeyFile to it\n", args[1])
+	return nil
+}
+
+// robotCmd: registry robot create|list|revoke.
+func robotCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"robot: expected create, list or revoke"}
+	}
+	fs := flag.NewFlagSet("robot "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file")
+	data := fs.String("data", "", "data directory, overrides dataDir (where filesystem storage keeps robots)")
+	var repos, actions multiFlag
+	fs.Var(&repos, "repo", "repository pattern the robot may act on (repeatable)")
+	fs.Var(&actions, "action", "action: pull, push or delete (repeatable, or comma-separated)")
+	expires := fs.Duration("expires", 0, "lifetime, e.g. 720h; 0 means no expiry")
+	desc := fs.String("description", "", "what the robot is for")
+	sub, rest := args[0], args[1:]
+	// The robot's name comes first: registry robot create NAME --repo ...
+	var name string
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		name, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		return err
+	}
+	if *data != "" {
+		cfg.DataDir = *data
+	}
+	robots, err := app.OpenRobots(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "create":
+		if name == "" || len(repos) == 0 || len(actions) == 0 {
+			return usageError{"robot create NAME --repo PATTERN --action ACTION [--expires DURATION]"}
+		}
+		var acts []string
+		for _, a := range actions {
+			acts = append(acts, strings.Split(a, ",")...)
+		}
+		r, secret, err := robots.Create(ctx, token.RobotSpec{
+			Name: name, Description: *desc, Lifetime: *expires, CreatedBy: "cli",
+			Access: []token.RobotGrant{{Repositories: repos, Actions: acts}},
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "login:  robot+%s\nsecret: %s\n", r.Name, secret)
+		if !r.ExpiresAt.IsZero() {
+			fmt.Fprintf(stdout, "expires: %s\n", r.ExpiresAt.Format(time.RFC3339))
+		}
+		fmt.Fprintln(stderr, "The secret is shown once; store it now.")
+		return nil
+	case "list":
+		list, err := robots.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tACCESS\tEXPIRES")
+		for _, r := range list {
+			var acc []string
+			for _, g := range r.Access {
+				acc = append(acc, strings.Join(g.Repositories, ",")+":"+strings.Join(g.Actions, ","))
+			}
+			exp := "never"
+			if !r.ExpiresAt.IsZero() {
+				exp = r.ExpiresAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, strings.Join(acc, " "), exp)
+		}
+		return tw.Flush()
+	case "revoke":
+		if name == "" {
+			return usageError{"robot revoke NAME"}
+		}
+		if err := robots.Revoke(ctx, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked robot+%s\n", name)
+		return nil
+	}
+	return usageError{fmt.Sprintf("robot: unknown command %q", sub)}
+}
+
+// policyCmd: registry policy explain --subject S --scope SCOPE.
+func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "explain" {
+		return usageError{"policy: expected \"explain --subject SUBJECT --scope SCOPE\""}
+	}
+	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file")
+	data := fs.String("data", "", "data directory, overrides dataDir")
+	subject := fs.String("subject", "", "user:NAME, robot:NAME or anonymous")
+	scope := fs.String("scope", "", "repository:NAME:ACTIONS, e.g. repository:team/app:push")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError{err.Error()}
+	}
+	if *subject == "" || *scope == "" {
+		return usageError{"policy explain needs --subject and --scope"}
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		return err
+	}
+	if *data != "" {
+		cfg.DataDir = *data
+	}
+	out, err := app.ExplainAccess(ctx, cfg, *subject, *scope)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, strings.TrimRight(out, "\n"))
+	return nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

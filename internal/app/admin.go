@@ -1,0 +1,60 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	pauth "github.com/portcullis/portcullis/auth"
+	"github.com/portcullis/portcullis/auth/token"
+	"github.com/portcullis/portcullis/config"
+)
+
+// OpenRobots opens the robot accounts kept in the configured storage
+// backend, for the robot commands.
+func OpenRobots(ctx context.Context, cfg *config.Config) (*token.Robots, error) {
+	if !cfg.Auth.Enabled {
+		return nil, errors.New("auth is not enabled in this configuration")
+	}
+	if !cfg.Auth.Robots.On() {
+		return nil, errors.New("auth.robots.enabled is false")
+	}
+	driver, err := newDriver(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return token.NewRobots(driver, token.RobotsOptions{Dir: cfg.Auth.Robots.Path, MaxLifetime: cfg.Auth.Robots.MaxLifetime.D()})
+}
+
+// ExplainAccess explains the policy's decision for subject ("user:alice",
+// "robot:ci", "anonymous") on scope ("repository:team/app:push").
+func ExplainAccess(ctx context.Context, cfg *config.Config, subject, scope string) (string, error) {
+	if !cfg.Auth.Enabled {
+		return "", errors.New("auth is not enabled in this configuration: everyone may do everything")
+	}
+	p, err := pauth.NewPolicy(cfg.Auth)
+	if err != nil {
+		return "", err
+	}
+	s, err := pauth.ParseSubject(subject)
+	if err != nil {
+		return "", fmt.Errorf("--subject: %w", err)
+	}
+	switch s.Kind {
+	case pauth.User:
+		s = p.User(s.Name)
+	case pauth.Robot:
+		robots, err := OpenRobots(ctx, cfg)
+		if err != nil {
+			return "", err
+		}
+		r, err := robots.Get(ctx, s.Name)
+		if err != nil {
+			return "", err
+		}
+		if s, err = r.Subject(); err != nil {
+			return "", err
+		}
+	}
+	return p.Explain(s, scope)
+}
