@@ -207,7 +207,6 @@ func TestRegistryRestartMidUpload(t *testing.T) {
 	}
 }
 
-
 // TestS3StartupErrors: a missing bucket, wrong credentials or an unreachable
 // endpoint stop start-up with one clear line that never shows the secret.
 func TestS3StartupErrors(t *testing.T) {
