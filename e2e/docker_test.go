@@ -3,7 +3,6 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,6 +11,23 @@ import (
 
 // TestDocker drives the real docker CLI: an image made with docker import,
 // pushed, removed locally and pulled back by digest.
+// tarOf returns a tar archive of the given files.
+func tarOf(t testing.TB, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, content := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content))}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write([]byte(content))
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func TestDocker(t *testing.T) {
 	t.Parallel()
 	for _, b := range backends() {
@@ -31,16 +47,8 @@ func testDocker(t *testing.T, b backend) {
 	image := reg.Addr + "/docker/hello:v1"
 
 	// A one-file root filesystem, imported as an image.
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	content := []byte("hello from portcullis " + reg.Addr + "\n")
-	_ = tw.WriteHeader(&tar.Header{Name: "hello.txt", Mode: 0o644, Size: int64(len(content))})
-	_, _ = tw.Write(content)
-	_ = tw.Close()
 	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := os.WriteFile(tarPath, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeRootfsTar(t, tarPath, "hello from portcullis "+reg.Addr+"\n")
 	id := strings.TrimSpace(run(t, nil, docker, "import", tarPath, image))
 	t.Cleanup(func() { _, _ = runErr(nil, docker, "rmi", "-f", image, id) })
 

@@ -94,7 +94,7 @@ type startOptions struct {
 	client  *http.Client
 }
 
-// startRegistry runs the binary and waits until it answers /v2/. It is
+// startRegistry runs the binary and waits until it is ready. It is
 // stopped with SIGTERM at cleanup, and must then exit 0.
 func startRegistry(t testing.TB, o startOptions) *Registry {
 	t.Helper()
@@ -133,7 +133,7 @@ func startRegistry(t testing.TB, o startOptions) *Registry {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := client.Get(scheme + "://" + r.Addr + "/v2/")
+		resp, err := client.Get(scheme + "://" + r.Addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
