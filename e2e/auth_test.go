@@ -391,3 +391,58 @@ func runStdinOK(t *testing.T, env []string, input, name string, args ...string) 
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
 	}
 }
+
+// TestAuthAdminCommands: robot revocation takes effect on the running
+// server, policy explain names the deciding rule, and --token-only serves
+// the token service alone.
+func TestAuthAdminCommands(t *testing.T) {
+	t.Parallel()
+	s := startAuthRegistry(t, backends()[0])
+	cfgFile := filepath.Join(filepath.Dir(s.auditLog), "config.yml")
+	cfgBytes, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgOut := string(cfgBytes)
+	tokenStatus := func(base, user, pw string) int {
+		req, _ := http.NewRequest("GET", base+"/token?service=portcullis&scope=repository:team/a:pull", nil)
+		req.SetBasicAuth(user, pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := tokenStatus(s.reg.URL(), "robot+release", s.robotSecret); got != 200 {
+		t.Fatalf("robot login: %d", got)
+	}
+	list := run(t, nil, registryBin, "robot", "list", "--config", cfgFile, "--data", s.reg.DataDir)
+	if !strings.Contains(list, "release") || strings.Contains(list, s.robotSecret) {
+		t.Errorf("robot list: %s", list)
+	}
+	run(t, nil, registryBin, "robot", "revoke", "release", "--config", cfgFile, "--data", s.reg.DataDir)
+	if got := tokenStatus(s.reg.URL(), "robot+release", s.robotSecret); got != http.StatusUnauthorized {
+		t.Errorf("revoked robot login: %d, want 401", got)
+	}
+
+	out := run(t, nil, registryBin, "policy", "explain", "--config", cfgFile, "--subject", "user:bob", "--scope", "repository:team/app:pull,push")
+	if !strings.Contains(out, `rule "bob-pull"`) || !strings.Contains(out, "push    denied") {
+		t.Errorf("policy explain:\n%s", out)
+	}
+
+	// --token-only: the token service without the registry.
+	o := startOptions{config: cfgOut, dataDir: t.TempDir(), args: []string{"--token-only"}}
+	tok := startRegistry(t, o)
+	if got := tokenStatus(tok.URL(), "alice", s.alice); got != 200 {
+		t.Errorf("token-only login: %d", got)
+	}
+	resp, err := http.Get(tok.URL() + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("token-only serves /v2/: %d", resp.StatusCode)
+	}
+}

@@ -89,6 +89,7 @@ func freeAddr(t testing.TB) string {
 type startOptions struct {
 	config  string   // YAML written to a file and passed with --config
 	env     []string // extra environment
+	args    []string // extra serve flags
 	dataDir string   // reuse a data dir (restart); default a new temp dir
 	scheme  string   // "https" when the config turns TLS on
 	client  *http.Client
@@ -110,6 +111,7 @@ func startRegistry(t testing.TB, o startOptions) *Registry {
 		}
 		args = append(args, "--config", f)
 	}
+	args = append(args, o.args...)
 	r.cmd = exec.Command(registryBin, args...)
 	r.cmd.Env = append(os.Environ(), o.env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
