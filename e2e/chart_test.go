@@ -23,6 +23,11 @@ func TestHelmChart(t *testing.T) {
 		"defaults": nil,
 		"tls":      {"--set", "tls.secretName=registry-tls"},
 		"tuned":    {"--set", "config.log.level=debug", "--set", "config.http.shutdownGrace=10s", "--set", "persistence.enabled=false"},
+		"s3 and auth": {"--set", "config.storage.s3.endpoint=https://s3.example.com", "--set", "config.storage.s3.bucket=registry",
+			"--set", "config.auth.enabled=true", "--set", "config.auth.token.signingKeyFile=/etc/portcullis/auth/key.pem",
+			"--set", "config.auth.token.realm=https://registry.example.com/token",
+			"--set", "extraVolumes[0].name=auth", "--set", "extraVolumes[0].secret.secretName=registry-auth",
+			"--set", "extraVolumeMounts[0].name=auth", "--set", "extraVolumeMounts[0].mountPath=/etc/portcullis/auth"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := run(t, nil, helm, append([]string{"template", "reg", chart}, set...)...)
