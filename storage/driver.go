@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -57,6 +58,8 @@ type driver struct {
 	partSize    int64
 	concurrency int
 	redirect    bool
+	// parts recycles part-size write buffers between uploads.
+	parts *sync.Pool
 }
 
 // New returns a Driver for the bucket o names, after one request that proves
@@ -127,6 +130,10 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 		root:        root,
 		pendingRoot: root + pendingDir + "/",
 		partSize:    o.PartSize,
+		parts: &sync.Pool{New: func() any {
+			b := make([]byte, 0, o.PartSize)
+			return &b
+		}},
 		concurrency: o.Concurrency,
 		redirect:    o.Redirect,
 	}

@@ -63,6 +63,8 @@ type writer struct {
 	parts     []minio.CompletePart
 	partsSize int64
 	buf       []byte
+	pooled    *[]byte // buf's backing array when it came from the driver's pool
+	released  int64   // bytes buf held when it was released
 
 	tailStored bool // the tail object holds buf, uploadID and partsSize
 
@@ -190,15 +192,40 @@ func (w *writer) Write(p []byte) (int, error) {
 
 // grow makes room for n more bytes in buf, never past the part size unless
 // a resumed tail already is.
+//
+// Small blobs (manifests, configs) grow a buffer of their own; past
+// smallBuffer the writer takes a whole part-size buffer from the driver's
+// pool, so a large upload holds one part's memory, not a doubling series.
 func (w *writer) grow(n int) {
 	need := len(w.buf) + n
 	if need <= cap(w.buf) {
 		return
 	}
-	size := min(max(2*cap(w.buf), need, 64<<10), int(w.d.partSize))
-	buf := make([]byte, len(w.buf), max(size, need))
+	if size := max(2*cap(w.buf), need, 64<<10); size <= smallBuffer || w.pooled != nil {
+		buf := make([]byte, len(w.buf), min(max(size, need), max(int(w.d.partSize), need)))
+		copy(buf, w.buf)
+		w.buf = buf
+		return
+	}
+	bp := w.d.parts.Get().(*[]byte)
+	buf := (*bp)[:len(w.buf)]
 	copy(buf, w.buf)
-	w.buf = buf
+	w.buf, w.pooled = buf, bp
+}
+
+// smallBuffer is the largest buffer a writer grows by itself.
+const smallBuffer = 1 << 20
+
+// release returns the writer's buffer to the pool; the writer is done.
+// Size still counts what the buffer held.
+func (w *writer) release() {
+	w.released += int64(len(w.buf))
+	if w.pooled != nil {
+		*w.pooled = (*w.pooled)[:0]
+		w.d.parts.Put(w.pooled)
+		w.pooled = nil
+	}
+	w.buf = nil
 }
 
 // sendPart sends buf as the next part, starting the multipart upload first if
@@ -227,7 +254,7 @@ func (w *writer) sendPart(ctx context.Context) error {
 
 // Size returns the number of bytes written, including those resumed.
 func (w *writer) Size() int64 {
-	return w.partsSize + int64(len(w.buf))
+	return w.partsSize + int64(len(w.buf)) + w.released
 }
 
 // Close saves the writer's state so that Writer with append true resumes it:
@@ -241,6 +268,7 @@ func (w *writer) Close() error {
 	if w.committed || w.cancelled {
 		return nil
 	}
+	defer w.release()
 	ctx := context.WithoutCancel(w.ctx)
 	if len(w.buf) >= MinPartSize {
 		if err := w.sendPart(ctx); err != nil {
@@ -292,7 +320,8 @@ func (w *writer) Commit(ctx context.Context) error {
 	}
 	w.committed = true
 	w.partsSize += int64(len(w.buf)) // Size stays what was written
-	w.buf = nil
+	w.buf = w.buf[:0]
+	w.release()
 	// Also when this writer stored no tail: one from an earlier writer on
 	// the path must not outlive the commit.
 	err := w.d.client.RemoveObject(ctx, w.d.bucket, w.tailKey, minio.RemoveObjectOptions{})
@@ -308,7 +337,7 @@ func (w *writer) Cancel(ctx context.Context) error {
 		return err
 	}
 	w.cancelled = true
-	w.buf = nil
+	w.release()
 	if w.uploadID != "" {
 		err := minio.Core{Client: w.d.client}.AbortMultipartUpload(ctx, w.d.bucket, w.key, w.uploadID)
 		if err != nil && errorCode(err) != codeNoSuchUpload {

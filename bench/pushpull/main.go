@@ -5,9 +5,15 @@
 // every run, alternating the two registries, and prints a Markdown table of
 // the medians, with Go's sha256 throughput as the ceiling.
 //
+// With -storage s3 it starts a MinIO server and compares Portcullis on it
+// with distribution's s3 driver on it, a fresh bucket for every run, with
+// Portcullis on the filesystem as a third column; it adds a workload of
+// eight 64 MiB images pushed at once.
+//
 // Run it from the repository root:
 //
 //	go run ./bench/pushpull -n 3
+//	go run ./bench/pushpull -n 3 -storage s3
 //
 // See bench/README.md for what it measures and the last results.
 package main
@@ -22,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +53,9 @@ type options struct {
 	keep       bool
 	workload   string
 	first      string
+	storage    string
+	minio      string
+	s3log      string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -56,9 +66,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.StringVar(&o.portcullis, "portcullis", "", "Portcullis binary (default: go build ./cmd/registry)")
 	fs.StringVar(&o.upstream, "upstream", "", "distribution registry binary (default: the one scripts/install-tools.sh builds)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
-	fs.StringVar(&o.workload, "workload", "all", "which workloads to run: big, small or all")
+	fs.StringVar(&o.workload, "workload", "all", "which workloads to run: big, small, concurrent or all (big and small; with -storage s3 also concurrent)")
 	fs.StringVar(&o.first, "first", "portcullis", "which registry runs first in each pair: portcullis or distribution (to check for an order effect)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (registry logs and configs)")
+	fs.StringVar(&o.storage, "storage", filesystem, "filesystem: both registries on the filesystem; s3: both on one MinIO server, with Portcullis on the filesystem as a third column")
+	fs.StringVar(&o.s3log, "s3log", "", "with -storage s3, put a logging proxy in front of MinIO and write each run's S3 requests to a file in this directory (slows the S3 runs: not for timing)")
+	fs.StringVar(&o.minio, "minio", "", "minio binary for -storage s3 (default: the one scripts/install-tools.sh builds)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -68,17 +81,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.n < 1 {
 		return errors.New("-n must be at least 1")
 	}
-	order := []kind{ours, upstream}
-	switch kind(o.first) {
-	case ours:
-	case upstream:
-		order = []kind{upstream, ours}
-	default:
+	if o.storage != filesystem && o.storage != s3 {
+		return fmt.Errorf("-storage %q: want filesystem or s3", o.storage)
+	}
+	if kind(o.first) != ours && kind(o.first) != upstream {
 		return fmt.Errorf("-first %q: want portcullis or distribution", o.first)
 	}
 	if o.workload != "all" && rows[o.workload] == nil {
-		return fmt.Errorf("-workload %q: want big, small or all", o.workload)
+		return fmt.Errorf("-workload %q: want big, small, concurrent or all", o.workload)
 	}
+	tbl, orders := plan(o.storage, kind(o.first))
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
@@ -99,8 +111,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if bins[ours], err = portcullisBinary(ctx, o.portcullis, work, progress); err != nil {
 		return err
 	}
-	if bins[upstream], err = upstreamBinary(ctx, o.upstream, progress); err != nil {
+	if bins[upstream], err = toolBinary(ctx, o.upstream, "distribution-registry", "distribution", progress); err != nil {
 		return err
+	}
+	var mc *minioServer
+	if o.storage == s3 {
+		bin, err := toolBinary(ctx, o.minio, "minio", "minio", progress)
+		if err != nil {
+			return err
+		}
+		mc, err = startMinIO(ctx, bin, work)
+		defer func() { err = errors.Join(err, mc.stop()) }()
+		if err != nil {
+			return err
+		}
+		progress("minio at %s", mc.endpoint)
+		if o.s3log != "" {
+			if err := os.MkdirAll(o.s3log, 0o750); err != nil {
+				return err
+			}
+			if mc.proxy, err = startS3Logger(mc.endpoint); err != nil {
+				return err
+			}
+			defer mc.proxy.close()
+			progress("S3 requests logged in %s through %s", o.s3log, mc.proxy.endpoint)
+		}
 	}
 
 	progress("generating random layers")
@@ -115,45 +150,127 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	shaMBps := sha256Throughput(big, 3)
 	progress("sha256: %.0f MB/s", shaMBps)
 
-	results := map[string]map[kind][]result{}
-	var ws []*workload
-	for _, w := range []*workload{big, small} {
-		if o.workload == "all" || o.workload == w.name {
-			ws = append(ws, w)
+	ws := []*workload{big, small}
+	if (o.storage == s3 && o.workload == "all") || o.workload == "concurrent" {
+		progress("generating random layers for the concurrent workload")
+		c, err := concurrentWorkload(8, 64<<20)
+		if err != nil {
+			return err
 		}
+		ws = append(ws, c)
 	}
+	ws = slices.DeleteFunc(ws, func(w *workload) bool { return o.workload != "all" && o.workload != w.name })
+
+	results := map[string]map[target][]result{}
 	for _, w := range ws {
-		results[w.name] = map[kind][]result{}
+		results[w.name] = map[target][]result{}
 		for i := range o.n {
-			for _, k := range order {
-				res, err := runOnce(ctx, w, k, bins[k], work, i)
+			for _, t := range orders(i) {
+				res, err := runOnce(ctx, w, t, bins[t.kind], work, i, mc, o.s3log)
 				if err != nil {
-					return fmt.Errorf("%s workload, run %d, %s: %w", w.name, i+1, k, err)
+					return fmt.Errorf("%s workload, run %d, %s: %w", w.name, i+1, t, err)
 				}
-				progress("%-6s run %d %-13s push %8v  pull %8v  registry CPU %7v  peak RSS %4d MiB",
-					w.name, i+1, k, res.push.Round(time.Millisecond), res.pull.Round(time.Millisecond),
-					res.cpu, res.peakRSS>>20)
-				results[w.name][k] = append(results[w.name][k], res)
+				minio := ""
+				if t.storage == s3 {
+					minio = fmt.Sprintf("  MinIO CPU %7v", res.minioCPU)
+				}
+				progress("%-10s run %d %-23s push %8v  pull %8v  registry CPU %7v  peak RSS %4d MiB (idle %3d)%s",
+					w.name, i+1, t, res.push.Round(time.Millisecond), res.pull.Round(time.Millisecond),
+					res.cpu, res.peakRSS>>20, res.idleRSS>>20, minio)
+				if res.s3Requests != "" {
+					progress("%-10s run %d %-23s %s", w.name, i+1, t, res.s3Requests)
+				}
+				results[w.name][t] = append(results[w.name][t], res)
 			}
 		}
 	}
-	writeTable(stdout, ws, results, shaMBps, o.n)
+	writeTable(stdout, tbl, ws, results, shaMBps, o.n)
 	return nil
 }
 
-// runOnce runs w once against a fresh registry of kind k and stops it,
-// whatever happens.
-func runOnce(ctx context.Context, w *workload, k kind, bin, work string, i int) (res result, err error) {
+// plan returns the table for storage and the order of the targets in each
+// run. On the filesystem the two registries alternate, first going first in
+// every run. On S3 the three targets rotate, so that each takes each place in
+// turn; first goes first in the first run.
+func plan(storage string, first kind) (table, func(run int) []target) {
+	if storage == filesystem {
+		p, d := target{ours, filesystem}, target{upstream, filesystem}
+		t := table{
+			columns:      []column{{p, "Portcullis"}, {d, "distribution v3.1.2"}},
+			ratio:        [2]int{0, 1},
+			ratioHeading: "ours/upstream",
+		}
+		order := []target{p, d}
+		if first == upstream {
+			order = []target{d, p}
+		}
+		return t, func(int) []target { return order }
+	}
+	p, d, f := target{ours, s3}, target{upstream, s3}, target{ours, filesystem}
+	t := table{
+		columns:      []column{{p, "Portcullis on S3"}, {d, "distribution v3.1.2 on S3"}, {f, "Portcullis on filesystem"}},
+		ratio:        [2]int{0, 1},
+		ratioHeading: "ours-s3/upstream-s3",
+		minio:        true,
+	}
+	base := []target{p, d, f}
+	if first == upstream {
+		base = []target{d, f, p}
+	}
+	return t, func(run int) []target {
+		k := run % len(base)
+		return append(slices.Clone(base[k:]), base[:k]...)
+	}
+}
+
+// runOnce runs w once against a fresh registry of target t and stops it,
+// whatever happens. A target on S3 gets a new bucket on mc, removed after;
+// when mc has a logging proxy, its requests go to a file in logDir.
+func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int, mc *minioServer, logDir string) (res result, err error) {
+	var b *bucket
+	if t.storage == s3 {
+		if b, err = mc.newBucket(ctx); err != nil {
+			return result{}, err
+		}
+		defer func() {
+			if rmErr := mc.removeBucket(context.WithoutCancel(ctx), b); err == nil {
+				err = rmErr
+			}
+		}()
+		if mc.proxy != nil {
+			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("%s-%s-%s-%d.log", w.name, t.kind, t.storage, i+1)))
+			if err != nil {
+				return result{}, err
+			}
+			mc.proxy.to(f)
+			defer func() {
+				mc.proxy.to(nil)
+				res.s3Requests = mc.proxy.summary()
+				err = errors.Join(err, f.Close())
+			}()
+		}
+	}
 	// Start each run with no dirty pages left by the one before (its data
-	// directory was just removed), so that neither registry pays for the
-	// other's writeback.
+	// directory or bucket was just removed), so that no registry pays for
+	// another's writeback.
 	syscall.Sync()
-	reg, err := startRegistry(ctx, k, bin, work, i)
+	var minioStart time.Duration
+	if b != nil {
+		if minioStart, err = mc.cpu(); err != nil {
+			return result{}, err
+		}
+	}
+	reg, err := startRegistry(ctx, t, bin, work, i, b)
 	defer func() {
 		u, stopErr := reg.stop()
 		res.usage = u
 		if err == nil {
 			err = stopErr
+		}
+		if b != nil && err == nil {
+			var minioEnd time.Duration
+			minioEnd, err = mc.cpu()
+			res.minioCPU = minioEnd - minioStart
 		}
 	}()
 	if err != nil {
@@ -181,9 +298,9 @@ func portcullisBinary(ctx context.Context, path, work string, progress func(stri
 	return bin, nil
 }
 
-// upstreamBinary returns path, or distribution's registry as
-// scripts/install-tools.sh builds it, running the script if it is missing.
-func upstreamBinary(ctx context.Context, path string, progress func(string, ...any)) (string, error) {
+// toolBinary returns path, or the tool name as scripts/install-tools.sh
+// builds it into its cache, running the script for tool if it is missing.
+func toolBinary(ctx context.Context, path, name, tool string, progress func(string, ...any)) (string, error) {
 	if path != "" {
 		return path, nil
 	}
@@ -195,7 +312,7 @@ func upstreamBinary(ctx context.Context, path string, progress func(string, ...a
 		}
 		tools = filepath.Join(home, ".cache", "portcullis-tools")
 	}
-	bin := filepath.Join(tools, "bin", "distribution-registry")
+	bin := filepath.Join(tools, "bin", name)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
@@ -203,11 +320,11 @@ func upstreamBinary(ctx context.Context, path string, progress func(string, ...a
 	if err != nil {
 		return "", err
 	}
-	progress("building distribution's registry with scripts/install-tools.sh")
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "install-tools.sh"), "distribution")
+	progress("building %s with scripts/install-tools.sh %s", name, tool)
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "install-tools.sh"), tool)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("scripts/install-tools.sh distribution: %w\n%s", err, out)
+		return "", fmt.Errorf("scripts/install-tools.sh %s: %w\n%s", tool, err, out)
 	}
 	return bin, nil
 }

@@ -23,6 +23,29 @@ const (
 	upstream kind = "distribution"
 )
 
+// Storage backends a registry can run on.
+const (
+	filesystem = "filesystem"
+	s3         = "s3"
+)
+
+// target is one registry on one storage backend: a column of the table.
+type target struct {
+	kind    kind
+	storage string // filesystem or s3
+}
+
+func (t target) String() string { return string(t.kind) + "/" + t.storage }
+
+// bucket is where a registry on S3 keeps its data: a bucket of its own on
+// the MinIO server of the run.
+type bucket struct {
+	endpoint  string // http://127.0.0.1:PORT
+	name      string
+	accessKey string
+	secretKey string
+}
+
 // registry is one running registry process with its own data directory.
 type registry struct {
 	kind kind
@@ -32,18 +55,22 @@ type registry struct {
 	log  *os.File
 	done chan struct{} // closed when the process has exited
 	err  error         // the process's exit error, valid after done
+	// idleRSS is the resident set size (VmRSS) once the registry is ready,
+	// before the workload.
+	idleRSS int64
 }
 
-// startRegistry starts bin as a registry of kind k on a free loopback port
+// startRegistry starts bin as the registry of t on a free loopback port
 // with a fresh data directory under work, and waits until GET /v2/ answers
-// 200. The caller must call stop, also when startRegistry returns an error
-// together with a non-nil registry.
-func startRegistry(ctx context.Context, k kind, bin, work string, run int) (*registry, error) {
+// 200. A target on S3 stores its data in b. The caller must call stop, also
+// when startRegistry returns an error together with a non-nil registry.
+func startRegistry(ctx context.Context, t target, bin, work string, run int, b *bucket) (*registry, error) {
+	k := t.kind
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("%s-%d", k, run)
+	name := fmt.Sprintf("%s-%s-%d", k, t.storage, run)
 	r := &registry{
 		kind: k,
 		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -60,12 +87,19 @@ func startRegistry(ctx context.Context, k kind, bin, work string, run int) (*reg
 
 	var args []string
 	env := os.Environ()
-	switch k {
-	case ours:
+	cfg := filepath.Join(work, name+".yml")
+	switch {
+	case k == ours && t.storage == filesystem:
 		args = []string{"serve", "--addr", r.addr, "--data", r.dir}
-	case upstream:
-		cfg := filepath.Join(work, name+".yml")
-		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.addr, r.dir)), 0o600); err != nil {
+	case k == ours:
+		// The data directory still holds the metadata database.
+		if err := os.WriteFile(cfg, []byte(oursS3Config(b)), 0o600); err != nil {
+			return r, fmt.Errorf("portcullis config: %w", err)
+		}
+		args = []string{"serve", "--config", cfg, "--addr", r.addr, "--data", r.dir}
+		env = append(env, "AWS_ACCESS_KEY_ID="+b.accessKey, "AWS_SECRET_ACCESS_KEY="+b.secretKey)
+	default:
+		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.addr, r.dir, b)), 0o600); err != nil {
 			return r, fmt.Errorf("upstream config: %w", err)
 		}
 		args = []string{"serve", cfg}
@@ -90,27 +124,68 @@ func startRegistry(ctx context.Context, k kind, bin, work string, run int) (*reg
 	if err := r.waitReady(ctx, 30*time.Second); err != nil {
 		return r, fmt.Errorf("%s not ready (log: %s): %w", k, r.log.Name(), err)
 	}
+	if r.idleRSS, err = procStatus(r.cmd.Process.Pid, "VmRSS"); err != nil {
+		return r, err
+	}
 	return r, nil
 }
 
-// upstreamConfig is the smallest configuration distribution's own registry
-// needs for filesystem storage on addr.
-func upstreamConfig(addr, dir string) string {
+// oursS3Config is Portcullis's configuration for b, with every other
+// setting at its default (part size 16 MiB, blobs served by the registry).
+// The credentials go in the environment.
+func oursS3Config(b *bucket) string {
 	return strings.Join([]string{
+		"version: 1",
+		"storage:",
+		"  s3:",
+		"    endpoint: " + b.endpoint,
+		"    region: us-east-1",
+		"    bucket: " + b.name,
+		"",
+	}, "\n")
+}
+
+// upstreamConfig is the smallest configuration distribution's own registry
+// needs on addr, with filesystem storage in dir, or, when b is not nil,
+// its s3 driver on b serving blobs itself (no redirects), as Portcullis does.
+func upstreamConfig(addr, dir string, b *bucket) string {
+	lines := []string{
 		"version: 0.1",
 		"log:",
 		"  level: error",
 		"  accesslog:",
 		"    disabled: true",
 		"storage:",
-		"  filesystem:",
-		"    rootdirectory: " + dir,
+	}
+	if b == nil {
+		lines = append(lines,
+			"  filesystem:",
+			"    rootdirectory: "+dir,
+		)
+	} else {
+		lines = append(lines,
+			"  s3:",
+			"    region: us-east-1",
+			"    regionendpoint: "+b.endpoint,
+			"    bucket: "+b.name,
+			"    accesskey: "+b.accessKey,
+			"    secretkey: "+b.secretKey,
+			"    secure: false",
+			"    forcepathstyle: true",
+			"    v4auth: true",
+			"    rootdirectory: /",
+			"  redirect:",
+			"    disable: true",
+		)
+	}
+	lines = append(lines,
 		"  delete:",
 		"    enabled: true",
 		"http:",
-		"  addr: " + addr,
+		"  addr: "+addr,
 		"",
-	}, "\n")
+	)
+	return strings.Join(lines, "\n")
 }
 
 func (r *registry) waitReady(ctx context.Context, limit time.Duration) error {
@@ -140,29 +215,30 @@ func (r *registry) waitReady(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// peakRSS returns the process's peak resident set size (VmHWM) in bytes.
-func (r *registry) peakRSS() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
+// procStatus returns the field of /proc/PID/status named field (VmHWM,
+// VmRSS), in bytes.
+func procStatus(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("read status: %w", err)
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		rest, ok := strings.CutPrefix(line, field+":")
 		if !ok {
 			continue
 		}
 		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse VmHWM %q: %w", rest, err)
+			return 0, fmt.Errorf("parse %s %q: %w", field, rest, err)
 		}
 		return kb << 10, nil
 	}
-	return 0, errors.New("no VmHWM in /proc status")
+	return 0, fmt.Errorf("no %s in /proc status", field)
 }
 
-// cpuTime returns the user plus system CPU time the process has used.
-func (r *registry) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+// cpuTime returns the user plus system CPU time the process pid has used.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, fmt.Errorf("read stat: %w", err)
 	}
@@ -194,6 +270,7 @@ const clockTicks = 100
 // usage is what the kernel counted for a registry process over its life.
 type usage struct {
 	peakRSS int64 // VmHWM, bytes
+	idleRSS int64 // VmRSS once ready, bytes
 	cpu     time.Duration
 }
 
@@ -209,8 +286,9 @@ func (r *registry) stop() (u usage, err error) {
 		case <-r.done:
 			err = fmt.Errorf("%s exited early: %v (log: %s)", r.kind, r.err, r.log.Name())
 		default:
-			u.peakRSS, err = r.peakRSS()
-			cpu, cpuErr := r.cpuTime()
+			u.idleRSS = r.idleRSS
+			u.peakRSS, err = procStatus(r.cmd.Process.Pid, "VmHWM")
+			cpu, cpuErr := cpuTime(r.cmd.Process.Pid)
 			u.cpu = cpu
 			err = errors.Join(err, cpuErr)
 			_ = r.cmd.Process.Signal(syscall.SIGTERM)

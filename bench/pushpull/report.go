@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -50,6 +52,16 @@ func cpuSeconds(_ *workload, r result) float64 { return r.cpu.Seconds() }
 func pushTime(r result) time.Duration { return r.push }
 func pullTime(r result) time.Duration { return r.pull }
 
+func aboveIdleMiB(_ *workload, r result) float64 { return float64(r.peakRSS-r.idleRSS) / (1 << 20) }
+
+// minioCPUSeconds is NaN on the filesystem, where there is no MinIO.
+func minioCPUSeconds(_ *workload, r result) float64 {
+	if r.minioCPU == 0 {
+		return math.NaN()
+	}
+	return r.minioCPU.Seconds()
+}
+
 // rows are the table's metrics for the workload named by the key.
 var rows = map[string][]metric{
 	"big": {
@@ -64,21 +76,71 @@ var rows = map[string][]metric{
 		{"200 small images: registry CPU time, s ↓", cpuSeconds},
 		{"200 small images: registry peak RSS, MiB ↓", peakMiB},
 	},
+	"concurrent": {
+		{"8 × 64 MiB images pushed at once, MB/s ↑", mbPerSec(pushTime)},
+		{"8 × 64 MiB images pulled at once, MB/s ↑", mbPerSec(pullTime)},
+		{"8 × 64 MiB at once: registry CPU time, s ↓", cpuSeconds},
+		{"8 × 64 MiB at once: registry peak RSS, MiB ↓", peakMiB},
+		{"8 × 64 MiB at once: peak RSS above idle, MiB ↓", aboveIdleMiB},
+	},
+}
+
+// minioRow is the row added to each workload when registries run on S3.
+func minioRow(w *workload) metric {
+	prefix := map[string]string{
+		"big":        "256 MiB image",
+		"small":      "200 small images",
+		"concurrent": "8 × 64 MiB at once",
+	}[w.name]
+	return metric{prefix + ": MinIO CPU time, s ↓", minioCPUSeconds}
+}
+
+// column is one column of the table: a target and its heading.
+type column struct {
+	target  target
+	heading string
+}
+
+// table is what writeTable prints.
+type table struct {
+	columns []column
+	// ratio is the indexes into columns of the two whose medians the last
+	// column divides, and that column's heading.
+	ratio        [2]int
+	ratioHeading string
+	// minio adds the MinIO CPU time row to each workload.
+	minio bool
 }
 
 // writeTable prints the medians of every metric as a Markdown table, each
 // cell with the range of its n runs.
-func writeTable(out io.Writer, ws []*workload, results map[string]map[kind][]result, shaMBps float64, n int) {
-	fmt.Fprintf(out, "| workload (median of %d runs, min–max) | Portcullis | distribution v3.1.2 | ours/upstream |\n", n)
-	fmt.Fprintln(out, "|---|---:|---:|---:|")
+func writeTable(out io.Writer, t table, ws []*workload, results map[string]map[target][]result, shaMBps float64, n int) {
+	fmt.Fprintf(out, "| workload (median of %d runs, min–max) |", n)
+	for _, c := range t.columns {
+		fmt.Fprintf(out, " %s |", c.heading)
+	}
+	fmt.Fprintf(out, " %s |\n|---|%s---:|\n", t.ratioHeading, strings.Repeat("---:|", len(t.columns)))
 	for _, w := range ws {
-		for _, m := range rows[w.name] {
-			a := values(w, results[w.name][ours], m)
-			b := values(w, results[w.name][upstream], m)
-			fmt.Fprintf(out, "| %s | %s | %s | %.2f |\n", m.label, cell(a), cell(b), median(a)/median(b))
+		ms := rows[w.name]
+		if t.minio {
+			ms = append(slices.Clone(ms), minioRow(w))
+		}
+		for _, m := range ms {
+			fmt.Fprintf(out, "| %s |", m.label)
+			meds := make([]float64, len(t.columns))
+			for i, c := range t.columns {
+				v := values(w, results[w.name][c.target], m)
+				meds[i] = median(v)
+				fmt.Fprintf(out, " %s |", cell(v))
+			}
+			ratio := ""
+			if r := meds[t.ratio[0]] / meds[t.ratio[1]]; !math.IsNaN(r) && !math.IsInf(r, 0) {
+				ratio = fmt.Sprintf("%.2f", r)
+			}
+			fmt.Fprintf(out, " %s |\n", ratio)
 		}
 	}
-	fmt.Fprintf(out, "| Go crypto/sha256 over 256 MiB, MB/s (ceiling) | %.0f | | |\n", shaMBps)
+	fmt.Fprintf(out, "| Go crypto/sha256 over 256 MiB, MB/s (ceiling) | %.0f |%s\n", shaMBps, strings.Repeat(" |", len(t.columns)))
 }
 
 func values(w *workload, rs []result, m metric) []float64 {
@@ -90,6 +152,9 @@ func values(w *workload, rs []result, m metric) []float64 {
 }
 
 func cell(v []float64) string {
+	if len(v) == 0 || math.IsNaN(v[0]) {
+		return ""
+	}
 	if len(v) == 1 {
 		return num(v[0])
 	}

@@ -24,12 +24,21 @@ type workload struct {
 	name   string
 	images []v1.Image
 	bytes  int64 // layer bytes over all images
+	// concurrent pushes all images at once, then pulls them all at once;
+	// otherwise they go one after another.
+	concurrent bool
 }
 
 // result is what one run of a workload against one registry measured.
 type result struct {
 	push, pull time.Duration
 	usage      // of the registry process, start to stop
+	// minioCPU is the CPU time MinIO spent during the run; zero on the
+	// filesystem.
+	minioCPU time.Duration
+	// s3Requests counts the S3 requests of the run by operation, with
+	// -s3log only.
+	s3Requests string
 }
 
 // bigWorkload is one image of layers layers of layerSize random bytes each.
@@ -43,6 +52,20 @@ func bigWorkload(layers, layerSize int) (*workload, error) {
 		return nil, err
 	}
 	return &workload{name: "big", images: []v1.Image{img}, bytes: int64(layers * layerSize)}, nil
+}
+
+// concurrentWorkload is count images of one layer of layerSize random bytes
+// each, pushed and pulled all at once.
+func concurrentWorkload(count, layerSize int) (*workload, error) {
+	w := &workload{name: "concurrent", images: make([]v1.Image, count), bytes: int64(count * layerSize), concurrent: true}
+	for i := range w.images {
+		img, err := newImage(randomLayer(layerSize))
+		if err != nil {
+			return nil, err
+		}
+		w.images[i] = img
+	}
+	return w, nil
 }
 
 // smallWorkload is count images of one layer of layerSize random bytes each.
@@ -107,10 +130,14 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		return result{}, err
 	}
 	start := time.Now()
-	for i, img := range w.images {
-		if err := pusher.Push(ctx, refs[i], img); err != nil {
-			return result{}, fmt.Errorf("push %s: %w", refs[i], err)
+	err = w.each(func(i int) error {
+		if err := pusher.Push(ctx, refs[i], w.images[i]); err != nil {
+			return fmt.Errorf("push %s: %w", refs[i], err)
 		}
+		return nil
+	})
+	if err != nil {
+		return result{}, err
 	}
 	res.push = time.Since(start)
 
@@ -119,13 +146,37 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		return result{}, err
 	}
 	start = time.Now()
-	for i, img := range w.images {
-		if err := pull(ctx, puller, refs[i], img); err != nil {
-			return result{}, fmt.Errorf("pull %s: %w", refs[i], err)
+	err = w.each(func(i int) error {
+		if err := pull(ctx, puller, refs[i], w.images[i]); err != nil {
+			return fmt.Errorf("pull %s: %w", refs[i], err)
 		}
+		return nil
+	})
+	if err != nil {
+		return result{}, err
 	}
 	res.pull = time.Since(start)
 	return res, nil
+}
+
+// each calls f for the index of every image of w: one after another, stopping
+// at the first error, or all at once for a concurrent workload.
+func (w *workload) each(f func(i int) error) error {
+	if !w.concurrent {
+		for i := range w.images {
+			if err := f(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, len(w.images))
+	var wg sync.WaitGroup
+	for i := range w.images {
+		wg.Go(func() { errs[i] = f(i) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // pull fetches ref's manifest and config and reads its layers, in parallel

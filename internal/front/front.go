@@ -73,6 +73,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPut && rt.Kind == KindManifest:
 		h.putManifest(w, r, rt)
+	case isMonolithicPost(r, rt):
+		h.monolithicPost(w, r)
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest && h.guard != nil:
 		if !h.guard.checkTags(w, r, rt, nil) {
 			return
