@@ -38,6 +38,10 @@ type Config struct {
 	Catalog    Catalog    `yaml:"catalog"`
 	// Auth turns on token authentication and access rules.
 	Auth Auth `yaml:"auth"`
+	// Trust says which signatures the registry trusts, per repository.
+	Trust Trust `yaml:"trust"`
+	// Admission adds external admission webhooks.
+	Admission Admission `yaml:"admission"`
 }
 
 // HTTP configures the listener and server.
@@ -202,6 +206,8 @@ func (c *Config) Provision() {
 		c.Catalog.MaxEntries = 1000
 	}
 	c.Auth.Provision()
+	c.Trust.Provision()
+	c.Admission.Provision()
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -317,6 +323,13 @@ func (c *Config) Validate() error {
 		bad("catalog.maxEntries", "must be positive")
 	}
 	errs = append(errs, c.Auth.Validate("auth")...)
+	errs = append(errs, c.Trust.Validate("trust")...)
+	c.Admission.validate(bad)
+	for i, p := range c.Trust.Policies {
+		if p.Mode == "quarantine" && !c.Auth.Enabled {
+			bad(fmt.Sprintf("trust.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher and signers")
+		}
+	}
 	if c.Auth.Enabled && c.Auth.Token.Realm == "" && c.HTTP.Host == "" {
 		if host, _, err := net.SplitHostPort(c.HTTP.Addr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
 			bad("auth.token.realm", "required when http.addr listens on every interface and http.host is unset: clients need the token endpoint's public URL")

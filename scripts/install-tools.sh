@@ -19,6 +19,8 @@ CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 DISTRIBUTION_VERSION=v3.1.2
 HELM_VERSION=v3.22.0
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+COSIGN_VERSION=v3.1.3
+NOTATION_VERSION=v1.3.2
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -64,6 +66,36 @@ GO
   ln -sf "$dir/conformance.test" "$bin/conformance.test"
 }
 
+# notation: its module carries replace directives, so `go install pkg@version`
+# refuses it; build its command from a scratch module that requires it.
+notation() {
+  local dir="$root/notation-$NOTATION_VERSION"
+  if [ ! -x "$dir/notation" ]; then
+    log "building notation $NOTATION_VERSION"
+    local work
+    work=$(mktemp -d)
+    (
+      cd "$work"
+      go mod init portcullis.local/notation >/dev/null 2>&1
+      cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/notaryproject/notation/cmd/notation"
+GO
+      go get "github.com/notaryproject/notation@$NOTATION_VERSION" >/dev/null
+      go mod tidy -e >/dev/null 2>&1 || true
+      go get "github.com/notaryproject/notation@$NOTATION_VERSION" >/dev/null
+      CGO_ENABLED=0 go build -trimpath -o notation github.com/notaryproject/notation/cmd/notation
+    )
+    mkdir -p "$dir"
+    mv "$work/notation" "$dir/notation"
+    rm -rf "$work"
+  fi
+  ln -sf "$dir/notation" "$bin/notation"
+}
+
 # apt_tool NAME PACKAGE: install from Debian's packages when missing.
 apt_tool() {
   local name=$1 pkg=$2
@@ -87,6 +119,8 @@ for t in "${tools[@]}"; do
     distribution) go_tool distribution-registry github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
     helm) go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
     minio) go_tool minio github.com/minio/minio "$MINIO_VERSION" ;;
+    cosign) go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
+    notation) notation ;;
     skopeo) apt_tool skopeo skopeo ;;
     podman) apt_tool podman podman ;;
     *) log "unknown tool $t"; exit 2 ;;

@@ -16,8 +16,14 @@ func main() {
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	var ue usageError
+	var ee exitError
 	switch {
 	case err == nil:
+	case errors.As(err, &ee):
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "registry:", ee.err)
+		}
+		os.Exit(ee.code)
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "registry:", err)
 		os.Exit(2)
@@ -39,6 +45,7 @@ const usage = `usage:
   registry robot create NAME --repo PATTERN --action ACTION [--expires 720h] [--config FILE] [--data DIR]
   registry robot list|revoke [NAME] [--config FILE] [--data DIR]
   registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
+  registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY]
   registry version`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -61,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return robotCmd(ctx, args[1:], stdout, stderr)
 	case "policy":
 		return policyCmd(ctx, args[1:], stdout, stderr)
+	case "scan":
+		return scanCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

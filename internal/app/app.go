@@ -26,6 +26,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/admission"
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
@@ -41,6 +42,7 @@ type App struct {
 	driver  storagedriver.StorageDriver
 	dist    *handlers.App
 	handler http.Handler
+	metrics *prometheus.Registry
 	auth    *authParts // nil when auth is off
 	opts    Options
 }
@@ -79,6 +81,7 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 	a.driver = driver
+	a.metrics = prometheus.NewRegistry()
 	if cfg.Auth.Enabled {
 		if a.auth, err = a.buildAuth(driver); err != nil {
 			return err
@@ -94,7 +97,7 @@ func (a *App) build(ctx context.Context) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
+	reg := a.metrics
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
@@ -154,15 +157,19 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	var guard *front.Guard
+	var opts front.Options
 	if a.auth != nil {
-		guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
+		opts.Guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
 	}
-	fr, err := front.New(dist, refs, guard)
+	if opts.Admission, err = a.buildAdmission(repos, refs); err != nil {
+		return err
+	}
+	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
 		return err
 	}
 	mux.Handle("/v2/", fr)
+	mux.HandleFunc(admission.VerdictPath, fr.ServeVerdictAPI)
 	mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
 	return nil
 }

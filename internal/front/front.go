@@ -33,19 +33,29 @@ const distributionRequestIDKey = "instance.id"
 type Handler struct {
 	registry  http.Handler
 	referrers *referrers.Handler
+	repos     repositories
 	guard     *Guard
+	admission Admission
 }
 
-// New returns the front handler over the registry core and the referrers
-// API; guard, when not nil, adds authorization, tag rules and audit.
-func New(registry http.Handler, refs *referrers.Handler, guard *Guard) (*Handler, error) {
-	if registry == nil || refs == nil {
-		return nil, errors.New("front handler: registry and referrers handlers are required")
+// Options are the front handler's optional layers.
+type Options struct {
+	// Guard adds authorization, tag rules and audit (auth on).
+	Guard *Guard
+	// Admission adds trust policies and webhooks.
+	Admission Admission
+}
+
+// New returns the front handler over the registry core, the referrers API
+// and the repositories of the same storage.
+func New(registry http.Handler, refs *referrers.Handler, repos repositories, o Options) (*Handler, error) {
+	if registry == nil || refs == nil || repos == nil {
+		return nil, errors.New("front handler: registry, referrers and repositories are required")
 	}
-	if guard != nil && (guard.Auth == nil || guard.Tags == nil || guard.Repos == nil) {
+	if g := o.Guard; g != nil && (g.Auth == nil || g.Tags == nil || g.Repos == nil) {
 		return nil, errors.New("front handler: a guard needs an authorizer, a tag policy and repositories")
 	}
-	return &Handler{registry: registry, referrers: refs, guard: guard}, nil
+	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,6 +85,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.putManifest(w, r, rt)
 	case isMonolithicPost(r, rt):
 		h.monolithicPost(w, r)
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest:
+		if h.allowPull(w, r, rt) {
+			h.registry.ServeHTTP(w, r)
+		}
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest && h.guard != nil:
 		if !h.guard.checkTags(w, r, rt, nil) {
 			return
@@ -152,16 +166,27 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if subject := referrers.SubjectOf(body); subject != "" {
 		w = &subjectWriter{ResponseWriter: w, subject: subject.String()}
 	}
-	if h.guard == nil {
-		h.registry.ServeHTTP(w, r)
+	if h.guard != nil && !h.guard.checkTags(w, r, rt, body) {
 		return
 	}
-	if !h.guard.checkTags(w, r, rt, body) {
+	dgst := rt.Digest
+	if dgst == "" {
+		dgst = digest.FromBytes(body)
+	}
+	if !h.admitTag(w, r, rt, body, dgst) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	h.registry.ServeHTTP(sw, r)
-	h.guard.auditWrite(r, rt, sw.status, digest.FromBytes(body).String())
+	if sw.status == http.StatusCreated {
+		if h.guard != nil {
+			h.guard.auditWrite(r, rt, sw.status, dgst.String())
+		}
+		if h.admission != nil {
+			login, _ := h.login(r, rt.Name, "push")
+			h.admission.RecordPush(rt.Name, dgst, login)
+		}
+	}
 }
 
 // subjectWriter adds OCI-Subject to a successful manifest PUT response.

@@ -24,10 +24,11 @@ type Authorizer interface {
 	Authorize(r *http.Request, access ...dauth.Access) (token.Grant, error)
 }
 
-// TagPolicy rules on tag operations.
+// TagPolicy rules on tag operations and says who may push.
 type TagPolicy interface {
 	SubjectForLogin(login string) pauth.Subject
 	TagDecision(s pauth.Subject, repository, tag string, op pauth.TagOp) pauth.Ruling
+	Grant(s pauth.Subject, repository string, requested pauth.Actions) (pauth.Actions, pauth.Decision)
 }
 
 // repositories opens repositories by name, to look tags up.

@@ -44,7 +44,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string,
 		return
 	}
 	ctx := r.Context()
-	descs, err := h.list(ctx, name, subject)
+	descs, err := h.List(ctx, name, subject)
 	if err != nil {
 		h.log.ErrorContext(ctx, "list referrers", "repo", name, "digest", subject, "err", err)
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the referrers index"))
@@ -72,7 +72,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string,
 	}
 }
 
-func (h *Handler) list(ctx context.Context, name string, subject digest.Digest) ([]v1.Descriptor, error) {
+// List returns the referrers of subject in repository name, rebuilding the
+// repository's index from its manifests first if it is incomplete.
+func (h *Handler) List(ctx context.Context, name string, subject digest.Digest) ([]v1.Descriptor, error) {
 	complete, err := h.index.Complete(ctx, name)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,248 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portcullis/portcullis/auth/audit"
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/trust"
+)
+
+// Verifier decides whether content is trusted.
+type Verifier interface {
+	// Policy returns the policy that applies to repo; ok false when none does.
+	Policy(repo string) (name, version string, mode trust.Mode, ok bool)
+	Verify(ctx context.Context, repo string, d digest.Digest) (trust.Verdict, error)
+}
+
+// mode returns the trust mode of repo, or "" when no policy applies.
+func (g *Gate) mode(repo string) trust.Mode {
+	if g.verifier == nil {
+		return ""
+	}
+	_, _, m, ok := g.verifier.Policy(repo)
+	if !ok {
+		return ""
+	}
+	return m
+}
+
+// Gate is the admission layer the front handler calls.
+type Gate struct {
+	verifier Verifier // nil: no trust policies
+	webhooks []*webhook
+	pushers  *Pushers
+	audit    *audit.Log
+	log      *slog.Logger
+	verdicts *prometheus.CounterVec
+	webhookc *prometheus.CounterVec
+}
+
+// Options are a Gate's dependencies; Verifier and Audit may be nil.
+type Options struct {
+	Verifier Verifier
+	Webhooks []config.Webhook
+	Pushers  *Pushers
+	Audit    *audit.Log
+	Log      *slog.Logger
+	Metrics  prometheus.Registerer
+}
+
+// New returns a Gate.
+func New(o Options) (*Gate, error) {
+	if o.Log == nil || o.Pushers == nil || o.Metrics == nil {
+		return nil, errors.New("admission: logger, pusher store and metrics registry are required")
+	}
+	g := &Gate{verifier: o.Verifier, pushers: o.Pushers, audit: o.Audit, log: o.Log,
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
+			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",
+		}, []string{"mode", "check", "result"}),
+		webhookc: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "admission", Name: "webhook_reviews_total",
+			Help: "Admission webhook reviews by webhook name and result (allowed, denied, failed).",
+		}, []string{"webhook", "result"}),
+	}
+	for _, c := range []prometheus.Collector{g.verdicts, g.webhookc} {
+		if err := o.Metrics.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, wc := range o.Webhooks {
+		w, err := newWebhook(wc)
+		if err != nil {
+			return nil, err
+		}
+		g.webhooks = append(g.webhooks, w)
+	}
+	return g, nil
+}
+
+// Active reports whether the gate has anything to check in repo.
+func (g *Gate) Active(repo string) bool {
+	if g.mode(repo) != "" {
+		return true
+	}
+	for _, w := range g.webhooks {
+		if w.matches(repo) {
+			return true
+		}
+	}
+	return false
+}
+
+// TagPush describes a manifest PUT that creates or moves a tag.
+type TagPush struct {
+	Repository string
+	Tag        string
+	Digest     digest.Digest
+	MediaType  string
+	Pusher     string
+	Addr       string
+	RequestID  string
+}
+
+// AdmitTag decides a tag push. It returns nil to accept, or an errcode
+// error (DENIED) whose message tells the client what to do.
+func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
+	var verdict *trust.Verdict
+	if g.verifier != nil {
+		if mode := g.mode(p.Repository); mode != "" {
+			v, err := g.verify(ctx, "tag", p.Repository, p.Digest)
+			if err != nil {
+				if mode == trust.ModeEnforce {
+					return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
+				}
+			} else {
+				verdict = &v
+				if mode == trust.ModeEnforce && !v.Trusted {
+					g.recordDenial(ctx, p, "untrusted: "+v.Reason, v.Policy)
+					return errcode.ErrorCodeDenied.WithMessage(enforceMessage(p, v))
+				}
+			}
+		}
+	}
+	for _, w := range g.webhooks {
+		if !w.matches(p.Repository) {
+			continue
+		}
+		resp, err := w.review(ctx, Review{Repository: p.Repository, Tag: p.Tag, Digest: p.Digest.String(),
+			MediaType: p.MediaType, Pusher: p.Pusher, Verdict: verdict})
+		switch {
+		case err != nil && w.cfg.FailurePolicy == "ignore":
+			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
+			g.log.WarnContext(ctx, "admission webhook failed; failure policy ignore", "webhook", w.cfg.Name, "repo", p.Repository, "err", err)
+		case err != nil:
+			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
+			g.log.WarnContext(ctx, "admission webhook failed; denying", "webhook", w.cfg.Name, "repo", p.Repository, "err", err)
+			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+" failed", "")
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("admission webhook %s could not be asked (%v); the push is refused", w.cfg.Name, errors.Unwrap(err)))
+		case !resp.Allowed:
+			g.webhookc.WithLabelValues(w.cfg.Name, "denied").Inc()
+			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+": "+resp.Reason, "")
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("denied by admission webhook %s: %s", w.cfg.Name, oneLine(resp.Reason)))
+		default:
+			g.webhookc.WithLabelValues(w.cfg.Name, "allowed").Inc()
+		}
+	}
+	return nil
+}
+
+func (g *Gate) verify(ctx context.Context, check, repo string, d digest.Digest) (trust.Verdict, error) {
+	v, err := g.verifier.Verify(ctx, repo, d)
+	mode := string(g.mode(repo))
+	switch {
+	case err != nil:
+		g.verdicts.WithLabelValues(mode, check, "error").Inc()
+		g.log.ErrorContext(ctx, "verify signatures", "repo", repo, "digest", d, "err", err)
+	case v.Trusted:
+		g.verdicts.WithLabelValues(mode, check, "trusted").Inc()
+	default:
+		g.verdicts.WithLabelValues(mode, check, "untrusted").Inc()
+	}
+	if err == nil && check != "pull" {
+		g.audit.Record(ctx, audit.Event{Kind: "verdict", Action: check, Repository: repo, Digest: d.String(),
+			Result: resultOf(v), Rule: v.Policy, Reason: v.Reason})
+	}
+	return v, err
+}
+
+func resultOf(v trust.Verdict) string {
+	if v.Trusted {
+		return "trusted"
+	}
+	return "untrusted"
+}
+
+func (g *Gate) recordDenial(ctx context.Context, p TagPush, reason, rule string) {
+	g.audit.RecordWrite(ctx, audit.Write{Subject: p.Pusher, Addr: p.Addr, Action: "tag", Repository: p.Repository,
+		Tag: p.Tag, Digest: p.Digest.String(), Err: errors.New(reason), Rule: rule, RequestID: p.RequestID})
+}
+
+// enforceMessage tells the pusher exactly how to get the tag accepted.
+func enforceMessage(p TagPush, v trust.Verdict) string {
+	ref := p.Repository + "@" + p.Digest.String()
+	return fmt.Sprintf("%s is not signed by a key that policy %q trusts (%s). "+
+		"In this repository a tag can only point at signed content: push by digest (crane push IMAGE %s), "+
+		"sign that digest (cosign sign --key KEY REGISTRY/%s, or notation sign REGISTRY/%s), "+
+		"then tag it (crane tag REGISTRY/%s %s)",
+		ref, v.Policy, oneLine(v.Reason), p.Repository+"@"+p.Digest.String(), ref, ref, ref, p.Tag)
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(strings.ReplaceAll(s, "\r", " "), "\n", " ")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// Pull describes a manifest read.
+type Pull struct {
+	Repository string
+	Digest     digest.Digest
+	// Login is the reader; CanPush reports that the reader may push to the
+	// repository (and so sign: signatures are pushed).
+	Login   string
+	CanPush bool
+}
+
+// AllowPull decides a manifest read in a quarantine repository: content
+// that is not trusted yet is withheld from everyone but its pusher and those
+// who may sign it. It returns nil or a DENIED errcode error.
+func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
+	if g.mode(p.Repository) != trust.ModeQuarantine || p.CanPush {
+		return nil
+	}
+	if p.Login != "" && g.pushers.Pusher(p.Repository, p.Digest) == p.Login {
+		return nil
+	}
+	v, err := g.verify(ctx, "pull", p.Repository, p.Digest)
+	if err != nil {
+		return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
+	}
+	if v.Trusted {
+		return nil
+	}
+	return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
+		"quarantined: %s@%s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
+		p.Repository, p.Digest, oneLine(v.Reason), p.Repository, p.Digest))
+}
+
+// RecordPush remembers who pushed a manifest, for quarantine exemptions.
+func (g *Gate) RecordPush(repo string, d digest.Digest, login string) {
+	if login == "" || g.mode(repo) != trust.ModeQuarantine {
+		return
+	}
+	if err := g.pushers.Record(repo, d, login); err != nil {
+		g.log.Warn("record pusher", "repo", repo, "digest", d, "err", err)
+	}
+}

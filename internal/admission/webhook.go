@@ -1,0 +1,121 @@
+package admission
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	pauth "github.com/portcullis/portcullis/auth"
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/trust"
+)
+
+// Review is the JSON body POSTed to an admission webhook.
+type Review struct {
+	Repository string `json:"repository"`
+	Tag        string `json:"tag,omitempty"`
+	Digest     string `json:"digest"`
+	MediaType  string `json:"mediaType"`
+	// Pusher is the login of whoever pushes; empty for anonymous.
+	Pusher string `json:"pusher"`
+	// Verdict is the signature verdict, with every signature found.
+	Verdict *trust.Verdict `json:"verdict,omitempty"`
+}
+
+// Response is what a webhook answers.
+type Response struct {
+	Allowed bool   `json:"allowed"`
+	Reason  string `json:"reason"`
+}
+
+// webhook calls one admission service.
+type webhook struct {
+	cfg    config.Webhook
+	repos  []pauth.Pattern
+	client *http.Client
+}
+
+func newWebhook(cfg config.Webhook) (*webhook, error) {
+	w := &webhook{cfg: cfg}
+	for _, r := range cfg.Repositories {
+		p, err := pauth.ParsePattern(r)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: repositories: %w", cfg.Name, err)
+		}
+		w.repos = append(w.repos, p)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: caFile: %w", cfg.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("webhook %s: caFile: no certificate in %s", cfg.Name, cfg.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	w.client = &http.Client{Transport: tr, Timeout: cfg.Timeout.D(),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return w, nil
+}
+
+func (w *webhook) matches(repo string) bool {
+	if len(w.repos) == 0 {
+		return true
+	}
+	for _, p := range w.repos {
+		if p.Match(repo) {
+			return true
+		}
+	}
+	return false
+}
+
+// errWebhook marks a webhook that could not give an answer.
+var errWebhook = errors.New("admission webhook failed")
+
+// review asks the webhook. It returns the webhook's answer, or an error
+// wrapping errWebhook when the call failed, timed out or the answer was not
+// a valid response.
+func (w *webhook) review(ctx context.Context, rv Review) (Response, error) {
+	body, err := json.Marshal(rv)
+	if err != nil {
+		return Response{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout.D())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return Response{}, fmt.Errorf("%w: %v", errWebhook, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := w.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Response{}, fmt.Errorf("%w: no answer within %v", errWebhook, w.cfg.Timeout.D())
+		}
+		return Response{}, fmt.Errorf("%w: %v", errWebhook, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Response{}, fmt.Errorf("%w: status %d after %v", errWebhook, resp.StatusCode, time.Since(start).Round(time.Millisecond))
+	}
+	var out Response
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&out); err != nil {
+		return Response{}, fmt.Errorf("%w: the answer is not a review response: %v", errWebhook, err)
+	}
+	return out, nil
+}

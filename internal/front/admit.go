@@ -1,0 +1,143 @@
+package front
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+
+	pauth "github.com/portcullis/portcullis/auth"
+	"github.com/portcullis/portcullis/auth/token"
+	"github.com/portcullis/portcullis/internal/admission"
+	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/server"
+)
+
+// Admission is the trust and webhook layer.
+type Admission interface {
+	Active(repo string) bool
+	AdmitTag(ctx context.Context, p admission.TagPush) error
+	AllowPull(ctx context.Context, p admission.Pull) error
+	RecordPush(repo string, d digest.Digest, login string)
+	ServeVerdict(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest)
+}
+
+// legacySignatureTag matches the tags cosign's older layout stores
+// signatures, attestations and SBOMs under.
+var legacySignatureTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)$`)
+
+// login returns the caller's identity when auth is on ("" otherwise or
+// when the token does not allow the access; distribution then answers).
+func (h *Handler) login(r *http.Request, repo, action string) (string, bool) {
+	if h.guard == nil {
+		return "", false
+	}
+	grant, err := h.guard.Auth.Authorize(r, access(repo, action))
+	if err != nil {
+		return "", false
+	}
+	return grant.Login, true
+}
+
+// admitTag applies admission to a manifest PUT by tag. Signature, SBOM and
+// attestation artifacts (anything with a subject, and cosign's legacy
+// signature tags) are verified later, not gated. It answers the request and
+// returns false when the push is refused.
+func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, body []byte, d digest.Digest) bool {
+	if h.admission == nil || rt.Tag == "" || !h.admission.Active(rt.Name) {
+		return true
+	}
+	if referrers.SubjectOf(body) != "" || legacySignatureTag.MatchString(rt.Tag) {
+		return true
+	}
+	pusher, _ := h.login(r, rt.Name, "push")
+	err := h.admission.AdmitTag(r.Context(), admission.TagPush{
+		Repository: rt.Name, Tag: rt.Tag, Digest: d, MediaType: mediaTypeOf(r, body),
+		Pusher: pusher, Addr: token.RemoteHost(r), RequestID: server.RequestID(r.Context()),
+	})
+	if err != nil {
+		_ = errcode.ServeJSON(w, err)
+		return false
+	}
+	return true
+}
+
+func mediaTypeOf(r *http.Request, body []byte) string {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		return ct
+	}
+	_, desc, err := referrers.Describe("", body)
+	if err != nil {
+		return ""
+	}
+	return desc.MediaType
+}
+
+// allowPull applies quarantine to a manifest GET or HEAD. It answers the
+// request and returns false when the content is withheld.
+func (h *Handler) allowPull(w http.ResponseWriter, r *http.Request, rt Route) bool {
+	if h.admission == nil || !h.admission.Active(rt.Name) {
+		return true
+	}
+	login, ok := h.login(r, rt.Name, "pull")
+	if h.guard != nil && !ok {
+		return true // distribution answers with the challenge
+	}
+	d := rt.Digest
+	if d == "" {
+		var err error
+		if d, err = h.resolveTag(r.Context(), rt.Name, rt.Tag); err != nil {
+			return true // unknown tag: distribution answers 404
+		}
+	}
+	canPush := false
+	if h.guard != nil {
+		s := h.guard.Tags.SubjectForLogin(login)
+		granted, _ := h.guard.Tags.Grant(s, rt.Name, pauth.Push)
+		canPush = granted&pauth.Push != 0
+	}
+	if err := h.admission.AllowPull(r.Context(), admission.Pull{Repository: rt.Name, Digest: d, Login: login, CanPush: canPush}); err != nil {
+		_ = errcode.ServeJSON(w, err)
+		return false
+	}
+	return true
+}
+
+func (h *Handler) resolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	named, err := reference.WithName(repo)
+	if err != nil {
+		return "", err
+	}
+	r, err := h.repos.Repository(ctx, named)
+	if err != nil {
+		return "", err
+	}
+	desc, err := r.Tags(ctx).Get(ctx, tag)
+	if err != nil {
+		return "", err
+	}
+	return desc.Digest, nil
+}
+
+// ServeVerdictAPI serves GET /api/v1/repositories/<name>/manifests/<digest>/verdict
+// to clients that may pull the repository.
+func (h *Handler) ServeVerdictAPI(w http.ResponseWriter, r *http.Request) {
+	repo, d, ok := admission.ParseVerdictPath(r.URL.Path)
+	if !ok || r.Method != http.MethodGet {
+		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path))
+		return
+	}
+	if h.guard != nil {
+		if _, ok := h.guard.authorize(w, r, access(repo, "pull")); !ok {
+			return
+		}
+	}
+	if h.admission == nil {
+		writeError(w, http.StatusNotFound, "NAME_UNKNOWN", "no trust policy applies to "+repo)
+		return
+	}
+	h.admission.ServeVerdict(w, r, repo, d)
+}

@@ -1,0 +1,18 @@
+// Package scan finds known vulnerabilities in container images, offline.
+//
+// The work is split so that each image is read once and re-matched cheaply:
+//
+//	IndexLayer(layer)  → inventory.Layer   per layer, cached by DiffID (LayerCache)
+//	Index(image)       → inventory.Image   inventory.Merge of the layer inventories
+//	Match(image, db)   → []Finding         against a vulndb.DB; no layer is read
+//
+// Report puts findings, image and database identity and the policy outcome together; Run is
+// the whole `registry scan --archive IMAGE.tar --vulndb DIR` command.
+//
+// Distribution packages (dpkg, apk) are matched by their source package and source version,
+// in the ecosystem of the image's release ("Debian:12", "Alpine:v3.20"); language packages by
+// name and version in their ecosystem. Version order is osv-scalibr's semantic package.
+//
+// scan must not import internal/... or the server; it imports go-containerregistry, its own
+// sub-packages and the standard library.
+package scan

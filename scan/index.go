@@ -1,0 +1,96 @@
+package scan
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/portcullis/portcullis/scan/inventory"
+)
+
+// ErrDiffIDMismatch is returned by IndexLayer when a layer's uncompressed content does not
+// hash to the DiffID the image config gives it; its inventory is then not cached.
+var ErrDiffIDMismatch = errors.New("layer content does not match its diff id")
+
+// LayerCache stores layer inventories by the layer's DiffID (the digest of its uncompressed
+// content, which IndexLayer verifies before storing). Implementations must be safe for
+// concurrent use.
+type LayerCache interface {
+	// GetLayer returns the stored inventory, or ok false when there is none.
+	GetLayer(ctx context.Context, diffID v1.Hash) (l *inventory.Layer, ok bool, err error)
+	// PutLayer stores an inventory.
+	PutLayer(ctx context.Context, diffID v1.Hash, l *inventory.Layer) error
+}
+
+// IndexOptions tunes Index and IndexLayer. The zero value means no cache and default limits.
+type IndexOptions struct {
+	// Cache, when set, is consulted before a layer is read and filled after.
+	Cache LayerCache
+	// Limits bound what is read from each layer.
+	Limits inventory.Options
+}
+
+// Index computes the inventory of every layer of img (from opts.Cache where present) and
+// merges them. Errors name the layer; they are those of IndexLayer.
+func Index(ctx context.Context, img v1.Image, opts IndexOptions) (*inventory.Image, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("list layers: %w", err)
+	}
+	invs := make([]*inventory.Layer, 0, len(layers))
+	for i, l := range layers {
+		inv, err := IndexLayer(ctx, l, opts)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		invs = append(invs, inv)
+	}
+	return inventory.Merge(invs), nil
+}
+
+// IndexLayer returns the inventory of one layer: from opts.Cache when it holds one of the
+// current inventory.FormatVersion, else by reading the layer's uncompressed stream with
+// inventory.ReadLayer and checking it against the layer's DiffID (ErrDiffIDMismatch). It
+// also returns inventory's ErrLimit, ErrUnsafePath and ErrMalformed, decompression and
+// cache errors.
+func IndexLayer(ctx context.Context, l v1.Layer, opts IndexOptions) (*inventory.Layer, error) {
+	diffID, err := l.DiffID()
+	if err != nil {
+		return nil, fmt.Errorf("diff id: %w", err)
+	}
+	if opts.Cache != nil {
+		inv, ok, err := opts.Cache.GetLayer(ctx, diffID)
+		if err != nil {
+			return nil, fmt.Errorf("layer cache get %s: %w", diffID, err)
+		}
+		if ok && inv.Format == inventory.FormatVersion {
+			return inv, nil
+		}
+	}
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", diffID, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	inv, err := inventory.ReadLayer(ctx, io.TeeReader(rc, h), opts.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", diffID, err)
+	}
+	if diffID.Algorithm == "sha256" {
+		if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
+			return nil, fmt.Errorf("%w: %s has content sha256:%s", ErrDiffIDMismatch, diffID, got)
+		}
+	}
+	if opts.Cache != nil {
+		if err := opts.Cache.PutLayer(ctx, diffID, inv); err != nil {
+			return nil, fmt.Errorf("layer cache put %s: %w", diffID, err)
+		}
+	}
+	return inv, nil
+}

@@ -1,0 +1,159 @@
+package scan
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/portcullis/portcullis/scan/inventory"
+	"github.com/portcullis/portcullis/scan/vulndb"
+)
+
+// Report is the result of scanning one image.
+type Report struct {
+	Image    ImageInfo    `json:"image"`
+	DB       DBInfo       `json:"db"`
+	Packages int          `json:"packages"`
+	Findings []Finding    `json:"findings"`
+	Policy   PolicyResult `json:"policy"`
+}
+
+// ImageInfo identifies the scanned image.
+type ImageInfo struct {
+	// ID is the config digest (what `docker images` shows as IMAGE ID).
+	ID string `json:"id"`
+	// Digest is the manifest digest, when the source preserved the manifest.
+	Digest string `json:"digest,omitempty"`
+	// Layers are the DiffIDs of the layers, lowest first.
+	Layers []string `json:"layers"`
+	// OS is the os-release PRETTY_NAME, Ecosystem the OSV ecosystem of its packages.
+	OS        string `json:"os,omitempty"`
+	Ecosystem string `json:"ecosystem,omitempty"`
+}
+
+// DBInfo identifies the vulnerability database.
+type DBInfo struct {
+	Digest   string    `json:"digest"`
+	Modified time.Time `json:"modified"`
+	Records  int       `json:"records"`
+}
+
+// PolicyResult is the outcome of a Policy.
+type PolicyResult struct {
+	Policy
+	// Violations counts the findings at or above FailOn; Failed is Violations > 0.
+	Violations int  `json:"violations"`
+	Failed     bool `json:"failed"`
+}
+
+// Scan indexes img (see Index), matches it against db and applies the policy. Errors are
+// those of Index, or of reading the image's config.
+func Scan(ctx context.Context, img v1.Image, digest string, db *vulndb.DB, policy Policy, opts IndexOptions) (*Report, error) {
+	id, err := img.ConfigName()
+	if err != nil {
+		return nil, fmt.Errorf("config digest: %w", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	inv, err := Index(ctx, img, opts)
+	if err != nil {
+		return nil, err
+	}
+	r := NewReport(inv, db, policy)
+	r.Image.ID, r.Image.Digest = id.String(), digest
+	for _, d := range cf.RootFS.DiffIDs {
+		r.Image.Layers = append(r.Image.Layers, d.String())
+	}
+	return r, nil
+}
+
+// NewReport matches an image inventory against db and applies the policy. Image.ID, Digest
+// and Layers are left for the caller.
+func NewReport(inv *inventory.Image, db *vulndb.DB, policy Policy) *Report {
+	r := &Report{
+		DB:       DBInfo{Digest: db.Digest, Modified: db.Modified, Records: db.Records},
+		Packages: len(inv.Packages),
+		Findings: Match(inv, db),
+		Image:    ImageInfo{Layers: []string{}},
+	}
+	if inv.OS != nil {
+		r.Image.OS, r.Image.Ecosystem = inv.OS.PrettyName, inv.OS.Ecosystem()
+	}
+	r.Policy.Policy = policy
+	r.Policy.Violations = policy.Violations(r.Findings)
+	r.Policy.Failed = r.Policy.Violations > 0
+	return r
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes the report as a table for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	bw := &errWriter{w: w}
+	fmt.Fprintf(bw, "image:    %s\n", r.Image.ID)
+	if r.Image.Digest != "" {
+		fmt.Fprintf(bw, "digest:   %s\n", r.Image.Digest)
+	}
+	if r.Image.OS != "" {
+		fmt.Fprintf(bw, "os:       %s (%s)\n", r.Image.OS, r.Image.Ecosystem)
+	}
+	fmt.Fprintf(bw, "database: %s (%d records, modified %s)\n", r.DB.Digest, r.DB.Records, r.DB.Modified.Format(time.RFC3339))
+	fmt.Fprintf(bw, "packages: %d, findings: %d\n\n", r.Packages, len(r.Findings))
+	if len(r.Findings) > 0 {
+		tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEVERITY\tID\tECOSYSTEM\tPACKAGE\tVERSION\tFIXED IN\tSOURCE")
+		for _, f := range r.Findings {
+			src := ""
+			if f.SourcePackage != "" {
+				src = f.SourcePackage + " " + f.SourceVersion
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Severity.Level, f.ID, f.Ecosystem, f.Package, f.Version, dash(f.FixedVersion), strings.TrimSpace(src))
+		}
+		tw.Flush()
+		fmt.Fprintln(bw)
+	}
+	switch {
+	case r.Policy.FailOn == "":
+		fmt.Fprintln(bw, "policy: none")
+	case r.Policy.Failed:
+		fmt.Fprintf(bw, "policy: FAILED, %d findings at or above %s\n", r.Policy.Violations, r.Policy.FailOn)
+	default:
+		fmt.Fprintf(bw, "policy: passed, no findings at or above %s\n", r.Policy.FailOn)
+	}
+	return bw.err
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// errWriter keeps the first write error so the table code can stay linear.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
+}

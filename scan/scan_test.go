@@ -1,0 +1,311 @@
+package scan
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/portcullis/portcullis/scan/inventory"
+	"github.com/portcullis/portcullis/scan/vulndb"
+)
+
+var (
+	dbOnce sync.Once
+	dbDir  string
+	dbErr  error
+	testDB *vulndb.DB
+)
+
+// loadTestDB loads testVulnDB once for the package's tests.
+func loadTestDB(t *testing.T) (string, *vulndb.DB) {
+	t.Helper()
+	dbOnce.Do(func() {
+		// The directory must outlive the test that first asks for it.
+		dbDir = testVulnDB(&keepTB{TB: t})
+		testDB, dbErr = vulndb.Load(context.Background(), dbDir, vulndb.Options{})
+	})
+	if dbErr != nil {
+		t.Fatal(dbErr)
+	}
+	return dbDir, testDB
+}
+
+func TestScanFixtures(t *testing.T) {
+	_, db := loadTestDB(t)
+	tests := []struct {
+		name      string
+		layers    func(testing.TB) [][]byte
+		want      []want
+		ecosystem string
+		packages  int
+	}{
+		{"debian", debianLayers, debianWant(), "Debian:12", 6},
+		{"alpine", alpineLayers, alpineWant(), "Alpine:v3.20", 6},
+		{"languages", languageLayers, languageWant(), "", 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img := imageOf(t, tt.layers(t)...)
+			for _, src := range []struct {
+				name string
+				path string
+			}{
+				{"docker-tar", writeDockerTar(t, img)},
+				{"oci-layout-dir", writeLayoutDir(t, img)},
+				{"oci-layout-tar", writeLayoutTar(t, img)},
+			} {
+				t.Run(src.name, func(t *testing.T) {
+					ar, err := OpenArchive(t.Context(), src.path, t.TempDir())
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer ar.Close()
+					r, err := Scan(t.Context(), ar.Image, ar.Digest, db, Policy{}, IndexOptions{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if diff := cmp.Diff(tt.want, project(r.Findings)); diff != "" {
+						t.Errorf("findings (-want +got):\n%s", diff)
+					}
+					if r.Image.Ecosystem != tt.ecosystem {
+						t.Errorf("ecosystem = %q, want %q", r.Image.Ecosystem, tt.ecosystem)
+					}
+					if r.Packages != tt.packages {
+						t.Errorf("packages = %d, want %d", r.Packages, tt.packages)
+					}
+					id, _ := img.ConfigName()
+					if r.Image.ID != id.String() {
+						t.Errorf("image id = %s, want %s", r.Image.ID, id)
+					}
+					if strings.HasPrefix(src.name, "oci") {
+						d, _ := img.Digest()
+						if r.Image.Digest != d.String() {
+							t.Errorf("image digest = %s, want %s", r.Image.Digest, d)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestFindingDetails(t *testing.T) {
+	_, db := loadTestDB(t)
+	img := imageOf(t, languageLayers(t)...)
+	inv, err := Index(t.Context(), img, IndexOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lodash, log4j *Finding
+	fs := Match(inv, db)
+	for i := range fs {
+		switch {
+		case fs[i].Package == "lodash" && fs[i].ID == "GHSA-35jh-r3h4-6jhm":
+			lodash = &fs[i]
+		case fs[i].ID == "GHSA-jfh8-c2jp-5v3q":
+			log4j = &fs[i]
+		}
+	}
+	if lodash == nil || log4j == nil {
+		t.Fatal("expected lodash and log4j findings")
+	}
+	if diff := cmp.Diff([]string{"app/node_modules/lodash/package.json", "app/package-lock.json"}, lodash.Locations); diff != "" {
+		t.Errorf("lodash locations (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"CVE-2021-23337"}, lodash.Aliases); diff != "" {
+		t.Errorf("lodash aliases (-want +got):\n%s", diff)
+	}
+	if log4j.Severity.Score != 10 || log4j.Severity.Vector == "" {
+		t.Errorf("log4j severity = %+v, want CVSS 10.0 from its vector", log4j.Severity)
+	}
+	if diff := cmp.Diff([]string{"opt/lib/log4j-core-2.14.1.jar", "opt/webapps/app.war"}, log4j.Locations); diff != "" {
+		t.Errorf("log4j locations (-want +got):\n%s", diff)
+	}
+}
+
+func TestRun(t *testing.T) {
+	dir, _ := loadTestDB(t)
+	debian := writeDockerTar(t, imageOf(t, debianLayers(t)...))
+	lang := writeDockerTar(t, imageOf(t, languageLayers(t)...))
+	tests := []struct {
+		name     string
+		opts     ScanOptions
+		wantCode int
+		wantErr  string
+	}{
+		{"no policy", ScanOptions{Archive: debian}, ExitOK, ""},
+		{"unknown counts as critical by default", ScanOptions{Archive: debian, FailOn: "critical"}, ExitPolicy, ""},
+		{"unknown ignored", ScanOptions{Archive: debian, FailOn: "low", UnknownSeverity: "unknown"}, ExitOK, ""},
+		{"unknown as low under high", ScanOptions{Archive: debian, FailOn: "high", UnknownSeverity: "low"}, ExitOK, ""},
+		{"critical npm finding", ScanOptions{Archive: lang, FailOn: "critical", UnknownSeverity: "unknown", Format: "json"}, ExitPolicy, ""},
+		{"bad format", ScanOptions{Archive: debian, Format: "xml"}, ExitUsage, "invalid scan options"},
+		{"bad fail-on", ScanOptions{Archive: debian, FailOn: "severe"}, ExitUsage, "invalid scan options"},
+		{"missing archive", ScanOptions{Archive: dir + "/nope.tar"}, ExitFailed, "scan failed: open"},
+		{"missing database", ScanOptions{Archive: debian, VulnDB: t.TempDir()}, ExitFailed, "scan failed: load vulnerability database"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.opts.VulnDB == "" {
+				tt.opts.VulnDB = dir
+			}
+			var out bytes.Buffer
+			code, err := Run(t.Context(), tt.opts, &out)
+			if code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d (err %v)", code, tt.wantCode, err)
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("err = %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+			if err != nil && out.Len() > 0 {
+				t.Errorf("stdout written on error: %q", out.String())
+			}
+		})
+	}
+}
+
+func TestRunOutput(t *testing.T) {
+	dir, _ := loadTestDB(t)
+	archive := writeDockerTar(t, imageOf(t, debianLayers(t)...))
+
+	var js bytes.Buffer
+	if _, err := Run(t.Context(), ScanOptions{Archive: archive, VulnDB: dir, Format: "json", FailOn: "high"}, &js); err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(js.Bytes(), &r); err != nil {
+		t.Fatalf("json output does not parse: %v", err)
+	}
+	if diff := cmp.Diff(debianWant(), project(r.Findings)); diff != "" {
+		t.Errorf("json findings (-want +got):\n%s", diff)
+	}
+	if !strings.HasPrefix(r.DB.Digest, "sha256:") || r.DB.Records == 0 || r.DB.Modified.IsZero() {
+		t.Errorf("db info = %+v", r.DB)
+	}
+	if !r.Policy.Failed || r.Policy.Violations != len(debianWant()) {
+		t.Errorf("policy = %+v", r.Policy)
+	}
+	if len(r.Image.Layers) != 2 {
+		t.Errorf("layers = %v", r.Image.Layers)
+	}
+	// Deterministic: a second run gives the same bytes.
+	var again bytes.Buffer
+	Run(t.Context(), ScanOptions{Archive: archive, VulnDB: dir, Format: "json", FailOn: "high"}, &again)
+	if !bytes.Equal(js.Bytes(), again.Bytes()) {
+		t.Error("json output differs between runs")
+	}
+
+	var table bytes.Buffer
+	if _, err := Run(t.Context(), ScanOptions{Archive: archive, VulnDB: dir}, &table); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"Debian GNU/Linux 12 (bookworm) (Debian:12)", "DEBIAN-CVE-2026-103111", "libpcre2-8-0", "pcre2 10.42-1", "5.36.0-7+deb12u4", "findings: 27", "policy: none"} {
+		if !strings.Contains(table.String(), s) {
+			t.Errorf("table output lacks %q:\n%s", s, table.String())
+		}
+	}
+}
+
+// countingCache is a LayerCache that counts what it is asked, and round-trips inventories
+// through JSON as a persistent store would.
+type countingCache struct {
+	mu         sync.Mutex
+	m          map[v1.Hash][]byte
+	hits, puts int
+}
+
+func (c *countingCache) GetLayer(_ context.Context, h v1.Hash) (*inventory.Layer, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.m[h]
+	if !ok {
+		return nil, false, nil
+	}
+	c.hits++
+	var l inventory.Layer
+	return &l, true, json.Unmarshal(b, &l)
+}
+
+func (c *countingCache) PutLayer(_ context.Context, h v1.Hash, l *inventory.Layer) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[v1.Hash][]byte{}
+	}
+	c.m[h] = b
+	c.puts++
+	return nil
+}
+
+func TestLayerCache(t *testing.T) {
+	_, db := loadTestDB(t)
+	layers := debianLayers(t)
+	first := imageOf(t, layers...)
+	// A second image shares the Debian base layer and adds the Alpine apk database.
+	second := imageOf(t, layers[0], alpineLayers(t)[0])
+	cache := &countingCache{}
+	opts := IndexOptions{Cache: cache}
+
+	inv1, err := Index(t.Context(), first, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cache.puts != 2 || cache.hits != 0 {
+		t.Fatalf("after first image: puts=%d hits=%d, want 2, 0", cache.puts, cache.hits)
+	}
+	if _, err := Index(t.Context(), second, opts); err != nil {
+		t.Fatal(err)
+	}
+	if cache.puts != 3 || cache.hits != 1 {
+		t.Fatalf("after second image: puts=%d hits=%d, want 3, 1 (shared base read once)", cache.puts, cache.hits)
+	}
+	// Re-indexing from the cache alone gives the same inventory and findings.
+	inv1again, err := Index(t.Context(), first, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cache.hits != 3 {
+		t.Fatalf("re-index: hits=%d, want 3", cache.hits)
+	}
+	if diff := cmp.Diff(inv1, inv1again); diff != "" {
+		t.Errorf("cached inventory differs (-fresh +cached):\n%s", diff)
+	}
+	if diff := cmp.Diff(debianWant(), project(Match(inv1again, db))); diff != "" {
+		t.Errorf("findings from cache (-want +got):\n%s", diff)
+	}
+	// The merged inventory itself is JSON-serialisable and re-matches the same.
+	b, err := json.Marshal(inv1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored inventory.Image
+	if err := json.Unmarshal(b, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(debianWant(), project(Match(&stored, db))); diff != "" {
+		t.Errorf("findings from stored image inventory (-want +got):\n%s", diff)
+	}
+}
+
+// keepTB is a testing.TB whose TempDir outlives the test (for fixtures shared by tests).
+type keepTB struct{ testing.TB }
+
+func (k *keepTB) TempDir() string {
+	d, err := osMkdirTemp()
+	if err != nil {
+		k.Fatal(err)
+	}
+	return d
+}

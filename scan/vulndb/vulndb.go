@@ -1,0 +1,236 @@
+// Package vulndb loads an offline OSV database bundle and indexes it by ecosystem and package
+// name for matching.
+//
+// A bundle is a directory in osv.dev's export layout: one all.zip per ecosystem holding one
+// JSON record per file, under DIR/osv/<Ecosystem>/all.zip, DIR/osv-scalibr/<Ecosystem>/all.zip
+// (the layout osv-scanner's --local-db-path uses) or DIR/<Ecosystem>/all.zip. The package
+// must not import scan or inventory.
+package vulndb
+
+import (
+	"archive/zip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/scan/osv"
+)
+
+// Errors returned by Load.
+var (
+	// ErrNoDatabase is returned when the directory holds no <Ecosystem>/all.zip in any of the
+	// known layouts.
+	ErrNoDatabase = errors.New("no OSV database found")
+	// ErrTooLarge is returned when an archive or a record inside it is over the size limits.
+	ErrTooLarge = errors.New("database over size limit")
+)
+
+// Options tunes Load. The zero value means the defaults.
+type Options struct {
+	// MaxTotalBytes caps the uncompressed bytes read from all archives (default 4 GiB).
+	MaxTotalBytes int64
+	// SkipInvalid skips records that fail validation, keeping their errors in DB.Rejected,
+	// instead of failing the load.
+	SkipInvalid bool
+}
+
+// DB is a loaded, indexed database. It is safe for concurrent reads.
+type DB struct {
+	// Digest identifies the bundle's contents: sha256 over the sorted list of
+	// "<Ecosystem>/all.zip <sha256 of the file>" lines.
+	Digest string `json:"digest"`
+	// Modified is the latest modified time of any record: the database's version.
+	Modified time.Time `json:"modified"`
+	// Records counts the records loaded (withdrawn ones included).
+	Records int `json:"records"`
+	// Ecosystems lists the ecosystems found, sorted.
+	Ecosystems []string `json:"ecosystems"`
+	// Rejected holds the errors of records skipped under Options.SkipInvalid.
+	Rejected []error `json:"-"`
+
+	index map[key][]Entry
+}
+
+type key struct{ ecosystem, name string }
+
+// Entry is one affected entry of one record.
+type Entry struct {
+	Record   *osv.Record
+	Affected *osv.Affected
+}
+
+var ecosystemDir = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._:-]*$`)
+
+// Load reads every <Ecosystem>/all.zip of the bundle in dir. A malformed record fails the load
+// with an error naming the archive and the file inside it (unless Options.SkipInvalid is set);
+// a missing database returns ErrNoDatabase; oversized input returns ErrTooLarge.
+func Load(ctx context.Context, dir string, opts Options) (*DB, error) {
+	if opts.MaxTotalBytes <= 0 {
+		opts.MaxTotalBytes = 4 << 30
+	}
+	var archives []string
+	for _, base := range []string{filepath.Join(dir, "osv"), filepath.Join(dir, "osv-scalibr"), dir} {
+		ents, err := os.ReadDir(base)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.IsDir() || !ecosystemDir.MatchString(e.Name()) {
+				continue
+			}
+			p := filepath.Join(base, e.Name(), "all.zip")
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+				archives = append(archives, p)
+			}
+		}
+		if len(archives) > 0 {
+			break
+		}
+	}
+	if len(archives) == 0 {
+		return nil, fmt.Errorf("%w in %s", ErrNoDatabase, dir)
+	}
+	slices.Sort(archives)
+
+	db := &DB{index: make(map[key][]Entry)}
+	budget := opts.MaxTotalBytes
+	digest := sha256.New()
+	for _, p := range archives {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		eco := filepath.Base(filepath.Dir(p))
+		sum, err := db.loadArchive(ctx, p, &budget, opts)
+		if err != nil {
+			return nil, fmt.Errorf("load %s: %w", p, err)
+		}
+		fmt.Fprintf(digest, "%s/all.zip %s\n", eco, sum)
+		db.Ecosystems = append(db.Ecosystems, eco)
+	}
+	db.Digest = "sha256:" + hex.EncodeToString(digest.Sum(nil))
+	return db, nil
+}
+
+func (db *DB) loadArchive(ctx context.Context, path string, budget *int64, opts Options) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return "", err
+	}
+	zr, err := zip.NewReader(f, size)
+	if err != nil {
+		return "", err
+	}
+	for _, zf := range zr.File {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		if zf.FileInfo().IsDir() {
+			continue
+		}
+		rec, err := readRecord(zf, budget)
+		if errors.Is(err, osv.ErrInvalidRecord) && opts.SkipInvalid {
+			db.Rejected = append(db.Rejected, fmt.Errorf("%s: %s: %w", path, zf.Name, err))
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", zf.Name, err)
+		}
+		db.add(rec)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func readRecord(zf *zip.File, budget *int64) (*osv.Record, error) {
+	if zf.UncompressedSize64 > osv.MaxRecordBytes {
+		return nil, fmt.Errorf("%w: record of %d bytes", ErrTooLarge, zf.UncompressedSize64)
+	}
+	rc, err := zf.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	// The size in the zip header may lie; read at most one byte past the limit.
+	data, err := io.ReadAll(io.LimitReader(rc, osv.MaxRecordBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > osv.MaxRecordBytes {
+		return nil, fmt.Errorf("%w: record over %d bytes", ErrTooLarge, osv.MaxRecordBytes)
+	}
+	*budget -= int64(len(data))
+	if *budget < 0 {
+		return nil, fmt.Errorf("%w: total uncompressed size", ErrTooLarge)
+	}
+	return osv.Parse(data)
+}
+
+func (db *DB) add(r *osv.Record) {
+	db.Records++
+	if r.Modified.After(db.Modified) {
+		db.Modified = r.Modified
+	}
+	if r.Withdrawn != nil {
+		return
+	}
+	for i := range r.Affected {
+		a := &r.Affected[i]
+		if a.Package.Name == "" {
+			continue
+		}
+		k := key{a.Package.Ecosystem, NormalizeName(a.Package.Ecosystem, a.Package.Name)}
+		db.index[k] = append(db.index[k], Entry{Record: r, Affected: a})
+	}
+}
+
+// Lookup returns the affected entries of non-withdrawn records for a package. ecosystem is
+// the exact ecosystem string, release included ("Debian:12", "Alpine:v3.20", "npm"); records
+// whose ecosystem carries no release ("Debian") apply to every release and are returned too.
+// The result must not be modified.
+func (db *DB) Lookup(ecosystem, name string) []Entry {
+	name = NormalizeName(ecosystem, name)
+	out := db.index[key{ecosystem, name}]
+	if base, _, ok := strings.Cut(ecosystem, ":"); ok {
+		if more := db.index[key{base, name}]; len(more) > 0 {
+			out = append(slices.Clip(out), more...)
+		}
+	}
+	return out
+}
+
+// NormalizeName returns the form of a package name used as the index key: PyPI names are
+// normalized as PEP 503 says (lower case, runs of "-", "_", "." as one "-"); other
+// ecosystems compare names exactly.
+func NormalizeName(ecosystem, name string) string {
+	if ecosystem != "PyPI" {
+		return name
+	}
+	var b strings.Builder
+	sep := false
+	for _, c := range strings.ToLower(name) {
+		if c == '-' || c == '_' || c == '.' {
+			sep = true
+			continue
+		}
+		if sep && b.Len() > 0 {
+			b.WriteByte('-')
+		}
+		sep = false
+		b.WriteRune(c)
+	}
+	return b.String()
+}

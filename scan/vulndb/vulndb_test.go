@@ -1,0 +1,113 @@
+package vulndb
+
+import (
+	"archive/zip"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/portcullis/portcullis/scan/osv"
+)
+
+func writeZip(t *testing.T, p string, files map[string]string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := zip.NewWriter(f)
+	for name, body := range files {
+		w, _ := zw.Create(name)
+		w.Write([]byte(body))
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+func TestLoadShared(t *testing.T) {
+	t.Parallel()
+	db, err := Load(t.Context(), "../../../shared/vulndb", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Records != 15+6703+4291+3 {
+		t.Errorf("records = %d", db.Records)
+	}
+	if diff := cmp.Diff([]string{"Alpine", "Debian", "Go", "npm"}, db.Ecosystems); diff != "" {
+		t.Errorf("ecosystems (-want +got):\n%s", diff)
+	}
+	if len(db.Lookup("Debian:12", "perl")) != 13 || len(db.Lookup("Debian:11", "perl")) != 0 {
+		t.Errorf("perl lookups: %d in Debian:12, %d in Debian:11", len(db.Lookup("Debian:12", "perl")), len(db.Lookup("Debian:11", "perl")))
+	}
+	if !strings.HasPrefix(db.Digest, "sha256:") || db.Modified.IsZero() {
+		t.Errorf("digest %q modified %v", db.Digest, db.Modified)
+	}
+}
+
+const rec = `{"id":"%s","modified":"2024-01-02T00:00:00Z"%s,"affected":[{"package":{"ecosystem":"%s","name":"%s"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"2.0"}]}]}]}`
+
+func TestLoadLayoutsAndRules(t *testing.T) {
+	t.Parallel()
+	mk := func(id, extra, eco, name string) string {
+		s := rec
+		for _, v := range []string{id, extra, eco, name} {
+			s = strings.Replace(s, "%s", v, 1)
+		}
+		return s
+	}
+	dir := t.TempDir()
+	writeZip(t, filepath.Join(dir, "PyPI", "all.zip"), map[string]string{
+		"A.json": mk("A", "", "PyPI", "Foo_Bar"),
+		"W.json": mk("W", `,"withdrawn":"2024-01-03T00:00:00Z"`, "PyPI", "foo-bar"),
+	})
+	writeZip(t, filepath.Join(dir, "Debian", "all.zip"), map[string]string{
+		"D.json": mk("D", "", "Debian", "openssl"),
+	})
+	db, err := Load(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := db.Lookup("PyPI", "foo.bar"); len(got) != 1 || got[0].Record.ID != "A" {
+		t.Errorf("PyPI normalized lookup = %v (withdrawn record must be absent)", got)
+	}
+	if got := db.Lookup("Debian:12", "openssl"); len(got) != 1 {
+		t.Errorf("release-less record must apply to Debian:12: %v", got)
+	}
+	if db.Records != 3 {
+		t.Errorf("records = %d", db.Records)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	if _, err := Load(t.Context(), t.TempDir(), Options{}); !errors.Is(err, ErrNoDatabase) {
+		t.Errorf("empty dir: %v", err)
+	}
+	dir := t.TempDir()
+	writeZip(t, filepath.Join(dir, "osv", "npm", "all.zip"), map[string]string{
+		"GOOD.json": `{"id":"GOOD","modified":"2024-01-01T00:00:00Z"}`,
+		"BAD.json":  `{"id":"BAD","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"x"},"ranges":[{"type":"SEMVER","events":[{"fixed":"1"}]}]}]}`,
+	})
+	_, err := Load(t.Context(), dir, Options{})
+	if !errors.Is(err, osv.ErrInvalidRecord) || !strings.Contains(err.Error(), "npm/all.zip") || !strings.Contains(err.Error(), "BAD.json") || !strings.Contains(err.Error(), "no introduced event") {
+		t.Errorf("malformed record: err = %v; want it to name the archive, the file and the reason", err)
+	}
+	db, err := Load(t.Context(), dir, Options{SkipInvalid: true})
+	if err != nil || len(db.Rejected) != 1 || db.Records != 1 {
+		t.Errorf("SkipInvalid: db %+v err %v", db, err)
+	}
+	big := t.TempDir()
+	writeZip(t, filepath.Join(big, "npm", "all.zip"), map[string]string{"A.json": strings.Repeat(" ", 2048) + `{"id":"A","modified":"2024-01-01T00:00:00Z"}`})
+	if _, err := Load(t.Context(), big, Options{MaxTotalBytes: 1024}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("over total size: %v", err)
+	}
+}
