@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ type Registry struct {
 	Addr    string // host:port
 	DataDir string
 	cmd     *exec.Cmd
-	logs    *bytes.Buffer
+	logs    *syncBuffer
 	done    chan error
 	stopped bool
 }
@@ -99,7 +100,7 @@ type startOptions struct {
 // stopped with SIGTERM at cleanup, and must then exit 0.
 func startRegistry(t testing.TB, o startOptions) *Registry {
 	t.Helper()
-	r := &Registry{Addr: freeAddr(t), DataDir: o.dataDir, logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	r := &Registry{Addr: freeAddr(t), DataDir: o.dataDir, logs: &syncBuffer{}, done: make(chan error, 1)}
 	if r.DataDir == "" {
 		r.DataDir = t.TempDir()
 	}
@@ -211,4 +212,22 @@ func runDirErr(dir string, env []string, name string, args ...string) (string, e
 		return stdout.String() + stderr.String(), err
 	}
 	return stdout.String(), nil
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
