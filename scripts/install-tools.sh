@@ -17,6 +17,7 @@ ORAS_VERSION=v1.3.6
 REGCTL_VERSION=v0.11.7
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 DISTRIBUTION_VERSION=v3.1.2
+OSV_SCANNER_VERSION=v2.5.0
 HELM_VERSION=v3.22.0
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 COSIGN_VERSION=v3.1.3
@@ -109,7 +110,7 @@ apt_tool() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl helm minio skopeo podman)
+[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl helm minio cosign notation osv-scanner skopeo podman)
 for t in "${tools[@]}"; do
   case $t in
     conformance) conformance ;;
@@ -121,6 +122,7 @@ for t in "${tools[@]}"; do
     minio) go_tool minio github.com/minio/minio "$MINIO_VERSION" ;;
     cosign) go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
     notation) notation ;;
+    osv-scanner) go_tool osv-scanner github.com/google/osv-scanner/v2/cmd/osv-scanner "$OSV_SCANNER_VERSION" ;;
     skopeo) apt_tool skopeo skopeo ;;
     podman) apt_tool podman podman ;;
     *) log "unknown tool $t"; exit 2 ;;
