@@ -108,6 +108,9 @@ type TagPush struct {
 	Pusher     string
 	Addr       string
 	RequestID  string
+	// Host is the registry's host as the client named it, for the
+	// instructions in a refusal.
+	Host string
 }
 
 // AdmitTag decides a tag push. It returns nil to accept, or an errcode
@@ -117,6 +120,15 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 	if g.verifier != nil {
 		if mode := g.mode(p.Repository); mode != "" {
 			v, err := g.verify(ctx, "tag", p.Repository, p.Digest)
+			if errors.Is(err, trust.ErrNotFound) {
+				// Tagging content in the same PUT that uploads it: it cannot
+				// have been signed yet.
+				v, err = trust.Verdict{Repository: p.Repository, Digest: p.Digest, Mode: mode,
+					Reason: "the manifest is not in the repository yet, so it has no signature"}, nil
+				if name, _, _, ok := g.verifier.Policy(p.Repository); ok {
+					v.Policy = name
+				}
+			}
 			if err != nil {
 				if mode == trust.ModeEnforce {
 					return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
@@ -160,6 +172,8 @@ func (g *Gate) verify(ctx context.Context, check, repo string, d digest.Digest) 
 	v, err := g.verifier.Verify(ctx, repo, d)
 	mode := string(g.mode(repo))
 	switch {
+	case errors.Is(err, trust.ErrNotFound):
+		g.verdicts.WithLabelValues(mode, check, "untrusted").Inc()
 	case err != nil:
 		g.verdicts.WithLabelValues(mode, check, "error").Inc()
 		g.log.ErrorContext(ctx, "verify signatures", "repo", repo, "digest", d, "err", err)
@@ -189,12 +203,15 @@ func (g *Gate) recordDenial(ctx context.Context, p TagPush, reason, rule string)
 
 // enforceMessage tells the pusher exactly how to get the tag accepted.
 func enforceMessage(p TagPush, v trust.Verdict) string {
-	ref := p.Repository + "@" + p.Digest.String()
+	host := p.Host
+	if host == "" {
+		host = "REGISTRY"
+	}
+	ref := host + "/" + p.Repository + "@" + p.Digest.String()
 	return fmt.Sprintf("%s is not signed by a key that policy %q trusts (%s). "+
 		"In this repository a tag can only point at signed content: push by digest (crane push IMAGE %s), "+
-		"sign that digest (cosign sign --key KEY REGISTRY/%s, or notation sign REGISTRY/%s), "+
-		"then tag it (crane tag REGISTRY/%s %s)",
-		ref, v.Policy, oneLine(v.Reason), p.Repository+"@"+p.Digest.String(), ref, ref, ref, p.Tag)
+		"sign that digest (cosign sign --key KEY %s, or notation sign %s), then tag it (crane tag %s %s)",
+		ref, v.Policy, oneLine(v.Reason), ref, ref, ref, ref, p.Tag)
 }
 
 func oneLine(s string) string {

@@ -69,6 +69,11 @@ func (h logrusHook) Fire(e *logrus.Entry) error {
 	default:
 		level = slog.LevelDebug
 	}
+	// distribution reports every 4xx (a HEAD that finds nothing, as each
+	// push does) as an error; only server errors are ours to worry about.
+	if status, ok := e.Data["http.response.status"].(int); ok && status < 500 && level > slog.LevelInfo {
+		level = slog.LevelInfo
+	}
 	attrs := make([]slog.Attr, 0, len(e.Data)+1)
 	attrs = append(attrs, slog.String("component", "distribution"))
 	for k, v := range e.Data {
