@@ -25,9 +25,11 @@ type Admission interface {
 	ServeVerdict(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest)
 }
 
-// legacySignatureTag matches the tags cosign's older layout stores
-// signatures, attestations and SBOMs under.
-var legacySignatureTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)$`)
+// legacySignatureTag matches the tags that hold signatures rather than
+// images: cosign's older layout (sha256-<hex>.sig, .att, .sbom) and the OCI
+// referrers tag schema (sha256-<hex>, an index of referrers, which notation
+// writes by default).
+var legacySignatureTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)?$`)
 
 // login returns the caller's identity when auth is on ("" otherwise or
 // when the token does not allow the access; distribution then answers).
