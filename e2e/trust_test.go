@@ -1,0 +1,318 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// signers holds a cosign key pair and a Notation test certificate, made by
+// the real CLIs.
+type signers struct {
+	cosign, notation     string
+	cosignKey, cosignPub string
+	otherKey             string // a key pair the registry does not trust
+	notationEnv          []string
+	notationCert         string
+}
+
+func newSigners(t *testing.T) *signers {
+	t.Helper()
+	s := &signers{cosign: tool(t, "cosign"), notation: tool(t, "notation")}
+	dir := t.TempDir()
+	runIn(t, dir, s.cosign, "generate-key-pair")
+	s.cosignKey, s.cosignPub = filepath.Join(dir, "cosign.key"), filepath.Join(dir, "cosign.pub")
+	other := t.TempDir()
+	runIn(t, other, s.cosign, "generate-key-pair")
+	s.otherKey = filepath.Join(other, "cosign.key")
+	home := t.TempDir()
+	s.notationEnv = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, "cfg")}
+	run(t, s.notationEnv, s.notation, "cert", "generate-test", "--default", "portcullis-e2e")
+	s.notationCert = filepath.Join(home, "cfg", "notation", "localkeys", "portcullis-e2e.crt")
+	return s
+}
+
+func (s *signers) cosignSign(t *testing.T, key, ref string, extra ...string) (string, error) {
+	t.Helper()
+	args := append([]string{"sign", "--key", key, "--tlog-upload=false", "--use-signing-config=false", "--allow-http-registry", "-y"}, extra...)
+	return runErr(nil, s.cosign, append(args, ref)...)
+}
+
+func (s *signers) trustConfig(mode string) string {
+	return fmt.Sprintf(`trust:
+  keys:
+    - name: ci
+      file: %s
+  trustStores:
+    - name: test
+      files: [%s]
+  identities:
+    - name: release-team
+      trustStores: ["ca:test"]
+      trustedIdentities: ["*"]
+  policies:
+    - name: guarded
+      repositories: ["guarded/**"]
+      mode: %s
+      signers: [ci, release-team]
+    - name: partner
+      repositories: ["partner/**"]
+      mode: %s
+      signers: [release-team]
+`, s.cosignPub, s.notationCert, mode, mode)
+}
+
+func init() {
+	// cosign reads the key password from the environment.
+	_ = os.Setenv("COSIGN_PASSWORD", "e2e-password")
+}
+
+// pushByDigest pushes a fresh image by digest and returns its digest.
+func pushByDigest(t *testing.T, crane, host, repo string) string {
+	t.Helper()
+	img, _ := random.Image(1024, 1)
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, img)
+	d := imageDigest(t, img)
+	run(t, nil, crane, "push", "--insecure", tarPath, host+"/"+repo+"@"+d)
+	return d
+}
+
+type verdictJSON struct {
+	Trusted bool   `json:"trusted"`
+	Signed  bool   `json:"signed"`
+	Mode    string `json:"mode"`
+	Reason  string `json:"reason"`
+}
+
+func getVerdict(t *testing.T, base, repo, d, query string, header ...string) verdictJSON {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/api/v1/repositories/"+repo+"/manifests/"+d+"/verdict"+query, nil)
+	if len(header) == 2 {
+		req.Header.Set(header[0], header[1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v verdictJSON
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil {
+		t.Fatalf("verdict API: %d", resp.StatusCode)
+	}
+	return v
+}
+
+// TestTrustEnforce: a plain tag push of an unsigned image is refused with
+// the steps to follow; push by digest, sign (cosign bundle, cosign legacy
+// layout, notation), tag succeeds; untrusted and misplaced signatures never
+// count.
+func TestTrustEnforce(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	s := newSigners(t)
+	reg := startRegistry(t, startOptions{config: "version: 1\n" + s.trustConfig("enforce")})
+	h := reg.Addr
+
+	img, _ := random.Image(1024, 1)
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, img)
+	out, err := runErr(nil, crane, "push", "--insecure", tarPath, h+"/guarded/app:v1")
+	if err == nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "push by digest") || !strings.Contains(out, "cosign sign") {
+		t.Fatalf("unsigned tag push: %v\n%s", err, out)
+	}
+	// Unguarded repositories are not affected.
+	run(t, nil, crane, "push", "--insecure", tarPath, h+"/free/app:v1")
+
+	cases := []struct {
+		name string
+		sign func(ref string) (string, error)
+	}{
+		{"cosign bundle", func(ref string) (string, error) { return s.cosignSign(t, s.cosignKey, ref) }},
+		{"cosign legacy layout", func(ref string) (string, error) {
+			return s.cosignSign(t, s.cosignKey, ref, "--new-bundle-format=false")
+		}},
+		{"notation", func(ref string) (string, error) {
+			return runErr(s.notationEnv, s.notation, "sign", "--insecure-registry", ref)
+		}},
+	}
+	for i, c := range cases {
+		d := pushByDigest(t, crane, h, "guarded/app")
+		ref := h + "/guarded/app@" + d
+		tag := fmt.Sprintf("signed-%d", i)
+		if out, err := runErr(nil, crane, "tag", "--insecure", ref, tag); err == nil {
+			t.Fatalf("%s: tagging before signing succeeded: %s", c.name, out)
+		}
+		if out, err := c.sign(ref); err != nil {
+			t.Fatalf("%s: sign: %v\n%s", c.name, err, out)
+		}
+		if out, err := runErr(nil, crane, "tag", "--insecure", ref, tag); err != nil {
+			t.Errorf("%s: tagging after signing: %v\n%s", c.name, err, out)
+		}
+		if v := getVerdict(t, reg.URL(), "guarded/app", d, ""); !v.Trusted {
+			t.Errorf("%s: verdict %+v", c.name, v)
+		}
+	}
+
+	// Never valid: an untrusted key; a signature made for another digest
+	// copied onto this one; a signature in another repository.
+	d := pushByDigest(t, crane, h, "guarded/app")
+	ref := h + "/guarded/app@" + d
+	if out, err := s.cosignSign(t, s.otherKey, ref); err != nil {
+		t.Fatalf("sign with the other key: %v\n%s", err, out)
+	}
+	if out, err := runErr(nil, crane, "tag", "--insecure", ref, "untrusted"); err == nil {
+		t.Errorf("tag with an untrusted signature succeeded: %s", out)
+	}
+	// A legacy signature (its payload names the repository) copied with its
+	// image to another repository does not count there.
+	other := pushByDigest(t, crane, h, "guarded/elsewhere")
+	if out, err := s.cosignSign(t, s.cosignKey, h+"/guarded/elsewhere@"+other, "--new-bundle-format=false"); err != nil {
+		t.Fatalf("sign elsewhere: %v\n%s", err, out)
+	}
+	sigTag := "sha256-" + strings.TrimPrefix(other, "sha256:") + ".sig"
+	run(t, nil, crane, "copy", "--insecure", h+"/guarded/elsewhere@"+other, h+"/guarded/copy@"+other)
+	run(t, nil, crane, "copy", "--insecure", h+"/guarded/elsewhere:"+sigTag, h+"/guarded/copy:"+sigTag)
+	if v := getVerdict(t, reg.URL(), "guarded/elsewhere", other, ""); !v.Trusted {
+		t.Errorf("legacy signature in its own repository: %+v", v)
+	}
+	if v := getVerdict(t, reg.URL(), "guarded/copy", other, ""); v.Trusted {
+		t.Errorf("legacy signature copied from another repository accepted: %+v", v)
+	}
+	// A bundle binds only the digest; copied into repositories whose policy
+	// trusts other signers, it does not count there.
+	b := pushByDigest(t, crane, h, "guarded/bundled")
+	if out, err := s.cosignSign(t, s.cosignKey, h+"/guarded/bundled@"+b); err != nil {
+		t.Fatalf("sign bundled: %v\n%s", err, out)
+	}
+	run(t, nil, crane, "copy", "--insecure", h+"/guarded/bundled@"+b, h+"/partner/bundled@"+b)
+	resp, err := http.Get(reg.URL() + "/v2/guarded/bundled/referrers/" + b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs struct {
+		Manifests []struct{ Digest string } `json:"manifests"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&refs)
+	resp.Body.Close()
+	if len(refs.Manifests) == 0 {
+		t.Fatal("no bundle referrer to copy")
+	}
+	for _, m := range refs.Manifests {
+		run(t, nil, crane, "copy", "--insecure", h+"/guarded/bundled@"+m.Digest, h+"/partner/bundled@"+m.Digest)
+	}
+	if v := getVerdict(t, reg.URL(), "partner/bundled", b, ""); v.Trusted || !v.Signed {
+		t.Errorf("bundle signed by a key partner/** does not trust: %+v", v)
+	}
+	v := getVerdict(t, reg.URL(), "guarded/app", d, "")
+	if v.Trusted || !v.Signed {
+		t.Errorf("untrusted key: verdict %+v, want signed and not trusted", v)
+	}
+}
+
+// TestTrustQuarantineAndAudit: quarantine accepts the push but withholds
+// pulls from everyone except the pusher and signers until a trusted
+// signature arrives; ?wait blocks until then. Audit accepts everything and
+// records the verdict.
+func TestTrustQuarantineAndAudit(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	s := newSigners(t)
+	dir := t.TempDir()
+	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
+	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
+	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
+	cfg := fmt.Sprintf(`version: 1
+auth:
+  enabled: true
+  token:
+    signingKeyFile: %[1]s/key.pem
+  users:
+    - name: alice
+      passwordFile: %[1]s/alice
+    - name: bob
+      passwordFile: %[1]s/bob
+  rules:
+    - name: alice-pushes
+      subjects: [user:alice]
+      repositories: ["**"]
+      actions: [pull, push]
+    - name: bob-pulls
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: [pull]
+%[2]s`, dir, strings.Replace(s.trustConfig("quarantine"), "policies:\n", "policies:\n    - name: watch\n      repositories: [\"audited/**\"]\n      mode: audit\n      signers: [ci]\n", 1))
+	reg := startRegistry(t, startOptions{config: cfg})
+	h := reg.Addr
+	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	bobEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, aliceEnv, crane, "auth", "login", "--insecure", h, "-u", "alice", "-p", "alice-pw")
+	run(t, bobEnv, crane, "auth", "login", "--insecure", h, "-u", "bob", "-p", "bob-pw")
+
+	img, _ := random.Image(1024, 1)
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, img)
+	d := imageDigest(t, img)
+	run(t, aliceEnv, crane, "push", "--insecure", tarPath, h+"/guarded/app:v1")
+	out, err := runErr(bobEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1")
+	if err == nil || !strings.Contains(out, "quarantined") {
+		t.Fatalf("bob pulled quarantined content: %v\n%s", err, out)
+	}
+	run(t, aliceEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1") // the pusher may
+
+	// Sign while a CI job waits on the verdict.
+	tok := bearer(t, reg.URL(), "bob", "bob-pw", "repository:guarded/app:pull")
+	done := make(chan verdictJSON, 1)
+	go func() {
+		done <- getVerdict(t, reg.URL(), "guarded/app", d, "?wait=60s", "Authorization", "Bearer "+tok)
+	}()
+	time.Sleep(500 * time.Millisecond)
+	signEnv := append([]string{}, aliceEnv...)
+	if out, err := runErr(signEnv, s.cosign, "sign", "--key", s.cosignKey, "--tlog-upload=false", "--use-signing-config=false",
+		"--allow-http-registry", "-y", h+"/guarded/app@"+d); err != nil {
+		t.Fatalf("sign: %v\n%s", err, out)
+	}
+	select {
+	case v := <-done:
+		if !v.Trusted {
+			t.Errorf("verdict after signing: %+v", v)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("verdict wait did not return")
+	}
+	if out, err := runErr(bobEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1"); err != nil {
+		t.Errorf("bob after signing: %v\n%s", err, out)
+	}
+
+	// Audit: accepted unsigned, verdict recorded and served.
+	run(t, aliceEnv, crane, "push", "--insecure", tarPath, h+"/audited/app:v1")
+	run(t, bobEnv, crane, "manifest", "--insecure", h+"/audited/app:v1")
+	atok := bearer(t, reg.URL(), "bob", "bob-pw", "repository:audited/app:pull")
+	if v := getVerdict(t, reg.URL(), "audited/app", d, "", "Authorization", "Bearer "+atok); v.Trusted || v.Mode != "audit" {
+		t.Errorf("audit verdict: %+v", v)
+	}
+}
+
+// bearer fetches a token from the registry's token service.
+func bearer(t *testing.T, base, user, pw, scope string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/token?service=portcullis&scope="+scope, nil)
+	req.SetBasicAuth(user, pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
+		t.Fatalf("token: %d %v", resp.StatusCode, err)
+	}
+	return tok.Token
+}
