@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // signers holds a cosign key pair and a Notation test certificate, made by
@@ -289,6 +291,28 @@ auth:
 	}
 	if out, err := runErr(bobEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1"); err != nil {
 		t.Errorf("bob after signing: %v\n%s", err, out)
+	}
+
+	// A signed multi-platform index covers its children: bob pulls a
+	// child by digest once the index is signed.
+	idx, _ := random.Index(512, 1, 2)
+	aliceAuth := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-pw"})
+	bobAuth := remote.WithAuth(&authn.Basic{Username: "bob", Password: "bob-pw"})
+	if err := remote.WriteIndex(ref(t, h+"/guarded/multi:v1"), idx, aliceAuth); err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	child := h + "/guarded/multi@" + im.Manifests[0].Digest.String()
+	if _, err := remote.Get(ref(t, child), bobAuth); err == nil {
+		t.Error("bob pulled a child of an unsigned index in quarantine")
+	}
+	idxDigest, _ := idx.Digest()
+	if out, err := runErr(aliceEnv, s.cosign, "sign", "--key", s.cosignKey, "--tlog-upload=false", "--use-signing-config=false",
+		"--allow-http-registry", "-y", h+"/guarded/multi@"+idxDigest.String()); err != nil {
+		t.Fatalf("sign index: %v\n%s", err, out)
+	}
+	if _, err := remote.Get(ref(t, child), bobAuth); err != nil {
+		t.Errorf("bob pulling a child of a signed index: %v", err)
 	}
 
 	// Audit: accepted unsigned, verdict recorded and served.

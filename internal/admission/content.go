@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -108,4 +109,62 @@ func notFound(err error) bool {
 	var manUnknown distribution.ErrManifestUnknown
 	return errors.Is(err, distribution.ErrBlobUnknown) || errors.As(err, &tagUnknown) ||
 		errors.As(err, &repoUnknown) || errors.As(err, &revUnknown) || errors.As(err, &manUnknown)
+}
+
+// Parents returns the indexes tagged in repo that list d: a signature on an
+// index covers its children, and clients pull a multi-platform image's
+// children by digest. Only tagged indexes are searched.
+func (c *Content) Parents(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error) {
+	r, err := c.repo(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := r.Tags(ctx).All(ctx)
+	if err != nil {
+		if notFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[digest.Digest]bool{}
+	var parents []digest.Digest
+	for _, tag := range tags {
+		desc, err := r.Tags(ctx).Get(ctx, tag)
+		if err != nil || seen[desc.Digest] || desc.Digest == d {
+			continue
+		}
+		seen[desc.Digest] = true
+		m, err := ms.Get(ctx, desc.Digest)
+		if err != nil {
+			continue
+		}
+		for _, ref := range listedManifests(m) {
+			if ref == d {
+				parents = append(parents, desc.Digest)
+				break
+			}
+		}
+	}
+	return parents, nil
+}
+
+// listedManifests returns the manifests an index or manifest list names.
+func listedManifests(m distribution.Manifest) []digest.Digest {
+	mt, payload, err := m.Payload()
+	if err != nil || (mt != v1.MediaTypeImageIndex && mt != "application/vnd.docker.distribution.manifest.list.v2+json") {
+		return nil
+	}
+	var idx v1.Index
+	if json.Unmarshal(payload, &idx) != nil {
+		return nil
+	}
+	out := make([]digest.Digest, 0, len(idx.Manifests))
+	for _, m := range idx.Manifests {
+		out = append(out, m.Digest)
+	}
+	return out
 }

@@ -20,7 +20,14 @@ import (
 type Verifier interface {
 	// Policy returns the policy that applies to repo; ok false when none does.
 	Policy(repo string) (name, version string, mode trust.Mode, ok bool)
-	Verify(ctx context.Context, repo string, d digest.Digest) (trust.Verdict, error)
+	// VerifyWithParents verifies d, counting signatures on the indexes
+	// parents that list it.
+	VerifyWithParents(ctx context.Context, repo string, d digest.Digest, parents []digest.Digest) (trust.Verdict, error)
+}
+
+// parentFinder finds the tagged indexes that list a manifest.
+type parentFinder interface {
+	Parents(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error)
 }
 
 // mode returns the trust mode of repo, or "" when no policy applies.
@@ -38,6 +45,7 @@ func (g *Gate) mode(repo string) trust.Mode {
 // Gate is the admission layer the front handler calls.
 type Gate struct {
 	verifier Verifier // nil: no trust policies
+	parents  parentFinder
 	webhooks []*webhook
 	pushers  *Pushers
 	audit    *audit.Log
@@ -49,6 +57,9 @@ type Gate struct {
 // Options are a Gate's dependencies; Verifier and Audit may be nil.
 type Options struct {
 	Verifier Verifier
+	// Parents finds the indexes a manifest belongs to; required with a
+	// Verifier.
+	Parents  parentFinder
 	Webhooks []config.Webhook
 	Pushers  *Pushers
 	Audit    *audit.Log
@@ -61,7 +72,10 @@ func New(o Options) (*Gate, error) {
 	if o.Log == nil || o.Pushers == nil || o.Metrics == nil {
 		return nil, errors.New("admission: logger, pusher store and metrics registry are required")
 	}
-	g := &Gate{verifier: o.Verifier, pushers: o.Pushers, audit: o.Audit, log: o.Log,
+	if o.Verifier != nil && o.Parents == nil {
+		return nil, errors.New("admission: a verifier needs a parent finder")
+	}
+	g := &Gate{verifier: o.Verifier, parents: o.Parents, pushers: o.Pushers, audit: o.Audit, log: o.Log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
 			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",
@@ -169,7 +183,14 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 }
 
 func (g *Gate) verify(ctx context.Context, check, repo string, d digest.Digest) (trust.Verdict, error) {
-	v, err := g.verifier.Verify(ctx, repo, d)
+	v, err := g.verifier.VerifyWithParents(ctx, repo, d, nil)
+	if err == nil && !v.Trusted && check != "tag" {
+		// A child of a signed multi-platform index is covered by the
+		// index's signature.
+		if parents, perr := g.parents.Parents(ctx, repo, d); perr == nil && len(parents) > 0 {
+			v, err = g.verifier.VerifyWithParents(ctx, repo, d, parents)
+		}
+	}
 	mode := string(g.mode(repo))
 	switch {
 	case errors.Is(err, trust.ErrNotFound):

@@ -38,7 +38,7 @@ func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (fro
 		log = a.auth.audit
 	}
 	return admission.New(admission.Options{
-		Verifier: verifier, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
+		Verifier: verifier, Parents: content, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
 		Log: a.log, Metrics: a.metrics,
 	})
 }
