@@ -10,10 +10,15 @@
 // Portcullis on the filesystem as a third column; it adds a workload of
 // eight 64 MiB images pushed at once.
 //
+// With -auth it compares Portcullis on the filesystem with token auth off
+// and on instead, and measures the token service from the outside: tokens
+// issued per second, and the latency of a request with a cached token.
+//
 // Run it from the repository root:
 //
 //	go run ./bench/pushpull -n 3
 //	go run ./bench/pushpull -n 3 -storage s3
+//	go run ./bench/pushpull -n 3 -auth
 //
 // See bench/README.md for what it measures and the last results.
 package main
@@ -56,6 +61,9 @@ type options struct {
 	storage    string
 	minio      string
 	s3log      string
+	auth       bool
+	tokens     int
+	heads      int
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -66,12 +74,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.StringVar(&o.portcullis, "portcullis", "", "Portcullis binary (default: go build ./cmd/registry)")
 	fs.StringVar(&o.upstream, "upstream", "", "distribution registry binary (default: the one scripts/install-tools.sh builds)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
-	fs.StringVar(&o.workload, "workload", "all", "which workloads to run: big, small, concurrent or all (big and small; with -storage s3 also concurrent)")
-	fs.StringVar(&o.first, "first", "portcullis", "which registry runs first in each pair: portcullis or distribution (to check for an order effect)")
+	fs.StringVar(&o.workload, "workload", "all", "which workloads to run: big, small, concurrent or all (big and small; with -storage s3 also concurrent; with -auth also the token measurements, alone as tokens)")
+	fs.StringVar(&o.first, "first", "portcullis", "which registry runs first in each pair: portcullis or distribution (to check for an order effect); with -auth: off or on, which goes first in the first run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (registry logs and configs)")
 	fs.StringVar(&o.storage, "storage", filesystem, "filesystem: both registries on the filesystem; s3: both on one MinIO server, with Portcullis on the filesystem as a third column")
 	fs.StringVar(&o.s3log, "s3log", "", "with -storage s3, put a logging proxy in front of MinIO and write each run's S3 requests to a file in this directory (slows the S3 runs: not for timing)")
 	fs.StringVar(&o.minio, "minio", "", "minio binary for -storage s3 (default: the one scripts/install-tools.sh builds)")
+	fs.BoolVar(&o.auth, "auth", false, "compare Portcullis on the filesystem with token auth off and on (no distribution), and measure the token service")
+	fs.IntVar(&o.tokens, "tokens", 1000, "with -auth: token requests of each kind per run")
+	fs.IntVar(&o.heads, "heads", 5000, "with -auth: HEAD manifest requests per run")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -84,13 +95,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.storage != filesystem && o.storage != s3 {
 		return fmt.Errorf("-storage %q: want filesystem or s3", o.storage)
 	}
-	if kind(o.first) != ours && kind(o.first) != upstream {
-		return fmt.Errorf("-first %q: want portcullis or distribution", o.first)
+	var (
+		tbl    table
+		orders func(run int) []target
+	)
+	if o.auth {
+		if o.storage != filesystem {
+			return errors.New("-auth runs on the filesystem only")
+		}
+		if o.tokens < 1 || o.heads < 1 {
+			return errors.New("-tokens and -heads must be at least 1")
+		}
+		if o.first != "off" && o.first != "on" && kind(o.first) != ours {
+			return fmt.Errorf("-first %q: with -auth, want off or on", o.first)
+		}
+		if o.workload != "all" && o.workload != "big" && o.workload != "small" && o.workload != "tokens" {
+			return fmt.Errorf("-workload %q: with -auth, want big, small, tokens or all", o.workload)
+		}
+		tbl, orders = planAuth(o.first == "on")
+	} else {
+		if kind(o.first) != ours && kind(o.first) != upstream {
+			return fmt.Errorf("-first %q: want portcullis or distribution", o.first)
+		}
+		if o.workload != "all" && rows[o.workload] == nil {
+			return fmt.Errorf("-workload %q: want big, small, concurrent or all", o.workload)
+		}
+		tbl, orders = plan(o.storage, kind(o.first))
 	}
-	if o.workload != "all" && rows[o.workload] == nil {
-		return fmt.Errorf("-workload %q: want big, small, concurrent or all", o.workload)
-	}
-	tbl, orders := plan(o.storage, kind(o.first))
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
@@ -111,7 +142,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if bins[ours], err = portcullisBinary(ctx, o.portcullis, work, progress); err != nil {
 		return err
 	}
-	if bins[upstream], err = toolBinary(ctx, o.upstream, "distribution-registry", "distribution", progress); err != nil {
+	var af *authFiles
+	if o.auth {
+		if af, err = newAuthFiles(ctx, bins[ours], work); err != nil {
+			return err
+		}
+	} else if bins[upstream], err = toolBinary(ctx, o.upstream, "distribution-registry", "distribution", progress); err != nil {
 		return err
 	}
 	var mc *minioServer
@@ -166,7 +202,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		results[w.name] = map[target][]result{}
 		for i := range o.n {
 			for _, t := range orders(i) {
-				res, err := runOnce(ctx, w, t, bins[t.kind], work, i, mc, o.s3log)
+				res, err := runOnce(ctx, w, t, bins[t.kind], work, i, mc, o.s3log, af)
 				if err != nil {
 					return fmt.Errorf("%s workload, run %d, %s: %w", w.name, i+1, t, err)
 				}
@@ -174,18 +210,59 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				if t.storage == s3 {
 					minio = fmt.Sprintf("  MinIO CPU %7v", res.minioCPU)
 				}
-				progress("%-10s run %d %-23s push %8v  pull %8v  registry CPU %7v  peak RSS %4d MiB (idle %3d)%s",
+				progress("%-10s run %d %-26s push %8v  pull %8v  registry CPU %7v  peak RSS %4d MiB (idle %3d)%s",
 					w.name, i+1, t, res.push.Round(time.Millisecond), res.pull.Round(time.Millisecond),
 					res.cpu, res.peakRSS>>20, res.idleRSS>>20, minio)
 				if res.s3Requests != "" {
-					progress("%-10s run %d %-23s %s", w.name, i+1, t, res.s3Requests)
+					progress("%-10s run %d %-26s %s", w.name, i+1, t, res.s3Requests)
 				}
 				results[w.name][t] = append(results[w.name][t], res)
 			}
 		}
 	}
-	writeTable(stdout, tbl, ws, results, shaMBps, o.n)
+	if o.workload != "tokens" {
+		writeTable(stdout, tbl, ws, results, shaMBps, o.n)
+	}
+	if o.auth && (o.workload == "all" || o.workload == "tokens") {
+		tokens := map[bool][]tokenResult{}
+		for i := range o.n {
+			for _, t := range orders(i) {
+				res, err := tokenOnce(ctx, t, bins[t.kind], work, i, af, o.tokens, o.heads)
+				if err != nil {
+					return fmt.Errorf("token measurements, run %d, %s: %w", i+1, t, err)
+				}
+				if t.auth {
+					progress("tokens     run %d %-26s Basic %6.1f/s (CPU %v each)  anonymous %6.0f/s (CPU %v each)",
+						i+1, t, res.basic.perSec(), res.basic.cpuPer().Round(time.Microsecond),
+						res.anonymous.perSec(), res.anonymous.cpuPer().Round(time.Microsecond))
+				}
+				progress("heads      run %d %-26s median %v  p99 %v  registry CPU %v each",
+					i+1, t, res.head.quantile(0.5).Round(time.Microsecond), res.head.quantile(0.99).Round(time.Microsecond),
+					res.head.cpuPer().Round(time.Microsecond))
+				tokens[t.auth] = append(tokens[t.auth], res)
+			}
+		}
+		writeTokenTable(stdout, tokens[false], tokens[true], o.tokens, o.heads, o.n)
+	}
 	return nil
+}
+
+// planAuth returns the table of -auth and the order of its two targets,
+// Portcullis on the filesystem with auth off and on, in each run: they
+// swap places every run, on first in the first run when onFirst.
+func planAuth(onFirst bool) (table, func(run int) []target) {
+	off, on := target{ours, filesystem, false}, target{ours, filesystem, true}
+	t := table{
+		columns:      []column{{off, "Portcullis, auth off"}, {on, "Portcullis, auth on"}},
+		ratio:        [2]int{1, 0},
+		ratioHeading: "on/off",
+	}
+	return t, func(run int) []target {
+		if (run%2 == 0) == onFirst {
+			return []target{on, off}
+		}
+		return []target{off, on}
+	}
 }
 
 // plan returns the table for storage and the order of the targets in each
@@ -194,7 +271,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 // turn; first goes first in the first run.
 func plan(storage string, first kind) (table, func(run int) []target) {
 	if storage == filesystem {
-		p, d := target{ours, filesystem}, target{upstream, filesystem}
+		p, d := target{ours, filesystem, false}, target{upstream, filesystem, false}
 		t := table{
 			columns:      []column{{p, "Portcullis"}, {d, "distribution v3.1.2"}},
 			ratio:        [2]int{0, 1},
@@ -206,7 +283,7 @@ func plan(storage string, first kind) (table, func(run int) []target) {
 		}
 		return t, func(int) []target { return order }
 	}
-	p, d, f := target{ours, s3}, target{upstream, s3}, target{ours, filesystem}
+	p, d, f := target{ours, s3, false}, target{upstream, s3, false}, target{ours, filesystem, false}
 	t := table{
 		columns:      []column{{p, "Portcullis on S3"}, {d, "distribution v3.1.2 on S3"}, {f, "Portcullis on filesystem"}},
 		ratio:        [2]int{0, 1},
@@ -225,8 +302,9 @@ func plan(storage string, first kind) (table, func(run int) []target) {
 
 // runOnce runs w once against a fresh registry of target t and stops it,
 // whatever happens. A target on S3 gets a new bucket on mc, removed after;
-// when mc has a logging proxy, its requests go to a file in logDir.
-func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int, mc *minioServer, logDir string) (res result, err error) {
+// when mc has a logging proxy, its requests go to a file in logDir. A target
+// with auth uses the key and user of a.
+func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int, mc *minioServer, logDir string, a *authFiles) (res result, err error) {
 	var b *bucket
 	if t.storage == s3 {
 		if b, err = mc.newBucket(ctx); err != nil {
@@ -260,7 +338,7 @@ func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int
 			return result{}, err
 		}
 	}
-	reg, err := startRegistry(ctx, t, bin, work, i, b)
+	reg, err := startRegistry(ctx, t, bin, work, i, b, a)
 	defer func() {
 		u, stopErr := reg.stop()
 		res.usage = u

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 // kind names one of the two registries under test.
@@ -33,9 +35,16 @@ const (
 type target struct {
 	kind    kind
 	storage string // filesystem or s3
+	// auth turns Portcullis's token auth on (with -auth only).
+	auth bool
 }
 
-func (t target) String() string { return string(t.kind) + "/" + t.storage }
+func (t target) String() string {
+	if t.auth {
+		return string(t.kind) + "/" + t.storage + "+auth"
+	}
+	return string(t.kind) + "/" + t.storage
+}
 
 // bucket is where a registry on S3 keeps its data: a bucket of its own on
 // the MinIO server of the run.
@@ -58,19 +67,25 @@ type registry struct {
 	// idleRSS is the resident set size (VmRSS) once the registry is ready,
 	// before the workload.
 	idleRSS int64
+	// auth is the client's credentials when token auth is on, else nil.
+	auth authn.Authenticator
 }
 
 // startRegistry starts bin as the registry of t on a free loopback port
 // with a fresh data directory under work, and waits until GET /v2/ answers
-// 200. A target on S3 stores its data in b. The caller must call stop, also
-// when startRegistry returns an error together with a non-nil registry.
-func startRegistry(ctx context.Context, t target, bin, work string, run int, b *bucket) (*registry, error) {
+// 200 (401 with auth on). A target on S3 stores its data in b; a target with
+// auth uses the key and user of a. The caller must call stop, also when
+// startRegistry returns an error together with a non-nil registry.
+func startRegistry(ctx context.Context, t target, bin, work string, run int, b *bucket, a *authFiles) (*registry, error) {
 	k := t.kind
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	name := fmt.Sprintf("%s-%s-%d", k, t.storage, run)
+	if t.auth {
+		name = fmt.Sprintf("%s-%s-auth-%d", k, t.storage, run)
+	}
 	r := &registry{
 		kind: k,
 		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -89,6 +104,15 @@ func startRegistry(ctx context.Context, t target, bin, work string, run int, b *
 	env := os.Environ()
 	cfg := filepath.Join(work, name+".yml")
 	switch {
+	case k == ours && t.auth:
+		if a == nil {
+			return r, errors.New("auth target without a key and user")
+		}
+		if err := os.WriteFile(cfg, []byte(a.config()), 0o600); err != nil {
+			return r, fmt.Errorf("portcullis config: %w", err)
+		}
+		args = []string{"serve", "--config", cfg, "--addr", r.addr, "--data", r.dir}
+		r.auth = a.credentials()
 	case k == ours && t.storage == filesystem:
 		args = []string{"serve", "--addr", r.addr, "--data", r.dir}
 	case k == ours:
@@ -201,7 +225,8 @@ func (r *registry) waitReady(ctx context.Context, limit time.Duration) error {
 		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// With auth on, /v2/ answers 401 and a challenge once ready.
+			if resp.StatusCode == http.StatusOK || (r.auth != nil && resp.StatusCode == http.StatusUnauthorized) {
 				return nil
 			}
 		}

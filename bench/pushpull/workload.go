@@ -115,6 +115,11 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		// A failure should fail the run, not be hidden in a slower time.
 		remote.WithRetryPredicate(func(error) bool { return false }),
 	}
+	if reg.auth != nil {
+		// The Docker token flow: a token per repository scope, cached by
+		// the Pusher's and the Puller's transports, as real clients do.
+		opts = append(opts, remote.WithAuth(reg.auth))
+	}
 	refs := make([]name.Reference, len(w.images))
 	for i := range refs {
 		ref, err := name.ParseReference(fmt.Sprintf("%s/bench/%s:%d", reg.addr, w.name, i), name.Insecure)
