@@ -34,6 +34,30 @@ type Finding struct {
 // version, vulnerability), sorted by ecosystem, package, version and id. Withdrawn records
 // and packages without a version ("(devel)" Go main modules) never match.
 func Match(img *inventory.Image, db *vulndb.DB) []Finding {
+	return matchWith(img, func(eco, name, version string) []hit { return lookupHits(db, eco, name, version) })
+}
+
+// hit is one record affecting one package version.
+type hit struct {
+	record *osv.Record
+	fixed  string
+	rating osv.Rating
+}
+
+// lookupHits returns the records of db that affect version of a package.
+func lookupHits(db *vulndb.DB, eco, name, version string) []hit {
+	var hits []hit
+	for _, e := range db.Lookup(eco, name) {
+		if m := e.Affected.Affects(eco, version); m.Affected {
+			hits = append(hits, hit{record: e.Record, fixed: m.Fixed, rating: e.Record.Rate()})
+		}
+	}
+	return hits
+}
+
+// matchWith is Match with the look-up of the records affecting a (source) package version
+// given as a function.
+func matchWith(img *inventory.Image, lookup func(eco, name, version string) []hit) []Finding {
 	type key struct{ eco, name, version, id string }
 	found := map[key]*Finding{}
 	for _, pkg := range img.Packages {
@@ -45,23 +69,19 @@ func Match(img *inventory.Image, db *vulndb.DB) []Finding {
 		if version == "" || version == "(devel)" {
 			continue
 		}
-		for _, e := range db.Lookup(pkg.Ecosystem, name) {
-			m := e.Affected.Affects(pkg.Ecosystem, version)
-			if !m.Affected {
-				continue
-			}
-			k := key{pkg.Ecosystem, pkg.Name, pkg.Version, e.Record.ID}
+		for _, h := range lookup(pkg.Ecosystem, name, version) {
+			k := key{pkg.Ecosystem, pkg.Name, pkg.Version, h.record.ID}
 			f := found[k]
 			if f == nil {
 				f = &Finding{
-					ID:           e.Record.ID,
-					Aliases:      aliases(e.Record),
+					ID:           h.record.ID,
+					Aliases:      aliases(h.record),
 					Ecosystem:    pkg.Ecosystem,
 					Package:      pkg.Name,
 					Version:      pkg.Version,
-					FixedVersion: m.Fixed,
-					Severity:     e.Record.Rate(),
-					Summary:      e.Record.Summary,
+					FixedVersion: h.fixed,
+					Severity:     h.rating,
+					Summary:      h.record.Summary,
 				}
 				if name != pkg.Name || version != pkg.Version {
 					f.SourcePackage, f.SourceVersion = name, version

@@ -78,10 +78,15 @@ func Scan(ctx context.Context, img v1.Image, digest string, db *vulndb.DB, polic
 // NewReport matches an image inventory against db and applies the policy. Image.ID, Digest
 // and Layers are left for the caller.
 func NewReport(inv *inventory.Image, db *vulndb.DB, policy Policy) *Report {
+	return newReport(inv, db, policy, Match(inv, db))
+}
+
+// newReport is NewReport with the findings already matched.
+func newReport(inv *inventory.Image, db *vulndb.DB, policy Policy, findings []Finding) *Report {
 	r := &Report{
 		DB:       DBInfo{Digest: db.Digest, Modified: db.Modified, Records: db.Records},
 		Packages: len(inv.Packages),
-		Findings: Match(inv, db),
+		Findings: findings,
 		Image:    ImageInfo{Layers: []string{}},
 	}
 	if inv.OS != nil {

@@ -1,0 +1,312 @@
+package scan
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/scan/osv"
+)
+
+// GatePolicy decides whether an image's scan report lets it through admission (a tag push
+// in enforce mode, a pull out of quarantine). The zero value denies findings above HIGH,
+// counting findings of unknown severity as CRITICAL: most OS and Go records carry no
+// severity, so a gate that must let such images through says so with UnknownSeverity.
+type GatePolicy struct {
+	// MaxSeverity is the highest severity a finding may have and pass: none (no finding
+	// passes), low, medium, high, critical (every finding passes). "" means high.
+	MaxSeverity string `yaml:"maxSeverity" json:"maxSeverity,omitempty"`
+	// UnknownSeverity is what a finding of UNKNOWN severity counts as: low, medium, high,
+	// critical, or unknown to let it pass whatever MaxSeverity says. "" means critical.
+	UnknownSeverity string `yaml:"unknownSeverity" json:"unknownSeverity,omitempty"`
+	// IgnoreUnfixed lets findings without a known fixed version pass.
+	IgnoreUnfixed bool `yaml:"ignoreUnfixed" json:"ignoreUnfixed,omitempty"`
+	// Allowlist lists vulnerabilities that pass whatever their severity, until they expire.
+	Allowlist []AllowEntry `yaml:"allowlist" json:"allowlist,omitempty"`
+}
+
+// AllowEntry lets one vulnerability through a GatePolicy.
+type AllowEntry struct {
+	// ID is the finding's id or one of its aliases (CVE-2024-1234, GHSA-..., GO-2024-...),
+	// compared case-insensitively.
+	ID string `yaml:"id" json:"id"`
+	// Package, when set, limits the entry to findings in that package, by its name or its
+	// source package's name.
+	Package string `yaml:"package" json:"package,omitempty"`
+	// Expires is when the entry stops applying; zero never expires.
+	Expires Date `yaml:"expires" json:"expires,omitzero"`
+	// Reason says why the vulnerability is accepted; it is not interpreted.
+	Reason string `yaml:"reason" json:"reason,omitempty"`
+}
+
+// ErrGatePolicy is returned (wrapped, with every problem and its key) by
+// GatePolicy.Validate.
+var ErrGatePolicy = errors.New("invalid scan gate policy")
+
+// Validate checks the severities and the allowlist entries, returning every problem at once,
+// each with its key (maxSeverity, allowlist[2].id), wrapping ErrGatePolicy.
+func (p GatePolicy) Validate() error {
+	var problems []string
+	if _, ok := parseMax(p.MaxSeverity); !ok {
+		problems = append(problems, fmt.Sprintf("maxSeverity: %q: want none, low, medium, high or critical", p.MaxSeverity))
+	}
+	if _, ok := parseUnknownAs(p.UnknownSeverity); !ok {
+		problems = append(problems, fmt.Sprintf("unknownSeverity: %q: want low, medium, high, critical or unknown", p.UnknownSeverity))
+	}
+	seen := map[string]int{}
+	for i, e := range p.Allowlist {
+		key := fmt.Sprintf("allowlist[%d]", i)
+		id := strings.ToUpper(strings.TrimSpace(e.ID))
+		if id == "" {
+			problems = append(problems, key+".id: required")
+			continue
+		}
+		k := id + "\x00" + e.Package
+		if j, dup := seen[k]; dup {
+			problems = append(problems, fmt.Sprintf("%s.id: %s repeats allowlist[%d]", key, e.ID, j))
+		}
+		seen[k] = i
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrGatePolicy, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// parseMax reads MaxSeverity; none is rank 0, so that every finding (rank ≥ 1) is above it.
+func parseMax(s string) (int, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		return osv.High.Rank(), true
+	case "none":
+		return 0, true
+	}
+	l, ok := osv.ParseLevel(s)
+	if !ok || l == osv.Unknown {
+		return 0, false
+	}
+	return l.Rank(), true
+}
+
+func parseUnknownAs(s string) (osv.Level, bool) {
+	if strings.TrimSpace(s) == "" {
+		return osv.Critical, true
+	}
+	return osv.ParseLevel(s)
+}
+
+// GateResult is the outcome of GatePolicy.Evaluate.
+type GateResult struct {
+	// Pass is true when no finding violates the policy.
+	Pass bool
+	// Reason says why, in one line fit for a 403 message: the worst violations (at most
+	// three, by id, severity, package, version and fixed version), their count, and any
+	// expired allowlist entries that would have let them through.
+	Reason string
+	// Violations are the findings that fail the policy, worst first.
+	Violations []Finding
+	// Allowed are the findings above MaxSeverity let through by the allowlist.
+	Allowed []Finding
+	// Expired are allowlist entries that matched a violation but had expired.
+	Expired []AllowEntry
+}
+
+// maxReasonFindings is how many violations Reason names.
+const maxReasonFindings = 3
+
+// Evaluate applies the policy to a report at time now (an entry whose Expires is at or
+// before now no longer applies). A nil report, or a policy that fails Validate, fails.
+func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
+	if err := p.Validate(); err != nil {
+		return GateResult{Reason: err.Error()}
+	}
+	if r == nil {
+		return GateResult{Reason: "no scan report"}
+	}
+	maxRank, _ := parseMax(p.MaxSeverity)
+	unknownAs, _ := parseUnknownAs(p.UnknownSeverity)
+	effective := func(f Finding) osv.Level {
+		if f.Severity.Level.Rank() <= 0 { // UNKNOWN, or not a level at all
+			return unknownAs
+		}
+		return f.Severity.Level
+	}
+	var res GateResult
+	expired := map[int]bool{}
+	for _, f := range r.Findings {
+		l := effective(f)
+		if l == osv.Unknown || l.Rank() <= maxRank {
+			continue
+		}
+		if p.IgnoreUnfixed && f.FixedVersion == "" {
+			continue
+		}
+		allowed := false
+		for i, e := range p.Allowlist {
+			if !e.matches(f) {
+				continue
+			}
+			if e.Expires.IsZero() || now.Before(e.Expires.Time) {
+				allowed = true
+				break
+			}
+			expired[i] = true
+		}
+		if allowed {
+			res.Allowed = append(res.Allowed, f)
+		} else {
+			res.Violations = append(res.Violations, f)
+		}
+	}
+	for i, e := range p.Allowlist {
+		if expired[i] {
+			res.Expired = append(res.Expired, e)
+		}
+	}
+	slices.SortStableFunc(res.Violations, func(a, b Finding) int {
+		return cmp.Or(
+			cmp.Compare(effective(b).Rank(), effective(a).Rank()),
+			cmp.Compare(b.Severity.Score, a.Severity.Score),
+			compareFindings(a, b),
+		)
+	})
+	res.Pass = len(res.Violations) == 0
+
+	maxName := "HIGH"
+	for _, l := range []osv.Level{osv.Low, osv.Medium, osv.High, osv.Critical} {
+		if l.Rank() == maxRank {
+			maxName = string(l)
+		}
+	}
+	var b strings.Builder
+	switch {
+	case res.Pass && maxRank == 0:
+		b.WriteString("scan policy passed: no finding")
+	case res.Pass:
+		fmt.Fprintf(&b, "scan policy passed: no finding above %s", maxName)
+	case maxRank == 0:
+		fmt.Fprintf(&b, "scan policy failed: %s (none allowed): ", plural(len(res.Violations), "finding"))
+	default:
+		fmt.Fprintf(&b, "scan policy failed: %s above %s: ", plural(len(res.Violations), "finding"), maxName)
+	}
+	for i, f := range res.Violations {
+		if i == maxReasonFindings {
+			fmt.Fprintf(&b, "; and %d more", len(res.Violations)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(f.ID)
+		if cve := firstCVE(f); cve != "" && cve != f.ID {
+			fmt.Fprintf(&b, " (%s)", cve)
+		}
+		fmt.Fprintf(&b, " %s", f.Severity.Level)
+		if f.Severity.Level.Rank() <= 0 {
+			fmt.Fprintf(&b, " (counted as %s)", unknownAs)
+		}
+		fmt.Fprintf(&b, " in %s %s", f.Package, f.Version)
+		if f.FixedVersion != "" {
+			fmt.Fprintf(&b, ", fixed in %s", f.FixedVersion)
+		} else {
+			b.WriteString(", no fix known")
+		}
+	}
+	if res.Pass && len(res.Allowed) > 0 {
+		fmt.Fprintf(&b, " (%s allowlisted)", plural(len(res.Allowed), "finding"))
+	}
+	for _, e := range res.Expired {
+		fmt.Fprintf(&b, "; allowlist entry %s expired %s", e.ID, e.Expires)
+	}
+	res.Reason = b.String()
+	return res
+}
+
+func (e AllowEntry) matches(f Finding) bool {
+	if e.Package != "" && e.Package != f.Package && e.Package != f.SourcePackage {
+		return false
+	}
+	id := strings.TrimSpace(e.ID)
+	if strings.EqualFold(id, f.ID) {
+		return true
+	}
+	for _, a := range f.Aliases {
+		if strings.EqualFold(id, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func firstCVE(f Finding) string {
+	if strings.HasPrefix(f.ID, "CVE-") {
+		return f.ID
+	}
+	for _, a := range f.Aliases {
+		if strings.HasPrefix(a, "CVE-") {
+			return a
+		}
+	}
+	return ""
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// Date is an instant written in YAML or JSON as a day ("2026-12-31", meaning the end of that
+// day in UTC: the entry applies through the whole day) or an RFC 3339 time.
+type Date struct{ time.Time }
+
+// UnmarshalText reads a day or an RFC 3339 time.
+func (d *Date) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		d.Time = time.Time{}
+		return nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		d.Time = t.AddDate(0, 0, 1)
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return fmt.Errorf("date %q: want YYYY-MM-DD or an RFC 3339 time", s)
+	}
+	d.Time = t
+	return nil
+}
+
+// MarshalText writes the day when the instant is the end of a day in UTC, else RFC 3339.
+func (d Date) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// String is the text MarshalText writes.
+func (d Date) String() string {
+	if d.IsZero() {
+		return ""
+	}
+	u := d.UTC()
+	if u.Hour() == 0 && u.Minute() == 0 && u.Second() == 0 && u.Nanosecond() == 0 {
+		return u.AddDate(0, 0, -1).Format(time.DateOnly)
+	}
+	return d.Format(time.RFC3339)
+}
+
+// MarshalJSON writes the text of MarshalText as a JSON string (it overrides time.Time's).
+func (d Date) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a JSON string as UnmarshalText does.
+func (d *Date) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("date: %w", err)
+	}
+	return d.UnmarshalText([]byte(s))
+}
