@@ -68,10 +68,3 @@ func (c *resultCache) put(key string, sig Signature) {
 		delete(c.items, last.Value.(*cacheEntry).key)
 	}
 }
-
-// len returns the number of entries, expired ones included.
-func (c *resultCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
-}

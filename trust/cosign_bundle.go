@@ -59,7 +59,7 @@ func verifyBundle(r *rule, repo string, t targetInfo, data []byte) result {
 	}
 	policy := verify.NewPolicy(verify.WithArtifactDigest(string(t.digest.Algorithm()), raw), verify.WithKey())
 
-	var failures []string
+	var failures []failure
 	for _, k := range r.keys {
 		var firstErr error
 		for _, kv := range k.verifiers {
@@ -103,9 +103,9 @@ func verifyBundle(r *rule, repo string, t targetInfo, data []byte) result {
 			out.reason = "verified with key " + k.name
 			return out
 		}
-		failures = append(failures, fmt.Sprintf("%s: %v", k.name, firstErr))
+		failures = append(failures, failure{k.name, firstErr.Error()})
 	}
-	return invalid("not verified by a trusted key: %s", strings.Join(failures, "; "))
+	return invalid("not verified by a trusted key: %s", summarize(failures))
 }
 
 // verifyBundleWith runs sigstore-go's verifier with one trusted key. Without
@@ -127,4 +127,25 @@ func verifyBundleWith(r *rule, b *bundle.Bundle, kv signature.Verifier, policy v
 		return nil, err
 	}
 	return sv.Verify(b, policy)
+}
+
+// failure is why one trusted signer did not verify a signature.
+type failure struct{ signer, err string }
+
+// summarize lists the failures, naming signers that failed alike together:
+// "release, ed: <error>; rsa: <other error>".
+func summarize(fs []failure) string {
+	var order []string
+	bySignerErr := map[string][]string{}
+	for _, f := range fs {
+		if _, ok := bySignerErr[f.err]; !ok {
+			order = append(order, f.err)
+		}
+		bySignerErr[f.err] = append(bySignerErr[f.err], f.signer)
+	}
+	parts := make([]string, len(order))
+	for i, e := range order {
+		parts[i] = strings.Join(bySignerErr[e], ", ") + ": " + e
+	}
+	return strings.Join(parts, "; ")
 }

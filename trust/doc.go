@@ -16,14 +16,23 @@
 // payloads, and notation-go with notation-core-go for Notation envelopes.
 // This package parses only the OCI manifests that carry signatures and the
 // simple-signing JSON, and checks what the signature binds: the digest being
-// verified and, for cosign, the repository it was made for.
+// verified (or an index that lists it: a signature on an index covers its
+// children, see VerifyWithParents) and, where the signature names one, the
+// repository. Bundles whose in-toto predicate is not cosign's signing
+// predicate are attestations (SBOMs, provenance) and do not count.
 //
 // Caveats:
-//   - A Notation signature binds the target digest, size and media type but
-//     not the repository; a Notation signature copied into another
-//     repository is valid there if, and only if, that repository's policy
-//     trusts its signer. cosign signatures name the repository and are
-//     rejected when copied.
+//   - Repository binding. A legacy cosign signature names the repository it
+//     was made for (critical.identity.docker-reference) and is invalid
+//     anywhere else. A cosign 3 bundle and a Notation signature bind only the
+//     digest: copied into another repository, they count there if that
+//     repository's policy trusts the signer, unless they carry the signed
+//     annotation dev.portcullis.repository (RepositoryAnnotation) naming
+//     another repository, or the policy sets requireRepositoryBinding, which
+//     makes the annotation mandatory.
+//   - Notation signatures are always checked at Notation's strict level
+//     (the permissive and audit levels accept expired and untrusted
+//     certificates); only the revocation check can be relaxed, for air gaps.
 //   - Results are cached per signature, subject, repository and policy
 //     version for trust.cacheTTL; a certificate that expires or is revoked
 //     within that window is noticed when the entry expires.

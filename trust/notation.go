@@ -3,7 +3,6 @@ package trust
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/notaryproject/notation-go"
 )
@@ -25,7 +24,7 @@ func verifyNotation(ctx context.Context, r *rule, repo string, t targetInfo, env
 		ArtifactReference:  artifactHost + "/" + repo + "@" + t.digest.String(),
 		SignatureMediaType: mediaType,
 	}
-	var failures []string
+	var failures []failure
 	identity := ""
 	for _, id := range r.identities {
 		outcome, err := id.verifier.Verify(ctx, t.descriptor(), envelope, opts)
@@ -33,7 +32,7 @@ func verifyNotation(ctx context.Context, r *rule, repo string, t targetInfo, env
 			identity = outcome.EnvelopeContent.SignerInfo.CertificateChain[0].Subject.String()
 		}
 		if err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", id.name, err))
+			failures = append(failures, failure{id.name, err.Error()})
 			continue
 		}
 		out := result{signer: id.name, identity: identity}
@@ -55,7 +54,7 @@ func verifyNotation(ctx context.Context, r *rule, repo string, t targetInfo, env
 		out.reason = "verified by identity " + id.name
 		return out
 	}
-	res := invalid("not verified by a trusted identity: %s", strings.Join(failures, "; "))
+	res := invalid("not verified by a trusted identity: %s", summarize(failures))
 	res.identity = identity
 	return res
 }

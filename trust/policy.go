@@ -44,8 +44,8 @@ type rule struct {
 	// requireBinding makes bundles and Notation signatures without the
 	// repository annotation invalid.
 	requireBinding bool
-	trustedRoot root.TrustedMaterial
-	version     string
+	trustedRoot    root.TrustedMaterial
+	version        string
 }
 
 func (r *rule) match(repo string) bool {
@@ -265,10 +265,10 @@ func compile(cfg config.Trust) ([]*rule, error) {
 	rules := make([]*rule, 0, len(cfg.Policies))
 	for i, p := range cfg.Policies {
 		r := &rule{
-			name:        p.Name,
-			mode:        Mode(p.Mode),
-			requireAll:  p.Require == "all",
-			signers:     append([]string(nil), p.Signers...),
+			name:           p.Name,
+			mode:           Mode(p.Mode),
+			requireAll:     p.Require == "all",
+			signers:        append([]string(nil), p.Signers...),
 			requireTlog:    p.RequireTransparencyLog,
 			requireBinding: p.RequireRepositoryBinding,
 		}

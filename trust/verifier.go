@@ -22,8 +22,8 @@ const (
 	// writes application/vnd.dev.sigstore.bundle.v0.3+json.
 	bundleTypePrefix = "application/vnd.dev.sigstore.bundle"
 	// notationType is the artifactType of Notation signatures.
-	notationType = "application/vnd.cncf.notary.signature"
-	mediaTypeJWS = "application/jose+json"
+	notationType  = "application/vnd.cncf.notary.signature"
+	mediaTypeJWS  = "application/jose+json"
 	mediaTypeCOSE = "application/cose"
 	// cosignSigAnnotation holds the base64 signature of a legacy layer.
 	cosignSigAnnotation = "dev.cosignproject.cosign/signature"
@@ -113,8 +113,9 @@ func (v *Verifier) Verify(ctx context.Context, repo string, d digest.Digest) (Ve
 
 // VerifyWithParents is Verify where signatures on the given indexes also
 // count: a signature on an index covers its children. Each parent must be an
-// index in repo that lists d; the signatures of one that does not are
-// ignored. Errors are as for Verify.
+// index in repo that lists d, or lists another such parent (nested
+// indexes); the signatures of one that does not are ignored, and the
+// verdict's reason says so. Errors are as for Verify.
 func (v *Verifier) VerifyWithParents(ctx context.Context, repo string, d digest.Digest, parents []digest.Digest) (Verdict, error) {
 	verdict := Verdict{Repository: repo, Digest: d, Time: v.now()}
 	if err := d.Validate(); err != nil {
@@ -131,27 +132,10 @@ func (v *Verifier) VerifyWithParents(ctx context.Context, repo string, d digest.
 	if err != nil {
 		return verdict, err
 	}
-	subjects := []targetInfo{target}
-	var notes []string
-	for _, p := range parents {
-		if p == d {
-			continue
-		}
-		pt, err := v.fetchTarget(ctx, repo, p)
-		if errors.Is(err, ErrNotFound) {
-			notes = append(notes, fmt.Sprintf("parent %s not found", p))
-			continue
-		}
-		if err != nil {
-			return verdict, err
-		}
-		if !indexLists(pt, d) {
-			notes = append(notes, fmt.Sprintf("parent %s does not list %s", p, d))
-			continue
-		}
-		subjects = append(subjects, pt)
+	subjects, notes, err := v.parents(ctx, repo, target, parents)
+	if err != nil {
+		return verdict, err
 	}
-
 	for _, t := range subjects {
 		sigs, err := v.signatures(ctx, r, repo, t)
 		if err != nil {
@@ -161,6 +145,47 @@ func (v *Verifier) VerifyWithParents(ctx context.Context, repo string, d digest.
 	}
 	v.decide(r, &verdict, notes)
 	return verdict, nil
+}
+
+// parents returns the target and the parents that contain it, directly or
+// through one another, and notes on the parents that do not.
+func (v *Verifier) parents(ctx context.Context, repo string, target targetInfo, parents []digest.Digest) ([]targetInfo, []string, error) {
+	subjects := []targetInfo{target}
+	seen := map[digest.Digest]bool{target.digest: true}
+	var pending []targetInfo
+	var notes []string
+	for _, p := range parents {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		pt, err := v.fetchTarget(ctx, repo, p)
+		if errors.Is(err, ErrNotFound) {
+			notes = append(notes, fmt.Sprintf("parent %s not found", p))
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		pending = append(pending, pt)
+	}
+	for progress := true; progress; {
+		progress = false
+		rest := pending[:0]
+		for _, pt := range pending {
+			if slices.ContainsFunc(subjects, func(s targetInfo) bool { return indexLists(pt, s.digest) }) {
+				subjects = append(subjects, pt)
+				progress = true
+			} else {
+				rest = append(rest, pt)
+			}
+		}
+		pending = rest
+	}
+	for _, pt := range pending {
+		notes = append(notes, fmt.Sprintf("parent %s does not list %s", pt.digest, target.digest))
+	}
+	return subjects, notes, nil
 }
 
 // decide fills Signed, Trusted, Signers and Reason from the signatures.
@@ -422,12 +447,11 @@ func (v *Verifier) legacy(ctx context.Context, r *rule, repo string, t targetInf
 				return nil, err
 			}
 			sig.Reason = err.Error()
-			out = append(out, sig)
-			continue // not cached: a missing blob may yet be pushed
-		} else {
-			res := verifyLegacy(r, repo, t, blob, b64, layer.Annotations)
-			sig.Signer, sig.Identity, sig.Valid, sig.Reason = res.signer, res.identity, res.valid, res.reason
+			out = append(out, sig) // not cached: a missing blob may yet be pushed
+			continue
 		}
+		res := verifyLegacy(r, repo, t, blob, b64, layer.Annotations)
+		sig.Signer, sig.Identity, sig.Valid, sig.Reason = res.signer, res.identity, res.valid, res.reason
 		v.cache.put(key, sig)
 		v.log.DebugContext(ctx, "signature", "repo", repo, "digest", t.digest, "signature", sd, "kind", sig.Kind, "valid", sig.Valid, "reason", sig.Reason)
 		out = append(out, sig)
