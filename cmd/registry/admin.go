@@ -158,3 +158,34 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// vulndbCmd: registry vulndb import DIR [--config FILE] [--data DIR].
+func vulndbCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) < 2 || args[0] != "import" {
+		return usageError{"vulndb: expected \"import DIR\""}
+	}
+	dir := args[1]
+	fs := flag.NewFlagSet("vulndb import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "configuration file (where the registry stores content)")
+	data := fs.String("data", "", "data directory, overrides dataDir")
+	if err := fs.Parse(args[2:]); err != nil {
+		return usageError{err.Error()}
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		return err
+	}
+	if *data != "" {
+		cfg.DataDir = *data
+	}
+	d, info, err := app.ImportVulnDB(ctx, cfg, dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "imported %s as portcullis/vulndb:latest (%s), database version %s\n", dir, d, info.Digest)
+	for _, e := range info.Ecosystems {
+		fmt.Fprintf(stdout, "  %-10s %6d records\n", e.Name, e.Records)
+	}
+	return nil
+}

@@ -45,6 +45,7 @@ const usage = `usage:
   registry robot create NAME --repo PATTERN --action ACTION [--expires 720h] [--config FILE] [--data DIR]
   registry robot list|revoke [NAME] [--config FILE] [--data DIR]
   registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
+  registry vulndb import DIR [--config FILE] [--data DIR]
   registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY]
   registry version`
 
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return robotCmd(ctx, args[1:], stdout, stderr)
 	case "policy":
 		return policyCmd(ctx, args[1:], stdout, stderr)
+	case "vulndb":
+		return vulndbCmd(ctx, args[1:], stdout, stderr)
 	case "scan":
 		return scanCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":

@@ -18,17 +18,23 @@ const VerdictPath = "/api/v1/repositories/"
 // maxWait bounds ?wait.
 const maxWait = 5 * time.Minute
 
-// ParseVerdictPath returns the repository and digest of a verdict API path,
-// or ok false.
-func ParseVerdictPath(p string) (repo string, d digest.Digest, ok bool) {
+// ParseAPIPath parses /api/v1/repositories/<name>/manifests/<digest>/<what>
+// and returns its parts, or ok false.
+func ParseAPIPath(p string) (repo string, d digest.Digest, what string, ok bool) {
 	rest, ok := strings.CutPrefix(p, VerdictPath)
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
-	rest, ok = strings.CutSuffix(rest, "/verdict")
-	if !ok {
-		return "", "", false
+	i := strings.LastIndex(rest, "/")
+	if i < 0 {
+		return "", "", "", false
 	}
+	rest, what = rest[:i], rest[i+1:]
+	repo, d, ok = parseManifestPath(rest)
+	return repo, d, what, ok
+}
+
+func parseManifestPath(rest string) (repo string, d digest.Digest, ok bool) {
 	i := strings.LastIndex(rest, "/manifests/")
 	if i <= 0 {
 		return "", "", false

@@ -31,6 +31,7 @@ import (
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
 	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/internal/server"
 )
 
@@ -44,6 +45,7 @@ type App struct {
 	handler http.Handler
 	metrics *prometheus.Registry
 	auth    *authParts // nil when auth is off
+	scanner *scanner.Service // nil in token-only mode
 	opts    Options
 }
 
@@ -164,12 +166,18 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if opts.Admission, err = a.buildAdmission(repos, refs); err != nil {
 		return err
 	}
+	indexed := indexedRepos{ns: repos, idx: idx, links: links}
+	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics})
+	if err != nil {
+		return err
+	}
+	opts.Scanner = a.scanner
 	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
 		return err
 	}
 	mux.Handle("/v2/", fr)
-	mux.HandleFunc(admission.VerdictPath, fr.ServeVerdictAPI)
+	mux.HandleFunc(admission.VerdictPath, fr.ServeAPI)
 	mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
 	return nil
 }
@@ -258,6 +266,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	tlsOn := a.cfg.HTTP.TLS.Enabled()
 	if tlsOn {
 		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if a.scanner != nil {
+		go func() {
+			if err := a.scanner.Run(ctx, dbPollInterval); err != nil {
+				a.log.ErrorContext(ctx, "scanner stopped", "err", err)
+			}
+		}()
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -124,11 +124,12 @@ func (h *Handler) resolveTag(ctx context.Context, repo, tag string) (digest.Dige
 	return desc.Digest, nil
 }
 
-// ServeVerdictAPI serves GET /api/v1/repositories/<name>/manifests/<digest>/verdict
-// to clients that may pull the repository.
-func (h *Handler) ServeVerdictAPI(w http.ResponseWriter, r *http.Request) {
-	repo, d, ok := admission.ParseVerdictPath(r.URL.Path)
-	if !ok || r.Method != http.MethodGet {
+// ServeAPI serves, to clients that may pull the repository,
+// GET /api/v1/repositories/<name>/manifests/<digest>/verdict (trust),
+// .../vulnerabilities (the newest scan report) and .../sbom.
+func (h *Handler) ServeAPI(w http.ResponseWriter, r *http.Request) {
+	repo, d, what, ok := admission.ParseAPIPath(r.URL.Path)
+	if !ok || r.Method != http.MethodGet || (what != "verdict" && what != "vulnerabilities" && what != "sbom") {
 		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path))
 		return
 	}
@@ -137,9 +138,20 @@ func (h *Handler) ServeVerdictAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if h.admission == nil {
+	switch {
+	case what == "verdict" && h.admission != nil:
+		h.admission.ServeVerdict(w, r, repo, d)
+	case what == "verdict":
 		writeError(w, http.StatusNotFound, "NAME_UNKNOWN", "no trust policy applies to "+repo)
-		return
+	case h.scanner != nil:
+		h.scanner.ServeDocument(w, r, repo, d, what)
+	default:
+		writeError(w, http.StatusNotFound, "UNSUPPORTED", "scanning is not running")
 	}
-	h.admission.ServeVerdict(w, r, repo, d)
+}
+
+// Scanner scans pushed images and serves their reports.
+type Scanner interface {
+	Enqueue(ctx context.Context, repo string, d digest.Digest)
+	ServeDocument(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest, what string)
 }

@@ -36,6 +36,7 @@ type Handler struct {
 	repos     repositories
 	guard     *Guard
 	admission Admission
+	scanner   Scanner
 }
 
 // Options are the front handler's optional layers.
@@ -44,6 +45,8 @@ type Options struct {
 	Guard *Guard
 	// Admission adds trust policies and webhooks.
 	Admission Admission
+	// Scanner scans each manifest pushed.
+	Scanner Scanner
 }
 
 // New returns the front handler over the registry core, the referrers API
@@ -55,7 +58,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if g := o.Guard; g != nil && (g.Auth == nil || g.Tags == nil || g.Repos == nil) {
 		return nil, errors.New("front handler: a guard needs an authorizer, a tag policy and repositories")
 	}
-	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission}, nil
+	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, scanner: o.Scanner}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -185,6 +188,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		if h.admission != nil {
 			login, _ := h.login(r, rt.Name, "push")
 			h.admission.RecordPush(rt.Name, dgst, login)
+		}
+		if h.scanner != nil && referrers.SubjectOf(body) == "" {
+			h.scanner.Enqueue(context.WithoutCancel(r.Context()), rt.Name, dgst)
 		}
 	}
 }

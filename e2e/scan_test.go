@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+const sharedVulnDB = "../../shared/vulndb"
+
+type scanReport struct {
+	Packages int `json:"packages"`
+	Findings []struct {
+		ID      string `json:"id"`
+		Package string `json:"package"`
+		Version string `json:"version"`
+	} `json:"findings"`
+}
+
+func (r scanReport) ids() []string {
+	var out []string
+	for _, f := range r.Findings {
+		out = append(out, f.ID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestScanOnPush imports the offline OSV database, pushes a Debian image
+// with crane, and reads the report and the CycloneDX SBOM the registry
+// stored as referrers; the offline CLI finds the same on the same image.
+func TestScanOnPush(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	reg := startRegistry(t, startOptions{})
+	out := run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	if !strings.Contains(out, "Debian") {
+		t.Fatalf("vulndb import: %s", out)
+	}
+
+	status, err := os.ReadFile("../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	writeFile(t, layer, string(tarOf(t, map[string]string{
+		"var/lib/dpkg/status": string(status),
+		"etc/os-release":      "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+	})))
+	// The database is picked up within seconds; push once it is loaded.
+	var d string
+	var report scanReport
+	deadline := time.Now().Add(60 * time.Second)
+	for attempt := 0; ; attempt++ {
+		tag := "v" + string(rune('a'+attempt%26))
+		run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/deb:"+tag)
+		d = strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/deb:"+tag))
+		ok := false
+		for i := 0; i < 20 && !ok; i++ {
+			resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/deb/manifests/" + d + "/vulnerabilities")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode == 200 {
+				ok = json.NewDecoder(resp.Body).Decode(&report) == nil
+			}
+			resp.Body.Close()
+			if !ok {
+				time.Sleep(250 * time.Millisecond)
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no scan report after 60s\n%s", reg.Logs())
+		}
+	}
+	if report.Packages == 0 || len(report.Findings) == 0 {
+		t.Fatalf("report: %d packages, %d findings", report.Packages, len(report.Findings))
+	}
+	var perl bool
+	for _, f := range report.Findings {
+		perl = perl || strings.HasPrefix(f.Package, "perl")
+	}
+	if !perl {
+		t.Errorf("no finding for perl (matched by source package): %v", report.ids())
+	}
+
+	resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/deb/manifests/" + d + "/sbom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sbom struct {
+		BOMFormat  string `json:"bomFormat"`
+		Components []struct {
+			Purl string `json:"purl"`
+		} `json:"components"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&sbom)
+	resp.Body.Close()
+	debs := 0
+	for _, c := range sbom.Components {
+		if strings.HasPrefix(c.Purl, "pkg:deb/debian/") {
+			debs++
+		}
+	}
+	if sbom.BOMFormat != "CycloneDX" || debs != report.Packages {
+		t.Errorf("sbom: %s with %d deb components of %d (report: %d packages)", sbom.BOMFormat, debs, len(sbom.Components), report.Packages)
+	}
+
+	// The offline CLI on the same image and database finds the same.
+	tarPath := filepath.Join(t.TempDir(), "image.tar")
+	run(t, nil, crane, "pull", "--insecure", reg.Addr+"/team/deb@"+d, tarPath)
+	cmd := exec.Command(registryBin, "scan", "--archive", tarPath, "--vulndb", sharedVulnDB, "--format", "json", "--fail-on", "critical")
+	cli, err := cmd.Output()
+	var ee *exec.ExitError
+	if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 1) {
+		t.Fatalf("registry scan: %v", err)
+	}
+	var offline scanReport
+	if err := json.Unmarshal(cli, &offline); err != nil {
+		t.Fatalf("registry scan output: %v", err)
+	}
+	if strings.Join(offline.ids(), ",") != strings.Join(report.ids(), ",") {
+		t.Errorf("offline scan %v\nserver scan %v", offline.ids(), report.ids())
+	}
+}

@@ -1,0 +1,70 @@
+package app
+
+import (
+	"context"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/digests"
+	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/scanner"
+	"github.com/portcullis/portcullis/scan/artifact"
+)
+
+// dbPollInterval is how often a running registry looks for a newly
+// imported vulnerability database.
+const dbPollInterval = 5 * time.Second
+
+// indexedRepos opens repositories through the same middleware distribution
+// uses (sha512 aliases, the referrers index), for content the registry
+// writes itself.
+type indexedRepos struct {
+	ns    distribution.Namespace
+	idx   *referrers.Index
+	links *digests.Links
+}
+
+func (r indexedRepos) Repository(ctx context.Context, name reference.Named) (distribution.Repository, error) {
+	repo, err := r.ns.Repository(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return referrers.Wrap(digests.Wrap(repo, r.links), r.idx), nil
+}
+
+func newIndexedRepos(ctx context.Context, driver storagedriver.StorageDriver) (indexedRepos, error) {
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		return indexedRepos{}, err
+	}
+	idx, err := referrers.NewIndex(driver)
+	if err != nil {
+		return indexedRepos{}, err
+	}
+	links, err := digests.NewLinks(driver)
+	if err != nil {
+		return indexedRepos{}, err
+	}
+	return indexedRepos{ns: ns, idx: idx, links: links}, nil
+}
+
+// ImportVulnDB stores the OSV bundle in dir as the registry's vulnerability
+// database (portcullis/vulndb:latest) in the configured storage. Running
+// registries load it within seconds.
+func ImportVulnDB(ctx context.Context, cfg *config.Config, dir string) (digest.Digest, *artifact.DBConfig, error) {
+	driver, err := newDriver(ctx, cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	repos, err := newIndexedRepos(ctx, driver)
+	if err != nil {
+		return "", nil, err
+	}
+	return scanner.ImportDB(ctx, repos, dir)
+}
