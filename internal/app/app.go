@@ -44,7 +44,7 @@ type App struct {
 	dist    *handlers.App
 	handler http.Handler
 	metrics *prometheus.Registry
-	auth    *authParts // nil when auth is off
+	auth    *authParts       // nil when auth is off
 	scanner *scanner.Service // nil in token-only mode
 	opts    Options
 }
