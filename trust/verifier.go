@@ -67,6 +67,13 @@ func New(cfg config.Trust, content Content, opts Options) (*Verifier, error) {
 	if content == nil {
 		return nil, errors.New("trust: nil content")
 	}
+	// Provision fills defaults in place: work on copies of the slices, so
+	// that the caller's configuration is never written (and several
+	// verifiers may be built from one configuration at once).
+	cfg.Keys = slices.Clone(cfg.Keys)
+	cfg.TrustStores = slices.Clone(cfg.TrustStores)
+	cfg.Identities = slices.Clone(cfg.Identities)
+	cfg.Policies = slices.Clone(cfg.Policies)
 	cfg.Provision()
 	rules, err := compile(cfg)
 	if err != nil {

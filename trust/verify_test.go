@@ -80,7 +80,6 @@ func newFixture(t testing.TB) *fixture {
 // verifier builds a Verifier over the fixture's registry.
 func (f *fixture) verifier(t testing.TB, cfg config.Trust) *trust.Verifier {
 	t.Helper()
-	cfg.Provision()
 	v, err := trust.New(cfg, f.c, trust.Options{})
 	if err != nil {
 		t.Fatalf("trust.New: %v", err)
