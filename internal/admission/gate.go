@@ -51,6 +51,7 @@ type Gate struct {
 	audit    *audit.Log
 	log      *slog.Logger
 	verdicts *prometheus.CounterVec
+	sigs     *prometheus.CounterVec
 	webhookc *prometheus.CounterVec
 }
 
@@ -80,12 +81,16 @@ func New(o Options) (*Gate, error) {
 			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
 			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",
 		}, []string{"mode", "check", "result"}),
+		sigs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "admission", Name: "signature_checks_total",
+			Help: "Signatures checked by kind (cosign-bundle, cosign-legacy, notation-jws, notation-cose) and result (valid, invalid).",
+		}, []string{"kind", "result"}),
 		webhookc: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "webhook_reviews_total",
 			Help: "Admission webhook reviews by webhook name and result (allowed, denied, failed).",
 		}, []string{"webhook", "result"}),
 	}
-	for _, c := range []prometheus.Collector{g.verdicts, g.webhookc} {
+	for _, c := range []prometheus.Collector{g.verdicts, g.sigs, g.webhookc} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
@@ -192,6 +197,13 @@ func (g *Gate) verify(ctx context.Context, check, repo string, d digest.Digest) 
 		}
 	}
 	mode := string(g.mode(repo))
+	for _, sig := range v.Signatures {
+		result := "invalid"
+		if sig.Valid {
+			result = "valid"
+		}
+		g.sigs.WithLabelValues(string(sig.Kind), result).Inc()
+	}
 	switch {
 	case errors.Is(err, trust.ErrNotFound):
 		g.verdicts.WithLabelValues(mode, check, "untrusted").Inc()
