@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -216,6 +217,23 @@ func TestTrustEnforce(t *testing.T) {
 	v := getVerdict(t, reg.URL(), "guarded/app", d, "")
 	if v.Trusted || !v.Signed {
 		t.Errorf("untrusted key: verdict %+v, want signed and not trusted", v)
+	}
+
+	resp, err = http.Get(reg.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`portcullis_admission_signature_checks_total{kind="cosign-bundle",result="valid"}`,
+		`portcullis_admission_signature_checks_total{kind="cosign-bundle",result="invalid"}`,
+		`portcullis_admission_signature_checks_total{kind="notation-jws",result="valid"}`,
+		`portcullis_admission_verdicts_total{check="tag",mode="enforce",result="untrusted"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 
