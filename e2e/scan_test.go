@@ -133,3 +133,68 @@ func TestScanOnPush(t *testing.T) {
 		t.Errorf("offline scan %v\nserver scan %v", offline.ids(), report.ids())
 	}
 }
+
+// TestScanRematch: scan with a database that knows nothing of Debian, then
+// import one that does: the image gets a new report with findings, without
+// being pushed again.
+func TestScanRematch(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	reg := startRegistry(t, startOptions{})
+	v1 := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(v1, "osv", "Alpine"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	alpine, err := os.ReadFile(filepath.Join(sharedVulnDB, "osv", "Alpine", "all.zip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(v1, "osv", "Alpine", "all.zip"), string(alpine))
+	run(t, nil, registryBin, "vulndb", "import", v1, "--data", reg.DataDir)
+
+	status, err := os.ReadFile("../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	writeFile(t, layer, string(tarOf(t, map[string]string{
+		"var/lib/dpkg/status": string(status),
+		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
+	})))
+	report := func(d string) (scanReport, bool) {
+		resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/rematch/manifests/" + d + "/vulnerabilities")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r scanReport
+		return r, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&r) == nil
+	}
+	var d string
+	deadline := time.Now().Add(60 * time.Second)
+	for attempt := 0; ; attempt++ {
+		tag := "t" + string(rune('a'+attempt%26))
+		run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/rematch:"+tag)
+		d = strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/rematch:"+tag))
+		time.Sleep(2 * time.Second)
+		if r, ok := report(d); ok {
+			if len(r.Findings) != 0 {
+				t.Fatalf("findings with a database without Debian records: %v", r.ids())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no first report\n%s", reg.Logs())
+		}
+	}
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	for {
+		if r, ok := report(d); ok && len(r.Findings) > 0 {
+			break
+		}
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("the report did not change after a new database\n%s", reg.Logs())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

@@ -57,9 +57,12 @@ type Service struct {
 	db      *vulndb.DB
 	dbIndex digest.Digest // manifest digest of the loaded database
 
-	scans    *prometheus.CounterVec
-	duration prometheus.Histogram
-	findings *prometheus.CounterVec
+	meta *bolt.DB
+
+	scans     *prometheus.CounterVec
+	duration  prometheus.Histogram
+	findings  *prometheus.CounterVec
+	rematches prometheus.Counter
 }
 
 // Options are a Service's dependencies.
@@ -90,7 +93,11 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		repos: o.Repos, refs: o.Refs, pool: pool, log: o.Log,
+		repos: o.Repos, refs: o.Refs, pool: pool, log: o.Log, meta: o.Metadata,
+		rematches: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
+			Help: "New reports stored because a new vulnerability database changed an image's findings.",
+		}),
 		indexer: scan.NewIndexer(scan.IndexOptions{Cache: cache}),
 		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "scans_total",
@@ -105,7 +112,7 @@ func New(o Options) (*Service, error) {
 			Help: "Findings of completed scans by severity.",
 		}, []string{"severity"}),
 	}
-	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings} {
+	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
@@ -185,7 +192,13 @@ func (s *Service) reloadDB(ctx context.Context) error {
 	s.db, s.dbIndex = db, desc.Digest
 	s.mu.Unlock()
 	s.log.InfoContext(ctx, "vulnerability database loaded", "digest", desc.Digest)
-	return nil
+	// Re-match what was scanned with another database, also across restarts.
+	if prev := s.matchedDB(); prev != "" && prev != desc.Digest {
+		if err := s.rematchAll(ctx); err != nil {
+			return err
+		}
+	}
+	return s.setMatchedDB(desc.Digest)
 }
 
 func (s *Service) database() *vulndb.DB {
@@ -257,6 +270,9 @@ func (s *Service) Scan(ctx context.Context, repo string, d digest.Digest) error 
 			s.scans.WithLabelValues("failed").Inc()
 			return fmt.Errorf("store %s: %w", a.Descriptor.ArtifactType, err)
 		}
+	}
+	if err := s.remember(repo, scanned{Subject: subject, Inventory: stored, Report: report}); err != nil {
+		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
 	}
 	s.scans.WithLabelValues("ok").Inc()
 	s.duration.Observe(time.Since(start).Seconds())
