@@ -42,6 +42,8 @@ type Config struct {
 	Trust Trust `yaml:"trust"`
 	// Admission adds external admission webhooks.
 	Admission Admission `yaml:"admission"`
+	// Scan says what scan results mean per repository.
+	Scan Scan `yaml:"scan"`
 }
 
 // HTTP configures the listener and server.
@@ -208,6 +210,7 @@ func (c *Config) Provision() {
 	c.Auth.Provision()
 	c.Trust.Provision()
 	c.Admission.Provision()
+	c.Scan.Provision()
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -325,6 +328,12 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Auth.Validate("auth")...)
 	errs = append(errs, c.Trust.Validate("trust")...)
 	c.Admission.validate(bad)
+	c.Scan.validate(bad)
+	for i, p := range c.Scan.Policies {
+		if p.Mode == "quarantine" && !c.Auth.Enabled {
+			bad(fmt.Sprintf("scan.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher")
+		}
+	}
 	for i, p := range c.Trust.Policies {
 		if p.Mode == "quarantine" && !c.Auth.Enabled {
 			bad(fmt.Sprintf("trust.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher and signers")

@@ -198,3 +198,55 @@ func TestScanRematch(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// TestScanEnforce: in an enforce repository a tag push is scanned at once;
+// an image with findings above the gate is refused with the worst findings
+// named, a clean image and an allowlisted one are accepted.
+func TestScanEnforce(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	reg := startRegistry(t, startOptions{config: `version: 1
+scan:
+  policies:
+    - name: strict
+      repositories: ["strict/**"]
+      mode: enforce
+      maxSeverity: none
+    - name: waived
+      repositories: ["waived/**"]
+      mode: enforce
+      maxSeverity: high
+      unknownSeverity: unknown
+`})
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	status, err := os.ReadFile("../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	writeFile(t, layer, string(tarOf(t, map[string]string{
+		"var/lib/dpkg/status": string(status),
+		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
+	})))
+	clean := filepath.Join(t.TempDir(), "clean.tar")
+	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "no packages here"})))
+
+	// Until the database is loaded, enforce refuses every tag (fail closed).
+	deadline := time.Now().Add(30 * time.Second)
+	var out string
+	for {
+		out, err = runErr(nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/strict/deb:v1")
+		if err != nil && strings.Contains(out, "vulnerability policy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vulnerable image in an enforce repository: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
+	}
+	if !strings.Contains(out, "DENIED") || !strings.Contains(out, "DEBIAN-CVE") {
+		t.Errorf("refusal does not name the findings:\n%s", out)
+	}
+	run(t, nil, crane, "append", "--insecure", "-f", clean, "-t", reg.Addr+"/strict/clean:v1")
+	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/waived/deb:v1")
+}

@@ -25,9 +25,24 @@ type Verifier interface {
 	VerifyWithParents(ctx context.Context, repo string, d digest.Digest, parents []digest.Digest) (trust.Verdict, error)
 }
 
+// ScanChecker evaluates vulnerability scan policies.
+type ScanChecker interface {
+	ScanMode(repo string) string
+	CheckPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (pass bool, reason string, err error)
+	CheckStored(ctx context.Context, repo string, d digest.Digest) (pass, decided bool, reason string)
+}
+
 // parentFinder finds the tagged indexes that list a manifest.
 type parentFinder interface {
 	Parents(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error)
+}
+
+// scanMode returns the scan policy mode of repo, or "".
+func (g *Gate) scanMode(repo string) string {
+	if g.scans == nil {
+		return ""
+	}
+	return g.scans.ScanMode(repo)
 }
 
 // mode returns the trust mode of repo, or "" when no policy applies.
@@ -46,6 +61,7 @@ func (g *Gate) mode(repo string) trust.Mode {
 type Gate struct {
 	verifier Verifier // nil: no trust policies
 	parents  parentFinder
+	scans    ScanChecker // nil: no scan policies
 	webhooks []*webhook
 	pushers  *Pushers
 	audit    *audit.Log
@@ -60,7 +76,9 @@ type Options struct {
 	Verifier Verifier
 	// Parents finds the indexes a manifest belongs to; required with a
 	// Verifier.
-	Parents  parentFinder
+	Parents parentFinder
+	// Scans evaluates scan policies; nil when scanning is off.
+	Scans    ScanChecker
 	Webhooks []config.Webhook
 	Pushers  *Pushers
 	Audit    *audit.Log
@@ -76,7 +94,7 @@ func New(o Options) (*Gate, error) {
 	if o.Verifier != nil && o.Parents == nil {
 		return nil, errors.New("admission: a verifier needs a parent finder")
 	}
-	g := &Gate{verifier: o.Verifier, parents: o.Parents, pushers: o.Pushers, audit: o.Audit, log: o.Log,
+	g := &Gate{verifier: o.Verifier, parents: o.Parents, scans: o.Scans, pushers: o.Pushers, audit: o.Audit, log: o.Log,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
 			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",
@@ -107,7 +125,7 @@ func New(o Options) (*Gate, error) {
 
 // Active reports whether the gate has anything to check in repo.
 func (g *Gate) Active(repo string) bool {
-	if g.mode(repo) != "" {
+	if g.mode(repo) != "" || g.scanMode(repo) != "" {
 		return true
 	}
 	for _, w := range g.webhooks {
@@ -126,7 +144,9 @@ type TagPush struct {
 	MediaType  string
 	Pusher     string
 	Addr       string
-	RequestID  string
+	// Manifest is the body being pushed.
+	Manifest  []byte
+	RequestID string
 	// Host is the registry's host as the client named it, for the
 	// instructions in a refusal.
 	Host string
@@ -159,6 +179,16 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 					return errcode.ErrorCodeDenied.WithMessage(enforceMessage(p, v))
 				}
 			}
+		}
+	}
+	if g.scanMode(p.Repository) == "enforce" {
+		pass, reason, err := g.scans.CheckPush(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType)
+		if err != nil {
+			return errcode.ErrorCodeUnavailable.WithMessage("vulnerability scan failed; retry later")
+		}
+		if !pass {
+			g.recordDenial(ctx, p, reason, "")
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s@%s is refused: %s", p.Repository, p.Digest, oneLine(reason)))
 		}
 	}
 	for _, w := range g.webhooks {
@@ -269,27 +299,42 @@ type Pull struct {
 // that is not trusted yet is withheld from everyone but its pusher and those
 // who may sign it. It returns nil or a DENIED errcode error.
 func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
-	if g.mode(p.Repository) != trust.ModeQuarantine || p.CanPush {
+	trustQ := g.mode(p.Repository) == trust.ModeQuarantine
+	scanQ := g.scanMode(p.Repository) == "quarantine"
+	if (!trustQ && !scanQ) || p.CanPush {
 		return nil
 	}
 	if p.Login != "" && g.pushers.Pusher(p.Repository, p.Digest) == p.Login {
 		return nil
 	}
-	v, err := g.verify(ctx, "pull", p.Repository, p.Digest)
-	if err != nil {
-		return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
+	if trustQ {
+		v, err := g.verify(ctx, "pull", p.Repository, p.Digest)
+		if err != nil {
+			return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
+		}
+		if !v.Trusted {
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
+				"quarantined: %s@%s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
+				p.Repository, p.Digest, oneLine(v.Reason), p.Repository, p.Digest))
+		}
 	}
-	if v.Trusted {
-		return nil
+	if scanQ {
+		pass, decided, reason := g.scans.CheckStored(ctx, p.Repository, p.Digest)
+		switch {
+		case !decided:
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
+				"quarantined: %s@%s is awaiting its vulnerability scan; GET /api/v1/repositories/%s/manifests/%s/vulnerabilities shows it when done",
+				p.Repository, p.Digest, p.Repository, p.Digest))
+		case !pass:
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("quarantined: %s@%s: %s", p.Repository, p.Digest, oneLine(reason)))
+		}
 	}
-	return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
-		"quarantined: %s@%s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
-		p.Repository, p.Digest, oneLine(v.Reason), p.Repository, p.Digest))
+	return nil
 }
 
 // RecordPush remembers who pushed a manifest, for quarantine exemptions.
 func (g *Gate) RecordPush(repo string, d digest.Digest, login string) {
-	if login == "" || g.mode(repo) != trust.ModeQuarantine {
+	if login == "" || (g.mode(repo) != trust.ModeQuarantine && g.scanMode(repo) != "quarantine") {
 		return
 	}
 	if err := g.pushers.Record(repo, d, login); err != nil {

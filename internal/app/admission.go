@@ -17,7 +17,7 @@ import (
 // configuration has trust policies or webhooks; nil otherwise.
 func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (front.Admission, error) {
 	cfg := a.cfg
-	if len(cfg.Trust.Policies) == 0 && len(cfg.Admission.Webhooks) == 0 {
+	if len(cfg.Trust.Policies) == 0 && len(cfg.Admission.Webhooks) == 0 && len(cfg.Scan.Policies) == 0 {
 		return nil, nil
 	}
 	content := &admission.Content{Repos: repos, Refs: refs}
@@ -38,7 +38,7 @@ func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (fro
 		log = a.auth.audit
 	}
 	return admission.New(admission.Options{
-		Verifier: verifier, Parents: content, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
+		Verifier: verifier, Parents: content, Scans: a.scanner, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
 		Log: a.log, Metrics: a.metrics,
 	})
 }

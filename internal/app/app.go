@@ -163,15 +163,16 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if a.auth != nil {
 		opts.Guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
 	}
-	if opts.Admission, err = a.buildAdmission(repos, refs); err != nil {
-		return err
-	}
 	indexed := indexedRepos{ns: repos, idx: idx, links: links}
-	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics})
+	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics,
+		Policies: a.cfg.Scan})
 	if err != nil {
 		return err
 	}
 	opts.Scanner = a.scanner
+	if opts.Admission, err = a.buildAdmission(repos, refs); err != nil {
+		return err
+	}
 	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
 		return err

@@ -57,7 +57,7 @@ func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, bod
 	}
 	pusher, _ := h.login(r, rt.Name, "push")
 	err := h.admission.AdmitTag(r.Context(), admission.TagPush{
-		Repository: rt.Name, Tag: rt.Tag, Digest: d, MediaType: mediaTypeOf(r, body),
+		Repository: rt.Name, Tag: rt.Tag, Digest: d, MediaType: mediaTypeOf(r, body), Manifest: body,
 		Pusher: pusher, Addr: token.RemoteHost(r), RequestID: server.RequestID(r.Context()), Host: r.Host,
 	})
 	if err != nil {

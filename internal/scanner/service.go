@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 	"github.com/portcullis/portcullis/scan/vulndb"
@@ -57,7 +58,8 @@ type Service struct {
 	db      *vulndb.DB
 	dbIndex digest.Digest // manifest digest of the loaded database
 
-	meta *bolt.DB
+	meta  *bolt.DB
+	gates []gatePolicy
 
 	scans     *prometheus.CounterVec
 	duration  prometheus.Histogram
@@ -74,6 +76,8 @@ type Options struct {
 	Metrics  prometheus.Registerer
 	// Workers bounds concurrent scans; default 2.
 	Workers int
+	// Policies are the scan gates per repository.
+	Policies config.Scan
 }
 
 // New returns a scanner service; Run starts it.
@@ -88,12 +92,16 @@ func New(o Options) (*Service, error) {
 	if o.Workers == 0 {
 		o.Workers = 2
 	}
+	gates, err := compileGates(o.Policies)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := scan.NewPool(scan.PoolOptions{Workers: o.Workers, QueueSize: 256, Logger: o.Log})
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		repos: o.Repos, refs: o.Refs, pool: pool, log: o.Log, meta: o.Metadata,
+		repos: o.Repos, refs: o.Refs, pool: pool, log: o.Log, meta: o.Metadata, gates: gates,
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
