@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,6 +12,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 const sharedVulnDB = "../../shared/vulndb"
@@ -249,4 +256,43 @@ scan:
 	}
 	run(t, nil, crane, "append", "--insecure", "-f", clean, "-t", reg.Addr+"/strict/clean:v1")
 	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/waived/deb:v1")
+}
+
+// TestScanFailed: an image whose layer claims gzip but is garbage gets the
+// verdict "scan failed" with the reason, and the registry keeps serving.
+func TestScanFailed(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t, startOptions{})
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("this is not a gzip stream"), types.DockerLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := imageDigest(t, img)
+	deadline := time.Now().Add(60 * time.Second)
+	for attempt := 0; ; attempt++ {
+		if err := remote.Write(ref(t, fmt.Sprintf("%s/bad/layer:t%d", reg.Addr, attempt)), img); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		resp, err := http.Get(reg.URL() + "/api/v1/repositories/bad/layer/manifests/" + d + "/vulnerabilities")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Verdict, Reason string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnprocessableEntity {
+			if body.Verdict != "scan failed" || !strings.HasPrefix(body.Reason, "scan failed") {
+				t.Errorf("verdict %+v", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no scan-failed verdict: %d\n%s", resp.StatusCode, reg.Logs())
+		}
+	}
+	if resp, err := http.Get(reg.URL() + "/v2/"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("registry after a failed scan: %v", err)
+	}
 }

@@ -128,6 +128,9 @@ func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest)
 	}
 	manifest, ok, err := s.latest(ctx, repo, d, artifact.ArtifactTypeReport)
 	if err != nil || !ok {
+		if reason := s.failure(repo, d); reason != "" {
+			return false, true, reason
+		}
 		return false, false, "awaiting a vulnerability scan"
 	}
 	r, err := s.open(ctx, repo)

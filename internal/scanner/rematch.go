@@ -128,3 +128,32 @@ func (s *Service) setMatchedDB(d digest.Digest) error {
 		return b.Put(keyMatchedDB, []byte(d))
 	})
 }
+
+var bucketFailed = []byte("scan/failed")
+
+// recordFailure remembers that repo@d could not be scanned, and why.
+func (s *Service) recordFailure(repo string, d digest.Digest, cause error) {
+	reason := cause.Error()
+	if !strings.HasPrefix(reason, "scan failed") {
+		reason = "scan failed: " + reason
+	}
+	_ = s.meta.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketFailed)
+		if err != nil {
+			return err
+		}
+		return b.Put(scannedKey(repo, d), []byte(reason))
+	})
+}
+
+// failure returns why repo@d could not be scanned, or "".
+func (s *Service) failure(repo string, d digest.Digest) string {
+	var reason string
+	_ = s.meta.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketFailed); b != nil {
+			reason = string(b.Get(scannedKey(repo, d)))
+		}
+		return nil
+	})
+	return reason
+}

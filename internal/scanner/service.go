@@ -254,6 +254,11 @@ func (s *Service) Scan(ctx context.Context, repo string, d digest.Digest) error 
 	stored, err := s.indexer.Inventory(ctx, img, d.String())
 	if err != nil {
 		s.scans.WithLabelValues("failed").Inc()
+		if ctx.Err() == nil {
+			// The image itself is at fault (corrupt layer, hostile tar):
+			// its verdict is "scan failed" with the reason.
+			s.recordFailure(repo, d, err)
+		}
 		return fmt.Errorf("inventory: %w", err)
 	}
 	report := stored.Report(db, s.policy)
@@ -375,6 +380,12 @@ func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo str
 		}
 	}
 	if len(found) == 0 {
+		if reason := s.failure(repo, d); reason != "" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_ = json.NewEncoder(w).Encode(map[string]string{"verdict": "scan failed", "reason": reason})
+			return
+		}
 		msg := "no " + what + " for " + repo + "@" + d.String() + " yet"
 		if s.database() == nil {
 			msg += ": no vulnerability database has been imported (registry vulndb import DIR)"
