@@ -296,3 +296,77 @@ func TestScanFailed(t *testing.T) {
 		t.Errorf("registry after a failed scan: %v", err)
 	}
 }
+
+// TestScanQuarantine: pushes are accepted; bob's pulls wait for the scan,
+// then pass for a clean image and stay refused for a vulnerable one; the
+// pusher can always pull.
+func TestScanQuarantine(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	dir := t.TempDir()
+	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
+	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
+	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
+	reg := startRegistry(t, startOptions{config: fmt.Sprintf(`version: 1
+auth:
+  enabled: true
+  token:
+    signingKeyFile: %[1]s/key.pem
+  users:
+    - name: alice
+      passwordFile: %[1]s/alice
+    - name: bob
+      passwordFile: %[1]s/bob
+  rules:
+    - name: alice-pushes
+      subjects: [user:alice]
+      repositories: ["**"]
+      actions: [pull, push]
+    - name: bob-pulls
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: [pull]
+scan:
+  policies:
+    - name: held
+      repositories: ["held/**"]
+      mode: quarantine
+      maxSeverity: none
+`, dir)})
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	bobEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, aliceEnv, crane, "auth", "login", "--insecure", reg.Addr, "-u", "alice", "-p", "alice-pw")
+	run(t, bobEnv, crane, "auth", "login", "--insecure", reg.Addr, "-u", "bob", "-p", "bob-pw")
+	time.Sleep(6 * time.Second) // the database is picked up within 5 s
+
+	status, err := os.ReadFile("../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vulnerable := filepath.Join(t.TempDir(), "deb.tar")
+	writeFile(t, vulnerable, string(tarOf(t, map[string]string{
+		"var/lib/dpkg/status": string(status), "etc/os-release": "ID=debian\nVERSION_ID=\"12\"\n",
+	})))
+	clean := filepath.Join(t.TempDir(), "clean.tar")
+	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "nothing installed"})))
+	run(t, aliceEnv, crane, "append", "--insecure", "-f", vulnerable, "-t", reg.Addr+"/held/deb:v1")
+	run(t, aliceEnv, crane, "append", "--insecure", "-f", clean, "-t", reg.Addr+"/held/clean:v1")
+	run(t, aliceEnv, crane, "manifest", "--insecure", reg.Addr+"/held/deb:v1") // the pusher may
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/clean:v1")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never got the clean image: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	out, err := runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/deb:v1")
+	if err == nil || !strings.Contains(out, "quarantined") || !strings.Contains(out, "vulnerability policy") {
+		t.Errorf("bob pulled the vulnerable image or got another reason: %v\n%s", err, out)
+	}
+}
