@@ -159,15 +159,7 @@ func TestScanRematch(t *testing.T) {
 	writeFile(t, filepath.Join(v1, "osv", "Alpine", "all.zip"), string(alpine))
 	run(t, nil, registryBin, "vulndb", "import", v1, "--data", reg.DataDir)
 
-	status, err := os.ReadFile("../scan/testdata/images/debian-status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer := filepath.Join(t.TempDir(), "layer.tar")
-	writeFile(t, layer, string(tarOf(t, map[string]string{
-		"var/lib/dpkg/status": string(status),
-		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
-	})))
+	layer := debianLayer(t)
 	report := func(d string) (scanReport, bool) {
 		resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/rematch/manifests/" + d + "/vulnerabilities")
 		if err != nil {
@@ -226,21 +218,14 @@ scan:
       unknownSeverity: unknown
 `})
 	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
-	status, err := os.ReadFile("../scan/testdata/images/debian-status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer := filepath.Join(t.TempDir(), "layer.tar")
-	writeFile(t, layer, string(tarOf(t, map[string]string{
-		"var/lib/dpkg/status": string(status),
-		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
-	})))
+	layer := debianLayer(t)
 	clean := filepath.Join(t.TempDir(), "clean.tar")
 	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "no packages here"})))
 
 	// Until the database is loaded, enforce refuses every tag (fail closed).
 	deadline := time.Now().Add(30 * time.Second)
 	var out string
+	var err error
 	for {
 		out, err = runErr(nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/strict/deb:v1")
 		if err != nil && strings.Contains(out, "vulnerability policy") {
@@ -303,36 +288,13 @@ func TestScanFailed(t *testing.T) {
 func TestScanQuarantine(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
-	dir := t.TempDir()
-	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
-	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
-	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
-	reg := startRegistry(t, startOptions{config: fmt.Sprintf(`version: 1
-auth:
-  enabled: true
-  token:
-    signingKeyFile: %[1]s/key.pem
-  users:
-    - name: alice
-      passwordFile: %[1]s/alice
-    - name: bob
-      passwordFile: %[1]s/bob
-  rules:
-    - name: alice-pushes
-      subjects: [user:alice]
-      repositories: ["**"]
-      actions: [pull, push]
-    - name: bob-pulls
-      subjects: [user:bob]
-      repositories: ["**"]
-      actions: [pull]
-scan:
+	reg := startRegistry(t, startOptions{config: "version: 1\n" + aliceAndBob(t) + `scan:
   policies:
     - name: held
       repositories: ["held/**"]
       mode: quarantine
       maxSeverity: none
-`, dir)})
+`})
 	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
 	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
 	bobEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
@@ -340,14 +302,7 @@ scan:
 	run(t, bobEnv, crane, "auth", "login", "--insecure", reg.Addr, "-u", "bob", "-p", "bob-pw")
 	time.Sleep(6 * time.Second) // the database is picked up within 5 s
 
-	status, err := os.ReadFile("../scan/testdata/images/debian-status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vulnerable := filepath.Join(t.TempDir(), "deb.tar")
-	writeFile(t, vulnerable, string(tarOf(t, map[string]string{
-		"var/lib/dpkg/status": string(status), "etc/os-release": "ID=debian\nVERSION_ID=\"12\"\n",
-	})))
+	vulnerable := debianLayer(t)
 	clean := filepath.Join(t.TempDir(), "clean.tar")
 	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "nothing installed"})))
 	run(t, aliceEnv, crane, "append", "--insecure", "-f", vulnerable, "-t", reg.Addr+"/held/deb:v1")
@@ -369,4 +324,20 @@ scan:
 	if err == nil || !strings.Contains(out, "quarantined") || !strings.Contains(out, "vulnerability policy") {
 		t.Errorf("bob pulled the vulnerable image or got another reason: %v\n%s", err, out)
 	}
+}
+
+// debianLayer writes a layer with a Debian 12 package database whose
+// packages the shared OSV records cover, and returns its path.
+func debianLayer(t *testing.T) string {
+	t.Helper()
+	status, err := os.ReadFile("../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	writeFile(t, layer, string(tarOf(t, map[string]string{
+		"var/lib/dpkg/status": string(status),
+		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
+	})))
+	return layer
 }

@@ -245,30 +245,8 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
 	s := newSigners(t)
-	dir := t.TempDir()
-	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
-	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
-	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
-	cfg := fmt.Sprintf(`version: 1
-auth:
-  enabled: true
-  token:
-    signingKeyFile: %[1]s/key.pem
-  users:
-    - name: alice
-      passwordFile: %[1]s/alice
-    - name: bob
-      passwordFile: %[1]s/bob
-  rules:
-    - name: alice-pushes
-      subjects: [user:alice]
-      repositories: ["**"]
-      actions: [pull, push]
-    - name: bob-pulls
-      subjects: [user:bob]
-      repositories: ["**"]
-      actions: [pull]
-%[2]s`, dir, strings.Replace(s.trustConfig("quarantine"), "policies:\n", "policies:\n    - name: watch\n      repositories: [\"audited/**\"]\n      mode: audit\n      signers: [ci]\n", 1))
+	cfg := "version: 1\n" + aliceAndBob(t) + strings.Replace(s.trustConfig("quarantine"), "policies:\n",
+		"policies:\n    - name: watch\n      repositories: [\"audited/**\"]\n      mode: audit\n      signers: [ci]\n", 1)
 	reg := startRegistry(t, startOptions{config: cfg})
 	h := reg.Addr
 	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
@@ -357,4 +335,33 @@ func bearer(t *testing.T, base, user, pw, scope string) string {
 		t.Fatalf("token: %d %v", resp.StatusCode, err)
 	}
 	return tok.Token
+}
+
+// aliceAndBob returns an auth section: alice may pull and push everything
+// (password alice-pw), bob may pull everything (bob-pw).
+func aliceAndBob(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
+	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
+	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
+	return fmt.Sprintf(`auth:
+  enabled: true
+  token:
+    signingKeyFile: %[1]s/key.pem
+  users:
+    - name: alice
+      passwordFile: %[1]s/alice
+    - name: bob
+      passwordFile: %[1]s/bob
+  rules:
+    - name: alice-pushes
+      subjects: [user:alice]
+      repositories: ["**"]
+      actions: [pull, push]
+    - name: bob-pulls
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: [pull]
+`, dir)
 }
