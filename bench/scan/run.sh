@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Compare `portcullis scan` with osv-scanner v2.5.0 on the same image tarballs and the same
+# offline OSV bundle (/work/shared/vulndb). Prints a Markdown table on stdout, progress on stderr.
+# Everything is built in a temp dir that is removed on exit (also on error or Ctrl-C).
+#
+#   bench/scan/run.sh            # from anywhere; needs root for debootstrap
+#   RUNS=5 bench/scan/run.sh     # runs of each scanner per image (median is reported)
+#   NPM_PACKAGES=1000            # size of the npm image
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+NPM_PACKAGES=${NPM_PACKAGES:-1000}
+TOOLS=${TOOLS:-$HOME/.cache/portcullis-tools/bin}
+OSV=${OSV_SCANNER:-$TOOLS/osv-scanner}
+CRANE=${CRANE:-$TOOLS/crane}
+SHARED_DB=${SHARED_DB:-/work/shared/vulndb/osv}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+
+log() { echo "[bench/scan] $*" >&2; }
+
+WORK=$(mktemp -d /tmp/bench-scan.XXXXXX)
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need() { command -v "$1" >/dev/null 2>&1 || apt-get install -y "$2" >/dev/null; }
+need debootstrap debootstrap
+[ -x /usr/bin/time ] || apt-get install -y time >/dev/null
+need jq jq
+for b in "$OSV" "$CRANE"; do [ -x "$b" ] || { log "missing $b"; exit 1; }; done
+"$OSV" --version 2>&1 | grep -q 2.5.0 || log "warning: osv-scanner is not v2.5.0"
+
+log "building ./cmd/registry"
+(cd "$REPO" && go build -o "$WORK/portcullis" ./cmd/registry)
+OURS=$WORK/portcullis
+
+# One bundle both tools read: osv-scanner wants DBDIR/osv-scalibr/<Eco>/all.zip, ours reads that too.
+DB=$WORK/db
+for z in "$SHARED_DB"/*/all.zip; do
+  eco=$(basename "$(dirname "$z")")
+  mkdir -p "$DB/osv-scalibr/$eco"
+  cp "$z" "$DB/osv-scalibr/$eco/all.zip"
+done
+
+IMAGES=()
+# (a) Debian 12 minbase.
+ROOTFS=$WORK/rootfs
+log "debootstrap bookworm minbase from $MIRROR"
+if debootstrap --variant=minbase bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
+  tar -C "$ROOTFS" -cf "$WORK/layer.tar" .
+  rm -rf "$ROOTFS"
+  "$CRANE" append -f "$WORK/layer.tar" --new_tag example.invalid/debian:12 -o "$WORK/debian.tar" >/dev/null
+  IMAGES+=(debian)
+  BASE_LAYER=(-f "$WORK/layer.tar")
+else
+  log "debootstrap failed (mirror unreachable?); skipping (a). Last lines:"
+  tail -5 "$WORK/debootstrap.log" >&2
+  rm -rf "$ROOTFS"
+  BASE_LAYER=()
+fi
+
+# (b) The Debian layer (if any) plus a layer with /app holding $NPM_PACKAGES npm packages.
+log "generating $NPM_PACKAGES npm packages"
+python3 "$HERE/gen_npm.py" "$WORK/npm" "$NPM_PACKAGES"
+tar -C "$WORK/npm" -cf "$WORK/npm-layer.tar" .
+rm -rf "$WORK/npm"
+"$CRANE" append "${BASE_LAYER[@]}" -f "$WORK/npm-layer.tar" --new_tag example.invalid/debian-npm:12 \
+  -o "$WORK/debian-npm.tar" >/dev/null
+IMAGES+=(debian-npm)
+
+# run TOOL IMAGE I: one timed run; appends "SECONDS KB" to $WORK/TOOL-IMAGE.times.
+run() {
+  local tool=$1 img=$2 i=$3 out=$WORK/$1-$2-$3.json rc=0
+  if [ "$tool" = ours ]; then
+    /usr/bin/time -f "%e %M" -o "$WORK/t" "$OURS" scan --archive "$WORK/$img.tar" \
+      --vulndb "$DB" --format json >"$out" 2>"$WORK/$tool.err" || rc=$?
+    [ "$rc" = 0 ] || { log "ours failed on $img ($rc)"; cat "$WORK/$tool.err" >&2; exit 1; }
+  else
+    mkdir -p "$WORK/home"
+    # Same flags as scan/differential_test.go: the artifact preset plus the two JS extractors.
+    HOME=$WORK/home /usr/bin/time -f "%e %M" -o "$WORK/t" "$OSV" scan image --archive --offline \
+      --local-db-path "$DB" --format json \
+      --experimental-plugins artifact \
+      --experimental-plugins javascript/packagejson \
+      --experimental-plugins javascript/packagelockjson \
+      "$WORK/$img.tar" >"$out" 2>"$WORK/$tool.err" || rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 1 ] || { log "osv-scanner failed on $img ($rc)"; cat "$WORK/$tool.err" >&2; exit 1; }
+    rm -rf "$WORK/home"
+  fi
+  tail -1 "$WORK/t" >>"$WORK/$tool-$img.times"
+  log "$img $tool run $i: $(tail -1 "$WORK/t")"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Findings as unique (package, version, id) triples, the differential test's unit.
+count_ours() { jq -r '.findings[] | [.package, .version, .id] | @tsv' "$1" | sort -u | wc -l; }
+count_osv() {
+  jq -r '.results[]?.packages[]? | (.package.os_package_name // .package.name) as $n
+    | .package.version as $v | .vulnerabilities[]? | [$n, $v, .id] | @tsv' "$1" | sort -u | wc -l
+}
+
+for img in "${IMAGES[@]}"; do
+  for i in $(seq 1 "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then run ours "$img" "$i"; run osv "$img" "$i"
+    else run osv "$img" "$i"; run ours "$img" "$i"; fi
+  done
+done
+
+echo "| image | size MiB | ours median s | osv-scanner median s | ours/osv | ours peak RSS MiB | osv-scanner peak RSS MiB | findings ours | findings osv-scanner |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for img in "${IMAGES[@]}"; do
+  to=$(cut -d' ' -f1 "$WORK/ours-$img.times" | median)
+  tv=$(cut -d' ' -f1 "$WORK/osv-$img.times" | median)
+  ro=$(cut -d' ' -f2 "$WORK/ours-$img.times" | sort -n | tail -1)
+  rv=$(cut -d' ' -f2 "$WORK/osv-$img.times" | sort -n | tail -1)
+  size=$(du -m "$WORK/$img.tar" | cut -f1)
+  fo=$(count_ours "$WORK/ours-$img-1.json")
+  fv=$(count_osv "$WORK/osv-$img-1.json")
+  awk -v img="$img" -v size="$size" -v to="$to" -v tv="$tv" -v ro="$ro" -v rv="$rv" -v fo="$fo" -v fv="$fv" \
+    'BEGIN {printf "| %s | %s | %.2f | %.2f | %.2f | %.0f | %.0f | %d | %d |\n", img, size, to, tv, to/tv, ro/1024, rv/1024, fo, fv}'
+done
+echo
+echo "Runs per scanner per image: $RUNS, alternating. Peak RSS is the largest of the runs. Findings are unique (package, version, id) triples."
+echo "Packages our scanner found: $(for img in "${IMAGES[@]}"; do printf '%s=%s ' "$img" "$(jq .packages "$WORK/ours-$img-1.json")"; done)"
+
+# The server keeps the database loaded: time the scan of each image pushed to
+# a registry whose database is already loaded (a fresh data dir per run, so no
+# layer is cached), read from portcullis_scan_duration_seconds.
+server_scan() {
+  local img=$1 i=$2 data="$WORK/srv-$img-$i" port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$OURS" serve --addr "127.0.0.1:$port" --data "$data" 2>"$WORK/srv.log" &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  "$OURS" vulndb import "$SHARED_DB/.." --data "$data" >/dev/null
+  until grep -q "vulnerability database loaded" "$WORK/srv.log"; do sleep 0.2; done
+  "$CRANE" push --insecure "$WORK/$img.tar" "127.0.0.1:$port/bench/$img:v1" >/dev/null 2>&1
+  for _ in $(seq 600); do
+    n=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^portcullis_scan_duration_seconds_count/ {print $2}')
+    [ "${n:-0}" != 0 ] && break
+    sleep 0.1
+  done
+  curl -s "http://127.0.0.1:$port/metrics" | awk '/^portcullis_scan_duration_seconds_sum/ {print $2}' >> "$WORK/server-$img.times"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+for img in "${IMAGES[@]}"; do
+  for i in $(seq 1 "$RUNS"); do server_scan "$img" "$i"; done
+done
+echo
+echo "| image | ours in the server, database loaded: median s | ours/osv-scanner |"
+echo "|---|---:|---:|"
+for img in "${IMAGES[@]}"; do
+  ts=$(median < "$WORK/server-$img.times")
+  tv=$(cut -d' ' -f1 "$WORK/osv-$img.times" | median)
+  awk -v img="$img" -v ts="$ts" -v tv="$tv" 'BEGIN {printf "| %s | %.2f | %.2f |\n", img, ts, ts/tv}'
+done
