@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -260,19 +259,6 @@ func BenchmarkRematch(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(stored.Inventory.Packages)), "packages")
 	b.ReportMetric(float64(len(prev.Findings)), "findings")
-}
-
-// TestRematchBudget runs the benchmark once in normal test runs when asked to, so the budget
-// is checked where benchmarks are not run: PORTCULLIS_BENCH_BUDGET=1.
-func TestRematchBudget(t *testing.T) {
-	if os.Getenv("PORTCULLIS_BENCH_BUDGET") == "" {
-		t.Skip("set PORTCULLIS_BENCH_BUDGET=1 to check the Rematch budget")
-	}
-	r := testing.Benchmark(BenchmarkRematch)
-	if per := r.NsPerOp(); per > 50e6 {
-		t.Errorf("Rematch takes %.1f ms per image, budget 50 ms", float64(per)/1e6)
-	}
-	t.Logf("Rematch: %s", r)
 }
 
 // BenchmarkRematchFleet measures re-matching 20 images that share a base (the benchmark
