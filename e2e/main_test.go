@@ -10,10 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portcullis/portcullis/internal/testenv"
 )
 
 // registryBin is the registry binary built once for the whole package.
@@ -65,7 +66,7 @@ type Registry struct {
 	Addr    string // host:port
 	DataDir string
 	cmd     *exec.Cmd
-	logs    *syncBuffer
+	logs    *testenv.Buffer
 	done    chan error
 	stopped bool
 }
@@ -100,7 +101,7 @@ type startOptions struct {
 // stopped with SIGTERM at cleanup, and must then exit 0.
 func startRegistry(t testing.TB, o startOptions) *Registry {
 	t.Helper()
-	r := &Registry{Addr: freeAddr(t), DataDir: o.dataDir, logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &Registry{Addr: freeAddr(t), DataDir: o.dataDir, logs: &testenv.Buffer{}, done: make(chan error, 1)}
 	if r.DataDir == "" {
 		r.DataDir = t.TempDir()
 	}
@@ -212,22 +213,4 @@ func runDirErr(dir string, env []string, name string, args ...string) (string, e
 		return stdout.String() + stderr.String(), err
 	}
 	return stdout.String(), nil
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -37,64 +37,35 @@ go_tool() {
   ln -sf "$dir/$name" "$bin/$name"
 }
 
-# conformance: the OCI distribution-spec conformance suite is a Go test package;
-# compile it into a standalone binary from a scratch module that requires it.
-conformance() {
-  local dir="$root/conformance-$CONFORMANCE_VERSION"
-  if [ ! -x "$dir/conformance.test" ]; then
-    log "building conformance $CONFORMANCE_VERSION"
+# scratch_tool KEY BIN MODULE VERSION PKG BUILD: build PKG as BIN, cached under
+# KEY-VERSION, from a scratch module
+# that requires MODULE@VERSION, for tools `go install pkg@version` cannot
+# build: the OCI conformance suite is a test package (BUILD is "test"), and
+# notation's module carries replace directives (BUILD is "build").
+scratch_tool() {
+  local key=$1 name=$2 module=$3 version=$4 pkg=$5 build=$6 dir="$root/$1-$4"
+  if [ ! -x "$dir/$name" ]; then
+    log "building $name $version"
     local work
     work=$(mktemp -d)
     (
       cd "$work"
-      go mod init portcullis.local/conformance >/dev/null 2>&1
-      cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "github.com/opencontainers/distribution-spec/conformance"
-GO
-      go get "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION" >/dev/null
+      go mod init "portcullis.local/$key" >/dev/null 2>&1
+      printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" > tools.go
+      go get "$module@$version" >/dev/null
       go mod tidy -e >/dev/null 2>&1 || true
-      go get "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION" >/dev/null
-      go test -c -o conformance.test github.com/opencontainers/distribution-spec/conformance
+      go get "$module@$version" >/dev/null
+      if [ "$build" = test ]; then
+        go test -c -o "$name" "$pkg"
+      else
+        CGO_ENABLED=0 go build -trimpath -o "$name" "$pkg"
+      fi
     )
     mkdir -p "$dir"
-    mv "$work/conformance.test" "$dir/conformance.test"
+    mv "$work/$name" "$dir/$name"
     rm -rf "$work"
   fi
-  ln -sf "$dir/conformance.test" "$bin/conformance.test"
-}
-
-# notation: its module carries replace directives, so `go install pkg@version`
-# refuses it; build its command from a scratch module that requires it.
-notation() {
-  local dir="$root/notation-$NOTATION_VERSION"
-  if [ ! -x "$dir/notation" ]; then
-    log "building notation $NOTATION_VERSION"
-    local work
-    work=$(mktemp -d)
-    (
-      cd "$work"
-      go mod init portcullis.local/notation >/dev/null 2>&1
-      cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "github.com/notaryproject/notation/cmd/notation"
-GO
-      go get "github.com/notaryproject/notation@$NOTATION_VERSION" >/dev/null
-      go mod tidy -e >/dev/null 2>&1 || true
-      go get "github.com/notaryproject/notation@$NOTATION_VERSION" >/dev/null
-      CGO_ENABLED=0 go build -trimpath -o notation github.com/notaryproject/notation/cmd/notation
-    )
-    mkdir -p "$dir"
-    mv "$work/notation" "$dir/notation"
-    rm -rf "$work"
-  fi
-  ln -sf "$dir/notation" "$bin/notation"
+  ln -sf "$dir/$name" "$bin/$name"
 }
 
 # apt_tool NAME PACKAGE: install from Debian's packages when missing.
@@ -113,7 +84,8 @@ tools=("$@")
 [ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl helm minio cosign notation osv-scanner skopeo podman)
 for t in "${tools[@]}"; do
   case $t in
-    conformance) conformance ;;
+    conformance) scratch_tool conformance conformance.test github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" \
+      github.com/opencontainers/distribution-spec/conformance test ;;
     crane) go_tool crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" ;;
     oras) go_tool oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
     regctl) go_tool regctl github.com/regclient/regclient/cmd/regctl "$REGCTL_VERSION" ;;
@@ -121,7 +93,8 @@ for t in "${tools[@]}"; do
     helm) go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
     minio) go_tool minio github.com/minio/minio "$MINIO_VERSION" ;;
     cosign) go_tool cosign github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
-    notation) notation ;;
+    notation) scratch_tool notation notation github.com/notaryproject/notation "$NOTATION_VERSION" \
+      github.com/notaryproject/notation/cmd/notation build ;;
     osv-scanner) go_tool osv-scanner github.com/google/osv-scanner/v2/cmd/osv-scanner "$OSV_SCANNER_VERSION" ;;
     skopeo) apt_tool skopeo skopeo ;;
     podman) apt_tool podman podman ;;

@@ -18,7 +18,6 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/handlers"
-	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,7 +26,6 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/admission"
-	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
 	"github.com/portcullis/portcullis/internal/referrers"
@@ -131,15 +129,15 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	idx, err := referrers.NewIndex(driver)
+	// Our view of the same storage (shared driver, so it sees exactly what
+	// distribution stores), with the referrers index and sha512 links that
+	// distribution's repository middleware also uses.
+	indexed, err := newIndexedRepos(ctx, driver)
 	if err != nil {
-		return err
+		return fmt.Errorf("open storage: %w", err)
 	}
-	links, err := digests.NewLinks(driver)
-	if err != nil {
-		return err
-	}
-	dc := distributionConfig(a.cfg, driver, idx, links, secret)
+	repos, idx := indexed.ns, indexed.idx
+	dc := distributionConfig(a.cfg, driver, idx, indexed.links, secret)
 	if a.auth != nil {
 		dc.Auth = distributionAuth(a.auth.Controller)
 	}
@@ -149,12 +147,6 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	}
 	a.dist = dist
 
-	// A second view of the same storage for our own handlers; it shares
-	// the driver, so it sees exactly what distribution stores.
-	repos, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
-	if err != nil {
-		return fmt.Errorf("open storage: %w", err)
-	}
 	refs, err := referrers.NewHandler(idx, repos, a.log)
 	if err != nil {
 		return err
@@ -163,7 +155,6 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if a.auth != nil {
 		opts.Guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
 	}
-	indexed := indexedRepos{ns: repos, idx: idx, links: links}
 	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics,
 		Policies: a.cfg.Scan})
 	if err != nil {

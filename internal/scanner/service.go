@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -368,18 +367,12 @@ func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo str
 	if what == "sbom" {
 		artifactType = artifact.ArtifactTypeSBOM
 	}
-	descs, err := s.refs.List(ctx, repo, d)
+	payload, ok, err := s.latest(ctx, repo, d, artifactType)
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not list the image's referrers"))
+		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the image's "+what))
 		return
 	}
-	var found []v1.Descriptor
-	for _, desc := range descs {
-		if desc.ArtifactType == artifactType {
-			found = append(found, desc)
-		}
-	}
-	if len(found) == 0 {
+	if !ok {
 		if reason := s.failure(repo, d); reason != "" {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnprocessableEntity)
@@ -393,25 +386,11 @@ func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo str
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeManifestUnknown.WithMessage(msg))
 		return
 	}
-	sort.Slice(found, func(i, j int) bool {
-		return found[i].Annotations[v1.AnnotationCreated] > found[j].Annotations[v1.AnnotationCreated]
-	})
 	rp, err := s.open(ctx, repo)
 	if err != nil {
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeNameInvalid.WithMessage(err.Error()))
 		return
 	}
-	ms, err := rp.Manifests(ctx)
-	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown)
-		return
-	}
-	m, err := ms.Get(ctx, found[0].Digest)
-	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeManifestUnknown.WithMessage("the newest "+what+" is gone"))
-		return
-	}
-	_, payload, _ := m.Payload()
 	var man v1.Manifest
 	if json.Unmarshal(payload, &man) != nil || len(man.Layers) == 0 {
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("malformed "+what+" artifact"))

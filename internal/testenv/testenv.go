@@ -23,7 +23,7 @@ type Registry struct {
 	// Config is the configuration it runs with.
 	Config *config.Config
 	App    *app.App
-	logs   *syncBuffer
+	logs   *Buffer
 }
 
 // Logs returns everything logged so far.
@@ -42,7 +42,7 @@ func Start(t testing.TB, mutate func(*config.Config)) *Registry {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &Buffer{}
 	log, err := app.NewLogger(cfg.Log, logs)
 	if err != nil {
 		t.Fatal(err)
@@ -61,18 +61,20 @@ func Start(t testing.TB, mutate func(*config.Config)) *Registry {
 	return &Registry{URL: srv.URL, Host: strings.TrimPrefix(srv.URL, "http://"), Config: cfg, App: a, logs: logs}
 }
 
-type syncBuffer struct {
+// Buffer collects a process's or a logger's output; it is safe for one
+// writer and concurrent readers.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
