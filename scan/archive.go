@@ -2,7 +2,9 @@ package scan
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +64,13 @@ func OpenArchive(ctx context.Context, p, tempDir string) (*Archive, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrArchive, err)
 		}
+		compressed, err := tarballCompressed(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrArchive, err)
+		}
+		if compressed {
+			img = StoredLayers(img)
+		}
 		return &Archive{Image: img}, nil
 	case names["index.json"] && names["oci-layout"]:
 		dir, err := os.MkdirTemp(tempDir, "portcullis-layout-*")
@@ -76,6 +85,50 @@ func OpenArchive(ctx context.Context, p, tempDir string) (*Archive, error) {
 		return openLayout(dir, cleanup)
 	}
 	return nil, fmt.Errorf("%w: neither manifest.json nor an OCI layout (index.json, oci-layout) at the top", ErrArchive)
+}
+
+// tarballCompressed reports whether the first layer of a docker save / crane
+// pull tarball is stored compressed (crane) rather than as a plain tar
+// (docker save), as go-containerregistry's tarball package decides it.
+func tarballCompressed(p string) (bool, error) {
+	manifest, err := tarFile(p, "manifest.json", 1<<20)
+	if err != nil {
+		return false, err
+	}
+	var entries []struct{ Layers []string }
+	if err := json.Unmarshal(manifest, &entries); err != nil {
+		return false, fmt.Errorf("manifest.json: %w", err)
+	}
+	if len(entries) == 0 || len(entries[0].Layers) == 0 {
+		return false, nil
+	}
+	head, err := tarFile(p, entries[0].Layers[0], 4)
+	if err != nil {
+		return false, err
+	}
+	return bytes.HasPrefix(head, gzipMagic) || bytes.HasPrefix(head, zstdMagic), nil
+}
+
+// tarFile returns at most the first max bytes of the regular file name in the tar file p.
+func tarFile(p, name string, max int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("%s not found", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if hdr.Typeflag == tar.TypeReg && path.Clean(hdr.Name) == path.Clean(name) {
+			return io.ReadAll(io.LimitReader(tr, max))
+		}
+	}
 }
 
 // tarNames lists the top-level regular file names of a tar file.
@@ -178,7 +231,7 @@ func openLayout(dir string, cleanup func() error) (*Archive, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return &Archive{Image: img, Digest: dgst.String(), cleanup: cleanup}, nil
+	return &Archive{Image: StoredLayers(img), Digest: dgst.String(), cleanup: cleanup}, nil
 }
 
 func pickImage(idx v1.ImageIndex, depth int) (v1.Image, v1.Hash, error) {

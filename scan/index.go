@@ -38,9 +38,9 @@ type IndexOptions struct {
 // Index computes the inventory of every layer of img (from opts.Cache where present) and
 // merges them. Errors name the layer; they are those of IndexLayer.
 func Index(ctx context.Context, img v1.Image, opts IndexOptions) (*inventory.Image, error) {
-	layers, err := img.Layers()
+	layers, err := imageLayers(img)
 	if err != nil {
-		return nil, fmt.Errorf("list layers: %w", err)
+		return nil, err
 	}
 	invs := make([]*inventory.Layer, 0, len(layers))
 	for i, l := range layers {
@@ -52,6 +52,37 @@ func Index(ctx context.Context, img v1.Image, opts IndexOptions) (*inventory.Ima
 	}
 	return inventory.Merge(invs), nil
 }
+
+// imageLayers returns img's layers, each answering DiffID from the image
+// config. go-containerregistry computes a compressed layer's DiffID by
+// decompressing it, which would read every layer twice; IndexLayer checks
+// the content against the config's DiffID as it reads it.
+func imageLayers(img v1.Image) ([]v1.Layer, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("list layers: %w", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	ids := cf.RootFS.DiffIDs
+	if len(ids) != len(layers) {
+		return nil, fmt.Errorf("the config lists %d diff ids for %d layers", len(ids), len(layers))
+	}
+	out := make([]v1.Layer, len(layers))
+	for i, l := range layers {
+		out[i] = configDiffID{Layer: l, diffID: ids[i]}
+	}
+	return out, nil
+}
+
+type configDiffID struct {
+	v1.Layer
+	diffID v1.Hash
+}
+
+func (l configDiffID) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 // IndexLayer returns the inventory of one layer: from opts.Cache when it holds one of the
 // current inventory.FormatVersion, else by reading the layer's uncompressed stream with

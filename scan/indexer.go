@@ -74,9 +74,9 @@ func (ix *Indexer) IndexLayer(ctx context.Context, l v1.Layer) (*inventory.Layer
 // Index computes the merged inventory of img, layer by layer through IndexLayer. Errors
 // name the layer.
 func (ix *Indexer) Index(ctx context.Context, img v1.Image) (*inventory.Image, error) {
-	layers, err := img.Layers()
+	layers, err := imageLayers(img)
 	if err != nil {
-		return nil, fmt.Errorf("list layers: %w", err)
+		return nil, err
 	}
 	invs := make([]*inventory.Layer, 0, len(layers))
 	for i, l := range layers {

@@ -25,13 +25,25 @@ func (l countingLayer) Uncompressed() (io.ReadCloser, error) {
 	return l.Layer.Uncompressed()
 }
 
-// layersImage is a v1.Image of which Index needs only the layers.
+// layersImage is a v1.Image of which Index needs only the layers and the config's DiffIDs.
 type layersImage struct {
 	v1.Image
 	layers []v1.Layer
 }
 
 func (i layersImage) Layers() ([]v1.Layer, error) { return i.layers, nil }
+
+func (i layersImage) ConfigFile() (*v1.ConfigFile, error) {
+	cf := &v1.ConfigFile{}
+	for _, l := range i.layers {
+		d, err := l.DiffID()
+		if err != nil {
+			return nil, err
+		}
+		cf.RootFS.DiffIDs = append(cf.RootFS.DiffIDs, d)
+	}
+	return cf, nil
+}
 
 func TestIndexerSharesLayers(t *testing.T) {
 	t.Parallel()
