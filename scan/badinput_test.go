@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -185,6 +186,25 @@ func TestBadInput(t *testing.T) {
 		{"garbage apk database", func(t *testing.T) string {
 			return writeDockerTar(t, imageOf(t, tarBytes(t, file("lib/apk/db/installed", "P:musl\nthis is not apk\n"))))
 		}, inventory.Options{}, "lib/apk/db/installed: malformed package database: line 2"},
+		{"garbage rpm database", func(t *testing.T) string {
+			return writeDockerTar(t, imageOf(t, tarBytes(t, file("var/lib/rpm/rpmdb.sqlite", "SQLite format 3\x00"+strings.Repeat("\xff", 4000)))))
+		}, inventory.Options{}, "var/lib/rpm/rpmdb.sqlite: malformed package database: sqlite"},
+		{"rpm database with an item past its page", func(t *testing.T) string {
+			return writeDockerTar(t, imageOf(t, tarBytes(t, file("var/lib/rpm/Packages", bdbItemPastPage(t, rpmDB(t, "Packages"))))))
+		}, inventory.Options{}, "var/lib/rpm/Packages: malformed package database: Berkeley DB: page 1: item at offset 65520"},
+		{"rpm database looping", func(t *testing.T) string {
+			// Page 2, the root of the Packages table, is an interior page: its rightmost
+			// child becomes itself.
+			db := []byte(rpmDB(t, "rpmdb-512.sqlite"))
+			copy(db[512+8:], []byte{0, 0, 0, 2})
+			return writeDockerTar(t, imageOf(t, tarBytes(t, file("usr/lib/sysimage/rpm/rpmdb.sqlite", string(db)))))
+		}, inventory.Options{}, "usr/lib/sysimage/rpm/rpmdb.sqlite: malformed package database: sqlite: page 2 is linked twice"},
+		{"large file that is no rpm database, spooled", func(t *testing.T) string {
+			return rawDockerTar(t, gzipZeros(t, "var/lib/rpm/Packages.db", 20<<20))
+		}, inventory.Options{}, "var/lib/rpm/Packages.db: malformed package database: not an rpm database"},
+		{"rpm database over the limit", func(t *testing.T) string {
+			return writeDockerTar(t, imageOf(t, tarBytes(t, file("var/lib/rpm/rpmdb.sqlite", rpmDB(t, "rpmdb.sqlite")))))
+		}, inventory.Options{MaxBinaryBytes: 4096}, "var/lib/rpm/rpmdb.sqlite is 233472 bytes, over the limit of 4096"},
 		{"garbage package-lock", func(t *testing.T) string {
 			return writeDockerTar(t, imageOf(t, tarBytes(t, file("app/package-lock.json", "{\"packages\": [1, 2"))))
 		}, inventory.Options{}, "app/package-lock.json: malformed package database"},
@@ -248,6 +268,23 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bdbItemPastPage points the first value item of the first hash page of a Berkeley DB
+// database past the end of its page: the two bytes that make go-rpmdb panic in a goroutine
+// of its own.
+func bdbItemPastPage(t *testing.T, db string) string {
+	t.Helper()
+	b := []byte(db)
+	size := int(binary.LittleEndian.Uint32(b[20:]))
+	for off := size; off+size <= len(b); off += size {
+		if b[off+25] == 13 { // a hash page
+			binary.LittleEndian.PutUint16(b[off+26+2:], 0xfff0)
+			return string(b)
+		}
+	}
+	t.Fatal("no hash page")
+	return ""
 }
 
 // rewriteDiffID changes the first DiffID in a raw docker tarball's config.

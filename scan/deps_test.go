@@ -8,6 +8,8 @@ import (
 
 // TestDependencies keeps the scanner small (DESIGN.md §6): of osv-scalibr only the semantic
 // package, no syft, trivy or grype, nothing of the server, and each sub-package to its job.
+// The inventory reads rpm databases itself: no SQL engine, not go-rpmdb (see
+// inventory/rpm.go for why).
 func TestDependencies(t *testing.T) {
 	t.Parallel()
 	const mod = "github.com/portcullis/portcullis/"
@@ -16,7 +18,8 @@ func TestDependencies(t *testing.T) {
 		forbidden []string
 	}{
 		{"./", []string{mod + "internal/", mod + "auth", mod + "storage", mod + "config"}},
-		{"./inventory", []string{mod + "scan", "github.com/google/go-containerregistry/", "net/http"}},
+		{"./inventory", []string{mod + "scan", "github.com/google/go-containerregistry/", "net/http",
+			"database/sql", "modernc.org/", "github.com/erikvarga/go-rpmdb/", "github.com/knqyf263/go-rpmdb/"}},
 		{"./osv", []string{mod + "scan/", "net/http"}},
 		{"./vulndb", []string{mod + "scan/inventory", "net/http"}},
 	}

@@ -59,6 +59,28 @@ var reviewedDifferences = map[string][]reviewedDifference{
 			"\"Werkzeug\", the installed metadata \"werkzeug\". osv.dev's API normalizes, but " +
 			"osv-scanner's offline zip matcher compares names exactly and misses it.",
 	}},
+	"rocky": {{
+		triple: triple{"bash", "5.1.8-6.el9", "RLSA-TEST-0003"},
+		reason: "osv-scanner gives Rocky Linux packages the bare ecosystem \"Rocky Linux\", which " +
+			"its matcher takes to be every release, so the record's Rocky Linux:8 entry (fixed in " +
+			"5.1.8-9.el8) applies to a Rocky Linux 9 image. We file the packages under the image's " +
+			"major release, Rocky Linux:9, whose entry is fixed in the installed version.",
+	}},
+	"rhel": {
+		{
+			triple: triple{"bash", "5.1.8-6.el9", "RHSA-TEST-0002"},
+			reason: "osv-scanner reads no CPE_NAME for RHEL and gives its packages the bare " +
+				"ecosystem \"Red Hat\", which matches every Red Hat stream: here a RHEL 8 entry " +
+				"(Red Hat:enterprise_linux:8::baseos) on a RHEL 9 image. We match the image's " +
+				"release, Red Hat:enterprise_linux:9, in any of its repositories.",
+		},
+		{
+			triple: triple{"tzdata", "2023c-1.el9", "RHSA-TEST-0003"},
+			reason: "the entry is for the 9.2 extended update support stream " +
+				"(Red Hat:rhel_eus:9.2::baseos), a subscription channel, not the RHEL 9 " +
+				"repositories an image updates from; osv-scanner's bare \"Red Hat\" matches it.",
+		},
+	},
 }
 
 func TestDifferentialOSVScanner(t *testing.T) {
@@ -75,6 +97,8 @@ func TestDifferentialOSVScanner(t *testing.T) {
 		{"debian", debianLayers},
 		{"alpine", alpineLayers},
 		{"languages", languageLayers},
+		{"rocky", rockyLayers},
+		{"rhel", rhelLayers},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			archive := writeDockerTar(t, imageOf(t, tc.layers(t)...))
@@ -93,13 +117,14 @@ func TestDifferentialOSVScanner(t *testing.T) {
 			}
 
 			// The artifact preset is osv-scanner's default for images; the two JavaScript
-			// extractors are added because the preset leaves out package-lock.json and
-			// node_modules/*/package.json, which we read.
+			// extractors and the rpm one are added because the preset leaves out
+			// package-lock.json, node_modules/*/package.json and rpm databases, which we read.
 			cmd := exec.Command(bin, "scan", "image", "--archive", "--offline",
 				"--local-db-path", dbDir, "--format", "json",
 				"--experimental-plugins", "artifact",
 				"--experimental-plugins", "javascript/packagejson",
 				"--experimental-plugins", "javascript/packagelockjson",
+				"--experimental-plugins", "os/rpm",
 				archive)
 			cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 			var stdout, stderr bytes.Buffer

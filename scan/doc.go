@@ -9,9 +9,13 @@
 // Report puts findings, image and database identity and the policy outcome together; Run is
 // the whole `registry scan --archive IMAGE.tar --vulndb DIR` command.
 //
-// Distribution packages (dpkg, apk) are matched by their source package and source version,
-// in the ecosystem of the image's release ("Debian:12", "Alpine:v3.20"); language packages by
-// name and version in their ecosystem. Version order is osv-scalibr's semantic package.
+// Distribution packages are matched in the ecosystem of the image's release ("Debian:12",
+// "Alpine:v3.20", "Rocky Linux:9"): dpkg and apk ones by their source package and source
+// version, as Debian and Alpine records name source packages; rpm ones by their own name
+// and version, as rpm distributions' records name binary packages (see matchKey for the
+// epoch, and vulndb.IndexEcosystem for Red Hat's and SUSE's product streams). Language
+// packages are matched by name and version in their ecosystem. Version order is
+// osv-scalibr's semantic package.
 //
 // scan must not import internal/... or the server; it imports go-containerregistry, its own
 // sub-packages and the standard library.

@@ -106,6 +106,86 @@ func alpineWant() []want {
 	return append(w, busybox("ssl_client", "busybox")...)
 }
 
+const rockyOSRelease = `NAME="Rocky Linux"
+VERSION="9.2 (Blue Onyx)"
+ID="rocky"
+ID_LIKE="rhel centos fedora"
+VERSION_ID="9.2"
+PLATFORM_ID="platform:el9"
+PRETTY_NAME="Rocky Linux 9.2 (Blue Onyx)"
+CPE_NAME="cpe:/o:rocky:rocky:9::baseos"
+`
+
+const rhelOSRelease = `NAME="Red Hat Enterprise Linux"
+VERSION="9.2 (Plow)"
+ID="rhel"
+ID_LIKE="fedora"
+VERSION_ID="9.2"
+PLATFORM_ID="platform:el9"
+PRETTY_NAME="Red Hat Enterprise Linux 9.2 (Plow)"
+CPE_NAME="cpe:/o:redhat:enterprise_linux:9::baseos"
+`
+
+// rpmDB reads one of the rpm database fixtures of the inventory package (see its make.sh):
+// twelve packages, openssl and openssl-libs at epoch 1, perl-Carp with a version of its own
+// beside its source package's.
+func rpmDB(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("inventory/testdata/rpm/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// rockyLayers: Rocky Linux 9 with the sqlite rpm database as rpm 4.16+ keeps it in
+// var/lib/rpm, and usr/lib/sysimage/rpm a symlink to it.
+func rockyLayers(t testing.TB) [][]byte {
+	return [][]byte{gzipBytes(t, tarBytes(t,
+		file("etc/os-release", rockyOSRelease),
+		file("var/lib/rpm/rpmdb.sqlite", rpmDB(t, "rpmdb.sqlite")),
+		symlink("usr/lib/sysimage/rpm", "../../../var/lib/rpm"),
+	))}
+}
+
+// rockyWant: the Rocky Linux records of testdata/osv-extra compare epochs (openssl at
+// epoch 1 is below 1:3.0.7-28 but above 3.0.8), name binary packages (perl-Carp matches,
+// the source package perl does not), and keep releases apart (bash's Rocky Linux 8 entry
+// does not apply).
+func rockyWant() []want {
+	const eco = "Rocky Linux:9"
+	return []want{
+		{eco, "glibc", "2.34-60.el9", "RLSA-TEST-0002", "2.34-83.el9.7", "UNKNOWN", ""},
+		{eco, "glibc-common", "2.34-60.el9", "RLSA-TEST-0002", "2.34-83.el9.7", "UNKNOWN", ""},
+		{eco, "glibc-minimal-langpack", "2.34-60.el9", "RLSA-TEST-0002", "2.34-83.el9.7", "UNKNOWN", ""},
+		{eco, "openssl", "1:3.0.7-27.el9", "RLSA-TEST-0001", "1:3.0.7-28.el9", "UNKNOWN", ""},
+		{eco, "openssl-libs", "1:3.0.7-27.el9", "RLSA-TEST-0001", "1:3.0.7-28.el9", "UNKNOWN", ""},
+		{eco, "perl-Carp", "1.50-481.el9", "RLSA-TEST-0005", "1.52-1.el9", "UNKNOWN", ""},
+	}
+}
+
+// rhelLayers: RHEL 9 with the database in usr/lib/sysimage/rpm (the 512-byte-page copy, so
+// that its headers span overflow pages) and var/lib/rpm a symlink to it.
+func rhelLayers(t testing.TB) [][]byte {
+	return [][]byte{gzipBytes(t, tarBytes(t,
+		file("etc/os-release", rhelOSRelease),
+		file("usr/lib/sysimage/rpm/rpmdb.sqlite", rpmDB(t, "rpmdb-512.sqlite")),
+		symlink("var/lib/rpm", "../../usr/lib/sysimage/rpm"),
+	))}
+}
+
+// rhelWant: Red Hat records match whichever repository stream of RHEL 9 they name
+// (baseos, appstream); RHEL 8 and the 9.2 extended-support stream do not apply.
+func rhelWant() []want {
+	const eco = "Red Hat:enterprise_linux:9"
+	return []want{
+		{eco, "ncurses-base", "6.2-8.20210508.el9", "RHSA-TEST-0005", "0:6.2-10.20210508.el9", "UNKNOWN", ""},
+		{eco, "ncurses-libs", "6.2-8.20210508.el9", "RHSA-TEST-0005", "0:6.2-10.20210508.el9", "UNKNOWN", ""},
+		{eco, "openssl", "1:3.0.7-27.el9", "RHSA-TEST-0001", "1:3.0.7-28.el9_4", "UNKNOWN", ""},
+		{eco, "openssl-libs", "1:3.0.7-27.el9", "RHSA-TEST-0001", "1:3.0.7-28.el9_4", "UNKNOWN", ""},
+	}
+}
+
 const packageLock = `{
   "name": "app",
   "version": "1.0.0",

@@ -31,8 +31,9 @@ type Finding struct {
 }
 
 // Match returns the findings for the packages of img in db, one per (ecosystem, package,
-// version, vulnerability), sorted by ecosystem, package, version and id. Withdrawn records
-// and packages without a version ("(devel)" Go main modules) never match.
+// version, vulnerability), sorted by ecosystem, package, version and id. Withdrawn records,
+// packages without a version ("(devel)" Go main modules) and packages without an ecosystem
+// (rpm packages of a distribution OSV does not cover) never match.
 func Match(img *inventory.Image, db *vulndb.DB) []Finding {
 	return matchWith(img, func(eco, name, version string) []hit { return lookupHits(db, eco, name, version) })
 }
@@ -61,12 +62,8 @@ func matchWith(img *inventory.Image, lookup func(eco, name, version string) []hi
 	type key struct{ eco, name, version, id string }
 	found := map[key]*Finding{}
 	for _, pkg := range img.Packages {
-		name, version := pkg.Name, pkg.Version
-		if pkg.Type == inventory.TypeDpkg || pkg.Type == inventory.TypeApk {
-			name = cmp.Or(pkg.SourceName, name)
-			version = cmp.Or(pkg.SourceVersion, version)
-		}
-		if version == "" || version == "(devel)" {
+		name, version := matchKey(pkg)
+		if version == "" || version == "(devel)" || pkg.Ecosystem == "" {
 			continue
 		}
 		for _, h := range lookup(pkg.Ecosystem, name, version) {
@@ -83,7 +80,7 @@ func matchWith(img *inventory.Image, lookup func(eco, name, version string) []hi
 					Severity:     h.rating,
 					Summary:      h.record.Summary,
 				}
-				if name != pkg.Name || version != pkg.Version {
+				if pkg.Type != inventory.TypeRpm && (name != pkg.Name || version != pkg.Version) {
 					f.SourcePackage, f.SourceVersion = name, version
 				}
 				found[k] = f
@@ -100,6 +97,32 @@ func matchWith(img *inventory.Image, lookup func(eco, name, version string) []hi
 	}
 	slices.SortFunc(out, compareFindings)
 	return out
+}
+
+// matchKey is the package name and version that records are looked up and compared with.
+// Debian and Alpine records name source packages, so dpkg and apk packages are matched by
+// their source package and version. rpm records (Red Hat, AlmaLinux, Rocky Linux, SUSE,
+// openSUSE) name binary packages, so rpm packages are matched by their own name; the
+// version keeps its epoch only in the ecosystems whose records write epochs (Red Hat,
+// AlmaLinux, Rocky Linux: "1:3.0.7-28.el9"), and drops it for the others, whose records
+// write none, as osv-scanner does.
+func matchKey(pkg inventory.Package) (name, version string) {
+	switch pkg.Type {
+	case inventory.TypeDpkg, inventory.TypeApk:
+		return cmp.Or(pkg.SourceName, pkg.Name), cmp.Or(pkg.SourceVersion, pkg.Version)
+	case inventory.TypeRpm:
+		base, _, _ := strings.Cut(pkg.Ecosystem, ":")
+		switch base {
+		case inventory.EcosystemRedHat, inventory.EcosystemAlmaLinux, inventory.EcosystemRockyLinux:
+			return pkg.Name, pkg.Version
+		}
+		_, vr, ok := strings.Cut(pkg.Version, ":")
+		if !ok {
+			vr = pkg.Version
+		}
+		return pkg.Name, vr
+	}
+	return pkg.Name, pkg.Version
 }
 
 func compareFindings(a, b Finding) int {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"slices"
@@ -95,10 +96,10 @@ func TestStoredInventory(t *testing.T) {
 		want error
 	}{
 		{"not json", "{", ErrMalformedInventory},
-		{"no inventory", `{"format":1,"inventoryFormat":1}`, ErrMalformedInventory},
-		{"old format", `{"format":0,"inventoryFormat":1,"inventory":{}}`, ErrStaleInventory},
-		{"old extractors", `{"format":1,"inventoryFormat":0,"inventory":{}}`, ErrStaleInventory},
-		{"minimal", `{"format":1,"inventoryFormat":1,"inventory":{}}`, nil},
+		{"no inventory", fmt.Sprintf(`{"format":1,"inventoryFormat":%d}`, inventory.FormatVersion), ErrMalformedInventory},
+		{"old format", fmt.Sprintf(`{"format":0,"inventoryFormat":%d,"inventory":{}}`, inventory.FormatVersion), ErrStaleInventory},
+		{"old extractors", `{"format":1,"inventoryFormat":1,"inventory":{}}`, ErrStaleInventory},
+		{"minimal", fmt.Sprintf(`{"format":1,"inventoryFormat":%d,"inventory":{}}`, inventory.FormatVersion), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

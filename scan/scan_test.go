@@ -48,6 +48,8 @@ func TestScanFixtures(t *testing.T) {
 		{"debian", debianLayers, debianWant(), "Debian:12", 6},
 		{"alpine", alpineLayers, alpineWant(), "Alpine:v3.20", 6},
 		{"languages", languageLayers, languageWant(), "", 12},
+		{"rocky", rockyLayers, rockyWant(), "Rocky Linux:9", 12},
+		{"rhel", rhelLayers, rhelWant(), "Red Hat:enterprise_linux:9", 12},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -151,6 +151,19 @@ func PackageURL(p inventory.Package, rel *inventory.OSRelease) string {
 			}
 		}
 		name = p.Name
+	case inventory.TypeRpm:
+		typ, name = "rpm", p.Name
+		if rel != nil && rel.ID != "" {
+			ns = strings.ToLower(rel.ID)
+			if rel.VersionID != "" {
+				quals = append(quals, "distro="+escape(ns+"-"+rel.VersionID))
+			}
+		}
+		// The purl of an rpm carries its epoch as a qualifier, not in the version.
+		if epoch, vr, ok := strings.Cut(version, ":"); ok {
+			version = vr
+			quals = append(quals, "epoch="+escape(epoch))
+		}
 	case inventory.TypeGoBinary:
 		typ = "golang"
 		ns, name = splitLast(p.Name)

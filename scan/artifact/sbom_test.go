@@ -59,7 +59,10 @@ func TestPackageURL(t *testing.T) {
 		{"pypi", inventory.Package{Name: "Foo_Bar", Version: "1.0", Type: inventory.TypePython}, nil, "pkg:pypi/foo-bar@1.0"},
 		{"maven", inventory.Package{Name: "org.apache.logging.log4j:log4j-core", Version: "2.14.1", Type: inventory.TypeJava}, nil, "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"},
 		{"maven without group", inventory.Package{Name: "log4j-core", Version: "2.14.1", Type: inventory.TypeJava}, nil, "pkg:maven/log4j-core@2.14.1"},
-		{"unknown type", inventory.Package{Name: "x", Version: "1", Type: "rpm"}, nil, ""},
+		{"rpm", inventory.Package{Name: "bash", Version: "5.1.8-6.el9", Type: inventory.TypeRpm}, &inventory.OSRelease{ID: "rocky", VersionID: "9.2"}, "pkg:rpm/rocky/bash@5.1.8-6.el9?distro=rocky-9.2"},
+		{"rpm epoch", inventory.Package{Name: "openssl-libs", Version: "1:3.0.7-27.el9", Type: inventory.TypeRpm}, &inventory.OSRelease{ID: "rhel", VersionID: "9.2"}, "pkg:rpm/rhel/openssl-libs@3.0.7-27.el9?distro=rhel-9.2&epoch=1"},
+		{"rpm without os-release", inventory.Package{Name: "bash", Version: "5.1.8-6.el9", Type: inventory.TypeRpm}, nil, "pkg:rpm/bash@5.1.8-6.el9"},
+		{"unknown type", inventory.Package{Name: "x", Version: "1", Type: "cargo"}, nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,8 @@ import (
 func checkPackages(t *testing.T, pkgs []Package) {
 	t.Helper()
 	for _, p := range pkgs {
-		if p.Name == "" || p.Version == "" || p.Ecosystem == "" || p.Type == "" {
+		// rpm packages get their ecosystem from the image's os-release, in Merge.
+		if p.Name == "" || p.Version == "" || (p.Ecosystem == "" && p.Type != TypeRpm) || p.Type == "" {
 			t.Fatalf("incomplete package %+v", p)
 		}
 	}
@@ -61,6 +62,31 @@ func FuzzParseJavaArchive(f *testing.F) {
 	})
 }
 
+func FuzzParseRpmDB(f *testing.F) {
+	for _, name := range rpmFixtures {
+		f.Add(rpmFixture(f, name))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pkgs, err := ParseRpmDB(context.Background(), bytes.NewReader(data), int64(len(data)), 1<<16)
+		if err == nil {
+			checkPackages(t, pkgs)
+		}
+	})
+}
+
+func FuzzParseRpmHeader(f *testing.F) {
+	b := rpmFixture(f, "Packages.db")
+	ndbRpmBlobs(context.Background(), bytes.NewReader(b), int64(len(b)), 1<<20, func(blob []byte) error {
+		f.Add(blob)
+		return nil
+	})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if h, err := parseRpmHeader(data); err == nil {
+			checkPackages(t, []Package{h.pkg()})
+		}
+	})
+}
+
 func FuzzReadLayer(f *testing.F) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -70,6 +96,7 @@ func FuzzReadLayer(f *testing.F) {
 		{"usr/.wh.gone", ""},
 		{"opt/.wh..wh..opq", ""},
 		{"app/node_modules/x/package.json", `{"name":"x","version":"1.0.0"}`},
+		{"var/lib/rpm/Packages.db", string(rpmFixture(f, "Packages.db"))},
 	} {
 		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg})
 		tw.Write([]byte(e.body))

@@ -7,10 +7,22 @@
 // image. Both results are plain JSON-serialisable values, so a layer is read once and its
 // inventory stored under the layer's digest and reused by every image that shares it.
 //
-// Extractors: dpkg (var/lib/dpkg/status and status.d/*), apk (lib/apk/db/installed), Go
-// binaries (debug/buildinfo), npm (package-lock.json and node_modules/*/package.json), Python
-// (dist-info/METADATA, egg-info/PKG-INFO) and Java archives (pom.properties, MANIFEST.MF).
-// There is no rpm extractor.
+// Extractors: dpkg (var/lib/dpkg/status and status.d/*), apk (lib/apk/db/installed), rpm
+// (rpmdb.sqlite, Packages or Packages.db in var/lib/rpm, usr/lib/sysimage/rpm or
+// usr/share/rpm: sqlite, Berkeley DB and ndb databases, read without cgo or an SQL engine),
+// Go binaries (debug/buildinfo), npm (package-lock.json and node_modules/*/package.json),
+// Python (dist-info/METADATA, egg-info/PKG-INFO) and Java archives (pom.properties,
+// MANIFEST.MF).
+//
+// OS packages get the OSV ecosystem of the image's distribution, release included, from
+// its os-release (OSRelease.Ecosystem). For rpm that is "Red Hat:enterprise_linux:9" (RHEL:
+// Red Hat names repository streams, "Red Hat:enterprise_linux:9::appstream", that the
+// package database does not record), "Rocky Linux:9", "AlmaLinux:9", "SUSE:15 SP5"
+// (SUSE files packages under the product or module that ships them, which os-release
+// does not say either), "openSUSE:Leap 15.5", "openSUSE:Tumbleweed", "Mageia:9" or
+// "openEuler:24.03-LTS-SP1"; rpm packages of other distributions (Fedora, CentOS, Amazon
+// Linux, which OSV has no ecosystem for) get none. The scanner's database index maps the
+// Red Hat and SUSE record ecosystems onto these release keys.
 //
 // Caveats: symlinks are recorded but never followed (os-release falls back from etc/ to
 // usr/lib/); a file in a lower layer hidden because an upper layer replaced one of its parent
@@ -22,12 +34,13 @@ package inventory
 
 // FormatVersion is the version of the Layer format and of the extractors that fill it. A
 // stored Layer with another version must be computed again.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // Package types: which extractor found a package.
 const (
 	TypeDpkg     = "dpkg"
 	TypeApk      = "apk"
+	TypeRpm      = "rpm"
 	TypeGoBinary = "go-binary"
 	TypeNpm      = "npm"
 	TypePython   = "python"
@@ -39,24 +52,39 @@ const (
 	EcosystemDebian = "Debian"
 	EcosystemUbuntu = "Ubuntu"
 	EcosystemAlpine = "Alpine"
-	EcosystemGo     = "Go"
-	EcosystemNpm    = "npm"
-	EcosystemPyPI   = "PyPI"
-	EcosystemMaven  = "Maven"
+	// rpm distributions. Red Hat and SUSE carry a release key of their own (see the package
+	// documentation), the others their OSV release suffix.
+	EcosystemRedHat     = "Red Hat"
+	EcosystemRockyLinux = "Rocky Linux"
+	EcosystemAlmaLinux  = "AlmaLinux"
+	EcosystemSUSE       = "SUSE"
+	EcosystemOpenSUSE   = "openSUSE"
+	EcosystemMageia     = "Mageia"
+	EcosystemOpenEuler  = "openEuler"
+	EcosystemGo         = "Go"
+	EcosystemNpm        = "npm"
+	EcosystemPyPI       = "PyPI"
+	EcosystemMaven      = "Maven"
 )
 
 // Package is one installed package.
 type Package struct {
-	// Name is the package name: the binary package for dpkg and apk, the module path for Go
-	// ("stdlib" for the Go standard library), groupId:artifactId for Maven.
-	Name    string `json:"name"`
+	// Name is the package name: the binary package for dpkg, apk and rpm, the module path
+	// for Go ("stdlib" for the Go standard library), groupId:artifactId for Maven.
+	Name string `json:"name"`
+	// Version is the package's version; for rpm "[epoch:]version-release", the epoch only
+	// when above zero.
 	Version string `json:"version"`
-	// SourceName and SourceVersion name the source package of a distribution package, which
-	// is what distribution advisories name. They are always set for dpkg and apk.
+	// SourceName and SourceVersion name the source package of a distribution package. They
+	// are always set for dpkg, apk and rpm (for rpm from the source rpm's file name, which
+	// carries no epoch). Debian and Alpine advisories name source packages; rpm ones
+	// name binary packages.
 	SourceName    string `json:"sourceName,omitempty"`
 	SourceVersion string `json:"sourceVersion,omitempty"`
-	// Ecosystem is the OSV ecosystem; in a Layer, OS packages carry only the distribution
-	// ("Debian"), and Merge adds the release ("Debian:12").
+	// Ecosystem is the OSV ecosystem; in a Layer, dpkg and apk packages carry only the
+	// distribution ("Debian") and rpm packages none, and Merge adds the distribution and
+	// its release ("Debian:12", "Rocky Linux:9"). It stays empty for rpm packages of a
+	// distribution without an OSV ecosystem.
 	Ecosystem string `json:"ecosystem"`
 	// Type is the extractor that found the package.
 	Type string `json:"type"`

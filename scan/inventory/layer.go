@@ -21,7 +21,7 @@ var (
 	// or one that climbs out of the root with "..".
 	ErrUnsafePath = errors.New("unsafe path")
 	// ErrMalformed is returned when a package database that the extractors must read (dpkg
-	// status, apk installed, package-lock.json) cannot be parsed.
+	// status, apk installed, an rpm database, package-lock.json) cannot be parsed.
 	ErrMalformed = errors.New("malformed package database")
 )
 
@@ -29,15 +29,17 @@ var (
 type Options struct {
 	// MaxLayerBytes caps the uncompressed tar bytes read from one layer (default 8 GiB).
 	MaxLayerBytes int64
-	// MaxFileBytes caps the size of a package database or metadata file, read into memory
-	// (default 64 MiB).
+	// MaxFileBytes caps the size of a package database or metadata file read into memory,
+	// and of one package header of an rpm database (default 64 MiB).
 	MaxFileBytes int64
-	// MaxBinaryBytes caps the size of an executable or Java archive; those over
-	// spoolThreshold are copied to a temporary file (default 512 MiB).
+	// MaxBinaryBytes caps the size of an executable, Java archive or rpm database: files
+	// read at random, of which those over spoolThreshold are copied to a temporary file
+	// (default 512 MiB).
 	MaxBinaryBytes int64
 	// MaxEntries caps the number of tar entries in one layer (default 4,194,304).
 	MaxEntries int
-	// TempDir is where large executables are spooled; "" means os.TempDir().
+	// TempDir is where large executables, archives and rpm databases are spooled, each
+	// removed once read; "" means os.TempDir().
 	TempDir string
 }
 
@@ -185,6 +187,7 @@ const (
 	kindOSRelease
 	kindDpkg
 	kindApk
+	kindRpm
 	kindNpmLock
 	kindNpmPackage
 	kindPython
@@ -203,6 +206,8 @@ func classify(p string) fileKind {
 		return kindDpkg
 	case p == "lib/apk/db/installed":
 		return kindApk
+	case isRpmDB(dir, base):
+		return kindRpm
 	case base == "package-lock.json" || (base == ".package-lock.json" && path.Base(dir) == "node_modules"):
 		return kindNpmLock
 	case base == "package.json" && inNodeModules(dir):
@@ -236,7 +241,7 @@ func readFile(ctx context.Context, r io.Reader, hdr *tar.Header, p string, kind 
 		return nil, nil
 	}
 	f := &File{Path: p}
-	if kind == kindNone || kind == kindJava {
+	if kind == kindNone || kind == kindJava || kind == kindRpm {
 		return f, readBinary(ctx, r, hdr, f, kind, opts)
 	}
 	if hdr.Size > opts.MaxFileBytes {
@@ -270,8 +275,9 @@ func readFile(ctx context.Context, r io.Reader, hdr *tar.Header, p string, kind 
 	return f, nil
 }
 
-// readBinary reads an executable (kindNone) or a Java archive. Executables that are not ELF
-// files are kept as empty Files: they still hide a lower layer's file of the same path.
+// readBinary reads a file its extractor reads at random: an executable (kindNone), a Java
+// archive or an rpm database. Executables that are not ELF files are kept as empty Files:
+// they still hide a lower layer's file of the same path.
 func readBinary(ctx context.Context, r io.Reader, hdr *tar.Header, f *File, kind fileKind, opts Options) error {
 	var magic [4]byte
 	n, err := io.ReadFull(r, magic[:])
@@ -290,9 +296,14 @@ func readBinary(ctx context.Context, r io.Reader, hdr *tar.Header, f *File, kind
 		return fmt.Errorf("read %s: %w", f.Path, err)
 	}
 	defer sp.Close()
-	if kind == kindJava {
+	switch kind {
+	case kindJava:
 		f.Packages = ParseJavaArchive(sp, sp.size, f.Path, opts.MaxFileBytes)
-	} else {
+	case kindRpm:
+		if f.Packages, err = ParseRpmDB(ctx, sp, sp.size, opts.MaxFileBytes); err != nil {
+			return fmt.Errorf("%s: %w", f.Path, err)
+		}
+	default:
 		f.Packages = ParseGoBinary(sp)
 	}
 	setLocation(f.Packages, f.Path)

@@ -10,7 +10,8 @@ import (
 // layer's whiteouts and opaque directories hide the files of the layers below it, then its
 // own files replace those at the same paths. OS packages get their ecosystem's release from
 // the resulting os-release: etc/os-release, or usr/lib/os-release when the former is absent
-// or a symlink.
+// or a symlink. rpm packages get the ecosystem of the image's distribution when it is an
+// rpm distribution OSV knows, else none.
 func Merge(layers []*Layer) *Image {
 	files := make(map[string]*File)
 	hide := func(p string) {
@@ -49,8 +50,14 @@ func Merge(layers []*Layer) *Image {
 	osEcosystem := img.OS.Ecosystem()
 	for _, f := range files {
 		for _, pkg := range f.Packages {
-			if pkg.Type == TypeDpkg || pkg.Type == TypeApk {
+			switch pkg.Type {
+			case TypeDpkg, TypeApk:
 				pkg.Ecosystem = osPackageEcosystem(pkg.Ecosystem, osEcosystem)
+			case TypeRpm:
+				pkg.Ecosystem = ""
+				if IsRpmEcosystem(osEcosystem) {
+					pkg.Ecosystem = osEcosystem
+				}
 			}
 			img.Packages = append(img.Packages, pkg)
 		}

@@ -83,13 +83,26 @@ func TestParsePackageLockV1(t *testing.T) {
 func TestOSReleaseEcosystem(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{
-		"ID=debian\nVERSION_ID=\"12\"\n":                           "Debian:12",
-		"ID=alpine\nVERSION_ID=3.20.3\n":                           "Alpine:v3.20",
-		"ID='alpine'\nVERSION_ID='3.21.0_alpha20240807'\n":         "Alpine:v3.21",
-		"ID=ubuntu\nVERSION_ID=\"22.04\"\n":                        "Ubuntu:22.04",
-		"ID=debian\nPRETTY_NAME=\"Debian trixie/sid\"\n":           "Debian",
-		"# comment\nID=fedora\nVERSION_ID=40\n":                    "",
-		"PRETTY_NAME=\"Distroless\"\nID=debian\nVERSION_ID=\"12\"": "Debian:12",
+		"ID=debian\nVERSION_ID=\"12\"\n":                                                  "Debian:12",
+		"ID=alpine\nVERSION_ID=3.20.3\n":                                                  "Alpine:v3.20",
+		"ID='alpine'\nVERSION_ID='3.21.0_alpha20240807'\n":                                "Alpine:v3.21",
+		"ID=ubuntu\nVERSION_ID=\"22.04\"\n":                                               "Ubuntu:22.04",
+		"ID=debian\nPRETTY_NAME=\"Debian trixie/sid\"\n":                                  "Debian",
+		"# comment\nID=fedora\nVERSION_ID=40\n":                                           "",
+		"PRETTY_NAME=\"Distroless\"\nID=debian\nVERSION_ID=\"12\"":                        "Debian:12",
+		"ID=\"rhel\"\nVERSION_ID=\"9.4\"\n":                                               "Red Hat:enterprise_linux:9",
+		"ID=\"rhel\"\n":                                                                   "Red Hat",
+		"ID=\"rocky\"\nVERSION_ID=\"9.2\"\n":                                              "Rocky Linux:9",
+		"ID=\"almalinux\"\nVERSION_ID=\"8.10\"\n":                                         "AlmaLinux:8",
+		"ID=\"sles\"\nVERSION_ID=\"15.5\"\n":                                              "SUSE:15 SP5",
+		"ID=\"sles\"\nVERSION_ID=\"15\"\n":                                                "SUSE:15",
+		"ID=\"opensuse-leap\"\nVERSION_ID=\"15.6\"\n":                                     "openSUSE:Leap 15.6",
+		"ID=\"opensuse-tumbleweed\"\nVERSION_ID=\"20240801\"\n":                           "openSUSE:Tumbleweed",
+		"ID=mageia\nVERSION_ID=9\n":                                                       "Mageia:9",
+		"ID=openEuler\nVERSION_ID=\"24.03\"\nPRETTY_NAME=\"openEuler 24.03 (LTS-SP1)\"\n": "openEuler:24.03-LTS-SP1",
+		"ID=openEuler\nVERSION_ID=\"24.09\"\nPRETTY_NAME=\"openEuler 24.09\"\n":           "openEuler:24.09",
+		"ID=openEuler\nVERSION_ID=\"22.03\"\n":                                            "openEuler:22.03",
+		"ID=centos\nVERSION_ID=\"9\"\n":                                                   "",
 	}
 	for in, want := range tests {
 		if got := ParseOSRelease([]byte(in)).Ecosystem(); got != want {

@@ -40,6 +40,13 @@ func TestAffects(t *testing.T) {
 		{"explicit versions", "PyPI", Affected{Versions: []string{"2.30.0"}}, "2.30.0", Match{true, ""}},
 		{"pypi ordering", "PyPI", Affected{Ranges: []Range{rng(RangeEcosystem, intro("2.3.0"), fixed("2.31.0"))}}, "2.31.0rc1", Match{true, "2.31.0"}},
 		{"maven ordering", "Maven", Affected{Ranges: []Range{rng(RangeEcosystem, intro("2.0-beta9"), fixed("2.3.1"))}}, "2.0", Match{true, "2.3.1"}},
+		{"red hat below fix, epochs", "Red Hat:enterprise_linux:9", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("1:3.0.7-28.el9_4"))}}, "1:3.0.7-27.el9", Match{true, "1:3.0.7-28.el9_4"}},
+		{"red hat zero epoch written", "Red Hat:enterprise_linux:9", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("0:2.34-83.el9.7"))}}, "2.34-60.el9", Match{true, "0:2.34-83.el9.7"}},
+		{"red hat release with a dist suffix", "Red Hat:enterprise_linux:9", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("0:1.50-481.el9_2"))}}, "1.50-481.el9", Match{true, "0:1.50-481.el9_2"}},
+		{"rocky epoch above a higher version", "Rocky Linux:9", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("3.0.8-1.el9"))}}, "1:3.0.7-27.el9", Match{}},
+		{"rpm tilde before release", "AlmaLinux:9", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("2.0-1.el9"))}}, "2.0~rc1-1.el9", Match{true, "2.0-1.el9"}},
+		{"suse release", "SUSE:15 SP5", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("1.1.1l-150500.17.25.1"))}}, "1.1.1l-150500.17.19.1", Match{true, "1.1.1l-150500.17.25.1"}},
+		{"opensuse at fix", "openSUSE:Leap 15.5", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("8.0.1-150400.5.35.1"))}}, "8.0.1-150400.5.35.1", Match{}},
 		{"git ranges ignored", "Go", Affected{Ranges: []Range{rng(RangeGit, intro("0"), fixed("abc"))}}, "1.0.0", Match{}},
 		{"unparsable installed version", "Debian:12", Affected{Ranges: []Range{rng(RangeEcosystem, intro("0"), fixed("1.0"))}}, "not a version!", Match{}},
 	}

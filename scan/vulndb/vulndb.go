@@ -192,14 +192,15 @@ func (db *DB) add(r *osv.Record) {
 		if a.Package.Name == "" {
 			continue
 		}
-		k := key{a.Package.Ecosystem, NormalizeName(a.Package.Ecosystem, a.Package.Name)}
+		k := key{IndexEcosystem(a.Package.Ecosystem), NormalizeName(a.Package.Ecosystem, a.Package.Name)}
 		db.index[k] = append(db.index[k], Entry{Record: r, Affected: a})
 	}
 }
 
 // Lookup returns the affected entries of non-withdrawn records for a package. ecosystem is
-// the exact ecosystem string, release included ("Debian:12", "Alpine:v3.20", "npm"); records
-// whose ecosystem carries no release ("Debian") apply to every release and are returned too.
+// the exact ecosystem string, release included ("Debian:12", "Alpine:v3.20", "npm"), or for
+// Red Hat and SUSE the release key IndexEcosystem files their streams under; records whose
+// ecosystem carries no release ("Debian") apply to every release and are returned too.
 // The result must not be modified.
 func (db *DB) Lookup(ecosystem, name string) []Entry {
 	name = NormalizeName(ecosystem, name)

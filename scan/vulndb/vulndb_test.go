@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,5 +110,64 @@ func TestLoadErrors(t *testing.T) {
 	writeZip(t, filepath.Join(big, "npm", "all.zip"), map[string]string{"A.json": strings.Repeat(" ", 2048) + `{"id":"A","modified":"2024-01-01T00:00:00Z"}`})
 	if _, err := Load(t.Context(), big, Options{MaxTotalBytes: 1024}); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("over total size: %v", err)
+	}
+}
+
+func TestIndexEcosystem(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"Red Hat:enterprise_linux:9::appstream":                    "Red Hat:enterprise_linux:9",
+		"Red Hat:enterprise_linux:8::crb":                          "Red Hat:enterprise_linux:8",
+		"Red Hat:enterprise_linux:9":                               "Red Hat:enterprise_linux:9",
+		"Red Hat:rhel_eus:9.2::baseos":                             "Red Hat:rhel_eus:9.2::baseos",
+		"Red Hat:openshift:4.14::el9":                              "Red Hat:openshift:4.14::el9",
+		"SUSE:Linux Enterprise Module for Basesystem 15 SP5":       "SUSE:15 SP5",
+		"SUSE:Linux Enterprise Server 15 SP5-LTSS":                 "SUSE:15 SP5",
+		"SUSE:Linux Enterprise Server for SAP Applications 12 SP5": "SUSE:12 SP5",
+		"SUSE:Linux Enterprise Server 15":                          "SUSE:15",
+		"SUSE:Linux Enterprise Micro 5.5":                          "SUSE:Linux Enterprise Micro 5.5",
+		"openSUSE:Leap 15.5":                                       "openSUSE:Leap 15.5",
+		"Rocky Linux:9":                                            "Rocky Linux:9",
+		"Debian:12":                                                "Debian:12",
+	} {
+		if got := IndexEcosystem(in); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLookupProductStreams(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	mk := func(id, eco string) string {
+		return `{"id":"` + id + `","modified":"2024-01-02T00:00:00Z","affected":[{"package":{"ecosystem":"` + eco + `","name":"openssl-libs"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1:3.0.7-28.el9"}]}]}]}`
+	}
+	writeZip(t, filepath.Join(dir, "Red Hat", "all.zip"), map[string]string{
+		"A.json": mk("A", "Red Hat:enterprise_linux:9::baseos"),
+		"B.json": mk("B", "Red Hat:enterprise_linux:9::appstream"),
+		"C.json": mk("C", "Red Hat:enterprise_linux:8::baseos"),
+		"D.json": mk("D", "Red Hat:rhel_eus:9.2::baseos"),
+	})
+	writeZip(t, filepath.Join(dir, "SUSE", "all.zip"), map[string]string{
+		"E.json": mk("E", "SUSE:Linux Enterprise Module for Basesystem 15 SP5"),
+		"F.json": mk("F", "SUSE:Linux Enterprise Server 15 SP4-LTSS"),
+	})
+	db, err := Load(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func(es []Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Record.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if diff := cmp.Diff([]string{"A", "B"}, ids(db.Lookup("Red Hat:enterprise_linux:9", "openssl-libs"))); diff != "" {
+		t.Errorf("RHEL 9 (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"E"}, ids(db.Lookup("SUSE:15 SP5", "openssl-libs"))); diff != "" {
+		t.Errorf("SLES 15 SP5 (-want +got):\n%s", diff)
 	}
 }
