@@ -1,22 +1,27 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -340,4 +345,256 @@ func debianLayer(t *testing.T) string {
 		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
 	})))
 	return layer
+}
+
+// TestScanOutboxSurvivesCrash: pushes made before any database is imported
+// are kept in the durable outbox across a crash (kill -9) and scanned after
+// the restart. They are pushed by digest, so no tag walk could find them:
+// only the outbox can. An index's images are scanned, not the index.
+func TestScanOutboxSurvivesCrash(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	reg := startRegistry(t, startOptions{})
+	data := reg.DataDir
+
+	deb := imageOf(t, map[string]string{
+		"var/lib/dpkg/status": debianStatus(t),
+		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
+	})
+	tarPath := filepath.Join(t.TempDir(), "deb.tar")
+	writeTarball(t, tarPath, deb)
+	d := imageDigest(t, deb)
+	run(t, nil, crane, "push", "--insecure", tarPath, reg.Addr+"/team/later@"+d)
+
+	clean := imageOf(t, map[string]string{"hello.txt": "no packages"})
+	other := imageOf(t, map[string]string{"var/lib/dpkg/status": debianStatus(t), "etc/os-release": "ID=debian\nVERSION_ID=\"12\"\n", "x": "y"})
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: clean, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	idxDigest, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref(t, reg.Addr+"/team/multi@"+idxDigest.String()), idx); err != nil {
+		t.Fatal(err)
+	}
+
+	time.Sleep(time.Second)
+	if code, _ := getReport(t, reg, "team/later", d); code != http.StatusNotFound {
+		t.Fatalf("report before any database: %d, want 404", code)
+	}
+	if n := metric(t, reg, "portcullis_scan_outbox_pending"); n < 2 {
+		t.Errorf("outbox pending %v before a database, want the image, the index (and its images)", n)
+	}
+	reg.kill(t)
+
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", data)
+	reg = startRegistry(t, startOptions{dataDir: data})
+	waitReport(t, reg, "team/later", d, 60*time.Second)
+	waitReport(t, reg, "team/multi", imageDigest(t, clean), 60*time.Second)
+	_, r := waitReport(t, reg, "team/multi", imageDigest(t, other), 60*time.Second)
+	if len(r.Findings) == 0 {
+		t.Error("the index's Debian image has no findings")
+	}
+	if code, _ := getReport(t, reg, "team/multi", idxDigest.String()); code != http.StatusNotFound {
+		t.Errorf("the index itself got a report: %d", code)
+	}
+	waitMetric(t, reg, "portcullis_scan_outbox_pending", 0)
+	if n := reportCount(t, reg, "team/later", d); n != 1 {
+		t.Errorf("%d reports for the image, want 1", n)
+	}
+}
+
+// TestScanReconcileAfterMetadataLoss deletes the metadata database between
+// runs. The reconcile pass scans a tagged image whose queued scan was lost
+// with it, and scans nothing twice: each image keeps one report.
+func TestScanReconcileAfterMetadataLoss(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	layer := debianLayer(t)
+	reg := startRegistry(t, startOptions{})
+	data := reg.DataDir
+	// Pushed before any database: queued in the outbox, which is lost below.
+	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/lost:v1")
+	lost := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/lost:v1"))
+	if err := reg.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, reg.Logs())
+	}
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", data)
+	removeMetadata(t, data)
+
+	reg = startRegistry(t, startOptions{dataDir: data})
+	waitReport(t, reg, "team/lost", lost, 60*time.Second)
+	if n := metric(t, reg, "portcullis_scan_reconcile_enqueued_total"); n != 1 {
+		t.Errorf("reconcile queued %v images, want 1", n)
+	}
+	clean := filepath.Join(t.TempDir(), "clean.tar")
+	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "nothing installed"})))
+	run(t, nil, crane, "append", "--insecure", "-f", clean, "-t", reg.Addr+"/team/pushed:v1")
+	pushed := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/pushed:v1"))
+	waitReport(t, reg, "team/pushed", pushed, 60*time.Second)
+	if err := reg.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, reg.Logs())
+	}
+	removeMetadata(t, data)
+
+	reg = startRegistry(t, startOptions{dataDir: data})
+	waitMetric(t, reg, "portcullis_scan_reconcile_runs_total", 1)
+	if n := metric(t, reg, "portcullis_scan_reconcile_enqueued_total"); n != 0 {
+		t.Errorf("reconcile queued %v images that have reports", n)
+	}
+	if n := metric(t, reg, `portcullis_scan_scans_total{result="ok"}`); n != 0 {
+		t.Errorf("%v scans after a restart with every image scanned", n)
+	}
+	for repo, d := range map[string]string{"team/lost": lost, "team/pushed": pushed} {
+		if n := reportCount(t, reg, repo, d); n != 1 {
+			t.Errorf("%s@%s has %d reports, want 1", repo, d, n)
+		}
+		if code, _ := getReport(t, reg, repo, d); code != http.StatusOK {
+			t.Errorf("%s@%s: report %d", repo, d, code)
+		}
+	}
+}
+
+// kill stops the registry with SIGKILL, as a crash would.
+func (r *Registry) kill(t *testing.T) {
+	t.Helper()
+	r.stopped = true
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+}
+
+// removeMetadata deletes the node's metadata database (bbolt) of a
+// stopped registry.
+func removeMetadata(t *testing.T, dataDir string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(dataDir, "portcullis.db")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func debianStatus(t *testing.T) string {
+	t.Helper()
+	status, err := os.ReadFile("../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(status)
+}
+
+// imageOf returns an image of one layer holding files.
+func imageOf(t *testing.T, files map[string]string) v1.Image {
+	t.Helper()
+	data := tarOf(t, files)
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// getReport returns the status of GET .../vulnerabilities for repo@d and
+// the report when it is 200.
+func getReport(t *testing.T, reg *Registry, repo, d string) (int, scanReport) {
+	t.Helper()
+	resp, err := http.Get(reg.URL() + "/api/v1/repositories/" + repo + "/manifests/" + d + "/vulnerabilities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r scanReport
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode, r
+}
+
+func waitReport(t *testing.T, reg *Registry, repo, d string, timeout time.Duration) (int, scanReport) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, r := getReport(t, reg, repo, d)
+		if code == http.StatusOK {
+			return code, r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no report for %s@%s after %v (last %d)\n%s", repo, d, timeout, code, reg.Logs())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// reportCount counts repo@d's scan reports through the referrers API.
+func reportCount(t *testing.T, reg *Registry, repo, d string) int {
+	t.Helper()
+	resp, err := http.Get(reg.URL() + "/v2/" + repo + "/referrers/" + d + "?artifactType=application/vnd.portcullis.scan.report.v1%2Bjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var idx struct {
+		Manifests []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"manifests"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range idx.Manifests {
+		if m.ArtifactType == "application/vnd.portcullis.scan.report.v1+json" {
+			n++
+		}
+	}
+	return n
+}
+
+// metric returns a sample's value from /metrics (0 when absent); name
+// includes its labels as printed.
+func metric(t *testing.T, reg *Registry, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(reg.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// waitMetric waits until a metric reaches want (counters: at least want;
+// want 0: exactly 0).
+func waitMetric(t *testing.T, reg *Registry, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := metric(t, reg, name)
+		if (want == 0 && got == 0) || (want > 0 && got >= want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %v after 60s, want %v\n%s", name, got, want, reg.Logs())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis/portcullis/internal/admission"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
+	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/internal/server"
@@ -155,12 +156,18 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if a.auth != nil {
 		opts.Guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
 	}
-	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics,
-		Policies: a.cfg.Scan})
+	// Each successful push, tag and delete is recorded in the scan outbox,
+	// which the scanner consumes.
+	events, err := outbox.New(a.db.Bolt(), "scan")
 	if err != nil {
 		return err
 	}
-	opts.Scanner = a.scanner
+	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
+		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Policies: a.cfg.Scan})
+	if err != nil {
+		return err
+	}
+	opts.Scanner, opts.Events, opts.Log = a.scanner, events, a.log
 	if opts.Admission, err = a.buildAdmission(repos, refs); err != nil {
 		return err
 	}
@@ -259,12 +266,23 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if tlsOn {
 		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	// The scanner stops with the server, before the caller closes the
+	// metadata database it writes to.
+	scanCtx, stopScanner := context.WithCancel(ctx)
+	scanDone := make(chan struct{})
+	defer func() {
+		stopScanner()
+		<-scanDone
+	}()
 	if a.scanner != nil {
 		go func() {
-			if err := a.scanner.Run(ctx, dbPollInterval); err != nil {
+			defer close(scanDone)
+			if err := a.scanner.Run(scanCtx, dbPollInterval); err != nil {
 				a.log.ErrorContext(ctx, "scanner stopped", "err", err)
 			}
 		}()
+	} else {
+		close(scanDone)
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -36,6 +37,21 @@ func (r indexedRepos) Repository(ctx context.Context, name reference.Named) (dis
 		return nil, err
 	}
 	return referrers.Wrap(digests.Wrap(repo, r.links), r.idx), nil
+}
+
+// Enumerate calls ingester with each repository's name, for the
+// scanner's reconcile pass.
+func (r indexedRepos) Enumerate(ctx context.Context, ingester func(string) error) error {
+	en, ok := r.ns.(distribution.RepositoryEnumerator)
+	if !ok {
+		return errors.New("the storage namespace cannot list repositories")
+	}
+	err := en.Enumerate(ctx, ingester)
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return nil // nothing pushed yet
+	}
+	return err
 }
 
 func newIndexedRepos(ctx context.Context, driver storagedriver.StorageDriver) (indexedRepos, error) {

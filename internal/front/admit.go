@@ -150,8 +150,7 @@ func (h *Handler) ServeAPI(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Scanner scans pushed images and serves their reports.
+// Scanner serves the reports of scanned images.
 type Scanner interface {
-	Enqueue(ctx context.Context, repo string, d digest.Digest)
 	ServeDocument(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest, what string)
 }

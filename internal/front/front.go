@@ -9,14 +9,18 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/internal/digests"
+	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/server"
 )
@@ -37,6 +41,14 @@ type Handler struct {
 	guard     *Guard
 	admission Admission
 	scanner   Scanner
+	events    Events
+	log       *slog.Logger
+}
+
+// Events records each successful manifest push, tag and delete durably,
+// for the workers that act on them (the scanner).
+type Events interface {
+	Append(ctx context.Context, e outbox.Event) (uint64, error)
 }
 
 // Options are the front handler's optional layers.
@@ -45,8 +57,13 @@ type Options struct {
 	Guard *Guard
 	// Admission adds trust policies and webhooks.
 	Admission Admission
-	// Scanner scans each manifest pushed.
+	// Scanner serves scan reports.
 	Scanner Scanner
+	// Events receives each successful manifest push, tag and delete.
+	Events Events
+	// Log receives what cannot be reported to the client, such as an
+	// event not recorded after a successful push; default none.
+	Log *slog.Logger
 }
 
 // New returns the front handler over the registry core, the referrers API
@@ -58,7 +75,11 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if g := o.Guard; g != nil && (g.Auth == nil || g.Tags == nil || g.Repos == nil) {
 		return nil, errors.New("front handler: a guard needs an authorizer, a tag policy and repositories")
 	}
-	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, scanner: o.Scanner}, nil
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, scanner: o.Scanner,
+		events: o.Events, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,13 +113,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.allowPull(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
-	case r.Method == http.MethodDelete && rt.Kind == KindManifest && h.guard != nil:
-		if !h.guard.checkTags(w, r, rt, nil) {
+	case r.Method == http.MethodDelete && rt.Kind == KindManifest:
+		if h.guard != nil && !h.guard.checkTags(w, r, rt, nil) {
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		h.registry.ServeHTTP(sw, r)
-		h.guard.auditWrite(r, rt, sw.status, rt.Digest.String())
+		if h.guard != nil {
+			h.guard.auditWrite(r, rt, sw.status, rt.Digest.String())
+		}
+		if sw.status == http.StatusAccepted {
+			h.record(r, outbox.Event{Kind: outbox.KindDelete, Repository: rt.Name, Digest: rt.Digest, Tag: rt.Tag})
+		}
 	default:
 		h.registry.ServeHTTP(w, r)
 	}
@@ -189,9 +215,26 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 			login, _ := h.login(r, rt.Name, "push")
 			h.admission.RecordPush(rt.Name, dgst, login)
 		}
-		if h.scanner != nil && referrers.SubjectOf(body) == "" {
-			h.scanner.Enqueue(context.WithoutCancel(r.Context()), rt.Name, dgst)
+		kind := outbox.KindPush
+		if rt.Tag != "" {
+			kind = outbox.KindTag
 		}
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		h.record(r, outbox.Event{Kind: kind, Repository: rt.Name, Digest: dgst, Tag: rt.Tag, MediaType: mt,
+			Subject: referrers.SubjectOf(body)})
+	}
+}
+
+// record appends a successful write to the event outbox. The client has
+// its answer already: a failure is logged, and the scanner's reconcile
+// pass repairs it.
+func (h *Handler) record(r *http.Request, e outbox.Event) {
+	if h.events == nil {
+		return
+	}
+	e.Time = time.Now()
+	if _, err := h.events.Append(context.WithoutCancel(r.Context()), e); err != nil {
+		h.log.ErrorContext(r.Context(), "record event", "kind", e.Kind, "repo", e.Repository, "digest", e.Digest, "ref", e.Tag, "err", err)
 	}
 }
 

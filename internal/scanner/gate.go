@@ -183,7 +183,9 @@ func (s *Service) latest(ctx context.Context, repo string, d digest.Digest, arti
 	return payload, err == nil, err
 }
 
-// imageFromManifest is openImage for a manifest not stored yet.
+// imageFromManifest reads a manifest (stored or being stored) of repo as
+// an image, or returns ok false when it is not a container image (an
+// index, or an artifact). A failure to read storage is a storageError.
 func imageFromManifest(ctx context.Context, repo distribution.Repository, mt string, payload []byte) (v1.Image, bool, error) {
 	parsed, err := v1.ParseManifest(bytes.NewReader(payload))
 	if err != nil {
@@ -200,9 +202,16 @@ func imageFromManifest(ctx context.Context, repo distribution.Repository, mt str
 	}
 	blobs := repo.Blobs(ctx)
 	cfg, err := blobs.Get(ctx, digest.Digest(parsed.Config.Digest.String()))
-	if err != nil {
+	if errors.Is(err, distribution.ErrBlobUnknown) {
 		return nil, false, errors.Join(errors.New("the image's config is not in the repository"), err)
 	}
+	if err != nil {
+		return nil, false, &storageError{fmt.Errorf("get config: %w", err)}
+	}
 	img, err := partial.CompressedToImage(&storedImage{ctx: ctx, blobs: blobs, mediaType: mt, manifest: payload, config: cfg})
-	return img, err == nil, err
+	if err != nil {
+		return nil, false, err
+	}
+	// The layers are read as stored: decompress them ahead of the reader.
+	return scan.StoredLayers(img), true, nil
 }

@@ -1,8 +1,8 @@
 package scanner
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"io"
 
 	"github.com/distribution/distribution/v3"
@@ -41,12 +41,40 @@ type storedLayer struct {
 func (l *storedLayer) Digest() (v1.Hash, error) { return l.digest, nil }
 
 func (l *storedLayer) Compressed() (io.ReadCloser, error) {
-	return l.img.blobs.Open(l.img.ctx, digest.Digest(l.digest.String()))
+	rc, err := l.img.blobs.Open(l.img.ctx, digest.Digest(l.digest.String()))
+	if err != nil {
+		return nil, storageErr(err)
+	}
+	return &storageReader{rc}, nil
 }
 
 func (l *storedLayer) Size() (int64, error) {
 	d, err := l.img.blobs.Stat(l.img.ctx, digest.Digest(l.digest.String()))
-	return d.Size, err
+	if err != nil {
+		return 0, storageErr(err)
+	}
+	return d.Size, nil
+}
+
+// storageErr marks err as the storage backend's (to retry the scan),
+// unless the blob is missing, which is the image's fault.
+func storageErr(err error) error {
+	if errors.Is(err, distribution.ErrBlobUnknown) {
+		return err
+	}
+	return &storageError{err}
+}
+
+// storageReader marks the errors of reading a blob as the storage's; the
+// content's faults show up later, in decompression and tar reading.
+type storageReader struct{ io.ReadCloser }
+
+func (r *storageReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = &storageError{err}
+	}
+	return n, err
 }
 
 func (l *storedLayer) MediaType() (types.MediaType, error) {
@@ -60,41 +88,4 @@ func (l *storedLayer) MediaType() (types.MediaType, error) {
 		}
 	}
 	return types.DockerLayer, nil
-}
-
-// openImage reads manifest d of repo as an image, or returns ok false when
-// it is not a container image (an index, or an artifact).
-func openImage(ctx context.Context, repo distribution.Repository, d digest.Digest) (v1.Image, bool, error) {
-	ms, err := repo.Manifests(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	m, err := ms.Get(ctx, d)
-	if err != nil {
-		return nil, false, err
-	}
-	mt, payload, err := m.Payload()
-	if err != nil {
-		return nil, false, err
-	}
-	if mt != string(types.OCIManifestSchema1) && mt != string(types.DockerManifestSchema2) {
-		return nil, false, nil
-	}
-	parsed, err := v1.ParseManifest(bytes.NewReader(payload))
-	if err != nil {
-		return nil, false, err
-	}
-	if cmt := parsed.Config.MediaType; cmt != types.OCIConfigJSON && cmt != types.DockerConfigJSON {
-		return nil, false, nil // an artifact: nothing to scan
-	}
-	blobs := repo.Blobs(ctx)
-	cfg, err := blobs.Get(ctx, digest.Digest(parsed.Config.Digest.String()))
-	if err != nil {
-		return nil, false, err
-	}
-	img, err := partial.CompressedToImage(&storedImage{ctx: ctx, blobs: blobs, mediaType: mt, manifest: payload, config: cfg})
-	if err != nil {
-		return nil, false, err
-	}
-	return img, true, nil
 }

@@ -132,17 +132,44 @@ func (s *Service) setMatchedDB(d digest.Digest) error {
 var bucketFailed = []byte("scan/failed")
 
 // recordFailure remembers that repo@d could not be scanned, and why.
-func (s *Service) recordFailure(repo string, d digest.Digest, cause error) {
+func (s *Service) recordFailure(repo string, d digest.Digest, cause error) error {
 	reason := cause.Error()
 	if !strings.HasPrefix(reason, "scan failed") {
 		reason = "scan failed: " + reason
 	}
-	_ = s.meta.Update(func(tx *bolt.Tx) error {
+	return s.meta.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketFailed)
 		if err != nil {
 			return err
 		}
 		return b.Put(scannedKey(repo, d), []byte(reason))
+	})
+}
+
+// remembered reports whether repo@d was scanned by this node (and so is
+// re-matched whenever the database changes).
+func (s *Service) remembered(repo string, d digest.Digest) bool {
+	found := false
+	_ = s.meta.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketScanned); b != nil {
+			found = b.Get(scannedKey(repo, d)) != nil
+		}
+		return nil
+	})
+	return found
+}
+
+// forget drops what the node remembers of a deleted manifest repo@d.
+func (s *Service) forget(repo string, d digest.Digest) error {
+	return s.meta.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketScanned, bucketFailed} {
+			if b := tx.Bucket(name); b != nil {
+				if err := b.Delete(scannedKey(repo, d)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 }
 

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 	"github.com/portcullis/portcullis/scan/vulndb"
@@ -44,32 +44,52 @@ type referrerLister interface {
 	List(ctx context.Context, name string, subject digest.Digest) ([]v1.Descriptor, error)
 }
 
+// Catalog lists the registry's repositories, for the reconcile pass.
+type Catalog interface {
+	Enumerate(ctx context.Context, ingester func(repo string) error) error
+}
+
 // Service scans pushed images.
 type Service struct {
-	repos   Repositories
-	refs    referrerLister
-	indexer *scan.Indexer
-	pool    *scan.Pool
-	policy  scan.Policy
-	log     *slog.Logger
+	repos    Repositories
+	refs     referrerLister
+	catalog  Catalog
+	indexer  *scan.Indexer
+	pool     *scan.Pool
+	box      *outbox.Outbox
+	dispatch *outbox.Dispatcher
+	policy   scan.Policy
+	log      *slog.Logger
 
 	mu      sync.RWMutex
 	db      *vulndb.DB
 	dbIndex digest.Digest // manifest digest of the loaded database
+	loaded  chan struct{} // closed once a database is loaded
+	once    sync.Once
+
+	claimMu sync.Mutex
+	claims  map[string]chan struct{} // images being scanned, closed when done
 
 	meta  *bolt.DB
 	gates []gatePolicy
 
-	scans     *prometheus.CounterVec
-	duration  prometheus.Histogram
-	findings  *prometheus.CounterVec
-	rematches prometheus.Counter
+	scans      *prometheus.CounterVec
+	duration   prometheus.Histogram
+	findings   *prometheus.CounterVec
+	rematches  prometheus.Counter
+	retries    prometheus.Counter
+	reconciles prometheus.Counter
+	reconciled prometheus.Counter
 }
 
 // Options are a Service's dependencies.
 type Options struct {
-	Repos    Repositories
-	Refs     referrerLister
+	Repos Repositories
+	Refs  referrerLister
+	// Catalog lists repositories for the reconcile pass.
+	Catalog Catalog
+	// Outbox holds the pushes to scan; the service consumes it.
+	Outbox   *outbox.Outbox
 	Metadata *bolt.DB
 	Log      *slog.Logger
 	Metrics  prometheus.Registerer
@@ -79,10 +99,12 @@ type Options struct {
 	Policies config.Scan
 }
 
-// New returns a scanner service; Run starts it.
+// New returns a scanner service; Run starts it. It returns an error when
+// a dependency is missing, a policy does not compile, or a metric cannot
+// be registered.
 func New(o Options) (*Service, error) {
-	if o.Repos == nil || o.Refs == nil || o.Metadata == nil || o.Log == nil || o.Metrics == nil {
-		return nil, errors.New("scanner: repositories, referrers, metadata, logger and metrics are required")
+	if o.Repos == nil || o.Refs == nil || o.Catalog == nil || o.Outbox == nil || o.Metadata == nil || o.Log == nil || o.Metrics == nil {
+		return nil, errors.New("scanner: repositories, referrers, catalog, outbox, metadata, logger and metrics are required")
 	}
 	cache, err := newLayerCache(o.Metadata)
 	if err != nil {
@@ -100,7 +122,8 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		repos: o.Repos, refs: o.Refs, pool: pool, log: o.Log, meta: o.Metadata, gates: gates,
+		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: gates,
+		loaded: make(chan struct{}), claims: map[string]chan struct{}{},
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
@@ -108,7 +131,7 @@ func New(o Options) (*Service, error) {
 		indexer: scan.NewIndexer(scan.IndexOptions{Cache: cache}),
 		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "scans_total",
-			Help: "Image scans by result (ok, failed, skipped).",
+			Help: "Image scans by result (ok, failed).",
 		}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "duration_seconds",
@@ -118,8 +141,31 @@ func New(o Options) (*Service, error) {
 			Namespace: "portcullis", Subsystem: "scan", Name: "findings_total",
 			Help: "Findings of completed scans by severity.",
 		}, []string{"severity"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "outbox_retries_total",
+			Help: "Scan outbox entries kept for a retry after a transient failure (storage, queue full).",
+		}),
+		reconciles: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_runs_total",
+			Help: "Completed reconcile passes over the registry's tags.",
+		}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_enqueued_total",
+			Help: "Unscanned images the reconcile pass queued for a scan.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches} {
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "portcullis", Subsystem: "scan", Name: "outbox_pending",
+		Help: "Pushes, tags and deletes waiting in the scan outbox.",
+	}, func() float64 { return float64(o.Outbox.Len()) })
+	s.dispatch, err = outbox.NewDispatcher(o.Outbox, s.handle, outbox.DispatcherOptions{
+		// One scan running and one queued per worker keeps the pool busy.
+		Concurrency: 2 * o.Workers, Log: o.Log, Retries: s.retries,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.reconciles, s.reconciled, pending} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
@@ -127,14 +173,17 @@ func New(o Options) (*Service, error) {
 	return s, nil
 }
 
-// Run loads the database, checks for a newer one every interval, and runs
-// the scan workers until ctx is done.
+// Run loads the database and checks for a newer one every interval,
+// consumes the outbox, reconciles the registry's tags with the stored
+// reports once a database is loaded and every reconcileInterval, and runs
+// the scan workers, until ctx is done. It returns when all have stopped.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			if err := s.reloadDB(ctx); err != nil {
+			if err := s.reloadDB(ctx); err != nil && ctx.Err() == nil {
 				s.log.WarnContext(ctx, "load vulnerability database", "repo", DBRepository, "err", err)
 			}
 			select {
@@ -143,8 +192,16 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 			case <-t.C:
 			}
 		}
-	}()
-	return s.pool.Run(ctx)
+	})
+	wg.Go(func() { s.reconcileLoop(ctx) })
+	wg.Go(func() {
+		if err := s.dispatch.Run(ctx); err != nil {
+			s.log.ErrorContext(ctx, "scan outbox stopped", "err", err)
+		}
+	})
+	err := s.pool.Run(ctx)
+	wg.Wait()
+	return err
 }
 
 func (s *Service) open(ctx context.Context, name string) (distribution.Repository, error) {
@@ -199,6 +256,8 @@ func (s *Service) reloadDB(ctx context.Context) error {
 	s.db, s.dbIndex = db, desc.Digest
 	s.mu.Unlock()
 	s.log.InfoContext(ctx, "vulnerability database loaded", "digest", desc.Digest)
+	s.once.Do(func() { close(s.loaded) })
+	s.dispatch.Wake() // pushes waiting for a database
 	// Re-match what was scanned with another database, also across restarts.
 	if prev := s.matchedDB(); prev != "" && prev != desc.Digest {
 		if err := s.rematchAll(ctx); err != nil {
@@ -212,86 +271,6 @@ func (s *Service) database() *vulndb.DB {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.db
-}
-
-// Enqueue schedules a scan of repo@d after a push. It never blocks; when
-// no database is loaded or the queue is full the push is not scanned now.
-func (s *Service) Enqueue(ctx context.Context, repo string, d digest.Digest) {
-	if repo == DBRepository || s.database() == nil {
-		return
-	}
-	err := s.pool.Submit(ctx, func(ctx context.Context) {
-		if err := s.Scan(ctx, repo, d); err != nil {
-			s.log.WarnContext(ctx, "scan", "repo", repo, "digest", d, "err", err)
-		}
-	})
-	if err != nil {
-		s.scans.WithLabelValues("skipped").Inc()
-		s.log.WarnContext(ctx, "scan not queued", "repo", repo, "digest", d, "err", err)
-	}
-}
-
-// Scan scans repo@d and stores its report, SBOM and inventory as referrers.
-func (s *Service) Scan(ctx context.Context, repo string, d digest.Digest) error {
-	db := s.database()
-	if db == nil {
-		return errors.New("no vulnerability database imported")
-	}
-	start := time.Now()
-	r, err := s.open(ctx, repo)
-	if err != nil {
-		return err
-	}
-	img, ok, err := openImage(ctx, r, d)
-	if err != nil {
-		s.scans.WithLabelValues("failed").Inc()
-		return err
-	}
-	if !ok {
-		return nil // an index or an artifact
-	}
-	stored, err := s.indexer.Inventory(ctx, img, d.String())
-	if err != nil {
-		s.scans.WithLabelValues("failed").Inc()
-		if ctx.Err() == nil {
-			// The image itself is at fault (corrupt layer, hostile tar):
-			// its verdict is "scan failed" with the reason.
-			s.recordFailure(repo, d, err)
-		}
-		return fmt.Errorf("inventory: %w", err)
-	}
-	report := stored.Report(db, s.policy)
-	mt, _ := img.MediaType()
-	size, _ := img.Size()
-	subject := v1.Descriptor{MediaType: string(mt), Digest: d, Size: size}
-	now := time.Now()
-	reportArt, err := artifact.ReportArtifact(subject, report, now)
-	if err != nil {
-		return err
-	}
-	sbom, err := artifact.SBOM(stored, now)
-	if err != nil {
-		return err
-	}
-	sbomArt, err := artifact.SBOMArtifact(subject, sbom, now)
-	if err != nil {
-		return err
-	}
-	for _, a := range []*artifact.Artifact{reportArt, sbomArt} {
-		if err := push(ctx, r, a, ""); err != nil {
-			s.scans.WithLabelValues("failed").Inc()
-			return fmt.Errorf("store %s: %w", a.Descriptor.ArtifactType, err)
-		}
-	}
-	if err := s.remember(repo, scanned{Subject: subject, Inventory: stored, Report: report}); err != nil {
-		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
-	}
-	s.scans.WithLabelValues("ok").Inc()
-	s.duration.Observe(time.Since(start).Seconds())
-	for _, f := range report.Findings {
-		s.findings.WithLabelValues(strings.ToLower(string(f.Severity.Level))).Inc()
-	}
-	return nil
 }
 
 // push stores an artifact's blobs then its manifest (tagged when tag is set).

@@ -1,0 +1,181 @@
+package outbox
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Kind is what happened to a manifest.
+type Kind string
+
+// The kinds of events.
+const (
+	// KindPush is a manifest stored by digest.
+	KindPush Kind = "push"
+	// KindTag is a manifest stored under a tag (and so also pushed).
+	KindTag Kind = "tag"
+	// KindDelete is a manifest (by digest) or a tag deleted.
+	KindDelete Kind = "delete"
+)
+
+// Event is one successful write to the registry.
+type Event struct {
+	Kind       Kind          `json:"kind"`
+	Repository string        `json:"repository"`
+	Digest     digest.Digest `json:"digest,omitempty"`
+	Tag        string        `json:"tag,omitempty"`
+	MediaType  string        `json:"mediaType,omitempty"`
+	// Subject is the manifest's subject, for a referrer (a signature, an
+	// SBOM, a scan report).
+	Subject digest.Digest `json:"subject,omitempty"`
+	Time    time.Time     `json:"time"`
+}
+
+// Entry is an event in the outbox with its sequence number.
+type Entry struct {
+	Seq   uint64
+	Event Event
+}
+
+// Errors returned by Outbox.
+var (
+	// ErrInvalidEvent is returned by Append for an event without a known
+	// kind, a repository, or a digest or tag.
+	ErrInvalidEvent = errors.New("invalid outbox event")
+)
+
+// Outbox is one consumer's durable queue of events.
+type Outbox struct {
+	db       *bolt.DB
+	bucket   []byte
+	pending  atomic.Int64
+	appended chan struct{}
+}
+
+// New opens the outbox name in db, creating its bucket. It returns an error
+// when the bucket cannot be created or counted.
+func New(db *bolt.DB, name string) (*Outbox, error) {
+	if db == nil || name == "" {
+		return nil, errors.New("outbox: a database and a name are required")
+	}
+	o := &Outbox{db: db, bucket: []byte("outbox/" + name), appended: make(chan struct{}, 1)}
+	err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(o.bucket)
+		if err != nil {
+			return err
+		}
+		o.pending.Store(int64(b.Stats().KeyN))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox %s: %w", name, err)
+	}
+	return o, nil
+}
+
+func key(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// Append writes e durably and returns its sequence number, which is greater
+// than that of every earlier entry. It returns ErrInvalidEvent for an
+// incomplete event, ctx's error when ctx is done, or the database's error.
+func (o *Outbox) Append(ctx context.Context, e Event) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	switch {
+	case e.Kind != KindPush && e.Kind != KindTag && e.Kind != KindDelete:
+		return 0, fmt.Errorf("%w: kind %q", ErrInvalidEvent, e.Kind)
+	case e.Repository == "":
+		return 0, fmt.Errorf("%w: no repository", ErrInvalidEvent)
+	case e.Digest == "" && e.Tag == "":
+		return 0, fmt.Errorf("%w: neither digest nor tag", ErrInvalidEvent)
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return 0, fmt.Errorf("encode outbox event: %w", err)
+	}
+	var seq uint64
+	err = o.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(o.bucket)
+		if seq, err = b.NextSequence(); err != nil {
+			return err
+		}
+		return b.Put(key(seq), data)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("append to %s: %w", o.bucket, err)
+	}
+	o.pending.Add(1)
+	select {
+	case o.appended <- struct{}{}:
+	default:
+	}
+	return seq, nil
+}
+
+// Read returns up to limit entries after sequence number after, oldest
+// first. An entry that cannot be decoded is returned with a zero Event (its
+// consumer drops it). It returns ctx's error or the database's.
+func (o *Outbox) Read(ctx context.Context, after uint64, limit int) ([]Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Entry
+	err := o.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(o.bucket).Cursor()
+		k, v := c.Seek(key(after + 1))
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
+			e := Entry{Seq: binary.BigEndian.Uint64(k)}
+			_ = json.Unmarshal(v, &e.Event)
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", o.bucket, err)
+	}
+	return out, nil
+}
+
+// Delete removes entry seq. Deleting an entry that is not there is not an
+// error. It returns the database's error.
+func (o *Outbox) Delete(ctx context.Context, seq uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	removed := false
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(o.bucket)
+		k := key(seq)
+		if b.Get(k) == nil {
+			return nil
+		}
+		removed = true
+		return b.Delete(k)
+	})
+	if err != nil {
+		return fmt.Errorf("delete %d from %s: %w", seq, o.bucket, err)
+	}
+	if removed {
+		o.pending.Add(-1)
+	}
+	return nil
+}
+
+// Len returns how many entries are waiting.
+func (o *Outbox) Len() int { return int(o.pending.Load()) }
+
+// Appended receives (at most one value at a time) after each Append, for
+// the one consumer that waits for new entries.
+func (o *Outbox) Appended() <-chan struct{} { return o.appended }

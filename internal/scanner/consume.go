@@ -1,0 +1,324 @@
+package scanner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/scan/artifact"
+)
+
+// errNoDB is returned for work that needs a vulnerability database before
+// one is loaded; the outbox keeps the entry until one is.
+var errNoDB = fmt.Errorf("no vulnerability database has been imported: %w", outbox.ErrNotReady)
+
+// failedError is a scan that failed because of the image itself (a corrupt
+// layer, a hostile tar): its verdict "scan failed" is recorded, and it is
+// not retried.
+type failedError struct{ err error }
+
+func (e *failedError) Error() string { return e.err.Error() }
+func (e *failedError) Unwrap() error { return e.err }
+
+// storageError is a failure to read the storage backend: not the image's
+// fault, so the scan is retried.
+type storageError struct{ err error }
+
+func (e *storageError) Error() string { return "read storage: " + e.err.Error() }
+func (e *storageError) Unwrap() error { return e.err }
+
+// handle is the scan outbox's consumer. A pushed image is scanned unless
+// it already has a verdict, a pushed index queues its unscanned images, a
+// deleted manifest is forgotten. It returns nil once the entry is done
+// (scanned, or "scan failed" recorded), an error wrapping
+// outbox.ErrNotReady before a database is loaded, and another error for a
+// transient failure, to be retried.
+func (s *Service) handle(ctx context.Context, e outbox.Entry) error {
+	ev := e.Event
+	switch {
+	case ev.Repository == "" || ev.Digest == "" || ev.Repository == DBRepository || ev.Subject != "":
+		return nil // unreadable, by tag only, the database, or a referrer: nothing to scan
+	case ev.Kind == outbox.KindDelete:
+		return s.forget(ev.Repository, ev.Digest)
+	case ev.Tag != "" && referrerTag(ev.Tag):
+		return nil
+	case s.database() == nil:
+		return errNoDB
+	}
+	release, err := s.claim(ctx, ev.Repository, ev.Digest)
+	if err != nil {
+		return err
+	}
+	defer release()
+	done, err := s.hasVerdict(ctx, ev.Repository, ev.Digest)
+	if err != nil || done {
+		return err
+	}
+	r, err := s.open(ctx, ev.Repository)
+	if err != nil {
+		return err
+	}
+	mt, payload, found, err := readManifest(ctx, r, ev.Digest)
+	if err != nil || !found {
+		return err // gone since: nothing to scan
+	}
+	switch classify(mt, payload) {
+	case kindIndex:
+		n, err := s.expandIndex(ctx, ev.Repository, payload)
+		if n > 0 {
+			s.log.InfoContext(ctx, "index queued its images for a scan", "repo", ev.Repository, "digest", ev.Digest, "images", n)
+		}
+		return err
+	case kindImage:
+	default:
+		return nil // an artifact
+	}
+	errc := make(chan error, 1)
+	if err := s.pool.Do(ctx, func(ctx context.Context) { errc <- s.scanImage(ctx, r, ev.Repository, ev.Digest, mt, payload) }); err != nil {
+		return fmt.Errorf("queue scan: %w", err)
+	}
+	err = <-errc
+	if fe := (*failedError)(nil); errors.As(err, &fe) {
+		s.log.WarnContext(ctx, "scan failed", "repo", ev.Repository, "digest", ev.Digest, "err", err)
+		return nil
+	}
+	return err
+}
+
+// claim makes sure one image is scanned once at a time: when another scan
+// of repo@d runs, it waits for it. release must be called.
+func (s *Service) claim(ctx context.Context, repo string, d digest.Digest) (release func(), err error) {
+	key := string(scannedKey(repo, d))
+	for {
+		s.claimMu.Lock()
+		busy, ok := s.claims[key]
+		if !ok {
+			done := make(chan struct{})
+			s.claims[key] = done
+			s.claimMu.Unlock()
+			return func() {
+				s.claimMu.Lock()
+				delete(s.claims, key)
+				s.claimMu.Unlock()
+				close(done)
+			}, nil
+		}
+		s.claimMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-busy:
+		}
+	}
+}
+
+// scanning reports whether a scan of repo@d is running.
+func (s *Service) scanning(repo string, d digest.Digest) bool {
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	_, ok := s.claims[string(scannedKey(repo, d))]
+	return ok
+}
+
+// hasVerdict reports whether repo@d has been scanned: remembered in the
+// metadata database, recorded as "scan failed", or (when the metadata
+// database was lost) with a report among its referrers in storage.
+func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	if s.remembered(repo, d) || s.failure(repo, d) != "" {
+		return true, nil
+	}
+	descs, err := s.refs.List(ctx, repo, d)
+	if err != nil {
+		return false, fmt.Errorf("list referrers of %s@%s: %w", repo, d, err)
+	}
+	for _, desc := range descs {
+		if desc.ArtifactType == artifact.ArtifactTypeReport {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// readManifest returns manifest d of repo; found is false when it is not
+// (or no longer) there.
+func readManifest(ctx context.Context, r distribution.Repository, d digest.Digest) (mt string, payload []byte, found bool, err error) {
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return "", nil, false, err
+	}
+	m, err := ms.Get(ctx, d)
+	var unknownRev distribution.ErrManifestUnknownRevision
+	var unknown distribution.ErrManifestUnknown
+	var repoUnknown distribution.ErrRepositoryUnknown
+	if errors.As(err, &unknownRev) || errors.As(err, &unknown) || errors.As(err, &repoUnknown) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, &storageError{fmt.Errorf("get manifest %s: %w", d, err)}
+	}
+	mt, payload, err = m.Payload()
+	if err != nil {
+		return "", nil, false, err
+	}
+	return mt, payload, true, nil
+}
+
+type manifestKind int
+
+const (
+	kindOther manifestKind = iota // an artifact, a referrer, unparsable
+	kindImage
+	kindIndex
+)
+
+// classify tells a container image from an index and from anything else
+// (artifacts, referrers).
+func classify(mt string, payload []byte) manifestKind {
+	var m struct {
+		MediaType string `json:"mediaType"`
+		Config    struct {
+			MediaType string `json:"mediaType"`
+		} `json:"config"`
+		Subject *v1.Descriptor `json:"subject"`
+	}
+	if json.Unmarshal(payload, &m) != nil || m.Subject != nil {
+		return kindOther
+	}
+	if m.MediaType != "" {
+		mt = m.MediaType
+	}
+	switch types.MediaType(mt) {
+	case types.OCIImageIndex, types.DockerManifestList:
+		return kindIndex
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+		if cmt := types.MediaType(m.Config.MediaType); cmt == types.OCIConfigJSON || cmt == types.DockerConfigJSON {
+			return kindImage
+		}
+	}
+	return kindOther
+}
+
+// expandIndex queues the images (and nested indexes) of an index that
+// have no verdict yet, and returns how many it queued. Attestation
+// manifests are no images.
+func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) (int, error) {
+	var idx v1.Index
+	if err := json.Unmarshal(payload, &idx); err != nil {
+		return 0, nil // distribution accepted it; nothing we can scan
+	}
+	queued := 0
+	for _, m := range idx.Manifests {
+		if m.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+			continue
+		}
+		switch types.MediaType(m.MediaType) {
+		case types.OCIManifestSchema1, types.DockerManifestSchema2, types.OCIImageIndex, types.DockerManifestList:
+		default:
+			continue
+		}
+		if s.scanning(repo, m.Digest) {
+			continue // pushed with the index, and being scanned from its own entry
+		}
+		done, err := s.hasVerdict(ctx, repo, m.Digest)
+		if err != nil {
+			return queued, err
+		}
+		if done {
+			continue
+		}
+		if _, err := s.box.Append(ctx, outbox.Event{
+			Kind: outbox.KindPush, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, Time: time.Now(),
+		}); err != nil {
+			return queued, err
+		}
+		queued++
+	}
+	return queued, nil
+}
+
+// referrerTagPattern is the tag scheme of referrers stored without the
+// referrers API (cosign's sha256-<hex>.sig, .att, .sbom; the OCI fallback
+// index sha256-<hex>).
+var referrerTagPattern = regexp.MustCompile(`^sha(256|512)-[0-9a-f]{64,128}(\.[a-z0-9]+)?$`)
+
+func referrerTag(tag string) bool {
+	return strings.HasPrefix(tag, "sha") && referrerTagPattern.MatchString(tag)
+}
+
+// scanImage scans image manifest repo@d and stores its report and SBOM as
+// referrers. It returns a failedError (the verdict "scan failed" recorded)
+// when the image itself is at fault, and another error for a transient
+// failure.
+func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo string, d digest.Digest, mt string, payload []byte) error {
+	db := s.database()
+	if db == nil {
+		return errNoDB
+	}
+	start := time.Now()
+	img, ok, err := imageFromManifest(ctx, r, mt, payload)
+	if err != nil {
+		return s.failed(ctx, repo, d, err)
+	}
+	if !ok {
+		return nil // an artifact
+	}
+	stored, err := s.indexer.Inventory(ctx, img, d.String())
+	if err != nil {
+		return s.failed(ctx, repo, d, fmt.Errorf("inventory: %w", err))
+	}
+	report := stored.Report(db, s.policy)
+	imt, _ := img.MediaType()
+	size, _ := img.Size()
+	subject := v1.Descriptor{MediaType: string(imt), Digest: d, Size: size}
+	now := time.Now()
+	reportArt, err := artifact.ReportArtifact(subject, report, now)
+	if err != nil {
+		return err
+	}
+	sbom, err := artifact.SBOM(stored, now)
+	if err != nil {
+		return err
+	}
+	sbomArt, err := artifact.SBOMArtifact(subject, sbom, now)
+	if err != nil {
+		return err
+	}
+	for _, a := range []*artifact.Artifact{reportArt, sbomArt} {
+		if err := push(ctx, r, a, ""); err != nil {
+			return fmt.Errorf("store %s: %w", a.Descriptor.ArtifactType, err)
+		}
+	}
+	if err := s.remember(repo, scanned{Subject: subject, Inventory: stored, Report: report}); err != nil {
+		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
+	}
+	s.scans.WithLabelValues("ok").Inc()
+	s.duration.Observe(time.Since(start).Seconds())
+	for _, f := range report.Findings {
+		s.findings.WithLabelValues(strings.ToLower(string(f.Severity.Level))).Inc()
+	}
+	return nil
+}
+
+// failed turns a scan error into the verdict "scan failed" unless it is
+// transient (storage, shutdown), which is returned as is to be retried.
+func (s *Service) failed(ctx context.Context, repo string, d digest.Digest, err error) error {
+	var se *storageError
+	if ctx.Err() != nil || errors.As(err, &se) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if rerr := s.recordFailure(repo, d, err); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	s.scans.WithLabelValues("failed").Inc()
+	return &failedError{err}
+}

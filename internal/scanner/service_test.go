@@ -1,0 +1,437 @@
+package scanner
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/distribution/reference"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/portcullis/portcullis/internal/digests"
+	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/scan/artifact"
+)
+
+// testRepos opens repositories as the registry does (sha512 aliases, the
+// referrers index) and lists them.
+type testRepos struct {
+	ns    distribution.Namespace
+	idx   *referrers.Index
+	links *digests.Links
+}
+
+func (r testRepos) Repository(ctx context.Context, name reference.Named) (distribution.Repository, error) {
+	repo, err := r.ns.Repository(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return referrers.Wrap(digests.Wrap(repo, r.links), r.idx), nil
+}
+
+func (r testRepos) Enumerate(ctx context.Context, ingester func(string) error) error {
+	err := r.ns.(distribution.RepositoryEnumerator).Enumerate(ctx, ingester)
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	return err
+}
+
+// faultyDriver fails reading blob content while fail is set, like a
+// storage backend that is down.
+type faultyDriver struct {
+	storagedriver.StorageDriver
+	fail atomic.Bool
+}
+
+func (d *faultyDriver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	if d.fail.Load() && strings.Contains(path, "/blobs/") {
+		return nil, errors.New("storage unavailable")
+	}
+	return d.StorageDriver.Reader(ctx, path, offset)
+}
+
+// harness is a scanner over in-memory storage, as the registry runs it.
+type harness struct {
+	t       *testing.T
+	driver  *faultyDriver
+	repos   testRepos
+	svc     *Service
+	box     *outbox.Outbox
+	metrics *prometheus.Registry
+}
+
+// newHarness starts a scanner on driver (a new in-memory one when nil)
+// with a fresh metadata database, as after the database file was deleted.
+func newHarness(t *testing.T, driver *faultyDriver) *harness {
+	t.Helper()
+	ctx := context.Background()
+	if driver == nil {
+		driver = &faultyDriver{StorageDriver: inmemory.New()}
+	}
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := referrers.NewIndex(driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := digests.NewLinks(driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repos := testRepos{ns: ns, idx: idx, links: links}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	refs, err := referrers.NewHandler(idx, ns, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := outbox.New(meta, "scan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := prometheus.NewRegistry()
+	svc, err := New(Options{Repos: repos, Refs: refs, Catalog: repos, Outbox: box, Metadata: meta, Log: log, Metrics: metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx, 20*time.Millisecond) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := meta.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &harness{t: t, driver: driver, repos: repos, svc: svc, box: box, metrics: metrics}
+}
+
+func (h *harness) repo(name string) distribution.Repository {
+	h.t.Helper()
+	named, err := reference.WithName(name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	r, err := h.repos.Repository(context.Background(), named)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+// importDB imports the Debian records of the shared OSV bundle.
+func (h *harness) importDB() {
+	h.t.Helper()
+	dir := h.t.TempDir()
+	zip, err := os.ReadFile("../../../shared/vulndb/osv/Debian/all.zip")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "osv", "Debian"), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "osv", "Debian", "all.zip"), zip, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	d, _, err := ImportDB(context.Background(), h.repos, dir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitFor("the database to load", func() bool {
+		h.svc.mu.RLock()
+		defer h.svc.mu.RUnlock()
+		return h.svc.dbIndex == d
+	})
+}
+
+// pushImage stores img in repo (tagged when tag is set) without an event,
+// and returns its digest.
+func (h *harness) pushImage(repo, tag string, img v1.Image) digest.Digest {
+	h.t.Helper()
+	raw, err := img.RawManifest()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	mt, _ := img.MediaType()
+	d, _ := img.Digest()
+	a := &artifact.Artifact{Manifest: raw, Descriptor: ocispec.Descriptor{MediaType: string(mt), Digest: digest.Digest(d.String()), Size: int64(len(raw))}}
+	cfgName, _ := img.ConfigName()
+	cfg, _ := img.RawConfigFile()
+	a.Blobs = append(a.Blobs, artifact.Blob{
+		Descriptor: ocispec.Descriptor{MediaType: string(types.OCIConfigJSON), Digest: digest.Digest(cfgName.String()), Size: int64(len(cfg))},
+		Open:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(cfg)), nil },
+	})
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		ld, _ := l.Digest()
+		size, _ := l.Size()
+		a.Blobs = append(a.Blobs, artifact.Blob{
+			Descriptor: ocispec.Descriptor{MediaType: string(types.OCILayer), Digest: digest.Digest(ld.String()), Size: size},
+			Open:       l.Compressed,
+		})
+	}
+	if err := push(context.Background(), h.repo(repo), a, tag); err != nil {
+		h.t.Fatal(err)
+	}
+	return a.Descriptor.Digest
+}
+
+// pushIndex stores an index of imgs (already pushed) in repo, by digest.
+func (h *harness) pushIndex(repo string, imgs ...v1.Image) digest.Digest {
+	h.t.Helper()
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for i, img := range imgs {
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: "linux", Architecture: []string{"amd64", "arm64"}[i%2]},
+		}})
+	}
+	raw, err := idx.RawManifest()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	d := digest.FromBytes(raw)
+	a := &artifact.Artifact{Manifest: raw, Descriptor: ocispec.Descriptor{MediaType: string(types.OCIImageIndex), Digest: d, Size: int64(len(raw))}}
+	if err := push(context.Background(), h.repo(repo), a, ""); err != nil {
+		h.t.Fatal(err)
+	}
+	return d
+}
+
+// appendEvent records a push as the front handler does.
+func (h *harness) appendEvent(kind outbox.Kind, repo string, d digest.Digest, tag string) {
+	h.t.Helper()
+	if _, err := h.box.Append(context.Background(), outbox.Event{Kind: kind, Repository: repo, Digest: d, Tag: tag}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// reports returns how many scan reports repo@d has.
+func (h *harness) reports(repo string, d digest.Digest) int {
+	h.t.Helper()
+	descs, err := h.svc.refs.List(context.Background(), repo, d)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := 0
+	for _, desc := range descs {
+		if desc.ArtifactType == artifact.ArtifactTypeReport {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// reportOf reads the newest report of repo@d.
+func (h *harness) findings(repo string, d digest.Digest) int {
+	h.t.Helper()
+	ctx := context.Background()
+	manifest, ok, err := h.svc.latest(ctx, repo, d, artifact.ArtifactTypeReport)
+	if err != nil || !ok {
+		h.t.Fatalf("no report of %s@%s: %v", repo, d, err)
+	}
+	blobs := h.repo(repo).Blobs(ctx)
+	r, _, err := artifact.ReadReport(ctx, func(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+		return blobs.Open(ctx, d)
+	}, manifest)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return len(r.Findings)
+}
+
+func testImage(t *testing.T, files map[string]string) v1.Image {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
+		tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err = mutate.AppendLayers(img, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func debianImage(t *testing.T) v1.Image {
+	t.Helper()
+	status, err := os.ReadFile("../../scan/testdata/images/debian-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testImage(t, map[string]string{"var/lib/dpkg/status": string(status), "etc/os-release": "ID=debian\nVERSION_ID=\"12\"\n"})
+}
+
+// TestPushBeforeDatabase: a push made while no database is loaded stays in
+// the outbox, and is scanned once a database is imported.
+func TestPushBeforeDatabase(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	d := h.pushImage("team/deb", "v1", debianImage(t))
+	h.appendEvent(outbox.KindTag, "team/deb", d, "v1")
+	time.Sleep(200 * time.Millisecond) // ten database polls
+	if n := h.reports("team/deb", d); n != 0 || h.box.Len() != 1 {
+		t.Fatalf("before a database: %d reports, %d entries pending; want 0 and 1", n, h.box.Len())
+	}
+	h.importDB()
+	h.waitFor("the report", func() bool { return h.reports("team/deb", d) == 1 && h.box.Len() == 0 })
+	if h.findings("team/deb", d) == 0 {
+		t.Error("the report has no findings")
+	}
+}
+
+// TestDuplicateEventsScanOnce: the same image pushed under several tags is
+// scanned once; a delete forgets it.
+func TestDuplicateEventsScanOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.importDB()
+	img := debianImage(t)
+	d := h.pushImage("team/dup", "v1", img)
+	for _, tag := range []string{"v1", "v2", "v3", "v4"} {
+		h.appendEvent(outbox.KindTag, "team/dup", d, tag)
+	}
+	h.appendEvent(outbox.KindPush, "team/dup", d, "")
+	h.waitFor("the outbox to drain", func() bool { return h.box.Len() == 0 })
+	if n := h.reports("team/dup", d); n != 1 {
+		t.Errorf("%d reports after five events for one image, want 1", n)
+	}
+	if !h.svc.remembered("team/dup", d) {
+		t.Fatal("the scanned image is not remembered")
+	}
+	h.appendEvent(outbox.KindDelete, "team/dup", d, "")
+	h.waitFor("the delete", func() bool { return !h.svc.remembered("team/dup", d) })
+}
+
+// TestIndexQueuesItsImages: an index pushed by digest gets each of its
+// images scanned, the index itself gets no report.
+func TestIndexQueuesItsImages(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.importDB()
+	deb, clean := debianImage(t), testImage(t, map[string]string{"hello.txt": "no packages"})
+	dd := h.pushImage("team/multi", "", deb)
+	dc := h.pushImage("team/multi", "", clean)
+	di := h.pushIndex("team/multi", deb, clean)
+	h.appendEvent(outbox.KindPush, "team/multi", di, "")
+	h.waitFor("reports of both images", func() bool {
+		return h.reports("team/multi", dd) == 1 && h.reports("team/multi", dc) == 1 && h.box.Len() == 0
+	})
+	if n := h.reports("team/multi", di); n != 0 {
+		t.Errorf("the index has %d reports", n)
+	}
+	if h.findings("team/multi", dd) == 0 {
+		t.Error("the Debian image's report has no findings")
+	}
+}
+
+// TestStorageDownRetries: a scan that cannot read storage is retried, not
+// failed, and succeeds once storage is back.
+func TestStorageDownRetries(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.importDB()
+	d := h.pushImage("team/flaky", "v1", debianImage(t))
+	h.driver.fail.Store(true)
+	h.appendEvent(outbox.KindTag, "team/flaky", d, "v1")
+	h.waitFor("a retry", func() bool { return testutil.ToFloat64(h.svc.retries) >= 1 })
+	if reason := h.svc.failure("team/flaky", d); reason != "" {
+		t.Fatalf("storage down recorded as the image's verdict: %s", reason)
+	}
+	if h.box.Len() != 1 {
+		t.Fatalf("%d entries pending while storage is down, want 1", h.box.Len())
+	}
+	h.driver.fail.Store(false)
+	h.waitFor("the report", func() bool { return h.reports("team/flaky", d) == 1 && h.box.Len() == 0 })
+}
+
+// TestReconcileWithoutMetadata: with the metadata database lost, the
+// reconcile pass scans the tagged images without a report and leaves the
+// scanned ones alone.
+func TestReconcileWithoutMetadata(t *testing.T) {
+	t.Parallel()
+	first := newHarness(t, nil)
+	first.importDB()
+	scanned := first.pushImage("team/rec", "scanned", debianImage(t))
+	first.appendEvent(outbox.KindTag, "team/rec", scanned, "scanned")
+	first.waitFor("the first report", func() bool { return first.reports("team/rec", scanned) == 1 })
+	// Pushed with no event (an append that failed): only reconcile sees it.
+	missed := first.pushImage("other/rec", "missed", testImage(t, map[string]string{"a.txt": "a"}))
+
+	h := newHarness(t, first.driver) // same storage, a new metadata database
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	h.waitFor("the missed image's report", func() bool { return h.reports("other/rec", missed) == 1 && h.box.Len() == 0 })
+	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+		t.Errorf("reconcile queued %v images, want 1", n)
+	}
+	if n := h.reports("team/rec", scanned); n != 1 {
+		t.Errorf("the scanned image has %d reports after reconcile, want 1", n)
+	}
+	// A second pass finds nothing to do.
+	if err := h.svc.reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+		t.Errorf("a second pass queued %v more", n-1)
+	}
+}
