@@ -90,7 +90,7 @@ type chunk struct {
 
 const (
 	readAheadBuffers = 4
-	readAheadSize    = 1 << 20
+	readAheadSize    = 256 << 10
 )
 
 func newReadAhead(src io.Reader, closer io.Closer) *readAhead {

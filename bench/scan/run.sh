@@ -6,6 +6,7 @@
 #   bench/scan/run.sh            # from anywhere; needs root for debootstrap
 #   RUNS=5 bench/scan/run.sh     # runs of each scanner per image (median is reported)
 #   NPM_PACKAGES=1000            # size of the npm image
+#   BASE_TAR=/path/rootfs.tar    # reuse a debootstrap rootfs tar instead of running debootstrap
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -47,8 +48,13 @@ done
 IMAGES=()
 # (a) Debian 12 minbase.
 ROOTFS=$WORK/rootfs
-log "debootstrap bookworm minbase from $MIRROR"
-if debootstrap --variant=minbase bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
+if [ -n "${BASE_TAR:-}" ]; then
+  log "using $BASE_TAR as the Debian 12 layer"
+  cp "$BASE_TAR" "$WORK/layer.tar"
+  "$CRANE" append -f "$WORK/layer.tar" --new_tag example.invalid/debian:12 -o "$WORK/debian.tar" >/dev/null
+  IMAGES+=(debian)
+  BASE_LAYER=(-f "$WORK/layer.tar")
+elif log "debootstrap bookworm minbase from $MIRROR" && debootstrap --variant=minbase bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
   tar -C "$ROOTFS" -cf "$WORK/layer.tar" .
   rm -rf "$ROOTFS"
   "$CRANE" append -f "$WORK/layer.tar" --new_tag example.invalid/debian:12 -o "$WORK/debian.tar" >/dev/null
@@ -70,17 +76,17 @@ rm -rf "$WORK/npm"
   -o "$WORK/debian-npm.tar" >/dev/null
 IMAGES+=(debian-npm)
 
-# run TOOL IMAGE I: one timed run; appends "SECONDS KB" to $WORK/TOOL-IMAGE.times.
+# run TOOL IMAGE I: one timed run; appends "SECONDS KB USER SYS" to $WORK/TOOL-IMAGE.times.
 run() {
   local tool=$1 img=$2 i=$3 out=$WORK/$1-$2-$3.json rc=0
   if [ "$tool" = ours ]; then
-    /usr/bin/time -f "%e %M" -o "$WORK/t" "$OURS" scan --archive "$WORK/$img.tar" \
+    /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$OURS" scan --archive "$WORK/$img.tar" \
       --vulndb "$DB" --format json >"$out" 2>"$WORK/$tool.err" || rc=$?
     [ "$rc" = 0 ] || { log "ours failed on $img ($rc)"; cat "$WORK/$tool.err" >&2; exit 1; }
   else
     mkdir -p "$WORK/home"
     # Same flags as scan/differential_test.go: the artifact preset plus the two JS extractors.
-    HOME=$WORK/home /usr/bin/time -f "%e %M" -o "$WORK/t" "$OSV" scan image --archive --offline \
+    HOME=$WORK/home /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$OSV" scan image --archive --offline \
       --local-db-path "$DB" --format json \
       --experimental-plugins artifact \
       --experimental-plugins javascript/packagejson \
@@ -109,18 +115,20 @@ for img in "${IMAGES[@]}"; do
   done
 done
 
-echo "| image | size MiB | ours median s | osv-scanner median s | ours/osv | ours peak RSS MiB | osv-scanner peak RSS MiB | findings ours | findings osv-scanner |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| image | size MiB | ours median s | osv-scanner median s | ours/osv | ours CPU s | osv-scanner CPU s | CPU ours/osv | ours peak RSS MiB | osv-scanner peak RSS MiB | findings ours | findings osv-scanner |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for img in "${IMAGES[@]}"; do
   to=$(cut -d' ' -f1 "$WORK/ours-$img.times" | median)
   tv=$(cut -d' ' -f1 "$WORK/osv-$img.times" | median)
   ro=$(cut -d' ' -f2 "$WORK/ours-$img.times" | sort -n | tail -1)
   rv=$(cut -d' ' -f2 "$WORK/osv-$img.times" | sort -n | tail -1)
+  co=$(awk '{print $3+$4}' "$WORK/ours-$img.times" | median)
+  cv=$(awk '{print $3+$4}' "$WORK/osv-$img.times" | median)
   size=$(du -m "$WORK/$img.tar" | cut -f1)
   fo=$(count_ours "$WORK/ours-$img-1.json")
   fv=$(count_osv "$WORK/osv-$img-1.json")
-  awk -v img="$img" -v size="$size" -v to="$to" -v tv="$tv" -v ro="$ro" -v rv="$rv" -v fo="$fo" -v fv="$fv" \
-    'BEGIN {printf "| %s | %s | %.2f | %.2f | %.2f | %.0f | %.0f | %d | %d |\n", img, size, to, tv, to/tv, ro/1024, rv/1024, fo, fv}'
+  awk -v img="$img" -v size="$size" -v to="$to" -v tv="$tv" -v co="$co" -v cv="$cv" -v ro="$ro" -v rv="$rv" -v fo="$fo" -v fv="$fv" \
+    'BEGIN {printf "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %d | %d |\n", img, size, to, tv, to/tv, co, cv, co/cv, ro/1024, rv/1024, fo, fv}'
 done
 echo
 echo "Runs per scanner per image: $RUNS, alternating. Peak RSS is the largest of the runs. Findings are unique (package, version, id) triples."
