@@ -10,13 +10,10 @@ package vulndb
 import (
 	"archive/zip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -74,85 +71,28 @@ var ecosystemDir = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._:-]*$`)
 // with an error naming the archive and the file inside it (unless Options.SkipInvalid is set);
 // a missing database returns ErrNoDatabase; oversized input returns ErrTooLarge.
 func Load(ctx context.Context, dir string, opts Options) (*DB, error) {
-	if opts.MaxTotalBytes <= 0 {
-		opts.MaxTotalBytes = 4 << 30
+	files, err := FindArchives(dir)
+	if err != nil {
+		return nil, err
 	}
-	var archives []string
-	for _, base := range []string{filepath.Join(dir, "osv"), filepath.Join(dir, "osv-scalibr"), dir} {
-		ents, err := os.ReadDir(base)
+	archives := make([]Archive, 0, len(files))
+	for _, af := range files {
+		f, err := os.Open(af.Path)
 		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if !e.IsDir() || !ecosystemDir.MatchString(e.Name()) {
-				continue
-			}
-			p := filepath.Join(base, e.Name(), "all.zip")
-			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-				archives = append(archives, p)
-			}
-		}
-		if len(archives) > 0 {
-			break
-		}
-	}
-	if len(archives) == 0 {
-		return nil, fmt.Errorf("%w in %s", ErrNoDatabase, dir)
-	}
-	slices.Sort(archives)
-
-	db := &DB{index: make(map[key][]Entry)}
-	budget := opts.MaxTotalBytes
-	digest := sha256.New()
-	for _, p := range archives {
-		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		eco := filepath.Base(filepath.Dir(p))
-		sum, err := db.loadArchive(ctx, p, &budget, opts)
+		defer f.Close()
+		fi, err := f.Stat()
 		if err != nil {
-			return nil, fmt.Errorf("load %s: %w", p, err)
+			return nil, err
 		}
-		fmt.Fprintf(digest, "%s/all.zip %s\n", eco, sum)
-		db.Ecosystems = append(db.Ecosystems, eco)
+		archives = append(archives, Archive{Ecosystem: af.Ecosystem, Reader: f, Size: fi.Size()})
 	}
-	db.Digest = "sha256:" + hex.EncodeToString(digest.Sum(nil))
+	db, err := LoadArchives(ctx, archives, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
 	return db, nil
-}
-
-func (db *DB) loadArchive(ctx context.Context, path string, budget *int64, opts Options) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	size, err := io.Copy(h, f)
-	if err != nil {
-		return "", err
-	}
-	zr, err := zip.NewReader(f, size)
-	if err != nil {
-		return "", err
-	}
-	for _, zf := range zr.File {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		if zf.FileInfo().IsDir() {
-			continue
-		}
-		rec, err := readRecord(zf, budget)
-		if errors.Is(err, osv.ErrInvalidRecord) && opts.SkipInvalid {
-			db.Rejected = append(db.Rejected, fmt.Errorf("%s: %s: %w", path, zf.Name, err))
-			continue
-		}
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", zf.Name, err)
-		}
-		db.add(rec)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func readRecord(zf *zip.File, budget *int64) (*osv.Record, error) {
