@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/trust"
 )
 
@@ -27,8 +28,15 @@ type Verifier interface {
 
 // ScanChecker evaluates vulnerability scan policies.
 type ScanChecker interface {
+	// ScanMode returns the scan policy mode of repo, or "".
 	ScanMode(repo string) string
-	CheckPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (pass bool, reason string, err error)
+	// ScanPush scans a manifest being tagged; the error is a failure to
+	// read storage.
+	ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scanner.Outcome, error)
+	// StoredOutcome returns what is known of repo@d's scan, without
+	// scanning.
+	StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scanner.Outcome
+	// CheckStored evaluates the newest stored report of repo@d.
 	CheckStored(ctx context.Context, repo string, d digest.Digest) (pass, decided bool, reason string)
 }
 
@@ -181,22 +189,34 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 			}
 		}
 	}
+	// The scan gate, then the webhooks: they see the signature verdict and
+	// the scan, and are asked only when neither refused.
+	var scanned *scanner.Outcome
 	if g.scanMode(p.Repository) == "enforce" {
-		pass, reason, err := g.scans.CheckPush(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType)
+		o, err := g.scans.ScanPush(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType)
 		if err != nil {
+			g.log.ErrorContext(ctx, "scan at tag push", "repo", p.Repository, "digest", p.Digest, "err", err)
 			return errcode.ErrorCodeUnavailable.WithMessage("vulnerability scan failed; retry later")
 		}
-		if !pass {
+		if pass, reason := o.Admits(); !pass {
 			g.recordDenial(ctx, p, reason, "")
 			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("%s@%s is refused: %s", p.Repository, p.Digest, oneLine(reason)))
 		}
+		scanned = &o
 	}
+	var hooks []*webhook
 	for _, w := range g.webhooks {
-		if !w.matches(p.Repository) {
-			continue
+		if w.matches(p.Repository) {
+			hooks = append(hooks, w)
 		}
-		resp, err := w.review(ctx, Review{Repository: p.Repository, Tag: p.Tag, Digest: p.Digest.String(),
-			MediaType: p.MediaType, Pusher: p.Pusher, Verdict: verdict})
+	}
+	if len(hooks) == 0 {
+		return nil
+	}
+	rv := Review{APIVersion: ReviewAPIVersion, RequestID: p.RequestID, Repository: p.Repository, Tag: p.Tag,
+		Digest: p.Digest.String(), MediaType: p.MediaType, Pusher: p.Pusher, Verdict: verdict, Scan: g.scanSummary(ctx, p, scanned)}
+	for _, w := range hooks {
+		resp, err := w.review(ctx, rv)
 		switch {
 		case err != nil && w.cfg.FailurePolicy == "ignore":
 			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
@@ -215,6 +235,19 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 		}
 	}
 	return nil
+}
+
+// scanSummary is the review's scan object: the scan made at this push
+// (enforce), else what is stored of the digest's scan.
+func (g *Gate) scanSummary(ctx context.Context, p TagPush, scanned *scanner.Outcome) *ScanSummary {
+	switch {
+	case scanned != nil:
+		return summarize(*scanned)
+	case g.scans == nil:
+		return &ScanSummary{Status: scanner.StatusNotScanned, Reason: "vulnerability scanning is not running"}
+	default:
+		return summarize(g.scans.StoredOutcome(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType))
+	}
 }
 
 func (g *Gate) verify(ctx context.Context, check, repo string, d digest.Digest) (trust.Verdict, error) {

@@ -18,22 +18,40 @@ import (
 	"github.com/portcullis/portcullis/trust"
 )
 
-// Review is the JSON body POSTed to an admission webhook.
+// ReviewAPIVersion is the apiVersion of the Review a webhook receives and
+// of the Response it may answer. It changes when a field changes meaning
+// or goes away; fields may be added within a version.
+const ReviewAPIVersion = "admission.portcullis/v1"
+
+// Review is the JSON body POSTed to an admission webhook for a tag push.
+// It is a documented contract (README.md, "Admission webhooks"): it carries
+// what the registry knows and decided, never credentials.
 type Review struct {
+	// APIVersion is ReviewAPIVersion.
+	APIVersion string `json:"apiVersion"`
+	// RequestID is the push's request id, as in the registry's logs and the
+	// X-Request-Id response header.
+	RequestID  string `json:"requestId,omitempty"`
 	Repository string `json:"repository"`
 	Tag        string `json:"tag,omitempty"`
 	Digest     string `json:"digest"`
 	MediaType  string `json:"mediaType"`
 	// Pusher is the login of whoever pushes; empty for anonymous.
 	Pusher string `json:"pusher"`
-	// Verdict is the signature verdict, with every signature found.
+	// Verdict is the signature verdict, with every signature found; absent
+	// when no trust policy applies (or verification failed in a repository
+	// that does not enforce).
 	Verdict *trust.Verdict `json:"verdict,omitempty"`
+	// Scan is what is known of the image's vulnerability scan.
+	Scan *ScanSummary `json:"scan"`
 }
 
 // Response is what a webhook answers.
 type Response struct {
-	Allowed bool   `json:"allowed"`
-	Reason  string `json:"reason"`
+	// APIVersion may be left out; when set it must be ReviewAPIVersion.
+	APIVersion string `json:"apiVersion,omitempty"`
+	Allowed    bool   `json:"allowed"`
+	Reason     string `json:"reason"`
 }
 
 // webhook calls one admission service.
@@ -116,6 +134,9 @@ func (w *webhook) review(ctx context.Context, rv Review) (Response, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&out); err != nil {
 		return Response{}, fmt.Errorf("%w: the answer is not a review response: %v", errWebhook, err)
+	}
+	if out.APIVersion != "" && out.APIVersion != ReviewAPIVersion {
+		return Response{}, fmt.Errorf("%w: the answer is of apiVersion %q, want %q", errWebhook, out.APIVersion, ReviewAPIVersion)
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -80,43 +81,174 @@ func (s *Service) ScanMode(repo string) string {
 	return ""
 }
 
-// CheckPush scans a manifest being tagged (its blobs are already stored)
-// within the policy's timeout and evaluates the gate. It returns pass,
-// and the reason for a refusal.
-func (s *Service) CheckPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (bool, string, error) {
+// Scan statuses of an Outcome.
+const (
+	// StatusScanned is an image with a scan report.
+	StatusScanned = "scanned"
+	// StatusPending is an image that is to be scanned and has no result yet.
+	StatusPending = "pending"
+	// StatusFailed is an image that could not be scanned: a corrupt layer,
+	// a scan over its time limit.
+	StatusFailed = "failed"
+	// StatusNotScanned is a manifest that is not scanned: no vulnerability
+	// database is loaded, or it is not a container image.
+	StatusNotScanned = "not-scanned"
+)
+
+// defaultPushTimeout bounds ScanPush in a repository without a scan policy.
+const defaultPushTimeout = 60 * time.Second
+
+// noDatabase is the reason nothing is scanned before a database is imported.
+const noDatabase = "no vulnerability database has been imported, so nothing can be scanned (registry vulndb import DIR)"
+
+// Outcome is what is known of an image's vulnerability scan when a tag is
+// pushed.
+type Outcome struct {
+	// Status is StatusScanned, StatusPending, StatusFailed or
+	// StatusNotScanned.
+	Status string
+	// Reason says, in one line, why an image is not scanned (yet); empty
+	// when it is scanned.
+	Reason string
+	// Report is the scan report; set when Status is StatusScanned.
+	Report *scan.Report
+	// Gate is the repository's scan policy and its judgement of Report;
+	// nil when no policy applies or there is no report.
+	Gate *GateOutcome
+	// exempt marks a manifest that is not a container image (an index, an
+	// artifact): its images are gated when tagged, it is not.
+	exempt bool
+}
+
+// GateOutcome is a scan policy's judgement of a report.
+type GateOutcome struct {
+	// Name and Mode are the policy's (scan.policies[].name, .mode).
+	Name, Mode string
+	// MaxSeverity is the highest severity that passes: none, low, medium,
+	// high or critical.
+	MaxSeverity string
+	// UnknownSeverity is what an unrated finding counts as: low, medium,
+	// high, critical or unknown (never counts).
+	UnknownSeverity string
+	// Result is the policy applied to the report.
+	Result scan.GateResult
+}
+
+// Admits reports whether an enforce gate lets the outcome through, and
+// the reason for a refusal: a scanned image passes its policy (or has
+// none), a manifest that is not an image is not gated, and everything else
+// (pending, failed, no database) is refused.
+func (o Outcome) Admits() (bool, string) {
+	switch {
+	case o.Status == StatusScanned && o.Gate != nil:
+		return o.Gate.Result.Pass, fmt.Sprintf("vulnerability policy %q: %s", o.Gate.Name, o.Gate.Result.Reason)
+	case o.Status == StatusScanned, o.exempt:
+		return true, ""
+	case o.Reason == "":
+		return false, "awaiting a vulnerability scan"
+	default:
+		return false, o.Reason
+	}
+}
+
+// ScanPush scans a manifest being tagged (its blobs are already stored)
+// within the timeout of the repository's scan policy (60s without one),
+// and judges the report by that policy. It returns an error only when the
+// repository cannot be opened; a scan that fails or runs out of time is an
+// Outcome with StatusFailed, and no database or a manifest that is not an
+// image one with StatusNotScanned.
+func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (Outcome, error) {
 	g := s.gateFor(repo)
-	if g == nil {
-		return true, "", nil
+	timeout := defaultPushTimeout
+	if g != nil && g.timeout > 0 {
+		timeout = g.timeout
 	}
 	db := s.database()
 	if db == nil {
-		return false, "no vulnerability database has been imported, so nothing can be scanned (registry vulndb import DIR)", nil
+		return Outcome{Status: StatusNotScanned, Reason: noDatabase}, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r, err := s.open(ctx, repo)
 	if err != nil {
-		return false, "", err
+		return Outcome{}, err
+	}
+	failed := func(err error) Outcome {
+		if ctx.Err() != nil {
+			return Outcome{Status: StatusFailed, Reason: fmt.Sprintf("the scan did not finish within %v", timeout)}
+		}
+		return Outcome{Status: StatusFailed, Reason: "scan failed: " + err.Error()}
 	}
 	img, ok, err := imageFromManifest(ctx, r, mediaType, manifest)
 	if err != nil {
-		if ctx.Err() != nil {
-			return false, fmt.Sprintf("the scan did not finish within %v", g.timeout), nil
-		}
-		return false, "scan failed: " + err.Error(), nil
+		return failed(err), nil
 	}
 	if !ok {
-		return true, "", nil // an index or an artifact: its images are gated when tagged
+		return notImage(mediaType, manifest), nil
 	}
 	stored, err := s.indexer.Inventory(ctx, img, d.String())
 	if err != nil {
-		if ctx.Err() != nil {
-			return false, fmt.Sprintf("the scan did not finish within %v", g.timeout), nil
-		}
-		return false, "scan failed: " + err.Error(), nil
+		return failed(err), nil
 	}
-	res := g.gate.Evaluate(stored.Report(db, s.policy), time.Now())
-	return res.Pass, fmt.Sprintf("vulnerability policy %q: %s", g.name, res.Reason), nil
+	return judge(g, stored.Report(db, s.policy), time.Now()), nil
+}
+
+// StoredOutcome returns what is known of repo@d's scan without scanning:
+// its newest stored report judged by the repository's scan policy, a
+// recorded scan failure, not scanned (no database; not a container image)
+// or pending. manifest and mediaType are repo@d's, which need not be
+// stored yet (a tag push that uploads the manifest).
+func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) Outcome {
+	if classify(mediaType, manifest) != kindImage {
+		return notImage(mediaType, manifest)
+	}
+	report, found, err := s.storedReport(ctx, repo, d)
+	var unreadable *unreadableReportError
+	switch {
+	case errors.As(err, &unreadable):
+		return Outcome{Status: StatusFailed, Reason: unreadable.Error()}
+	case err != nil:
+		s.log.WarnContext(ctx, "read scan report", "repo", repo, "digest", d, "err", err)
+		return Outcome{Status: StatusPending, Reason: "the stored scan report could not be read"}
+	case found:
+		return judge(s.gateFor(repo), report, time.Now())
+	}
+	if reason := s.failure(repo, d); reason != "" {
+		return Outcome{Status: StatusFailed, Reason: reason}
+	}
+	if s.database() == nil {
+		return Outcome{Status: StatusNotScanned, Reason: noDatabase}
+	}
+	if s.scanning(repo, d) {
+		return Outcome{Status: StatusPending, Reason: "the image is being scanned"}
+	}
+	return Outcome{Status: StatusPending, Reason: "awaiting a vulnerability scan: the image is scanned once it is stored"}
+}
+
+// notImage is the outcome of a manifest that is not a container image.
+func notImage(mediaType string, manifest []byte) Outcome {
+	reason := "not a container image: artifacts are not scanned"
+	if classify(mediaType, manifest) == kindIndex {
+		reason = "an index: each of its images is scanned on its own"
+	}
+	return Outcome{Status: StatusNotScanned, Reason: reason, exempt: true}
+}
+
+// judge is the outcome of a report under policy g (nil: none) at now.
+func judge(g *gatePolicy, report *scan.Report, now time.Time) Outcome {
+	o := Outcome{Status: StatusScanned, Report: report}
+	if g == nil {
+		return o
+	}
+	o.Gate = &GateOutcome{Name: g.name, Mode: g.mode, MaxSeverity: strings.ToLower(g.gate.MaxSeverity),
+		UnknownSeverity: strings.ToLower(g.gate.UnknownSeverity), Result: g.gate.Evaluate(report, now)}
+	if o.Gate.MaxSeverity == "" {
+		o.Gate.MaxSeverity = "high"
+	}
+	if o.Gate.UnknownSeverity == "" {
+		o.Gate.UnknownSeverity = "critical"
+	}
+	return o
 }
 
 // CheckStored evaluates the newest stored report of repo@d. decided is
@@ -126,26 +258,47 @@ func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest)
 	if g == nil {
 		return true, true, ""
 	}
-	manifest, ok, err := s.latest(ctx, repo, d, artifact.ArtifactTypeReport)
-	if err != nil || !ok {
+	report, found, err := s.storedReport(ctx, repo, d)
+	var unreadable *unreadableReportError
+	switch {
+	case errors.As(err, &unreadable):
+		return false, true, unreadable.Error()
+	case err != nil || !found:
 		if reason := s.failure(repo, d); reason != "" {
 			return false, true, reason
 		}
 		return false, false, "awaiting a vulnerability scan"
 	}
+	res := g.gate.Evaluate(report, time.Now())
+	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.name, res.Reason)
+}
+
+// unreadableReportError is a stored report that cannot be decoded.
+type unreadableReportError struct{ err error }
+
+func (e *unreadableReportError) Error() string { return "scan report unreadable: " + e.err.Error() }
+func (e *unreadableReportError) Unwrap() error { return e.err }
+
+// storedReport reads the newest stored report of repo@d; found is false
+// when it has none. A report that cannot be decoded is an
+// *unreadableReportError, any other error a failure to read storage.
+func (s *Service) storedReport(ctx context.Context, repo string, d digest.Digest) (report *scan.Report, found bool, err error) {
+	manifest, ok, err := s.latest(ctx, repo, d, artifact.ArtifactTypeReport)
+	if err != nil || !ok {
+		return nil, false, err
+	}
 	r, err := s.open(ctx, repo)
 	if err != nil {
-		return false, false, "awaiting a vulnerability scan"
+		return nil, false, err
 	}
 	blobs := r.Blobs(ctx)
-	report, _, err := artifact.ReadReport(ctx, func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) {
+	report, _, err = artifact.ReadReport(ctx, func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) {
 		return blobs.Open(ctx, dg)
 	}, manifest)
 	if err != nil {
-		return false, true, "scan report unreadable: " + err.Error()
+		return nil, false, &unreadableReportError{err}
 	}
-	res := g.gate.Evaluate(report, time.Now())
-	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.name, res.Reason)
+	return report, true, nil
 }
 
 // latest returns the manifest of the newest referrer of repo@d with the

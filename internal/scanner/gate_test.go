@@ -1,0 +1,140 @@
+package scanner
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/outbox"
+)
+
+// withPolicy gives the harness's scanner one scan policy for team/**.
+func (h *harness) withPolicy(p config.ScanPolicy) {
+	h.t.Helper()
+	p.Repositories = []string{"team/**"}
+	cfg := config.Scan{Policies: []config.ScanPolicy{p}}
+	cfg.Provision()
+	gates, err := compileGates(cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.svc.gates = gates
+}
+
+// manifestOf returns the stored manifest of repo@d and its media type.
+func (h *harness) manifestOf(repo string, d digest.Digest) ([]byte, string) {
+	h.t.Helper()
+	mt, payload, found, err := readManifest(context.Background(), h.repo(repo), d)
+	if err != nil || !found {
+		h.t.Fatalf("manifest %s@%s: %v", repo, d, err)
+	}
+	return payload, mt
+}
+
+// TestStoredOutcome: what a tag push learns of a digest's scan without
+// scanning, in each status.
+func TestStoredOutcome(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	h.withPolicy(config.ScanPolicy{Name: "prod", Mode: "audit", MaxSeverity: "critical", UnknownSeverity: "unknown"})
+	deb := debianImage(t)
+	d := h.pushImage("team/app", "", deb)
+	m, mt := h.manifestOf("team/app", d)
+
+	o := h.svc.StoredOutcome(ctx, "team/app", d, m, mt)
+	if o.Status != StatusNotScanned || !strings.Contains(o.Reason, "no vulnerability database") {
+		t.Errorf("before a database: %+v", o)
+	}
+	h.importDB()
+	// A tag push that uploads the manifest: it is scanned once stored.
+	unstored := testImage(t, map[string]string{"etc/os-release": "ID=debian\nVERSION_ID=\"12\"\n"})
+	um, err := unstored.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, _ := unstored.Digest()
+	if o := h.svc.StoredOutcome(ctx, "team/new", digest.Digest(ud.String()), um, ""); o.Status != StatusPending || o.Report != nil {
+		t.Errorf("before its scan: %+v", o)
+	}
+	h.appendEvent(outbox.KindPush, "team/app", d, "")
+	h.waitFor("the report", func() bool { return h.reports("team/app", d) == 1 })
+	o = h.svc.StoredOutcome(ctx, "team/app", d, m, mt)
+	if o.Status != StatusScanned || o.Report == nil || len(o.Report.Findings) == 0 || o.Report.DB.Digest == "" {
+		t.Fatalf("after its scan: %+v", o)
+	}
+	if g := o.Gate; g == nil || g.Name != "prod" || g.Mode != "audit" || g.MaxSeverity != "critical" || !g.Result.Pass {
+		t.Errorf("policy outcome %+v", o.Gate)
+	}
+	if pass, _ := o.Admits(); !pass {
+		t.Error("a passing report is not admitted")
+	}
+
+	// Another repository has no policy: the report, no judgement.
+	other := h.pushImage("other/app", "", deb)
+	h.appendEvent(outbox.KindPush, "other/app", other, "")
+	h.waitFor("the other report", func() bool { return h.reports("other/app", other) == 1 })
+	if o := h.svc.StoredOutcome(ctx, "other/app", other, m, mt); o.Status != StatusScanned || o.Gate != nil {
+		t.Errorf("without a policy: %+v", o)
+	}
+
+	// A layer that is not gzip: the scan failed, with the reason.
+	bad, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("this is not a gzip stream"), types.DockerLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bd := h.pushImage("team/bad", "", bad)
+	h.appendEvent(outbox.KindPush, "team/bad", bd, "")
+	h.waitFor("the failure", func() bool { return h.svc.failure("team/bad", bd) != "" })
+	bm, bmt := h.manifestOf("team/bad", bd)
+	if o := h.svc.StoredOutcome(ctx, "team/bad", bd, bm, bmt); o.Status != StatusFailed || !strings.HasPrefix(o.Reason, "scan failed") {
+		t.Errorf("a failed scan: %+v", o)
+	}
+
+	// An index is not scanned itself, and not gated.
+	idx := h.pushIndex("team/app", deb)
+	im, imt := h.manifestOf("team/app", idx)
+	o = h.svc.StoredOutcome(ctx, "team/app", idx, im, imt)
+	if pass, _ := o.Admits(); o.Status != StatusNotScanned || !strings.Contains(o.Reason, "index") || !pass {
+		t.Errorf("an index: %+v", o)
+	}
+}
+
+// TestScanPush: the scan at an enforce tag push, judged by the policy.
+func TestScanPush(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := newHarness(t, nil)
+	h.withPolicy(config.ScanPolicy{Name: "strict", Mode: "enforce", MaxSeverity: "none"})
+	d := h.pushImage("team/app", "", debianImage(t))
+	m, mt := h.manifestOf("team/app", d)
+
+	o, err := h.svc.ScanPush(ctx, "team/app", d, m, mt)
+	if pass, reason := o.Admits(); err != nil || o.Status != StatusNotScanned || pass || !strings.Contains(reason, "no vulnerability database") {
+		t.Errorf("before a database: %+v, %v", o, err)
+	}
+	h.importDB()
+	o, err = h.svc.ScanPush(ctx, "team/app", d, m, mt)
+	if err != nil || o.Status != StatusScanned || o.Report == nil || len(o.Report.Findings) == 0 {
+		t.Fatalf("scan at the push: %+v, %v", o, err)
+	}
+	pass, reason := o.Admits()
+	if pass || !strings.Contains(reason, `vulnerability policy "strict"`) || o.Gate == nil || o.Gate.MaxSeverity != "none" ||
+		o.Gate.UnknownSeverity != "critical" || len(o.Gate.Result.Violations) != len(o.Report.Findings) {
+		t.Errorf("judgement: %v %q %+v", pass, reason, o.Gate)
+	}
+
+	clean := h.pushImage("team/clean", "", testImage(t, map[string]string{"hello.txt": "no packages"}))
+	cm, cmt := h.manifestOf("team/clean", clean)
+	o, err = h.svc.ScanPush(ctx, "team/clean", clean, cm, cmt)
+	if pass, _ := o.Admits(); err != nil || o.Status != StatusScanned || len(o.Report.Findings) != 0 || !pass {
+		t.Errorf("a clean image: %+v, %v", o, err)
+	}
+}
