@@ -406,8 +406,11 @@ func TestScanOutboxSurvivesCrash(t *testing.T) {
 }
 
 // TestScanReconcileAfterMetadataLoss deletes the metadata database between
-// runs. The reconcile pass scans a tagged image whose queued scan was lost
-// with it, and scans nothing twice: each image keeps one report.
+// runs. The reconcile pass scans a tagged image and an untagged one whose
+// queued scans were lost with it, and scans nothing twice: a scanned image
+// keeps its report, and when a new database was imported meanwhile it is
+// re-matched from the inventory stored next to its report, without being
+// scanned again.
 func TestScanReconcileAfterMetadataLoss(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
@@ -417,16 +420,31 @@ func TestScanReconcileAfterMetadataLoss(t *testing.T) {
 	// Pushed before any database: queued in the outbox, which is lost below.
 	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/lost:v1")
 	lost := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/lost:v1"))
+	untaggedImg := imageOf(t, map[string]string{
+		"var/lib/dpkg/status": debianStatus(t),
+		"etc/os-release":      "ID=debian\nVERSION_ID=\"12\"\n",
+		"untagged":            "yes",
+	})
+	tarPath := filepath.Join(t.TempDir(), "untagged.tar")
+	writeTarball(t, tarPath, untaggedImg)
+	untagged := imageDigest(t, untaggedImg)
+	run(t, nil, crane, "push", "--insecure", tarPath, reg.Addr+"/team/untagged@"+untagged)
 	if err := reg.Stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, reg.Logs())
 	}
-	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", data)
+	// A database without the Debian records: the Debian images have no
+	// findings yet.
+	run(t, nil, registryBin, "vulndb", "import", bundleWithout(t, "Debian"), "--data", data)
 	removeMetadata(t, data)
 
 	reg = startRegistry(t, startOptions{dataDir: data})
-	waitReport(t, reg, "team/lost", lost, 60*time.Second)
-	if n := metric(t, reg, "portcullis_scan_reconcile_enqueued_total"); n != 1 {
-		t.Errorf("reconcile queued %v images, want 1", n)
+	for _, img := range []struct{ repo, d string }{{"team/lost", lost}, {"team/untagged", untagged}} {
+		if _, r := waitReport(t, reg, img.repo, img.d, 60*time.Second); len(r.Findings) != 0 {
+			t.Fatalf("%s: findings with a database without Debian records: %v", img.repo, r.ids())
+		}
+	}
+	if n := metric(t, reg, "portcullis_scan_reconcile_enqueued_total"); n != 2 {
+		t.Errorf("reconcile queued %v images, want 2", n)
 	}
 	clean := filepath.Join(t.TempDir(), "clean.tar")
 	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "nothing installed"})))
@@ -436,6 +454,9 @@ func TestScanReconcileAfterMetadataLoss(t *testing.T) {
 	if err := reg.Stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, reg.Logs())
 	}
+	// The whole bundle, with the Debian records, and no metadata database:
+	// nothing remembers the scanned images' inventories but storage.
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", data)
 	removeMetadata(t, data)
 
 	reg = startRegistry(t, startOptions{dataDir: data})
@@ -446,14 +467,45 @@ func TestScanReconcileAfterMetadataLoss(t *testing.T) {
 	if n := metric(t, reg, `portcullis_scan_scans_total{result="ok"}`); n != 0 {
 		t.Errorf("%v scans after a restart with every image scanned", n)
 	}
-	for repo, d := range map[string]string{"team/lost": lost, "team/pushed": pushed} {
-		if n := reportCount(t, reg, repo, d); n != 1 {
-			t.Errorf("%s@%s has %d reports, want 1", repo, d, n)
+	if n := metric(t, reg, "portcullis_scan_restored_inventories_total"); n != 3 {
+		t.Errorf("%v inventories read back from storage, want 3", n)
+	}
+	for repo, d := range map[string]string{"team/lost": lost, "team/untagged": untagged} {
+		if code, r := getReport(t, reg, repo, d); code != http.StatusOK || len(r.Findings) == 0 {
+			t.Errorf("%s@%s: report %d with %d findings after the Debian records were imported", repo, d, code, len(r.Findings))
 		}
-		if code, _ := getReport(t, reg, repo, d); code != http.StatusOK {
-			t.Errorf("%s@%s: report %d", repo, d, code)
+		if n := reportCount(t, reg, repo, d); n != 2 {
+			t.Errorf("%s@%s has %d reports, want 2 (the first, the re-matched one)", repo, d, n)
 		}
 	}
+	if n := reportCount(t, reg, "team/pushed", pushed); n != 1 {
+		t.Errorf("the clean image has %d reports, want 1: its findings did not change", n)
+	}
+}
+
+// bundleWithout returns a copy of the shared OSV bundle without one
+// ecosystem's records.
+func bundleWithout(t *testing.T, ecosystem string) string {
+	t.Helper()
+	dir := t.TempDir()
+	entries, err := os.ReadDir(filepath.Join(sharedVulnDB, "osv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == ecosystem {
+			continue
+		}
+		zip, err := os.ReadFile(filepath.Join(sharedVulnDB, "osv", e.Name(), "all.zip"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "osv", e.Name()), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "osv", e.Name(), "all.zip"), string(zip))
+	}
+	return dir
 }
 
 // kill stops the registry with SIGKILL, as a crash would.

@@ -207,3 +207,17 @@ func (w *digestHeaderWriter) Write(p []byte) (int, error) {
 }
 
 func (w *digestHeaderWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var _ distribution.ManifestEnumerator = (*manifestService)(nil)
+
+// Enumerate calls ingester with the canonical digest of each manifest of the
+// repository, when the wrapped manifest service can list them
+// (distribution.ManifestEnumerator). A manifest with a sha512 alias may be
+// reported twice.
+func (m *manifestService) Enumerate(ctx context.Context, ingester func(digest.Digest) error) error {
+	en, ok := m.ManifestService.(distribution.ManifestEnumerator)
+	if !ok {
+		return errors.New("manifest service cannot enumerate")
+	}
+	return en.Enumerate(ctx, ingester)
+}

@@ -136,3 +136,17 @@ func (x *Index) Rebuild(ctx context.Context, repo distribution.Repository) error
 	}
 	return x.MarkComplete(ctx, name)
 }
+
+var _ distribution.ManifestEnumerator = (*manifestService)(nil)
+
+// Enumerate calls ingester with the digest of each manifest of the
+// repository, when the wrapped manifest service can list them
+// (distribution.ManifestEnumerator); the scanner's reconcile pass walks
+// untagged manifests through it.
+func (m *manifestService) Enumerate(ctx context.Context, ingester func(digest.Digest) error) error {
+	en, ok := m.ManifestService.(distribution.ManifestEnumerator)
+	if !ok {
+		return errors.New("manifest service cannot enumerate")
+	}
+	return en.Enumerate(ctx, ingester)
+}

@@ -95,31 +95,40 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) error {
 	return err
 }
 
-// claim makes sure one image is scanned once at a time: when another scan
-// of repo@d runs, it waits for it. release must be called.
+// claim makes sure one image is scanned (or restored) once at a time:
+// when another scan of repo@d runs, it waits for it. release must be
+// called.
 func (s *Service) claim(ctx context.Context, repo string, d digest.Digest) (release func(), err error) {
-	key := string(scannedKey(repo, d))
 	for {
-		s.claimMu.Lock()
-		busy, ok := s.claims[key]
-		if !ok {
-			done := make(chan struct{})
-			s.claims[key] = done
-			s.claimMu.Unlock()
-			return func() {
-				s.claimMu.Lock()
-				delete(s.claims, key)
-				s.claimMu.Unlock()
-				close(done)
-			}, nil
+		release, busy := s.tryClaim(repo, d)
+		if busy == nil {
+			return release, nil
 		}
-		s.claimMu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-busy:
 		}
 	}
+}
+
+// tryClaim claims repo@d, or returns busy, closed when the scan (or
+// restore) that holds it is done. release must be called when busy is nil.
+func (s *Service) tryClaim(repo string, d digest.Digest) (release func(), busy <-chan struct{}) {
+	key := string(scannedKey(repo, d))
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	if held, ok := s.claims[key]; ok {
+		return nil, held
+	}
+	done := make(chan struct{})
+	s.claims[key] = done
+	return func() {
+		s.claimMu.Lock()
+		delete(s.claims, key)
+		s.claimMu.Unlock()
+		close(done)
+	}, nil
 }
 
 // scanning reports whether a scan of repo@d is running.
@@ -130,9 +139,14 @@ func (s *Service) scanning(repo string, d digest.Digest) bool {
 	return ok
 }
 
-// hasVerdict reports whether repo@d has been scanned: remembered in the
-// metadata database, recorded as "scan failed", or (when the metadata
-// database was lost) with a report among its referrers in storage.
+// hasVerdict reports whether repo@d has a verdict: remembered in the
+// metadata database, recorded as "scan failed", or with a report and an
+// inventory among its referrers in storage. In the last case (the metadata
+// database was lost, or another replica scanned the image) the inventory
+// is read back and re-matched against the loaded database, and the image
+// remembered (restore): no layer is read. An image with a report but no
+// usable inventory (scanned before inventories were stored) has no
+// verdict, so that it is scanned once more and gets one.
 func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) (bool, error) {
 	if s.remembered(repo, d) || s.failure(repo, d) != "" {
 		return true, nil
@@ -141,12 +155,16 @@ func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return false, fmt.Errorf("list referrers of %s@%s: %w", repo, d, err)
 	}
-	for _, desc := range descs {
-		if desc.ArtifactType == artifact.ArtifactTypeReport {
-			return true, nil
-		}
+	report, ok := newest(descs, artifact.ArtifactTypeReport)
+	if !ok {
+		return false, nil
 	}
-	return false, nil
+	inv, ok := newest(descs, artifact.ArtifactTypeInventory)
+	if !ok {
+		s.log.InfoContext(ctx, "scanned image without a stored inventory: scanning it again", "repo", repo, "digest", d)
+		return false, nil
+	}
+	return s.restore(ctx, repo, d, report, inv)
 }
 
 // readManifest returns manifest d of repo; found is false when it is not
@@ -181,17 +199,32 @@ const (
 	kindIndex
 )
 
+// mediaTypeInToto is the layer media type of attestation manifests
+// (BuildKit's provenance and SBOM attestations, listed in an index next to
+// the images they describe).
+const mediaTypeInToto = "application/vnd.in-toto+json"
+
 // classify tells a container image from an index and from anything else
-// (artifacts, referrers).
+// (artifacts, referrers, attestation manifests).
 func classify(mt string, payload []byte) manifestKind {
 	var m struct {
 		MediaType string `json:"mediaType"`
 		Config    struct {
 			MediaType string `json:"mediaType"`
 		} `json:"config"`
+		Layers []struct {
+			MediaType string `json:"mediaType"`
+		} `json:"layers"`
 		Subject *v1.Descriptor `json:"subject"`
 	}
 	if json.Unmarshal(payload, &m) != nil || m.Subject != nil {
+		return kindOther
+	}
+	attestation := len(m.Layers) > 0
+	for _, l := range m.Layers {
+		attestation = attestation && l.MediaType == mediaTypeInToto
+	}
+	if attestation {
 		return kindOther
 	}
 	if m.MediaType != "" {
@@ -226,10 +259,12 @@ func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) 
 		default:
 			continue
 		}
-		if s.scanning(repo, m.Digest) {
+		release, busy := s.tryClaim(repo, m.Digest)
+		if busy != nil {
 			continue // pushed with the index, and being scanned from its own entry
 		}
 		done, err := s.hasVerdict(ctx, repo, m.Digest)
+		release()
 		if err != nil {
 			return queued, err
 		}
@@ -255,13 +290,13 @@ func referrerTag(tag string) bool {
 	return strings.HasPrefix(tag, "sha") && referrerTagPattern.MatchString(tag)
 }
 
-// scanImage scans image manifest repo@d and stores its report and SBOM as
-// referrers. It returns a failedError (the verdict "scan failed" recorded)
-// when the image itself is at fault, and another error for a transient
-// failure.
+// scanImage scans image manifest repo@d and stores its inventory, SBOM
+// and report as referrers, the report last: a report in storage means the
+// image was scanned and its inventory is there to re-match. It returns a
+// failedError (the verdict "scan failed" recorded) when the image itself
+// is at fault, and another error for a transient failure.
 func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo string, d digest.Digest, mt string, payload []byte) error {
-	db := s.database()
-	if db == nil {
+	if s.database() == nil {
 		return errNoDB
 	}
 	start := time.Now()
@@ -276,12 +311,11 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 	if err != nil {
 		return s.failed(ctx, repo, d, fmt.Errorf("inventory: %w", err))
 	}
-	report := stored.Report(db, s.policy)
 	imt, _ := img.MediaType()
 	size, _ := img.Size()
 	subject := v1.Descriptor{MediaType: string(imt), Digest: d, Size: size}
 	now := time.Now()
-	reportArt, err := artifact.ReportArtifact(subject, report, now)
+	invArt, err := artifact.InventoryArtifact(subject, stored, now)
 	if err != nil {
 		return err
 	}
@@ -293,12 +327,25 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 	if err != nil {
 		return err
 	}
-	for _, a := range []*artifact.Artifact{reportArt, sbomArt} {
+	for _, a := range []*artifact.Artifact{invArt, sbomArt} {
 		if err := push(ctx, r, a, ""); err != nil {
 			return fmt.Errorf("store %s: %w", a.Descriptor.ArtifactType, err)
 		}
 	}
-	if err := s.remember(repo, scanned{Subject: subject, Inventory: stored, Report: report}); err != nil {
+	// Matched with the current database, so that a database loaded
+	// meanwhile re-matches this image once it is remembered.
+	s.rematchMu.Lock()
+	defer s.rematchMu.Unlock()
+	report := s.matching().Report(stored, s.policy)
+	reportArt, err := artifact.ReportArtifact(subject, report, now)
+	if err != nil {
+		return err
+	}
+	if err := push(ctx, r, reportArt, ""); err != nil {
+		return fmt.Errorf("store %s: %w", reportArt.Descriptor.ArtifactType, err)
+	}
+	e := scanned{Subject: subject, Inventory: stored, Report: report, Created: now}
+	if err := s.remember(repo, e, invArt.Descriptor.Digest, sbomArt.Descriptor.Digest, reportArt.Descriptor.Digest); err != nil {
 		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
 	}
 	s.scans.WithLabelValues("ok").Inc()

@@ -2,16 +2,27 @@
 // registry: it loads the vulnerability database imported as an OCI artifact
 // in the reserved repository portcullis/vulndb, scans each image manifest
 // pushed (a bounded worker pool, each layer indexed once through a cache in
-// the metadata database), stores the report and a CycloneDX SBOM as
-// referrers of the image, and serves them.
+// the metadata database), stores the image's package inventory, a
+// CycloneDX SBOM and the report as referrers of the image, and serves the
+// report and the SBOM.
 //
 // Work arrives through the scan outbox (internal/outbox), where the front
 // handler records each successful push, tag and delete: an entry stays
 // until its image is scanned or its verdict "scan failed" is recorded, so
 // pushes made before a database is loaded, or before a restart, are
-// scanned later. A pushed index queues its images. A reconcile pass, once
-// a database is loaded and then hourly, walks every tag and queues the
-// images without a report: it repairs what the outbox missed, and decides
-// from the referrers in storage, so it works with an empty metadata
-// database and never scans an image with a report again.
+// scanned later. A pushed index queues its images.
+//
+// A new database re-matches every scanned image from its inventory,
+// without reading its layers again. The metadata database keeps the
+// inventories for that, but only as a copy: storage holds the truth. A
+// reconcile pass, once a database is loaded, after each new one and then
+// hourly, walks every manifest of every repository, tagged or not (the
+// storage driver's Walk, through distribution's ManifestEnumerator). It
+// queues the images without a report, which repairs what the outbox
+// missed, and reads back the inventory referrer of each scanned image the
+// metadata database does not know (it was lost, or another replica
+// scanned the image), re-matches it and remembers it. It decides from the
+// referrers in storage, so it works with an empty metadata database and
+// never scans an image with a report and an inventory again; an image
+// scanned before inventories were stored is scanned once more.
 package scanner

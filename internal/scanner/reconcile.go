@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/internal/outbox"
@@ -17,7 +18,7 @@ import (
 const reconcileInterval = time.Hour
 
 // reconcileLoop runs the reconcile pass once a database is loaded, then
-// every reconcileInterval, until ctx is done.
+// after each new database and every reconcileInterval, until ctx is done.
 func (s *Service) reconcileLoop(ctx context.Context) {
 	select {
 	case <-ctx.Done():
@@ -34,15 +35,19 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.kick:
 		}
 	}
 }
 
-// reconcile repairs what the outbox missed (a lost metadata database, an
-// append that failed): it walks every tag of every repository and queues
-// the images that have no verdict. An image with a report among its
-// referrers in storage is not scanned again, so it needs no metadata
-// database. It returns ctx's error or the catalog's.
+// reconcile repairs what the outbox and the metadata database missed (a
+// lost metadata database, an append that failed, another replica's scans):
+// it walks every manifest of every repository, tagged or not, queues the
+// images that have no verdict, and restores (re-matches from the stored
+// inventory) the scanned images the metadata database does not know. An
+// image with a report among its referrers in storage is not scanned again,
+// so it needs no metadata database. It returns ctx's error or the
+// catalog's.
 func (s *Service) reconcile(ctx context.Context) error {
 	start := time.Now()
 	repos, queued := 0, 0
@@ -66,75 +71,88 @@ func (s *Service) reconcile(ctx context.Context) error {
 		return fmt.Errorf("walk repositories: %w", err)
 	}
 	s.reconciles.Inc()
-	s.log.InfoContext(ctx, "reconciled scans with the registry's tags", "repos", repos, "queued", queued, "duration", time.Since(start))
+	s.log.InfoContext(ctx, "reconciled scans with the registry's manifests", "repos", repos, "queued", queued, "duration", time.Since(start))
 	return nil
 }
 
-// reconcileRepo queues the tagged images of repo that have no verdict, and
-// returns how many it queued.
+// reconcileRepo walks every manifest of repo (distribution's
+// ManifestEnumerator, which lists _manifests/revisions through the storage
+// driver's Walk), queues the images that have no verdict, and returns how
+// many it queued. A manifest that cannot be read is logged and skipped.
 func (s *Service) reconcileRepo(ctx context.Context, repo string) (int, error) {
 	r, err := s.open(ctx, repo)
 	if err != nil {
 		return 0, err
 	}
-	tagService := r.Tags(ctx)
-	tags, err := tagService.All(ctx)
-	var repoUnknown distribution.ErrRepositoryUnknown
-	if errors.As(err, &repoUnknown) {
-		return 0, nil // no tags
-	}
+	ms, err := r.Manifests(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("list tags: %w", err)
+		return 0, err
 	}
-	seen := map[digest.Digest]bool{}
+	en, ok := ms.(distribution.ManifestEnumerator)
+	if !ok {
+		return 0, errors.New("the manifest service cannot list manifests")
+	}
+	seen := map[digest.Digest]bool{} // a manifest with a sha512 alias is listed twice
 	queued := 0
-	for _, tag := range tags {
-		if referrerTag(tag) {
-			continue
+	err = en.Enumerate(ctx, func(d digest.Digest) error {
+		if seen[d] {
+			return nil
 		}
-		desc, err := tagService.Get(ctx, tag)
-		var tagUnknown distribution.ErrTagUnknown
-		if errors.As(err, &tagUnknown) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return queued, fmt.Errorf("tag %s: %w", tag, err)
-		}
-		if seen[desc.Digest] {
-			continue
-		}
-		seen[desc.Digest] = true
-		done, err := s.hasVerdict(ctx, repo, desc.Digest)
-		if err != nil {
-			return queued, err
-		}
-		if done {
-			continue
-		}
-		mt, payload, found, err := readManifest(ctx, r, desc.Digest)
-		if err != nil {
-			return queued, err
-		}
-		if !found {
-			continue
-		}
-		switch classify(mt, payload) {
-		case kindIndex:
-			n, err := s.expandIndex(ctx, repo, payload)
-			queued += n
-			s.reconciled.Add(float64(n))
-			if err != nil {
-				return queued, err
-			}
-		case kindImage:
-			if _, err := s.box.Append(ctx, outbox.Event{
-				Kind: outbox.KindTag, Repository: repo, Digest: desc.Digest, Tag: tag, MediaType: mt, Time: time.Now(),
-			}); err != nil {
-				return queued, err
-			}
+		seen[d] = true
+		q, err := s.reconcileManifest(ctx, r, repo, d)
+		if q {
 			queued++
 			s.reconciled.Inc()
 		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.log.WarnContext(ctx, "reconcile manifest", "repo", repo, "digest", d, "err", err)
+		}
+		return nil
+	})
+	var repoUnknown distribution.ErrRepositoryUnknown
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &repoUnknown) || errors.As(err, &nf) {
+		return queued, nil // no manifests
+	}
+	if err != nil {
+		return queued, fmt.Errorf("list manifests: %w", err)
 	}
 	return queued, nil
+}
+
+// reconcileManifest queues manifest repo@d for a scan when it is an image
+// without a verdict, and reports whether it did. What the metadata
+// database knows (a verdict, a manifest that is no image) is skipped
+// before anything is read; an image with a report in storage is restored
+// (hasVerdict). Indexes are not expanded: their images are manifests of
+// the repository too.
+func (s *Service) reconcileManifest(ctx context.Context, r distribution.Repository, repo string, d digest.Digest) (bool, error) {
+	if s.knownNotImage(repo, d) {
+		return false, nil
+	}
+	release, busy := s.tryClaim(repo, d)
+	if busy != nil {
+		return false, nil // being scanned
+	}
+	done, err := s.hasVerdict(ctx, repo, d)
+	release()
+	if err != nil || done {
+		return false, err
+	}
+	mt, payload, found, err := readManifest(ctx, r, d)
+	if err != nil || !found {
+		return false, err
+	}
+	if k := classify(mt, payload); k != kindImage {
+		return false, s.noteKind(repo, d, k)
+	}
+	if _, err := s.box.Append(ctx, outbox.Event{
+		Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mt, Time: time.Now(),
+	}); err != nil {
+		return false, err
+	}
+	return true, nil
 }

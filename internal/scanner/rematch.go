@@ -3,10 +3,13 @@ package scanner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
+	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
@@ -19,16 +22,20 @@ var bucketScanned = []byte("scan/images")
 
 // scanned is what the node remembers of a scanned image so that a new
 // database re-matches it without reading its layers again. It can be
-// rebuilt by scanning the images again.
+// rebuilt from storage: the image's inventory and report are its referrers.
 type scanned struct {
 	Subject   v1.Descriptor         `json:"subject"`
 	Inventory *scan.StoredInventory `json:"inventory"`
 	Report    *scan.Report          `json:"report"`
+	// Created is the created time of the stored report.
+	Created time.Time `json:"created,omitzero"`
 }
 
 func scannedKey(repo string, d digest.Digest) []byte { return []byte(repo + "@" + d.String()) }
 
-func (s *Service) remember(repo string, e scanned) error {
+// remember records a scanned image, and its referrers as manifests that
+// are not images (so the reconcile pass does not read them).
+func (s *Service) remember(repo string, e scanned, referrers ...digest.Digest) error {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -38,16 +45,33 @@ func (s *Service) remember(repo string, e scanned) error {
 		if err != nil {
 			return err
 		}
-		return b.Put(scannedKey(repo, e.Subject.Digest), data)
+		if err := b.Put(scannedKey(repo, e.Subject.Digest), data); err != nil {
+			return err
+		}
+		return putKinds(tx, repo, kindOther, referrers...)
 	})
+}
+
+// createdAfter returns now, or the first second after prev when now is
+// not later at the second resolution of the created annotation, so that
+// a new report is the newest.
+func createdAfter(prev, now time.Time) time.Time {
+	if next := prev.Truncate(time.Second).Add(time.Second); now.Before(next) {
+		return next
+	}
+	return now
 }
 
 // rematchAll re-matches every remembered image against the current
 // database and stores a new report for those whose findings or verdict
 // changed. Layers are not read.
 func (s *Service) rematchAll(ctx context.Context) error {
-	db := s.database()
-	matcher := scan.NewMatcher(db)
+	s.rematchMu.Lock()
+	defer s.rematchMu.Unlock()
+	matcher := s.matching()
+	if matcher == nil {
+		return nil
+	}
 	type item struct {
 		repo string
 		e    scanned
@@ -79,6 +103,9 @@ func (s *Service) rematchAll(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if it.e.Report != nil && it.e.Report.DB.Digest == matcher.DB().Digest {
+			continue // matched with this database already (restored since it loaded)
+		}
 		report, change := matcher.Rematch(it.e.Inventory, it.e.Report, s.policy)
 		if !change.Changed() {
 			continue
@@ -87,15 +114,16 @@ func (s *Service) rematchAll(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a, err := artifact.ReportArtifact(it.e.Subject, report, time.Now())
+		created := createdAfter(it.e.Created, time.Now())
+		a, err := artifact.ReportArtifact(it.e.Subject, report, created)
 		if err != nil {
 			return err
 		}
 		if err := push(ctx, r, a, ""); err != nil {
 			return fmt.Errorf("store report of %s@%s: %w", it.repo, it.e.Subject.Digest, err)
 		}
-		it.e.Report = report
-		if err := s.remember(it.repo, it.e); err != nil {
+		it.e.Report, it.e.Created = report, created
+		if err := s.remember(it.repo, it.e, a.Descriptor.Digest); err != nil {
 			return err
 		}
 		s.rematches.Inc()
@@ -103,6 +131,146 @@ func (s *Service) rematchAll(ctx context.Context) error {
 	}
 	s.log.InfoContext(ctx, "re-matched scanned images", "images", len(items), "changed", changed)
 	return nil
+}
+
+// restore reads back the stored inventory of repo@d, an image with a
+// report in storage that the metadata database does not know (it was
+// lost, or another replica scanned the image): it re-matches the
+// inventory against the loaded database, stores a new report when the
+// findings or the verdict changed, and remembers the image, so that the
+// next database re-matches it too. No layer is read. It returns false
+// when the inventory is unusable (gone, another format, malformed), so
+// the image is scanned again, and an error when storage cannot be read.
+func (s *Service) restore(ctx context.Context, repo string, d digest.Digest, reportDesc, invDesc v1.Descriptor) (bool, error) {
+	r, err := s.open(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	blobs := r.Blobs(ctx)
+	fetch := func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) { return blobs.Open(ctx, dg) }
+	_, payload, found, err := readManifest(ctx, r, invDesc.Digest)
+	if err != nil || !found {
+		return false, err
+	}
+	stored, m, err := artifact.ReadInventory(ctx, fetch, payload)
+	if err == nil && (m.Subject == nil || m.Subject.Digest != d) {
+		err = fmt.Errorf("%w: inventory of another subject", artifact.ErrInvalidArtifact)
+	}
+	if err != nil {
+		if unusable(err) {
+			s.log.InfoContext(ctx, "stored inventory unusable: the image is scanned again", "repo", repo, "digest", d, "err", err)
+			return false, nil
+		}
+		return false, &storageError{fmt.Errorf("read inventory %s: %w", invDesc.Digest, err)}
+	}
+	subject := v1.Descriptor{MediaType: m.Subject.MediaType, Digest: m.Subject.Digest, Size: m.Subject.Size}
+	var prev *scan.Report
+	_, payload, found, err = readManifest(ctx, r, reportDesc.Digest)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		prev, _, err = artifact.ReadReport(ctx, fetch, payload)
+		if err != nil && !unusable(err) {
+			return false, &storageError{fmt.Errorf("read report %s: %w", reportDesc.Digest, err)}
+		}
+	}
+	prevCreated, _ := time.Parse(time.RFC3339, reportDesc.Annotations[v1.AnnotationCreated])
+
+	s.rematchMu.Lock()
+	defer s.rematchMu.Unlock()
+	e := scanned{Subject: subject, Inventory: stored, Report: prev, Created: prevCreated}
+	referrers := []digest.Digest{invDesc.Digest, reportDesc.Digest}
+	changed := false
+	if matcher := s.matching(); matcher != nil && (prev == nil || prev.DB.Digest != matcher.DB().Digest) {
+		report, change := matcher.Rematch(stored, prev, s.policy)
+		if changed = change.Changed(); changed {
+			created := createdAfter(prevCreated, time.Now())
+			a, err := artifact.ReportArtifact(subject, report, created)
+			if err != nil {
+				return false, err
+			}
+			if err := push(ctx, r, a, ""); err != nil {
+				return false, fmt.Errorf("store report of %s@%s: %w", repo, d, err)
+			}
+			e.Report, e.Created = report, created
+			referrers = append(referrers, a.Descriptor.Digest)
+			s.rematches.Inc()
+		}
+	}
+	if err := s.remember(repo, e, referrers...); err != nil {
+		return false, err
+	}
+	s.restored.Inc()
+	s.log.InfoContext(ctx, "scanned image restored from its stored inventory", "repo", repo, "digest", d, "changed", changed)
+	return true, nil
+}
+
+// unusable reports whether err is the content's fault (a missing blob, a
+// malformed or stale document) rather than storage's.
+func unusable(err error) bool {
+	for _, target := range []error{
+		artifact.ErrInvalidArtifact, artifact.ErrBlobMismatch, artifact.ErrTooLarge,
+		scan.ErrStaleInventory, scan.ErrMalformedInventory, distribution.ErrBlobUnknown,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// newest returns the descriptor of the newest referrer in descs of the
+// given artifact type, by its created annotation; ok is false when there
+// is none.
+func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok bool) {
+	for _, desc := range descs {
+		if desc.ArtifactType != artifactType {
+			continue
+		}
+		if !ok || desc.Annotations[v1.AnnotationCreated] > d.Annotations[v1.AnnotationCreated] {
+			d, ok = desc, true
+		}
+	}
+	return d, ok
+}
+
+var bucketKinds = []byte("scan/kinds")
+
+// putKinds records, in tx, manifests of repo that are not images (k is
+// kindIndex or kindOther): a digest's content never changes, so the
+// reconcile pass never needs to read them again.
+func putKinds(tx *bolt.Tx, repo string, k manifestKind, ds ...digest.Digest) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketKinds)
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if err := b.Put(scannedKey(repo, d), []byte{byte(k)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) noteKind(repo string, d digest.Digest, k manifestKind) error {
+	return s.meta.Update(func(tx *bolt.Tx) error { return putKinds(tx, repo, k, d) })
+}
+
+// knownNotImage reports whether repo@d was recorded as an index or an
+// artifact.
+func (s *Service) knownNotImage(repo string, d digest.Digest) bool {
+	found := false
+	_ = s.meta.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketKinds); b != nil {
+			found = b.Get(scannedKey(repo, d)) != nil
+		}
+		return nil
+	})
+	return found
 }
 
 var keyMatchedDB = []byte("scan/matched-db")
@@ -162,7 +330,7 @@ func (s *Service) remembered(repo string, d digest.Digest) bool {
 // forget drops what the node remembers of a deleted manifest repo@d.
 func (s *Service) forget(repo string, d digest.Digest) error {
 	return s.meta.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketScanned, bucketFailed} {
+		for _, name := range [][]byte{bucketScanned, bucketFailed, bucketKinds} {
 			if b := tx.Bucket(name); b != nil {
 				if err := b.Delete(scannedKey(repo, d)); err != nil {
 					return err

@@ -63,9 +63,16 @@ type Service struct {
 
 	mu      sync.RWMutex
 	db      *vulndb.DB
+	matcher *scan.Matcher // db's, remembering the records of each package version matched
 	dbIndex digest.Digest // manifest digest of the loaded database
 	loaded  chan struct{} // closed once a database is loaded
 	once    sync.Once
+	kick    chan struct{} // asks for a reconcile pass (a new database)
+
+	// rematchMu orders the matching of stored inventories with database
+	// changes: a report computed and remembered under it was matched with
+	// the current database, or is re-matched by the next rematchAll.
+	rematchMu sync.Mutex
 
 	claimMu sync.Mutex
 	claims  map[string]chan struct{} // images being scanned, closed when done
@@ -80,6 +87,7 @@ type Service struct {
 	retries    prometheus.Counter
 	reconciles prometheus.Counter
 	reconciled prometheus.Counter
+	restored   prometheus.Counter
 }
 
 // Options are a Service's dependencies.
@@ -123,7 +131,7 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{
 		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: gates,
-		loaded: make(chan struct{}), claims: map[string]chan struct{}{},
+		loaded: make(chan struct{}), kick: make(chan struct{}, 1), claims: map[string]chan struct{}{},
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
@@ -153,6 +161,10 @@ func New(o Options) (*Service, error) {
 			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_enqueued_total",
 			Help: "Unscanned images the reconcile pass queued for a scan.",
 		}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "restored_inventories_total",
+			Help: "Scanned images the metadata database did not know (lost, or scanned by another replica) whose inventory was read back from storage and re-matched.",
+		}),
 	}
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "portcullis", Subsystem: "scan", Name: "outbox_pending",
@@ -165,7 +177,7 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.reconciles, s.reconciled, pending} {
+	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.reconciles, s.reconciled, s.restored, pending} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
@@ -174,9 +186,10 @@ func New(o Options) (*Service, error) {
 }
 
 // Run loads the database and checks for a newer one every interval,
-// consumes the outbox, reconciles the registry's tags with the stored
-// reports once a database is loaded and every reconcileInterval, and runs
-// the scan workers, until ctx is done. It returns when all have stopped.
+// consumes the outbox, reconciles the registry's manifests with the stored
+// reports once a database is loaded, after each new one and every
+// reconcileInterval, and runs the scan workers, until ctx is done. It
+// returns when all have stopped.
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -253,7 +266,8 @@ func (s *Service) reloadDB(ctx context.Context) error {
 		return fmt.Errorf("load %s@%s: %w", DBRepository, desc.Digest, err)
 	}
 	s.mu.Lock()
-	s.db, s.dbIndex = db, desc.Digest
+	first := s.db == nil
+	s.db, s.matcher, s.dbIndex = db, scan.NewMatcher(db), desc.Digest
 	s.mu.Unlock()
 	s.log.InfoContext(ctx, "vulnerability database loaded", "digest", desc.Digest)
 	s.once.Do(func() { close(s.loaded) })
@@ -264,6 +278,15 @@ func (s *Service) reloadDB(ctx context.Context) error {
 			return err
 		}
 	}
+	if !first {
+		// Scanned images this node does not remember (a lost metadata
+		// database, another replica's scans) are re-matched by the reconcile
+		// pass; the first database starts one anyway.
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 	return s.setMatchedDB(desc.Digest)
 }
 
@@ -271,6 +294,13 @@ func (s *Service) database() *vulndb.DB {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.db
+}
+
+// matching returns the loaded database's matcher, nil before one is loaded.
+func (s *Service) matching() *scan.Matcher {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.matcher
 }
 
 // push stores an artifact's blobs then its manifest (tagged when tag is set).

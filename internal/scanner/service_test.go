@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -33,7 +36,11 @@ import (
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
+	"github.com/portcullis/portcullis/scan/inventory"
+	pstorage "github.com/portcullis/portcullis/storage"
+	"github.com/portcullis/portcullis/storage/miniotest"
 )
 
 // testRepos opens repositories as the registry does (sha512 aliases, the
@@ -62,17 +69,65 @@ func (r testRepos) Enumerate(ctx context.Context, ingester func(string) error) e
 }
 
 // faultyDriver fails reading blob content while fail is set, like a
-// storage backend that is down.
+// storage backend that is down, and counts the reads of each blob.
 type faultyDriver struct {
 	storagedriver.StorageDriver
 	fail atomic.Bool
+
+	mu    sync.Mutex
+	reads map[string]int // by blob digest
+}
+
+// readBlob counts a read of p when it is a blob's data, and fails it while
+// fail is set.
+func (d *faultyDriver) readBlob(p string) error {
+	if !strings.Contains(p, "/blobs/") {
+		return nil
+	}
+	if d.fail.Load() {
+		return errors.New("storage unavailable")
+	}
+	// .../blobs/<algorithm>/<first two hex>/<hex>/data
+	hex := path.Base(path.Dir(p))
+	alg := path.Base(path.Dir(path.Dir(path.Dir(p))))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.reads == nil {
+		d.reads = map[string]int{}
+	}
+	d.reads[alg+":"+hex]++
+	return nil
 }
 
 func (d *faultyDriver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
-	if d.fail.Load() && strings.Contains(path, "/blobs/") {
-		return nil, errors.New("storage unavailable")
+	if err := d.readBlob(path); err != nil {
+		return nil, err
 	}
 	return d.StorageDriver.Reader(ctx, path, offset)
+}
+
+func (d *faultyDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	if err := d.readBlob(path); err != nil {
+		return nil, err
+	}
+	return d.StorageDriver.GetContent(ctx, path)
+}
+
+// blobReads returns how many times the blobs ds (all blobs when none is
+// given: layers, configs, manifests) were read.
+func (d *faultyDriver) blobReads(ds ...digest.Digest) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	if len(ds) == 0 {
+		for _, c := range d.reads {
+			n += c
+		}
+	}
+	for _, dg := range ds {
+		n += d.reads[dg.String()]
+	}
+	return n
 }
 
 // harness is a scanner over in-memory storage, as the registry runs it.
@@ -83,6 +138,9 @@ type harness struct {
 	svc     *Service
 	box     *outbox.Outbox
 	metrics *prometheus.Registry
+	// stop stops the scanner and closes its metadata database; it may be
+	// called more than once.
+	stop func()
 }
 
 // newHarness starts a scanner on driver (a new in-memory one when nil)
@@ -127,7 +185,7 @@ func newHarness(t *testing.T, driver *faultyDriver) *harness {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx, 20*time.Millisecond) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
@@ -136,7 +194,8 @@ func newHarness(t *testing.T, driver *faultyDriver) *harness {
 			t.Error(err)
 		}
 	})
-	return &harness{t: t, driver: driver, repos: repos, svc: svc, box: box, metrics: metrics}
+	t.Cleanup(stop)
+	return &harness{t: t, driver: driver, repos: repos, svc: svc, box: box, metrics: metrics, stop: stop}
 }
 
 func (h *harness) repo(name string) distribution.Repository {
@@ -152,19 +211,25 @@ func (h *harness) repo(name string) distribution.Repository {
 	return r
 }
 
-// importDB imports the Debian records of the shared OSV bundle.
-func (h *harness) importDB() {
+// importDB imports the records of the shared OSV bundle for ecosystems
+// (Debian when none is given).
+func (h *harness) importDB(ecosystems ...string) {
 	h.t.Helper()
+	if len(ecosystems) == 0 {
+		ecosystems = []string{"Debian"}
+	}
 	dir := h.t.TempDir()
-	zip, err := os.ReadFile("../../../shared/vulndb/osv/Debian/all.zip")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "osv", "Debian"), 0o755); err != nil {
-		h.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "osv", "Debian", "all.zip"), zip, 0o600); err != nil {
-		h.t.Fatal(err)
+	for _, eco := range ecosystems {
+		zip, err := os.ReadFile(filepath.Join("../../../shared/vulndb/osv", eco, "all.zip"))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "osv", eco), 0o755); err != nil {
+			h.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "osv", eco, "all.zip"), zip, 0o600); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 	d, _, err := ImportDB(context.Background(), h.repos, dir)
 	if err != nil {
@@ -241,13 +306,19 @@ func (h *harness) appendEvent(kind outbox.Kind, repo string, d digest.Digest, ta
 // reports returns how many scan reports repo@d has.
 func (h *harness) reports(repo string, d digest.Digest) int {
 	h.t.Helper()
+	return h.referrers(repo, d, artifact.ArtifactTypeReport)
+}
+
+// referrers returns how many referrers of artifactType repo@d has.
+func (h *harness) referrers(repo string, d digest.Digest, artifactType string) int {
+	h.t.Helper()
 	descs, err := h.svc.refs.List(context.Background(), repo, d)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	n := 0
 	for _, desc := range descs {
-		if desc.ArtifactType == artifact.ArtifactTypeReport {
+		if desc.ArtifactType == artifactType {
 			n++
 		}
 	}
@@ -433,5 +504,214 @@ func TestReconcileWithoutMetadata(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
 		t.Errorf("a second pass queued %v more", n-1)
+	}
+}
+
+// imageBlobs returns the digests of img's config and layers.
+func imageBlobs(t *testing.T, img v1.Image) []digest.Digest {
+	t.Helper()
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []digest.Digest{digest.Digest(cfg.String())}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		ld, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, digest.Digest(ld.String()))
+	}
+	return out
+}
+
+// storedInventory reads the newest inventory referrer of repo@d and
+// returns it with the size of its document.
+func (h *harness) storedInventory(repo string, d digest.Digest) (*scan.StoredInventory, int64) {
+	h.t.Helper()
+	ctx := context.Background()
+	manifest, ok, err := h.svc.latest(ctx, repo, d, artifact.ArtifactTypeInventory)
+	if err != nil || !ok {
+		h.t.Fatalf("no inventory of %s@%s: %v", repo, d, err)
+	}
+	blobs := h.repo(repo).Blobs(ctx)
+	inv, m, err := artifact.ReadInventory(ctx, func(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+		return blobs.Open(ctx, d)
+	}, manifest)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return inv, m.Layers[0].Size
+}
+
+// TestRematchAfterMetadataLoss: with the metadata database lost, an image
+// scanned before is re-matched when a new database is imported, from the
+// inventory stored next to its report: its report changes, and none of
+// its blobs is read again.
+func TestRematchAfterMetadataLoss(t *testing.T) {
+	t.Parallel()
+	first := newHarness(t, nil)
+	first.importDB("npm") // nothing about Debian
+	img := debianImage(t)
+	d := first.pushImage("team/old", "v1", img)
+	first.appendEvent(outbox.KindTag, "team/old", d, "v1")
+	first.waitFor("the first report", func() bool { return first.reports("team/old", d) == 1 })
+	if n := first.findings("team/old", d); n != 0 {
+		t.Fatalf("%d findings with a database without Debian records", n)
+	}
+	inv, size := first.storedInventory("team/old", d)
+	if inv.Format != scan.StoredInventoryFormat || inv.InventoryFormat != inventory.FormatVersion || len(inv.Inventory.Packages) == 0 {
+		t.Fatalf("stored inventory: format %d/%d, %d packages", inv.Format, inv.InventoryFormat, len(inv.Inventory.Packages))
+	}
+	t.Logf("stored inventory: %d packages in %d bytes of JSON", len(inv.Inventory.Packages), size)
+	if perPackage := size / int64(len(inv.Inventory.Packages)); perPackage > 512 {
+		t.Errorf("stored inventory of %d bytes for %d packages", size, len(inv.Inventory.Packages))
+	}
+	first.stop()
+	blobs := imageBlobs(t, img)
+	if first.driver.blobReads(blobs...) == 0 {
+		t.Fatal("the scan read no blob: the count is broken")
+	}
+
+	h := newHarness(t, first.driver) // same storage, a new metadata database
+	before := h.driver.blobReads(blobs...)
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	if !h.svc.remembered("team/old", d) || testutil.ToFloat64(h.svc.restored) != 1 {
+		t.Fatalf("the scanned image was not restored from its stored inventory")
+	}
+	if n := h.reports("team/old", d); n != 1 {
+		t.Errorf("%d reports after restoring with the same database, want 1", n)
+	}
+	h.importDB("npm", "Debian")
+	h.waitFor("the re-matched report", func() bool { return h.reports("team/old", d) == 2 })
+	if n := h.findings("team/old", d); n == 0 {
+		t.Error("the re-matched report has no findings")
+	}
+	if n := h.driver.blobReads(blobs...) - before; n != 0 {
+		t.Errorf("the image's config and layer were read %d times", n)
+	}
+	if n := testutil.ToFloat64(h.svc.scans.WithLabelValues("ok")); n != 0 {
+		t.Errorf("%v scans", n)
+	}
+}
+
+// TestRematchScannedElsewhere: an image another replica scanned (and this
+// node does not remember) is re-matched when a new database arrives.
+func TestRematchScannedElsewhere(t *testing.T) {
+	t.Parallel()
+	other := newHarness(t, nil)
+	other.importDB("npm")
+	h := newHarness(t, other.driver)
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	img := debianImage(t)
+	d := other.pushImage("team/elsewhere", "v1", img)
+	other.appendEvent(outbox.KindTag, "team/elsewhere", d, "v1")
+	other.waitFor("the first report", func() bool { return other.reports("team/elsewhere", d) == 1 })
+	other.stop()
+
+	before := h.driver.blobReads(imageBlobs(t, img)...)
+	h.importDB("npm", "Debian")
+	h.waitFor("the re-matched report", func() bool { return h.reports("team/elsewhere", d) == 2 })
+	if n := h.findings("team/elsewhere", d); n == 0 {
+		t.Error("the re-matched report has no findings")
+	}
+	if n := h.driver.blobReads(imageBlobs(t, img)...) - before; n != 0 {
+		t.Errorf("the image's blobs were read %d times", n)
+	}
+}
+
+// TestReportWithoutInventoryRescanned: an image scanned before inventories
+// were stored (a report, no inventory) is scanned once more by the
+// reconcile pass, and then has an inventory.
+func TestReportWithoutInventoryRescanned(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	img := debianImage(t)
+	d := h.pushImage("team/legacy", "v1", img)
+	raw, _ := img.RawManifest()
+	a, err := artifact.ReportArtifact(ocispec.Descriptor{MediaType: string(types.OCIManifestSchema1), Digest: d, Size: int64(len(raw))},
+		&scan.Report{Findings: []scan.Finding{}}, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := push(context.Background(), h.repo("team/legacy"), a, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.importDB()
+	h.waitFor("the new report", func() bool {
+		return h.reports("team/legacy", d) == 2 && h.referrers("team/legacy", d, artifact.ArtifactTypeInventory) == 1 && h.box.Len() == 0
+	})
+	if h.findings("team/legacy", d) == 0 {
+		t.Error("the new report has no findings")
+	}
+	if err := h.svc.reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+		t.Errorf("reconcile queued %v images, want 1", n)
+	}
+}
+
+// TestReconcileUntagged: images pushed by digest with no outbox entry are
+// scanned by the reconcile pass, which walks every manifest, on each
+// storage driver; the index gets no report and the scanner's referrers are
+// not queued.
+func TestReconcileUntagged(t *testing.T) {
+	t.Parallel()
+	drivers := map[string]func(t *testing.T) storagedriver.StorageDriver{
+		"inmemory": func(*testing.T) storagedriver.StorageDriver { return inmemory.New() },
+		"filesystem": func(t *testing.T) storagedriver.StorageDriver {
+			return filesystem.New(filesystem.DriverParameters{RootDirectory: t.TempDir(), MaxThreads: 25})
+		},
+		"s3": func(t *testing.T) storagedriver.StorageDriver {
+			srv := miniotest.Start(t)
+			d, err := pstorage.New(context.Background(), pstorage.Options{
+				Endpoint: srv.Endpoint, Region: "us-east-1", Bucket: srv.NewBucket(t), AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		},
+	}
+	for name, driver := range drivers {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, &faultyDriver{StorageDriver: driver(t)})
+			deb, clean := debianImage(t), testImage(t, map[string]string{"hello.txt": "no packages"})
+			dd := h.pushImage("team/untagged", "", deb)
+			dc := h.pushImage("team/untagged", "", clean)
+			di := h.pushIndex("team/untagged", clean)
+			h.importDB()
+			h.waitFor("reports of both images", func() bool {
+				return h.reports("team/untagged", dd) == 1 && h.reports("team/untagged", dc) == 1 && h.box.Len() == 0
+			})
+			if h.findings("team/untagged", dd) == 0 {
+				t.Error("the Debian image's report has no findings")
+			}
+			if n := h.reports("team/untagged", di); n != 0 {
+				t.Errorf("the index has %d reports", n)
+			}
+			if n := testutil.ToFloat64(h.svc.reconciled); n != 2 {
+				t.Errorf("reconcile queued %v images, want 2", n)
+			}
+			// A second pass finds nothing to do, and reads no manifest: the
+			// images are remembered, the index and the referrers known as
+			// no images.
+			before := h.driver.blobReads()
+			if err := h.svc.reconcile(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if n := testutil.ToFloat64(h.svc.reconciled); n != 2 {
+				t.Errorf("a second pass queued %v more", n-2)
+			}
+			if n := h.driver.blobReads() - before; n != 0 {
+				t.Errorf("a second pass read %d blobs", n)
+			}
+		})
 	}
 }
