@@ -114,19 +114,14 @@ func (s *Service) rematchAll(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		created := createdAfter(it.e.Created, time.Now())
-		a, err := artifact.ReportArtifact(it.e.Subject, report, created)
+		stored, created, err := s.storeRematch(ctx, r, it.repo, it.e.Subject, report, change, it.e.Created)
 		if err != nil {
 			return err
 		}
-		if err := push(ctx, r, a, ""); err != nil {
-			return fmt.Errorf("store report of %s@%s: %w", it.repo, it.e.Subject.Digest, err)
-		}
 		it.e.Report, it.e.Created = report, created
-		if err := s.remember(it.repo, it.e, a.Descriptor.Digest); err != nil {
+		if err := s.remember(it.repo, it.e, stored); err != nil {
 			return err
 		}
-		s.rematches.Inc()
 		changed++
 	}
 	s.log.InfoContext(ctx, "re-matched scanned images", "images", len(items), "changed", changed)
@@ -185,17 +180,12 @@ func (s *Service) restore(ctx context.Context, repo string, d digest.Digest, rep
 	if matcher := s.matching(); matcher != nil && (prev == nil || prev.DB.Digest != matcher.DB().Digest) {
 		report, change := matcher.Rematch(stored, prev, s.policy)
 		if changed = change.Changed(); changed {
-			created := createdAfter(prevCreated, time.Now())
-			a, err := artifact.ReportArtifact(subject, report, created)
+			reportDigest, created, err := s.storeRematch(ctx, r, repo, subject, report, change, prevCreated)
 			if err != nil {
 				return false, err
 			}
-			if err := push(ctx, r, a, ""); err != nil {
-				return false, fmt.Errorf("store report of %s@%s: %w", repo, d, err)
-			}
 			e.Report, e.Created = report, created
-			referrers = append(referrers, a.Descriptor.Digest)
-			s.rematches.Inc()
+			referrers = append(referrers, reportDigest)
 		}
 	}
 	if err := s.remember(repo, e, referrers...); err != nil {
@@ -351,4 +341,24 @@ func (s *Service) failure(repo string, d digest.Digest) string {
 		return nil
 	})
 	return reason
+}
+
+// storeRematch stores the re-matched report of repo@subject (created after
+// the previous one, so that it sorts as the newest) and logs the change: the
+// event a changed verdict or finding list emits. It returns the report
+// artifact's digest and its creation time.
+func (s *Service) storeRematch(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, report *scan.Report, change scan.Change, prevCreated time.Time) (digest.Digest, time.Time, error) {
+	created := createdAfter(prevCreated, time.Now())
+	a, err := artifact.ReportArtifact(subject, report, created)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if err := push(ctx, r, a, ""); err != nil {
+		return "", time.Time{}, fmt.Errorf("store report of %s@%s: %w", repo, subject.Digest, err)
+	}
+	s.rematches.Inc()
+	s.log.InfoContext(ctx, "vulnerability report changed", "repo", repo, "digest", subject.Digest,
+		"db", report.DB.Digest, "added", len(change.Added), "removed", len(change.Removed),
+		"verdictChanged", change.Verdict, "policyFailed", report.Policy.Failed)
+	return a.Descriptor.Digest, created, nil
 }
