@@ -106,7 +106,7 @@ func tarballCompressed(p string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return bytes.HasPrefix(head, gzipMagic) || bytes.HasPrefix(head, zstdMagic), nil
+	return bytes.HasPrefix(head, []byte(gzipMagic)) || bytes.HasPrefix(head, []byte(zstdMagic)), nil
 }
 
 // tarFile returns at most the first max bytes of the regular file name in the tar file p.

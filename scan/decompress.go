@@ -3,7 +3,6 @@ package scan
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"sync"
@@ -14,9 +13,9 @@ import (
 )
 
 // Magic numbers of the layer compressions the OCI image spec allows.
-var (
-	gzipMagic = []byte{0x1f, 0x8b}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+const (
+	gzipMagic = "\x1f\x8b"
+	zstdMagic = "\x28\xb5\x2f\xfd"
 )
 
 // Decompress returns the uncompressed stream of a layer blob: gzip and zstd
@@ -33,14 +32,14 @@ func Decompress(rc io.ReadCloser) (io.ReadCloser, error) {
 		return nil, err
 	}
 	switch {
-	case bytes.HasPrefix(magic, gzipMagic):
+	case bytes.HasPrefix(magic, []byte(gzipMagic)):
 		z, err := gzip.NewReader(br)
 		if err != nil {
 			rc.Close()
 			return nil, err
 		}
 		return newReadAhead(z, closers{z, rc}), nil
-	case bytes.HasPrefix(magic, zstdMagic):
+	case bytes.HasPrefix(magic, []byte(zstdMagic)):
 		// The window bounds the decoder's memory whatever the frame claims.
 		z, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderMaxWindow(64<<20))
@@ -72,8 +71,8 @@ func (cs closers) Close() error {
 type readAhead struct {
 	ready  chan chunk
 	free   chan []byte
-	cancel context.CancelFunc
-	done   chan struct{}
+	quit   chan struct{} // closed by Close
+	done   chan struct{} // closed when fill returns
 	closer io.Closer
 	once   sync.Once
 
@@ -94,34 +93,34 @@ const (
 )
 
 func newReadAhead(src io.Reader, closer io.Closer) *readAhead {
-	ctx, cancel := context.WithCancel(context.Background())
 	r := &readAhead{
 		ready:  make(chan chunk, readAheadBuffers),
 		free:   make(chan []byte, readAheadBuffers),
-		cancel: cancel,
+		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 		closer: closer,
 	}
 	for range readAheadBuffers {
 		r.free <- make([]byte, readAheadSize)
 	}
-	go r.fill(ctx, src)
+	go r.fill(src)
 	return r
 }
 
-func (r *readAhead) fill(ctx context.Context, src io.Reader) {
+func (r *readAhead) fill(src io.Reader) {
 	defer close(r.done)
+	defer close(r.ready) // a Read after the end or after Close returns at once
 	for {
 		var buf []byte
 		select {
 		case buf = <-r.free:
-		case <-ctx.Done():
+		case <-r.quit:
 			return
 		}
 		n, err := fillBuffer(src, buf)
 		select {
 		case r.ready <- chunk{buf: buf, n: n, err: err}:
-		case <-ctx.Done():
+		case <-r.quit:
 			return
 		}
 		if err != nil {
@@ -134,12 +133,17 @@ func (r *readAhead) fill(ctx context.Context, src io.Reader) {
 // returns src's own error (io.EOF at the end, io.ErrUnexpectedEOF only for a
 // truncated stream).
 func fillBuffer(src io.Reader, buf []byte) (int, error) {
-	n := 0
+	n, empty := 0, 0
 	for n < len(buf) {
 		m, err := src.Read(buf[n:])
 		n += m
 		if err != nil {
 			return n, err
+		}
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty >= 100 {
+			return n, io.ErrNoProgress
 		}
 	}
 	return n, nil
@@ -165,11 +169,13 @@ func (r *readAhead) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Close stops the goroutine, waits for it and closes the underlying blob.
+// Close stops the goroutine, waits for it and closes the underlying blob. A
+// read of the blob in progress is waited for: the blob was opened with the
+// scan's context, whose end (or deadline) ends that read.
 func (r *readAhead) Close() error {
 	var err error
 	r.once.Do(func() {
-		r.cancel()
+		close(r.quit)
 		<-r.done
 		err = r.closer.Close()
 	})

@@ -184,3 +184,80 @@ func TestIndexUsesConfigDiffIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// forgedConfigImage claims DiffIDs for its layers that are not theirs.
+type forgedConfigImage struct {
+	layersImage
+	diffIDs []v1.Hash
+}
+
+func (i forgedConfigImage) ConfigFile() (*v1.ConfigFile, error) {
+	cf := &v1.ConfigFile{}
+	cf.RootFS.DiffIDs = i.diffIDs
+	return cf, nil
+}
+
+// TestCacheIgnoresClaimedDiffID: an image whose config claims the DiffID of a layer the
+// cache already knows does not get that layer's inventory: its own layer is read and fails
+// the DiffID check, with and without another scan of it in flight.
+func TestCacheIgnoresClaimedDiffID(t *testing.T) {
+	t.Parallel()
+	clean := layerOf(t, gzipBytes(t, tarBytes(t, file("etc/motd", "hello"))))
+	vulnerable := layerOf(t, gzipBytes(t, tarBytes(t, file("app/node_modules/lodash/package.json", `{"name":"lodash","version":"4.17.15"}`))))
+	cleanID, err := clean.DiffID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := &countingCache{}
+	ix := NewIndexer(IndexOptions{Cache: cache})
+	if _, err := ix.Index(t.Context(), layersImage{layers: []v1.Layer{clean}}); err != nil {
+		t.Fatal(err)
+	}
+	forged := forgedConfigImage{layersImage{layers: []v1.Layer{vulnerable}}, []v1.Hash{cleanID}}
+	inv, err := ix.Index(t.Context(), forged)
+	if !errors.Is(err, ErrDiffIDMismatch) {
+		t.Fatalf("image claiming a cached layer's DiffID: inventory %+v, err %v; want ErrDiffIDMismatch", inv, err)
+	}
+	if _, err := Index(t.Context(), forged, IndexOptions{Cache: cache}); !errors.Is(err, ErrDiffIDMismatch) {
+		t.Fatalf("Index with the cache: err %v, want ErrDiffIDMismatch", err)
+	}
+}
+
+type stuckReader struct{}
+
+func (stuckReader) Read([]byte) (int, error) { return 0, nil }
+
+// TestDecompressNoHang: a Read after Close returns an error instead of blocking, and a source
+// that never makes progress fails instead of spinning.
+func TestDecompressNoHang(t *testing.T) {
+	t.Parallel()
+	blob := gzipBytes(t, bytes.Repeat([]byte("0123456789"), 1<<20))
+	rc, err := Decompress(io.NopCloser(bytes.NewReader(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(rc)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("read after Close succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read after Close blocked")
+	}
+	rc, err = Decompress(io.NopCloser(io.MultiReader(bytes.NewReader([]byte("plain tar")), stuckReader{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.ReadAll(rc); !errors.Is(err, io.ErrNoProgress) {
+		t.Fatalf("source stuck at (0, nil): err %v, want io.ErrNoProgress", err)
+	}
+}

@@ -3,9 +3,11 @@ package scan
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -17,14 +19,24 @@ import (
 // hash to the DiffID the image config gives it; its inventory is then not cached.
 var ErrDiffIDMismatch = errors.New("layer content does not match its diff id")
 
-// LayerCache stores layer inventories by the layer's DiffID (the digest of its uncompressed
-// content, which IndexLayer verifies before storing). Implementations must be safe for
+// LayerKey identifies a layer's content for the cache: the digest of the stored (compressed)
+// blob, which the registry verified when the blob was uploaded, and the DiffID the image
+// config claims for it. An inventory is stored under a key only after the blob's content was
+// read and found to hash to that DiffID, so a config claiming another layer's DiffID never
+// finds that layer's inventory.
+type LayerKey struct {
+	Digest, DiffID v1.Hash
+}
+
+func (k LayerKey) String() string { return k.Digest.String() + "/" + k.DiffID.String() }
+
+// LayerCache stores layer inventories by LayerKey. Implementations must be safe for
 // concurrent use.
 type LayerCache interface {
 	// GetLayer returns the stored inventory, or ok false when there is none.
-	GetLayer(ctx context.Context, diffID v1.Hash) (l *inventory.Layer, ok bool, err error)
+	GetLayer(ctx context.Context, key LayerKey) (l *inventory.Layer, ok bool, err error)
 	// PutLayer stores an inventory.
-	PutLayer(ctx context.Context, diffID v1.Hash, l *inventory.Layer) error
+	PutLayer(ctx context.Context, key LayerKey, l *inventory.Layer) error
 }
 
 // IndexOptions tunes Index and IndexLayer. The zero value means no cache and default limits.
@@ -85,19 +97,23 @@ type configDiffID struct {
 func (l configDiffID) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 // IndexLayer returns the inventory of one layer: from opts.Cache when it holds one of the
-// current inventory.FormatVersion, else by reading the layer's uncompressed stream with
-// inventory.ReadLayer and checking it against the layer's DiffID (ErrDiffIDMismatch). It
-// also returns inventory's ErrLimit, ErrUnsafePath and ErrMalformed, decompression and
-// cache errors.
+// current inventory.FormatVersion under the layer's LayerKey, else by reading the layer's
+// uncompressed stream with inventory.ReadLayer and checking it against the layer's DiffID
+// (ErrDiffIDMismatch). It also returns inventory's ErrLimit, ErrUnsafePath and ErrMalformed,
+// decompression and cache errors.
 func IndexLayer(ctx context.Context, l v1.Layer, opts IndexOptions) (*inventory.Layer, error) {
 	diffID, err := l.DiffID()
 	if err != nil {
 		return nil, fmt.Errorf("diff id: %w", err)
 	}
+	var key LayerKey
 	if opts.Cache != nil {
-		inv, ok, err := opts.Cache.GetLayer(ctx, diffID)
+		if key, err = layerKey(l); err != nil {
+			return nil, err
+		}
+		inv, ok, err := opts.Cache.GetLayer(ctx, key)
 		if err != nil {
-			return nil, fmt.Errorf("layer cache get %s: %w", diffID, err)
+			return nil, fmt.Errorf("layer cache get %s: %w", key, err)
 		}
 		if ok && inv.Format == inventory.FormatVersion {
 			return inv, nil
@@ -108,20 +124,41 @@ func IndexLayer(ctx context.Context, l v1.Layer, opts IndexOptions) (*inventory.
 		return nil, fmt.Errorf("open %s: %w", diffID, err)
 	}
 	defer rc.Close()
-	h := sha256.New()
+	var h hash.Hash
+	switch diffID.Algorithm {
+	case "sha256":
+		h = sha256.New()
+	case "sha512":
+		h = sha512.New()
+	default:
+		return nil, fmt.Errorf("%w: %s: unsupported digest algorithm", ErrDiffIDMismatch, diffID)
+	}
 	inv, err := inventory.ReadLayer(ctx, io.TeeReader(rc, h), opts.Limits)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", diffID, err)
 	}
-	if diffID.Algorithm == "sha256" {
-		if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
-			return nil, fmt.Errorf("%w: %s has content sha256:%s", ErrDiffIDMismatch, diffID, got)
-		}
+	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
+		return nil, fmt.Errorf("%w: %s has content %s:%s", ErrDiffIDMismatch, diffID, diffID.Algorithm, got)
 	}
 	if opts.Cache != nil {
-		if err := opts.Cache.PutLayer(ctx, diffID, inv); err != nil {
-			return nil, fmt.Errorf("layer cache put %s: %w", diffID, err)
+		if err := opts.Cache.PutLayer(ctx, key, inv); err != nil {
+			return nil, fmt.Errorf("layer cache put %s: %w", key, err)
 		}
 	}
 	return inv, nil
+}
+
+// layerKey returns l's LayerKey. Only a layer read from stored blobs gives its digest
+// cheaply (go-containerregistry compresses an uncompressed layer to compute it), so callers
+// ask for it only where a cache is used: in the registry.
+func layerKey(l v1.Layer) (LayerKey, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return LayerKey{}, fmt.Errorf("layer digest: %w", err)
+	}
+	id, err := l.DiffID()
+	if err != nil {
+		return LayerKey{}, fmt.Errorf("diff id: %w", err)
+	}
+	return LayerKey{Digest: d, DiffID: id}, nil
 }

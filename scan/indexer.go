@@ -19,7 +19,7 @@ type Indexer struct {
 	opts IndexOptions
 
 	mu       sync.Mutex
-	inflight map[v1.Hash]*flight
+	inflight map[LayerKey]*flight
 }
 
 type flight struct {
@@ -30,7 +30,7 @@ type flight struct {
 
 // NewIndexer returns an Indexer that indexes with opts.
 func NewIndexer(opts IndexOptions) *Indexer {
-	return &Indexer{opts: opts, inflight: make(map[v1.Hash]*flight)}
+	return &Indexer{opts: opts, inflight: make(map[LayerKey]*flight)}
 }
 
 // IndexLayer is the package-level IndexLayer with the Indexer's options, except that a call
@@ -39,13 +39,13 @@ func NewIndexer(opts IndexOptions) *Indexer {
 // itself. The returned inventory is shared and must not be modified. Errors are those of
 // IndexLayer, or ctx's.
 func (ix *Indexer) IndexLayer(ctx context.Context, l v1.Layer) (*inventory.Layer, error) {
-	diffID, err := l.DiffID()
+	key, err := layerKey(l)
 	if err != nil {
-		return nil, fmt.Errorf("diff id: %w", err)
+		return nil, err
 	}
 	for {
 		ix.mu.Lock()
-		if f, ok := ix.inflight[diffID]; ok {
+		if f, ok := ix.inflight[key]; ok {
 			ix.mu.Unlock()
 			select {
 			case <-f.done:
@@ -59,12 +59,12 @@ func (ix *Indexer) IndexLayer(ctx context.Context, l v1.Layer) (*inventory.Layer
 			return f.inv, f.err
 		}
 		f := &flight{done: make(chan struct{})}
-		ix.inflight[diffID] = f
+		ix.inflight[key] = f
 		ix.mu.Unlock()
 
 		f.inv, f.err = IndexLayer(ctx, l, ix.opts)
 		ix.mu.Lock()
-		delete(ix.inflight, diffID)
+		delete(ix.inflight, key)
 		ix.mu.Unlock()
 		close(f.done)
 		return f.inv, f.err

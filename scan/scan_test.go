@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/portcullis/portcullis/scan/inventory"
 	"github.com/portcullis/portcullis/scan/vulndb"
@@ -220,11 +219,11 @@ func TestRunOutput(t *testing.T) {
 // through JSON as a persistent store would.
 type countingCache struct {
 	mu         sync.Mutex
-	m          map[v1.Hash][]byte
+	m          map[LayerKey][]byte
 	hits, puts int
 }
 
-func (c *countingCache) GetLayer(_ context.Context, h v1.Hash) (*inventory.Layer, bool, error) {
+func (c *countingCache) GetLayer(_ context.Context, h LayerKey) (*inventory.Layer, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b, ok := c.m[h]
@@ -236,7 +235,7 @@ func (c *countingCache) GetLayer(_ context.Context, h v1.Hash) (*inventory.Layer
 	return &l, true, json.Unmarshal(b, &l)
 }
 
-func (c *countingCache) PutLayer(_ context.Context, h v1.Hash, l *inventory.Layer) error {
+func (c *countingCache) PutLayer(_ context.Context, h LayerKey, l *inventory.Layer) error {
 	b, err := json.Marshal(l)
 	if err != nil {
 		return err
@@ -244,7 +243,7 @@ func (c *countingCache) PutLayer(_ context.Context, h v1.Hash, l *inventory.Laye
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[v1.Hash][]byte{}
+		c.m = map[LayerKey][]byte{}
 	}
 	c.m[h] = b
 	c.puts++

@@ -4,16 +4,17 @@ import (
 	"context"
 	"encoding/json"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/inventory"
 )
 
 var bucketLayers = []byte("scan/layers")
 
 // layerCache keeps layer inventories in the metadata database, keyed by
-// DiffID: a layer shared by many images is read once. It can be rebuilt by
+// blob digest and DiffID (scan.LayerKey): a layer shared by many images is
+// read once. It can be rebuilt by
 // reading the layers again.
 type layerCache struct{ db *bolt.DB }
 
@@ -25,12 +26,17 @@ func newLayerCache(db *bolt.DB) (*layerCache, error) {
 	return &layerCache{db: db}, err
 }
 
-func (c *layerCache) GetLayer(_ context.Context, diffID v1.Hash) (*inventory.Layer, bool, error) {
+// GetLayer returns the cached inventory of a layer. A failure of the
+// metadata database is a localError: the scan is retried.
+func (c *layerCache) GetLayer(_ context.Context, key scan.LayerKey) (*inventory.Layer, bool, error) {
 	var data []byte
-	_ = c.db.View(func(tx *bolt.Tx) error {
-		data = append(data, tx.Bucket(bucketLayers).Get([]byte(diffID.String()))...)
+	err := c.db.View(func(tx *bolt.Tx) error {
+		data = append(data, tx.Bucket(bucketLayers).Get([]byte(key.String()))...)
 		return nil
 	})
+	if err != nil {
+		return nil, false, &localError{err}
+	}
 	if data == nil {
 		return nil, false, nil
 	}
@@ -41,12 +47,18 @@ func (c *layerCache) GetLayer(_ context.Context, diffID v1.Hash) (*inventory.Lay
 	return &l, true, nil
 }
 
-func (c *layerCache) PutLayer(_ context.Context, diffID v1.Hash, l *inventory.Layer) error {
+// PutLayer caches the inventory of a layer. A failure of the metadata
+// database (a full disk) is a localError: the scan is retried.
+func (c *layerCache) PutLayer(_ context.Context, key scan.LayerKey, l *inventory.Layer) error {
 	data, err := json.Marshal(l)
 	if err != nil {
 		return err
 	}
-	return c.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLayers).Put([]byte(diffID.String()), data)
+	err = c.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLayers).Put([]byte(key.String()), data)
 	})
+	if err != nil {
+		return &localError{err}
+	}
+	return nil
 }
