@@ -57,15 +57,72 @@ func (d *driver) Reader(ctx context.Context, path string, offset int64) (io.Read
 			return nil, storagedriver.InvalidOffsetError{Path: path, Offset: offset, DriverName: driverName}
 		}
 	}
-	body, _, err := d.getObject(ctx, d.key(path), opts)
+	body, info, err := d.getObject(ctx, d.key(path), opts)
 	if errorCode(err) == codeInvalidRange {
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
 	if err != nil {
 		return nil, translate("read", path, err)
 	}
-	return body, nil
+	return &resumingReader{ctx: ctx, d: d, key: d.key(path), path: path, offset: offset, etag: info.ETag, body: body}, nil
 }
+
+// maxResumes bounds how often one Reader re-requests its object after the
+// connection broke in the middle of the body.
+const maxResumes = 3
+
+// resumingReader reads an object's body and, when the connection breaks
+// before the end (a reset, or a body shorter than announced), asks for the
+// rest from where it stopped, on condition that the object is still the
+// same (its ETag). A server that stays away, or an object that changed,
+// ends the read with an error: never with a body that looks complete.
+type resumingReader struct {
+	ctx     context.Context
+	d       *driver
+	key     string
+	path    string
+	offset  int64 // of the next byte to read
+	etag    string
+	body    io.ReadCloser
+	resumes int
+}
+
+func (r *resumingReader) Read(p []byte) (int, error) {
+	for {
+		n, err := r.body.Read(p)
+		r.offset += int64(n)
+		if err == nil || err == io.EOF || n > 0 || r.ctx.Err() != nil || r.resumes >= maxResumes || r.etag == "" {
+			if err != nil && err != io.EOF && n == 0 {
+				err = translate("read", r.path, err)
+			}
+			return n, err
+		}
+		r.resumes++
+		if rerr := r.resume(); rerr != nil {
+			return 0, translate("read", r.path, errors.Join(err, rerr))
+		}
+	}
+}
+
+func (r *resumingReader) resume() error {
+	r.body.Close()
+	var opts minio.GetObjectOptions
+	if err := opts.SetRange(r.offset, 0); err != nil {
+		return err
+	}
+	if err := opts.SetMatchETag(r.etag); err != nil {
+		return err
+	}
+	body, _, err := r.d.getObject(r.ctx, r.key, opts)
+	if err != nil {
+		r.body = io.NopCloser(bytes.NewReader(nil))
+		return err
+	}
+	r.body = body
+	return nil
+}
+
+func (r *resumingReader) Close() error { return r.body.Close() }
 
 // Stat describes the object at path or, when there is none, the directory
 // that the keys under path form. Directories have no size or time.
