@@ -50,9 +50,10 @@ type rpmBlobs func(ctx context.Context, r io.ReaderAt, size, maxHeader int64, fn
 // (gpg-pubkey). Ecosystem is left empty: it is the image's distribution, which Merge sets.
 //
 // A file that is none of the formats, or whose pages, records or headers do not hold
-// together, fails with ErrMalformed; a header over maxHeader bytes fails with ErrLimit; a
-// cancelled ctx returns its error. An empty file is an empty database. Only the file's main database is read: the sqlite
-// write-ahead log (rpmdb.sqlite-wal), empty once rpm has closed the database, is not.
+// together, fails with ErrMalformed; a header over maxHeader bytes, or more than
+// maxRpmPackages headers, fails with ErrLimit; a cancelled ctx returns its error. An empty
+// file is an empty database. Only the file's main database is read: the sqlite write-ahead
+// log (rpmdb.sqlite-wal), empty once rpm has closed the database, is not.
 func ParseRpmDB(ctx context.Context, r io.ReaderAt, size, maxHeader int64) ([]Package, error) {
 	if size == 0 {
 		return nil, nil
@@ -64,6 +65,15 @@ func ParseRpmDB(ctx context.Context, r io.ReaderAt, size, maxHeader int64) ([]Pa
 	var pkgs []Package
 	left := size
 	err = blobs(ctx, r, size, maxHeader, func(blob []byte) error {
+		// Small headers come by the hundred thousand from a page or slot page.
+		if len(pkgs)%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if len(pkgs) >= maxRpmPackages {
+			return fmt.Errorf("%w: rpm database holds more than %d packages", ErrLimit, maxRpmPackages)
+		}
 		// In any of the formats the headers are stored once each; more header bytes than
 		// the file holds means records that share their data.
 		if left -= int64(len(blob)); left < 0 {
@@ -85,6 +95,12 @@ func ParseRpmDB(ctx context.Context, r io.ReaderAt, size, maxHeader int64) ([]Pa
 	// Multilib packages (glibc for x86_64 and i686) are one name and version twice.
 	return slices.Compact(pkgs), nil
 }
+
+// maxRpmPackages caps the headers read from one rpm database: a few thousand in the
+// largest installations, while a 512 MiB database of minimal headers would hold millions,
+// each a Package of some 200 bytes. rpm databases are read from nine paths (three names in
+// three directories).
+const maxRpmPackages = 100_000
 
 // rpmDBFormat tells the formats apart by their magic numbers.
 func rpmDBFormat(r io.ReaderAt, size int64) (rpmBlobs, error) {
@@ -115,6 +131,10 @@ const (
 	rpmTypeString      = 6
 	rpmTypeStringArray = 8
 	rpmTypeI18NString  = 9
+
+	// rpmMaxString bounds the strings read from a header (name, version, release, source
+	// rpm), terminator excluded; the longest in Fedora and RHEL are under 100 bytes.
+	rpmMaxString = 4096
 )
 
 // rpmHeader holds the tags of a package header that identify the package.
@@ -126,9 +146,12 @@ type rpmHeader struct {
 // parseRpmHeader reads the identifying tags of an rpm header as rpm stores it in its
 // database: a 4-byte index length il, a 4-byte data length dl (both big-endian), il index
 // entries of 16 bytes (tag, type, offset into the data, count) and dl bytes of data. Index
-// entries of other tags, region tags included, are skipped. Errors wrap ErrMalformed.
+// entries of other tags, region tags included, are skipped. The tags read must appear once
+// each and their strings be at most rpmMaxString bytes, so that the work is linear in the
+// blob's size. Errors wrap ErrMalformed.
 func parseRpmHeader(blob []byte) (rpmHeader, error) {
 	var h rpmHeader
+	var seen uint8 // a bit for each tag read
 	fail := func(format string, args ...any) (rpmHeader, error) {
 		return rpmHeader{}, fmt.Errorf("%w: rpm header: %s", ErrMalformed, fmt.Sprintf(format, args...))
 	}
@@ -144,33 +167,43 @@ func parseRpmHeader(blob []byte) (rpmHeader, error) {
 	for e := index; len(e) >= 16; e = e[16:] {
 		tag, typ := binary.BigEndian.Uint32(e), binary.BigEndian.Uint32(e[4:])
 		off, count := uint64(binary.BigEndian.Uint32(e[8:])), binary.BigEndian.Uint32(e[12:])
+		var bit uint8
 		var dst *string
 		switch tag {
 		case rpmTagName:
-			dst = &h.name
+			bit, dst = 1<<0, &h.name
 		case rpmTagVersion:
-			dst = &h.version
+			bit, dst = 1<<1, &h.version
 		case rpmTagRelease:
-			dst = &h.release
+			bit, dst = 1<<2, &h.release
 		case rpmTagSourceRPM:
-			dst = &h.sourceRPM
+			bit, dst = 1<<3, &h.sourceRPM
 		case rpmTagEpoch:
+			bit = 1 << 4
+		default:
+			continue
+		}
+		// Entries of one tag naming one long string would cost entries × length.
+		if seen&bit != 0 {
+			return fail("tag %d twice", tag)
+		}
+		seen |= bit
+		if tag == rpmTagEpoch {
 			if typ != rpmTypeInt32 || count == 0 || off+4 > dl {
 				return fail("bad epoch entry")
 			}
 			h.epoch = binary.BigEndian.Uint32(data[off:])
 			continue
-		default:
-			continue
 		}
 		if typ != rpmTypeString && typ != rpmTypeStringArray && typ != rpmTypeI18NString || count == 0 || off >= dl {
 			return fail("bad entry for tag %d", tag)
 		}
-		s, _, ok := bytes.Cut(data[off:], []byte{0})
-		if !ok {
-			return fail("unterminated string for tag %d", tag)
+		s := data[off:min(dl, off+rpmMaxString+1)]
+		end := bytes.IndexByte(s, 0)
+		if end < 0 {
+			return fail("string for tag %d unterminated within %d bytes", tag, len(s))
 		}
-		*dst = string(s)
+		*dst = string(s[:end])
 	}
 	if h.name == "" || h.version == "" || h.release == "" {
 		return fail("no name, version or release")

@@ -3,9 +3,12 @@ package inventory
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -162,17 +165,7 @@ func TestParseRpmDBMalformed(t *testing.T) {
 
 func TestParseRpmHeader(t *testing.T) {
 	t.Parallel()
-	// hdr builds a header from index entries (tag, type, offset, count) and data.
-	hdr := func(entries [][4]uint32, data string) []byte {
-		b := binary.BigEndian.AppendUint32(nil, uint32(len(entries)))
-		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
-		for _, e := range entries {
-			for _, v := range e {
-				b = binary.BigEndian.AppendUint32(b, v)
-			}
-		}
-		return append(b, data...)
-	}
+	hdr := rpmHeaderBytes
 	good := hdr([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 2, 1}, {rpmTagRelease, rpmTypeString, 4, 1}, {rpmTagEpoch, rpmTypeInt32, 8, 1}}, "a\x001\x002\x00\x00\x00\x00\x00\x00\x07")
 	h, err := parseRpmHeader(good)
 	if err != nil || h != (rpmHeader{name: "a", version: "1", release: "2", epoch: 7}) {
@@ -188,8 +181,295 @@ func TestParseRpmHeader(t *testing.T) {
 		"offset past data":   hdr([][4]uint32{{rpmTagName, rpmTypeString, 9, 1}}, "a\x00"),
 		"epoch past data":    hdr([][4]uint32{{rpmTagEpoch, rpmTypeInt32, 2, 1}}, "\x00\x00\x00"),
 		"name of wrong type": hdr([][4]uint32{{rpmTagName, rpmTypeInt32, 0, 1}}, "a\x00"),
+		"name twice":         hdr([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 0, 1}, {rpmTagRelease, rpmTypeString, 0, 1}, {rpmTagName, rpmTypeString, 0, 1}}, "a\x00"),
+		"epoch twice":        hdr([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 0, 1}, {rpmTagRelease, rpmTypeString, 0, 1}, {rpmTagEpoch, rpmTypeInt32, 0, 1}, {rpmTagEpoch, rpmTypeInt32, 0, 1}}, "a\x00\x00\x00"),
+		"name too long":      hdr([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 0, 1}, {rpmTagRelease, rpmTypeString, 0, 1}}, strings.Repeat("a", rpmMaxString+1)+"\x00"),
 	} {
 		if _, err := parseRpmHeader(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+// rpmHeaderBytes builds a header from index entries (tag, type, offset, count) and data.
+func rpmHeaderBytes(entries [][4]uint32, data string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(entries)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	for _, e := range entries {
+		for _, v := range e {
+			b = binary.BigEndian.AppendUint32(b, v)
+		}
+	}
+	return append(b, data...)
+}
+
+// minimalRpmHeader is package a, version 1-1: version and release name one string.
+var minimalRpmHeader = rpmHeaderBytes([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 2, 1}, {rpmTagRelease, rpmTypeString, 2, 1}}, "a\x001\x00")
+
+// allocated returns how many bytes fn allocates. Tests that call it do not call t.Parallel:
+// the package's parallel tests start only once the sequential ones are done, so nothing
+// else allocates meanwhile.
+func allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+func TestParseRpmHeaderLinear(t *testing.T) {
+	// Not parallel: allocated measures the whole process.
+	// One 64 KiB string named by 4,096 entries of one tag: copying it for each entry
+	// allocated 256 MiB.
+	long := strings.Repeat("x", 64<<10) + "\x00"
+	entries := make([][4]uint32, 4096)
+	for i := range entries {
+		entries[i] = [4]uint32{rpmTagName, rpmTypeString, 0, 1}
+	}
+	// A name over rpmMaxString: its copy was as long as the header.
+	huge := rpmHeaderBytes([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 0, 1}, {rpmTagRelease, rpmTypeString, 0, 1}}, strings.Repeat("x", 4<<20)+"\x00")
+	for name, b := range map[string][]byte{
+		"one tag many times": rpmHeaderBytes(entries, long),
+		"long string":        huge,
+	} {
+		var err error
+		n := allocated(func() { _, err = parseRpmHeader(b) })
+		if !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+		if n > 64<<10 {
+			t.Errorf("%s: a header of %d bytes allocated %d bytes", name, len(b), n)
+		}
+	}
+	// The longest string allowed.
+	ok := rpmHeaderBytes([][4]uint32{{rpmTagName, rpmTypeString, 0, 1}, {rpmTagVersion, rpmTypeString, 0, 1}, {rpmTagRelease, rpmTypeString, 0, 1}}, strings.Repeat("x", rpmMaxString)+"\x00")
+	if h, err := parseRpmHeader(ok); err != nil || len(h.name) != rpmMaxString {
+		t.Errorf("name of %d bytes: %d bytes, %v", rpmMaxString, len(h.name), err)
+	}
+}
+
+// sqliteAppendVarint appends v (under 2^56) as an SQLite varint.
+func sqliteAppendVarint(b []byte, v uint64) []byte {
+	n := 1
+	for v>>(7*n) != 0 {
+		n++
+	}
+	for i := n - 1; i >= 0; i-- {
+		c := byte(v>>(7*i)) & 0x7f
+		if i > 0 {
+			c |= 0x80
+		}
+		b = append(b, c)
+	}
+	return b
+}
+
+// sqliteRecord builds a record from serial types and the columns' bytes.
+func sqliteRecord(types []uint64, body []byte) []byte {
+	var ts []byte
+	for _, t := range types {
+		ts = sqliteAppendVarint(ts, t)
+	}
+	n := 1
+	for len(sqliteAppendVarint(nil, uint64(len(ts)+n))) != n {
+		n++
+	}
+	rec := sqliteAppendVarint(nil, uint64(len(ts)+n))
+	return append(append(rec, ts...), body...)
+}
+
+// sqliteText is the serial type of a text column of n bytes.
+func sqliteText(n int) uint64 { return uint64(13 + 2*n) }
+
+// sqliteSchemaRow is the schema table's row for rpm's Packages table at page root.
+func sqliteSchemaRow(root byte, nulls int) []byte {
+	const sql = "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)"
+	types := []uint64{sqliteText(5), sqliteText(8), sqliteText(8), 1, sqliteText(len(sql))}
+	types = append(types, make([]uint64, nulls)...)
+	return sqliteRecord(types, []byte("tablePackagesPackages"+string(root)+sql))
+}
+
+// sqlitePackagesRow is a row of rpm's Packages table holding header, then nulls NULL
+// columns and a text column of pad bytes.
+func sqlitePackagesRow(header []byte, nulls, pad int) []byte {
+	types := append([]uint64{1, uint64(12 + 2*len(header))}, make([]uint64, nulls)...)
+	types = append(types, sqliteText(pad))
+	return sqliteRecord(types, append(append([]byte{1}, header...), make([]byte, pad)...))
+}
+
+// sqliteFile builds an SQLite database of the given page size: page 1 holds the schema
+// rows, page 2 the rows of the Packages table, later pages the rows' overflow. Each leaf
+// gets as many more cell pointers as copies says (schema, Packages), naming its first cell.
+func sqliteFile(pageSize int, schema, rows [][]byte, copies [2]int) []byte {
+	db := &sqliteDB{usable: pageSize}
+	file := make([]byte, 2*pageSize)
+	copy(file, sqliteMagic)
+	binary.BigEndian.PutUint16(file[16:], uint16(pageSize))
+	if pageSize == 65536 {
+		binary.BigEndian.PutUint16(file[16:], 1)
+	}
+	file[18], file[19], file[21], file[22], file[23] = 1, 1, 64, 32, 32
+	binary.BigEndian.PutUint32(file[56:], 1)
+	leaf := func(n, hdr int, rows [][]byte, copies int) {
+		p := file[(n-1)*pageSize : n*pageSize]
+		p[hdr] = sqliteLeafTable
+		binary.BigEndian.PutUint16(p[hdr+3:], uint16(len(rows)+copies))
+		end, first := pageSize, 0
+		for i, row := range rows {
+			cell := sqliteAppendVarint(nil, uint64(len(row)))
+			cell = sqliteAppendVarint(cell, uint64(i+1))
+			local := db.localSize(len(row))
+			cell = append(cell, row[:local]...)
+			if rest := row[local:]; len(rest) > 0 {
+				cell = binary.BigEndian.AppendUint32(cell, uint32(len(file)/pageSize+1))
+				for len(rest) > 0 {
+					op := make([]byte, pageSize)
+					chunk := min(len(rest), pageSize-4)
+					copy(op[4:], rest[:chunk])
+					if rest = rest[chunk:]; len(rest) > 0 {
+						binary.BigEndian.PutUint32(op, uint32(len(file)/pageSize+2))
+					}
+					file = append(file, op...)
+					p = file[(n-1)*pageSize : n*pageSize]
+				}
+			}
+			end -= len(cell)
+			copy(p[end:], cell)
+			if i == 0 {
+				first = end
+			}
+			binary.BigEndian.PutUint16(p[hdr+8+2*i:], uint16(end))
+		}
+		binary.BigEndian.PutUint16(p[hdr+5:], uint16(end))
+		for i := range copies {
+			binary.BigEndian.PutUint16(p[hdr+8+2*(len(rows)+i):], uint16(first))
+		}
+	}
+	leaf(1, 100, schema, copies[0])
+	leaf(2, 0, rows, copies[1])
+	return file
+}
+
+func TestParseRpmDBSqliteRecords(t *testing.T) {
+	// Not parallel: allocated measures the whole process.
+	// Rows of a million one-byte NULL serial types cost a 32-byte value each, 64 MiB for a
+	// file of 2 MiB, when every column of a record was kept.
+	const nulls = 1 << 20
+	b := sqliteFile(4096, [][]byte{sqliteSchemaRow(2, nulls)}, [][]byte{sqlitePackagesRow(minimalRpmHeader, nulls, 0)}, [2]int{})
+	var got []Package
+	var err error
+	n := allocated(func() { got, err = ParseRpmDB(t.Context(), bytes.NewReader(b), int64(len(b)), 8<<20) })
+	want := []Package{{Name: "a", Version: "1-1", SourceName: "a", SourceVersion: "1-1", Type: TypeRpm}}
+	if diff := cmp.Diff(want, got); err != nil || diff != "" {
+		t.Errorf("err %v, (-want +got):\n%s", err, diff)
+	}
+	if n > 8*uint64(len(b)) {
+		t.Errorf("a database of %d bytes allocated %d bytes", len(b), n)
+	}
+}
+
+func TestParseRpmDBSqliteSharedCells(t *testing.T) {
+	// Not parallel: allocated measures the whole process.
+	// 16,000 cell pointers naming one cell of 30 KiB: copying the row for each allocated
+	// 480 MiB from a file of 128 KiB, and as much for each further page.
+	const pageSize, copies, pad = 65536, 16000, 30 << 10
+	schema := sqliteSchemaRow(2, 0)
+	// In the schema table, rows of other tables (here an index) are skipped.
+	index := sqliteRecord([]uint64{sqliteText(5), sqliteText(1), sqliteText(1), 1, sqliteText(pad)}, append([]byte("indexii"), make([]byte, pad)...))
+	pkg := sqlitePackagesRow(minimalRpmHeader, 0, pad)
+	b := sqliteFile(pageSize, [][]byte{index, schema}, [][]byte{pkg}, [2]int{})
+	if got, err := ParseRpmDB(t.Context(), bytes.NewReader(b), int64(len(b)), 1<<20); err != nil || len(got) != 1 {
+		t.Fatalf("without the copies: %d packages, err %v; want one", len(got), err)
+	}
+	for name, b := range map[string][]byte{
+		"schema":   sqliteFile(pageSize, [][]byte{index, schema}, [][]byte{pkg}, [2]int{copies, 0}),
+		"Packages": sqliteFile(pageSize, [][]byte{schema}, [][]byte{pkg}, [2]int{0, copies}),
+	} {
+		var err error
+		n := allocated(func() { _, err = ParseRpmDB(t.Context(), bytes.NewReader(b), int64(len(b)), 1<<20) })
+		if !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+		if n > 8*uint64(len(b)) {
+			t.Errorf("%s: a database of %d bytes allocated %d bytes", name, len(b), n)
+		}
+	}
+}
+
+// ndbFile builds an ndb database holding the given headers as packages 1, 2, ...
+func ndbFile(headers [][]byte) []byte {
+	slotPages := (2+len(headers))*ndbSlotSize/ndbSlotPage + 1
+	file := make([]byte, slotPages*ndbSlotPage)
+	binary.LittleEndian.PutUint32(file, ndbMagic)
+	binary.LittleEndian.PutUint32(file[12:], uint32(slotPages))
+	for s := 2; s < len(file)/ndbSlotSize; s++ {
+		binary.LittleEndian.PutUint32(file[s*ndbSlotSize:], ndbSlotMagic)
+	}
+	for i, h := range headers {
+		slot := file[(2+i)*ndbSlotSize:]
+		blocks := (16 + len(h) + ndbBlockSize - 1) / ndbBlockSize
+		binary.LittleEndian.PutUint32(slot[4:], uint32(i+1))
+		binary.LittleEndian.PutUint32(slot[8:], uint32(len(file)/ndbBlockSize))
+		binary.LittleEndian.PutUint32(slot[12:], uint32(blocks))
+		blob := make([]byte, blocks*ndbBlockSize)
+		binary.LittleEndian.PutUint32(blob, ndbBlobMagic)
+		binary.LittleEndian.PutUint32(blob[4:], uint32(i+1))
+		binary.LittleEndian.PutUint32(blob[12:], uint32(len(h)))
+		copy(blob[16:], h)
+		file = append(file, blob...)
+	}
+	return file
+}
+
+func TestParseRpmDBPackageLimit(t *testing.T) {
+	t.Parallel()
+	// One more minimal header than the limit, each 80 bytes: a 512 MiB database holds
+	// millions of them, each a Package before they were compacted.
+	headers := make([][]byte, maxRpmPackages+1)
+	for i := range headers {
+		headers[i] = minimalRpmHeader
+	}
+	b := ndbFile(headers)
+	got, err := ParseRpmDB(t.Context(), bytes.NewReader(b), int64(len(b)), 1<<20)
+	if !errors.Is(err, ErrLimit) || got != nil {
+		t.Errorf("%d packages: got %d, err %v; want ErrLimit", len(headers), len(got), err)
+	}
+	// Freeing the last slot leaves as many packages as the limit allows.
+	b = corrupt(b, func(b []byte) { binary.LittleEndian.PutUint32(b[(2+maxRpmPackages)*ndbSlotSize+4:], 0) })
+	got, err = ParseRpmDB(t.Context(), bytes.NewReader(b), int64(len(b)), 1<<20)
+	if err != nil || len(got) != 1 {
+		t.Errorf("%d packages: got %d, err %v; want one after compaction", maxRpmPackages, len(got), err)
+	}
+}
+
+func TestParseRpmDBCancelled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, name := range rpmFixtures {
+		b := rpmFixture(t, name)
+		if _, err := ParseRpmDB(ctx, bytes.NewReader(b), int64(len(b)), 1<<20); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: err %v, want context.Canceled", name, err)
+		}
+	}
+}
+
+// stallingReader reads nothing, without an error, past its first 512 bytes: a ReaderAt
+// that breaks its contract.
+type stallingReader struct{ b []byte }
+
+func (r stallingReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= 512 {
+		return 0, nil
+	}
+	return bytes.NewReader(r.b[:512]).ReadAt(p, off)
+}
+
+func TestParseRpmDBStallingReader(t *testing.T) {
+	t.Parallel()
+	for _, name := range rpmFixtures {
+		b := rpmFixture(t, name)
+		if _, err := ParseRpmDB(t.Context(), stallingReader{b}, int64(len(b)), 1<<20); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err %v, want ErrMalformed", name, err)
 		}
 	}

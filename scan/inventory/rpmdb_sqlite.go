@@ -1,11 +1,11 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // sqliteMagic starts every SQLite 3 database file.
@@ -27,6 +27,10 @@ type sqliteDB struct {
 	pages    uint32
 	seen     pageSet
 	maxRow   int64
+	// left is what remains of the file's size for the payloads of the rows read: each
+	// row is stored once, so more payload bytes than the file holds means cells that
+	// share their bytes (many cell pointers naming one cell).
+	left int64
 }
 
 // sqliteRpmBlobs calls fn with the blob column of each row of rpm's Packages table:
@@ -41,7 +45,7 @@ func sqliteRpmBlobs(ctx context.Context, r io.ReaderAt, size, maxHeader int64, f
 		return err
 	}
 	return db.walkTable(ctx, root, func(row []byte) error {
-		cols, err := sqliteColumns(row)
+		cols, err := sqliteColumns(row, 2) // hnum, blob
 		if err != nil {
 			return err
 		}
@@ -72,7 +76,7 @@ func openSQLite(r io.ReaderAt, size, maxRow int64) (*sqliteDB, error) {
 		return nil, fmt.Errorf("%w: sqlite: text encoding %d, not UTF-8", ErrMalformed, enc)
 	}
 	pages := uint32(min(size/int64(pageSize), 1<<32-1))
-	return &sqliteDB{r: r, pageSize: pageSize, usable: usable, pages: pages, seen: newPageSet(uint64(pages)), maxRow: maxRow}, nil
+	return &sqliteDB{r: r, pageSize: pageSize, usable: usable, pages: pages, seen: newPageSet(uint64(pages)), maxRow: maxRow, left: size}, nil
 }
 
 // page reads page n (numbered from 1); reading a page a second time fails.
@@ -90,12 +94,11 @@ func (db *sqliteDB) page(n uint32) ([]byte, error) {
 func (db *sqliteDB) tableRoot(ctx context.Context, name string) (uint32, error) {
 	var root uint32
 	err := db.walkTable(ctx, 1, func(row []byte) error {
-		cols, err := sqliteColumns(row)
+		cols, err := sqliteColumns(row, 4) // type, name, tbl_name, rootpage; not sql
 		if err != nil {
 			return err
 		}
-		// type, name, tbl_name, rootpage, sql
-		if len(cols) < 4 || string(cols[0].data) != "table" || !strings.EqualFold(string(cols[1].data), name) {
+		if len(cols) < 4 || string(cols[0].data) != "table" || !bytes.EqualFold(cols[1].data, []byte(name)) {
 			return nil
 		}
 		n, ok := cols[3].integer()
@@ -207,6 +210,9 @@ func (db *sqliteDB) leafPayload(p []byte, c int) ([]byte, error) {
 	if size > uint64(db.pages)*uint64(db.usable) {
 		return nil, fmt.Errorf("%w: sqlite: a row of %d bytes in a smaller file", ErrMalformed, size)
 	}
+	if db.left -= int64(size); db.left < 0 {
+		return nil, fmt.Errorf("%w: sqlite: rows add up to more than the file", ErrMalformed)
+	}
 	pos, local := c+n+m, db.localSize(int(size))
 	if pos+local > db.usable || (local < int(size) && pos+local+4 > db.usable) {
 		return nil, fmt.Errorf("%w: sqlite: cell out of the page", ErrMalformed)
@@ -290,19 +296,20 @@ func (v sqliteValue) integer() (int64, bool) {
 }
 
 // sqliteColumns splits a record (https://www.sqlite.org/fileformat2.html, section 2.1) into
-// its columns.
-func sqliteColumns(rec []byte) ([]sqliteValue, error) {
-	bad := fmt.Errorf("%w: sqlite: bad record", ErrMalformed)
-	hdrLen, n := sqliteVarint(rec)
-	if n == 0 || hdrLen < uint64(n) || hdrLen > uint64(len(rec)) {
-		return nil, bad
+// its first n columns, fewer when it has fewer. The rest of the record header is not read:
+// each of its one-byte serial types would otherwise cost a 32-byte sqliteValue.
+func sqliteColumns(rec []byte, n int) ([]sqliteValue, error) {
+	bad := func() error { return fmt.Errorf("%w: sqlite: bad record", ErrMalformed) }
+	hdrLen, m := sqliteVarint(rec)
+	if m == 0 || hdrLen < uint64(m) || hdrLen > uint64(len(rec)) {
+		return nil, bad()
 	}
-	types, body := rec[n:hdrLen], rec[hdrLen:]
-	var cols []sqliteValue
-	for len(types) > 0 {
+	types, body := rec[m:hdrLen], rec[hdrLen:]
+	cols := make([]sqliteValue, 0, n)
+	for len(types) > 0 && len(cols) < n {
 		t, m := sqliteVarint(types)
 		if m == 0 {
-			return nil, bad
+			return nil, bad()
 		}
 		types = types[m:]
 		var size uint64
@@ -314,12 +321,12 @@ func sqliteColumns(rec []byte) ([]sqliteValue, error) {
 		case t == 6 || t == 7:
 			size = 8
 		case t == 10 || t == 11:
-			return nil, bad
+			return nil, bad()
 		case t >= 12:
 			size = (t - 12) / 2
 		}
 		if size > uint64(len(body)) {
-			return nil, bad
+			return nil, bad()
 		}
 		cols = append(cols, sqliteValue{typ: t, data: body[:size]})
 		body = body[size:]
