@@ -38,6 +38,8 @@ type Options struct {
 	MaxBinaryBytes int64
 	// MaxEntries caps the number of tar entries in one layer (default 4,194,304).
 	MaxEntries int
+	// MaxPackages caps the packages found in one layer (default 1,048,576).
+	MaxPackages int
 	// TempDir is where large executables, archives and rpm databases are spooled, each
 	// removed once read; "" means os.TempDir().
 	TempDir string
@@ -55,6 +57,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = 4 << 20
+	}
+	if o.MaxPackages <= 0 {
+		o.MaxPackages = 1 << 20
 	}
 	return o
 }
@@ -75,6 +80,7 @@ func ReadLayer(ctx context.Context, r io.Reader, opts Options) (*Layer, error) {
 	opts = opts.withDefaults()
 	cr := &countingReader{r: r, limit: opts.MaxLayerBytes}
 	files := make(map[string]*File)
+	packages := 0 // found so far, counting files replaced later: a bound, not a count
 	layer := &Layer{Format: FormatVersion}
 	tr := tar.NewReader(cr)
 	for n := 0; ; n++ {
@@ -125,8 +131,14 @@ func ReadLayer(ctx context.Context, r io.Reader, opts Options) (*Layer, error) {
 			if err != nil {
 				return nil, fmt.Errorf("hard link %s: %w", p, err)
 			}
-			if t, ok := files[target]; ok {
+			if t, ok := files[target]; ok && (kind == classify(target) || t.Symlink) {
+				// Another name of the same file: its packages count again only where an
+				// extractor would read it under that name (a second name of a Go binary,
+				// not a package database linked to elsewhere).
 				files[p] = relocate(t, p)
+				if packages += len(files[p].Packages); packages > opts.MaxPackages {
+					return nil, fmt.Errorf("%w: more than %d packages in one layer", ErrLimit, opts.MaxPackages)
+				}
 			} else if kind != kindNone {
 				files[p] = &File{Path: p}
 			}
@@ -137,6 +149,9 @@ func ReadLayer(ctx context.Context, r io.Reader, opts Options) (*Layer, error) {
 			}
 			if f != nil {
 				files[p] = f
+				if packages += len(f.Packages); packages > opts.MaxPackages {
+					return nil, fmt.Errorf("%w: more than %d packages in one layer", ErrLimit, opts.MaxPackages)
+				}
 			}
 		}
 	}
