@@ -31,7 +31,8 @@ type ScanPolicy struct {
 	IgnoreUnfixed bool `yaml:"ignoreUnfixed"`
 	// Allowlist lets listed vulnerabilities pass until they expire.
 	Allowlist []ScanAllow `yaml:"allowlist"`
-	// Timeout bounds the scan of an enforce tag push; default 60s.
+	// Timeout bounds the scan at an enforce tag push (default 60s); a scan
+	// after a push gets this or 10 minutes, whichever is longer.
 	Timeout Duration `yaml:"timeout"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -66,6 +67,9 @@ func (cs closers) Close() error {
 	return first
 }
 
+// errDecompressPanic is the read error of a stream whose decompressor panicked.
+var errDecompressPanic = errors.New("decompressing the layer panicked")
+
 // readAhead reads src on a goroutine into a few large buffers that Read
 // hands out in order.
 type readAhead struct {
@@ -110,6 +114,15 @@ func newReadAhead(src io.Reader, closer io.Closer) *readAhead {
 func (r *readAhead) fill(src io.Reader) {
 	defer close(r.done)
 	defer close(r.ready) // a Read after the end or after Close returns at once
+	defer func() {
+		// A decompressor bug met by a hostile stream fails this read, not the process.
+		if v := recover(); v != nil {
+			select {
+			case r.ready <- chunk{err: fmt.Errorf("%w: %v", errDecompressPanic, v)}:
+			case <-r.quit:
+			}
+		}
+	}()
 	for {
 		var buf []byte
 		select {

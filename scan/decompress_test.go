@@ -261,3 +261,57 @@ func TestDecompressNoHang(t *testing.T) {
 		t.Fatalf("source stuck at (0, nil): err %v, want io.ErrNoProgress", err)
 	}
 }
+
+type panickingReader struct{ first bool }
+
+func (p *panickingReader) Read(b []byte) (int, error) {
+	if !p.first {
+		p.first = true
+		return copy(b, "plain tar"), nil
+	}
+	panic("decoder bug")
+}
+
+// TestDecompressPanic: a panic while decompressing fails the read instead of the process.
+func TestDecompressPanic(t *testing.T) {
+	t.Parallel()
+	rc, err := Decompress(io.NopCloser(&panickingReader{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := io.ReadAll(rc); !errors.Is(err, errDecompressPanic) {
+		t.Fatalf("err = %v, want errDecompressPanic", err)
+	}
+}
+
+type panickingLayer struct{ v1.Layer }
+
+func (panickingLayer) Uncompressed() (io.ReadCloser, error) { panic("reader bug") }
+
+// TestIndexerPanicReleasesLayer: a read of a layer that panics does not leave the layer's
+// in-flight entry behind for the next caller to wait on forever.
+func TestIndexerPanicReleasesLayer(t *testing.T) {
+	t.Parallel()
+	l := panickingLayer{layerOf(t, gzipBytes(t, tarBytes(t, file("etc/motd", "hi"))))}
+	ix := NewIndexer(IndexOptions{})
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic was swallowed")
+			}
+		}()
+		_, _ = ix.IndexLayer(t.Context(), l)
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = recover() }()
+		_, _ = ix.IndexLayer(t.Context(), l)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second read of the layer waits on the panicked one")
+	}
+}

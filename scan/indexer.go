@@ -62,14 +62,26 @@ func (ix *Indexer) IndexLayer(ctx context.Context, l v1.Layer) (*inventory.Layer
 		ix.inflight[key] = f
 		ix.mu.Unlock()
 
-		f.inv, f.err = IndexLayer(ctx, l, ix.opts)
+		return ix.lead(ctx, l, key, f)
+	}
+}
+
+// lead reads the layer for every caller waiting on f. The waiters are let go
+// also when reading panics; they get errIndexPanic and the panic goes on.
+func (ix *Indexer) lead(ctx context.Context, l v1.Layer, key LayerKey, f *flight) (*inventory.Layer, error) {
+	f.err = errIndexPanic
+	defer func() {
 		ix.mu.Lock()
 		delete(ix.inflight, key)
 		ix.mu.Unlock()
 		close(f.done)
-		return f.inv, f.err
-	}
+	}()
+	f.inv, f.err = IndexLayer(ctx, l, ix.opts)
+	return f.inv, f.err
 }
+
+// errIndexPanic is what callers sharing a layer's read get when that read panicked.
+var errIndexPanic = errors.New("reading the layer panicked")
 
 // Index computes the merged inventory of img, layer by layer through IndexLayer. Errors
 // name the layer.

@@ -1,6 +1,7 @@
 // Package front is the handler in front of distribution for /v2/: it serves
 // the routes distribution lacks (the referrers API), adds the OCI-Subject
-// header to manifest PUT responses, and passes everything else on.
+// header to manifest PUT responses, refuses manifests of the types reserved
+// for the registry's scanner, and passes everything else on.
 package front
 
 import (
@@ -8,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -19,10 +21,13 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/auth/audit"
+	"github.com/portcullis/portcullis/auth/token"
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/server"
+	"github.com/portcullis/portcullis/scan/artifact"
 )
 
 // MaxManifestSize is the largest manifest body accepted (4 MiB), the limit
@@ -198,6 +203,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if h.guard != nil && !h.guard.checkTags(w, r, rt, body) {
 		return
 	}
+	if !h.allowType(w, r, rt, body) {
+		return
+	}
 	dgst := rt.Digest
 	if dgst == "" {
 		dgst = digest.FromBytes(body)
@@ -223,6 +231,53 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		h.record(r, outbox.Event{Kind: kind, Repository: rt.Name, Digest: dgst, Tag: rt.Tag, MediaType: mt,
 			Subject: referrers.SubjectOf(body)})
 	}
+}
+
+// allowType refuses a manifest whose artifactType or config media type is
+// reserved for the registry's scanner (artifact.Reserved): the scanner
+// trusts the reports and inventories it finds in storage, so only it may
+// write them, and it writes to storage directly, not through this handler.
+// A client that may not push at all is left to distribution's challenge. It
+// answers the request and returns false when the manifest is refused.
+func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, body []byte) bool {
+	t := reservedType(body)
+	if t == "" {
+		return true
+	}
+	login, ok := h.login(r, rt.Name, "push")
+	if h.guard != nil && !ok {
+		return true
+	}
+	msg := fmt.Sprintf("artifact type %s is reserved for the registry's scanner, which stores it itself", quoteShort(t))
+	h.log.WarnContext(r.Context(), "manifest of a reserved artifact type refused", "repo", rt.Name, "ref", rt.Tag, "artifactType", t, "login", login)
+	if h.guard != nil && h.guard.Audit != nil {
+		h.guard.Audit.RecordWrite(r.Context(), audit.Write{
+			Subject: login, Addr: token.RemoteHost(r), Action: "push", Repository: rt.Name, Tag: rt.Tag,
+			Digest: rt.Digest.String(), Err: errors.New(msg), RequestID: server.RequestID(r.Context()),
+		})
+	}
+	_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(msg))
+	return false
+}
+
+// reservedType returns the artifactType or config media type of a manifest
+// body that is reserved for the registry (artifact.Reserved), or "".
+func reservedType(body []byte) string {
+	var m struct {
+		ArtifactType string `json:"artifactType"`
+		Config       struct {
+			MediaType string `json:"mediaType"`
+		} `json:"config"`
+	}
+	// What decodes is checked even when another field does not: distribution
+	// refuses a body that does not parse.
+	_ = json.Unmarshal(body, &m)
+	for _, t := range []string{m.ArtifactType, m.Config.MediaType} {
+		if artifact.Reserved(t) {
+			return t
+		}
+	}
+	return ""
 }
 
 // record appends a successful write to the event outbox. The client has

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -37,14 +39,37 @@ type storageError struct{ err error }
 func (e *storageError) Error() string { return "read storage: " + e.err.Error() }
 func (e *storageError) Unwrap() error { return e.err }
 
+// localError is a failure of the node itself, such as its metadata
+// database (which holds the layer cache) or its disk: not the image's
+// fault, so the scan is retried.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// errInternal is the recorded reason of a scan that panicked: a bug, most
+// likely in a parser, that the image triggers, and would trigger again.
+var errInternal = errors.New("internal error while reading the image")
+
+// defaultScanTimeout is the least time a scan from the outbox is given: a
+// policy's timeout is meant for a client waiting at an enforce tag push,
+// and a large image scanned in the background may need longer.
+const defaultScanTimeout = 10 * time.Minute
+
 // handle is the scan outbox's consumer. A pushed image is scanned unless
 // it already has a verdict, a pushed index queues its unscanned images, a
 // deleted manifest is forgotten. It returns nil once the entry is done
 // (scanned, or "scan failed" recorded), an error wrapping
 // outbox.ErrNotReady before a database is loaded, and another error for a
-// transient failure, to be retried.
-func (s *Service) handle(ctx context.Context, e outbox.Entry) error {
+// transient failure, to be retried. Once an entry is done, the reconcile
+// pass may queue its image again.
+func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 	ev := e.Event
+	defer func() {
+		if err == nil {
+			s.setQueued(ev.Repository, ev.Digest, false)
+		}
+	}()
 	switch {
 	case ev.Repository == "" || ev.Digest == "" || ev.Repository == DBRepository || ev.Subject != "":
 		return nil // unreadable, by tag only, the database, or a referrer: nothing to scan
@@ -83,8 +108,10 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) error {
 	default:
 		return nil // an artifact
 	}
+	timeout := s.scanTimeout(ev.Repository)
 	errc := make(chan error, 1)
-	if err := s.pool.Do(ctx, func(ctx context.Context) { errc <- s.scanImage(ctx, r, ev.Repository, ev.Digest, mt, payload) }); err != nil {
+	job := func(ctx context.Context) { errc <- s.runScan(ctx, r, ev.Repository, ev.Digest, mt, payload, timeout) }
+	if err := s.pool.Do(ctx, job); err != nil {
 		return fmt.Errorf("queue scan: %w", err)
 	}
 	err = <-errc
@@ -290,6 +317,39 @@ func referrerTag(tag string) bool {
 	return strings.HasPrefix(tag, "sha") && referrerTagPattern.MatchString(tag)
 }
 
+// scanTimeout is the time limit of a background scan of an image of repo:
+// its scan policy's timeout when that is longer than the least time given
+// to any background scan (s.minScanTimeout, defaultScanTimeout).
+func (s *Service) scanTimeout(repo string) time.Duration {
+	if g := s.gateFor(repo); g != nil && g.timeout > s.minScanTimeout {
+		return g.timeout
+	}
+	return s.minScanTimeout
+}
+
+// runScan is the scan job of image manifest repo@d: scanImage within
+// timeout. A scan that runs out of time, or that panics, gets the verdict
+// "scan failed" (a failedError): the image would do the same again. A
+// transient failure is returned as is, to be retried.
+func (s *Service) runScan(ctx context.Context, r distribution.Repository, repo string, d digest.Digest, mt string, payload []byte, timeout time.Duration) (err error) {
+	scanCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.ErrorContext(ctx, "scan panicked", "repo", repo, "digest", d, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = s.failed(ctx, repo, d, errInternal)
+		}
+	}()
+	err = s.scanImage(scanCtx, r, repo, d, mt, payload)
+	if fe := (*failedError)(nil); err == nil || errors.As(err, &fe) {
+		return err
+	}
+	if ctx.Err() == nil && errors.Is(scanCtx.Err(), context.DeadlineExceeded) {
+		return s.failed(ctx, repo, d, fmt.Errorf("took longer than %v", timeout))
+	}
+	return err
+}
+
 // scanImage scans image manifest repo@d and stores its inventory, SBOM
 // and report as referrers, the report last: a report in storage means the
 // image was scanned and its inventory is there to re-match. It returns a
@@ -357,10 +417,9 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 }
 
 // failed turns a scan error into the verdict "scan failed" unless it is
-// transient (storage, shutdown), which is returned as is to be retried.
+// transient, which is returned as is to be retried.
 func (s *Service) failed(ctx context.Context, repo string, d digest.Digest, err error) error {
-	var se *storageError
-	if ctx.Err() != nil || errors.As(err, &se) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if ctx.Err() != nil || transient(err) {
 		return err
 	}
 	if rerr := s.recordFailure(repo, d, err); rerr != nil {
@@ -368,4 +427,17 @@ func (s *Service) failed(ctx context.Context, repo string, d digest.Digest, err 
 	}
 	s.scans.WithLabelValues("failed").Inc()
 	return &failedError{err}
+}
+
+// transient reports whether a scan error is no fault of the image, so that
+// the scan is retried: storage could not be read (storageError), the node
+// failed (localError, or a *fs.PathError: the only files a scan opens are
+// its temporary files, so that is a full or broken local disk), or the scan
+// was cancelled.
+func transient(err error) bool {
+	var se *storageError
+	var le *localError
+	var pe *fs.PathError
+	return errors.As(err, &se) || errors.As(err, &le) || errors.As(err, &pe) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

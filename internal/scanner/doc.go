@@ -4,7 +4,11 @@
 // pushed (a bounded worker pool, each layer indexed once through a cache in
 // the metadata database), stores the image's package inventory, a
 // CycloneDX SBOM and the report as referrers of the image, and serves the
-// report and the SBOM.
+// report and the SBOM. It writes to storage directly, through the same
+// repository middleware as distribution, not through the /v2/ handler,
+// which refuses the report's and the inventory's artifact types from
+// clients (artifact.Reserved): the newest of them found in storage is the
+// scanner's own.
 //
 // Work arrives through the scan outbox (internal/outbox), where the front
 // handler records each successful push, tag and delete: an entry stays

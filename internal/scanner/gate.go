@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	pauth "github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/config"
@@ -177,6 +175,12 @@ func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, ma
 		if ctx.Err() != nil {
 			return Outcome{Status: StatusFailed, Reason: fmt.Sprintf("the scan did not finish within %v", timeout)}
 		}
+		if reason := transientReason(err); reason != "" {
+			// The client and the webhooks get the reason; the log, the
+			// cause (storage's own message, local paths).
+			s.log.WarnContext(ctx, "scan at a tag push failed", "repo", repo, "digest", d, "err", err)
+			return Outcome{Status: StatusFailed, Reason: reason}
+		}
 		return Outcome{Status: StatusFailed, Reason: "scan failed: " + err.Error()}
 	}
 	img, ok, err := imageFromManifest(ctx, r, mediaType, manifest)
@@ -191,6 +195,20 @@ func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, ma
 		return failed(err), nil
 	}
 	return judge(g, stored.Report(db, s.policy), time.Now()), nil
+}
+
+// transientReason is what a client is told of a scan error that is no
+// fault of the image, or "" for an error of the image's: never the error's
+// text, which names storage objects and local paths.
+func transientReason(err error) string {
+	var se *storageError
+	switch {
+	case errors.As(err, &se):
+		return "the registry could not read the image from storage; try again"
+	case transient(err):
+		return "the registry could not scan the image (a local disk or database error); try again"
+	}
+	return ""
 }
 
 // StoredOutcome returns what is known of repo@d's scan without scanning:
@@ -302,24 +320,16 @@ func (s *Service) storedReport(ctx context.Context, repo string, d digest.Digest
 }
 
 // latest returns the manifest of the newest referrer of repo@d with the
-// given artifact type.
+// given artifact type, as newest picks it.
 func (s *Service) latest(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]byte, bool, error) {
 	descs, err := s.refs.List(ctx, repo, d)
 	if err != nil {
 		return nil, false, err
 	}
-	var found []ocispec.Descriptor
-	for _, desc := range descs {
-		if desc.ArtifactType == artifactType {
-			found = append(found, desc)
-		}
-	}
-	if len(found) == 0 {
+	desc, ok := newest(descs, artifactType)
+	if !ok {
 		return nil, false, nil
 	}
-	sort.Slice(found, func(i, j int) bool {
-		return found[i].Annotations[ocispec.AnnotationCreated] > found[j].Annotations[ocispec.AnnotationCreated]
-	})
 	r, err := s.open(ctx, repo)
 	if err != nil {
 		return nil, false, err
@@ -328,7 +338,7 @@ func (s *Service) latest(ctx context.Context, repo string, d digest.Digest, arti
 	if err != nil {
 		return nil, false, err
 	}
-	m, err := ms.Get(ctx, found[0].Digest)
+	m, err := ms.Get(ctx, desc.Digest)
 	if err != nil {
 		return nil, false, err
 	}

@@ -125,12 +125,13 @@ func (s *Service) reconcileRepo(ctx context.Context, repo string) (int, error) {
 
 // reconcileManifest queues manifest repo@d for a scan when it is an image
 // without a verdict, and reports whether it did. What the metadata
-// database knows (a verdict, a manifest that is no image) is skipped
-// before anything is read; an image with a report in storage is restored
-// (hasVerdict). Indexes are not expanded: their images are manifests of
-// the repository too.
+// database knows (a verdict, a manifest that is no image) and an image an
+// earlier pass queued that is still waiting are skipped before anything is
+// read; an image with a report in storage is restored (hasVerdict).
+// Indexes are not expanded: their images are manifests of the repository
+// too.
 func (s *Service) reconcileManifest(ctx context.Context, r distribution.Repository, repo string, d digest.Digest) (bool, error) {
-	if s.knownNotImage(repo, d) {
+	if s.knownNotImage(repo, d) || s.isQueued(repo, d) {
 		return false, nil
 	}
 	release, busy := s.tryClaim(repo, d)
@@ -149,10 +150,34 @@ func (s *Service) reconcileManifest(ctx context.Context, r distribution.Reposito
 	if k := classify(mt, payload); k != kindImage {
 		return false, s.noteKind(repo, d, k)
 	}
+	// Marked before the append: the entry may be done before Append returns.
+	s.setQueued(repo, d, true)
 	if _, err := s.box.Append(ctx, outbox.Event{
 		Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mt, Time: time.Now(),
 	}); err != nil {
+		s.setQueued(repo, d, false)
 		return false, err
 	}
 	return true, nil
+}
+
+// isQueued reports whether the reconcile pass queued repo@d and no entry of
+// it is done since.
+func (s *Service) isQueued(repo string, d digest.Digest) bool {
+	s.queuedMu.Lock()
+	defer s.queuedMu.Unlock()
+	return s.queued[string(scannedKey(repo, d))]
+}
+
+// setQueued marks repo@d as queued by the reconcile pass (on), or clears
+// the mark.
+func (s *Service) setQueued(repo string, d digest.Digest, on bool) {
+	key := string(scannedKey(repo, d))
+	s.queuedMu.Lock()
+	defer s.queuedMu.Unlock()
+	if on {
+		s.queued[key] = true
+	} else {
+		delete(s.queued, key)
+	}
 }

@@ -212,7 +212,9 @@ func unusable(err error) bool {
 
 // newest returns the descriptor of the newest referrer in descs of the
 // given artifact type, by its created annotation; ok is false when there
-// is none.
+// is none. The annotation of a report or an inventory can be trusted: their
+// types are reserved (artifact.Reserved), written by the scanner alone, as
+// the front handler refuses them from clients. An SBOM's cannot.
 func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok bool) {
 	for _, desc := range descs {
 		if desc.ArtifactType != artifactType {

@@ -74,8 +74,17 @@ type Service struct {
 	// the current database, or is re-matched by the next rematchAll.
 	rematchMu sync.Mutex
 
+	// minScanTimeout is the least time a background scan is given.
+	minScanTimeout time.Duration
+
 	claimMu sync.Mutex
 	claims  map[string]chan struct{} // images being scanned, closed when done
+
+	// queued holds the images (repo@digest) the reconcile pass put in the
+	// outbox, until an entry of theirs is done, so that a pass does not
+	// queue an image again while it waits (a backlog, a scan retried).
+	queuedMu sync.Mutex
+	queued   map[string]bool
 
 	meta  *bolt.DB
 	gates []gatePolicy
@@ -129,9 +138,9 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{
+	s := &Service{minScanTimeout: defaultScanTimeout,
 		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: gates,
-		loaded: make(chan struct{}), kick: make(chan struct{}, 1), claims: map[string]chan struct{}{},
+		loaded: make(chan struct{}), kick: make(chan struct{}, 1), claims: map[string]chan struct{}{}, queued: map[string]bool{},
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
@@ -155,7 +164,7 @@ func New(o Options) (*Service, error) {
 		}),
 		reconciles: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_runs_total",
-			Help: "Completed reconcile passes over the registry's tags.",
+			Help: "Completed reconcile passes over the registry's manifests.",
 		}),
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_enqueued_total",
@@ -225,7 +234,10 @@ func (s *Service) open(ctx context.Context, name string) (distribution.Repositor
 	return s.repos.Repository(ctx, named)
 }
 
-// reloadDB loads the database artifact when its tag moved.
+// reloadDB loads the database artifact when its tag moved, then
+// re-matches the remembered images with it unless that is done (the
+// matched database is the loaded one): a re-match that failed is retried
+// at the next poll.
 func (s *Service) reloadDB(ctx context.Context) error {
 	repo, err := s.open(ctx, DBRepository)
 	if err != nil {
@@ -241,39 +253,20 @@ func (s *Service) reloadDB(ctx context.Context) error {
 		return err
 	}
 	s.mu.RLock()
-	same := s.dbIndex == desc.Digest
+	loaded := s.dbIndex == desc.Digest
 	s.mu.RUnlock()
-	if same {
+	first := false
+	if !loaded {
+		if first, err = s.loadDB(ctx, repo, desc.Digest); err != nil {
+			return err
+		}
+	}
+	// Re-match what was scanned with another database, also across restarts.
+	prev := s.matchedDB()
+	if prev == desc.Digest {
 		return nil
 	}
-	ms, err := repo.Manifests(ctx)
-	if err != nil {
-		return err
-	}
-	m, err := ms.Get(ctx, desc.Digest)
-	if err != nil {
-		return err
-	}
-	_, payload, err := m.Payload()
-	if err != nil {
-		return err
-	}
-	blobs := repo.Blobs(ctx)
-	db, err := artifact.LoadDB(ctx, func(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-		return blobs.Open(ctx, d)
-	}, payload, artifact.LoadOptions{})
-	if err != nil {
-		return fmt.Errorf("load %s@%s: %w", DBRepository, desc.Digest, err)
-	}
-	s.mu.Lock()
-	first := s.db == nil
-	s.db, s.matcher, s.dbIndex = db, scan.NewMatcher(db), desc.Digest
-	s.mu.Unlock()
-	s.log.InfoContext(ctx, "vulnerability database loaded", "digest", desc.Digest)
-	s.once.Do(func() { close(s.loaded) })
-	s.dispatch.Wake() // pushes waiting for a database
-	// Re-match what was scanned with another database, also across restarts.
-	if prev := s.matchedDB(); prev != "" && prev != desc.Digest {
+	if prev != "" {
 		if err := s.rematchAll(ctx); err != nil {
 			return err
 		}
@@ -288,6 +281,39 @@ func (s *Service) reloadDB(ctx context.Context) error {
 		}
 	}
 	return s.setMatchedDB(desc.Digest)
+}
+
+// loadDB loads database manifest d of repo (DBRepository) and makes it the
+// one scans match against; first reports whether it is the first one
+// loaded.
+func (s *Service) loadDB(ctx context.Context, repo distribution.Repository, d digest.Digest) (first bool, err error) {
+	ms, err := repo.Manifests(ctx)
+	if err != nil {
+		return false, err
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return false, err
+	}
+	_, payload, err := m.Payload()
+	if err != nil {
+		return false, err
+	}
+	blobs := repo.Blobs(ctx)
+	db, err := artifact.LoadDB(ctx, func(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+		return blobs.Open(ctx, d)
+	}, payload, artifact.LoadOptions{})
+	if err != nil {
+		return false, fmt.Errorf("load %s@%s: %w", DBRepository, d, err)
+	}
+	s.mu.Lock()
+	first = s.db == nil
+	s.db, s.matcher, s.dbIndex = db, scan.NewMatcher(db), d
+	s.mu.Unlock()
+	s.log.InfoContext(ctx, "vulnerability database loaded", "digest", d)
+	s.once.Do(func() { close(s.loaded) })
+	s.dispatch.Wake() // pushes waiting for a database
+	return first, nil
 }
 
 func (s *Service) database() *vulndb.DB {

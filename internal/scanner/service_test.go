@@ -73,6 +73,12 @@ func (r testRepos) Enumerate(ctx context.Context, ingester func(string) error) e
 type faultyDriver struct {
 	storagedriver.StorageDriver
 	fail atomic.Bool
+	// onStream, when set, is called before each streamed read of a blob
+	// (layers, database layers, documents; not manifests or configs, which
+	// are read whole): it may fail, block or panic.
+	onStream atomic.Pointer[func(ctx context.Context, path string) error]
+	// failWritesIn, when set, is a repository whose writes fail.
+	failWritesIn atomic.Pointer[string]
 
 	mu    sync.Mutex
 	reads map[string]int // by blob digest
@@ -103,7 +109,34 @@ func (d *faultyDriver) Reader(ctx context.Context, path string, offset int64) (i
 	if err := d.readBlob(path); err != nil {
 		return nil, err
 	}
+	if f := d.onStream.Load(); f != nil && strings.Contains(path, "/blobs/") {
+		if err := (*f)(ctx, path); err != nil {
+			return nil, err
+		}
+	}
 	return d.StorageDriver.Reader(ctx, path, offset)
+}
+
+// write fails a write to p while p is in the repository failWritesIn.
+func (d *faultyDriver) write(p string) error {
+	if repo := d.failWritesIn.Load(); repo != nil && strings.Contains(p, "/repositories/"+*repo+"/") {
+		return errors.New("storage unavailable for writes")
+	}
+	return nil
+}
+
+func (d *faultyDriver) PutContent(ctx context.Context, path string, content []byte) error {
+	if err := d.write(path); err != nil {
+		return err
+	}
+	return d.StorageDriver.PutContent(ctx, path, content)
+}
+
+func (d *faultyDriver) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
+	if err := d.write(path); err != nil {
+		return nil, err
+	}
+	return d.StorageDriver.Writer(ctx, path, append)
 }
 
 func (d *faultyDriver) GetContent(ctx context.Context, path string) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -33,6 +34,23 @@ const (
 	ArtifactTypeInventory = "application/vnd.portcullis.scan.inventory.v1+json"
 	// MediaTypeInventory is the scan.StoredInventory JSON layer of an inventory artifact.
 	MediaTypeInventory = ArtifactTypeInventory
+)
+
+// Reserved reports whether mediaType, a manifest's artifactType or config media type, is
+// one of the registry's own: the vulnerability database's and the scanner's report and
+// inventory (application/vnd.portcullis.vulndb.* and application/vnd.portcullis.scan.*,
+// compared without case). The registry writes these to storage itself and refuses them from
+// clients, so that the scanner can trust the ones it finds. The SBOM's type is CycloneDX's
+// own, which clients push too: it is not reserved.
+func Reserved(mediaType string) bool {
+	t := strings.ToLower(strings.TrimSpace(mediaType))
+	return strings.HasPrefix(t, reservedScan) || strings.HasPrefix(t, reservedVulnDB)
+}
+
+// The prefixes of the reserved types.
+const (
+	reservedScan   = "application/vnd.portcullis.scan."
+	reservedVulnDB = "application/vnd.portcullis.vulndb."
 )
 
 // Annotation keys. Artifacts also carry ocispec.AnnotationCreated; database layers carry

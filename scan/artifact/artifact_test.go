@@ -435,3 +435,29 @@ func TestInventoryArtifact(t *testing.T) {
 		t.Errorf("rematch of the stored inventory changed: %+v", c)
 	}
 }
+
+// TestReserved: the types the registry writes itself are reserved, in any
+// case; other artifact types, the SBOM's included, are not.
+func TestReserved(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		mediaType string
+		want      bool
+	}{
+		{ArtifactTypeReport, true},
+		{ArtifactTypeInventory, true},
+		{ArtifactTypeVulnDB, true},
+		{MediaTypeVulnDBConfig, true},
+		{"Application/Vnd.Portcullis.Scan.Report.v1+json", true},
+		{"application/vnd.portcullis.scan.future.v2+json", true},
+		{ArtifactTypeSBOM, false},
+		{"application/spdx+json", false},
+		{"application/vnd.oci.image.config.v1+json", false},
+		{"application/vnd.portcullis.scanner", false},
+		{"", false},
+	} {
+		if got := Reserved(tt.mediaType); got != tt.want {
+			t.Errorf("Reserved(%q) = %v, want %v", tt.mediaType, got, tt.want)
+		}
+	}
+}
