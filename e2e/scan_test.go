@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"archive/zip"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -649,4 +650,86 @@ func waitMetric(t *testing.T, reg *Registry, name string, want float64) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// TestScanRpmOnPush pushes a Rocky Linux 9 image with crane (an rpm sqlite database
+// written by rpm itself) to a registry whose database holds Rocky Linux records, and
+// reads the exact findings from the report the server stored: epochs compared, binary
+// package names matched, another release's entry left out.
+func TestScanRpmOnPush(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	reg := startRegistry(t, startOptions{})
+
+	bundle := t.TempDir()
+	zipRecords(t, "../scan/testdata/osv-extra/Rocky Linux", filepath.Join(bundle, "osv", "Rocky Linux", "all.zip"))
+	if out := run(t, nil, registryBin, "vulndb", "import", bundle, "--data", reg.DataDir); !strings.Contains(out, "Rocky Linux") {
+		t.Fatalf("vulndb import: %s", out)
+	}
+
+	db, err := os.ReadFile("../scan/inventory/testdata/rpm/rpmdb.sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	writeFile(t, layer, string(tarOf(t, map[string]string{
+		"etc/os-release":           "NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"9.2\"\nPRETTY_NAME=\"Rocky Linux 9.2 (Blue Onyx)\"\n",
+		"var/lib/rpm/rpmdb.sqlite": string(db),
+	})))
+	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/rocky:9")
+	d := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/rocky:9"))
+	status, report := waitReport(t, reg, "team/rocky", d, 60*time.Second)
+	if status != http.StatusOK {
+		t.Fatalf("no report for team/rocky@%s (status %d)\n%s", d, status, reg.Logs())
+	}
+	var got []string
+	for _, f := range report.Findings {
+		got = append(got, f.Package+" "+f.Version+" "+f.ID)
+	}
+	sort.Strings(got)
+	want := []string{
+		"glibc 2.34-60.el9 RLSA-TEST-0002",
+		"glibc-common 2.34-60.el9 RLSA-TEST-0002",
+		"glibc-minimal-langpack 2.34-60.el9 RLSA-TEST-0002",
+		"openssl 1:3.0.7-27.el9 RLSA-TEST-0001",
+		"openssl-libs 1:3.0.7-27.el9 RLSA-TEST-0001",
+		"perl-Carp 1.50-481.el9 RLSA-TEST-0005",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if report.Packages != 12 {
+		t.Errorf("report lists %d packages, want the 12 of the rpm database", report.Packages)
+	}
+}
+
+// zipRecords packs the OSV records (*.json) of dir into an all.zip at dst.
+func zipRecords(t *testing.T, dir, dst string) {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("records in %s: %v", dir, err)
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, p := range paths {
+		body, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := zw.Create(filepath.Base(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dst, buf.String())
 }
