@@ -38,12 +38,16 @@ func TestReservedArtifactTypes(t *testing.T) {
 	for _, b := range [][]byte{config, doc} {
 		put(t, startUpload(t, reg.URL, repo)+"&digest="+digest.FromBytes(b).String(), "application/octet-stream", b, http.StatusCreated, "")
 	}
-	manifest := func(mediaType, artifactType, configType string) []byte {
+	manifest := func(mediaType, artifactType, configType, annotation string) []byte {
 		t.Helper()
+		annotations := map[string]string{ocispec.AnnotationCreated: time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)}
+		if annotation != "" {
+			annotations[annotation] = "1"
+		}
 		m := map[string]any{
 			"schemaVersion": 2, "mediaType": mediaType,
 			"subject":     ocispec.Descriptor{MediaType: string(subject.MediaType), Digest: digest.Digest(subject.Digest.String()), Size: subject.Size},
-			"annotations": map[string]string{ocispec.AnnotationCreated: time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)},
+			"annotations": annotations,
 		}
 		if artifactType != "" {
 			m["artifactType"] = artifactType
@@ -61,22 +65,24 @@ func TestReservedArtifactTypes(t *testing.T) {
 		return b
 	}
 	tests := []struct {
-		name, mediaType, artifactType, configType string
-		refused                                   bool
+		name, mediaType, artifactType, configType, annotation string
+		refused                                               bool
 	}{
-		{"report", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeReport, ocispec.MediaTypeEmptyJSON, true},
-		{"inventory", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeInventory, ocispec.MediaTypeEmptyJSON, true},
-		{"report by config media type", ocispec.MediaTypeImageManifest, "", artifact.ArtifactTypeReport, true},
-		{"inventory in config, other artifactType", ocispec.MediaTypeImageManifest, "application/vnd.example.thing", artifact.ArtifactTypeInventory, true},
-		{"upper-case report", ocispec.MediaTypeImageManifest, strings.ToUpper(artifact.ArtifactTypeReport), ocispec.MediaTypeEmptyJSON, true},
-		{"vulnerability database", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeVulnDB, artifact.MediaTypeVulnDBConfig, true},
-		{"index typed as a report", ocispec.MediaTypeImageIndex, artifact.ArtifactTypeReport, "", true},
-		{"SBOM", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeSBOM, ocispec.MediaTypeEmptyJSON, false},
-		{"SPDX", ocispec.MediaTypeImageManifest, "application/spdx+json", ocispec.MediaTypeEmptyJSON, false},
+		{"report", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeReport, ocispec.MediaTypeEmptyJSON, "", true},
+		{"inventory", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeInventory, ocispec.MediaTypeEmptyJSON, "", true},
+		{"report by config media type", ocispec.MediaTypeImageManifest, "", artifact.ArtifactTypeReport, "", true},
+		{"inventory in config, other artifactType", ocispec.MediaTypeImageManifest, "application/vnd.example.thing", artifact.ArtifactTypeInventory, "", true},
+		{"upper-case report", ocispec.MediaTypeImageManifest, strings.ToUpper(artifact.ArtifactTypeReport), ocispec.MediaTypeEmptyJSON, "", true},
+		{"vulnerability database", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeVulnDB, artifact.MediaTypeVulnDBConfig, "", true},
+		{"index typed as a report", ocispec.MediaTypeImageIndex, artifact.ArtifactTypeReport, "", "", true},
+		{"SBOM with the scanner's annotation", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeSBOM, ocispec.MediaTypeEmptyJSON, artifact.AnnotationPackages, true},
+		{"upper-case scanner annotation", ocispec.MediaTypeImageManifest, "application/vnd.example.thing", ocispec.MediaTypeEmptyJSON, strings.ToUpper(artifact.AnnotationFindings), true},
+		{"SBOM", ocispec.MediaTypeImageManifest, artifact.ArtifactTypeSBOM, ocispec.MediaTypeEmptyJSON, "", false},
+		{"SPDX", ocispec.MediaTypeImageManifest, "application/spdx+json", ocispec.MediaTypeEmptyJSON, "org.example.note", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body := manifest(tt.mediaType, tt.artifactType, tt.configType)
+			body := manifest(tt.mediaType, tt.artifactType, tt.configType, tt.annotation)
 			d := digest.FromBytes(body)
 			for _, ref := range []string{d.String(), "forged"} {
 				req, _ := http.NewRequest(http.MethodPut, reg.URL+"/v2/"+repo+"/manifests/"+ref, strings.NewReader(string(body)))

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -233,8 +232,8 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	}
 }
 
-// allowType refuses a manifest whose artifactType or config media type is
-// reserved for the registry's scanner (artifact.Reserved): the scanner
+// allowType refuses a manifest whose artifactType, config media type or an
+// annotation key is reserved for the registry's scanner: the scanner
 // trusts the reports and inventories it finds in storage, so only it may
 // write them, and it writes to storage directly, not through this handler.
 // A client that may not push at all is left to distribution's challenge. It
@@ -248,8 +247,8 @@ func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, bo
 	if h.guard != nil && !ok {
 		return true
 	}
-	msg := fmt.Sprintf("artifact type %s is reserved for the registry's scanner, which stores it itself", quoteShort(t))
-	h.log.WarnContext(r.Context(), "manifest of a reserved artifact type refused", "repo", rt.Name, "ref", rt.Tag, "artifactType", t, "login", login)
+	msg := t + " is reserved for the registry's scanner, which stores it itself"
+	h.log.WarnContext(r.Context(), "manifest with a reserved type or annotation refused", "repo", rt.Name, "ref", rt.Tag, "reserved", t, "login", login)
 	if h.guard != nil && h.guard.Audit != nil {
 		h.guard.Audit.RecordWrite(r.Context(), audit.Write{
 			Subject: login, Addr: token.RemoteHost(r), Action: "push", Repository: rt.Name, Tag: rt.Tag,
@@ -260,21 +259,28 @@ func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, bo
 	return false
 }
 
-// reservedType returns the artifactType or config media type of a manifest
-// body that is reserved for the registry (artifact.Reserved), or "".
+// reservedType names what in a manifest body is reserved for the registry:
+// an artifactType or config media type (artifact.Reserved), or an annotation
+// key (artifact.ReservedAnnotation); "" when nothing is.
 func reservedType(body []byte) string {
 	var m struct {
 		ArtifactType string `json:"artifactType"`
 		Config       struct {
 			MediaType string `json:"mediaType"`
 		} `json:"config"`
+		Annotations map[string]string `json:"annotations"`
 	}
 	// What decodes is checked even when another field does not: distribution
 	// refuses a body that does not parse.
 	_ = json.Unmarshal(body, &m)
 	for _, t := range []string{m.ArtifactType, m.Config.MediaType} {
 		if artifact.Reserved(t) {
-			return t
+			return "artifact type " + quoteShort(t)
+		}
+	}
+	for k := range m.Annotations {
+		if artifact.ReservedAnnotation(k) {
+			return "annotation " + quoteShort(k)
 		}
 	}
 	return ""

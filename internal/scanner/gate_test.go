@@ -10,9 +10,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/scan/artifact"
 )
 
 // withPolicy gives the harness's scanner one scan policy for team/**.
@@ -136,5 +138,22 @@ func TestScanPush(t *testing.T) {
 	o, err = h.svc.ScanPush(ctx, "team/clean", clean, cm, cmt)
 	if pass, _ := o.Admits(); err != nil || o.Status != StatusScanned || len(o.Report.Findings) != 0 || !pass {
 		t.Errorf("a clean image: %+v, %v", o, err)
+	}
+}
+
+// TestNewestIgnoresClientSBOM: a CycloneDX SBOM a client pushed, however new, is not taken
+// for the scanner's: only the scanner's carry its reserved annotation.
+func TestNewestIgnoresClientSBOM(t *testing.T) {
+	t.Parallel()
+	ours := v1.Descriptor{Digest: digest.Digest("sha256:" + strings.Repeat("a", 64)), ArtifactType: artifact.ArtifactTypeSBOM,
+		Annotations: map[string]string{v1.AnnotationCreated: "2026-01-01T00:00:00Z", artifact.AnnotationPackages: "3"}}
+	client := v1.Descriptor{Digest: digest.Digest("sha256:" + strings.Repeat("b", 64)), ArtifactType: artifact.ArtifactTypeSBOM,
+		Annotations: map[string]string{v1.AnnotationCreated: "2999-01-01T00:00:00Z"}}
+	got, ok := newest([]v1.Descriptor{client, ours}, artifact.ArtifactTypeSBOM)
+	if !ok || got.Digest != ours.Digest {
+		t.Fatalf("newest = %s (ok %v), want the scanner's %s", got.Digest, ok, ours.Digest)
+	}
+	if _, ok := newest([]v1.Descriptor{client}, artifact.ArtifactTypeSBOM); ok {
+		t.Fatal("a client's SBOM alone was taken for the scanner's")
 	}
 }

@@ -210,14 +210,17 @@ func unusable(err error) bool {
 	return false
 }
 
-// newest returns the descriptor of the newest referrer in descs of the
-// given artifact type, by its created annotation; ok is false when there
-// is none. The annotation of a report or an inventory can be trusted: their
-// types are reserved (artifact.Reserved), written by the scanner alone, as
-// the front handler refuses them from clients. An SBOM's cannot.
+// newest returns the descriptor of the newest of the scanner's referrers in
+// descs of the given artifact type, by its created annotation; ok is false
+// when there is none. The front handler refuses the reserved types
+// (artifact.Reserved) and annotations (artifact.ReservedAnnotation) from
+// clients, so what carries them was written by the scanner: a client's
+// CycloneDX SBOM, of the same artifact type, lacks the annotation.
 func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok bool) {
 	for _, desc := range descs {
-		if desc.ArtifactType != artifactType {
+		// The scanner's own carry a reserved annotation, which clients may not
+		// push: a client's CycloneDX SBOM is not taken for the registry's.
+		if _, ours := desc.Annotations[artifact.AnnotationPackages]; desc.ArtifactType != artifactType || !ours {
 			continue
 		}
 		if !ok || desc.Annotations[v1.AnnotationCreated] > d.Annotations[v1.AnnotationCreated] {

@@ -41,10 +41,19 @@ const (
 // inventory (application/vnd.portcullis.vulndb.* and application/vnd.portcullis.scan.*,
 // compared without case). The registry writes these to storage itself and refuses them from
 // clients, so that the scanner can trust the ones it finds. The SBOM's type is CycloneDX's
-// own, which clients push too: it is not reserved.
+// own, which clients push too: it is not reserved, and the scanner's SBOMs are told apart by
+// their reserved annotations (ReservedAnnotation).
 func Reserved(mediaType string) bool {
 	t := strings.ToLower(strings.TrimSpace(mediaType))
 	return strings.HasPrefix(t, reservedScan) || strings.HasPrefix(t, reservedVulnDB)
+}
+
+// ReservedAnnotation reports whether an annotation key is one of the registry's own
+// (io.portcullis.scan.*, io.portcullis.vulndb.*, compared without case), which only the
+// registry writes: the scanner tells its own SBOMs from clients' by them.
+func ReservedAnnotation(key string) bool {
+	k := strings.ToLower(strings.TrimSpace(key))
+	return strings.HasPrefix(k, "io.portcullis.scan.") || strings.HasPrefix(k, "io.portcullis.vulndb.")
 }
 
 // The prefixes of the reserved types.
