@@ -58,15 +58,7 @@ func TestScanOnPush(t *testing.T) {
 		t.Fatalf("vulndb import: %s", out)
 	}
 
-	status, err := os.ReadFile("../scan/testdata/images/debian-status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer := filepath.Join(t.TempDir(), "layer.tar")
-	writeFile(t, layer, string(tarOf(t, map[string]string{
-		"var/lib/dpkg/status": string(status),
-		"etc/os-release":      "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
-	})))
+	layer := debianLayer(t)
 	// The database is picked up within seconds; push once it is loaded.
 	var d string
 	var report scanReport

@@ -65,6 +65,19 @@ func (s *breakingS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// openBreaking serves s3 and opens a Reader of its object through the driver.
+func openBreaking(t *testing.T, s3 *breakingS3) io.ReadCloser {
+	t.Helper()
+	srv := httptest.NewServer(s3)
+	t.Cleanup(srv.Close)
+	rc, err := fakeDriver(t, srv).Reader(t.Context(), "/blob", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
 func fakeDriver(t *testing.T, srv *httptest.Server) *driver {
 	t.Helper()
 	client, err := minio.New(strings.TrimPrefix(srv.URL, "http://"), &minio.Options{
@@ -86,13 +99,7 @@ func TestReaderResumes(t *testing.T) {
 	t.Parallel()
 	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
 	s3 := &breakingS3{body: body, etag: "v1", breaks: 2}
-	srv := httptest.NewServer(s3)
-	defer srv.Close()
-	rc, err := fakeDriver(t, srv).Reader(t.Context(), "/blob", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	rc := openBreaking(t, s3)
 	got, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatalf("read: %v (requests %v)", err, s3.ranges)
@@ -114,13 +121,7 @@ func TestReaderResumeRefusesChangedObject(t *testing.T) {
 	t.Parallel()
 	body := bytes.Repeat([]byte("x"), 1<<20)
 	s3 := &breakingS3{body: body, etag: "v1", breaks: 1}
-	srv := httptest.NewServer(s3)
-	defer srv.Close()
-	rc, err := fakeDriver(t, srv).Reader(t.Context(), "/blob", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	rc := openBreaking(t, s3)
 	s3.etag = "v2" // replaced after the first answer
 	got, err := io.ReadAll(rc)
 	if err == nil {
@@ -137,13 +138,7 @@ func TestReaderGivesUp(t *testing.T) {
 	t.Parallel()
 	body := bytes.Repeat([]byte("y"), 1<<20)
 	s3 := &breakingS3{body: body, etag: "v1", breaks: 100}
-	srv := httptest.NewServer(s3)
-	defer srv.Close()
-	rc, err := fakeDriver(t, srv).Reader(t.Context(), "/blob", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	rc := openBreaking(t, s3)
 	if _, err := io.ReadAll(rc); err == nil {
 		t.Fatal("a connection that always breaks read without an error")
 	}

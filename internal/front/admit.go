@@ -48,11 +48,11 @@ func (h *Handler) login(r *http.Request, repo, action string) (string, bool) {
 // attestation artifacts (anything with a subject, and cosign's legacy
 // signature tags) are verified later, not gated. It answers the request and
 // returns false when the push is refused.
-func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, body []byte, d digest.Digest) bool {
+func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, body []byte, d, subject digest.Digest) bool {
 	if h.admission == nil || rt.Tag == "" || !h.admission.Active(rt.Name) {
 		return true
 	}
-	if referrers.SubjectOf(body) != "" || legacySignatureTag.MatchString(rt.Tag) {
+	if subject != "" || legacySignatureTag.MatchString(rt.Tag) {
 		return true
 	}
 	pusher, _ := h.login(r, rt.Name, "push")

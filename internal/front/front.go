@@ -196,7 +196,8 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		r = r.WithContext(digests.WithRequested(r.Context(), requested))
 		w = &replaceDigestWriter{ResponseWriter: w, old: canonical.String(), new: requested.String()}
 	}
-	if subject := referrers.SubjectOf(body); subject != "" {
+	subject := referrers.SubjectOf(body)
+	if subject != "" {
 		w = &subjectWriter{ResponseWriter: w, subject: subject.String()}
 	}
 	if h.guard != nil && !h.guard.checkTags(w, r, rt, body) {
@@ -209,7 +210,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if dgst == "" {
 		dgst = digest.FromBytes(body)
 	}
-	if !h.admitTag(w, r, rt, body, dgst) {
+	if !h.admitTag(w, r, rt, body, dgst, subject) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
@@ -228,7 +229,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		}
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		h.record(r, outbox.Event{Kind: kind, Repository: rt.Name, Digest: dgst, Tag: rt.Tag, MediaType: mt,
-			Subject: referrers.SubjectOf(body)})
+			Subject: subject})
 	}
 }
 

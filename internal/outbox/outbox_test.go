@@ -277,13 +277,8 @@ func TestDispatchInOrder(t *testing.T) {
 
 func TestDispatchBoundedConcurrency(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	box := newBox(t)
-	for i := range 200 {
-		if _, err := box.Append(ctx, event(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEvents(t, box, 200)
 	var running, peak atomic.Int32
 	d, err := NewDispatcher(box, func(context.Context, Entry) error {
 		n := running.Add(1)
@@ -305,13 +300,8 @@ func TestDispatchBoundedConcurrency(t *testing.T) {
 
 func TestRetryKeepsEntry(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	box := newBox(t)
-	for i := range 3 {
-		if _, err := box.Append(ctx, event(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEvents(t, box, 3)
 	var mu sync.Mutex
 	attempts := map[string]int{}
 	var order []string
@@ -352,11 +342,7 @@ func TestNotReadyPausesUntilWake(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	box := newBox(t)
-	for i := range 5 {
-		if _, err := box.Append(ctx, event(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEvents(t, box, 5)
 	var ready atomic.Bool
 	var calls atomic.Int32
 	var mu sync.Mutex
@@ -452,4 +438,14 @@ func TestShutdownKeepsUnfinished(t *testing.T) {
 		t.Errorf("handled %s after restart", tag)
 	}
 	waitFor(t, "the deletion", func() bool { return box.Len() == 0 })
+}
+
+// appendEvents appends event(0) to event(n-1).
+func appendEvents(t *testing.T, box *Outbox, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := box.Append(context.Background(), event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
