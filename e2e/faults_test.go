@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/opencontainers/go-digest"
@@ -34,6 +35,25 @@ func patch(t *testing.T, reg *Registry, loc string, start int, chunk []byte) (in
 		next = reg.URL() + next
 	}
 	return resp.StatusCode, next
+}
+
+// readyzWithin polls /readyz, as an orchestrator's probe does, until it
+// answers want or the time is up, and returns the last status (0 when the
+// request itself failed).
+func readyzWithin(reg *Registry, want int, limit time.Duration) int {
+	deadline := time.Now().Add(limit)
+	for {
+		status := 0
+		if resp, err := http.Get(reg.URL() + "/readyz"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+		if status == want || time.Now().After(deadline) {
+			return status
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func getBlob(reg *Registry, repo string, d digest.Digest) (int, []byte, error) {
@@ -72,16 +92,16 @@ func TestS3OutageDuringChunkedUpload(t *testing.T) {
 	if status != 0 && status < 500 {
 		t.Errorf("chunk during outage: %d, want a retryable 5xx", status)
 	}
-	if resp, err := http.Get(reg.URL() + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("readyz during outage: %v %v", resp.StatusCode, err)
+	if got := readyzWithin(reg, http.StatusServiceUnavailable, 15*time.Second); got != http.StatusServiceUnavailable {
+		t.Errorf("readyz during outage: %d", got)
 	}
 	if status, _, _ := getBlob(reg, "faults/app", d); status >= 200 && status < 300 {
 		t.Errorf("half-written blob served during outage: %d", status)
 	}
 
 	srv.Restart()
-	if resp, err := http.Get(reg.URL() + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
-		t.Errorf("readyz after MinIO returned: %v %v", resp.StatusCode, err)
+	if got := readyzWithin(reg, http.StatusOK, 15*time.Second); got != http.StatusOK {
+		t.Errorf("readyz after MinIO returned: %d", got)
 	}
 	if status, _, _ := getBlob(reg, "faults/app", d); status != http.StatusNotFound {
 		t.Errorf("broken upload visible after recovery: %d", status)

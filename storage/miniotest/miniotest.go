@@ -183,16 +183,27 @@ func (s *Server) start() {
 	}
 }
 
-// waitReady polls the readiness endpoint until it answers 200.
+// waitReady polls until the server answers a signed S3 request. MinIO's
+// readiness endpoint answers 200 as soon as it listens, before its object
+// layer is up; S3 requests in between get 503 XMinioServerNotInitialized.
 func (s *Server) waitReady() error {
+	client, err := minio.New(s.addr, &minio.Options{
+		Creds:      credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
+		Secure:     s.CAFile != "",
+		Transport:  s.http.Transport,
+		MaxRetries: 1,
+	})
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
 	deadline := time.Now().Add(readyTimeout)
+	var last error
 	for {
-		resp, err := s.http.Get(s.Endpoint + "/minio/health/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, last = client.ListBuckets(ctx)
+		cancel()
+		if last == nil {
+			return nil
 		}
 		select {
 		case <-s.exited:
@@ -200,7 +211,7 @@ func (s *Server) waitReady() error {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("minio not ready at %s after %s", s.Endpoint, readyTimeout)
+			return fmt.Errorf("minio not ready at %s after %s: %w", s.Endpoint, readyTimeout, last)
 		}
 	}
 }
