@@ -59,6 +59,7 @@ var reviewedDifferences = map[string][]reviewedDifference{
 			"\"Werkzeug\", the installed metadata \"werkzeug\". osv.dev's API normalizes, but " +
 			"osv-scanner's offline zip matcher compares names exactly and misses it.",
 	}},
+	"ubuntu": ubuntuLTSDifferences(),
 	"rocky": {{
 		triple: triple{"bash", "5.1.8-6.el9", "RLSA-TEST-0003"},
 		reason: "osv-scanner gives Rocky Linux packages the bare ecosystem \"Rocky Linux\", which " +
@@ -83,6 +84,20 @@ var reviewedDifferences = map[string][]reviewedDifference{
 	},
 }
 
+// ubuntuLTSDifferences: osv.dev files Ubuntu's long-term releases as "Ubuntu:22.04:LTS".
+// osv-scanner gives the packages of an Ubuntu 22.04 image the ecosystem "Ubuntu:22.04" and
+// its offline matcher compares ecosystems exactly, so it matches no record of an LTS release
+// (with the same records filed under "Ubuntu:22.04" it reports these three findings). We
+// index the LTS records under the release.
+func ubuntuLTSDifferences() []reviewedDifference {
+	const reason = "osv-scanner's offline matcher misses every Ubuntu:22.04:LTS record on an Ubuntu 22.04 image"
+	var out []reviewedDifference
+	for _, w := range ubuntuWant() {
+		out = append(out, reviewedDifference{triple: triple{w.Package, w.Version, w.ID}, onlyOurs: true, reason: reason})
+	}
+	return out
+}
+
 func TestDifferentialOSVScanner(t *testing.T) {
 	bin := osvScannerPath(t)
 	out, err := exec.Command(bin, "--version").CombinedOutput()
@@ -96,6 +111,8 @@ func TestDifferentialOSVScanner(t *testing.T) {
 	}{
 		{"debian", debianLayers},
 		{"alpine", alpineLayers},
+		{"ubuntu", ubuntuLayers},
+		{"wolfi", wolfiLayers},
 		{"languages", languageLayers},
 		{"rocky", rockyLayers},
 		{"rhel", rhelLayers},

@@ -106,6 +106,63 @@ func alpineWant() []want {
 	return append(w, busybox("ssl_client", "busybox")...)
 }
 
+const ubuntuOSRelease = `PRETTY_NAME="Ubuntu 22.04.4 LTS"
+NAME="Ubuntu"
+VERSION_ID="22.04"
+VERSION="22.04.4 LTS (Jammy Jellyfish)"
+VERSION_CODENAME=jammy
+ID=ubuntu
+ID_LIKE=debian
+UBUNTU_CODENAME=jammy
+`
+
+// ubuntuLayers: Ubuntu 22.04 LTS, with os-release where Ubuntu keeps it (usr/lib, linked
+// from etc) and a dpkg status naming binary packages of openssl, zlib and tar.
+func ubuntuLayers(t testing.TB) [][]byte {
+	return [][]byte{gzipBytes(t, tarBytes(t,
+		symlink("etc/os-release", "../usr/lib/os-release"),
+		file("usr/lib/os-release", ubuntuOSRelease),
+		file("var/lib/dpkg/status", readTestdata(t, "ubuntu-status")),
+	))}
+}
+
+// ubuntuWant: osv.dev files Ubuntu's long-term releases as "Ubuntu:22.04:LTS"; those entries
+// apply, by source package. The Ubuntu Pro entry (an +esm fix from a subscription
+// repository), the 20.04 entry and the entry fixed in the installed version do not.
+func ubuntuWant() []want {
+	const eco = "Ubuntu:22.04"
+	return []want{
+		{eco, "libssl3", "3.0.2-0ubuntu1.8", "UBUNTU-TEST-0001", "3.0.2-0ubuntu1.10", "UNKNOWN", "openssl"},
+		{eco, "openssl", "3.0.2-0ubuntu1.8", "UBUNTU-TEST-0001", "3.0.2-0ubuntu1.10", "UNKNOWN", ""},
+		{eco, "zlib1g", "1:1.2.11.dfsg-2ubuntu9.2", "UBUNTU-TEST-0005", "1:1.2.11.dfsg-2ubuntu9.3", "UNKNOWN", "zlib"},
+	}
+}
+
+const wolfiOSRelease = `ID=wolfi
+NAME="Wolfi"
+PRETTY_NAME="Wolfi"
+VERSION_ID="20230201"
+HOME_URL="https://wolfi.dev"
+`
+
+// wolfiLayers: Wolfi with the apk database of the Alpine fixture, whose busybox and openssl
+// versions Alpine 3.20's records name as vulnerable.
+func wolfiLayers(t testing.TB) [][]byte {
+	return [][]byte{gzipBytes(t, tarBytes(t,
+		file("etc/os-release", wolfiOSRelease),
+		file("lib/apk/db/installed", readTestdata(t, "alpine-installed")),
+	))}
+}
+
+// wolfiWant: Wolfi's packages are its own builds: only Wolfi's records apply, by origin
+// package, and none of Alpine's.
+func wolfiWant() []want {
+	return []want{
+		{"Wolfi", "libcrypto3", "3.3.1-r0", "WOLFI-TEST-0001", "3.3.2-r0", "UNKNOWN", "openssl"},
+		{"Wolfi", "libssl3", "3.3.1-r0", "WOLFI-TEST-0001", "3.3.2-r0", "UNKNOWN", "openssl"},
+	}
+}
+
 const rockyOSRelease = `NAME="Rocky Linux"
 VERSION="9.2 (Blue Onyx)"
 ID="rocky"

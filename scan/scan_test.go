@@ -46,6 +46,8 @@ func TestScanFixtures(t *testing.T) {
 	}{
 		{"debian", debianLayers, debianWant(), "Debian:12", 6},
 		{"alpine", alpineLayers, alpineWant(), "Alpine:v3.20", 6},
+		{"ubuntu", ubuntuLayers, ubuntuWant(), "Ubuntu:22.04", 4},
+		{"wolfi", wolfiLayers, wolfiWant(), "Wolfi", 6},
 		{"languages", languageLayers, languageWant(), "", 12},
 		{"rocky", rockyLayers, rockyWant(), "Rocky Linux:9", 12},
 		{"rhel", rhelLayers, rhelWant(), "Red Hat:enterprise_linux:9", 12},

@@ -33,8 +33,9 @@
 package inventory
 
 // FormatVersion is the version of the Layer format and of the extractors that fill it. A
-// stored Layer with another version must be computed again.
-const FormatVersion = 2
+// stored Layer with another version must be computed again. 3: apk packages on Wolfi and
+// Chainguard get their distribution's ecosystem.
+const FormatVersion = 3
 
 // Package types: which extractor found a package.
 const (
@@ -52,6 +53,9 @@ const (
 	EcosystemDebian = "Debian"
 	EcosystemUbuntu = "Ubuntu"
 	EcosystemAlpine = "Alpine"
+	// Wolfi and Chainguard are apk distributions whose OSV ecosystems carry no release.
+	EcosystemWolfi      = "Wolfi"
+	EcosystemChainguard = "Chainguard"
 	// rpm distributions. Red Hat and SUSE carry a release key of their own (see the package
 	// documentation), the others their OSV release suffix.
 	EcosystemRedHat     = "Red Hat"

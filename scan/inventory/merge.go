@@ -74,13 +74,16 @@ func Merge(layers []*Layer) *Image {
 }
 
 // osPackageEcosystem gives a dpkg or apk package the release of the image's distribution when
-// the distribution is the package's own (dpkg on Debian or Ubuntu, apk on Alpine).
+// the distribution is the package's own (dpkg on Debian or Ubuntu, apk on Alpine, Wolfi or
+// Chainguard, whose packages are matched against that distribution's records only).
 func osPackageEcosystem(pkgEco, osEco string) string {
 	base, _, _ := strings.Cut(osEco, ":")
 	switch {
 	case base == pkgEco:
 		return osEco
 	case pkgEco == EcosystemDebian && base == EcosystemUbuntu:
+		return osEco
+	case pkgEco == EcosystemAlpine && (base == EcosystemWolfi || base == EcosystemChainguard):
 		return osEco
 	}
 	return pkgEco

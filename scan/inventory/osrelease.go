@@ -49,7 +49,7 @@ func ParseOSRelease(data []byte) *OSRelease {
 
 // Ecosystem returns the OSV ecosystem of the distribution's packages with its release:
 // "Debian:12", "Alpine:v3.20" (major.minor of VERSION_ID with a leading v), "Ubuntu:22.04",
-// or for an rpm distribution what rpmEcosystem says. Without a usable VERSION_ID it returns
+// "Wolfi" and "Chainguard" (rolling, filed without a release), or for an rpm distribution what rpmEcosystem says. Without a usable VERSION_ID it returns
 // the bare distribution name; for a distribution it does not know it returns "".
 func (r *OSRelease) Ecosystem() string {
 	if r == nil {
@@ -66,6 +66,10 @@ func (r *OSRelease) Ecosystem() string {
 		return EcosystemAlpine + ":v" + parts[0] + "." + parts[1]
 	case "ubuntu":
 		return withRelease(EcosystemUbuntu, r.VersionID)
+	case "wolfi":
+		return EcosystemWolfi
+	case "chainguard":
+		return EcosystemChainguard
 	}
 	return r.rpmEcosystem()
 }

@@ -87,6 +87,8 @@ func TestOSReleaseEcosystem(t *testing.T) {
 		"ID=alpine\nVERSION_ID=3.20.3\n":                                                  "Alpine:v3.20",
 		"ID='alpine'\nVERSION_ID='3.21.0_alpha20240807'\n":                                "Alpine:v3.21",
 		"ID=ubuntu\nVERSION_ID=\"22.04\"\n":                                               "Ubuntu:22.04",
+		"ID=wolfi\nVERSION_ID=\"20230201\"\n":                                             "Wolfi",
+		"ID=chainguard\nVERSION_ID=\"20230214\"\n":                                        "Chainguard",
 		"ID=debian\nPRETTY_NAME=\"Debian trixie/sid\"\n":                                  "Debian",
 		"# comment\nID=fedora\nVERSION_ID=40\n":                                           "",
 		"PRETTY_NAME=\"Distroless\"\nID=debian\nVERSION_ID=\"12\"":                        "Debian:12",

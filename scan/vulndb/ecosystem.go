@@ -23,7 +23,15 @@ var suseProduct = regexp.MustCompile(`^SUSE:.* ([0-9]+(?: SP[0-9]+)?)(?:-[A-Za-z
 //   - SUSE files packages under the product or module that ships them and its support
 //     phase; entries of a product at a service pack are indexed under the service pack,
 //     "SUSE:15 SP5": SUSE builds one code stream per service pack.
+//
+// Ubuntu marks its long-term releases, "Ubuntu:22.04:LTS"; their entries are indexed under
+// the release, "Ubuntu:22.04", which is what os-release's VERSION_ID gives. Ubuntu Pro's
+// streams ("Ubuntu:Pro:22.04:LTS", packages with +esm versions from a subscription
+// repository) keep their own.
 func IndexEcosystem(eco string) string {
+	if release, ok := strings.CutSuffix(eco, ":LTS"); ok && strings.HasPrefix(eco, "Ubuntu:") && !strings.HasPrefix(eco, "Ubuntu:Pro:") {
+		return release
+	}
 	if rest, ok := strings.CutPrefix(eco, "Red Hat:enterprise_linux:"); ok {
 		if release, _, ok := strings.Cut(rest, "::"); ok && release != "" {
 			return "Red Hat:enterprise_linux:" + release

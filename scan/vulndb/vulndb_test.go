@@ -129,6 +129,10 @@ func TestIndexEcosystem(t *testing.T) {
 		"openSUSE:Leap 15.5":                                       "openSUSE:Leap 15.5",
 		"Rocky Linux:9":                                            "Rocky Linux:9",
 		"Debian:12":                                                "Debian:12",
+		"Ubuntu:22.04:LTS":                                         "Ubuntu:22.04",
+		"Ubuntu:24.10":                                             "Ubuntu:24.10",
+		"Ubuntu:Pro:22.04:LTS":                                     "Ubuntu:Pro:22.04:LTS",
+		"Ubuntu:Pro:FIPS-updates:20.04:LTS":                        "Ubuntu:Pro:FIPS-updates:20.04:LTS",
 	} {
 		if got := IndexEcosystem(in); got != want {
 			t.Errorf("%q: got %q, want %q", in, got, want)
