@@ -318,7 +318,19 @@ func TestScanQuarantine(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	out, err := runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/deb:v1")
+	// The two scans may finish in either order: wait out "awaiting its
+	// vulnerability scan" as a client does.
+	var (
+		out string
+		err error
+	)
+	for {
+		out, err = runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/deb:v1")
+		if err == nil || !strings.Contains(out, "awaiting its vulnerability scan") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err == nil || !strings.Contains(out, "quarantined") || !strings.Contains(out, "vulnerability policy") {
 		t.Errorf("bob pulled the vulnerable image or got another reason: %v\n%s", err, out)
 	}
