@@ -72,19 +72,34 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 		return ExitUsage, fmt.Errorf("%w: an archive and a vulnerability database are both required", ErrUsage)
 	}
 
-	db, err := vulndb.Load(ctx, opts.VulnDB, vulndb.Options{})
-	if err != nil {
-		return ExitFailed, &FailedError{fmt.Errorf("load vulnerability database: %w", err)}
+	// The database loads while the layers are read: on two cores this hides most of the
+	// load. A failure of either stops the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type loaded struct {
+		db  *vulndb.DB
+		err error
 	}
-	ar, err := OpenArchive(ctx, opts.Archive, opts.Limits.TempDir)
-	if err != nil {
-		return ExitFailed, &FailedError{fmt.Errorf("open %s: %w", opts.Archive, err)}
+	dbc := make(chan loaded, 1)
+	go func() {
+		db, err := vulndb.Load(ctx, opts.VulnDB, vulndb.Options{})
+		if err != nil {
+			cancel()
+		}
+		dbc <- loaded{db, err}
+	}()
+	ix, scanErr := indexArchive(ctx, opts)
+	if scanErr != nil {
+		cancel()
 	}
-	defer ar.Close()
-	report, err := Scan(ctx, ar.Image, ar.Digest, db, policy, IndexOptions{Limits: opts.Limits})
-	if err != nil {
-		return ExitFailed, &FailedError{err}
+	l := <-dbc
+	if l.err != nil && !(scanErr != nil && errors.Is(l.err, context.Canceled)) {
+		return ExitFailed, &FailedError{fmt.Errorf("load vulnerability database: %w", l.err)}
 	}
+	if scanErr != nil {
+		return ExitFailed, &FailedError{scanErr}
+	}
+	report := ix.report(ix.digest, l.db, policy)
 	if format == "json" {
 		err = report.WriteJSON(stdout)
 	} else {
@@ -97,6 +112,25 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 		return ExitPolicy, nil
 	}
 	return ExitOK, nil
+}
+
+// archiveImage is an indexed image of an archive, with the archive's manifest digest.
+type archiveImage struct {
+	*indexedImage
+	digest string
+}
+
+func indexArchive(ctx context.Context, opts ScanOptions) (*archiveImage, error) {
+	ar, err := OpenArchive(ctx, opts.Archive, opts.Limits.TempDir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", opts.Archive, err)
+	}
+	defer ar.Close()
+	ix, err := indexImage(ctx, ar.Image, IndexOptions{Limits: opts.Limits})
+	if err != nil {
+		return nil, err
+	}
+	return &archiveImage{ix, ar.Digest}, nil
 }
 
 func (o ScanOptions) policy() (Policy, error) {

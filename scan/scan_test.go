@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -136,6 +138,13 @@ func TestRun(t *testing.T) {
 	dir, _ := loadTestDB(t)
 	debian := writeDockerTar(t, imageOf(t, debianLayers(t)...))
 	lang := writeDockerTar(t, imageOf(t, languageLayers(t)...))
+	corruptDB := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(corruptDB, "osv", "npm"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(corruptDB, "osv", "npm", "all.zip"), []byte("not a zip"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
 		opts     ScanOptions
@@ -151,6 +160,8 @@ func TestRun(t *testing.T) {
 		{"bad fail-on", ScanOptions{Archive: debian, FailOn: "severe"}, ExitUsage, "invalid scan options"},
 		{"missing archive", ScanOptions{Archive: dir + "/nope.tar"}, ExitFailed, "scan failed: open"},
 		{"missing database", ScanOptions{Archive: debian, VulnDB: t.TempDir()}, ExitFailed, "scan failed: load vulnerability database"},
+		{"corrupt database", ScanOptions{Archive: debian, VulnDB: corruptDB}, ExitFailed, "scan failed: load vulnerability database"},
+		{"corrupt archive, good database", ScanOptions{Archive: corruptDB + "/osv/npm/all.zip"}, ExitFailed, "scan failed: open"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
