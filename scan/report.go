@@ -1,10 +1,12 @@
 package scan
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,11 +19,25 @@ import (
 
 // Report is the result of scanning one image.
 type Report struct {
-	Image    ImageInfo    `json:"image"`
-	DB       DBInfo       `json:"db"`
-	Packages int          `json:"packages"`
-	Findings []Finding    `json:"findings"`
-	Policy   PolicyResult `json:"policy"`
+	Image    ImageInfo `json:"image"`
+	DB       DBInfo    `json:"db"`
+	Packages int       `json:"packages"`
+	Findings []Finding `json:"findings"`
+	// Unchecked counts the packages no record could match, because the database has no
+	// archive for their ecosystem or OSV has no ecosystem for their distribution. A report
+	// without findings is only as good as this list is empty.
+	Unchecked []Unchecked  `json:"unchecked,omitempty"`
+	Policy    PolicyResult `json:"policy"`
+}
+
+// Unchecked is a group of packages of one ecosystem and package type that were not checked.
+type Unchecked struct {
+	// Ecosystem is the packages' ecosystem, "" when OSV has none for their distribution
+	// (rpm packages of Fedora, CentOS or Amazon Linux).
+	Ecosystem string `json:"ecosystem,omitempty"`
+	Type      string `json:"type"`
+	Packages  int    `json:"packages"`
+	Reason    string `json:"reason"`
 }
 
 // ImageInfo identifies the scanned image.
@@ -112,10 +128,36 @@ func newReport(inv *inventory.Image, db *vulndb.DB, policy Policy, findings []Fi
 	if inv.OS != nil {
 		r.Image.OS, r.Image.Ecosystem = inv.OS.PrettyName, inv.OS.Ecosystem()
 	}
+	r.Unchecked = unchecked(inv, db)
 	r.Policy.Policy = policy
 	r.Policy.Violations = policy.Violations(r.Findings)
 	r.Policy.Failed = r.Policy.Violations > 0
 	return r
+}
+
+// unchecked groups the packages of inv that db cannot match, by ecosystem and type.
+func unchecked(inv *inventory.Image, db *vulndb.DB) []Unchecked {
+	var out []Unchecked
+	for _, p := range inv.Packages {
+		if p.Ecosystem != "" && db.Covers(p.Ecosystem) {
+			continue
+		}
+		i := slices.IndexFunc(out, func(u Unchecked) bool { return u.Ecosystem == p.Ecosystem && u.Type == p.Type })
+		if i < 0 {
+			reason := "no OSV ecosystem covers this distribution's packages"
+			if p.Ecosystem != "" {
+				base, _, _ := strings.Cut(p.Ecosystem, ":")
+				reason = "the vulnerability database has no " + base + " records"
+			}
+			out = append(out, Unchecked{Ecosystem: p.Ecosystem, Type: p.Type, Reason: reason})
+			i = len(out) - 1
+		}
+		out[i].Packages++
+	}
+	slices.SortFunc(out, func(a, b Unchecked) int {
+		return cmp.Or(strings.Compare(a.Ecosystem, b.Ecosystem), strings.Compare(a.Type, b.Type))
+	})
+	return out
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -136,7 +178,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(bw, "os:       %s (%s)\n", r.Image.OS, r.Image.Ecosystem)
 	}
 	fmt.Fprintf(bw, "database: %s (%d records, modified %s)\n", r.DB.Digest, r.DB.Records, r.DB.Modified.Format(time.RFC3339))
-	fmt.Fprintf(bw, "packages: %d, findings: %d\n\n", r.Packages, len(r.Findings))
+	fmt.Fprintf(bw, "packages: %d, findings: %d\n", r.Packages, len(r.Findings))
+	for _, u := range r.Unchecked {
+		fmt.Fprintf(bw, "warning:  %d %s packages (%s) not checked: %s\n", u.Packages, u.Type, dash(u.Ecosystem), u.Reason)
+	}
+	fmt.Fprintln(bw)
 	if len(r.Findings) > 0 {
 		tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SEVERITY\tID\tECOSYSTEM\tPACKAGE\tVERSION\tFIXED IN\tSOURCE")

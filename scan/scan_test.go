@@ -1,9 +1,11 @@
 package scan
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +86,9 @@ func TestScanFixtures(t *testing.T) {
 					if r.Packages != tt.packages {
 						t.Errorf("packages = %d, want %d", r.Packages, tt.packages)
 					}
+					if len(r.Unchecked) != 0 {
+						t.Errorf("unchecked packages with every ecosystem in the database: %+v", r.Unchecked)
+					}
 					id, _ := img.ConfigName()
 					if r.Image.ID != id.String() {
 						t.Errorf("image id = %s, want %s", r.Image.ID, id)
@@ -95,6 +100,56 @@ func TestScanFixtures(t *testing.T) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestUnchecked: packages the database cannot match are counted and named in the report, not
+// silently passed: an Ubuntu image against a bundle without Ubuntu, and a Fedora image,
+// whose rpm packages OSV has no ecosystem for.
+func TestUnchecked(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("GHSA-test.json")
+	_, _ = w.Write([]byte(`{"id":"GHSA-test","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"left-pad"},"versions":["1.0.0"]}]}`))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := vulndb.LoadArchives(t.Context(), []vulndb.Archive{{Ecosystem: "npm", Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())}}, vulndb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fedora := func(t testing.TB) [][]byte {
+		return [][]byte{gzipBytes(t, tarBytes(t,
+			file("etc/os-release", "ID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40\"\n"),
+			file("var/lib/rpm/rpmdb.sqlite", rpmDB(t, "rpmdb.sqlite")),
+		))}
+	}
+	for _, tt := range []struct {
+		name   string
+		layers func(testing.TB) [][]byte
+		want   []Unchecked
+	}{
+		{"ubuntu", ubuntuLayers, []Unchecked{{"Ubuntu:22.04", "dpkg", 4, "the vulnerability database has no Ubuntu records"}}},
+		{"fedora", fedora, []Unchecked{{"", "rpm", 12, "no OSV ecosystem covers this distribution's packages"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			img := imageOf(t, tt.layers(t)...)
+			r, err := Scan(t.Context(), img, "", db, Policy{}, IndexOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, r.Unchecked); diff != "" {
+				t.Errorf("unchecked (-want +got):\n%s", diff)
+			}
+			var out bytes.Buffer
+			if err := r.WriteTable(&out); err != nil {
+				t.Fatal(err)
+			}
+			if line := fmt.Sprintf("warning:  %d %s packages", tt.want[0].Packages, tt.want[0].Type); !strings.Contains(out.String(), line) {
+				t.Errorf("table has no %q line:\n%s", line, out.String())
 			}
 		})
 	}

@@ -153,6 +153,14 @@ func (db *DB) Lookup(ecosystem, name string) []Entry {
 	return out
 }
 
+// Covers reports whether the database holds an archive for ecosystem's base name: records of
+// "Debian:12" come from the Debian archive. Where it does not, no package of that ecosystem
+// can match.
+func (db *DB) Covers(ecosystem string) bool {
+	base, _, _ := strings.Cut(ecosystem, ":")
+	return base != "" && slices.Contains(db.Ecosystems, base)
+}
+
 // NormalizeName returns the form of a package name used as the index key: PyPI names are
 // normalized as PEP 503 says (lower case, runs of "-", "_", "." as one "-"); other
 // ecosystems compare names exactly.
