@@ -35,6 +35,11 @@ type scanReport struct {
 		Package string `json:"package"`
 		Version string `json:"version"`
 	} `json:"findings"`
+	Unchecked []struct {
+		Ecosystem string `json:"ecosystem"`
+		Type      string `json:"type"`
+		Packages  int    `json:"packages"`
+	} `json:"unchecked"`
 }
 
 func (r scanReport) ids() []string {
@@ -704,6 +709,67 @@ func TestScanRpmOnPush(t *testing.T) {
 	}
 	if report.Packages != 12 {
 		t.Errorf("report lists %d packages, want the 12 of the rpm database", report.Packages)
+	}
+}
+
+// TestScanUbuntuAndUnchecked: with a bundle of Ubuntu records filed as
+// osv.dev files them ("Ubuntu:22.04:LTS"), an Ubuntu 22.04 image pushed with
+// crane gets exactly its findings; a Fedora image, whose rpm packages no OSV
+// ecosystem covers, gets a report that says its packages were not checked.
+func TestScanUbuntuAndUnchecked(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	reg := startRegistry(t, startOptions{})
+	bundle := t.TempDir()
+	zipRecords(t, "../scan/testdata/osv-extra/Ubuntu", filepath.Join(bundle, "osv", "Ubuntu", "all.zip"))
+	if out := run(t, nil, registryBin, "vulndb", "import", bundle, "--data", reg.DataDir); !strings.Contains(out, "Ubuntu") {
+		t.Fatalf("vulndb import: %s", out)
+	}
+	status, err := os.ReadFile("../scan/testdata/images/ubuntu-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpmdb, err := os.ReadFile("../scan/inventory/testdata/rpm/rpmdb.sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ubuntu := filepath.Join(t.TempDir(), "ubuntu.tar")
+	writeFile(t, ubuntu, string(tarOf(t, map[string]string{
+		"etc/os-release":      "NAME=\"Ubuntu\"\nID=ubuntu\nVERSION_ID=\"22.04\"\nVERSION_CODENAME=jammy\nPRETTY_NAME=\"Ubuntu 22.04.4 LTS\"\n",
+		"var/lib/dpkg/status": string(status),
+	})))
+	fedora := filepath.Join(t.TempDir(), "fedora.tar")
+	writeFile(t, fedora, string(tarOf(t, map[string]string{
+		"etc/os-release":           "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40\"\n",
+		"var/lib/rpm/rpmdb.sqlite": string(rpmdb),
+	})))
+
+	run(t, nil, crane, "append", "--insecure", "-f", ubuntu, "-t", reg.Addr+"/team/ubuntu:22.04")
+	d := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/ubuntu:22.04"))
+	_, report := waitReport(t, reg, "team/ubuntu", d, 60*time.Second)
+	var got []string
+	for _, f := range report.Findings {
+		got = append(got, f.Package+" "+f.Version+" "+f.ID)
+	}
+	sort.Strings(got)
+	want := []string{
+		"libssl3 3.0.2-0ubuntu1.8 UBUNTU-TEST-0001",
+		"openssl 3.0.2-0ubuntu1.8 UBUNTU-TEST-0001",
+		"zlib1g 1:1.2.11.dfsg-2ubuntu9.2 UBUNTU-TEST-0005",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ubuntu findings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(report.Unchecked) != 0 {
+		t.Errorf("ubuntu: unchecked %+v, want none", report.Unchecked)
+	}
+
+	run(t, nil, crane, "append", "--insecure", "-f", fedora, "-t", reg.Addr+"/team/fedora:40")
+	d = strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/fedora:40"))
+	_, report = waitReport(t, reg, "team/fedora", d, 60*time.Second)
+	if len(report.Findings) != 0 || len(report.Unchecked) != 1 || report.Unchecked[0].Type != "rpm" ||
+		report.Unchecked[0].Packages != 12 || report.Unchecked[0].Ecosystem != "" {
+		t.Errorf("fedora: %d findings, unchecked %+v; want none and the 12 rpm packages", len(report.Findings), report.Unchecked)
 	}
 }
 

@@ -375,7 +375,7 @@ func TestReviewContract(t *testing.T) {
 			versioned(finding("CVE-2024-5535", "libssl3", osv.Critical, 9.1, "3.0.14-1~deb12u1"), "3.0.11-1~deb12u2"),
 			versioned(finding("DEBIAN-CVE-2023-31484", "perl-base", osv.Unknown, 0, ""), "5.36.0-7+deb12u1"),
 			versioned(finding("CVE-2023-45853", "zlib1g", osv.High, 7.5, ""), "1:1.2.13.dfsg-1"),
-		}},
+		}, Unchecked: []scan.Unchecked{{Ecosystem: "PyPI", Type: "python", Packages: 12, Reason: "the vulnerability database has no PyPI records"}}},
 		Gate: &scanner.GateOutcome{Name: "prod", Mode: "audit", MaxSeverity: "high", UnknownSeverity: "critical",
 			Result: scan.GateResult{Violations: make([]scan.Finding, 2)}},
 	}

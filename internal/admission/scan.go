@@ -36,6 +36,9 @@ type ScanSummary struct {
 	Policy *ScanPolicyResult `json:"policy,omitempty"`
 	// Findings are the worst findings, at most 20; absent when none.
 	Findings []ScanFinding `json:"findings,omitempty"`
+	// Unchecked are the packages no record could match, grouped by ecosystem
+	// and type (see scan.Report); absent when every package was checked.
+	Unchecked []scan.Unchecked `json:"unchecked,omitempty"`
 }
 
 // ScanDatabase identifies a vulnerability database.
@@ -121,6 +124,7 @@ func summarize(o scanner.Outcome) *ScanSummary {
 		}
 	}
 	s.Findings = worstFindings(r.Findings, unknownAs, maxReviewFindings)
+	s.Unchecked = r.Unchecked
 	return s
 }
 
