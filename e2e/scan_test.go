@@ -325,6 +325,7 @@ func TestScanQuarantine(t *testing.T) {
 	}
 	// The two scans may finish in either order: wait out "awaiting its
 	// vulnerability scan" as a client does.
+	deadline = time.Now().Add(60 * time.Second)
 	var (
 		out string
 		err error

@@ -60,6 +60,14 @@ var reviewedDifferences = map[string][]reviewedDifference{
 			"osv-scanner's offline zip matcher compares names exactly and misses it.",
 	}},
 	"ubuntu": ubuntuLTSDifferences(),
+	"wolfi": {{
+		triple:   triple{"libcrypto3", "3.3.1-r0", "WOLFI-TEST-0002"},
+		onlyOurs: true,
+		reason: "Wolfi's and Chainguard's OSV feed lists the subpackages an advisory affects by " +
+			"their own names (wolfictl's OSV export, since 2024), so that scanners need not map a " +
+			"subpackage to its origin. osv-scanner looks apk packages up by origin only and misses " +
+			"a record that names the subpackage libcrypto3; we look Wolfi packages up by both names.",
+	}},
 	"rocky": {{
 		triple: triple{"bash", "5.1.8-6.el9", "RLSA-TEST-0003"},
 		reason: "osv-scanner gives Rocky Linux packages the bare ecosystem \"Rocky Linux\", which " +

@@ -154,11 +154,13 @@ func wolfiLayers(t testing.TB) [][]byte {
 	))}
 }
 
-// wolfiWant: Wolfi's packages are its own builds: only Wolfi's records apply, by origin
-// package, and none of Alpine's.
+// wolfiWant: Wolfi's packages are its own builds: only Wolfi's records apply, none of
+// Alpine's. Wolfi files records under the origin (WOLFI-TEST-0001, openssl) or under the
+// subpackage that ships the component (WOLFI-TEST-0002, libcrypto3): both are matched.
 func wolfiWant() []want {
 	return []want{
 		{"Wolfi", "libcrypto3", "3.3.1-r0", "WOLFI-TEST-0001", "3.3.2-r0", "UNKNOWN", "openssl"},
+		{"Wolfi", "libcrypto3", "3.3.1-r0", "WOLFI-TEST-0002", "3.3.3-r0", "UNKNOWN", ""},
 		{"Wolfi", "libssl3", "3.3.1-r0", "WOLFI-TEST-0001", "3.3.2-r0", "UNKNOWN", "openssl"},
 	}
 }

@@ -59,35 +59,10 @@ func lookupHits(db *vulndb.DB, eco, name, version string) []hit {
 // matchWith is Match with the look-up of the records affecting a (source) package version
 // given as a function.
 func matchWith(img *inventory.Image, lookup func(eco, name, version string) []hit) []Finding {
-	type key struct{ eco, name, version, id string }
-	found := map[key]*Finding{}
+	found := map[findingKey]*Finding{}
 	for _, pkg := range img.Packages {
-		name, version := matchKey(pkg)
-		if version == "" || version == "(devel)" || pkg.Ecosystem == "" {
-			continue
-		}
-		for _, h := range lookup(pkg.Ecosystem, name, version) {
-			k := key{pkg.Ecosystem, pkg.Name, pkg.Version, h.record.ID}
-			f := found[k]
-			if f == nil {
-				f = &Finding{
-					ID:           h.record.ID,
-					Aliases:      aliases(h.record),
-					Ecosystem:    pkg.Ecosystem,
-					Package:      pkg.Name,
-					Version:      pkg.Version,
-					FixedVersion: h.fixed,
-					Severity:     h.rating,
-					Summary:      h.record.Summary,
-				}
-				if pkg.Type != inventory.TypeRpm && (name != pkg.Name || version != pkg.Version) {
-					f.SourcePackage, f.SourceVersion = name, version
-				}
-				found[k] = f
-			}
-			if !slices.Contains(f.Locations, pkg.Location) {
-				f.Locations = append(f.Locations, pkg.Location)
-			}
+		for _, mk := range matchKeys(pkg) {
+			matchOne(found, pkg, mk.name, mk.version, lookup)
 		}
 	}
 	out := make([]Finding, 0, len(found))
@@ -99,30 +74,70 @@ func matchWith(img *inventory.Image, lookup func(eco, name, version string) []hi
 	return out
 }
 
-// matchKey is the package name and version that records are looked up and compared with.
-// Debian and Alpine records name source packages, so dpkg and apk packages are matched by
-// their source package and version. rpm records (Red Hat, AlmaLinux, Rocky Linux, SUSE,
-// openSUSE) name binary packages, so rpm packages are matched by their own name; the
-// version keeps its epoch only in the ecosystems whose records write epochs (Red Hat,
-// AlmaLinux, Rocky Linux: "1:3.0.7-28.el9"), and drops it for the others, whose records
-// write none, as osv-scanner does.
-func matchKey(pkg inventory.Package) (name, version string) {
+type findingKey struct{ eco, name, version, id string }
+
+// matchOne adds to found the findings of pkg's records looked up by name and version; a
+// record found before, by another name of the package, is not added twice.
+func matchOne(found map[findingKey]*Finding, pkg inventory.Package, name, version string, lookup func(eco, name, version string) []hit) {
+	if version == "" || version == "(devel)" || pkg.Ecosystem == "" {
+		return
+	}
+	for _, h := range lookup(pkg.Ecosystem, name, version) {
+		k := findingKey{pkg.Ecosystem, pkg.Name, pkg.Version, h.record.ID}
+		f := found[k]
+		if f == nil {
+			f = &Finding{
+				ID:           h.record.ID,
+				Aliases:      aliases(h.record),
+				Ecosystem:    pkg.Ecosystem,
+				Package:      pkg.Name,
+				Version:      pkg.Version,
+				FixedVersion: h.fixed,
+				Severity:     h.rating,
+				Summary:      h.record.Summary,
+			}
+			if pkg.Type != inventory.TypeRpm && (name != pkg.Name || version != pkg.Version) {
+				f.SourcePackage, f.SourceVersion = name, version
+			}
+			found[k] = f
+		}
+		if !slices.Contains(f.Locations, pkg.Location) {
+			f.Locations = append(f.Locations, pkg.Location)
+		}
+	}
+}
+
+type matchName struct{ name, version string }
+
+// matchKeys are the package names and versions that records are looked up and compared
+// with. Debian, Ubuntu and Alpine records name source packages, so dpkg and apk packages are
+// matched by their source package and version. Wolfi and Chainguard file records under the
+// package that ships a component, a subpackage as often as its origin, so their packages
+// are matched by their own name and by their origin. rpm records (Red Hat, AlmaLinux, Rocky
+// Linux, SUSE, openSUSE) name binary packages, so rpm packages are matched by their own
+// name; the version keeps its epoch only in the ecosystems whose records write epochs (Red
+// Hat, AlmaLinux, Rocky Linux: "1:3.0.7-28.el9"), and drops it for the others, whose
+// records write none, as osv-scanner does.
+func matchKeys(pkg inventory.Package) []matchName {
 	switch pkg.Type {
 	case inventory.TypeDpkg, inventory.TypeApk:
-		return cmp.Or(pkg.SourceName, pkg.Name), cmp.Or(pkg.SourceVersion, pkg.Version)
+		source := matchName{cmp.Or(pkg.SourceName, pkg.Name), cmp.Or(pkg.SourceVersion, pkg.Version)}
+		if base := vulndb.Base(pkg.Ecosystem); (base == inventory.EcosystemWolfi || base == inventory.EcosystemChainguard) && source.name != pkg.Name {
+			return []matchName{{pkg.Name, pkg.Version}, source}
+		}
+		return []matchName{source}
 	case inventory.TypeRpm:
-		base, _, _ := strings.Cut(pkg.Ecosystem, ":")
-		switch base {
+		switch vulndb.Base(pkg.Ecosystem) {
 		case inventory.EcosystemRedHat, inventory.EcosystemAlmaLinux, inventory.EcosystemRockyLinux:
-			return pkg.Name, pkg.Version
+			return []matchName{{pkg.Name, pkg.Version}}
 		}
 		_, vr, ok := strings.Cut(pkg.Version, ":")
 		if !ok {
 			vr = pkg.Version
 		}
-		return pkg.Name, vr
+		return []matchName{{pkg.Name, vr}}
 	}
-	return pkg.Name, pkg.Version
+	return []matchName{{pkg.Name, pkg.Version}}
 }
 
 func compareFindings(a, b Finding) int {

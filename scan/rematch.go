@@ -13,13 +13,16 @@ type Change struct {
 	// Findings is true when any finding was added, removed or changed (severity, fixed
 	// version, summary, aliases, locations), or there was no previous report.
 	Findings bool
+	// Coverage is true when the packages the database could not check (Report.Unchecked)
+	// differ: an archive was added to or dropped from the bundle.
+	Coverage bool
 	// Added and Removed are the findings present in only one of the two reports, by
 	// (ecosystem, package, version, id), in Match order.
 	Added, Removed []Finding
 }
 
-// Changed reports whether the verdict or any finding changed.
-func (c Change) Changed() bool { return c.Verdict || c.Findings }
+// Changed reports whether the verdict, any finding or the coverage changed.
+func (c Change) Changed() bool { return c.Verdict || c.Findings || c.Coverage }
 
 // Rematch recomputes an image's report against db from its stored inventory, without
 // reading any layer, and compares it with prev, the image's last report (nil when there is
@@ -36,6 +39,7 @@ func diffReports(r, prev *Report) (*Report, Change) {
 	}
 	var c Change
 	c.Verdict = prev.Policy.Failed != r.Policy.Failed
+	c.Coverage = !slices.Equal(prev.Unchecked, r.Unchecked)
 	old, cur := prev.Findings, r.Findings
 	if !slices.IsSortedFunc(old, compareFindings) {
 		old = slices.Clone(old)

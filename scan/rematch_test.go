@@ -301,3 +301,48 @@ func TestMatcherAgreesWithMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestRematchCoverage: a new database that adds the archive an image's packages were not
+// checked against changes the report even when no finding does, and so does one that
+// drops it.
+func TestRematchCoverage(t *testing.T) {
+	t.Parallel()
+	stored, err := NewIndexer(IndexOptions{}).Inventory(t.Context(), imageOf(t, ubuntuLayers(t)...), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(ecosystems ...string) *vulndb.DB {
+		var archives []vulndb.Archive
+		for _, eco := range ecosystems {
+			var buf bytes.Buffer
+			zw := zip.NewWriter(&buf)
+			w, _ := zw.Create("r.json")
+			_, _ = w.Write([]byte(`{"id":"R-` + eco + `","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"` +
+				map[string]string{"npm": "npm", "Ubuntu": "Ubuntu:22.04:LTS"}[eco] + `","name":"unrelated"},"versions":["1"]}]}`))
+			if err := zw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			archives = append(archives, vulndb.Archive{Ecosystem: eco, Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())})
+		}
+		db, err := vulndb.LoadArchives(t.Context(), archives, vulndb.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	without, with := load("npm"), load("npm", "Ubuntu")
+	for _, tt := range []struct {
+		name     string
+		old, new *vulndb.DB
+		changed  bool
+	}{
+		{"archive added", without, with, true},
+		{"archive dropped", with, without, true},
+		{"same coverage", with, with, false},
+	} {
+		r, c := Rematch(stored, stored.Report(tt.old, Policy{}), tt.new, Policy{})
+		if c.Coverage != tt.changed || c.Changed() != tt.changed || c.Findings || c.Verdict {
+			t.Errorf("%s: change %+v (unchecked %+v), want coverage changed = %v only", tt.name, c, r.Unchecked, tt.changed)
+		}
+	}
+}

@@ -139,17 +139,12 @@ func newReport(inv *inventory.Image, db *vulndb.DB, policy Policy, findings []Fi
 func unchecked(inv *inventory.Image, db *vulndb.DB) []Unchecked {
 	var out []Unchecked
 	for _, p := range inv.Packages {
-		if p.Ecosystem != "" && db.Covers(p.Ecosystem) {
+		if db.Covers(p.Ecosystem) {
 			continue
 		}
 		i := slices.IndexFunc(out, func(u Unchecked) bool { return u.Ecosystem == p.Ecosystem && u.Type == p.Type })
 		if i < 0 {
-			reason := "no OSV ecosystem covers this distribution's packages"
-			if p.Ecosystem != "" {
-				base, _, _ := strings.Cut(p.Ecosystem, ":")
-				reason = "the vulnerability database has no " + base + " records"
-			}
-			out = append(out, Unchecked{Ecosystem: p.Ecosystem, Type: p.Type, Reason: reason})
+			out = append(out, Unchecked{Ecosystem: p.Ecosystem, Type: p.Type, Reason: uncheckedReason(p.Ecosystem, inv.OS, db)})
 			i = len(out) - 1
 		}
 		out[i].Packages++
@@ -158,6 +153,24 @@ func unchecked(inv *inventory.Image, db *vulndb.DB) []Unchecked {
 		return cmp.Or(strings.Compare(a.Ecosystem, b.Ecosystem), strings.Compare(a.Type, b.Type))
 	})
 	return out
+}
+
+// uncheckedReason says why db cannot check packages of ecosystem eco on distribution os.
+func uncheckedReason(eco string, os *inventory.OSRelease, db *vulndb.DB) string {
+	id := "unknown"
+	if os != nil && os.ID != "" {
+		id = os.ID
+	}
+	base := vulndb.Base(eco)
+	switch {
+	case eco == "":
+		return fmt.Sprintf("no OSV ecosystem is known for distribution %q", id)
+	case !db.CoversBase(eco):
+		return "the vulnerability database has no " + base + " records"
+	case base == eco:
+		return fmt.Sprintf("%s records name a release, and the image's (distribution %q) is not known", base, id)
+	}
+	return "the vulnerability database has no " + eco + " records"
 }
 
 // WriteJSON writes the report as indented JSON.

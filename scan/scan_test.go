@@ -106,38 +106,74 @@ func TestScanFixtures(t *testing.T) {
 }
 
 // TestUnchecked: packages the database cannot match are counted and named in the report, not
-// silently passed: an Ubuntu image against a bundle without Ubuntu, and a Fedora image,
-// whose rpm packages OSV has no ecosystem for.
+// silently passed: an ecosystem whose archive is missing, a release no record names, a
+// distribution whose release is unknown, and one OSV has no ecosystem for. Coverage follows
+// the records' ecosystems, not the archives' names.
 func TestUnchecked(t *testing.T) {
 	t.Parallel()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	w, _ := zw.Create("GHSA-test.json")
-	_, _ = w.Write([]byte(`{"id":"GHSA-test","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"left-pad"},"versions":["1.0.0"]}]}`))
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
+	archive := func(eco string, records ...string) vulndb.Archive {
+		var buf bytes.Buffer
+		zw := zip.NewWriter(&buf)
+		for i, r := range records {
+			w, _ := zw.Create(fmt.Sprintf("%d.json", i))
+			_, _ = w.Write([]byte(r))
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return vulndb.Archive{Ecosystem: eco, Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())}
 	}
-	db, err := vulndb.LoadArchives(t.Context(), []vulndb.Archive{{Ecosystem: "npm", Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())}}, vulndb.Options{})
+	record := func(id string, ecosystems ...string) string {
+		var affected []string
+		for _, e := range ecosystems {
+			affected = append(affected, `{"package":{"ecosystem":"`+e+`","name":"zlib"},"versions":["0"]}`)
+		}
+		return `{"id":"` + id + `","modified":"2024-01-01T00:00:00Z","affected":[` + strings.Join(affected, ",") + `]}`
+	}
+	db, err := vulndb.LoadArchives(t.Context(), []vulndb.Archive{
+		archive("npm", record("GHSA-1", "npm")),
+		archive("Debian", record("DEBIAN-1", "Debian:12")),
+		archive("Ubuntu", record("UBUNTU-1", "Ubuntu:22.04:LTS")),
+		// SUSE's records name openSUSE releases too; there is no openSUSE archive.
+		archive("SUSE", record("SUSE-1", "SUSE:Linux Enterprise Server 15 SP5", "openSUSE:Leap 15.5")),
+	}, vulndb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fedora := func(t testing.TB) [][]byte {
-		return [][]byte{gzipBytes(t, tarBytes(t,
-			file("etc/os-release", "ID=fedora\nVERSION_ID=40\nPRETTY_NAME=\"Fedora Linux 40\"\n"),
-			file("var/lib/rpm/rpmdb.sqlite", rpmDB(t, "rpmdb.sqlite")),
-		))}
+	dpkgImage := func(osRelease string) func(testing.TB) [][]byte {
+		return func(t testing.TB) [][]byte {
+			return [][]byte{gzipBytes(t, tarBytes(t,
+				file("etc/os-release", osRelease),
+				file("var/lib/dpkg/status", readTestdata(t, "ubuntu-status")),
+			))}
+		}
+	}
+	rpmImage := func(osRelease string) func(testing.TB) [][]byte {
+		return func(t testing.TB) [][]byte {
+			return [][]byte{gzipBytes(t, tarBytes(t,
+				file("etc/os-release", osRelease),
+				file("var/lib/rpm/rpmdb.sqlite", rpmDB(t, "rpmdb.sqlite")),
+			))}
+		}
 	}
 	for _, tt := range []struct {
 		name   string
 		layers func(testing.TB) [][]byte
 		want   []Unchecked
 	}{
-		{"ubuntu", ubuntuLayers, []Unchecked{{"Ubuntu:22.04", "dpkg", 4, "the vulnerability database has no Ubuntu records"}}},
-		{"fedora", fedora, []Unchecked{{"", "rpm", 12, "no OSV ecosystem covers this distribution's packages"}}},
+		{"ubuntu 22.04, covered", ubuntuLayers, nil},
+		{"ubuntu 23.04, a release no record names", dpkgImage("ID=ubuntu\nVERSION_ID=\"23.04\"\n"),
+			[]Unchecked{{"Ubuntu:23.04", "dpkg", 4, "the vulnerability database has no Ubuntu:23.04 records"}}},
+		{"kali, a Debian derivative without a known release", dpkgImage("ID=kali\nVERSION_ID=\"2024.1\"\nID_LIKE=debian\n"),
+			[]Unchecked{{"Debian", "dpkg", 4, `Debian records name a release, and the image's (distribution "kali") is not known`}}},
+		{"alpine, no Alpine archive", alpineLayers,
+			[]Unchecked{{"Alpine:v3.20", "apk", 6, "the vulnerability database has no Alpine records"}}},
+		{"fedora, no OSV ecosystem", rpmImage("ID=fedora\nVERSION_ID=40\n"),
+			[]Unchecked{{"", "rpm", 12, `no OSV ecosystem is known for distribution "fedora"`}}},
+		{"openSUSE Leap, covered by the SUSE archive", rpmImage("ID=\"opensuse-leap\"\nVERSION_ID=\"15.5\"\n"), nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			img := imageOf(t, tt.layers(t)...)
-			r, err := Scan(t.Context(), img, "", db, Policy{}, IndexOptions{})
+			r, err := Scan(t.Context(), imageOf(t, tt.layers(t)...), "", db, Policy{}, IndexOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,8 +184,13 @@ func TestUnchecked(t *testing.T) {
 			if err := r.WriteTable(&out); err != nil {
 				t.Fatal(err)
 			}
-			if line := fmt.Sprintf("warning:  %d %s packages", tt.want[0].Packages, tt.want[0].Type); !strings.Contains(out.String(), line) {
-				t.Errorf("table has no %q line:\n%s", line, out.String())
+			if got := strings.Count(out.String(), "warning:"); got != len(tt.want) {
+				t.Errorf("%d warning lines, want %d:\n%s", got, len(tt.want), out.String())
+			}
+			for _, u := range tt.want {
+				if line := fmt.Sprintf("warning:  %d %s packages", u.Packages, u.Type); !strings.Contains(out.String(), line) {
+					t.Errorf("table has no %q line:\n%s", line, out.String())
+				}
 			}
 		})
 	}

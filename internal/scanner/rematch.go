@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
+	"github.com/portcullis/portcullis/scan/inventory"
 )
 
 var bucketScanned = []byte("scan/images")
@@ -87,8 +88,8 @@ func (s *Service) rematchAll(ctx context.Context) error {
 				return nil
 			}
 			var e scanned
-			if json.Unmarshal(v, &e) != nil || e.Inventory == nil {
-				return nil
+			if !currentInventory(v) || json.Unmarshal(v, &e) != nil {
+				return nil // indexed again by the reconcile pass
 			}
 			repo, _, _ := strings.Cut(string(k), "@")
 			items = append(items, item{repo: repo, e: e})
@@ -315,11 +316,29 @@ func (s *Service) remembered(repo string, d digest.Digest) bool {
 	found := false
 	_ = s.meta.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketScanned); b != nil {
-			found = b.Get(scannedKey(repo, d)) != nil
+			found = currentInventory(b.Get(scannedKey(repo, d)))
 		}
 		return nil
 	})
 	return found
+}
+
+// currentInventory reports whether v, a remembered scanned entry, holds an
+// inventory of the current formats. One made by older extractors (a new
+// ecosystem mapping, a new package database reader) is as good as none:
+// the image is indexed again, and keeps its last report until then.
+func currentInventory(v []byte) bool {
+	if v == nil {
+		return false
+	}
+	var e struct {
+		Inventory *struct {
+			Format          int `json:"format"`
+			InventoryFormat int `json:"inventoryFormat"`
+		} `json:"inventory"`
+	}
+	return json.Unmarshal(v, &e) == nil && e.Inventory != nil &&
+		e.Inventory.Format == scan.StoredInventoryFormat && e.Inventory.InventoryFormat == inventory.FormatVersion
 }
 
 // forget drops what the node remembers of a deleted manifest repo@d.
@@ -364,6 +383,6 @@ func (s *Service) storeRematch(ctx context.Context, r distribution.Repository, r
 	s.rematches.Inc()
 	s.log.InfoContext(ctx, "vulnerability report changed", "repo", repo, "digest", subject.Digest,
 		"db", report.DB.Digest, "added", len(change.Added), "removed", len(change.Removed),
-		"verdictChanged", change.Verdict, "policyFailed", report.Policy.Failed)
+		"verdictChanged", change.Verdict, "policyFailed", report.Policy.Failed, "coverageChanged", change.Coverage)
 	return a.Descriptor.Digest, created, nil
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -747,4 +748,63 @@ func TestReconcileUntagged(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStaleInventoryRescanned: after an upgrade whose extractors changed
+// (inventory.FormatVersion), an image remembered with an inventory of the
+// old format, and stored with one, is indexed again by the reconcile pass:
+// it is not re-matched from the old inventory forever.
+func TestStaleInventoryRescanned(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.importDB("npm", "Debian")
+	img := debianImage(t)
+	d := h.pushImage("team/stale", "v1", img)
+	h.appendEvent(outbox.KindTag, "team/stale", d, "v1")
+	h.waitFor("the first report", func() bool { return h.reports("team/stale", d) == 1 && h.box.Len() == 0 })
+	if err := h.svc.reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(h.svc.reconciled); n != 0 {
+		t.Fatalf("reconcile queued %v images with a current inventory, want 0", n)
+	}
+
+	// What an older release left: the remembered entry and the newest stored
+	// inventory both of the previous format.
+	inv, _ := h.storedInventory("team/stale", d)
+	inv.InventoryFormat = inventory.FormatVersion - 1
+	raw, _ := img.RawManifest()
+	subject := ocispec.Descriptor{MediaType: string(types.OCIManifestSchema1), Digest: d, Size: int64(len(raw))}
+	a, err := artifact.InventoryArtifact(subject, inv, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := push(context.Background(), h.repo("team/stale"), a, ""); err != nil {
+		t.Fatal(err)
+	}
+	err = h.svc.meta.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketScanned)
+		var e scanned
+		if err := json.Unmarshal(b.Get(scannedKey("team/stale", d)), &e); err != nil {
+			return err
+		}
+		e.Inventory.InventoryFormat = inventory.FormatVersion - 1
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put(scannedKey("team/stale", d), v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.svc.remembered("team/stale", d) {
+		t.Fatal("an entry with an old inventory format counts as remembered")
+	}
+	if err := h.svc.reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the image indexed again", func() bool {
+		return testutil.ToFloat64(h.svc.scans.WithLabelValues("ok")) == 2 && h.box.Len() == 0 && h.svc.remembered("team/stale", d)
+	})
 }

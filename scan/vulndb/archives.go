@@ -95,7 +95,7 @@ func LoadArchives(ctx context.Context, archives []Archive, opts Options) (*DB, e
 	}
 	archives = slices.Clone(archives)
 	slices.SortFunc(archives, func(a, b Archive) int { return cmp.Compare(a.Ecosystem, b.Ecosystem) })
-	db := &DB{index: make(map[key][]Entry)}
+	db := &DB{index: make(map[key][]Entry), keys: make(map[string]bool), bases: make(map[string]bool)}
 	budget := opts.MaxTotalBytes
 	sums := make(map[string]string, len(archives))
 	for _, a := range archives {

@@ -11,6 +11,9 @@ import (
 // Server 12". Products numbered otherwise ("SUSE:Linux Enterprise Micro 5.5") do not match.
 var suseProduct = regexp.MustCompile(`^SUSE:.* ([0-9]+(?: SP[0-9]+)?)(?:-[A-Za-z0-9-]+)?$`)
 
+// ubuntuLTS matches the ecosystem of an Ubuntu long-term release's standard repositories.
+var ubuntuLTS = regexp.MustCompile(`^Ubuntu:[0-9]{2}\.[0-9]{2}:LTS$`)
+
 // IndexEcosystem returns the ecosystem an affected entry is indexed, and so looked up,
 // under: the record's own, except for the two distributions whose ecosystems name product
 // streams finer than an image's os-release can tell (the inventory package gives their
@@ -27,10 +30,10 @@ var suseProduct = regexp.MustCompile(`^SUSE:.* ([0-9]+(?: SP[0-9]+)?)(?:-[A-Za-z
 // Ubuntu marks its long-term releases, "Ubuntu:22.04:LTS"; their entries are indexed under
 // the release, "Ubuntu:22.04", which is what os-release's VERSION_ID gives. Ubuntu Pro's
 // streams ("Ubuntu:Pro:22.04:LTS", packages with +esm versions from a subscription
-// repository) keep their own.
+// repository) and other products ("Ubuntu:Nvidia-BlueField:22.04:LTS") keep their own.
 func IndexEcosystem(eco string) string {
-	if release, ok := strings.CutSuffix(eco, ":LTS"); ok && strings.HasPrefix(eco, "Ubuntu:") && !strings.HasPrefix(eco, "Ubuntu:Pro:") {
-		return release
+	if ubuntuLTS.MatchString(eco) {
+		return strings.TrimSuffix(eco, ":LTS")
 	}
 	if rest, ok := strings.CutPrefix(eco, "Red Hat:enterprise_linux:"); ok {
 		if release, _, ok := strings.Cut(rest, "::"); ok && release != "" {

@@ -55,6 +55,9 @@ type DB struct {
 	Rejected []error `json:"-"`
 
 	index map[key][]Entry
+	// keys holds every ecosystem entries are indexed under, bases their names before
+	// the first colon.
+	keys, bases map[string]bool
 }
 
 type key struct{ ecosystem, name string }
@@ -134,6 +137,10 @@ func (db *DB) add(r *osv.Record) {
 		}
 		k := key{IndexEcosystem(a.Package.Ecosystem), NormalizeName(a.Package.Ecosystem, a.Package.Name)}
 		db.index[k] = append(db.index[k], Entry{Record: r, Affected: a})
+		if !db.keys[k.ecosystem] {
+			db.keys[k.ecosystem] = true
+			db.bases[Base(k.ecosystem)] = true
+		}
 	}
 }
 
@@ -145,7 +152,7 @@ func (db *DB) add(r *osv.Record) {
 func (db *DB) Lookup(ecosystem, name string) []Entry {
 	name = NormalizeName(ecosystem, name)
 	out := db.index[key{ecosystem, name}]
-	if base, _, ok := strings.Cut(ecosystem, ":"); ok {
+	if base := Base(ecosystem); base != ecosystem {
 		if more := db.index[key{base, name}]; len(more) > 0 {
 			out = append(slices.Clip(out), more...)
 		}
@@ -153,12 +160,22 @@ func (db *DB) Lookup(ecosystem, name string) []Entry {
 	return out
 }
 
-// Covers reports whether the database holds an archive for ecosystem's base name: records of
-// "Debian:12" come from the Debian archive. Where it does not, no package of that ecosystem
-// can match.
+// Covers reports whether Lookup can find anything for a package of ecosystem: some record
+// is filed under it ("Debian:12") or under its name without a release ("Debian"), whichever
+// archive the record came from. A database without records for a release cannot tell a
+// package of it from a safe one.
 func (db *DB) Covers(ecosystem string) bool {
+	return ecosystem != "" && (db.keys[ecosystem] || db.keys[Base(ecosystem)])
+}
+
+// CoversBase reports whether any record is filed under ecosystem's name, in any release.
+func (db *DB) CoversBase(ecosystem string) bool { return db.bases[Base(ecosystem)] }
+
+// Base returns an ecosystem's name without its release: "Debian" for "Debian:12", "Red Hat"
+// for "Red Hat:enterprise_linux:9".
+func Base(ecosystem string) string {
 	base, _, _ := strings.Cut(ecosystem, ":")
-	return base != "" && slices.Contains(db.Ecosystems, base)
+	return base
 }
 
 // NormalizeName returns the form of a package name used as the index key: PyPI names are

@@ -133,6 +133,7 @@ func TestIndexEcosystem(t *testing.T) {
 		"Ubuntu:24.10":                                             "Ubuntu:24.10",
 		"Ubuntu:Pro:22.04:LTS":                                     "Ubuntu:Pro:22.04:LTS",
 		"Ubuntu:Pro:FIPS-updates:20.04:LTS":                        "Ubuntu:Pro:FIPS-updates:20.04:LTS",
+		"Ubuntu:Nvidia-BlueField:22.04:LTS":                        "Ubuntu:Nvidia-BlueField:22.04:LTS",
 	} {
 		if got := IndexEcosystem(in); got != want {
 			t.Errorf("%q: got %q, want %q", in, got, want)
