@@ -39,7 +39,9 @@ func diffReports(r, prev *Report) (*Report, Change) {
 	}
 	var c Change
 	c.Verdict = prev.Policy.Failed != r.Policy.Failed
-	c.Coverage = !slices.Equal(prev.Unchecked, r.Unchecked)
+	c.Coverage = !slices.EqualFunc(prev.Unchecked, r.Unchecked, func(a, b Unchecked) bool {
+		return a.Ecosystem == b.Ecosystem && a.Type == b.Type && a.Packages == b.Packages // not the reason's wording
+	})
 	old, cur := prev.Findings, r.Findings
 	if !slices.IsSortedFunc(old, compareFindings) {
 		old = slices.Clone(old)

@@ -345,4 +345,10 @@ func TestRematchCoverage(t *testing.T) {
 			t.Errorf("%s: change %+v (unchecked %+v), want coverage changed = %v only", tt.name, c, r.Unchecked, tt.changed)
 		}
 	}
+	// A reason worded otherwise (by an older release) is no change.
+	prev := stored.Report(without, Policy{})
+	prev.Unchecked[0].Reason = "worded otherwise"
+	if _, c := Rematch(stored, prev, without, Policy{}); c.Changed() {
+		t.Errorf("a reworded reason changed the report: %+v", c)
+	}
 }

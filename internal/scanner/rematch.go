@@ -1,6 +1,7 @@
 package scanner
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,9 +88,11 @@ func (s *Service) rematchAll(ctx context.Context) error {
 			if string(k) == string(keyMatchedDB) {
 				return nil
 			}
+			// An inventory of an older format is re-matched too until the
+			// reconcile pass has indexed the image again (remembered).
 			var e scanned
-			if !currentInventory(v) || json.Unmarshal(v, &e) != nil {
-				return nil // indexed again by the reconcile pass
+			if json.Unmarshal(v, &e) != nil || e.Inventory == nil {
+				return nil
 			}
 			repo, _, _ := strings.Cut(string(k), "@")
 			items = append(items, item{repo: repo, e: e})
@@ -326,19 +329,55 @@ func (s *Service) remembered(repo string, d digest.Digest) bool {
 // currentInventory reports whether v, a remembered scanned entry, holds an
 // inventory of the current formats. One made by older extractors (a new
 // ecosystem mapping, a new package database reader) is as good as none:
-// the image is indexed again, and keeps its last report until then.
+// the image is indexed again, and keeps its last report until then. It
+// reads only up to the inventory's two leading fields (StoredInventory's
+// Format and InventoryFormat), not the whole entry: the reconcile pass asks
+// for every manifest.
 func currentInventory(v []byte) bool {
 	if v == nil {
 		return false
 	}
-	var e struct {
-		Inventory *struct {
-			Format          int `json:"format"`
-			InventoryFormat int `json:"inventoryFormat"`
-		} `json:"inventory"`
+	dec := json.NewDecoder(bytes.NewReader(v))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
 	}
-	return json.Unmarshal(v, &e) == nil && e.Inventory != nil &&
-		e.Inventory.Format == scan.StoredInventoryFormat && e.Inventory.InventoryFormat == inventory.FormatVersion
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if k != "inventory" {
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return false
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+			return false // null, or not an object
+		}
+		format, inventoryFormat := -1, -1
+		for dec.More() && (format < 0 || inventoryFormat < 0) {
+			k, err := dec.Token()
+			if err != nil {
+				return false
+			}
+			switch k {
+			case "format":
+				err = dec.Decode(&format)
+			case "inventoryFormat":
+				err = dec.Decode(&inventoryFormat)
+			default:
+				var skip json.RawMessage
+				err = dec.Decode(&skip)
+			}
+			if err != nil {
+				return false
+			}
+		}
+		return format == scan.StoredInventoryFormat && inventoryFormat == inventory.FormatVersion
+	}
+	return false
 }
 
 // forget drops what the node remembers of a deleted manifest repo@d.

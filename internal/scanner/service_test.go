@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -770,7 +771,8 @@ func TestStaleInventoryRescanned(t *testing.T) {
 	}
 
 	// What an older release left: the remembered entry and the newest stored
-	// inventory both of the previous format.
+	// inventory both of the previous format (dated after the current one so
+	// that it is the newest, as an older release's is until the rescan).
 	inv, _ := h.storedInventory("team/stale", d)
 	inv.InventoryFormat = inventory.FormatVersion - 1
 	raw, _ := img.RawManifest()
@@ -807,4 +809,30 @@ func TestStaleInventoryRescanned(t *testing.T) {
 	h.waitFor("the image indexed again", func() bool {
 		return testutil.ToFloat64(h.svc.scans.WithLabelValues("ok")) == 2 && h.box.Len() == 0 && h.svc.remembered("team/stale", d)
 	})
+}
+
+// TestCurrentInventory: the format check reads the entry's inventory
+// formats, whatever comes before them, and fails closed on anything else.
+func TestCurrentInventory(t *testing.T) {
+	t.Parallel()
+	cur := fmt.Sprintf(`{"format":%d,"inventoryFormat":%d`, scan.StoredInventoryFormat, inventory.FormatVersion)
+	for _, tt := range []struct {
+		entry string
+		want  bool
+	}{
+		{`{"subject":{"mediaType":"x","digest":"sha256:00","size":1},"inventory":` + cur + `,"image":{},"inventory":{"packages":[]}},"report":null}`, true},
+		{`{"inventory":` + cur + `}}`, true},
+		// Only the leading fields are read: what follows them is not.
+		{`{"inventory":` + cur + `,"inventory":{"packages":[1,2,` + strings.Repeat("[", 1<<16), true},
+		{fmt.Sprintf(`{"inventory":{"format":%d,"inventoryFormat":%d}}`, scan.StoredInventoryFormat, inventory.FormatVersion-1), false},
+		{fmt.Sprintf(`{"inventory":{"format":%d,"inventoryFormat":%d}}`, scan.StoredInventoryFormat+1, inventory.FormatVersion), false},
+		{`{"inventory":null}`, false},
+		{`{"subject":{}}`, false},
+		{`not json`, false},
+		{``, false},
+	} {
+		if got := currentInventory([]byte(tt.entry)); got != tt.want {
+			t.Errorf("currentInventory(%.80q) = %v, want %v", tt.entry, got, tt.want)
+		}
+	}
 }
