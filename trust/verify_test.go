@@ -577,9 +577,12 @@ func testCache(t *testing.T, f *fixture) {
 
 	c := &httpContent{base: f.c.base}
 	now := time.Unix(1_800_000_000, 0)
-	cfg := f.cfg
-	cfg.Provision()
-	v, err := trust.New(cfg, c, trust.Options{Now: func() time.Time { return now }})
+	// trust.New provisions its own copy of f.cfg, whose slices the other
+	// subtests share (provisioning a copy here would write them); the cache
+	// lives for the default TTL.
+	var defaults config.Trust
+	defaults.Provision()
+	v, err := trust.New(f.cfg, c, trust.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,7 +598,7 @@ func testCache(t *testing.T, f *fixture) {
 	if dump(first) != dump(second) {
 		t.Errorf("cached verdict differs:\n%s\n%s", dump(first), dump(second))
 	}
-	now = now.Add(cfg.CacheTTL.D() + time.Second)
+	now = now.Add(defaults.CacheTTL.D() + time.Second)
 	verify(t, v, repo, d)
 	if expired := c.calls.Swap(0); expired != cold {
 		t.Errorf("after the TTL: %d requests, want %d", expired, cold)
