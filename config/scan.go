@@ -29,6 +29,9 @@ type ScanPolicy struct {
 	UnknownSeverity string `yaml:"unknownSeverity"`
 	// IgnoreUnfixed lets findings without a fixed version pass.
 	IgnoreUnfixed bool `yaml:"ignoreUnfixed"`
+	// FailOnUnchecked fails an image some of whose packages no record could
+	// check (the database has no records for their distribution or release).
+	FailOnUnchecked bool `yaml:"failOnUnchecked"`
 	// Allowlist lets listed vulnerabilities pass until they expire.
 	Allowlist []ScanAllow `yaml:"allowlist"`
 	// Timeout bounds the scan at an enforce tag push (default 60s); a scan

@@ -720,7 +720,15 @@ func TestScanRpmOnPush(t *testing.T) {
 func TestScanUbuntuAndUnchecked(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
-	reg := startRegistry(t, startOptions{})
+	reg := startRegistry(t, startOptions{config: `version: 1
+scan:
+  policies:
+    - name: covered
+      repositories: ["covered/**"]
+      mode: enforce
+      maxSeverity: critical
+      failOnUnchecked: true
+`})
 	bundle := t.TempDir()
 	zipRecords(t, "../scan/testdata/osv-extra/Ubuntu", filepath.Join(bundle, "osv", "Ubuntu", "all.zip"))
 	if out := run(t, nil, registryBin, "vulndb", "import", bundle, "--data", reg.DataDir); !strings.Contains(out, "Ubuntu") {
@@ -772,6 +780,14 @@ func TestScanUbuntuAndUnchecked(t *testing.T) {
 		report.Unchecked[0].Packages != 12 || report.Unchecked[0].Ecosystem != "" {
 		t.Errorf("fedora: %d findings, unchecked %+v; want none and the 12 rpm packages", len(report.Findings), report.Unchecked)
 	}
+
+	// A policy with failOnUnchecked refuses the Fedora image at the tag push,
+	// and takes the Ubuntu one, whose packages were all checked.
+	out, err := runErr(nil, crane, "append", "--insecure", "-f", fedora, "-t", reg.Addr+"/covered/fedora:40")
+	if err == nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "packages not checked: 12 rpm packages") {
+		t.Errorf("fedora in a failOnUnchecked repository: %v\n%s", err, out)
+	}
+	run(t, nil, crane, "append", "--insecure", "-f", ubuntu, "-t", reg.Addr+"/covered/ubuntu:22.04")
 }
 
 // zipRecords packs the OSV records (*.json) of dir into an all.zip at dst.

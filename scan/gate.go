@@ -25,6 +25,10 @@ type GatePolicy struct {
 	UnknownSeverity string `yaml:"unknownSeverity" json:"unknownSeverity,omitempty"`
 	// IgnoreUnfixed lets findings without a known fixed version pass.
 	IgnoreUnfixed bool `yaml:"ignoreUnfixed" json:"ignoreUnfixed,omitempty"`
+	// FailOnUnchecked fails a report that lists packages no record could check
+	// (Report.Unchecked): an image whose distribution the database does not cover does not
+	// pass for having no findings.
+	FailOnUnchecked bool `yaml:"failOnUnchecked" json:"failOnUnchecked,omitempty"`
 	// Allowlist lists vulnerabilities that pass whatever their severity, until they expire.
 	Allowlist []AllowEntry `yaml:"allowlist" json:"allowlist,omitempty"`
 }
@@ -109,6 +113,8 @@ type GateResult struct {
 	Reason string
 	// Violations are the findings that fail the policy, worst first.
 	Violations []Finding
+	// Unchecked are the report's unchecked packages when FailOnUnchecked fails it for them.
+	Unchecked []Unchecked
 	// Allowed are the findings above MaxSeverity let through by the allowlist.
 	Allowed []Finding
 	// Expired are allowlist entries that matched a violation but had expired.
@@ -174,7 +180,10 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 			compareFindings(a, b),
 		)
 	})
-	res.Pass = len(res.Violations) == 0
+	if p.FailOnUnchecked {
+		res.Unchecked = r.Unchecked
+	}
+	res.Pass = len(res.Violations) == 0 && len(res.Unchecked) == 0
 
 	maxName := "HIGH"
 	for _, l := range []osv.Level{osv.Low, osv.Medium, osv.High, osv.Critical} {
@@ -184,6 +193,18 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 	}
 	var b strings.Builder
 	switch {
+	case len(res.Violations) == 0 && len(res.Unchecked) > 0:
+		b.WriteString("scan policy failed: packages not checked: ")
+		for i, u := range res.Unchecked {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			noun := "packages"
+			if u.Packages == 1 {
+				noun = "package"
+			}
+			fmt.Fprintf(&b, "%d %s %s (%s): %s", u.Packages, u.Type, noun, dash(u.Ecosystem), u.Reason)
+		}
 	case res.Pass && maxRank == 0:
 		b.WriteString("scan policy passed: no finding")
 	case res.Pass:
@@ -216,6 +237,9 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 			b.WriteString(", no fix known")
 		}
 	}
+	if n := uncheckedPackages(res.Unchecked); n > 0 && len(res.Violations) > 0 {
+		fmt.Fprintf(&b, "; and %s not checked", plural(n, "package"))
+	}
 	if res.Pass && len(res.Allowed) > 0 {
 		fmt.Fprintf(&b, " (%s allowlisted)", plural(len(res.Allowed), "finding"))
 	}
@@ -224,6 +248,14 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 	}
 	res.Reason = b.String()
 	return res
+}
+
+func uncheckedPackages(us []Unchecked) int {
+	n := 0
+	for _, u := range us {
+		n += u.Packages
+	}
+	return n
 }
 
 func (e AllowEntry) matches(f Finding) bool {

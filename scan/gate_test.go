@@ -34,6 +34,8 @@ func TestGateEvaluate(t *testing.T) {
 		finding("GHSA-29mw-wpgm-hmr9", "lodash", "4.17.20", "4.17.21", osv.Medium, 5.3),
 		finding("DEBIAN-CVE-2026-103111", "libpcre2-8-0", "10.42-1", "", osv.Unknown, 0, "CVE-2026-103111"),
 	}}
+	unchecked := &Report{Unchecked: []Unchecked{{"Ubuntu:23.04", "dpkg", 4, "the vulnerability database has no Ubuntu:23.04 records"}}}
+	withUnchecked := &Report{Findings: report.Findings, Unchecked: unchecked.Unchecked}
 	tests := []struct {
 		name       string
 		policy     GatePolicy
@@ -65,6 +67,11 @@ func TestGateEvaluate(t *testing.T) {
 			report, true, nil, nil},
 		{"ignore unfixed", GatePolicy{IgnoreUnfixed: true, Allowlist: []AllowEntry{{ID: "CVE-2021-44228"}}}, report, true, nil, nil},
 		{"clean report", GatePolicy{MaxSeverity: "none"}, &Report{}, true, nil, []string{"scan policy passed: no finding"}},
+		{"unchecked packages pass by default", GatePolicy{MaxSeverity: "none"}, unchecked, true, nil, []string{"scan policy passed"}},
+		{"unchecked packages fail when asked", GatePolicy{MaxSeverity: "none", FailOnUnchecked: true}, unchecked, false, nil,
+			[]string{"scan policy failed: packages not checked: 4 dpkg packages (Ubuntu:23.04): the vulnerability database has no Ubuntu:23.04 records"}},
+		{"findings and unchecked packages", GatePolicy{FailOnUnchecked: true}, withUnchecked, false,
+			[]string{"GHSA-jfh8-c2jp-5v3q", "DEBIAN-CVE-2026-103111"}, []string{"2 findings above HIGH", "; and 4 packages not checked"}},
 		{"no report", GatePolicy{}, nil, false, nil, []string{"no scan report"}},
 		{"invalid policy fails closed", GatePolicy{MaxSeverity: "severe"}, &Report{}, false, nil, []string{"maxSeverity"}},
 	}

@@ -35,6 +35,7 @@ func compileGates(cfg config.Scan) ([]gatePolicy, error) {
 	for i, p := range cfg.Policies {
 		g := gatePolicy{name: p.Name, mode: p.Mode, timeout: p.Timeout.D(), gate: scan.GatePolicy{
 			MaxSeverity: p.MaxSeverity, UnknownSeverity: p.UnknownSeverity, IgnoreUnfixed: p.IgnoreUnfixed,
+			FailOnUnchecked: p.FailOnUnchecked,
 		}}
 		for _, r := range p.Repositories {
 			pat, err := pauth.ParsePattern(r)
