@@ -50,19 +50,7 @@ type IndexOptions struct {
 // Index computes the inventory of every layer of img (from opts.Cache where present) and
 // merges them. Errors name the layer; they are those of IndexLayer.
 func Index(ctx context.Context, img v1.Image, opts IndexOptions) (*inventory.Image, error) {
-	layers, err := imageLayers(img)
-	if err != nil {
-		return nil, err
-	}
-	invs := make([]*inventory.Layer, 0, len(layers))
-	for i, l := range layers {
-		inv, err := IndexLayer(ctx, l, opts)
-		if err != nil {
-			return nil, fmt.Errorf("layer %d: %w", i, err)
-		}
-		invs = append(invs, inv)
-	}
-	return inventory.Merge(invs), nil
+	return NewIndexer(opts).Index(ctx, img)
 }
 
 // imageLayers returns img's layers, each answering DiffID from the image

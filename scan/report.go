@@ -71,44 +71,11 @@ type PolicyResult struct {
 // Scan indexes img (see Index), matches it against db and applies the policy. Errors are
 // those of Index, or of reading the image's config.
 func Scan(ctx context.Context, img v1.Image, digest string, db *vulndb.DB, policy Policy, opts IndexOptions) (*Report, error) {
-	ix, err := indexImage(ctx, img, opts)
+	stored, err := NewIndexer(opts).Inventory(ctx, img, digest)
 	if err != nil {
 		return nil, err
 	}
-	return ix.report(digest, db, policy), nil
-}
-
-// indexedImage is an image's inventory with the identity its report carries.
-type indexedImage struct {
-	inv    *inventory.Image
-	id     string
-	layers []string
-}
-
-func indexImage(ctx context.Context, img v1.Image, opts IndexOptions) (*indexedImage, error) {
-	id, err := img.ConfigName()
-	if err != nil {
-		return nil, fmt.Errorf("config digest: %w", err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	inv, err := Index(ctx, img, opts)
-	if err != nil {
-		return nil, err
-	}
-	ix := &indexedImage{inv: inv, id: id.String(), layers: []string{}}
-	for _, d := range cf.RootFS.DiffIDs {
-		ix.layers = append(ix.layers, d.String())
-	}
-	return ix, nil
-}
-
-func (ix *indexedImage) report(digest string, db *vulndb.DB, policy Policy) *Report {
-	r := NewReport(ix.inv, db, policy)
-	r.Image.ID, r.Image.Digest, r.Image.Layers = ix.id, digest, ix.layers
-	return r
+	return stored.Report(db, policy), nil
 }
 
 // NewReport matches an image inventory against db and applies the policy. Image.ID, Digest

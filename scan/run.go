@@ -88,7 +88,7 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 		}
 		dbc <- loaded{db, err}
 	}()
-	ix, scanErr := indexArchive(ctx, opts)
+	stored, scanErr := indexArchive(ctx, opts)
 	if scanErr != nil {
 		cancel()
 	}
@@ -99,7 +99,7 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 	if scanErr != nil {
 		return ExitFailed, &FailedError{scanErr}
 	}
-	report := ix.report(ix.digest, l.db, policy)
+	report := stored.Report(l.db, policy)
 	if format == "json" {
 		err = report.WriteJSON(stdout)
 	} else {
@@ -114,23 +114,14 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 	return ExitOK, nil
 }
 
-// archiveImage is an indexed image of an archive, with the archive's manifest digest.
-type archiveImage struct {
-	*indexedImage
-	digest string
-}
-
-func indexArchive(ctx context.Context, opts ScanOptions) (*archiveImage, error) {
+// indexArchive indexes the image of the archive opts names.
+func indexArchive(ctx context.Context, opts ScanOptions) (*StoredInventory, error) {
 	ar, err := OpenArchive(ctx, opts.Archive, opts.Limits.TempDir)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", opts.Archive, err)
 	}
 	defer ar.Close()
-	ix, err := indexImage(ctx, ar.Image, IndexOptions{Limits: opts.Limits})
-	if err != nil {
-		return nil, err
-	}
-	return &archiveImage{ix, ar.Digest}, nil
+	return NewIndexer(IndexOptions{Limits: opts.Limits}).Inventory(ctx, ar.Image, ar.Digest)
 }
 
 func (o ScanOptions) policy() (Policy, error) {
