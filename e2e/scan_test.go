@@ -671,11 +671,7 @@ func TestScanRpmOnPush(t *testing.T) {
 	crane := tool(t, "crane")
 	reg := startRegistry(t, startOptions{})
 
-	bundle := t.TempDir()
-	zipRecords(t, "../scan/testdata/osv-extra/Rocky Linux", filepath.Join(bundle, "osv", "Rocky Linux", "all.zip"))
-	if out := run(t, nil, registryBin, "vulndb", "import", bundle, "--data", reg.DataDir); !strings.Contains(out, "Rocky Linux") {
-		t.Fatalf("vulndb import: %s", out)
-	}
+	importTestRecords(t, reg, "Rocky Linux")
 
 	db, err := os.ReadFile("../scan/inventory/testdata/rpm/rpmdb.sqlite")
 	if err != nil {
@@ -692,11 +688,7 @@ func TestScanRpmOnPush(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("no report for team/rocky@%s (status %d)\n%s", d, status, reg.Logs())
 	}
-	var got []string
-	for _, f := range report.Findings {
-		got = append(got, f.Package+" "+f.Version+" "+f.ID)
-	}
-	sort.Strings(got)
+	got := report.findingLines()
 	want := []string{
 		"glibc 2.34-60.el9 RLSA-TEST-0002",
 		"glibc-common 2.34-60.el9 RLSA-TEST-0002",
@@ -729,11 +721,7 @@ scan:
       maxSeverity: critical
       failOnUnchecked: true
 `})
-	bundle := t.TempDir()
-	zipRecords(t, "../scan/testdata/osv-extra/Ubuntu", filepath.Join(bundle, "osv", "Ubuntu", "all.zip"))
-	if out := run(t, nil, registryBin, "vulndb", "import", bundle, "--data", reg.DataDir); !strings.Contains(out, "Ubuntu") {
-		t.Fatalf("vulndb import: %s", out)
-	}
+	importTestRecords(t, reg, "Ubuntu")
 	status, err := os.ReadFile("../scan/testdata/images/ubuntu-status")
 	if err != nil {
 		t.Fatal(err)
@@ -756,11 +744,7 @@ scan:
 	run(t, nil, crane, "append", "--insecure", "-f", ubuntu, "-t", reg.Addr+"/team/ubuntu:22.04")
 	d := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/ubuntu:22.04"))
 	_, report := waitReport(t, reg, "team/ubuntu", d, 60*time.Second)
-	var got []string
-	for _, f := range report.Findings {
-		got = append(got, f.Package+" "+f.Version+" "+f.ID)
-	}
-	sort.Strings(got)
+	got := report.findingLines()
 	want := []string{
 		"libssl3 3.0.2-0ubuntu1.8 UBUNTU-TEST-0001",
 		"openssl 3.0.2-0ubuntu1.8 UBUNTU-TEST-0001",
@@ -788,6 +772,27 @@ scan:
 		t.Errorf("fedora in a failOnUnchecked repository: %v\n%s", err, out)
 	}
 	run(t, nil, crane, "append", "--insecure", "-f", ubuntu, "-t", reg.Addr+"/covered/ubuntu:22.04")
+}
+
+// importTestRecords imports, into reg's data directory, a bundle of the scan
+// package's test records of one ecosystem (scan/testdata/osv-extra).
+func importTestRecords(t *testing.T, reg *Registry, ecosystem string) {
+	t.Helper()
+	bundle := t.TempDir()
+	zipRecords(t, filepath.Join("../scan/testdata/osv-extra", ecosystem), filepath.Join(bundle, "osv", ecosystem, "all.zip"))
+	if out := run(t, nil, registryBin, "vulndb", "import", bundle, "--data", reg.DataDir); !strings.Contains(out, ecosystem) {
+		t.Fatalf("vulndb import: %s", out)
+	}
+}
+
+// findingLines lists the report's findings as "package version id", sorted.
+func (r scanReport) findingLines() []string {
+	var out []string
+	for _, f := range r.Findings {
+		out = append(out, f.Package+" "+f.Version+" "+f.ID)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // zipRecords packs the OSV records (*.json) of dir into an all.zip at dst.

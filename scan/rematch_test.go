@@ -311,26 +311,10 @@ func TestRematchCoverage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	load := func(ecosystems ...string) *vulndb.DB {
-		var archives []vulndb.Archive
-		for _, eco := range ecosystems {
-			var buf bytes.Buffer
-			zw := zip.NewWriter(&buf)
-			w, _ := zw.Create("r.json")
-			_, _ = w.Write([]byte(`{"id":"R-` + eco + `","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"` +
-				map[string]string{"npm": "npm", "Ubuntu": "Ubuntu:22.04:LTS"}[eco] + `","name":"unrelated"},"versions":["1"]}]}`))
-			if err := zw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			archives = append(archives, vulndb.Archive{Ecosystem: eco, Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())})
-		}
-		db, err := vulndb.LoadArchives(t.Context(), archives, vulndb.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return db
-	}
-	without, with := load("npm"), load("npm", "Ubuntu")
+	// The Ubuntu record names no package of the image: only the coverage changes.
+	npm := func() vulndb.Archive { return archive(t, "npm", record("R-npm", "npm")) }
+	without := loadArchives(t, npm())
+	with := loadArchives(t, npm(), archive(t, "Ubuntu", record("R-Ubuntu", "Ubuntu:22.04:LTS")))
 	for _, tt := range []struct {
 		name     string
 		old, new *vulndb.DB

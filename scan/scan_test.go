@@ -105,41 +105,52 @@ func TestScanFixtures(t *testing.T) {
 	}
 }
 
+// archive zips OSV records as the all.zip of one ecosystem.
+func archive(t *testing.T, eco string, records ...string) vulndb.Archive {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i, r := range records {
+		w, _ := zw.Create(fmt.Sprintf("%d.json", i))
+		_, _ = w.Write([]byte(r))
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return vulndb.Archive{Ecosystem: eco, Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())}
+}
+
+// record is an OSV record affecting every version of package zlib in the ecosystems given.
+func record(id string, ecosystems ...string) string {
+	var affected []string
+	for _, e := range ecosystems {
+		affected = append(affected, `{"package":{"ecosystem":"`+e+`","name":"zlib"},"versions":["0"]}`)
+	}
+	return `{"id":"` + id + `","modified":"2024-01-01T00:00:00Z","affected":[` + strings.Join(affected, ",") + `]}`
+}
+
+func loadArchives(t *testing.T, archives ...vulndb.Archive) *vulndb.DB {
+	t.Helper()
+	db, err := vulndb.LoadArchives(t.Context(), archives, vulndb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // TestUnchecked: packages the database cannot match are counted and named in the report, not
 // silently passed: an ecosystem whose archive is missing, a release no record names, a
 // distribution whose release is unknown, and one OSV has no ecosystem for. Coverage follows
 // the records' ecosystems, not the archives' names.
 func TestUnchecked(t *testing.T) {
 	t.Parallel()
-	archive := func(eco string, records ...string) vulndb.Archive {
-		var buf bytes.Buffer
-		zw := zip.NewWriter(&buf)
-		for i, r := range records {
-			w, _ := zw.Create(fmt.Sprintf("%d.json", i))
-			_, _ = w.Write([]byte(r))
-		}
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return vulndb.Archive{Ecosystem: eco, Reader: bytes.NewReader(buf.Bytes()), Size: int64(buf.Len())}
-	}
-	record := func(id string, ecosystems ...string) string {
-		var affected []string
-		for _, e := range ecosystems {
-			affected = append(affected, `{"package":{"ecosystem":"`+e+`","name":"zlib"},"versions":["0"]}`)
-		}
-		return `{"id":"` + id + `","modified":"2024-01-01T00:00:00Z","affected":[` + strings.Join(affected, ",") + `]}`
-	}
-	db, err := vulndb.LoadArchives(t.Context(), []vulndb.Archive{
-		archive("npm", record("GHSA-1", "npm")),
-		archive("Debian", record("DEBIAN-1", "Debian:12")),
-		archive("Ubuntu", record("UBUNTU-1", "Ubuntu:22.04:LTS")),
+	db := loadArchives(t,
+		archive(t, "npm", record("GHSA-1", "npm")),
+		archive(t, "Debian", record("DEBIAN-1", "Debian:12")),
+		archive(t, "Ubuntu", record("UBUNTU-1", "Ubuntu:22.04:LTS")),
 		// SUSE's records name openSUSE releases too; there is no openSUSE archive.
-		archive("SUSE", record("SUSE-1", "SUSE:Linux Enterprise Server 15 SP5", "openSUSE:Leap 15.5")),
-	}, vulndb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+		archive(t, "SUSE", record("SUSE-1", "SUSE:Linux Enterprise Server 15 SP5", "openSUSE:Leap 15.5")),
+	)
 	dpkgImage := func(osRelease string) func(testing.TB) [][]byte {
 		return func(t testing.TB) [][]byte {
 			return [][]byte{gzipBytes(t, tarBytes(t,
