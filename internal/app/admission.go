@@ -8,14 +8,13 @@ import (
 
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/internal/admission"
-	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/trust"
 )
 
 // buildAdmission builds the trust verifier and admission gate when the
-// configuration has trust policies or webhooks; nil otherwise.
-func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (front.Admission, error) {
+// configuration has trust policies, scan policies or webhooks; nil otherwise.
+func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (*admission.Gate, error) {
 	cfg := a.cfg
 	if len(cfg.Trust.Policies) == 0 && len(cfg.Admission.Webhooks) == 0 && len(cfg.Scan.Policies) == 0 {
 		return nil, nil

@@ -25,7 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/config"
-	"github.com/portcullis/portcullis/internal/admission"
+	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
 	"github.com/portcullis/portcullis/internal/outbox"
@@ -167,16 +167,28 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	opts.Scanner, opts.Events, opts.Log = a.scanner, events, a.log
-	if opts.Admission, err = a.buildAdmission(repos, refs); err != nil {
+	opts.Events, opts.Log = events, a.log
+	gate, err := a.buildAdmission(repos, refs)
+	if err != nil {
 		return err
+	}
+	apiOpts := api.Options{Documents: a.scanner, Log: a.log}
+	if gate != nil {
+		opts.Admission, apiOpts.Verdicts = gate, gate
+	}
+	if a.auth != nil {
+		apiOpts.Auth = a.auth.Controller
 	}
 	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
 		return err
 	}
+	apiHandler, err := api.New(apiOpts)
+	if err != nil {
+		return err
+	}
 	mux.Handle("/v2/", fr)
-	mux.HandleFunc(admission.VerdictPath, fr.ServeAPI)
+	mux.Handle(api.Prefix, apiHandler)
 	mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
 	return nil
 }

@@ -22,7 +22,6 @@ type Admission interface {
 	AdmitTag(ctx context.Context, p admission.TagPush) error
 	AllowPull(ctx context.Context, p admission.Pull) error
 	RecordPush(repo string, d digest.Digest, login string)
-	ServeVerdict(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest)
 }
 
 // legacySignatureTag matches the tags that hold signatures rather than
@@ -122,35 +121,4 @@ func (h *Handler) resolveTag(ctx context.Context, repo, tag string) (digest.Dige
 		return "", err
 	}
 	return desc.Digest, nil
-}
-
-// ServeAPI serves, to clients that may pull the repository,
-// GET /api/v1/repositories/<name>/manifests/<digest>/verdict (trust),
-// .../vulnerabilities (the newest scan report) and .../sbom.
-func (h *Handler) ServeAPI(w http.ResponseWriter, r *http.Request) {
-	repo, d, what, ok := admission.ParseAPIPath(r.URL.Path)
-	if !ok || r.Method != http.MethodGet || (what != "verdict" && what != "vulnerabilities" && what != "sbom") {
-		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path))
-		return
-	}
-	if h.guard != nil {
-		if _, ok := h.guard.authorize(w, r, access(repo, "pull")); !ok {
-			return
-		}
-	}
-	switch {
-	case what == "verdict" && h.admission != nil:
-		h.admission.ServeVerdict(w, r, repo, d)
-	case what == "verdict":
-		writeError(w, http.StatusNotFound, "NAME_UNKNOWN", "no trust policy applies to "+repo)
-	case h.scanner != nil:
-		h.scanner.ServeDocument(w, r, repo, d, what)
-	default:
-		writeError(w, http.StatusNotFound, "UNSUPPORTED", "scanning is not running")
-	}
-}
-
-// Scanner serves the reports of scanned images.
-type Scanner interface {
-	ServeDocument(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest, what string)
 }

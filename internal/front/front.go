@@ -1,7 +1,9 @@
 // Package front is the handler in front of distribution for /v2/: it serves
-// the routes distribution lacks (the referrers API), adds the OCI-Subject
-// header to manifest PUT responses, refuses manifests of the types reserved
-// for the registry's scanner, and passes everything else on.
+// the routes distribution lacks (the referrers API, single-request blob
+// uploads), adds the OCI-Subject header to manifest PUT responses, applies
+// tag rules, admission and quarantine, refuses manifests of the types
+// reserved for the registry's scanner, records events, and passes
+// everything else on.
 package front
 
 import (
@@ -44,7 +46,6 @@ type Handler struct {
 	repos     repositories
 	guard     *Guard
 	admission Admission
-	scanner   Scanner
 	events    Events
 	log       *slog.Logger
 }
@@ -61,8 +62,6 @@ type Options struct {
 	Guard *Guard
 	// Admission adds trust policies and webhooks.
 	Admission Admission
-	// Scanner serves scan reports.
-	Scanner Scanner
 	// Events receives each successful manifest push, tag and delete.
 	Events Events
 	// Log receives what cannot be reported to the client, such as an
@@ -82,7 +81,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, scanner: o.Scanner,
+	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission,
 		events: o.Events, log: o.Log}, nil
 }
 

@@ -1,10 +1,9 @@
 package scanner
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
-	"io"
-	"net/http"
+	"fmt"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
@@ -13,48 +12,53 @@ import (
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
-// ServeDocument answers GET .../manifests/<digest>/vulnerabilities (the
-// newest report) and .../sbom (the newest CycloneDX SBOM) for repo@d.
-func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest, what string) {
-	ctx := r.Context()
+// ScanFailedError is returned by Document when the image has no document
+// because its scan failed; Reason says why.
+type ScanFailedError struct {
+	Reason string
+}
+
+func (e *ScanFailedError) Error() string { return "scan failed: " + e.Reason }
+
+// ScanFailure returns the reason the scan failed.
+func (e *ScanFailedError) ScanFailure() string { return e.Reason }
+
+// Document returns the newest document of the kind for repo@d, as JSON:
+// "vulnerabilities" (the newest report) or "sbom" (the newest CycloneDX
+// SBOM). It returns a *ScanFailedError when the image's scan failed, an
+// errcode error for a document that is missing (MANIFEST_UNKNOWN, BLOB_UNKNOWN),
+// malformed (UNKNOWN) or in a repository that cannot be opened
+// (NAME_INVALID), and a wrapped storage error otherwise.
+func (s *Service) Document(ctx context.Context, repo string, d digest.Digest, kind string) ([]byte, error) {
 	artifactType := artifact.ArtifactTypeReport
-	if what == "sbom" {
+	if kind == "sbom" {
 		artifactType = artifact.ArtifactTypeSBOM
 	}
 	payload, ok, err := s.latest(ctx, repo, d, artifactType)
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the image's "+what))
-		return
+		return nil, fmt.Errorf("read the newest %s of %s@%s: %w", kind, repo, d, err)
 	}
 	if !ok {
 		if reason := s.failure(repo, d); reason != "" {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnprocessableEntity)
-			_ = json.NewEncoder(w).Encode(map[string]string{"verdict": "scan failed", "reason": reason})
-			return
+			return nil, &ScanFailedError{Reason: reason}
 		}
-		msg := "no " + what + " for " + repo + "@" + d.String() + " yet"
+		msg := "no " + kind + " for " + repo + "@" + d.String() + " yet"
 		if s.database() == nil {
 			msg += ": no vulnerability database has been imported (registry vulndb import DIR)"
 		}
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeManifestUnknown.WithMessage(msg))
-		return
+		return nil, errcode.ErrorCodeManifestUnknown.WithMessage(msg)
 	}
 	rp, err := s.open(ctx, repo)
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeNameInvalid.WithMessage(err.Error()))
-		return
+		return nil, errcode.ErrorCodeNameInvalid.WithMessage(err.Error())
 	}
 	var man v1.Manifest
 	if json.Unmarshal(payload, &man) != nil || len(man.Layers) == 0 {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("malformed "+what+" artifact"))
-		return
+		return nil, errcode.ErrorCodeUnknown.WithMessage("malformed " + kind + " artifact")
 	}
 	doc, err := rp.Blobs(ctx).Get(ctx, man.Layers[0].Digest)
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeBlobUnknown)
-		return
+		return nil, errcode.ErrorCodeBlobUnknown
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = io.Copy(w, bytes.NewReader(doc))
+	return doc, nil
 }

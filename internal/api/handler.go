@@ -1,0 +1,190 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/trust"
+)
+
+// maxWait bounds ?wait.
+const maxWait = 5 * time.Minute
+
+// pollInterval is how often ?wait asks for the verdict again.
+const pollInterval = 500 * time.Millisecond
+
+// Verdicts decides images' trust verdicts.
+type Verdicts interface {
+	// Applies reports whether a trust or scan policy applies to repo.
+	Applies(repo string) bool
+	// Verdict returns repo@d's current verdict; an error when signatures
+	// could not be verified.
+	Verdict(ctx context.Context, repo string, d digest.Digest) (trust.Verdict, error)
+}
+
+// Documents reads the documents the scanner stores for images.
+type Documents interface {
+	// Document returns the newest document of the kind (WhatVulnerabilities
+	// or WhatSBOM) for repo@d, as JSON. Its errors are errcode errors, an
+	// error with a ScanFailure() string method when the image's scan failed,
+	// or an internal error.
+	Document(ctx context.Context, repo string, d digest.Digest, kind string) ([]byte, error)
+}
+
+// failedScan is the error of Documents for an image whose scan failed.
+type failedScan interface {
+	error
+	ScanFailure() string
+}
+
+// Options are the API's parts; each may be nil.
+type Options struct {
+	// Auth authorizes callers; nil when auth is off.
+	Auth Authorizer
+	// Verdicts serves .../verdict; nil when no policy is configured.
+	Verdicts Verdicts
+	// Documents serves .../vulnerabilities and .../sbom; nil when
+	// scanning is not running.
+	Documents Documents
+	// Log receives internal errors; default none.
+	Log *slog.Logger
+	// Now is the clock of ?wait; default time.Now.
+	Now func() time.Time
+}
+
+// Handler serves /api/v1/.
+type Handler struct {
+	auth     Authorizer
+	verdicts Verdicts
+	docs     Documents
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New returns the API handler.
+func New(o Options) (*Handler, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, log: o.Log, now: o.Now}, nil
+}
+
+// ServeHTTP serves, to clients that may pull the repository,
+// GET /api/v1/repositories/<name>/manifests/<digest>/verdict[?wait=30s]
+// (trust), .../vulnerabilities (the newest scan report) and .../sbom.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	repo, d, what, ok := ParsePath(r.URL.Path)
+	if !ok || r.Method != http.MethodGet || (what != WhatVerdict && what != WhatVulnerabilities && what != WhatSBOM) {
+		h.writeError(w, r, Status(http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path)))
+		return
+	}
+	c := Resolve(r, h.auth, repo, "pull")
+	if !c.Granted() {
+		h.writeError(w, r, c.Err)
+		return
+	}
+	r = r.WithContext(WithCaller(r.Context(), c))
+	switch {
+	case what == WhatVerdict && h.verdicts != nil:
+		h.serveVerdict(w, r, repo, d)
+	case what == WhatVerdict:
+		h.writeError(w, r, Status(http.StatusNotFound, "NAME_UNKNOWN", "no trust policy applies to "+repo))
+	case h.docs != nil:
+		h.serveDocument(w, r, repo, d, what)
+	default:
+		h.writeError(w, r, Status(http.StatusNotFound, "UNSUPPORTED", "scanning is not running"))
+	}
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	WriteError(w, r, h.log, err)
+}
+
+// serveVerdict answers with repo@d's current verdict, or with
+// ?wait=DURATION the verdict once the digest is trusted or the wait is
+// over, whichever comes first.
+func (h *Handler) serveVerdict(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) {
+	if !h.verdicts.Applies(repo) {
+		h.writeError(w, r, errcode.ErrorCodeNameUnknown.WithMessage("no trust policy applies to "+repo))
+		return
+	}
+	var wait time.Duration
+	if s := r.URL.Query().Get("wait"); s != "" {
+		var err error
+		if wait, err = time.ParseDuration(s); err != nil || wait < 0 {
+			h.writeError(w, r, errcode.ErrorCodeUnsupported.WithMessage("wait must be a duration like 30s"))
+			return
+		}
+		wait = min(wait, maxWait)
+	}
+	ctx := r.Context()
+	deadline := h.now().Add(wait)
+	for {
+		v, err := h.verdicts.Verdict(ctx, repo, d)
+		if err != nil {
+			h.writeError(w, r, errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later"))
+			return
+		}
+		if v.Trusted || h.now().After(deadline) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(v)
+			return
+		}
+		t := time.NewTimer(min(pollInterval, deadline.Sub(h.now())))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// serveDocument answers with repo@d's newest document of the kind, or 422
+// with the reason when the image's scan failed.
+func (h *Handler) serveDocument(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest, what string) {
+	doc, err := h.docs.Document(r.Context(), repo, d, what)
+	var failed failedScan
+	switch {
+	case errors.As(err, &failed):
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		_ = json.NewEncoder(w).Encode(map[string]string{"verdict": "scan failed", "reason": failed.ScanFailure()})
+	case err != nil && isOCIError(err):
+		h.writeError(w, r, err)
+	case err != nil:
+		h.writeError(w, r, Internal("could not read the image's "+what, err))
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	}
+}
+
+// isOCIError reports an error WriteError answers with its own code.
+func isOCIError(err error) bool {
+	var (
+		se *StatusError
+		ee errcode.Error
+		ec errcode.ErrorCode
+		es errcode.Errors
+	)
+	return errors.As(err, &se) || errors.As(err, &ee) || errors.As(err, &ec) || errors.As(err, &es)
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
