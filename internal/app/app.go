@@ -117,7 +117,7 @@ func (a *App) build(ctx context.Context) error {
 		mux.Handle("/token", a.auth.Service)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		_ = errcode.ServeJSON(w, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+		api.WriteError(w, r, a.log, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled()})
 	return nil

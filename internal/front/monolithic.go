@@ -5,7 +5,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 
-	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/portcullis/portcullis/internal/api"
 )
 
 // isMonolithicPost reports a single-request blob upload: POST
@@ -43,7 +43,7 @@ func (h *Handler) monolithicPost(w http.ResponseWriter, r *http.Request) {
 	}
 	loc, err := url.Parse(rec.Header().Get("Location"))
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("upload session without a location"))
+		api.WriteError(w, r, h.log, api.Internal("upload session without a location", err))
 		return
 	}
 	put := r.Clone(r.Context())

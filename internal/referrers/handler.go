@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 
@@ -12,6 +13,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/portcullis/portcullis/internal/api"
 )
 
 // repositories opens repositories by name.
@@ -40,14 +43,14 @@ func NewHandler(index *Index, repos repositories, log *slog.Logger) (*Handler, e
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string, subject digest.Digest) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnsupported.WithMessage("the referrers API supports GET and HEAD"))
+		api.WriteError(w, r, h.log, errcode.ErrorCodeUnsupported.WithMessage("the referrers API supports GET and HEAD"))
 		return
 	}
 	ctx := r.Context()
 	descs, err := h.List(ctx, name, subject)
 	if err != nil {
-		h.log.ErrorContext(ctx, "list referrers", "repo", name, "digest", subject, "err", err)
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the referrers index"))
+		api.WriteError(w, r, h.log, api.Internal("could not read the referrers index",
+			fmt.Errorf("list referrers of %s@%s: %w", name, subject, err)))
 		return
 	}
 	filter := r.URL.Query()["artifactType"]
@@ -61,7 +64,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string,
 		Manifests: descs,
 	})
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithDetail(err.Error()))
+		api.WriteError(w, r, h.log, api.Internal("could not encode the referrers index", err))
 		return
 	}
 	w.Header().Set("Content-Type", v1.MediaTypeImageIndex)
