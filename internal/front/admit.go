@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"regexp"
 
-	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
@@ -30,19 +29,6 @@ type Admission interface {
 // writes by default).
 var legacySignatureTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)?$`)
 
-// login returns the caller's identity when auth is on ("" otherwise or
-// when the token does not allow the access; distribution then answers).
-func (h *Handler) login(r *http.Request, repo, action string) (string, bool) {
-	if h.guard == nil {
-		return "", false
-	}
-	grant, err := h.guard.Auth.Authorize(r, access(repo, action))
-	if err != nil {
-		return "", false
-	}
-	return grant.Login, true
-}
-
 // admitTag applies admission to a manifest PUT by tag. Signature, SBOM and
 // attestation artifacts (anything with a subject, and cosign's legacy
 // signature tags) are verified later, not gated. It answers the request and
@@ -54,13 +40,12 @@ func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, bod
 	if subject != "" || legacySignatureTag.MatchString(rt.Tag) {
 		return true
 	}
-	pusher, _ := h.login(r, rt.Name, "push")
 	err := h.admission.AdmitTag(r.Context(), admission.TagPush{
 		Repository: rt.Name, Tag: rt.Tag, Digest: d, MediaType: mediaTypeOf(r, body), Manifest: body,
-		Pusher: pusher, Addr: token.RemoteHost(r), RequestID: server.RequestID(r.Context()), Host: r.Host,
+		Pusher: callerOf(r).Login, Addr: token.RemoteHost(r), RequestID: server.RequestID(r.Context()), Host: r.Host,
 	})
 	if err != nil {
-		_ = errcode.ServeJSON(w, err)
+		h.writeError(w, r, err)
 		return false
 	}
 	return true
@@ -83,10 +68,11 @@ func (h *Handler) allowPull(w http.ResponseWriter, r *http.Request, rt Route) bo
 	if h.admission == nil || !h.admission.Active(rt.Name) {
 		return true
 	}
-	login, ok := h.login(r, rt.Name, "pull")
-	if h.guard != nil && !ok {
+	c := callerOf(r)
+	if h.guard != nil && !c.Granted() {
 		return true // distribution answers with the challenge
 	}
+	login := c.Login
 	d := rt.Digest
 	if d == "" {
 		var err error
@@ -101,7 +87,7 @@ func (h *Handler) allowPull(w http.ResponseWriter, r *http.Request, rt Route) bo
 		canPush = granted&pauth.Push != 0
 	}
 	if err := h.admission.AllowPull(r.Context(), admission.Pull{Repository: rt.Name, Digest: d, Login: login, CanPush: canPush}); err != nil {
-		_ = errcode.ServeJSON(w, err)
+		h.writeError(w, r, err)
 		return false
 	}
 	return true

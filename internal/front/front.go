@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/auth/token"
+	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
@@ -88,18 +88,24 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, err := ParseRoute(r.URL.Path)
 	if errors.Is(err, ErrUnknownRoute) {
-		writeError(w, http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path))
+		h.writeError(w, r, api.Status(http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path)))
 		return
 	}
 	if err != nil {
-		_ = errcode.ServeJSON(w, err)
+		h.writeError(w, r, err)
 		return
 	}
-	if rt.Kind == KindReferrers {
+	if action := h.callerAction(r, rt); action != "" {
+		var auth api.Authorizer
 		if h.guard != nil {
-			if _, ok := h.guard.authorize(w, r, access(rt.Name, "pull")); !ok {
-				return
-			}
+			auth = h.guard.Auth
+		}
+		r = r.WithContext(api.WithCaller(r.Context(), api.Resolve(r, auth, rt.Name, action)))
+	}
+	if rt.Kind == KindReferrers {
+		if c := callerOf(r); !c.Granted() {
+			h.writeError(w, r, c.Err)
+			return
 		}
 		h.referrers.ServeHTTP(w, r, rt.Name, rt.Digest)
 		return
@@ -117,8 +123,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.registry.ServeHTTP(w, r)
 		}
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest:
-		if h.guard != nil && !h.guard.checkTags(w, r, rt, nil) {
-			return
+		if h.guard != nil {
+			if err := h.guard.checkTags(r, rt, nil); err != nil {
+				h.writeError(w, r, err)
+				return
+			}
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		h.registry.ServeHTTP(sw, r)
@@ -131,6 +140,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.registry.ServeHTTP(w, r)
 	}
+}
+
+// callerAction returns the access on the route's repository this handler
+// checks itself, "" for none (distribution authorizes those requests
+// alone): pull for the referrers API and, under admission, for a manifest
+// GET or HEAD; push for a manifest PUT; delete for a manifest DELETE.
+func (h *Handler) callerAction(r *http.Request, rt Route) string {
+	switch {
+	case rt.Kind == KindReferrers:
+		return "pull"
+	case rt.Kind != KindManifest:
+		return ""
+	case r.Method == http.MethodPut:
+		return "push"
+	case r.Method == http.MethodDelete:
+		return "delete"
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && h.admission != nil && h.admission.Active(rt.Name):
+		return "pull"
+	}
+	return ""
+}
+
+// callerOf returns the request's caller as ServeHTTP resolved it; the zero
+// Caller (anonymous, granted) when it resolved none.
+func callerOf(r *http.Request) api.Caller {
+	c, _ := api.CallerFrom(r.Context())
+	return c
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	api.WriteError(w, r, h.log, err)
 }
 
 // statusWriter remembers the status of a response.
@@ -155,28 +195,18 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// writeError writes an OCI error body with a status of our choosing, for
-// the few answers distribution's error codes do not carry.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": message}}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
-
 // putManifest reads the manifest (bounded), passes it on, and on success
 // names its subject in the OCI-Subject header.
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxManifestSize+1))
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not read the manifest body: "+err.Error()))
+		h.writeError(w, r, errcode.ErrorCodeUnknown.WithMessage("could not read the manifest body: "+err.Error()))
 		return
 	}
 	if len(body) > MaxManifestSize {
 		// 413, as the distribution spec recommends, with the spec's code.
 		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusRequestEntityTooLarge, "MANIFEST_INVALID", "manifest is larger than the 4 MiB limit")
+		h.writeError(w, r, api.Status(http.StatusRequestEntityTooLarge, "MANIFEST_INVALID", "manifest is larger than the 4 MiB limit"))
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -186,7 +216,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		// canonical digest and keep the client's for the alias and the
 		// response.
 		if requested.Algorithm().FromBytes(body) != requested {
-			_ = errcode.ServeJSON(w, errcode.ErrorCodeDigestInvalid.WithMessage("manifest body does not match digest "+requested.String()))
+			h.writeError(w, r, errcode.ErrorCodeDigestInvalid.WithMessage("manifest body does not match digest "+requested.String()))
 			return
 		}
 		canonical := digest.FromBytes(body)
@@ -199,8 +229,11 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if subject != "" {
 		w = &subjectWriter{ResponseWriter: w, subject: subject.String()}
 	}
-	if h.guard != nil && !h.guard.checkTags(w, r, rt, body) {
-		return
+	if h.guard != nil {
+		if err := h.guard.checkTags(r, rt, body); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
 	}
 	if !h.allowType(w, r, rt, body) {
 		return
@@ -219,8 +252,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 			h.guard.auditWrite(r, rt, sw.status, dgst.String())
 		}
 		if h.admission != nil {
-			login, _ := h.login(r, rt.Name, "push")
-			h.admission.RecordPush(rt.Name, dgst, login)
+			h.admission.RecordPush(rt.Name, dgst, callerOf(r).Login)
 		}
 		kind := outbox.KindPush
 		if rt.Tag != "" {
@@ -243,10 +275,11 @@ func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, bo
 	if t == "" {
 		return true
 	}
-	login, ok := h.login(r, rt.Name, "push")
-	if h.guard != nil && !ok {
+	c := callerOf(r)
+	if h.guard != nil && !c.Granted() {
 		return true
 	}
+	login := c.Login
 	msg := t + " is reserved for the registry's scanner, which stores it itself"
 	h.log.WarnContext(r.Context(), "manifest with a reserved type or annotation refused", "repo", rt.Name, "ref", rt.Tag, "reserved", t, "login", login)
 	if h.guard != nil && h.guard.Audit != nil {
@@ -255,7 +288,7 @@ func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, bo
 			Digest: rt.Digest.String(), Err: errors.New(msg), RequestID: server.RequestID(r.Context()),
 		})
 	}
-	_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(msg))
+	h.writeError(w, r, errcode.ErrorCodeDenied.WithMessage(msg))
 	return false
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
-	dauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -16,13 +15,12 @@ import (
 	pauth "github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/auth/token"
+	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/server"
 )
 
 // Authorizer checks a request's bearer token for the given accesses.
-type Authorizer interface {
-	Authorize(r *http.Request, access ...dauth.Access) (token.Grant, error)
-}
+type Authorizer = api.Authorizer
 
 // TagPolicy rules on tag operations and says who may push.
 type TagPolicy interface {
@@ -44,27 +42,6 @@ type Guard struct {
 	Tags  TagPolicy
 	Repos repositories
 	Audit *audit.Log // nil: no audit
-}
-
-func access(repo, action string) dauth.Access {
-	return dauth.Access{Resource: dauth.Resource{Type: "repository", Name: repo}, Action: action}
-}
-
-// authorize answers the request itself with 401 or 403 and returns false
-// when the token does not allow the accesses.
-func (g *Guard) authorize(w http.ResponseWriter, r *http.Request, acc ...dauth.Access) (token.Grant, bool) {
-	grant, err := g.Auth.Authorize(r, acc...)
-	if err == nil {
-		return grant, true
-	}
-	var ch dauth.Challenge
-	if errors.As(err, &ch) {
-		ch.SetHeaders(r, w)
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnauthorized.WithMessage("authentication required: log in and retry"))
-		return token.Grant{}, false
-	}
-	_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage("access denied"))
-	return token.Grant{}, false
 }
 
 // tagOps returns the tag operations a manifest request performs: a PUT by
@@ -111,24 +88,25 @@ func (g *Guard) tagOps(ctx context.Context, r *http.Request, rt Route, body []by
 	return ops, nil
 }
 
-// checkTags enforces tag rules for a manifest write by the token's subject.
-// It answers the request and returns false when a rule refuses it.
-func (g *Guard) checkTags(w http.ResponseWriter, r *http.Request, rt Route, body []byte) bool {
+// checkTags enforces tag rules for a manifest write by the request's
+// caller. It returns nil to go on (also when the token does not grant the
+// write: distribution answers with the challenge), DENIED when a rule
+// refuses the write, or an internal error when the tags cannot be read.
+func (g *Guard) checkTags(r *http.Request, rt Route, body []byte) error {
+	c := callerOf(r)
+	if !c.Granted() {
+		return nil
+	}
 	action := "push"
 	if r.Method == http.MethodDelete {
 		action = "delete"
 	}
-	grant, err := g.Auth.Authorize(r, access(rt.Name, action))
-	if err != nil {
-		return true // distribution answers with the challenge
-	}
 	ctx := r.Context()
 	ops, err := g.tagOps(ctx, r, rt, body)
 	if err != nil {
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage("could not look the repository's tags up"))
-		return false
+		return api.Internal("could not look the repository's tags up", fmt.Errorf("look up the tags of %s: %w", rt.Name, err))
 	}
-	subject := g.Tags.SubjectForLogin(grant.Login)
+	subject := g.Tags.SubjectForLogin(c.Login)
 	for tag, op := range ops {
 		ruling := g.Tags.TagDecision(subject, rt.Name, tag, op)
 		if ruling.Allowed {
@@ -139,13 +117,12 @@ func (g *Guard) checkTags(w http.ResponseWriter, r *http.Request, rt Route, body
 			msg += " (tag rule " + ruling.Rule + ")"
 		}
 		g.Audit.RecordWrite(ctx, audit.Write{
-			Subject: grant.Login, Addr: token.RemoteHost(r), Action: action, Repository: rt.Name, Tag: tag,
+			Subject: c.Login, Addr: token.RemoteHost(r), Action: action, Repository: rt.Name, Tag: tag,
 			Digest: rt.Digest.String(), Err: errors.New(ruling.Reason), Rule: ruling.Rule, RequestID: server.RequestID(ctx),
 		})
-		_ = errcode.ServeJSON(w, errcode.ErrorCodeDenied.WithMessage(msg))
-		return false
+		return errcode.ErrorCodeDenied.WithMessage(msg)
 	}
-	return true
+	return nil
 }
 
 func opName(op pauth.TagOp) string {
@@ -164,13 +141,12 @@ func (g *Guard) auditWrite(r *http.Request, rt Route, status int, dgst string) {
 	if g.Audit == nil || status < 200 || status > 299 {
 		return
 	}
-	grant, _ := g.Auth.Authorize(r) // identity only; the write was authorized
 	action := "push"
 	if r.Method == http.MethodDelete {
 		action = "delete"
 	}
 	g.Audit.RecordWrite(r.Context(), audit.Write{
-		Subject: grant.Login, Addr: token.RemoteHost(r), Action: action, Repository: rt.Name, Tag: rt.Tag,
+		Subject: callerOf(r).Login, Addr: token.RemoteHost(r), Action: action, Repository: rt.Name, Tag: rt.Tag,
 		Digest: dgst, RequestID: server.RequestID(r.Context()),
 	})
 }
