@@ -114,6 +114,35 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestAPIBadInput checks the /api/v1/ answers of a registry without
+// policies: each an OCI error with its status.
+func TestAPIBadInput(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Start(t, nil)
+	image := reg.URL + "/api/v1/repositories/a/manifests/" + digest.FromString("x").String()
+	tests := []struct {
+		name, method, url string
+		wantStatus        int
+		wantCode          string
+	}{
+		{name: "verdict without policies", method: "GET", url: image + "/verdict", wantStatus: 404, wantCode: "NAME_UNKNOWN"},
+		{name: "no report", method: "GET", url: image + "/vulnerabilities", wantStatus: 404, wantCode: "MANIFEST_UNKNOWN"},
+		{name: "no sbom", method: "GET", url: image + "/sbom", wantStatus: 404, wantCode: "MANIFEST_UNKNOWN"},
+		{name: "unknown document", method: "GET", url: image + "/logs", wantStatus: 404, wantCode: "UNSUPPORTED"},
+		{name: "POST", method: "POST", url: image + "/verdict", wantStatus: 404, wantCode: "UNSUPPORTED"},
+		{name: "bad digest", method: "GET", url: reg.URL + "/api/v1/repositories/a/manifests/sha256:1/verdict", wantStatus: 404, wantCode: "UNSUPPORTED"},
+		{name: "unknown route", method: "GET", url: reg.URL + "/api/v1/nothing-here", wantStatus: 404, wantCode: "UNSUPPORTED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, code, _ := do(t, tt.method, tt.url, "", nil)
+			if status != tt.wantStatus || code != tt.wantCode {
+				t.Errorf("%s %s: got %d %s, want %d %s", tt.method, tt.url, status, code, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+}
+
 func TestUploadErrors(t *testing.T) {
 	t.Parallel()
 	reg := testenv.Start(t, nil)
