@@ -15,7 +15,6 @@ import (
 	"github.com/portcullis/portcullis/trust"
 )
 
-
 const bundleV03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 // countingContent counts the signature blobs a verification reads.
