@@ -66,6 +66,18 @@ type HTTP struct {
 	ReadHeaderTimeout Duration `yaml:"readHeaderTimeout"`
 	// IdleTimeout bounds keep-alive connections between requests.
 	IdleTimeout Duration `yaml:"idleTimeout"`
+	// MinBodyRate is the slowest a request body may arrive, in bytes per
+	// second on average after BodyGrace: a body that falls behind is cut
+	// off. 0 turns the bound off.
+	MinBodyRate int64 `yaml:"minBodyRate"`
+	// BodyGrace is the head start a request body gets before MinBodyRate
+	// counts.
+	BodyGrace Duration `yaml:"bodyGrace"`
+	// MaxConnsPerAddress bounds the connections one client address may
+	// hold open at once; further ones are closed at once. Behind a proxy or
+	// load balancer every client shares its address: raise it, or set 0
+	// (no bound) and bound connections at the proxy.
+	MaxConnsPerAddress int `yaml:"maxConnsPerAddress"`
 }
 
 // TLS configures HTTPS. Both files set means TLS (and HTTP/2) is on.
@@ -192,6 +204,15 @@ func (c *Config) Provision() {
 	if c.HTTP.IdleTimeout == 0 {
 		c.HTTP.IdleTimeout = Duration(2 * time.Minute)
 	}
+	if c.HTTP.MinBodyRate == 0 {
+		c.HTTP.MinBodyRate = 1024
+	}
+	if c.HTTP.BodyGrace == 0 {
+		c.HTTP.BodyGrace = Duration(30 * time.Second)
+	}
+	if c.HTTP.MaxConnsPerAddress == 0 {
+		c.HTTP.MaxConnsPerAddress = 256
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -294,12 +315,19 @@ func (c *Config) Validate() error {
 		"http.shutdownGrace":             c.HTTP.ShutdownGrace,
 		"http.readHeaderTimeout":         c.HTTP.ReadHeaderTimeout,
 		"http.idleTimeout":               c.HTTP.IdleTimeout,
+		"http.bodyGrace":                 c.HTTP.BodyGrace,
 		"storage.uploadPurging.age":      c.Storage.UploadPurging.Age,
 		"storage.uploadPurging.interval": c.Storage.UploadPurging.Interval,
 	} {
 		if d < 0 {
 			bad(key, "must not be negative")
 		}
+	}
+	if c.HTTP.MinBodyRate < 0 {
+		bad("http.minBodyRate", "must not be negative (0 turns the bound off)")
+	}
+	if c.HTTP.MaxConnsPerAddress < 0 {
+		bad("http.maxConnsPerAddress", "must not be negative (0 turns the bound off)")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -74,6 +74,7 @@ func verifyBundle(r *rule, repo string, t targetInfo, data []byte) result {
 			if st := res.Statement; st != nil {
 				if st.GetPredicateType() != cosignSignPredicate {
 					out.reason = fmt.Sprintf("bundle is an attestation (%s), not a signature", st.GetPredicateType())
+					out.attestation = true
 					return out
 				}
 				for _, s := range st.GetSubject() {

@@ -48,14 +48,19 @@ type Verdict struct {
 	PolicyVersion string `json:"policyVersion,omitempty"`
 	Mode          Mode   `json:"mode,omitempty"`
 	// Signed reports that at least one signature was found for the digest
-	// or for an index that contains it, valid or not.
+	// or for an index that contains it, valid or not (attestations are not
+	// signatures).
 	Signed bool `json:"signed"`
 	// Trusted reports that the valid signatures satisfy the policy.
 	Trusted bool `json:"trusted"`
 	// Signers are the trusted signers with a valid signature, sorted.
 	Signers []string `json:"signers,omitempty"`
-	// Signatures lists every signature found, in discovery order.
+	// Signatures lists the signatures examined: those checked by an earlier
+	// verification first, then at most 64 new ones.
 	Signatures []Signature `json:"signatures,omitempty"`
+	// Unexamined counts the signatures left for a later verification,
+	// because this one had checked as many new signatures as it may.
+	Unexamined int `json:"unexamined,omitempty"`
 	// Reason says in one line why the content is or is not trusted; it is
 	// safe to show to the client (in a 403 message).
 	Reason string `json:"reason"`
@@ -85,4 +90,7 @@ type Signature struct {
 	Valid bool `json:"valid"`
 	// Reason says why the signature is valid or not.
 	Reason string `json:"reason"`
+	// attestation marks a bundle that holds an attestation: it is not a
+	// signature and is left out of verdicts.
+	attestation bool
 }

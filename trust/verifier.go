@@ -35,8 +35,15 @@ const (
 const (
 	// maxSignatureBlob bounds a bundle, envelope or simple-signing payload.
 	maxSignatureBlob = 1 << 20
-	// maxSignatures bounds the signatures examined per subject.
-	maxSignatures = 64
+	// maxNewSignatures bounds the signatures one verification reads and
+	// checks that no earlier one did (results are cached by signature
+	// digest): junk signatures pushed next to a real one cost each check at
+	// most this much, and the next check goes on where this one stopped.
+	maxNewSignatures = 64
+	// bundlePredicateAnnotation is the manifest annotation cosign writes on
+	// a bundle referrer with the in-toto predicate type it holds; bundles
+	// of another predicate than cosign's signature are attestations.
+	bundlePredicateAnnotation = "dev.sigstore.bundle.predicateType"
 )
 
 // Options tune a Verifier. The zero value means the defaults.
@@ -143,12 +150,15 @@ func (v *Verifier) VerifyWithParents(ctx context.Context, repo string, d digest.
 	if err != nil {
 		return verdict, err
 	}
+	e := &examination{rule: r, budget: maxNewSignatures}
 	for _, t := range subjects {
-		sigs, err := v.signatures(ctx, r, repo, t)
-		if err != nil {
+		if err := v.signatures(ctx, e, repo, t); err != nil {
 			return verdict, err
 		}
-		verdict.Signatures = append(verdict.Signatures, sigs...)
+	}
+	verdict.Signatures, verdict.Unexamined = e.found, e.left
+	if e.left > 0 {
+		notes = append(notes, fmt.Sprintf("%d more signature(s) not examined yet: at most %d new signatures are checked at a time, the next check goes on", e.left, maxNewSignatures))
 	}
 	v.decide(r, &verdict, notes)
 	return verdict, nil
@@ -285,38 +295,79 @@ func cacheKey(r *rule, repo string, kind Kind, sig, layer, subject digest.Digest
 	return strings.Join([]string{r.version, repo, string(kind), sig.String(), layer.String(), subject.String()}, "|")
 }
 
-// signatures finds and verifies every signature of t.
-func (v *Verifier) signatures(ctx context.Context, r *rule, repo string, t targetInfo) ([]Signature, error) {
-	var out []Signature
+// examination is the work of one verification: the signatures found so
+// far, and the budget of signatures it may still read and check that no
+// earlier verification did.
+type examination struct {
+	rule  *rule
+	found []Signature
+	// budget is how many uncached signatures may still be checked; left
+	// counts those passed over once it ran out.
+	budget, left int
+}
+
+// add records a checked signature; an attestation is not a signature and
+// is not recorded.
+func (e *examination) add(s Signature) {
+	if !s.attestation {
+		e.found = append(e.found, s)
+	}
+}
+
+// spend takes one uncached check from the budget; false once it is spent.
+func (e *examination) spend() bool {
+	if e.budget == 0 {
+		e.left++
+		return false
+	}
+	e.budget--
+	return true
+}
+
+// candidate is a referrer that may be a signature.
+type candidate struct {
+	digest digest.Digest
+	kind   Kind
+}
+
+// signatures finds and verifies the signatures of t, recording them in e:
+// first those whose result is cached, then new ones while e's budget lasts.
+func (v *Verifier) signatures(ctx context.Context, e *examination, repo string, t targetInfo) error {
 	refs, err := v.content.Referrers(ctx, repo, t.digest)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("list referrers of %s@%s: %w", repo, t.digest, err)
+		return fmt.Errorf("list referrers of %s@%s: %w", repo, t.digest, err)
 	}
+	var uncached []candidate
 	for _, ref := range refs {
 		var kind Kind
 		switch {
 		case strings.HasPrefix(ref.ArtifactType, bundleTypePrefix):
+			if p, ok := ref.Annotations[bundlePredicateAnnotation]; ok && p != cosignSignPredicate {
+				continue // an attestation, not a signature
+			}
 			kind = KindCosignBundle
 		case ref.ArtifactType == notationType:
 			kind = KindNotationJWS // refined from the layer's media type
 		default:
 			continue
 		}
-		if len(out) >= maxSignatures {
-			v.log.DebugContext(ctx, "too many signatures", "repo", repo, "digest", t.digest)
-			break
+		if s, ok := v.cache.get(cacheKey(e.rule, repo, kind, ref.Digest, "", t.digest)); ok {
+			e.add(s)
+			continue
 		}
-		sig, err := v.referrer(ctx, r, repo, t, ref.Digest, kind)
+		uncached = append(uncached, candidate{ref.Digest, kind})
+	}
+	for _, c := range uncached {
+		if !e.spend() {
+			continue
+		}
+		sig, err := v.referrer(ctx, e.rule, repo, t, c.digest, c.kind)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, sig)
+		e.add(sig)
 	}
-	legacy, err := v.legacy(ctx, r, repo, t, maxSignatures-len(out))
-	if err != nil {
-		return nil, err
-	}
-	return append(out, legacy...), nil
+	return v.legacy(ctx, e, repo, t)
 }
 
 // referrer verifies one signature artifact found through the referrers API.
@@ -381,7 +432,7 @@ func (v *Verifier) referrer(ctx context.Context, r *rule, repo string, t targetI
 	} else {
 		res = verifyNotation(ctx, r, repo, t, blob, layer.MediaType)
 	}
-	sig.Signer, sig.Identity, sig.Valid = res.signer, res.identity, res.valid
+	sig.Signer, sig.Identity, sig.Valid, sig.attestation = res.signer, res.identity, res.valid, res.attestation
 	return done(res.reason)
 }
 
@@ -411,67 +462,71 @@ func legacyTag(d digest.Digest) string {
 	return string(d.Algorithm()) + "-" + d.Encoded() + ".sig"
 }
 
-// legacy verifies the signatures in the legacy cosign tag of t, at most max.
-func (v *Verifier) legacy(ctx context.Context, r *rule, repo string, t targetInfo, max int) ([]Signature, error) {
+// legacy verifies the signatures in the legacy cosign tag of t, recording
+// them in e as signatures does.
+func (v *Verifier) legacy(ctx context.Context, e *examination, repo string, t targetInfo) error {
+	r := e.rule
 	sd, err := v.content.ResolveTag(ctx, repo, legacyTag(t.digest))
 	if errors.Is(err, ErrNotFound) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s:%s: %w", repo, legacyTag(t.digest), err)
+		return fmt.Errorf("resolve %s:%s: %w", repo, legacyTag(t.digest), err)
 	}
 	_, payload, err := v.content.Manifest(ctx, repo, sd)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return nil, nil
+		return nil
 	case err != nil:
-		return nil, fmt.Errorf("read signature %s@%s: %w", repo, sd, err)
+		return fmt.Errorf("read signature %s@%s: %w", repo, sd, err)
 	case !matches(sd, payload):
-		return nil, fmt.Errorf("read signature %s@%s: content does not match its digest", repo, sd)
+		return fmt.Errorf("read signature %s@%s: content does not match its digest", repo, sd)
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(payload, &m); err != nil {
-		return []Signature{{Kind: KindCosignLegacy, Digest: sd, Subject: t.digest, Reason: "signature manifest is not JSON: " + err.Error()}}, nil
+		e.add(Signature{Kind: KindCosignLegacy, Digest: sd, Subject: t.digest, Reason: "signature manifest is not JSON: " + err.Error()})
+		return nil
 	}
-	var out []Signature
 	for _, layer := range m.Layers {
 		b64, ok := layer.Annotations[cosignSigAnnotation]
 		if !ok {
 			continue
 		}
-		if len(out) >= max {
-			break
-		}
 		key := cacheKey(r, repo, KindCosignLegacy, sd, layer.Digest, t.digest)
 		if s, ok := v.cache.get(key); ok {
-			out = append(out, s)
+			e.add(s)
+			continue
+		}
+		if !e.spend() {
 			continue
 		}
 		sig := Signature{Kind: KindCosignLegacy, Digest: sd, Layer: layer.Digest, Subject: t.digest}
 		blob, err := v.blob(ctx, repo, layer)
 		if err != nil {
 			if !errors.Is(err, errUnusable) {
-				return nil, err
+				return err
 			}
 			sig.Reason = err.Error()
-			out = append(out, sig) // not cached: a missing blob may yet be pushed
+			e.add(sig) // not cached: a missing blob may yet be pushed
 			continue
 		}
 		res := verifyLegacy(r, repo, t, blob, b64, layer.Annotations)
 		sig.Signer, sig.Identity, sig.Valid, sig.Reason = res.signer, res.identity, res.valid, res.reason
 		v.cache.put(key, sig)
 		v.log.DebugContext(ctx, "signature", "repo", repo, "digest", t.digest, "signature", sd, "kind", sig.Kind, "valid", sig.Valid, "reason", sig.Reason)
-		out = append(out, sig)
+		e.add(sig)
 	}
-	return out, nil
+	return nil
 }
 
 // result is the outcome of checking one signature.
 type result struct {
-	valid    bool
-	signer   string
-	identity string
-	reason   string
+	valid bool
+	// attestation marks a bundle that verified but holds an attestation.
+	attestation bool
+	signer      string
+	identity    string
+	reason      string
 }
 
 func invalid(format string, args ...any) result {

@@ -119,7 +119,8 @@ func (a *App) build(ctx context.Context) error {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, a.log, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled()})
+	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled(),
+		Pace: server.BodyPace{MinRate: cfg.HTTP.MinBodyRate, Grace: cfg.HTTP.BodyGrace.D()}})
 	return nil
 }
 
@@ -296,6 +297,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	} else {
 		close(scanDone)
 	}
+	ln = server.LimitListener(ln, a.cfg.HTTP.MaxConnsPerAddress)
 	errc := make(chan error, 1)
 	go func() {
 		var err error

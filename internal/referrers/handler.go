@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -47,16 +49,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string,
 		return
 	}
 	ctx := r.Context()
-	descs, err := h.List(ctx, name, subject)
+	q := r.URL.Query()
+	var after digest.Digest
+	if last := q.Get("last"); last != "" {
+		d, err := digest.Parse(last)
+		if err != nil {
+			_ = errcode.ServeJSON(w, errcode.ErrorCodeDigestInvalid.WithMessage("last must be a referrer digest from a Link header"))
+			return
+		}
+		after = d
+	}
+	filter := q["artifactType"]
+	descs := []v1.Descriptor{}
+	size := 0
+	var lastTaken digest.Digest
+	more, err := h.walk(ctx, name, subject, after, func(d v1.Descriptor) bool {
+		if len(filter) > 0 && !slices.Contains(filter, d.ArtifactType) {
+			lastTaken = d.Digest
+			return true
+		}
+		n := descriptorSize(d)
+		if len(descs) > 0 && (len(descs) == maxPageDescriptors || size+n > maxPageBytes) {
+			return false
+		}
+		descs = append(descs, d)
+		size += n
+		lastTaken = d.Digest
+		return true
+	})
 	if err != nil {
 		api.WriteError(w, r, h.log, api.Internal("could not read the referrers index",
 			fmt.Errorf("list referrers of %s@%s: %w", name, subject, err)))
 		return
 	}
-	filter := r.URL.Query()["artifactType"]
 	if len(filter) > 0 {
-		descs = filterByType(descs, filter)
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	if more {
+		next := url.Values{"last": {lastTaken.String()}}
+		if len(filter) > 0 {
+			next["artifactType"] = filter
+		}
+		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
 	}
 	body, err := json.Marshal(v1.Index{
 		Versioned: specsVersioned,
@@ -75,38 +109,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, name string,
 	}
 }
 
+// walk is Index.Walk after rebuilding an incomplete index.
+func (h *Handler) walk(ctx context.Context, name string, subject, after digest.Digest, fn func(v1.Descriptor) bool) (bool, error) {
+	if err := h.ensureComplete(ctx, name); err != nil {
+		return false, err
+	}
+	return h.index.Walk(ctx, name, subject, after, fn)
+}
+
+// ensureComplete rebuilds repository name's index from its manifests when it
+// is incomplete.
+func (h *Handler) ensureComplete(ctx context.Context, name string) error {
+	complete, err := h.index.Complete(ctx, name)
+	if err != nil || complete {
+		return err
+	}
+	named, err := reference.WithName(name)
+	if err != nil {
+		return err
+	}
+	repo, err := h.repos.Repository(ctx, named)
+	if err != nil {
+		return err
+	}
+	return h.index.Rebuild(ctx, repo)
+}
+
 // List returns the referrers of subject in repository name, rebuilding the
 // repository's index from its manifests first if it is incomplete.
 func (h *Handler) List(ctx context.Context, name string, subject digest.Digest) ([]v1.Descriptor, error) {
-	complete, err := h.index.Complete(ctx, name)
-	if err != nil {
+	if err := h.ensureComplete(ctx, name); err != nil {
 		return nil, err
 	}
-	if !complete {
-		named, err := reference.WithName(name)
-		if err != nil {
-			return nil, err
-		}
-		repo, err := h.repos.Repository(ctx, named)
-		if err != nil {
-			return nil, err
-		}
-		if err := h.index.Rebuild(ctx, repo); err != nil {
-			return nil, err
-		}
-	}
 	return h.index.List(ctx, name, subject)
-}
-
-func filterByType(descs []v1.Descriptor, types []string) []v1.Descriptor {
-	out := descs[:0]
-	for _, d := range descs {
-		for _, t := range types {
-			if d.ArtifactType == t {
-				out = append(out, d)
-				break
-			}
-		}
-	}
-	return out
 }

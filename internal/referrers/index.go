@@ -48,7 +48,7 @@ func (x *Index) Add(ctx context.Context, repo string, subject digest.Digest, des
 	if err := subject.Validate(); err != nil {
 		return fmt.Errorf("add referrer: subject: %w", err)
 	}
-	data, err := json.Marshal(desc)
+	data, err := json.Marshal(bound(desc))
 	if err != nil {
 		return fmt.Errorf("add referrer %s: %w", desc.Digest, err)
 	}
@@ -70,26 +70,50 @@ func (x *Index) Remove(ctx context.Context, repo string, subject, referrer diges
 }
 
 // List returns the descriptors of subject's referrers in repo, sorted by
-// digest. A subject with no referrers (or that does not exist) gives an empty
-// list.
+// digest, each with its annotations bounded to MaxAnnotationBytes. A subject
+// with no referrers (or that does not exist) gives an empty list.
 func (x *Index) List(ctx context.Context, repo string, subject digest.Digest) ([]v1.Descriptor, error) {
+	out := []v1.Descriptor{}
+	_, err := x.Walk(ctx, repo, subject, "", func(d v1.Descriptor) bool {
+		out = append(out, d)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Walk calls fn with subject's referrers in repo in digest order, starting
+// after the digest after ("" for the first), until fn returns false. It
+// reads one entry at a time, so its memory does not grow with the number of
+// referrers. fn returns false to stop before taking d; more then reports
+// that d and perhaps others were left.
+func (x *Index) Walk(ctx context.Context, repo string, subject digest.Digest, after digest.Digest, fn func(v1.Descriptor) bool) (more bool, err error) {
 	dir := subjectDir(repo, subject)
 	names, err := x.driver.List(ctx, dir)
 	var nf storagedriver.PathNotFoundError
 	if errors.As(err, &nf) {
-		return []v1.Descriptor{}, nil
+		return false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list referrers of %s: %w", subject, err)
+		return false, fmt.Errorf("list referrers of %s: %w", subject, err)
 	}
-	out := make([]v1.Descriptor, 0, len(names))
-	for _, name := range names {
+	// Entry names are ALGORITHM-HEX, which sort as the digests do.
+	sort.Strings(names)
+	start := 0
+	if after != "" {
+		from := path.Join(dir, string(after.Algorithm())+"-"+after.Encoded())
+		start = sort.Search(len(names), func(i int) bool { return names[i] > from })
+	}
+	for i := start; i < len(names); i++ {
+		name := names[i]
 		data, err := x.driver.GetContent(ctx, name)
 		if errors.As(err, &nf) {
 			continue // removed while we listed
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read referrer entry %s: %w", path.Base(name), err)
+			return false, fmt.Errorf("read referrer entry %s: %w", path.Base(name), err)
 		}
 		var d v1.Descriptor
 		if err := json.Unmarshal(data, &d); err != nil || d.Digest.Validate() != nil {
@@ -98,10 +122,11 @@ func (x *Index) List(ctx context.Context, repo string, subject digest.Digest) ([
 		if !strings.HasSuffix(name, string(d.Digest.Algorithm())+"-"+d.Digest.Encoded()) {
 			continue
 		}
-		out = append(out, d)
+		if !fn(bound(d)) {
+			return true, nil
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Digest < out[j].Digest })
-	return out, nil
+	return false, nil
 }
 
 // Complete reports whether repo's index has been built from its manifests.

@@ -37,7 +37,7 @@ func Describe(mediaType string, payload []byte) (digest.Digest, v1.Descriptor, e
 		Digest:       digest.FromBytes(payload),
 		Size:         int64(len(payload)),
 		ArtifactType: m.ArtifactType,
-		Annotations:  m.Annotations,
+		Annotations:  boundAnnotations(m.Annotations),
 	}
 	// An image manifest without artifactType is typed by its config.
 	if desc.ArtifactType == "" && m.Config != nil && mediaType == v1.MediaTypeImageManifest {

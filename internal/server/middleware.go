@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -19,6 +20,8 @@ type Options struct {
 	Metrics *Metrics
 	// AccessLog writes one line per request.
 	AccessLog bool
+	// Pace bounds how slowly request bodies may arrive.
+	Pace BodyPace
 }
 
 // Wrap returns next behind request ids, panic recovery, metrics and access
@@ -38,7 +41,11 @@ func Wrap(next http.Handler, o Options) http.Handler {
 		rec := &responseRecorder{ResponseWriter: w}
 		var body *countingBody
 		if r.Body != nil && r.Body != http.NoBody {
-			body = &countingBody{ReadCloser: r.Body}
+			var rd io.ReadCloser = r.Body
+			if o.Pace.MinRate > 0 {
+				rd = &pacedBody{ReadCloser: rd, rc: http.NewResponseController(w), pace: o.Pace, start: start}
+			}
+			body = &countingBody{ReadCloser: rd}
 			r.Body = body
 		}
 		upload := route == RouteBlobUpload && r.Method != http.MethodGet && r.Method != http.MethodHead
