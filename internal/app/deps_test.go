@@ -7,9 +7,10 @@ import (
 )
 
 // TestLayering keeps dependencies pointing one way:
-// cmd → internal/app → domain packages → config types. It also keeps logrus
-// (distribution's logger) and expvar (which would serve distribution's
-// configuration, secrets included) confined.
+// cmd → internal/app → domain packages → config types → policy grammar
+// (standard library only). It also keeps logrus (distribution's logger) and
+// expvar (which would serve distribution's configuration, secrets included)
+// confined.
 func TestLayering(t *testing.T) {
 	t.Parallel()
 	const module = "github.com/portcullis/portcullis"
@@ -34,8 +35,10 @@ func TestLayering(t *testing.T) {
 			case !ours:
 			case irel == "internal/app" && !strings.HasPrefix(rel, "cmd/") && rel != "internal/testenv":
 				t.Errorf("%s imports internal/app: only cmd/ (and the test harness) may", rel)
-			case rel == "config" || strings.HasPrefix(rel, "config/"):
-				t.Errorf("config imports %s: config holds types only", irel)
+			case rel == "policy":
+				t.Errorf("policy imports %s: it imports only the standard library", irel)
+			case (rel == "config" || strings.HasPrefix(rel, "config/")) && irel != "policy":
+				t.Errorf("config imports %s: config holds types only (checked with the policy grammar)", irel)
 			case isDomain(rel) && strings.HasPrefix(irel, "internal/"):
 				t.Errorf("domain package %s imports %s", rel, irel)
 			}
