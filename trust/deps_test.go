@@ -12,10 +12,12 @@ import (
 )
 
 // forbidden are import path prefixes package trust must not depend on, even
-// indirectly: the server's internals, the other domain packages, and cosign
-// itself (its command tree pulls in every KMS and cloud SDK).
+// indirectly: the server's internals, the other domain packages (auth
+// included: repository patterns come from policy), and cosign itself (its
+// command tree pulls in every KMS and cloud SDK).
 var forbidden = []string{
 	"github.com/portcullis/portcullis/internal/",
+	"github.com/portcullis/portcullis/auth",
 	"github.com/portcullis/portcullis/scan",
 	"github.com/portcullis/portcullis/storage",
 	"github.com/portcullis/portcullis/replication",
