@@ -73,24 +73,3 @@ func splitComma(s string) []string {
 	}
 	return out
 }
-
-// FuzzPattern checks that parsing and matching never panic and that a
-// literal pattern matches exactly itself.
-func FuzzPattern(f *testing.F) {
-	f.Add("team/**", "team/app")
-	f.Add("a/**/b/**/c", "a/x/b/y/c")
-	f.Add("**/**/**/**/**/x", "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/y")
-	f.Fuzz(func(t *testing.T, pattern, repo string) {
-		p, err := ParsePattern(pattern)
-		if err != nil {
-			return
-		}
-		p.Match(repo)
-		if ValidRepository(repo) {
-			lit, err := ParsePattern(repo)
-			if err != nil || !lit.Match(repo) {
-				t.Fatalf("literal pattern %q does not match itself (%v)", repo, err)
-			}
-		}
-	})
-}

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Policy holds the access rules, tag rules and group memberships of one
@@ -20,7 +21,7 @@ type Policy struct {
 type rule struct {
 	name     string
 	subjects []matcher
-	repos    []Pattern
+	repos    policy.Patterns
 	actions  Actions
 	deny     bool
 }
@@ -138,7 +139,7 @@ func (p *Policy) rule(s Subject, repo string, a Actions) Ruling {
 		return Ruling{Reason: "invalid repository name"}
 	}
 	matches := func(r *rule) bool {
-		return r.actions.Has(a) && matchAny(r.subjects, s) && slices.ContainsFunc(r.repos, func(p Pattern) bool { return p.Match(repo) })
+		return r.actions.Has(a) && matchAny(r.subjects, s) && r.repos.Match(repo)
 	}
 	for i := range p.rules {
 		if r := &p.rules[i]; r.deny && matches(r) {
@@ -150,7 +151,7 @@ func (p *Policy) rule(s Subject, repo string, a Actions) Ruling {
 	}
 	if s.Kind == Robot {
 		for _, perm := range s.Scope {
-			if perm.Actions.Has(a) && slices.ContainsFunc(perm.Repositories, func(p Pattern) bool { return p.Match(repo) }) {
+			if perm.Actions.Has(a) && perm.Repositories.Match(repo) {
 				return Ruling{Allowed: true, Rule: "robot:" + s.Name + " scope", Reason: "allowed by the robot's scope"}
 			}
 		}

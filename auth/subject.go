@@ -5,6 +5,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Kind says what sort of client a Subject is.
@@ -45,7 +47,7 @@ type Subject struct {
 
 // Permission allows actions on repositories matching any of the patterns.
 type Permission struct {
-	Repositories []Pattern
+	Repositories policy.Patterns
 	Actions      Actions
 }
 
@@ -55,13 +57,11 @@ func NewPermission(repositories, actions []string) (Permission, error) {
 	if len(repositories) == 0 {
 		return p, fmt.Errorf("no repositories")
 	}
-	for _, r := range repositories {
-		pat, err := ParsePattern(r)
-		if err != nil {
-			return p, err
-		}
-		p.Repositories = append(p.Repositories, pat)
+	repos, err := policy.ParsePatterns(repositories)
+	if err != nil {
+		return p, err
 	}
+	p.Repositories = repos
 	a, err := ParseActions(actions...)
 	if err != nil {
 		return p, err

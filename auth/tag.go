@@ -2,10 +2,10 @@ package auth
 
 import (
 	"fmt"
-	"path"
 	"slices"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // TagOp is a change to a tag.
@@ -46,14 +46,14 @@ func ParseTagOp(s string) (TagOp, error) {
 
 type tagRule struct {
 	name      string
-	repos     []Pattern
-	tags      []string
+	repos     policy.Patterns
+	tags      []policy.Glob
 	immutable bool
 	who       map[TagOp][]matcher
 }
 
 func newTagRule(i int, r config.TagRule) (tagRule, error) {
-	t := tagRule{name: r.Name, immutable: r.Immutable, tags: r.Tags, who: map[TagOp][]matcher{}}
+	t := tagRule{name: r.Name, immutable: r.Immutable, who: map[TagOp][]matcher{}}
 	if t.name == "" {
 		t.name = fmt.Sprintf("tagRules[%d]", i)
 	}
@@ -61,20 +61,19 @@ func newTagRule(i int, r config.TagRule) (tagRule, error) {
 	if len(repos) == 0 {
 		repos = []string{"**"}
 	}
-	for _, s := range repos {
-		p, err := ParsePattern(s)
+	var err error
+	if t.repos, err = policy.ParsePatterns(repos); err != nil {
+		return t, fmt.Errorf("tag rule %s: %w", t.name, err)
+	}
+	if len(r.Tags) == 0 {
+		return t, fmt.Errorf("tag rule %s: no tags", t.name)
+	}
+	for _, tag := range r.Tags {
+		g, err := policy.ParseGlob(tag)
 		if err != nil {
 			return t, fmt.Errorf("tag rule %s: %w", t.name, err)
 		}
-		t.repos = append(t.repos, p)
-	}
-	if len(t.tags) == 0 {
-		return t, fmt.Errorf("tag rule %s: no tags", t.name)
-	}
-	for _, tag := range t.tags {
-		if err := checkTagPattern(tag); err != nil {
-			return t, fmt.Errorf("tag rule %s: %w", t.name, err)
-		}
+		t.tags = append(t.tags, g)
 	}
 	for op, list := range map[TagOp][]string{TagCreate: r.Create, TagOverwrite: r.Overwrite, TagDelete: r.Delete} {
 		ms, err := parseMatchers(list)
@@ -88,21 +87,6 @@ func newTagRule(i int, r config.TagRule) (tagRule, error) {
 	return t, nil
 }
 
-func checkTagPattern(p string) error {
-	if p == "" {
-		return fmt.Errorf("empty tag pattern")
-	}
-	if !matchTagSyntax(p) {
-		return fmt.Errorf("invalid tag pattern %q", p)
-	}
-	return nil
-}
-
-func matchTagSyntax(p string) bool {
-	_, err := path.Match(p, "")
-	return err == nil
-}
-
 // TagDecision decides whether the subject may apply op to the tag in the
 // repository. Every tag rule whose repositories and tags match is
 // consulted in order: an immutable rule forbids overwrite and delete to
@@ -113,8 +97,7 @@ func (p *Policy) TagDecision(s Subject, repository, tag string, op TagOp) Ruling
 	allowed := Ruling{Allowed: true, Reason: "no tag rule restricts it"}
 	for i := range p.tagRules {
 		r := &p.tagRules[i]
-		if !slices.ContainsFunc(r.repos, func(p Pattern) bool { return p.Match(repository) }) ||
-			!slices.ContainsFunc(r.tags, func(pat string) bool { return matchTag(pat, tag) }) {
+		if !r.repos.Match(repository) || !slices.ContainsFunc(r.tags, func(g policy.Glob) bool { return g.Match(tag) }) {
 			continue
 		}
 		if r.immutable && (op == TagOverwrite || op == TagDelete) {

@@ -59,10 +59,6 @@ func (a *Admission) validate(bad func(key, format string, args ...any)) {
 		if w.Timeout < 0 {
 			bad(key+".timeout", "must not be negative")
 		}
-		for j, r := range w.Repositories {
-			if r == "" {
-				bad(fmt.Sprintf("%s.repositories[%d]", key, j), "empty pattern")
-			}
-		}
+		checkPatterns(bad, key+".repositories", w.Repositories)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Auth configures authentication (the token service, users, groups, robot
@@ -198,18 +200,38 @@ func (a *Auth) Validate(prefix string) []error {
 		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
 	}
 	if !a.Enabled {
-		for key, set := range map[string]bool{
-			"users": len(a.Users) > 0, "groups": len(a.Groups) > 0, "htpasswdFile": a.HtpasswdFile != "",
-			"rules": len(a.Rules) > 0, "tagRules": len(a.TagRules) > 0, "anonymousPull": a.AnonymousPull,
-		} {
-			if set {
-				bad(key, "set, but auth.enabled is false: every client would have full access")
-			}
-		}
+		a.validateDisabled(bad)
 		return errs
 	}
+	a.Token.validate(bad)
+	users := a.validateUsers(bad)
+	subjects := subjectChecker{bad: bad, groups: a.validateGroups(bad, users)}
+	subjects.check("catalog", a.Catalog)
+	a.Robots.validate(bad)
+	for i, r := range a.Rules {
+		r.validate(bad, fmt.Sprintf("rules[%d]", i), subjects)
+	}
+	for i, r := range a.TagRules {
+		r.validate(bad, fmt.Sprintf("tagRules[%d]", i), subjects)
+	}
+	a.RateLimit.validate(bad)
+	return errs
+}
 
-	t := a.Token
+// validateDisabled reports the settings that would have no effect, and
+// leave every client with full access, while auth is disabled.
+func (a *Auth) validateDisabled(bad func(key, format string, args ...any)) {
+	for key, set := range map[string]bool{
+		"users": len(a.Users) > 0, "groups": len(a.Groups) > 0, "htpasswdFile": a.HtpasswdFile != "",
+		"rules": len(a.Rules) > 0, "tagRules": len(a.TagRules) > 0, "anonymousPull": a.AnonymousPull,
+	} {
+		if set {
+			bad(key, "set, but auth.enabled is false: every client would have full access")
+		}
+	}
+}
+
+func (t AuthToken) validate(bad func(key, format string, args ...any)) {
 	if t.Issuer == "" {
 		bad("token.issuer", "required")
 	}
@@ -236,7 +258,10 @@ func (a *Auth) Validate(prefix string) []error {
 			bad(fmt.Sprintf("token.verificationKeyFiles[%d]", i), "empty path")
 		}
 	}
+}
 
+// validateUsers checks the users and returns the set of their names.
+func (a *Auth) validateUsers(bad func(key, format string, args ...any)) map[string]bool {
 	users := map[string]bool{}
 	for i, u := range a.Users {
 		key := fmt.Sprintf("users[%d]", i)
@@ -258,6 +283,12 @@ func (a *Auth) Validate(prefix string) []error {
 			bad(key+".passwordHash", "not a bcrypt hash (want $2a$, $2b$ or $2y$, 60 characters; a password belongs in passwordFile)")
 		}
 	}
+	return users
+}
+
+// validateGroups checks the groups against the users and returns the set
+// of their names.
+func (a *Auth) validateGroups(bad func(key, format string, args ...any), users map[string]bool) map[string]bool {
 	groups := map[string]bool{}
 	for i, g := range a.Groups {
 		key := fmt.Sprintf("groups[%d]", i)
@@ -275,90 +306,96 @@ func (a *Auth) Validate(prefix string) []error {
 			}
 		}
 	}
-	checkSubjects := func(key string, subjects []string) (anonymous bool) {
-		for j, s := range subjects {
-			kind, name, err := parseSubject(s)
-			if err != nil {
-				bad(fmt.Sprintf("%s[%d]", key, j), "%v", err)
-				continue
-			}
-			switch kind {
-			case "anonymous":
-				anonymous = true
-			case "group":
-				if !groups[name] {
-					bad(fmt.Sprintf("%s[%d]", key, j), "unknown group %q", name)
-				}
-			}
-		}
-		return anonymous
-	}
-	checkRepos := func(key string, repos []string) {
-		for j, r := range repos {
-			if err := checkPattern(r, true); err != nil {
-				bad(fmt.Sprintf("%s[%d]", key, j), "%v", err)
-			}
-		}
-	}
-	checkSubjects("catalog", a.Catalog)
+	return groups
+}
 
-	if a.Robots.MaxLifetime < 0 {
+// subjectChecker checks the subject lists of rules against the groups.
+type subjectChecker struct {
+	bad    func(key, format string, args ...any)
+	groups map[string]bool
+}
+
+// check reports each malformed subject of the list under key, and whether
+// the list names anonymous.
+func (c subjectChecker) check(key string, subjects []string) (anonymous bool) {
+	for j, s := range subjects {
+		kind, name, err := parseSubject(s)
+		if err != nil {
+			c.bad(fmt.Sprintf("%s[%d]", key, j), "%v", err)
+			continue
+		}
+		switch kind {
+		case "anonymous":
+			anonymous = true
+		case "group":
+			if !c.groups[name] {
+				c.bad(fmt.Sprintf("%s[%d]", key, j), "unknown group %q", name)
+			}
+		}
+	}
+	return anonymous
+}
+
+func (r AuthRobots) validate(bad func(key, format string, args ...any)) {
+	if r.MaxLifetime < 0 {
 		bad("robots.maxLifetime", "must not be negative")
 	}
-	if !strings.HasPrefix(a.Robots.Path, "/") {
+	if !strings.HasPrefix(r.Path, "/") {
 		bad("robots.path", "must be an absolute storage path like /portcullis/robots")
 	}
+}
 
-	for i, r := range a.Rules {
-		key := fmt.Sprintf("rules[%d]", i)
-		if len(r.Subjects) == 0 {
-			bad(key+".subjects", "required")
-		}
-		anonymous := checkSubjects(key+".subjects", r.Subjects)
-		if len(r.Repositories) == 0 {
-			bad(key+".repositories", "required")
-		}
-		checkRepos(key+".repositories", r.Repositories)
-		if len(r.Actions) == 0 {
-			bad(key+".actions", "required")
-		}
-		for j, act := range r.Actions {
-			switch act {
-			case "pull":
-			case "push", "delete", "*":
-				if anonymous && r.Effect != "deny" {
-					bad(fmt.Sprintf("%s.actions[%d]", key, j), "anonymous may only be allowed to pull, not %q", act)
-				}
-			default:
-				bad(fmt.Sprintf("%s.actions[%d]", key, j), "unknown action %q (want pull, push, delete or *)", act)
+// validate checks the access rule at key.
+func (r AccessRule) validate(bad func(key, format string, args ...any), key string, subjects subjectChecker) {
+	if len(r.Subjects) == 0 {
+		bad(key+".subjects", "required")
+	}
+	anonymous := subjects.check(key+".subjects", r.Subjects)
+	if len(r.Repositories) == 0 {
+		bad(key+".repositories", "required")
+	}
+	checkPatterns(bad, key+".repositories", r.Repositories)
+	if len(r.Actions) == 0 {
+		bad(key+".actions", "required")
+	}
+	for j, act := range r.Actions {
+		switch act {
+		case "pull":
+		case "push", "delete", "*":
+			if anonymous && r.Effect != "deny" {
+				bad(fmt.Sprintf("%s.actions[%d]", key, j), "anonymous may only be allowed to pull, not %q", act)
 			}
-		}
-		switch r.Effect {
-		case "", "allow", "deny":
 		default:
-			bad(key+".effect", "must be allow or deny, got %q", r.Effect)
+			bad(fmt.Sprintf("%s.actions[%d]", key, j), "unknown action %q (want pull, push, delete or *)", act)
 		}
 	}
-	for i, r := range a.TagRules {
-		key := fmt.Sprintf("tagRules[%d]", i)
-		checkRepos(key+".repositories", r.Repositories)
-		if len(r.Tags) == 0 {
-			bad(key+".tags", "required")
-		}
-		for j, tag := range r.Tags {
-			if err := checkPattern(tag, false); err != nil {
-				bad(fmt.Sprintf("%s.tags[%d]", key, j), "%v", err)
-			}
-		}
-		checkSubjects(key+".create", r.Create)
-		checkSubjects(key+".overwrite", r.Overwrite)
-		checkSubjects(key+".delete", r.Delete)
-		if !r.Immutable && len(r.Create)+len(r.Overwrite)+len(r.Delete) == 0 {
-			bad(key, "restricts nothing: set immutable, create, overwrite or delete")
-		}
+	switch r.Effect {
+	case "", "allow", "deny":
+	default:
+		bad(key+".effect", "must be allow or deny, got %q", r.Effect)
 	}
+}
 
-	rl := a.RateLimit
+// validate checks the tag rule at key.
+func (r TagRule) validate(bad func(key, format string, args ...any), key string, subjects subjectChecker) {
+	checkPatterns(bad, key+".repositories", r.Repositories)
+	if len(r.Tags) == 0 {
+		bad(key+".tags", "required")
+	}
+	for j, tag := range r.Tags {
+		if _, err := policy.ParseGlob(tag); err != nil {
+			bad(fmt.Sprintf("%s.tags[%d]", key, j), "%v", err)
+		}
+	}
+	subjects.check(key+".create", r.Create)
+	subjects.check(key+".overwrite", r.Overwrite)
+	subjects.check(key+".delete", r.Delete)
+	if !r.Immutable && len(r.Create)+len(r.Overwrite)+len(r.Delete) == 0 {
+		bad(key, "restricts nothing: set immutable, create, overwrite or delete")
+	}
+}
+
+func (rl AuthRateLimit) validate(bad func(key, format string, args ...any)) {
 	if rl.AddressFailures < 1 {
 		bad("rateLimit.addressFailures", "must be at least 1")
 	}
@@ -374,7 +411,6 @@ func (a *Auth) Validate(prefix string) []error {
 	if rl.Window <= 0 {
 		bad("rateLimit.window", "must be positive")
 	}
-	return errs
 }
 
 // parseSubject splits a subject string as rules write it.
@@ -396,33 +432,6 @@ func parseSubject(s string) (kind, name string, err error) {
 		return "", "", fmt.Errorf("invalid subject name pattern %q", name)
 	}
 	return kind, name, nil
-}
-
-// checkPattern checks a repository (slashes allowed, ** as a whole
-// segment) or tag glob.
-func checkPattern(p string, repository bool) error {
-	if p == "" {
-		return fmt.Errorf("empty pattern")
-	}
-	segs := []string{p}
-	if repository {
-		segs = strings.Split(p, "/")
-	}
-	for _, seg := range segs {
-		if seg == "" {
-			return fmt.Errorf("invalid pattern %q: empty path segment", p)
-		}
-		if seg == "**" && repository {
-			continue
-		}
-		if strings.Contains(seg, "**") {
-			return fmt.Errorf("invalid pattern %q: ** must be a whole path segment", p)
-		}
-		if _, err := path.Match(seg, ""); err != nil {
-			return fmt.Errorf("invalid pattern %q: %w", p, err)
-		}
-	}
-	return nil
 }
 
 func isBcrypt(h string) bool {

@@ -143,6 +143,21 @@ func TestLoad(t *testing.T) {
 		},
 		{name: "s3 endpoint with credentials", yaml: "version: 1\nstorage:\n  s3:\n    endpoint: http://k:s@h:9000\n    bucket: b\n", wantErr: []string{"must not carry credentials"}},
 		{name: "bad size", yaml: "version: 1\nstorage:\n  s3:\n    endpoint: http://h\n    bucket: b\n    partSize: lots\n", wantErr: []string{"invalid size"}},
+		{
+			name: "policy patterns and modes, every problem at once",
+			yaml: "version: 1\nscan:\n  policies:\n    - repositories: ['a//b', team/**]\n      mode: block\n" +
+				"trust:\n  policies:\n    - repositories: ['x/**y']\n      mode: Enforce\n      signers: [nobody]\n" +
+				"admission:\n  webhooks:\n    - name: w\n      url: https://h/review\n      repositories: ['[', '']\n",
+			wantErr: []string{
+				`scan.policies[0].mode: must be enforce, quarantine or audit, got "block"`,
+				`scan.policies[0].repositories[0]: invalid pattern "a//b": empty path segment`,
+				`trust.policies[0].repositories[0]: invalid pattern "x/**y": ** must be a whole path segment`,
+				`trust.policies[0].mode: must be enforce, quarantine or audit, got "Enforce"`,
+				`trust.policies[0].signers[0]: unknown signer "nobody"`,
+				`admission.webhooks[0].repositories[0]: invalid pattern "[": syntax error in pattern`,
+				`admission.webhooks[0].repositories[1]: empty pattern`,
+			},
+		},
 		{name: "negative duration", yaml: "version: 1\nhttp:\n  idleTimeout: -1s\n", wantErr: []string{"http.idleTimeout: must not be negative"}},
 	}
 	for _, tt := range tests {

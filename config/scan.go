@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"time"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Scan configures what scan results mean per repository.
@@ -60,7 +62,7 @@ func (s *Scan) Provision() {
 			p.Name = fmt.Sprintf("policies[%d]", i)
 		}
 		if p.Mode == "" {
-			p.Mode = "audit"
+			p.Mode = string(policy.ModeAudit)
 		}
 		if p.Timeout == 0 {
 			p.Timeout = Duration(60 * time.Second)
@@ -72,12 +74,11 @@ func (s *Scan) validate(bad func(key, format string, args ...any)) {
 	levels := map[string]bool{"": true, "none": true, "low": true, "medium": true, "high": true, "critical": true}
 	for i, p := range s.Policies {
 		key := fmt.Sprintf("scan.policies[%d]", i)
-		if p.Mode != "enforce" && p.Mode != "quarantine" && p.Mode != "audit" {
-			bad(key+".mode", "must be enforce, quarantine or audit, got %q", p.Mode)
-		}
+		checkMode(bad, key+".mode", p.Mode)
 		if len(p.Repositories) == 0 {
 			bad(key+".repositories", "required")
 		}
+		checkPatterns(bad, key+".repositories", p.Repositories)
 		if !levels[p.MaxSeverity] {
 			bad(key+".maxSeverity", "must be none, low, medium, high or critical, got %q", p.MaxSeverity)
 		}

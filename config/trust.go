@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Trust configures signature verification: the cosign public keys and
@@ -118,7 +120,7 @@ func (t *Trust) Provision() {
 			p.Name = fmt.Sprintf("policies[%d]", i)
 		}
 		if p.Mode == "" {
-			p.Mode = "enforce"
+			p.Mode = string(policy.ModeEnforce)
 		}
 		if p.Require == "" {
 			p.Require = "any"
@@ -143,24 +145,49 @@ func (t *Trust) Validate(prefix string) []error {
 	if t.CacheTTL < 0 {
 		bad("cacheTTL", "must not be negative")
 	}
-	signers := map[string]string{} // name -> key path that defined it
-	define := func(key, name string) {
-		switch {
-		case !trustNameRE.MatchString(name):
-			bad(key+".name", "invalid name %q", name)
-		case signers[name] != "":
-			bad(key+".name", "duplicate signer name %q (also %s)", name, signers[name])
-		default:
-			signers[name] = key
-		}
-	}
+	signers := signerNames{bad: bad, defined: map[string]string{}}
 	for i, k := range t.Keys {
 		key := fmt.Sprintf("keys[%d]", i)
-		define(key, k.Name)
+		signers.define(key, k.Name)
 		if k.File == "" {
 			bad(key+".file", "required")
 		}
 	}
+	stores := t.validateTrustStores(bad)
+	for i, id := range t.Identities {
+		key := fmt.Sprintf("identities[%d]", i)
+		signers.define(key, id.Name)
+		id.validate(bad, key, stores)
+	}
+	for i, p := range t.Policies {
+		p.validate(bad, prefix, fmt.Sprintf("policies[%d]", i), signers.defined, t.TrustedRootFile != "")
+	}
+	return errs
+}
+
+// signerNames collects the names of keys and identities, which share one
+// namespace.
+type signerNames struct {
+	bad     func(key, format string, args ...any)
+	defined map[string]string // name -> key path that defined it
+}
+
+// define records the signer name of the entry at key, reporting an invalid
+// or duplicate name.
+func (s signerNames) define(key, name string) {
+	switch {
+	case !trustNameRE.MatchString(name):
+		s.bad(key+".name", "invalid name %q", name)
+	case s.defined[name] != "":
+		s.bad(key+".name", "duplicate signer name %q (also %s)", name, s.defined[name])
+	default:
+		s.defined[name] = key
+	}
+}
+
+// validateTrustStores checks the trust stores and returns the set of their
+// TYPE:NAME references.
+func (t *Trust) validateTrustStores(bad func(key, format string, args ...any)) map[string]bool {
 	stores := map[string]bool{}
 	for i, s := range t.TrustStores {
 		key := fmt.Sprintf("trustStores[%d]", i)
@@ -186,70 +213,65 @@ func (t *Trust) Validate(prefix string) []error {
 			}
 		}
 	}
-	for i, id := range t.Identities {
-		key := fmt.Sprintf("identities[%d]", i)
-		define(key, id.Name)
-		if len(id.TrustStores) == 0 {
-			bad(key+".trustStores", "required")
-		}
-		for j, ref := range id.TrustStores {
-			switch {
-			case !strings.Contains(ref, ":"):
-				bad(fmt.Sprintf("%s.trustStores[%d]", key, j), "want TYPE:NAME (ca:acme), got %q", ref)
-			case !stores[ref]:
-				bad(fmt.Sprintf("%s.trustStores[%d]", key, j), "unknown trust store %q", ref)
-			}
-		}
-		if len(id.TrustedIdentities) == 0 {
-			bad(key+".trustedIdentities", "required (\"x509.subject: DN\" entries, or \"*\")")
-		}
-		for j, ti := range id.TrustedIdentities {
-			if ti != "*" && !strings.HasPrefix(ti, "x509.subject:") {
-				bad(fmt.Sprintf("%s.trustedIdentities[%d]", key, j), "want \"x509.subject: DN\" or \"*\", got %q", ti)
-			}
-		}
-		switch id.Revocation {
-		case "enforce", "log", "skip":
-		default:
-			bad(key+".revocation", "must be enforce, log or skip, got %q", id.Revocation)
+	return stores
+}
+
+// validate checks the identity at key (but not its name) against the trust
+// stores.
+func (id TrustIdentity) validate(bad func(key, format string, args ...any), key string, stores map[string]bool) {
+	if len(id.TrustStores) == 0 {
+		bad(key+".trustStores", "required")
+	}
+	for j, ref := range id.TrustStores {
+		switch {
+		case !strings.Contains(ref, ":"):
+			bad(fmt.Sprintf("%s.trustStores[%d]", key, j), "want TYPE:NAME (ca:acme), got %q", ref)
+		case !stores[ref]:
+			bad(fmt.Sprintf("%s.trustStores[%d]", key, j), "unknown trust store %q", ref)
 		}
 	}
-	for i, p := range t.Policies {
-		key := fmt.Sprintf("policies[%d]", i)
-		if len(p.Repositories) == 0 {
-			bad(key+".repositories", "required")
-		}
-		for j, r := range p.Repositories {
-			if err := checkPattern(r, true); err != nil {
-				bad(fmt.Sprintf("%s.repositories[%d]", key, j), "%v", err)
-			}
-		}
-		switch p.Mode {
-		case "enforce", "quarantine", "audit":
-		default:
-			bad(key+".mode", "must be enforce, quarantine or audit, got %q", p.Mode)
-		}
-		switch p.Require {
-		case "any", "all":
-		default:
-			bad(key+".require", "must be any or all, got %q", p.Require)
-		}
-		if len(p.Signers) == 0 && p.Mode != "audit" {
-			bad(key+".signers", "required: with no trusted signer nothing could ever pass")
-		}
-		seen := map[string]bool{}
-		for j, s := range p.Signers {
-			switch {
-			case signers[s] == "":
-				bad(fmt.Sprintf("%s.signers[%d]", key, j), "unknown signer %q (define it in %s.keys or %s.identities)", s, prefix, prefix)
-			case seen[s]:
-				bad(fmt.Sprintf("%s.signers[%d]", key, j), "duplicate signer %q", s)
-			}
-			seen[s] = true
-		}
-		if p.RequireTransparencyLog && t.TrustedRootFile == "" {
-			bad(key+".requireTransparencyLog", "needs %s.trustedRootFile", prefix)
+	if len(id.TrustedIdentities) == 0 {
+		bad(key+".trustedIdentities", "required (\"x509.subject: DN\" entries, or \"*\")")
+	}
+	for j, ti := range id.TrustedIdentities {
+		if ti != "*" && !strings.HasPrefix(ti, "x509.subject:") {
+			bad(fmt.Sprintf("%s.trustedIdentities[%d]", key, j), "want \"x509.subject: DN\" or \"*\", got %q", ti)
 		}
 	}
-	return errs
+	switch id.Revocation {
+	case "enforce", "log", "skip":
+	default:
+		bad(key+".revocation", "must be enforce, log or skip, got %q", id.Revocation)
+	}
+}
+
+// validate checks the policy at key against the defined signers; prefix is
+// the trust section's own key path, which messages refer to.
+func (p TrustPolicy) validate(bad func(key, format string, args ...any), prefix, key string, signers map[string]string, trustedRoot bool) {
+	if len(p.Repositories) == 0 {
+		bad(key+".repositories", "required")
+	}
+	checkPatterns(bad, key+".repositories", p.Repositories)
+	checkMode(bad, key+".mode", p.Mode)
+	switch p.Require {
+	case "any", "all":
+	default:
+		bad(key+".require", "must be any or all, got %q", p.Require)
+	}
+	if len(p.Signers) == 0 && p.Mode != string(policy.ModeAudit) {
+		bad(key+".signers", "required: with no trusted signer nothing could ever pass")
+	}
+	seen := map[string]bool{}
+	for j, s := range p.Signers {
+		switch {
+		case signers[s] == "":
+			bad(fmt.Sprintf("%s.signers[%d]", key, j), "unknown signer %q (define it in %s.keys or %s.identities)", s, prefix, prefix)
+		case seen[s]:
+			bad(fmt.Sprintf("%s.signers[%d]", key, j), "duplicate signer %q", s)
+		}
+		seen[s] = true
+	}
+	if p.RequireTransparencyLog && !trustedRoot {
+		bad(key+".requireTransparencyLog", "needs %s.trustedRootFile", prefix)
+	}
 }

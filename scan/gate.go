@@ -135,34 +135,57 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 	}
 	maxRank, _ := parseMax(p.MaxSeverity)
 	unknownAs, _ := parseUnknownAs(p.UnknownSeverity)
-	effective := func(f Finding) osv.Level {
-		if f.Severity.Level.Rank() <= 0 { // UNKNOWN, or not a level at all
-			return unknownAs
-		}
-		return f.Severity.Level
+	s := severities{maxRank: maxRank, unknownAs: unknownAs}
+	res := p.judge(r.Findings, s, now)
+	if p.FailOnUnchecked {
+		res.Unchecked = r.Unchecked
 	}
+	res.Pass = len(res.Violations) == 0 && len(res.Unchecked) == 0
+	res.Reason = reason(res, s)
+	return res
+}
+
+// severities is how a policy ranks findings: the highest rank that passes
+// and what an unrated finding counts as.
+type severities struct {
+	maxRank   int
+	unknownAs osv.Level
+}
+
+// effective returns the level a finding counts as.
+func (s severities) effective(f Finding) osv.Level {
+	if f.Severity.Level.Rank() <= 0 { // UNKNOWN, or not a level at all
+		return s.unknownAs
+	}
+	return f.Severity.Level
+}
+
+// maxName names the highest level that passes, for reasons.
+func (s severities) maxName() string {
+	name := "HIGH"
+	for _, l := range []osv.Level{osv.Low, osv.Medium, osv.High, osv.Critical} {
+		if l.Rank() == s.maxRank {
+			name = string(l)
+		}
+	}
+	return name
+}
+
+// judge sorts the findings above the highest passing severity into allowed
+// and violations (most severe first), and lists the allowlist entries that
+// would have allowed one but expired.
+func (p GatePolicy) judge(findings []Finding, s severities, now time.Time) GateResult {
 	var res GateResult
 	expired := map[int]bool{}
-	for _, f := range r.Findings {
-		l := effective(f)
-		if l == osv.Unknown || l.Rank() <= maxRank {
+	for _, f := range findings {
+		l := s.effective(f)
+		if l == osv.Unknown || l.Rank() <= s.maxRank {
 			continue
 		}
 		if p.IgnoreUnfixed && f.FixedVersion == "" {
 			continue
 		}
-		allowed := false
-		for i, e := range p.Allowlist {
-			if !e.matches(f) {
-				continue
-			}
-			if e.Expires.IsZero() || now.Before(e.Expires.Time) {
-				allowed = true
-				break
-			}
-			expired[i] = true
-		}
-		if allowed {
+		if p.allows(f, now, expired) {
 			res.Allowed = append(res.Allowed, f)
 		} else {
 			res.Violations = append(res.Violations, f)
@@ -175,23 +198,51 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 	}
 	slices.SortStableFunc(res.Violations, func(a, b Finding) int {
 		return cmp.Or(
-			cmp.Compare(effective(b).Rank(), effective(a).Rank()),
+			cmp.Compare(s.effective(b).Rank(), s.effective(a).Rank()),
 			cmp.Compare(b.Severity.Score, a.Severity.Score),
 			compareFindings(a, b),
 		)
 	})
-	if p.FailOnUnchecked {
-		res.Unchecked = r.Unchecked
-	}
-	res.Pass = len(res.Violations) == 0 && len(res.Unchecked) == 0
+	return res
+}
 
-	maxName := "HIGH"
-	for _, l := range []osv.Level{osv.Low, osv.Medium, osv.High, osv.Critical} {
-		if l.Rank() == maxRank {
-			maxName = string(l)
+// allows reports whether an allowlist entry that has not expired at now
+// allows f; it marks in expired the matching entries it passed over.
+func (p GatePolicy) allows(f Finding, now time.Time, expired map[int]bool) bool {
+	for i, e := range p.Allowlist {
+		if !e.matches(f) {
+			continue
 		}
+		if e.Expires.IsZero() || now.Before(e.Expires.Time) {
+			return true
+		}
+		expired[i] = true
 	}
+	return false
+}
+
+// reason says in one line why res passed or failed: the outcome, the
+// violations (at most maxReasonFindings), the packages not checked, the
+// allowlisted findings and the expired allowlist entries.
+func reason(res GateResult, s severities) string {
 	var b strings.Builder
+	writeOutcome(&b, res, s)
+	writeViolations(&b, res.Violations, s.unknownAs)
+	if n := uncheckedPackages(res.Unchecked); n > 0 && len(res.Violations) > 0 {
+		fmt.Fprintf(&b, "; and %s not checked", plural(n, "package"))
+	}
+	if res.Pass && len(res.Allowed) > 0 {
+		fmt.Fprintf(&b, " (%s allowlisted)", plural(len(res.Allowed), "finding"))
+	}
+	for _, e := range res.Expired {
+		fmt.Fprintf(&b, "; allowlist entry %s expired %s", e.ID, e.Expires)
+	}
+	return b.String()
+}
+
+// writeOutcome writes whether the policy passed and, when it failed only
+// for packages not checked, which.
+func writeOutcome(b *strings.Builder, res GateResult, s severities) {
 	switch {
 	case len(res.Violations) == 0 && len(res.Unchecked) > 0:
 		b.WriteString("scan policy failed: packages not checked: ")
@@ -203,20 +254,25 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 			if u.Packages == 1 {
 				noun = "package"
 			}
-			fmt.Fprintf(&b, "%d %s %s (%s): %s", u.Packages, u.Type, noun, dash(u.Ecosystem), u.Reason)
+			fmt.Fprintf(b, "%d %s %s (%s): %s", u.Packages, u.Type, noun, dash(u.Ecosystem), u.Reason)
 		}
-	case res.Pass && maxRank == 0:
+	case res.Pass && s.maxRank == 0:
 		b.WriteString("scan policy passed: no finding")
 	case res.Pass:
-		fmt.Fprintf(&b, "scan policy passed: no finding above %s", maxName)
-	case maxRank == 0:
-		fmt.Fprintf(&b, "scan policy failed: %s (none allowed): ", plural(len(res.Violations), "finding"))
+		fmt.Fprintf(b, "scan policy passed: no finding above %s", s.maxName())
+	case s.maxRank == 0:
+		fmt.Fprintf(b, "scan policy failed: %s (none allowed): ", plural(len(res.Violations), "finding"))
 	default:
-		fmt.Fprintf(&b, "scan policy failed: %s above %s: ", plural(len(res.Violations), "finding"), maxName)
+		fmt.Fprintf(b, "scan policy failed: %s above %s: ", plural(len(res.Violations), "finding"), s.maxName())
 	}
-	for i, f := range res.Violations {
+}
+
+// writeViolations lists the first maxReasonFindings violations, each with
+// its CVE alias, severity, package and fix.
+func writeViolations(b *strings.Builder, violations []Finding, unknownAs osv.Level) {
+	for i, f := range violations {
 		if i == maxReasonFindings {
-			fmt.Fprintf(&b, "; and %d more", len(res.Violations)-i)
+			fmt.Fprintf(b, "; and %d more", len(violations)-i)
 			break
 		}
 		if i > 0 {
@@ -224,30 +280,19 @@ func (p GatePolicy) Evaluate(r *Report, now time.Time) GateResult {
 		}
 		b.WriteString(f.ID)
 		if cve := firstCVE(f); cve != "" && cve != f.ID {
-			fmt.Fprintf(&b, " (%s)", cve)
+			fmt.Fprintf(b, " (%s)", cve)
 		}
-		fmt.Fprintf(&b, " %s", f.Severity.Level)
+		fmt.Fprintf(b, " %s", f.Severity.Level)
 		if f.Severity.Level.Rank() <= 0 {
-			fmt.Fprintf(&b, " (counted as %s)", unknownAs)
+			fmt.Fprintf(b, " (counted as %s)", unknownAs)
 		}
-		fmt.Fprintf(&b, " in %s %s", f.Package, f.Version)
+		fmt.Fprintf(b, " in %s %s", f.Package, f.Version)
 		if f.FixedVersion != "" {
-			fmt.Fprintf(&b, ", fixed in %s", f.FixedVersion)
+			fmt.Fprintf(b, ", fixed in %s", f.FixedVersion)
 		} else {
 			b.WriteString(", no fix known")
 		}
 	}
-	if n := uncheckedPackages(res.Unchecked); n > 0 && len(res.Violations) > 0 {
-		fmt.Fprintf(&b, "; and %s not checked", plural(n, "package"))
-	}
-	if res.Pass && len(res.Allowed) > 0 {
-		fmt.Fprintf(&b, " (%s allowlisted)", plural(len(res.Allowed), "finding"))
-	}
-	for _, e := range res.Expired {
-		fmt.Fprintf(&b, "; allowlist entry %s expired %s", e.ID, e.Expires)
-	}
-	res.Reason = b.String()
-	return res
 }
 
 func uncheckedPackages(us []Unchecked) int {

@@ -40,7 +40,7 @@
 //     registry sits in an air gap and trusts keys.
 //
 // The package must not import anything under internal/, nor scan,
-// replication or storage, nor cosign's own packages (their command tree
-// pulls in every KMS and cloud SDK). It imports the config types and, for
-// repository patterns, auth.
+// replication, storage or auth, nor cosign's own packages (their command
+// tree pulls in every KMS and cloud SDK). It imports the config types and,
+// for repository patterns and modes, policy.
 package trust

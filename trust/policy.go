@@ -26,15 +26,14 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 
-	"github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // rule is one compiled trust.policies entry.
 type rule struct {
 	name       string
-	patterns   []auth.Pattern
-	mode       Mode
+	mode       policy.Mode
 	requireAll bool
 	signers    []string // configured names, in order
 	keys       []*keySigner
@@ -46,15 +45,6 @@ type rule struct {
 	requireBinding bool
 	trustedRoot    root.TrustedMaterial
 	version        string
-}
-
-func (r *rule) match(repo string) bool {
-	for _, p := range r.patterns {
-		if p.Match(repo) {
-			return true
-		}
-	}
-	return false
 }
 
 // keySigner is a trusted cosign public key.
@@ -209,113 +199,167 @@ func newIdentity(id config.TrustIdentity, stores memTrustStore) (*identitySigner
 }
 
 // compile turns the trust configuration into rules, reading every key,
-// certificate and trusted root file it names.
-func compile(cfg config.Trust) ([]*rule, error) {
+// certificate and trusted root file it names. The first rule whose pattern
+// matches a repository applies.
+func compile(cfg config.Trust) (policy.Set[*rule], error) {
 	if errs := cfg.Validate("trust"); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return policy.Set[*rule]{}, errors.Join(errs...)
 	}
-	keys := map[string]*keySigner{}
-	keyDER := map[string][]byte{}
+	m, err := loadMaterial(cfg)
+	if err != nil {
+		return policy.Set[*rule]{}, err
+	}
+	entries := make([]policy.Entry[*rule], 0, len(cfg.Policies))
+	for i, p := range cfg.Policies {
+		patterns, err := policy.ParsePatterns(p.Repositories)
+		if err != nil {
+			return policy.Set[*rule]{}, fmt.Errorf("trust.policies[%d].repositories: %w", i, err)
+		}
+		r, err := m.rule(p)
+		if err != nil {
+			return policy.Set[*rule]{}, err
+		}
+		entries = append(entries, policy.Entry[*rule]{Patterns: patterns, Value: r})
+	}
+	return policy.NewSet(entries...), nil
+}
+
+// material is the trust material the policies draw on, read from the files
+// the configuration names, with the digests that policy versions cover.
+type material struct {
+	keys        map[string]*keySigner
+	keyDER      map[string][]byte
+	stores      memTrustStore
+	storeSums   map[string][]string // "type:name" → hex SHA-256 of each certificate
+	identities  map[string]*identitySigner
+	identityCfg map[string]config.TrustIdentity
+	trustedRoot root.TrustedMaterial
+	rootSum     string
+}
+
+// loadMaterial reads every key, trust store, identity and the trusted root
+// of the configuration.
+func loadMaterial(cfg config.Trust) (*material, error) {
+	m := &material{
+		keys: map[string]*keySigner{}, keyDER: map[string][]byte{},
+		stores: memTrustStore{}, storeSums: map[string][]string{},
+		identities: map[string]*identitySigner{}, identityCfg: map[string]config.TrustIdentity{},
+	}
 	for _, k := range cfg.Keys {
 		s, der, err := loadKey(k)
 		if err != nil {
 			return nil, err
 		}
-		keys[k.Name], keyDER[k.Name] = s, der
+		m.keys[k.Name], m.keyDER[k.Name] = s, der
 	}
-	stores := memTrustStore{}
-	storeSums := map[string][]string{}
 	for _, s := range cfg.TrustStores {
-		certs, err := loadTrustStore(s)
-		if err != nil {
+		if err := m.addTrustStore(s); err != nil {
 			return nil, err
 		}
-		ref := s.Type + ":" + s.Name
-		stores[ref] = certs
-		for _, c := range certs {
-			sum := sha256.Sum256(c.Raw)
-			storeSums[ref] = append(storeSums[ref], hex.EncodeToString(sum[:]))
-		}
 	}
-	identities := map[string]*identitySigner{}
-	identityCfg := map[string]config.TrustIdentity{}
 	for _, id := range cfg.Identities {
-		s, err := newIdentity(id, stores)
+		s, err := newIdentity(id, m.stores)
 		if err != nil {
 			return nil, err
 		}
-		identities[id.Name], identityCfg[id.Name] = s, id
+		m.identities[id.Name], m.identityCfg[id.Name] = s, id
 	}
-	var trustedRoot root.TrustedMaterial
-	var rootSum string
 	if cfg.TrustedRootFile != "" {
-		data, err := os.ReadFile(cfg.TrustedRootFile)
-		if err != nil {
-			return nil, fmt.Errorf("read trusted root: %w", err)
+		if err := m.loadTrustedRoot(cfg.TrustedRootFile); err != nil {
+			return nil, err
 		}
-		tr, err := root.NewTrustedRootFromJSON(data)
-		if err != nil {
-			return nil, fmt.Errorf("trusted root %s: %w", cfg.TrustedRootFile, err)
-		}
-		trustedRoot = tr
-		sum := sha256.Sum256(data)
-		rootSum = hex.EncodeToString(sum[:])
 	}
+	return m, nil
+}
 
-	rules := make([]*rule, 0, len(cfg.Policies))
-	for i, p := range cfg.Policies {
-		r := &rule{
-			name:           p.Name,
-			mode:           Mode(p.Mode),
-			requireAll:     p.Require == "all",
-			signers:        append([]string(nil), p.Signers...),
-			requireTlog:    p.RequireTransparencyLog,
-			requireBinding: p.RequireRepositoryBinding,
-		}
-		if r.requireTlog {
-			r.trustedRoot = trustedRoot
-		}
-		for _, pat := range p.Repositories {
-			cp, err := auth.ParsePattern(pat)
-			if err != nil {
-				return nil, fmt.Errorf("trust.policies[%d].repositories: %w", i, err)
-			}
-			r.patterns = append(r.patterns, cp)
-		}
-		// The version covers the statement and every byte of trust material
-		// it depends on.
-		ver := struct {
-			Policy     config.TrustPolicy
-			Keys       map[string][]byte
-			Identities map[string]config.TrustIdentity
-			Stores     map[string][]string
-			Root       string
-		}{Policy: p, Keys: map[string][]byte{}, Identities: map[string]config.TrustIdentity{}, Stores: map[string][]string{}}
-		for _, name := range p.Signers {
-			if k, ok := keys[name]; ok {
-				r.keys = append(r.keys, k)
-				ver.Keys[name] = keyDER[name]
-				continue
-			}
-			id := identities[name]
-			r.identities = append(r.identities, id)
-			ver.Identities[name] = identityCfg[name]
-			for _, ref := range identityCfg[name].TrustStores {
-				ver.Stores[ref] = storeSums[ref]
-			}
-		}
-		if r.requireTlog {
-			ver.Root = rootSum
-		}
-		data, err := json.Marshal(ver) // maps marshal with sorted keys
-		if err != nil {
-			return nil, fmt.Errorf("policy %s: version: %w", p.Name, err)
-		}
-		sum := sha256.Sum256(data)
-		r.version = "sha256:" + hex.EncodeToString(sum[:])
-		rules = append(rules, r)
+// addTrustStore reads one trust store's certificates and their digests.
+func (m *material) addTrustStore(s config.TrustStore) error {
+	certs, err := loadTrustStore(s)
+	if err != nil {
+		return err
 	}
-	return rules, nil
+	ref := s.Type + ":" + s.Name
+	m.stores[ref] = certs
+	for _, c := range certs {
+		sum := sha256.Sum256(c.Raw)
+		m.storeSums[ref] = append(m.storeSums[ref], hex.EncodeToString(sum[:]))
+	}
+	return nil
+}
+
+// loadTrustedRoot reads a Sigstore trusted_root.json and its digest.
+func (m *material) loadTrustedRoot(file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("read trusted root: %w", err)
+	}
+	tr, err := root.NewTrustedRootFromJSON(data)
+	if err != nil {
+		return fmt.Errorf("trusted root %s: %w", file, err)
+	}
+	m.trustedRoot = tr
+	sum := sha256.Sum256(data)
+	m.rootSum = hex.EncodeToString(sum[:])
+	return nil
+}
+
+// rule compiles one trust.policies entry (validated) over the material.
+func (m *material) rule(p config.TrustPolicy) (*rule, error) {
+	r := &rule{
+		name:           p.Name,
+		mode:           policy.Mode(p.Mode),
+		requireAll:     p.Require == "all",
+		signers:        append([]string(nil), p.Signers...),
+		requireTlog:    p.RequireTransparencyLog,
+		requireBinding: p.RequireRepositoryBinding,
+	}
+	if r.requireTlog {
+		r.trustedRoot = m.trustedRoot
+	}
+	for _, name := range p.Signers {
+		if k, ok := m.keys[name]; ok {
+			r.keys = append(r.keys, k)
+			continue
+		}
+		r.identities = append(r.identities, m.identities[name])
+	}
+	version, err := m.version(p)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: version: %w", p.Name, err)
+	}
+	r.version = version
+	return r, nil
+}
+
+// version hashes the policy statement and every byte of trust material it
+// depends on: it changes whenever either does.
+func (m *material) version(p config.TrustPolicy) (string, error) {
+	ver := struct {
+		Policy     config.TrustPolicy
+		Keys       map[string][]byte
+		Identities map[string]config.TrustIdentity
+		Stores     map[string][]string
+		Root       string
+	}{Policy: p, Keys: map[string][]byte{}, Identities: map[string]config.TrustIdentity{}, Stores: map[string][]string{}}
+	for _, name := range p.Signers {
+		if _, ok := m.keys[name]; ok {
+			ver.Keys[name] = m.keyDER[name]
+			continue
+		}
+		ver.Identities[name] = m.identityCfg[name]
+		for _, ref := range m.identityCfg[name].TrustStores {
+			ver.Stores[ref] = m.storeSums[ref]
+		}
+	}
+	if p.RequireTransparencyLog {
+		ver.Root = m.rootSum
+	}
+	data, err := json.Marshal(ver) // maps marshal with sorted keys
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 // sortedKeys returns the keys of a set, sorted.

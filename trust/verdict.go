@@ -4,19 +4,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// Mode is what the caller does with content that is not trusted.
-type Mode string
-
-// The modes of trust.policies[].mode.
-const (
-	// ModeEnforce rejects tagging untrusted content.
-	ModeEnforce Mode = "enforce"
-	// ModeQuarantine accepts it but withholds pulls until it is trusted.
-	ModeQuarantine Mode = "quarantine"
-	// ModeAudit accepts everything and records the verdict.
-	ModeAudit Mode = "audit"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Kind is the format of a signature.
@@ -45,8 +34,8 @@ type Verdict struct {
 	Policy string `json:"policy,omitempty"`
 	// PolicyVersion is a hash of the policy and the key and certificate
 	// material it trusts; it changes whenever either does.
-	PolicyVersion string `json:"policyVersion,omitempty"`
-	Mode          Mode   `json:"mode,omitempty"`
+	PolicyVersion string      `json:"policyVersion,omitempty"`
+	Mode          policy.Mode `json:"mode,omitempty"`
 	// Signed reports that at least one signature was found for the digest
 	// or for an index that contains it, valid or not (attestations are not
 	// signatures).

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 )
 
 // Media and artifact types the Verifier looks for.
@@ -60,7 +61,7 @@ type Options struct {
 // policies. It is safe for concurrent use.
 type Verifier struct {
 	content Content
-	rules   []*rule
+	rules   policy.Set[*rule]
 	cache   *resultCache
 	log     *slog.Logger
 	now     func() time.Time
@@ -99,21 +100,12 @@ func New(cfg config.Trust, content Content, opts Options) (*Verifier, error) {
 
 // Policy returns the name, version and mode of the policy that applies to
 // repo; ok is false when none does.
-func (v *Verifier) Policy(repo string) (name, version string, mode Mode, ok bool) {
-	r := v.rule(repo)
-	if r == nil {
+func (v *Verifier) Policy(repo string) (name, version string, mode policy.Mode, ok bool) {
+	r, ok := v.rules.First(repo)
+	if !ok {
 		return "", "", "", false
 	}
 	return r.name, r.version, r.mode, true
-}
-
-func (v *Verifier) rule(repo string) *rule {
-	for _, r := range v.rules {
-		if r.match(repo) {
-			return r
-		}
-	}
-	return nil
 }
 
 // Verify finds and verifies the signatures of manifest d in repo: referrers
@@ -135,8 +127,8 @@ func (v *Verifier) VerifyWithParents(ctx context.Context, repo string, d digest.
 	if err := d.Validate(); err != nil {
 		return verdict, fmt.Errorf("verify %s: %w", d, err)
 	}
-	r := v.rule(repo)
-	if r == nil {
+	r, ok := v.rules.First(repo)
+	if !ok {
 		verdict.Reason = "no trust policy applies to repository " + repo
 		return verdict, nil
 	}

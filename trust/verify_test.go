@@ -14,6 +14,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/trust"
 )
 
@@ -155,7 +156,7 @@ func testCosign(t *testing.T, f *fixture) {
 			verdict = verify(t, v, repo, d)
 			wantTrusted(t, verdict, true)
 			wantSigs(t, verdict, sigWant{trust.KindCosignBundle, true, tc.sig, "verified"})
-			if verdict.Mode != trust.ModeEnforce || verdict.Policy != "team" || !strings.HasPrefix(verdict.PolicyVersion, "sha256:") {
+			if verdict.Mode != policy.ModeEnforce || verdict.Policy != "team" || !strings.HasPrefix(verdict.PolicyVersion, "sha256:") {
 				t.Errorf("policy fields: %s", dump(verdict))
 			}
 			if id := verdict.Signatures[0].Identity; !strings.HasPrefix(id, "SHA256:") {
@@ -543,7 +544,7 @@ func testNotation(t *testing.T, f *fixture) {
 		f.cosignSign(t, f.release, repo, d, true)
 		verdict := verify(t, v, repo, d)
 		wantTrusted(t, verdict, false)
-		if verdict.Mode != trust.ModeQuarantine || !strings.Contains(verdict.Reason, "required signers: alpha") {
+		if verdict.Mode != policy.ModeQuarantine || !strings.Contains(verdict.Reason, "required signers: alpha") {
 			t.Errorf("verdict: %s", dump(verdict))
 		}
 		f.notationSign(t, f.alpha, repo, d)

@@ -14,13 +14,14 @@ import (
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/scanner"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/trust"
 )
 
 // Verifier decides whether content is trusted.
 type Verifier interface {
 	// Policy returns the policy that applies to repo; ok false when none does.
-	Policy(repo string) (name, version string, mode trust.Mode, ok bool)
+	Policy(repo string) (name, version string, mode policy.Mode, ok bool)
 	// VerifyWithParents verifies d, counting signatures on the indexes
 	// parents that list it.
 	VerifyWithParents(ctx context.Context, repo string, d digest.Digest, parents []digest.Digest) (trust.Verdict, error)
@@ -29,7 +30,7 @@ type Verifier interface {
 // ScanChecker evaluates vulnerability scan policies.
 type ScanChecker interface {
 	// ScanMode returns the scan policy mode of repo, or "".
-	ScanMode(repo string) string
+	ScanMode(repo string) policy.Mode
 	// ScanPush scans a manifest being tagged; the error is a failure to
 	// read storage.
 	ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scanner.Outcome, error)
@@ -46,7 +47,7 @@ type parentFinder interface {
 }
 
 // scanMode returns the scan policy mode of repo, or "".
-func (g *Gate) scanMode(repo string) string {
+func (g *Gate) scanMode(repo string) policy.Mode {
 	if g.scans == nil {
 		return ""
 	}
@@ -54,7 +55,7 @@ func (g *Gate) scanMode(repo string) string {
 }
 
 // mode returns the trust mode of repo, or "" when no policy applies.
-func (g *Gate) mode(repo string) trust.Mode {
+func (g *Gate) mode(repo string) policy.Mode {
 	if g.verifier == nil {
 		return ""
 	}
@@ -177,12 +178,12 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 				}
 			}
 			if err != nil {
-				if mode == trust.ModeEnforce {
+				if mode == policy.ModeEnforce {
 					return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
 				}
 			} else {
 				verdict = &v
-				if mode == trust.ModeEnforce && !v.Trusted {
+				if mode == policy.ModeEnforce && !v.Trusted {
 					g.recordDenial(ctx, p, "untrusted: "+v.Reason, v.Policy)
 					return errcode.ErrorCodeDenied.WithMessage(enforceMessage(p, v))
 				}
@@ -192,7 +193,7 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 	// The scan gate, then the webhooks: they see the signature verdict and
 	// the scan, and are asked only when neither refused.
 	var scanned *scanner.Outcome
-	if g.scanMode(p.Repository) == "enforce" {
+	if g.scanMode(p.Repository) == policy.ModeEnforce {
 		o, err := g.scans.ScanPush(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType)
 		if err != nil {
 			g.log.ErrorContext(ctx, "scan at tag push", "repo", p.Repository, "digest", p.Digest, "err", err)
@@ -332,8 +333,8 @@ type Pull struct {
 // that is not trusted yet is withheld from everyone but its pusher and those
 // who may sign it. It returns nil or a DENIED errcode error.
 func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
-	trustQ := g.mode(p.Repository) == trust.ModeQuarantine
-	scanQ := g.scanMode(p.Repository) == "quarantine"
+	trustQ := g.mode(p.Repository) == policy.ModeQuarantine
+	scanQ := g.scanMode(p.Repository) == policy.ModeQuarantine
 	if (!trustQ && !scanQ) || p.CanPush {
 		return nil
 	}
@@ -367,7 +368,7 @@ func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
 
 // RecordPush remembers who pushed a manifest, for quarantine exemptions.
 func (g *Gate) RecordPush(repo string, d digest.Digest, login string) {
-	if login == "" || (g.mode(repo) != trust.ModeQuarantine && g.scanMode(repo) != "quarantine") {
+	if login == "" || (g.mode(repo) != policy.ModeQuarantine && g.scanMode(repo) != policy.ModeQuarantine) {
 		return
 	}
 	if err := g.pushers.Record(repo, d, login); err != nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/scanner"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/osv"
 	"github.com/portcullis/portcullis/trust"
@@ -44,7 +45,7 @@ type fakeScans struct {
 	pushes, storedAsks int
 }
 
-func (f *fakeScans) ScanMode(string) string { return f.mode }
+func (f *fakeScans) ScanMode(string) policy.Mode { return policy.Mode(f.mode) }
 
 func (f *fakeScans) ScanPush(context.Context, string, digest.Digest, []byte, string) (scanner.Outcome, error) {
 	f.mu.Lock()
@@ -382,7 +383,7 @@ func TestReviewContract(t *testing.T) {
 	rv := Review{APIVersion: ReviewAPIVersion, RequestID: "01J9Z3K8Q4M2", Repository: "prod/app", Tag: "v1.2.0",
 		Digest: d.String(), MediaType: "application/vnd.oci.image.manifest.v1+json", Pusher: "alice",
 		Verdict: &trust.Verdict{Repository: "prod/app", Digest: d, Policy: "prod", PolicyVersion: digest.FromString("policy prod").String(),
-			Mode: trust.ModeAudit, Signed: true, Trusted: true, Signers: []string{"ci"},
+			Mode: policy.ModeAudit, Signed: true, Trusted: true, Signers: []string{"ci"},
 			Signatures: []trust.Signature{{Kind: trust.KindCosignBundle, Digest: digest.FromString("signature"), Subject: d, Signer: "ci",
 				Identity: "SHA256:q0h3jS1tFQpXr2c8mJ4vN7bL5kW9eD1aZ6yU3oI8tRs", Valid: true, Reason: "verified with key ci"}},
 			Reason: "signed by ci", Time: when},

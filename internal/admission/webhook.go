@@ -13,8 +13,8 @@ import (
 	"os"
 	"time"
 
-	pauth "github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/trust"
 )
 
@@ -57,19 +57,16 @@ type Response struct {
 // webhook calls one admission service.
 type webhook struct {
 	cfg    config.Webhook
-	repos  []pauth.Pattern
+	repos  policy.Patterns
 	client *http.Client
 }
 
 func newWebhook(cfg config.Webhook) (*webhook, error) {
-	w := &webhook{cfg: cfg}
-	for _, r := range cfg.Repositories {
-		p, err := pauth.ParsePattern(r)
-		if err != nil {
-			return nil, fmt.Errorf("webhook %s: repositories: %w", cfg.Name, err)
-		}
-		w.repos = append(w.repos, p)
+	repos, err := policy.ParsePatterns(cfg.Repositories)
+	if err != nil {
+		return nil, fmt.Errorf("webhook %s: repositories: %w", cfg.Name, err)
 	}
+	w := &webhook{cfg: cfg, repos: repos}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
@@ -87,16 +84,10 @@ func newWebhook(cfg config.Webhook) (*webhook, error) {
 	return w, nil
 }
 
+// matches reports whether the webhook reviews pushes to repo: every
+// repository when it lists none.
 func (w *webhook) matches(repo string) bool {
-	if len(w.repos) == 0 {
-		return true
-	}
-	for _, p := range w.repos {
-		if p.Match(repo) {
-			return true
-		}
-	}
-	return false
+	return len(w.repos) == 0 || w.repos.Match(repo)
 }
 
 // errWebhook marks a webhook that could not give an answer.

@@ -15,8 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
-	pauth "github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
@@ -24,58 +24,49 @@ import (
 // gatePolicy is a compiled scan.policies entry.
 type gatePolicy struct {
 	name    string
-	repos   []pauth.Pattern
 	mode    string
 	gate    scan.GatePolicy
 	timeout time.Duration
 }
 
-func compileGates(cfg config.Scan) ([]gatePolicy, error) {
-	var out []gatePolicy
+func compileGates(cfg config.Scan) (policy.Set[*gatePolicy], error) {
+	var out []policy.Entry[*gatePolicy]
 	for i, p := range cfg.Policies {
 		g := gatePolicy{name: p.Name, mode: p.Mode, timeout: p.Timeout.D(), gate: scan.GatePolicy{
 			MaxSeverity: p.MaxSeverity, UnknownSeverity: p.UnknownSeverity, IgnoreUnfixed: p.IgnoreUnfixed,
 			FailOnUnchecked: p.FailOnUnchecked,
 		}}
-		for _, r := range p.Repositories {
-			pat, err := pauth.ParsePattern(r)
-			if err != nil {
-				return nil, fmt.Errorf("scan.policies[%d].repositories: %w", i, err)
-			}
-			g.repos = append(g.repos, pat)
+		repos, err := policy.ParsePatterns(p.Repositories)
+		if err != nil {
+			return policy.Set[*gatePolicy]{}, fmt.Errorf("scan.policies[%d].repositories: %w", i, err)
 		}
 		for j, a := range p.Allowlist {
 			e := scan.AllowEntry{ID: a.ID, Package: a.Package, Reason: a.Reason}
 			if a.Expires != "" {
 				if err := e.Expires.UnmarshalText([]byte(a.Expires)); err != nil {
-					return nil, fmt.Errorf("scan.policies[%d].allowlist[%d].expires: %w", i, j, err)
+					return policy.Set[*gatePolicy]{}, fmt.Errorf("scan.policies[%d].allowlist[%d].expires: %w", i, j, err)
 				}
 			}
 			g.gate.Allowlist = append(g.gate.Allowlist, e)
 		}
 		if err := g.gate.Validate(); err != nil {
-			return nil, fmt.Errorf("scan.policies[%d]: %w", i, err)
+			return policy.Set[*gatePolicy]{}, fmt.Errorf("scan.policies[%d]: %w", i, err)
 		}
-		out = append(out, g)
+		out = append(out, policy.Entry[*gatePolicy]{Patterns: repos, Value: &g})
 	}
-	return out, nil
+	return policy.NewSet(out...), nil
 }
 
+// gateFor returns the first scan policy whose pattern matches repo, or nil.
 func (s *Service) gateFor(repo string) *gatePolicy {
-	for i := range s.gates {
-		for _, p := range s.gates[i].repos {
-			if p.Match(repo) {
-				return &s.gates[i]
-			}
-		}
-	}
-	return nil
+	g, _ := s.gates.First(repo)
+	return g
 }
 
 // ScanMode returns the scan policy mode of repo, or "" when none applies.
-func (s *Service) ScanMode(repo string) string {
+func (s *Service) ScanMode(repo string) policy.Mode {
 	if g := s.gateFor(repo); g != nil {
-		return g.mode
+		return policy.Mode(g.mode)
 	}
 	return ""
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 	"github.com/portcullis/portcullis/scan/vulndb"
@@ -83,7 +84,7 @@ type Service struct {
 	queued   map[string]bool
 
 	meta  *bolt.DB
-	gates []gatePolicy
+	gates policy.Set[*gatePolicy]
 
 	scans      *prometheus.CounterVec
 	duration   prometheus.Histogram

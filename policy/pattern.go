@@ -1,9 +1,8 @@
-package auth
+package policy
 
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 )
 
@@ -12,6 +11,8 @@ import (
 // that is exactly ** matches any number of segments: at least one at the
 // end of a pattern (team/** matches team/app and team/a/b, not team), zero
 // or more elsewhere (a/**/b matches a/b and a/x/y/b).
+//
+// The zero Pattern matches nothing.
 type Pattern struct {
 	raw  string
 	segs []string
@@ -27,23 +28,34 @@ func ParsePattern(s string) (Pattern, error) {
 	raw := strings.Split(s, "/")
 	segs := make([]string, 0, len(raw))
 	for _, seg := range raw {
-		switch {
-		case seg == "":
-			return Pattern{}, fmt.Errorf("invalid pattern %q: empty path segment", s)
-		case seg == "**":
+		if seg == "**" {
 			if len(segs) > 0 && segs[len(segs)-1] == "**" {
 				continue // a/**/**/b is a/**/b
 			}
-		case strings.Contains(seg, "**"):
-			return Pattern{}, fmt.Errorf("invalid pattern %q: ** must be a whole path segment", s)
-		default:
-			if _, err := path.Match(seg, ""); err != nil {
-				return Pattern{}, fmt.Errorf("invalid pattern %q: %w", s, err)
-			}
+			segs = append(segs, seg)
+			continue
+		}
+		if err := checkSegment(s, seg); err != nil {
+			return Pattern{}, err
 		}
 		segs = append(segs, seg)
 	}
 	return Pattern{raw: s, segs: segs}, nil
+}
+
+// checkSegment checks one path segment of pattern s: not empty, no **
+// inside it, well-formed brackets.
+func checkSegment(s, seg string) error {
+	switch {
+	case seg == "":
+		return fmt.Errorf("invalid pattern %q: empty path segment", s)
+	case strings.Contains(seg, "**"):
+		return fmt.Errorf("invalid pattern %q: ** must be a whole path segment", s)
+	}
+	if _, err := path.Match(seg, ""); err != nil {
+		return fmt.Errorf("invalid pattern %q: %w", s, err)
+	}
+	return nil
 }
 
 // String returns the pattern as written.
@@ -55,6 +67,19 @@ func (p Pattern) Match(repo string) bool {
 		return false
 	}
 	return matchSegments(p.segs, strings.Split(repo, "/"))
+}
+
+// MarshalText returns the pattern as written.
+func (p Pattern) MarshalText() ([]byte, error) { return []byte(p.raw), nil }
+
+// UnmarshalText parses a pattern as ParsePattern does and returns its errors.
+func (p *Pattern) UnmarshalText(text []byte) error {
+	v, err := ParsePattern(string(text))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
 }
 
 // matchSegments runs in O(len(p)·len(r)): one row of a dynamic programme
@@ -87,18 +112,30 @@ func matchSegments(p, r []string) bool {
 	return cur[0]
 }
 
-// matchTag matches a tag against a path.Match glob.
-func matchTag(pattern, tag string) bool {
-	ok, err := path.Match(pattern, tag)
-	return err == nil && ok
+// Patterns is a list of repository patterns that matches a repository when
+// any of them does. An empty list matches nothing.
+type Patterns []Pattern
+
+// ParsePatterns parses each pattern with ParsePattern and returns the
+// first error.
+func ParsePatterns(ss []string) (Patterns, error) {
+	out := make(Patterns, 0, len(ss))
+	for _, s := range ss {
+		p, err := ParsePattern(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
-// repositoryRE is distribution's repository name grammar (path components
-// of lower-case alphanumerics joined by separators).
-var repositoryRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
-
-// ValidRepository reports whether name is a syntactically valid repository
-// name of at most 255 characters.
-func ValidRepository(name string) bool {
-	return len(name) <= 255 && repositoryRE.MatchString(name)
+// Match reports whether any of the patterns matches the repository name.
+func (ps Patterns) Match(repo string) bool {
+	for _, p := range ps {
+		if p.Match(repo) {
+			return true
+		}
+	}
+	return false
 }
