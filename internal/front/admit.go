@@ -3,7 +3,6 @@ package front
 import (
 	"context"
 	"net/http"
-	"regexp"
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -23,21 +22,20 @@ type Admission interface {
 	RecordPush(repo string, d digest.Digest, login string)
 }
 
-// legacySignatureTag matches the tags that hold signatures rather than
-// images: cosign's older layout (sha256-<hex>.sig, .att, .sbom) and the OCI
-// referrers tag schema (sha256-<hex>, an index of referrers, which notation
-// writes by default).
-var legacySignatureTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.sig|\.att|\.sbom)?$`)
-
-// admitTag applies admission to a manifest PUT by tag. Signature, SBOM and
-// attestation artifacts (anything with a subject, and cosign's legacy
-// signature tags) are verified later, not gated. It answers the request and
-// returns false when the push is refused.
-func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, body []byte, d, subject digest.Digest) bool {
+// admitTag applies admission to a manifest PUT that creates or moves a tag,
+// whatever the manifest carries: a subject does not exempt a tagged push.
+// Pushes by digest are not gated (signatures, SBOMs and attestations
+// arrive so, and are verified, not gated), nor are signature, attestation
+// and SBOM artifacts under cosign's signature tags and indexes of referrers
+// under the OCI referrers tag schema (admission.ExemptTag). It answers the
+// request and returns false when the push is refused.
+func (h *Handler) admitTag(w http.ResponseWriter, r *http.Request, rt Route, body []byte, d digest.Digest) bool {
 	if h.admission == nil || rt.Tag == "" || !h.admission.Active(rt.Name) {
 		return true
 	}
-	if subject != "" || legacySignatureTag.MatchString(rt.Tag) {
+	if admission.ExemptTag(r.Context(), rt.Tag, body, func(ctx context.Context, child digest.Digest) (digest.Digest, error) {
+		return h.subjectOf(ctx, rt.Name, child)
+	}) {
 		return true
 	}
 	err := h.admission.AdmitTag(r.Context(), admission.TagPush{
@@ -91,6 +89,31 @@ func (h *Handler) allowPull(w http.ResponseWriter, r *http.Request, rt Route) bo
 		return false
 	}
 	return true
+}
+
+// subjectOf returns the subject of manifest d stored in repo, "" if none.
+func (h *Handler) subjectOf(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
+	named, err := reference.WithName(repo)
+	if err != nil {
+		return "", err
+	}
+	r, err := h.repos.Repository(ctx, named)
+	if err != nil {
+		return "", err
+	}
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return "", err
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	_, payload, err := m.Payload()
+	if err != nil {
+		return "", err
+	}
+	return referrers.SubjectOf(payload), nil
 }
 
 func (h *Handler) resolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {

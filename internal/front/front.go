@@ -242,7 +242,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if dgst == "" {
 		dgst = digest.FromBytes(body)
 	}
-	if !h.admitTag(w, r, rt, body, dgst, subject) {
+	if !h.admitTag(w, r, rt, body, dgst) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
