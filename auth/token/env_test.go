@@ -118,6 +118,8 @@ type envOptions struct {
 	limiter ratelimit.Options
 	// cacheSize is the controller's CacheSize.
 	cacheSize int
+	// audit configures the audit log; its clock is the env's.
+	audit audit.Options
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
@@ -161,7 +163,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if e.robots, err = NewRobots(inmemory.New(), RobotsOptions{Now: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	log, err := audit.New(e.audit, audit.Options{Now: e.clock.Now})
+	o.audit.Now = e.clock.Now
+	log, err := audit.New(e.audit, o.audit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,4 +336,11 @@ func (e *env) claimsOf(tok string) *Claims {
 		e.t.Fatalf("verify: %v", err)
 	}
 	return c
+}
+
+// len returns the bytes of audit lines written so far.
+func (b *lockedBuffer) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
 }
