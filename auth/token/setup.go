@@ -61,6 +61,14 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 	if c.Users, err = LoadUsers(cfg); err != nil {
 		return nil, err
 	}
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	for _, w := range c.Users.Weak() {
+		logger.Warn("weak password hash: bcrypt cost below 10, rehash with registry auth hash",
+			"user", w.Name, "cost", w.Cost)
+	}
 	if cfg.Robots.On() && deps.Store != nil {
 		if c.Robots, err = NewRobots(deps.Store, RobotsOptions{Dir: cfg.Robots.Path, MaxLifetime: cfg.Robots.MaxLifetime.D(), Now: deps.Now}); err != nil {
 			return nil, err

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portcullis/portcullis/auth/token"
 	"github.com/portcullis/portcullis/config"
@@ -22,15 +26,53 @@ func loadConfig(file string) (*config.Config, error) {
 	return config.LoadFile(file)
 }
 
-// authCmd: registry auth keygen FILE.
-func authCmd(args []string, stdout io.Writer) error {
+// authCmd: registry auth keygen FILE | hash [--cost N].
+func authCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "hash" {
+		return hashCmd(args[1:], stdin, stdout, stderr)
+	}
 	if len(args) != 2 || args[0] != "keygen" {
-		return usageError{"auth: expected \"keygen FILE\""}
+		return usageError{"auth: expected \"keygen FILE\" or \"hash [--cost N]\""}
 	}
 	if err := token.GenerateKeyFile(args[1]); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote a P-256 signing key to %s; set auth.token.signingKeyFile to it\n", args[1])
+	return nil
+}
+
+// hashCmd: registry auth hash [--cost N] reads a password (the first line
+// of stdin) and prints its bcrypt hash, for auth.users[].passwordHash or an
+// htpasswd file.
+func hashCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("auth hash", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cost := fs.Int("cost", 12, fmt.Sprintf("bcrypt cost, %d to %d (below %d is weak)", bcrypt.MinCost, bcrypt.MaxCost, token.WeakCost))
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{"auth hash reads the password from stdin, not from its arguments"}
+	}
+	if *cost < bcrypt.MinCost || *cost > bcrypt.MaxCost {
+		return usageError{fmt.Sprintf("auth hash: --cost must be between %d and %d", bcrypt.MinCost, bcrypt.MaxCost)}
+	}
+	if *cost < token.WeakCost {
+		fmt.Fprintf(stderr, "warning: cost %d is weak; the server warns about hashes below cost %d\n", *cost, token.WeakCost)
+	}
+	line, err := bufio.NewReader(io.LimitReader(stdin, 1<<10)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read password: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" || len(pw) > 72 {
+		return errors.New("auth hash: the password on stdin must be 1 to 72 bytes")
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), *cost)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	fmt.Fprintln(stdout, string(h))
 	return nil
 }
 
