@@ -106,6 +106,7 @@ type env struct {
 	keys   *KeySet
 	policy *pauth.Policy
 	robots *Robots
+	tokens *Refreshes
 	svc    *Service
 	ctl    *AccessController
 	srv    *httptest.Server
@@ -160,7 +161,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.robots, err = NewRobots(inmemory.New(), RobotsOptions{Now: e.clock.Now}); err != nil {
+	store := inmemory.New()
+	if e.robots, err = NewRobots(store, RobotsOptions{Now: e.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+	if e.tokens, err = NewRefreshes(store, RefreshesOptions{Now: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
 	o.audit.Now = e.clock.Now
@@ -180,7 +185,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		return RemoteHost(r)
 	}
 	if e.svc, err = NewService(e.keys, e.policy, users, Options{
-		Issuer: testIssuer, Service: testService, Robots: e.robots, Limiter: limiter,
+		Issuer: testIssuer, Service: testService, Robots: e.robots, Refreshes: e.tokens, Limiter: limiter,
 		Audit: log, ClientAddr: clientAddr, Now: e.clock.Now,
 	}); err != nil {
 		t.Fatal(err)

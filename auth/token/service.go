@@ -38,6 +38,9 @@ type Options struct {
 	Leeway time.Duration
 	// Robots authenticates robot+NAME logins; nil means no robot accounts.
 	Robots *Robots
+	// Refreshes records issued refresh tokens, each checked on use so it
+	// can be revoked; nil means no refresh tokens are issued or accepted.
+	Refreshes *Refreshes
 	// Limiter rate-limits failed logins; default ratelimit.New with its
 	// defaults and this clock.
 	Limiter *ratelimit.Limiter
@@ -373,6 +376,16 @@ func (s *Service) checkRefresh(ctx context.Context, raw string) (pauth.Subject, 
 	if claims.Use != useRefresh {
 		return pauth.Subject{}, "", "not a refresh token", nil
 	}
+	if s.opts.Refreshes == nil {
+		return pauth.Subject{}, "", "refresh tokens are disabled", nil
+	}
+	rec, err := s.opts.Refreshes.Get(ctx, claims.ID)
+	if errors.Is(err, ErrRefreshNotFound) || (err == nil && rec.Subject != claims.Subject) {
+		return pauth.Subject{}, "", "refresh token revoked", nil
+	}
+	if err != nil {
+		return pauth.Subject{}, "", "", err
+	}
 	var (
 		subject pauth.Subject
 		current string
@@ -430,7 +443,7 @@ func (s *Service) issue(ctx context.Context, w http.ResponseWriter, req request)
 	if req.oauth {
 		resp.Scope = formatAccess(access)
 	}
-	if req.offline && req.subject.Kind != pauth.Anonymous && s.opts.RefreshLifetime > 0 {
+	if req.offline && req.subject.Kind != pauth.Anonymous && s.opts.RefreshLifetime > 0 && s.opts.Refreshes != nil {
 		exp := now.Add(s.opts.RefreshLifetime)
 		if req.subject.Kind == pauth.Robot && s.opts.Robots != nil {
 			if r, err := s.opts.Robots.Get(ctx, req.subject.Name); err == nil && !r.ExpiresAt.IsZero() && r.ExpiresAt.Before(exp) {
@@ -439,6 +452,11 @@ func (s *Service) issue(ctx context.Context, w http.ResponseWriter, req request)
 		}
 		rc := s.claims(req.subject, now, exp)
 		rc.Use, rc.Credential, rc.Groups = useRefresh, req.cred, nil
+		rec := RefreshRecord{ID: rc.ID, Subject: rc.Subject, IssuedAt: now.UTC(), ExpiresAt: exp.UTC()}
+		if err := s.opts.Refreshes.record(ctx, rec); err != nil {
+			s.opts.Logger.ErrorContext(ctx, "issue refresh token", "err", err)
+			return errInternal
+		}
 		if resp.RefreshToken, err = s.keys.sign(rc); err != nil {
 			s.opts.Logger.ErrorContext(ctx, "issue refresh token", "err", err)
 			return errInternal
