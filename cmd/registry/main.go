@@ -43,6 +43,8 @@ const usage = `usage:
   registry config validate FILE
   registry auth keygen FILE
   registry auth hash [--cost 12] < PASSWORD
+  registry auth tokens list [--user USER] [--config FILE] [--data DIR]
+  registry auth tokens revoke ID|--user USER|--all [--config FILE] [--data DIR]
   registry robot create NAME --repo PATTERN --action ACTION [--expires 720h] [--config FILE] [--data DIR]
   registry robot list|revoke [NAME] [--config FILE] [--data DIR]
   registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
@@ -65,7 +67,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return validateConfig(args[2:], stdout)
 	case "auth":
-		return authCmd(args[1:], stdin, stdout, stderr)
+		return authCmd(ctx, args[1:], stdin, stdout, stderr)
 	case "robot":
 		return robotCmd(ctx, args[1:], stdout, stderr)
 	case "policy":
