@@ -145,6 +145,10 @@ type AuthRateLimit struct {
 type AuthAudit struct {
 	// File is a path, "stdout", "stderr", or empty for no audit log.
 	File string `yaml:"file"`
+	// MaxSize is the size past which a file is rotated (FILE.1, FILE.2...).
+	MaxSize Size `yaml:"maxSize"`
+	// MaxFiles is how many rotated files are kept.
+	MaxFiles int `yaml:"maxFiles"`
 }
 
 // Provision fills unset auth fields with their defaults. It is idempotent
@@ -160,7 +164,7 @@ func (a *Auth) Provision() {
 		a.Token.Lifetime = Duration(5 * time.Minute)
 	}
 	if a.Token.RefreshLifetime == 0 {
-		a.Token.RefreshLifetime = Duration(30 * 24 * time.Hour)
+		a.Token.RefreshLifetime = Duration(7 * 24 * time.Hour)
 	}
 	if a.Token.Leeway == 0 {
 		a.Token.Leeway = Duration(30 * time.Second)
@@ -186,6 +190,12 @@ func (a *Auth) Provision() {
 	}
 	if a.RateLimit.Window == 0 {
 		a.RateLimit.Window = Duration(15 * time.Minute)
+	}
+	if a.Audit.MaxSize == 0 {
+		a.Audit.MaxSize = 100 << 20
+	}
+	if a.Audit.MaxFiles == 0 {
+		a.Audit.MaxFiles = 5
 	}
 }
 
@@ -215,6 +225,7 @@ func (a *Auth) Validate(prefix string) []error {
 		r.validate(bad, fmt.Sprintf("tagRules[%d]", i), subjects)
 	}
 	a.RateLimit.validate(bad)
+	validateAudit(a.Audit, bad)
 	return errs
 }
 
@@ -410,6 +421,16 @@ func (rl AuthRateLimit) validate(bad func(key, format string, args ...any)) {
 	}
 	if rl.Window <= 0 {
 		bad("rateLimit.window", "must be positive")
+	}
+}
+
+// validateAudit checks the provisioned audit section.
+func validateAudit(a AuthAudit, bad func(key, format string, args ...any)) {
+	if a.MaxSize < 64<<10 {
+		bad("audit.maxSize", "must be at least 64KiB")
+	}
+	if a.MaxFiles < 1 {
+		bad("audit.maxFiles", "must be at least 1")
 	}
 }
 

@@ -4,7 +4,11 @@
 // and the result.
 //
 // It never records secrets: events carry no passwords, tokens or
-// Authorization headers. It must not import net/http or the token service;
+// Authorization headers. It cannot fill a disk: every field is cut to a
+// bounded size, a request's scopes are bounded, each client address may
+// write a burst of lines and then a steady rate (what goes over is counted
+// and reported in one summary line per interval), and a file rotates by
+// size into a bounded number of old files (see OpenFile). It must not import net/http or the token service;
 // it imports only the standard library.
 package audit
 
@@ -14,6 +18,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -24,6 +29,9 @@ const (
 	KindDecision       = "decision"
 	KindWrite          = "write"
 	KindRobot          = "robot"
+	// KindSuppressed summarises events of one client address left out
+	// over its rate; Suppressed says how many.
+	KindSuppressed = "suppressed"
 )
 
 // The results an event may carry.
@@ -33,6 +41,8 @@ const (
 	ResultAllowed = "allowed"
 	ResultDenied  = "denied"
 	ResultLocked  = "locked" // rejected by the login rate limit
+	// ResultSuppressed is the result of a KindSuppressed summary.
+	ResultSuppressed = "suppressed"
 )
 
 // Event is one audit line.
@@ -51,14 +61,19 @@ type Event struct {
 	Tag        string `json:"tag,omitempty"`
 	Digest     string `json:"digest,omitempty"`
 	// Scope lists requested or granted scopes of a decision.
-	Scope  []string `json:"scope,omitempty"`
-	Result string   `json:"result"`
+	Scope []string `json:"scope,omitempty"`
+	// ScopeCount is the number of scopes when Scope holds only the first
+	// of them.
+	ScopeCount int    `json:"scopeCount,omitempty"`
+	Result     string `json:"result"`
 	// Rule names the rule that made a decision.
 	Rule string `json:"rule,omitempty"`
 	// Reason is a short machine-chosen explanation, never secret material.
 	Reason    string `json:"reason,omitempty"`
 	RequestID string `json:"requestID,omitempty"`
 	TokenID   string `json:"tokenID,omitempty"`
+	// Suppressed counts the events a KindSuppressed line stands for.
+	Suppressed int `json:"suppressed,omitempty"`
 }
 
 // Options configures a Log. The zero value means defaults.
@@ -67,15 +82,43 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives write failures; default slog.Default().
 	Logger *slog.Logger
+	// MaxField bounds each string field of a line in bytes; longer values
+	// are cut and marked. Default 256.
+	MaxField int
+	// MaxScopes bounds the scopes listed in one line; default 16.
+	MaxScopes int
+	// Burst is how many events one client address may write at once, and
+	// per Interval after that; default 200. Negative: no limit. Writes
+	// (KindWrite, which need a valid token) and events without an address
+	// are never limited.
+	Burst int
+	// Interval over which Burst events refill, and between two summary
+	// lines of one address; default 1 minute.
+	Interval time.Duration
+	// MaxAddresses bounds the client addresses tracked for the rate;
+	// default 10000.
+	MaxAddresses int
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxField     = 256
+	DefaultMaxScopes    = 16
+	DefaultBurst        = 200
+	DefaultInterval     = time.Minute
+	DefaultMaxAddresses = 10000
+)
 
 // Log writes events as JSON lines. It is safe for concurrent use. A nil
 // *Log records nothing, so components may take an optional one.
 type Log struct {
-	mu     sync.Mutex
-	w      io.Writer
-	now    func() time.Time
-	logger *slog.Logger
+	mu        sync.Mutex
+	w         io.Writer
+	now       func() time.Time
+	logger    *slog.Logger
+	maxField  int
+	maxScopes int
+	limit     *suppressor // nil: no rate limit
 }
 
 // New returns a Log writing to w. It returns an error if w is nil.
@@ -83,18 +126,39 @@ func New(w io.Writer, opts Options) (*Log, error) {
 	if w == nil {
 		return nil, errors.New("audit: nil writer")
 	}
-	l := &Log{w: w, now: opts.Now, logger: opts.Logger}
+	l := &Log{w: w, now: opts.Now, logger: opts.Logger, maxField: opts.MaxField, maxScopes: opts.MaxScopes}
 	if l.now == nil {
 		l.now = time.Now
 	}
 	if l.logger == nil {
 		l.logger = slog.Default()
 	}
+	if l.maxField <= 0 {
+		l.maxField = DefaultMaxField
+	}
+	if l.maxScopes <= 0 {
+		l.maxScopes = DefaultMaxScopes
+	}
+	if opts.Burst >= 0 {
+		burst, interval, addrs := opts.Burst, opts.Interval, opts.MaxAddresses
+		if burst == 0 {
+			burst = DefaultBurst
+		}
+		if interval <= 0 {
+			interval = DefaultInterval
+		}
+		if addrs <= 0 {
+			addrs = DefaultMaxAddresses
+		}
+		l.limit = newSuppressor(burst, interval, addrs)
+	}
 	return l, nil
 }
 
-// Record writes one event, stamping its time if unset. A failed write is
-// logged (never returned: auditing must not fail the request it records).
+// Record writes one event, stamping its time if unset, its fields bounded.
+// An event over its address's rate is counted instead, and reported in a
+// KindSuppressed line. A failed write is logged (never returned: auditing
+// must not fail the request it records).
 func (l *Log) Record(ctx context.Context, e Event) {
 	if l == nil {
 		return
@@ -103,6 +167,23 @@ func (l *Log) Record(ctx context.Context, e Event) {
 		e.Time = l.now()
 	}
 	e.Time = e.Time.UTC()
+	e = bounded(e, l.maxField, l.maxScopes)
+	if l.limit != nil && e.Addr != "" && e.Kind != KindWrite {
+		ok, n := l.limit.admit(e.Addr, e.Time)
+		if n > 0 {
+			l.write(ctx, Event{
+				Time: e.Time, Kind: KindSuppressed, Addr: e.Addr, Result: ResultSuppressed,
+				Reason: strconv.Itoa(n) + " events suppressed", Suppressed: n,
+			})
+		}
+		if !ok {
+			return
+		}
+	}
+	l.write(ctx, e)
+}
+
+func (l *Log) write(ctx context.Context, e Event) {
 	line, err := json.Marshal(e)
 	if err != nil {
 		l.logger.ErrorContext(ctx, "audit event not encodable", "kind", e.Kind, "err", err)

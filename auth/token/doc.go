@@ -12,6 +12,11 @@
 //     (it implements registry/auth.AccessController) and for our own routes.
 //   - KeySet holds the active signing key and every key still accepted,
 //     so keys rotate without downtime.
+//   - Refreshes records every refresh token it issues (by jti, in the
+//     storage backend) and is read on each use, so a token revoked by id,
+//     by user or all at once stops working on every replica.
+//   - Unknown users are compared against a dummy bcrypt hash as costly as
+//     the costliest configured one, so timing does not tell them apart.
 //
 // The package does not depend on the registry: Service is a plain
 // http.Handler that can run standalone. It must not import internal/...,

@@ -106,6 +106,7 @@ type env struct {
 	keys   *KeySet
 	policy *pauth.Policy
 	robots *Robots
+	tokens *Refreshes
 	svc    *Service
 	ctl    *AccessController
 	srv    *httptest.Server
@@ -118,6 +119,8 @@ type envOptions struct {
 	limiter ratelimit.Options
 	// cacheSize is the controller's CacheSize.
 	cacheSize int
+	// audit configures the audit log; its clock is the env's.
+	audit audit.Options
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
@@ -158,10 +161,15 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.robots, err = NewRobots(inmemory.New(), RobotsOptions{Now: e.clock.Now}); err != nil {
+	store := inmemory.New()
+	if e.robots, err = NewRobots(store, RobotsOptions{Now: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	log, err := audit.New(e.audit, audit.Options{Now: e.clock.Now})
+	if e.tokens, err = NewRefreshes(store, RefreshesOptions{Now: e.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+	o.audit.Now = e.clock.Now
+	log, err := audit.New(e.audit, o.audit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +185,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		return RemoteHost(r)
 	}
 	if e.svc, err = NewService(e.keys, e.policy, users, Options{
-		Issuer: testIssuer, Service: testService, Robots: e.robots, Limiter: limiter,
+		Issuer: testIssuer, Service: testService, Robots: e.robots, Refreshes: e.tokens, Limiter: limiter,
 		Audit: log, ClientAddr: clientAddr, Now: e.clock.Now,
 	}); err != nil {
 		t.Fatal(err)
@@ -333,4 +341,11 @@ func (e *env) claimsOf(tok string) *Claims {
 		e.t.Fatalf("verify: %v", err)
 	}
 	return c
+}
+
+// len returns the bytes of audit lines written so far.
+func (b *lockedBuffer) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
 }

@@ -1,15 +1,20 @@
 package token
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/portcullis/portcullis/auth/audit"
 )
 
 // FuzzAuthorize gives the access controller arbitrary Authorization
@@ -78,4 +83,33 @@ func TestRSAKeys(t *testing.T) {
 	if _, err := NewKeySet(small); err == nil {
 		t.Error("1024-bit RSA key accepted")
 	}
+}
+
+// FuzzTokenRequest gives the token endpoint arbitrary credentials and
+// scopes: it must never panic, never issue a token for a wrong password,
+// and never write an audit line longer than its bound.
+func FuzzTokenRequest(f *testing.F) {
+	f.Add("alice", "nope", "repository:team/app:pull")
+	f.Add("robot+ci", "pcr_x", "repository:team/app:pull,push registry:catalog:*")
+	f.Add(strings.Repeat("u", 2000), "pw", "")
+	f.Add("alice", strings.Repeat("p", 2000), strings.Repeat("repository:a:pull ", 70))
+	e := newEnv(f, envOptions{audit: audit.Options{Burst: -1}})
+	f.Fuzz(func(t *testing.T, user, pass, scope string) {
+		form := url.Values{"grant_type": {"password"}, "username": {user}, "password": {pass}, "scope": {scope}}
+		r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		e.svc.ServeHTTP(w, r)
+		if w.Code == http.StatusOK && (testPasswords[user] == "" || testPasswords[user] != pass) {
+			t.Fatalf("token issued for %q/%q", user, pass)
+		}
+		e.audit.mu.Lock()
+		defer e.audit.mu.Unlock()
+		for _, line := range bytes.Split(e.audit.buf.Bytes(), []byte("\n")) {
+			if len(line) > 24<<10 {
+				t.Fatalf("audit line of %d bytes", len(line))
+			}
+		}
+		e.audit.buf.Reset()
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -24,21 +25,30 @@ var ErrBadCredentials = errors.New("invalid username or password")
 // immutable and safe for concurrent use.
 type Users struct {
 	hashes map[string][]byte
-	dummy  []byte // compared against for unknown users, to equalise timing
+	// dummy is compared against for unknown users: generated once, at the
+	// highest cost among the users, so an unknown user costs as much as
+	// the most expensive known one.
+	dummy []byte
 }
+
+// WeakCost is the bcrypt cost below which a hash is reported by Weak.
+const WeakCost = 10
 
 // NewUsers returns Users from bcrypt hashes keyed by name. It returns an
 // error for a hash bcrypt cannot read.
 func NewUsers(hashes map[string][]byte) (*Users, error) {
 	u := &Users{hashes: map[string][]byte{}}
-	cost := bcrypt.DefaultCost
+	cost := 0
 	for name, h := range hashes {
 		c, err := bcrypt.Cost(h)
 		if err != nil {
 			return nil, fmt.Errorf("user %s: not a bcrypt hash: %w", name, err)
 		}
-		cost = c
+		cost = max(cost, c)
 		u.hashes[name] = h
+	}
+	if len(hashes) == 0 {
+		cost = bcrypt.DefaultCost
 	}
 	dummy, err := bcrypt.GenerateFromPassword([]byte("portcullis-unknown-user"), cost)
 	if err != nil {
@@ -46,6 +56,25 @@ func NewUsers(hashes map[string][]byte) (*Users, error) {
 	}
 	u.dummy = dummy
 	return u, nil
+}
+
+// Weak returns the users whose hashes have a bcrypt cost below WeakCost,
+// sorted by name, with their costs.
+func (u *Users) Weak() []WeakUser {
+	var out []WeakUser
+	for name, h := range u.hashes {
+		if c, err := bcrypt.Cost(h); err == nil && c < WeakCost {
+			out = append(out, WeakUser{Name: name, Cost: c})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// WeakUser is a user whose password hash is cheap to guess against.
+type WeakUser struct {
+	Name string
+	Cost int
 }
 
 // LoadUsers reads the users of an auth configuration: inline bcrypt

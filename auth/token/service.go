@@ -31,13 +31,16 @@ type Options struct {
 	Service string
 	// Lifetime of access tokens; default 5 minutes.
 	Lifetime time.Duration
-	// RefreshLifetime of refresh tokens; default 30 days. Negative: no
+	// RefreshLifetime of refresh tokens; default 7 days. Negative: no
 	// refresh tokens are issued.
 	RefreshLifetime time.Duration
 	// Leeway tolerated on refresh tokens' exp, nbf and iat; default 30s.
 	Leeway time.Duration
 	// Robots authenticates robot+NAME logins; nil means no robot accounts.
 	Robots *Robots
+	// Refreshes records issued refresh tokens, each checked on use so it
+	// can be revoked; nil means no refresh tokens are issued or accepted.
+	Refreshes *Refreshes
 	// Limiter rate-limits failed logins; default ratelimit.New with its
 	// defaults and this clock.
 	Limiter *ratelimit.Limiter
@@ -78,7 +81,7 @@ func NewService(keys *KeySet, policy *pauth.Policy, users *Users, opts Options) 
 		opts.Lifetime = 5 * time.Minute
 	}
 	if opts.RefreshLifetime == 0 {
-		opts.RefreshLifetime = 30 * 24 * time.Hour
+		opts.RefreshLifetime = 7 * 24 * time.Hour
 	}
 	if opts.Leeway == 0 {
 		opts.Leeway = 30 * time.Second
@@ -112,8 +115,16 @@ func NewService(keys *KeySet, policy *pauth.Policy, users *Users, opts Options) 
 	return s, nil
 }
 
-// maxScopes bounds the scopes of one token request.
-const maxScopes = 64
+const (
+	// maxScopes bounds the scopes of one token request.
+	maxScopes = 64
+	// maxCredential bounds a username and a password: longer ones fail as
+	// wrong credentials without a bcrypt comparison.
+	maxCredential = 1 << 10
+	// maxAuditedDecisions bounds the decisions one token request writes to
+	// the audit log; one more line counts the rest.
+	maxAuditedDecisions = 16
+)
 
 // tokenResponse is the JSON answer of the specification; token and
 // access_token carry the same JWT for both kinds of client.
@@ -271,6 +282,18 @@ func parseScopes(values []string) ([]pauth.Scope, *httpError) {
 // login authenticates a user or robot+NAME, under the rate limit.
 func (s *Service) login(ctx context.Context, user, pass, addr string) (pauth.Subject, string, *httpError) {
 	ev := audit.Event{Kind: audit.KindAuthentication, Subject: attempted(user), Addr: addr, Action: "login"}
+	if len(user) > maxCredential || len(pass) > maxCredential {
+		// Counted against the address only: an absurd name is no user.
+		if wait, ok := s.opts.Limiter.Allow("", addr); !ok {
+			ev.Result, ev.Reason = audit.ResultLocked, "too many failed logins"
+			s.audit(ctx, ev)
+			return pauth.Subject{}, "", &httpError{status: http.StatusTooManyRequests, code: "slow_down", msg: "too many failed logins, try again later", retryAfter: wait}
+		}
+		s.opts.Limiter.Failure("", addr)
+		ev.Result, ev.Reason = audit.ResultFailure, "credentials too long"
+		s.audit(ctx, ev)
+		return pauth.Subject{}, "", errUnauthorized
+	}
 	if wait, ok := s.opts.Limiter.Allow(user, addr); !ok {
 		ev.Result, ev.Reason = audit.ResultLocked, "too many failed logins"
 		s.audit(ctx, ev)
@@ -353,6 +376,16 @@ func (s *Service) checkRefresh(ctx context.Context, raw string) (pauth.Subject, 
 	if claims.Use != useRefresh {
 		return pauth.Subject{}, "", "not a refresh token", nil
 	}
+	if s.opts.Refreshes == nil {
+		return pauth.Subject{}, "", "refresh tokens are disabled", nil
+	}
+	rec, err := s.opts.Refreshes.Get(ctx, claims.ID)
+	if errors.Is(err, ErrRefreshNotFound) || (err == nil && rec.Subject != claims.Subject) {
+		return pauth.Subject{}, "", "refresh token revoked", nil
+	}
+	if err != nil {
+		return pauth.Subject{}, "", "", err
+	}
 	var (
 		subject pauth.Subject
 		current string
@@ -410,7 +443,7 @@ func (s *Service) issue(ctx context.Context, w http.ResponseWriter, req request)
 	if req.oauth {
 		resp.Scope = formatAccess(access)
 	}
-	if req.offline && req.subject.Kind != pauth.Anonymous && s.opts.RefreshLifetime > 0 {
+	if req.offline && req.subject.Kind != pauth.Anonymous && s.opts.RefreshLifetime > 0 && s.opts.Refreshes != nil {
 		exp := now.Add(s.opts.RefreshLifetime)
 		if req.subject.Kind == pauth.Robot && s.opts.Robots != nil {
 			if r, err := s.opts.Robots.Get(ctx, req.subject.Name); err == nil && !r.ExpiresAt.IsZero() && r.ExpiresAt.Before(exp) {
@@ -419,6 +452,11 @@ func (s *Service) issue(ctx context.Context, w http.ResponseWriter, req request)
 		}
 		rc := s.claims(req.subject, now, exp)
 		rc.Use, rc.Credential, rc.Groups = useRefresh, req.cred, nil
+		rec := RefreshRecord{ID: rc.ID, Subject: rc.Subject, IssuedAt: now.UTC(), ExpiresAt: exp.UTC()}
+		if err := s.opts.Refreshes.record(ctx, rec); err != nil {
+			s.opts.Logger.ErrorContext(ctx, "issue refresh token", "err", err)
+			return errInternal
+		}
 		if resp.RefreshToken, err = s.keys.sign(rc); err != nil {
 			s.opts.Logger.ErrorContext(ctx, "issue refresh token", "err", err)
 			return errInternal
@@ -468,6 +506,23 @@ func (s *Service) grant(ctx context.Context, req request) []ResourceActions {
 		want[r] = append(want[r], sc.Actions...)
 	}
 	access := []ResourceActions{}
+	audited, skipped := 0, 0
+	record := func(e audit.Event) {
+		if audited == maxAuditedDecisions {
+			skipped++
+			return
+		}
+		audited++
+		s.audit(ctx, e)
+	}
+	defer func() {
+		if skipped > 0 {
+			s.audit(ctx, audit.Event{
+				Kind: audit.KindDecision, Subject: req.subject.String(), Addr: req.addr, Action: "token",
+				Result: audit.ResultSuppressed, Reason: fmt.Sprintf("%d more decisions not audited", skipped), Suppressed: skipped,
+			})
+		}
+	}()
 	for _, r := range order {
 		ev := audit.Event{Kind: audit.KindDecision, Subject: req.subject.String(), Addr: req.addr, Action: "token"}
 		switch {
@@ -483,7 +538,7 @@ func (s *Service) grant(ctx context.Context, req request) []ResourceActions {
 				e := ev
 				e.Action, e.Repository, e.Rule, e.Reason = ru.Action.String(), r.name, ru.Rule, ru.Reason
 				e.Result = result(ru.Allowed)
-				s.audit(ctx, e)
+				record(e)
 			}
 			if granted != 0 {
 				access = append(access, ResourceActions{Type: r.typ, Class: r.class, Name: r.name, Actions: granted.Names()})
@@ -491,7 +546,7 @@ func (s *Service) grant(ctx context.Context, req request) []ResourceActions {
 		case r.typ == "registry" && r.name == "catalog" && contains(want[r], "*"):
 			ru := s.policy.Catalog(req.subject)
 			ev.Action, ev.Repository, ev.Rule, ev.Reason, ev.Result = "catalog", "", ru.Rule, ru.Reason, result(ru.Allowed)
-			s.audit(ctx, ev)
+			record(ev)
 			if ru.Allowed {
 				access = append(access, ResourceActions{Type: "registry", Name: "catalog", Actions: []string{"*"}})
 			}

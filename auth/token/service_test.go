@@ -288,7 +288,8 @@ func TestRobots(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{})
+	// Every attempt audited, to count them.
+	e := newEnv(t, envOptions{audit: audit.Options{Burst: -1}})
 	const attacker, home = "203.0.113.7", "198.51.100.1"
 	for i := range 1000 {
 		status, _ := e.getToken("alice", "guess-"+string(rune('a'+i%26)), attacker, nil)

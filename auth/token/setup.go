@@ -32,10 +32,13 @@ type Deps struct {
 
 // Components are the auth parts built from one configuration.
 type Components struct {
-	Policy     *pauth.Policy
-	Keys       *KeySet
-	Users      *Users
-	Robots     *Robots // nil when robots are disabled
+	Policy *pauth.Policy
+	Keys   *KeySet
+	Users  *Users
+	Robots *Robots // nil when robots are disabled
+	// Refreshes records refresh tokens; nil (no refresh tokens) without a
+	// store or with a negative refresh lifetime.
+	Refreshes  *Refreshes
 	Service    *Service
 	Controller *AccessController
 }
@@ -61,8 +64,21 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 	if c.Users, err = LoadUsers(cfg); err != nil {
 		return nil, err
 	}
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	for _, w := range c.Users.Weak() {
+		logger.Warn("weak password hash: bcrypt cost below 10, rehash with registry auth hash",
+			"user", w.Name, "cost", w.Cost)
+	}
 	if cfg.Robots.On() && deps.Store != nil {
 		if c.Robots, err = NewRobots(deps.Store, RobotsOptions{Dir: cfg.Robots.Path, MaxLifetime: cfg.Robots.MaxLifetime.D(), Now: deps.Now}); err != nil {
+			return nil, err
+		}
+	}
+	if deps.Store != nil && cfg.Token.RefreshLifetime >= 0 {
+		if c.Refreshes, err = NewRefreshes(deps.Store, RefreshesOptions{Now: deps.Now}); err != nil {
 			return nil, err
 		}
 	}
@@ -77,7 +93,7 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 	c.Service, err = NewService(c.Keys, c.Policy, c.Users, Options{
 		Issuer: cfg.Token.Issuer, Service: cfg.Token.Service,
 		Lifetime: cfg.Token.Lifetime.D(), RefreshLifetime: cfg.Token.RefreshLifetime.D(), Leeway: cfg.Token.Leeway.D(),
-		Robots: c.Robots, Limiter: limiter, Audit: deps.Audit, ClientAddr: deps.ClientAddr, Now: deps.Now, Logger: deps.Logger,
+		Robots: c.Robots, Refreshes: c.Refreshes, Limiter: limiter, Audit: deps.Audit, ClientAddr: deps.ClientAddr, Now: deps.Now, Logger: deps.Logger,
 	})
 	if err != nil {
 		return nil, err

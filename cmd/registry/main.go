@@ -14,7 +14,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	var ue usageError
 	var ee exitError
 	switch {
@@ -42,6 +42,9 @@ const usage = `usage:
   registry serve [--config FILE] [--addr HOST:PORT] [--data DIR] [--token-only]
   registry config validate FILE
   registry auth keygen FILE
+  registry auth hash [--cost 12] < PASSWORD
+  registry auth tokens list [--user USER] [--config FILE] [--data DIR]
+  registry auth tokens revoke ID|--user USER|--all [--config FILE] [--data DIR]
   registry robot create NAME --repo PATTERN --action ACTION [--expires 720h] [--config FILE] [--data DIR]
   registry robot list|revoke [NAME] [--config FILE] [--data DIR]
   registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
@@ -49,7 +52,7 @@ const usage = `usage:
   registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY]
   registry version`
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return usageError{"no command given"}
@@ -64,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return validateConfig(args[2:], stdout)
 	case "auth":
-		return authCmd(args[1:], stdout)
+		return authCmd(ctx, args[1:], stdin, stdout, stderr)
 	case "robot":
 		return robotCmd(ctx, args[1:], stdout, stderr)
 	case "policy":

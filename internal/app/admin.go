@@ -26,6 +26,19 @@ func OpenRobots(ctx context.Context, cfg *config.Config) (*token.Robots, error) 
 	return token.NewRobots(driver, token.RobotsOptions{Dir: cfg.Auth.Robots.Path, MaxLifetime: cfg.Auth.Robots.MaxLifetime.D()})
 }
 
+// OpenRefreshes opens the records of issued refresh tokens kept in the
+// configured storage backend, for listing and revoking them.
+func OpenRefreshes(ctx context.Context, cfg *config.Config) (*token.Refreshes, error) {
+	if !cfg.Auth.Enabled {
+		return nil, errors.New("auth is not enabled in this configuration")
+	}
+	driver, err := newDriver(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return token.NewRefreshes(driver, token.RefreshesOptions{})
+}
+
 // ExplainAccess explains the policy's decision for subject ("user:alice",
 // "robot:ci", "anonymous") on scope ("repository:team/app:push").
 func ExplainAccess(ctx context.Context, cfg *config.Config, subject, scope string) (string, error) {

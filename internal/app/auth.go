@@ -41,7 +41,8 @@ type authParts struct {
 // log from the auth section.
 func (a *App) buildAuth(driver storagedriver.StorageDriver) (*authParts, error) {
 	cfg := a.cfg
-	w, closeAudit, err := audit.Open(cfg.Auth.Audit.File, os.Stdout, os.Stderr)
+	w, closeAudit, err := audit.Open(cfg.Auth.Audit.File,
+		audit.Rotation{MaxSize: int64(cfg.Auth.Audit.MaxSize), MaxFiles: cfg.Auth.Audit.MaxFiles}, os.Stdout, os.Stderr)
 	if err != nil {
 		return nil, fmt.Errorf("auth.audit.file: %w", err)
 	}
