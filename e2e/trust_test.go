@@ -263,7 +263,29 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 	if err == nil || !strings.Contains(out, "quarantined") {
 		t.Fatalf("bob pulled quarantined content: %v\n%s", err, out)
 	}
+	if strings.Contains(out, strings.TrimPrefix(d, "sha256:")) {
+		t.Errorf("the refusal of a pull by tag names the digest: %s", out)
+	}
 	run(t, aliceEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1") // the pusher may
+	// Every other route to the quarantined content is closed to bob: the
+	// manifest read as a blob, its config and layer, its referrers.
+	cfgName, _ := img.ConfigName()
+	layers, _ := img.Layers()
+	layer, _ := layers[0].Digest()
+	for what, blob := range map[string]string{"manifest": d, "config": cfgName.String(), "layer": layer.String()} {
+		if out, err := runErr(bobEnv, crane, "blob", "--insecure", h+"/guarded/app@"+blob); err == nil || !strings.Contains(out, "quarantined") {
+			t.Errorf("bob read the quarantined %s as a blob: %v\n%.200s", what, err, out)
+		}
+		run(t, aliceEnv, crane, "blob", "--insecure", h+"/guarded/app@"+blob)
+	}
+	btok := bearer(t, reg.URL(), "bob", "bob-pw", "repository:guarded/app:pull")
+	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/v2/guarded/app/referrers/"+d, nil)
+	req.Header.Set("Authorization", "Bearer "+btok)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob listed the referrers of quarantined content: %v %v", err, resp.Status)
+	} else {
+		resp.Body.Close()
+	}
 
 	// Sign while a CI job waits on the verdict.
 	tok := bearer(t, reg.URL(), "bob", "bob-pw", "repository:guarded/app:pull")
@@ -287,6 +309,9 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 	}
 	if out, err := runErr(bobEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1"); err != nil {
 		t.Errorf("bob after signing: %v\n%s", err, out)
+	}
+	if out, err := runErr(bobEnv, crane, "pull", "--insecure", h+"/guarded/app:v1", filepath.Join(t.TempDir(), "pulled.tar")); err != nil {
+		t.Errorf("bob pulling the whole image after signing: %v\n%s", err, out)
 	}
 
 	// A signed multi-platform index covers its children: bob pulls a

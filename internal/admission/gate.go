@@ -78,6 +78,7 @@ type Gate struct {
 	verdicts *prometheus.CounterVec
 	sigs     *prometheus.CounterVec
 	webhookc *prometheus.CounterVec
+	owners   *ownerIndex
 }
 
 // Options are a Gate's dependencies; Verifier and Audit may be nil.
@@ -87,12 +88,15 @@ type Options struct {
 	// Verifier.
 	Parents parentFinder
 	// Scans evaluates scan policies; nil when scanning is off.
-	Scans    ScanChecker
-	Webhooks []config.Webhook
-	Pushers  *Pushers
-	Audit    *audit.Log
-	Log      *slog.Logger
-	Metrics  prometheus.Registerer
+	Scans ScanChecker
+	// Manifests lists a repository's manifests, for blob reads in
+	// quarantine repositories; nil withholds no blob.
+	Manifests manifestWalker
+	Webhooks  []config.Webhook
+	Pushers   *Pushers
+	Audit     *audit.Log
+	Log       *slog.Logger
+	Metrics   prometheus.Registerer
 }
 
 // New returns a Gate.
@@ -104,6 +108,7 @@ func New(o Options) (*Gate, error) {
 		return nil, errors.New("admission: a verifier needs a parent finder")
 	}
 	g := &Gate{verifier: o.Verifier, parents: o.Parents, scans: o.Scans, pushers: o.Pushers, audit: o.Audit, log: o.Log,
+		owners: newOwnerIndex(o.Manifests),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
 			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",
@@ -323,6 +328,9 @@ func oneLine(s string) string {
 type Pull struct {
 	Repository string
 	Digest     digest.Digest
+	// Tag is the tag the reader asked for, "" for a read by digest: a
+	// refusal names the digest only to a reader who named it.
+	Tag string
 	// Login is the reader; CanPush reports that the reader may push to the
 	// repository (and so sign: signatures are pushed).
 	Login   string
@@ -333,34 +341,57 @@ type Pull struct {
 // that is not trusted yet is withheld from everyone but its pusher and those
 // who may sign it. It returns nil or a DENIED errcode error.
 func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
-	trustQ := g.mode(p.Repository) == policy.ModeQuarantine
-	scanQ := g.scanMode(p.Repository) == policy.ModeQuarantine
-	if (!trustQ && !scanQ) || p.CanPush {
+	if !g.quarantined(p.Repository) || p.CanPush {
 		return nil
 	}
 	if p.Login != "" && g.pushers.Pusher(p.Repository, p.Digest) == p.Login {
 		return nil
 	}
-	if trustQ {
+	return g.withheld(ctx, p)
+}
+
+// quarantined reports whether a trust or scan policy in quarantine mode
+// applies to repo.
+func (g *Gate) quarantined(repo string) bool {
+	return g.mode(repo) == policy.ModeQuarantine || g.scanMode(repo) == policy.ModeQuarantine
+}
+
+// withheld returns nil when p's content is released (trusted and passing
+// its scan, as the repository's quarantine policies ask), else the DENIED
+// error that tells the reader why.
+func (g *Gate) withheld(ctx context.Context, p Pull) error {
+	byDigest := p.Tag == ""
+	name := p.Repository + ":" + p.Tag
+	if byDigest {
+		name = p.Repository + "@" + p.Digest.String()
+	}
+	if g.mode(p.Repository) == policy.ModeQuarantine {
 		v, err := g.verify(ctx, "pull", p.Repository, p.Digest)
 		if err != nil {
 			return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
 		}
 		if !v.Trusted {
+			if !byDigest {
+				return errcode.ErrorCodeDenied.WithMessage("quarantined: " + name + " is awaiting a trusted signature")
+			}
 			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
-				"quarantined: %s@%s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
-				p.Repository, p.Digest, oneLine(v.Reason), p.Repository, p.Digest))
+				"quarantined: %s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
+				name, oneLine(v.Reason), p.Repository, p.Digest))
 		}
 	}
-	if scanQ {
+	if g.scanMode(p.Repository) == policy.ModeQuarantine {
 		pass, decided, reason := g.scans.CheckStored(ctx, p.Repository, p.Digest)
 		switch {
+		case !decided && !byDigest:
+			return errcode.ErrorCodeDenied.WithMessage("quarantined: " + name + " is awaiting its vulnerability scan")
 		case !decided:
 			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
-				"quarantined: %s@%s is awaiting its vulnerability scan; GET /api/v1/repositories/%s/manifests/%s/vulnerabilities shows it when done",
-				p.Repository, p.Digest, p.Repository, p.Digest))
+				"quarantined: %s is awaiting its vulnerability scan; GET /api/v1/repositories/%s/manifests/%s/vulnerabilities shows it when done",
+				name, p.Repository, p.Digest))
+		case !pass && !byDigest:
+			return errcode.ErrorCodeDenied.WithMessage("quarantined: " + name + " does not pass the repository's vulnerability policy")
 		case !pass:
-			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("quarantined: %s@%s: %s", p.Repository, p.Digest, oneLine(reason)))
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("quarantined: %s: %s", name, oneLine(reason)))
 		}
 	}
 	return nil
@@ -368,7 +399,11 @@ func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
 
 // RecordPush remembers who pushed a manifest, for quarantine exemptions.
 func (g *Gate) RecordPush(repo string, d digest.Digest, login string) {
-	if login == "" || (g.mode(repo) != policy.ModeQuarantine && g.scanMode(repo) != policy.ModeQuarantine) {
+	if !g.quarantined(repo) {
+		return
+	}
+	g.owners.forget(repo)
+	if login == "" {
 		return
 	}
 	if err := g.pushers.Record(repo, d, login); err != nil {

@@ -37,7 +37,7 @@ func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (*ad
 		log = a.auth.audit
 	}
 	return admission.New(admission.Options{
-		Verifier: verifier, Parents: content, Scans: a.scanner, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
+		Verifier: verifier, Parents: content, Manifests: content, Scans: a.scanner, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
 		Log: a.log, Metrics: a.metrics,
 	})
 }

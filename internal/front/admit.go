@@ -19,6 +19,7 @@ type Admission interface {
 	Active(repo string) bool
 	AdmitTag(ctx context.Context, p admission.TagPush) error
 	AllowPull(ctx context.Context, p admission.Pull) error
+	AllowBlob(ctx context.Context, b admission.BlobRead) error
 	RecordPush(repo string, d digest.Digest, login string)
 }
 
@@ -78,13 +79,53 @@ func (h *Handler) allowPull(w http.ResponseWriter, r *http.Request, rt Route) bo
 			return true // unknown tag: distribution answers 404
 		}
 	}
-	canPush := false
-	if h.guard != nil {
-		s := h.guard.Tags.SubjectForLogin(login)
-		granted, _ := h.guard.Tags.Grant(s, rt.Name, pauth.Push)
-		canPush = granted&pauth.Push != 0
+	err := h.admission.AllowPull(r.Context(), admission.Pull{Repository: rt.Name, Digest: d, Tag: rt.Tag, Login: login, CanPush: h.canPush(login, rt.Name)})
+	if err != nil {
+		h.writeError(w, r, err)
+		return false
 	}
-	if err := h.admission.AllowPull(r.Context(), admission.Pull{Repository: rt.Name, Digest: d, Login: login, CanPush: canPush}); err != nil {
+	return true
+}
+
+// canPush reports whether login may push to repo (and so may read what is
+// quarantined there: signing means pushing).
+func (h *Handler) canPush(login, repo string) bool {
+	if h.guard == nil {
+		return false
+	}
+	granted, _ := h.guard.Tags.Grant(h.guard.Tags.SubjectForLogin(login), repo, pauth.Push)
+	return granted&pauth.Push != 0
+}
+
+// allowBlob applies quarantine to a blob GET: a config, a layer or a
+// manifest revision read as a blob is withheld unless released content of
+// the repository uses it. HEAD reveals no content and is not gated. It
+// answers the request and returns false when the blob is withheld.
+func (h *Handler) allowBlob(w http.ResponseWriter, r *http.Request, rt Route) bool {
+	if h.admission == nil || r.Method != http.MethodGet || !h.admission.Active(rt.Name) {
+		return true
+	}
+	c := callerOf(r)
+	if h.guard != nil && !c.Granted() {
+		return true // distribution answers with the challenge
+	}
+	err := h.admission.AllowBlob(r.Context(), admission.BlobRead{Repository: rt.Name, Digest: rt.Digest, Login: c.Login, CanPush: h.canPush(c.Login, rt.Name)})
+	if err != nil {
+		h.writeError(w, r, err)
+		return false
+	}
+	return true
+}
+
+// allowReferrers applies quarantine to the referrers of a subject: the list
+// of a withheld manifest is withheld with it.
+func (h *Handler) allowReferrers(w http.ResponseWriter, r *http.Request, rt Route) bool {
+	if h.admission == nil || !h.admission.Active(rt.Name) {
+		return true
+	}
+	login := callerOf(r).Login
+	err := h.admission.AllowPull(r.Context(), admission.Pull{Repository: rt.Name, Digest: rt.Digest, Login: login, CanPush: h.canPush(login, rt.Name)})
+	if err != nil {
 		h.writeError(w, r, err)
 		return false
 	}

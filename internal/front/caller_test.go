@@ -87,6 +87,13 @@ func (a *recordingAdmission) AllowPull(_ context.Context, p admission.Pull) erro
 	return nil
 }
 
+func (a *recordingAdmission) AllowBlob(_ context.Context, b admission.BlobRead) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.puller = b.Login
+	return nil
+}
+
 func (a *recordingAdmission) RecordPush(_ string, _ digest.Digest, login string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -118,7 +125,9 @@ func TestCallerResolvedOnce(t *testing.T) {
 			wantStatus: http.StatusOK, wantCalls: 1, wantLogin: "alice"},
 		{name: "manifest DELETE", method: http.MethodDelete, path: "/v2/team/app/manifests/" + subject,
 			wantStatus: http.StatusAccepted, wantCalls: 1},
-		{name: "blob GET left to distribution", method: http.MethodGet, path: "/v2/team/app/blobs/" + subject,
+		{name: "blob GET under admission", method: http.MethodGet, path: "/v2/team/app/blobs/" + subject,
+			wantStatus: http.StatusOK, wantCalls: 1, wantLogin: "alice"},
+		{name: "blob HEAD left to distribution", method: http.MethodHead, path: "/v2/team/app/blobs/" + subject,
 			wantStatus: http.StatusOK, wantCalls: 0},
 		{name: "referrers without grant", method: http.MethodGet, path: "/v2/team/app/referrers/" + subject,
 			deny: true, wantStatus: http.StatusUnauthorized, wantCalls: 1},

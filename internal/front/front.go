@@ -107,7 +107,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.writeError(w, r, c.Err)
 			return
 		}
-		h.referrers.ServeHTTP(w, r, rt.Name, rt.Digest)
+		if h.allowReferrers(w, r, rt) {
+			h.referrers.ServeHTTP(w, r, rt.Name, rt.Digest)
+		}
 		return
 	}
 	//nolint:staticcheck // distribution looks this value up by its exact string key.
@@ -120,6 +122,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.monolithicPost(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest:
 		if h.allowPull(w, r, rt) {
+			h.registry.ServeHTTP(w, r)
+		}
+	case r.Method == http.MethodGet && rt.Kind == KindBlob:
+		if h.allowBlob(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest:
@@ -149,6 +155,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) callerAction(r *http.Request, rt Route) string {
 	switch {
 	case rt.Kind == KindReferrers:
+		return "pull"
+	case rt.Kind == KindBlob && r.Method == http.MethodGet && h.admission != nil && h.admission.Active(rt.Name):
 		return "pull"
 	case rt.Kind != KindManifest:
 		return ""
