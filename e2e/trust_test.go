@@ -286,6 +286,13 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
+	req, _ = http.NewRequest(http.MethodGet, reg.URL()+"/api/v1/repositories/guarded/app/manifests/"+d+"/sbom", nil)
+	req.Header.Set("Authorization", "Bearer "+btok)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob read the SBOM of quarantined content: %v %v", err, resp.Status)
+	} else {
+		resp.Body.Close()
+	}
 
 	// Sign while a CI job waits on the verdict.
 	tok := bearer(t, reg.URL(), "bob", "bob-pw", "repository:guarded/app:pull")

@@ -54,6 +54,10 @@ type Options struct {
 	// Documents serves .../vulnerabilities and .../sbom; nil when
 	// scanning is not running.
 	Documents Documents
+	// Withheld returns the refusal of a read of repo@d by the caller login
+	// when the content is quarantined from that caller (its SBOM is withheld
+	// with it), nil otherwise; nil withholds nothing.
+	Withheld func(ctx context.Context, repo string, d digest.Digest, login string) error
 	// Log receives internal errors; default none.
 	Log *slog.Logger
 	// Now is the clock of ?wait; default time.Now.
@@ -65,6 +69,7 @@ type Handler struct {
 	auth     Authorizer
 	verdicts Verdicts
 	docs     Documents
+	withheld func(ctx context.Context, repo string, d digest.Digest, login string) error
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -77,7 +82,7 @@ func New(o Options) (*Handler, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, log: o.Log, now: o.Now}, nil
+	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, log: o.Log, now: o.Now}, nil
 }
 
 // ServeHTTP serves, to clients that may pull the repository,
@@ -95,6 +100,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = r.WithContext(WithCaller(r.Context(), c))
+	if what == WhatSBOM && h.withheld != nil {
+		if err := h.withheld(r.Context(), repo, d, c.Login); err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+	}
 	switch {
 	case what == WhatVerdict && h.verdicts != nil:
 		h.serveVerdict(w, r, repo, d)

@@ -184,6 +184,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
+	apiOpts.Withheld = fr.Withheld
 	apiHandler, err := api.New(apiOpts)
 	if err != nil {
 		return err

@@ -87,6 +87,16 @@ func (h *Handler) allowPull(w http.ResponseWriter, r *http.Request, rt Route) bo
 	return true
 }
 
+// Withheld returns the refusal of a read of repo@d by login when the
+// content is quarantined from login, nil otherwise: for the routes of the
+// /api/v1/ that serve what content reveals (its SBOM).
+func (h *Handler) Withheld(ctx context.Context, repo string, d digest.Digest, login string) error {
+	if h.admission == nil || !h.admission.Active(repo) {
+		return nil
+	}
+	return h.admission.AllowPull(ctx, admission.Pull{Repository: repo, Digest: d, Login: login, CanPush: h.canPush(login, repo)})
+}
+
 // canPush reports whether login may push to repo (and so may read what is
 // quarantined there: signing means pushing).
 func (h *Handler) canPush(login, repo string) bool {
