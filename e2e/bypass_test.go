@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,5 +55,83 @@ func TestEnforceBypasses(t *testing.T) {
 	sd, _ := subjected.Digest()
 	if err := remote.Write(ref(t, h+"/guarded/app@"+sd.String()), subjected); err != nil {
 		t.Errorf("a manifest with a subject pushed by digest: %v", err)
+	}
+}
+
+// TestCatalogAndReservedRepository: the catalog lists only the
+// repositories the caller may pull and never the registry's vulnerability
+// database, which no client may write or delete, whatever the rules say.
+func TestCatalogAndReservedRepository(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	dir := t.TempDir()
+	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
+	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
+	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
+	cfg := fmt.Sprintf(`version: 1
+auth:
+  enabled: true
+  token:
+    signingKeyFile: %[1]s/key.pem
+  users:
+    - name: alice
+      passwordFile: %[1]s/alice
+    - name: bob
+      passwordFile: %[1]s/bob
+  rules:
+    - name: alice-team
+      subjects: [user:alice]
+      repositories: ["team/**"]
+      actions: ["*"]
+    - name: bob-everything
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: ["*"]
+    - name: not-bobs
+      subjects: [user:bob]
+      repositories: ["secret/**"]
+      actions: ["*"]
+      effect: deny
+`, dir)
+	reg := startRegistry(t, startOptions{config: cfg})
+	h := reg.Addr
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	bobEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, aliceEnv, crane, "auth", "login", "--insecure", h, "-u", "alice", "-p", "alice-pw")
+	run(t, bobEnv, crane, "auth", "login", "--insecure", h, "-u", "bob", "-p", "bob-pw")
+	img, _ := random.Image(256, 1)
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, img)
+	run(t, aliceEnv, crane, "push", "--insecure", tarPath, h+"/team/app:v1")
+	run(t, bobEnv, crane, "push", "--insecure", tarPath, h+"/other/app:v1")
+
+	for _, c := range []struct {
+		env        []string
+		want, hide []string
+	}{
+		{aliceEnv, []string{"team/app"}, []string{"other/app", "portcullis/vulndb"}},
+		{bobEnv, []string{"team/app", "other/app"}, []string{"portcullis/vulndb"}},
+	} {
+		out := run(t, c.env, crane, "catalog", "--insecure", h)
+		lines := strings.Fields(out)
+		for _, w := range c.want {
+			if !slices.Contains(lines, w) {
+				t.Errorf("catalog %q lacks %s", out, w)
+			}
+		}
+		for _, x := range c.hide {
+			if slices.Contains(lines, x) {
+				t.Errorf("catalog %q lists %s", out, x)
+			}
+		}
+	}
+
+	// bob may push and delete everywhere, but not the database.
+	if out, err := runErr(bobEnv, crane, "push", "--insecure", tarPath, h+"/portcullis/vulndb:latest"); err == nil || !strings.Contains(out, "DENIED") {
+		t.Errorf("a client overwrote the vulnerability database: %v\n%s", err, out)
+	}
+	if out, err := runErr(bobEnv, crane, "delete", "--insecure", h+"/portcullis/vulndb:latest"); err == nil || !strings.Contains(out, "DENIED") {
+		t.Errorf("a client deleted the vulnerability database: %v\n%s", err, out)
 	}
 }

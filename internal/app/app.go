@@ -168,7 +168,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	opts.Events, opts.Log = events, a.log
+	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
 	gate, err := a.buildAdmission(repos, refs)
 	if err != nil {
 		return err

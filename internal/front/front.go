@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,7 @@ type Handler struct {
 	guard     *Guard
 	admission Admission
 	events    Events
+	hidden    []string
 	log       *slog.Logger
 }
 
@@ -64,6 +66,10 @@ type Options struct {
 	Admission Admission
 	// Events receives each successful manifest push, tag and delete.
 	Events Events
+	// Reserved are repositories the registry writes itself (its
+	// vulnerability database): no client may write to them, whatever the
+	// access rules say, and the catalog does not list them.
+	Reserved []string
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
@@ -81,7 +87,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission,
+	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
 		events: o.Events, log: o.Log}, nil
 }
 
@@ -93,6 +99,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.writeError(w, r, err)
+		return
+	}
+	if slices.Contains(h.hidden, rt.Name) && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.writeError(w, r, errcode.ErrorCodeDenied.WithMessage(rt.Name+" is written only by the registry itself (registry vulndb import)"))
 		return
 	}
 	if action := h.callerAction(r, rt); action != "" {
@@ -124,6 +134,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.allowPull(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
+	case r.Method == http.MethodGet && rt.Kind == KindCatalog:
+		h.serveCatalog(w, r)
 	case r.Method == http.MethodGet && rt.Kind == KindBlob:
 		if h.allowBlob(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
