@@ -3,8 +3,9 @@ package api
 import (
 	"strings"
 
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+
+	pauth "github.com/portcullis/portcullis/auth"
 )
 
 // Prefix is where the API is mounted.
@@ -43,7 +44,7 @@ func parseManifestPath(rest string) (repo string, d digest.Digest, ok bool) {
 		return "", "", false
 	}
 	repo = rest[:i]
-	if _, err := reference.WithName(repo); err != nil {
+	if !pauth.ValidRepository(repo) {
 		return "", "", false
 	}
 	d, err := digest.Parse(rest[i+len("/manifests/"):])

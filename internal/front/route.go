@@ -8,6 +8,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+
+	pauth "github.com/portcullis/portcullis/auth"
 )
 
 // Kind is the kind of a /v2/ endpoint.
@@ -122,11 +124,15 @@ func anchoredTag(s string) bool {
 	return loc != nil && loc[0] == 0 && loc[1] == len(s)
 }
 
+// validateName checks a repository name against the distribution spec's
+// grammar, on every route: no upper case and no host:port in any component
+// (reference.WithName would take those as a domain), so that a name is
+// stored, and matched by policy patterns, exactly as written.
 func validateName(name string) error {
-	if _, err := reference.WithName(name); err != nil {
+	if !pauth.ValidRepository(name) {
 		return errcode.ErrorCodeNameInvalid.WithMessage(fmt.Sprintf(
-			"invalid repository name %s: %v; names are lower-case path components of letters, digits and separators ('.', '_', '__', '-'), at most 255 characters",
-			quoteShort(name), err))
+			"invalid repository name %s: names are lower-case path components of letters, digits and separators ('.', '_', '__', '-'), at most 255 characters",
+			quoteShort(name)))
 	}
 	return nil
 }

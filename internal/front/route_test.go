@@ -32,6 +32,11 @@ func TestParseRoute(t *testing.T) {
 		{path: "/v2/x/referrers/" + dgst, want: Route{Kind: KindReferrers, Name: "x", Digest: dgst}},
 		{path: "/v2/referrers/x/referrers/" + dgst, want: Route{Kind: KindReferrers, Name: "referrers/x", Digest: dgst}},
 		{path: "/v2/A/tags/list", wantCode: "NAME_INVALID"},
+		// A first component with upper case or a port is a domain to
+		// reference.WithName; the spec's grammar has no domain.
+		{path: "/v2/Scanned/vuln/manifests/v1", wantCode: "NAME_INVALID"},
+		{path: "/v2/localhost:5000/x/blobs/uploads/", wantCode: "NAME_INVALID"},
+		{path: "/v2/registry.example.com/Team/app/tags/list", wantCode: "NAME_INVALID"},
 		{path: "/v2/a-/manifests/x", wantCode: "NAME_INVALID"},
 		{path: "/v2/" + strings.Repeat("a", 256) + "/manifests/x", wantCode: "NAME_INVALID"},
 		{path: "/v2/a/manifests/-x", wantCode: "TAG_INVALID"},
