@@ -88,6 +88,9 @@ func TestBadInput(t *testing.T) {
 		{name: "unknown blob", method: "GET", path: "a/blobs/" + emptyDigest.String(), wantStatus: 404, wantCode: "BLOB_UNKNOWN"},
 		{name: "unknown upload", method: "PATCH", path: "a/blobs/uploads/nope", body: []byte("x"), wantStatus: 404, wantCode: "BLOB_UPLOAD_INVALID"},
 		{name: "bad page size", method: "GET", path: "a/tags/list?n=-1", wantStatus: 400, wantCode: "PAGINATION_NUMBER_INVALID"},
+		// The core would put these in a storage path and answer 500 with it.
+		{name: "catalog marker too long", method: "GET", path: "_catalog?last=" + strings.Repeat("x", 300), wantStatus: 400, wantCode: "NAME_INVALID"},
+		{name: "tags marker too long", method: "GET", path: "a/tags/list?last=" + strings.Repeat("x", 300), wantStatus: 400, wantCode: "TAG_INVALID"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +170,11 @@ func TestUploadErrors(t *testing.T) {
 		status, _, _ := do(t, "PATCH", loc, "application/octet-stream", data[10:], "Content-Range", "10-19")
 		if status != http.StatusRequestedRangeNotSatisfiable {
 			t.Errorf("PATCH 10-19 first: %d, want 416", status)
+		}
+		// A Content-Range that is no range is the client's error, not a 500.
+		status, code, _ := do(t, "PATCH", loc, "application/octet-stream", data[:10], "Content-Range", "bogus")
+		if status != http.StatusRequestedRangeNotSatisfiable || code != "RANGE_INVALID" {
+			t.Errorf("PATCH with Content-Range bogus: %d %s, want 416 RANGE_INVALID", status, code)
 		}
 		// The session is still usable from the start.
 		status, _, h := do(t, "PATCH", loc, "application/octet-stream", data[:10], "Content-Range", "0-9")

@@ -87,7 +87,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{registry: registry, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
+	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
 		events: o.Events, log: o.Log}, nil
 }
 
@@ -98,6 +98,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if err := checkParams(r, rt); err != nil {
 		h.writeError(w, r, err)
 		return
 	}

@@ -3,6 +3,8 @@ package front
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"regexp"
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -150,4 +152,26 @@ func quoteShort(s string) string {
 		s = s[:80] + "..."
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// contentRange is the Content-Range of a chunked upload, START-END.
+var contentRange = regexp.MustCompile(`^[0-9]{1,19}-[0-9]{1,19}$`)
+
+// checkParams refuses, as a client error, the parameters the registry core
+// would otherwise fail on with an internal error: a pagination marker that
+// is no tag or repository name (the core uses it in a storage path), a
+// Content-Range that is not START-END.
+func checkParams(r *http.Request, rt Route) error {
+	last := r.URL.Query().Get("last")
+	switch {
+	case rt.Kind == KindTags && last != "" && !anchoredTag(last):
+		return errcode.ErrorCodeTagInvalid.WithMessage("last must be a tag from the previous page's Link header")
+	case rt.Kind == KindCatalog && last != "" && !pauth.ValidRepository(last):
+		return errcode.ErrorCodeNameInvalid.WithMessage("last must be a repository name from the previous page's Link header")
+	case rt.Kind == KindUpload && r.Method == http.MethodPatch:
+		if cr := r.Header.Get("Content-Range"); cr != "" && !contentRange.MatchString(cr) {
+			return errcode.ErrorCodeRangeInvalid.WithMessage("Content-Range must be START-END, the byte offsets of the chunk (as in 0-1023)")
+		}
+	}
+	return nil
 }
