@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -134,4 +136,91 @@ auth:
 	if out, err := runErr(bobEnv, crane, "delete", "--insecure", h+"/portcullis/vulndb:latest"); err == nil || !strings.Contains(out, "DENIED") {
 		t.Errorf("a client deleted the vulnerability database: %v\n%s", err, out)
 	}
+}
+
+// TestEnforceAfterTheTag: in an enforce repository a tag's content must
+// stay signed: once its signature is deleted, readers who may not push
+// (and so could not sign it again) are refused the tag, its blobs and its
+// digest, until it is signed again.
+func TestEnforceAfterTheTag(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	s := newSigners(t)
+	// alice may also delete, to delete the signature.
+	users := strings.Replace(aliceAndBob(t), "actions: [pull, push]", "actions: [\"*\"]", 1)
+	reg := startRegistry(t, startOptions{config: "version: 1\n" + users + s.trustConfig("enforce")})
+	h := reg.Addr
+	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	bobEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, aliceEnv, crane, "auth", "login", "--insecure", h, "-u", "alice", "-p", "alice-pw")
+	run(t, bobEnv, crane, "auth", "login", "--insecure", h, "-u", "bob", "-p", "bob-pw")
+
+	d := pushByDigestAs(t, aliceEnv, crane, h, "guarded/app")
+	ref := h + "/guarded/app@" + d
+	sign := func() {
+		t.Helper()
+		if out, err := runErr(aliceEnv, s.cosign, "sign", "--key", s.cosignKey, "--tlog-upload=false", "--use-signing-config=false",
+			"--allow-http-registry", "-y", ref); err != nil {
+			t.Fatalf("sign: %v\n%s", err, out)
+		}
+	}
+	sign()
+	run(t, aliceEnv, crane, "tag", "--insecure", ref, "v1")
+	pulled := filepath.Join(t.TempDir(), "pulled.tar")
+	run(t, bobEnv, crane, "pull", "--insecure", h+"/guarded/app:v1", pulled)
+
+	// Delete every signature of the digest.
+	btok := bearer(t, reg.URL(), "alice", "alice-pw", "repository:guarded/app:pull")
+	sigs := referrerDigests(t, reg.URL(), "guarded/app", d, btok)
+	if len(sigs) == 0 {
+		t.Fatal("no signature referrer to delete")
+	}
+	for _, sd := range sigs {
+		run(t, aliceEnv, crane, "delete", "--insecure", h+"/guarded/app@"+sd)
+	}
+	out, err := runErr(bobEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1")
+	if err == nil || !strings.Contains(out, "no longer signed") {
+		t.Errorf("bob pulled a tag whose signature was deleted: %v\n%.300s", err, out)
+	}
+	if out, err := runErr(bobEnv, crane, "pull", "--insecure", ref, pulled); err == nil {
+		t.Errorf("bob pulled the unsigned digest: %s", out)
+	}
+	run(t, aliceEnv, crane, "manifest", "--insecure", h+"/guarded/app:v1") // who may push (and sign) may read
+
+	sign()
+	run(t, bobEnv, crane, "pull", "--insecure", h+"/guarded/app:v1", pulled)
+}
+
+// pushByDigestAs pushes a fresh image by digest with the credentials in env.
+func pushByDigestAs(t *testing.T, env []string, crane, host, repo string) string {
+	t.Helper()
+	img, _ := random.Image(1024, 1)
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, img)
+	d := imageDigest(t, img)
+	run(t, env, crane, "push", "--insecure", tarPath, host+"/"+repo+"@"+d)
+	return d
+}
+
+// referrerDigests lists the referrers of repo@d through the referrers API.
+func referrerDigests(t *testing.T, base, repo, d, token string) []string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/v2/"+repo+"/referrers/"+d, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var idx struct {
+		Manifests []struct{ Digest string } `json:"manifests"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
+		t.Fatalf("referrers of %s: %d %v", d, resp.StatusCode, err)
+	}
+	var out []string
+	for _, m := range idx.Manifests {
+		out = append(out, m.Digest)
+	}
+	return out
 }

@@ -45,7 +45,7 @@ type BlobRead struct {
 // may read quarantined content: its pusher, or one who may push). A blob no
 // manifest uses is withheld too. The refusal does not name manifests.
 func (g *Gate) AllowBlob(ctx context.Context, b BlobRead) error {
-	if !g.quarantined(b.Repository) || b.CanPush || g.owners.walker == nil {
+	if !g.gated(b.Repository) || b.CanPush || g.owners.walker == nil {
 		return nil
 	}
 	owners, err := g.owners.of(ctx, b.Repository, b.Digest)
@@ -60,7 +60,7 @@ func (g *Gate) AllowBlob(ctx context.Context, b BlobRead) error {
 		if b.Login != "" && g.pushers.Pusher(b.Repository, o) == b.Login {
 			return nil
 		}
-		if g.withheld(ctx, Pull{Repository: b.Repository, Digest: o, Tag: "-"}) == nil {
+		if g.withheld(ctx, Pull{Repository: b.Repository, Digest: o, Tag: "-"}, 0) == nil {
 			return nil
 		}
 	}
@@ -71,6 +71,14 @@ func (g *Gate) AllowBlob(ctx context.Context, b BlobRead) error {
 // manifestWalker calls fn with every manifest stored in a repository.
 type manifestWalker interface {
 	WalkManifests(ctx context.Context, repo string, fn func(d digest.Digest, payload []byte) error) error
+}
+
+// manifestSource reads a repository's manifests, one or all.
+type manifestSource interface {
+	manifestWalker
+	// Manifest returns a manifest's media type and bytes, or an error
+	// wrapping trust.ErrNotFound.
+	Manifest(ctx context.Context, repo string, d digest.Digest) (string, []byte, error)
 }
 
 // ownerIndex maps the blobs of quarantine repositories to the manifests
@@ -90,8 +98,12 @@ type repoOwners struct {
 	owners map[digest.Digest][]digest.Digest
 }
 
-func newOwnerIndex(w manifestWalker) *ownerIndex {
-	return &ownerIndex{walker: w, now: time.Now, repos: map[string]*repoOwners{}}
+func newOwnerIndex(w manifestSource) *ownerIndex {
+	x := &ownerIndex{now: time.Now, repos: map[string]*repoOwners{}}
+	if w != nil {
+		x.walker = w
+	}
+	return x
 }
 
 // forget drops repo's index; the next read rebuilds it.

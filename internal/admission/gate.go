@@ -2,9 +2,11 @@ package admission
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -79,6 +81,7 @@ type Gate struct {
 	sigs     *prometheus.CounterVec
 	webhookc *prometheus.CounterVec
 	owners   *ownerIndex
+	content  manifestSource
 }
 
 // Options are a Gate's dependencies; Verifier and Audit may be nil.
@@ -89,9 +92,9 @@ type Options struct {
 	Parents parentFinder
 	// Scans evaluates scan policies; nil when scanning is off.
 	Scans ScanChecker
-	// Manifests lists a repository's manifests, for blob reads in
-	// quarantine repositories; nil withholds no blob.
-	Manifests manifestWalker
+	// Manifests reads a repository's manifests, for reads of gated
+	// repositories; nil withholds no blob and follows no subject.
+	Manifests manifestSource
 	Webhooks  []config.Webhook
 	Pushers   *Pushers
 	Audit     *audit.Log
@@ -108,7 +111,7 @@ func New(o Options) (*Gate, error) {
 		return nil, errors.New("admission: a verifier needs a parent finder")
 	}
 	g := &Gate{verifier: o.Verifier, parents: o.Parents, scans: o.Scans, pushers: o.Pushers, audit: o.Audit, log: o.Log,
-		owners: newOwnerIndex(o.Manifests),
+		owners: newOwnerIndex(o.Manifests), content: o.Manifests,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
 			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",
@@ -337,17 +340,21 @@ type Pull struct {
 	CanPush bool
 }
 
-// AllowPull decides a manifest read in a quarantine repository: content
-// that is not trusted yet is withheld from everyone but its pusher and those
-// who may sign it. It returns nil or a DENIED errcode error.
+// AllowPull decides a manifest read in a repository whose content is
+// gated on reads: a quarantine repository (trust or scan), where content
+// that is not released yet is withheld, and an enforce repository, where
+// content that is no longer trusted (its signature deleted or replaced, its
+// signer's key no longer trusted) is withheld from then on. Its pusher and
+// those who may push (and so sign) may read it. It returns nil or a DENIED
+// errcode error.
 func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
-	if !g.quarantined(p.Repository) || p.CanPush {
+	if !g.gated(p.Repository) || p.CanPush {
 		return nil
 	}
 	if p.Login != "" && g.pushers.Pusher(p.Repository, p.Digest) == p.Login {
 		return nil
 	}
-	return g.withheld(ctx, p)
+	return g.withheld(ctx, p, 0)
 }
 
 // quarantined reports whether a trust or scan policy in quarantine mode
@@ -356,28 +363,71 @@ func (g *Gate) quarantined(repo string) bool {
 	return g.mode(repo) == policy.ModeQuarantine || g.scanMode(repo) == policy.ModeQuarantine
 }
 
-// withheld returns nil when p's content is released (trusted and passing
-// its scan, as the repository's quarantine policies ask), else the DENIED
-// error that tells the reader why.
-func (g *Gate) withheld(ctx context.Context, p Pull) error {
+// gated reports whether reads of repo's content are checked: in quarantine
+// and in trust enforce mode.
+func (g *Gate) gated(repo string) bool {
+	return g.quarantined(repo) || g.mode(repo) == policy.ModeEnforce
+}
+
+// maxSubjectDepth bounds the chain of subjects followed from an artifact
+// (a signature of an SBOM of an image) to the content it belongs to.
+const maxSubjectDepth = 4
+
+// withheld returns nil when p's content is released, else the DENIED error
+// that tells the reader why. An artifact with a subject (a signature, an
+// SBOM) is released with its subject; cosign's signature tags and indexes
+// of referrers (ExemptTag) are not gated; anything else must be trusted in
+// a quarantine or enforce repository and pass its scan in a scan
+// quarantine repository.
+func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
+	if g.content != nil {
+		_, payload, err := g.content.Manifest(ctx, p.Repository, p.Digest)
+		switch {
+		case errors.Is(err, trust.ErrNotFound):
+			return nil // the registry core answers 404
+		case err != nil:
+			g.log.ErrorContext(ctx, "read manifest for a pull check", "repo", p.Repository, "digest", p.Digest, "err", err)
+			return errcode.ErrorCodeUnavailable.WithMessage("could not check the manifest against the repository's policy; retry later")
+		}
+		if subject := subjectOf(payload); subject != "" && depth < maxSubjectDepth {
+			return g.withheld(ctx, Pull{Repository: p.Repository, Digest: subject, Tag: "-"}, depth+1)
+		}
+		if p.Tag != "" && p.Tag != "-" && ExemptTag(ctx, p.Tag, payload, func(ctx context.Context, d digest.Digest) (digest.Digest, error) {
+			_, b, err := g.content.Manifest(ctx, p.Repository, d)
+			return subjectOf(b), err
+		}) {
+			return nil
+		}
+	}
 	byDigest := p.Tag == ""
 	name := p.Repository + ":" + p.Tag
 	if byDigest {
 		name = p.Repository + "@" + p.Digest.String()
 	}
-	if g.mode(p.Repository) == policy.ModeQuarantine {
+	switch mode := g.mode(p.Repository); mode {
+	case policy.ModeQuarantine, policy.ModeEnforce:
 		v, err := g.verify(ctx, "pull", p.Repository, p.Digest)
 		if err != nil {
 			return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
 		}
-		if !v.Trusted {
-			if !byDigest {
-				return errcode.ErrorCodeDenied.WithMessage("quarantined: " + name + " is awaiting a trusted signature")
-			}
-			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
-				"quarantined: %s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
-				name, oneLine(v.Reason), p.Repository, p.Digest))
+		if v.Trusted {
+			break
 		}
+		if mode == policy.ModeEnforce {
+			g.log.WarnContext(ctx, "pull of content no longer trusted withheld", "repo", p.Repository, "digest", p.Digest, "reason", v.Reason)
+			msg := "withheld: " + name + " is no longer signed by a signer that policy " + strconv.Quote(v.Policy) +
+				" trusts (a signature was deleted or replaced, or a key is no longer trusted); sign it again"
+			if byDigest {
+				msg += " (" + oneLine(v.Reason) + ")"
+			}
+			return errcode.ErrorCodeDenied.WithMessage(msg)
+		}
+		if !byDigest {
+			return errcode.ErrorCodeDenied.WithMessage("quarantined: " + name + " is awaiting a trusted signature")
+		}
+		return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf(
+			"quarantined: %s is awaiting a trusted signature (%s); GET /api/v1/repositories/%s/manifests/%s/verdict?wait=30s waits for it",
+			name, oneLine(v.Reason), p.Repository, p.Digest))
 	}
 	if g.scanMode(p.Repository) == policy.ModeQuarantine {
 		pass, decided, reason := g.scans.CheckStored(ctx, p.Repository, p.Digest)
@@ -395,6 +445,19 @@ func (g *Gate) withheld(ctx context.Context, p Pull) error {
 		}
 	}
 	return nil
+}
+
+// subjectOf returns the subject a manifest names, "" for none.
+func subjectOf(payload []byte) digest.Digest {
+	var m struct {
+		Subject *struct {
+			Digest digest.Digest `json:"digest"`
+		} `json:"subject"`
+	}
+	if json.Unmarshal(payload, &m) != nil || m.Subject == nil || m.Subject.Digest.Validate() != nil {
+		return ""
+	}
+	return m.Subject.Digest
 }
 
 // RecordPush remembers who pushed a manifest, for quarantine exemptions.
