@@ -162,8 +162,12 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
+	gates, err := compileScanGates(a.cfg.Scan)
+	if err != nil {
+		return err
+	}
 	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
-		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Policies: a.cfg.Scan})
+		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -11,10 +12,12 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
+	pauth "github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/scanner"
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
@@ -83,4 +86,60 @@ func ImportVulnDB(ctx context.Context, cfg *config.Config, dir string) (digest.D
 		return "", nil, err
 	}
 	return scanner.ImportDB(ctx, repos, dir)
+}
+
+// scanGate is a scan policy and the repositories it applies to.
+type scanGate struct {
+	repos []pauth.Pattern
+	gate  scan.RepoGate
+}
+
+// scanGates are the scan policies in configuration order: the first whose
+// repository patterns match a repository applies to it.
+type scanGates []scanGate
+
+// For returns the scan policy of repo, ok false when none applies.
+func (gs scanGates) For(repo string) (*scan.RepoGate, bool) {
+	for i := range gs {
+		for _, p := range gs[i].repos {
+			if p.Match(repo) {
+				return &gs[i].gate, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// compileScanGates translates the scan policies of the configuration into
+// the scanner's. It returns an error, with the key, for a repository
+// pattern, an expiry date or a gate that does not compile.
+func compileScanGates(cfg config.Scan) (scanGates, error) {
+	var out scanGates
+	for i, p := range cfg.Policies {
+		g := scanGate{gate: scan.RepoGate{Name: p.Name, Mode: p.Mode, Timeout: p.Timeout.D(), Gate: scan.GatePolicy{
+			MaxSeverity: p.MaxSeverity, UnknownSeverity: p.UnknownSeverity, IgnoreUnfixed: p.IgnoreUnfixed,
+			FailOnUnchecked: p.FailOnUnchecked,
+		}}}
+		for _, r := range p.Repositories {
+			pat, err := pauth.ParsePattern(r)
+			if err != nil {
+				return nil, fmt.Errorf("scan.policies[%d].repositories: %w", i, err)
+			}
+			g.repos = append(g.repos, pat)
+		}
+		for j, a := range p.Allowlist {
+			e := scan.AllowEntry{ID: a.ID, Package: a.Package, Reason: a.Reason}
+			if a.Expires != "" {
+				if err := e.Expires.UnmarshalText([]byte(a.Expires)); err != nil {
+					return nil, fmt.Errorf("scan.policies[%d].allowlist[%d].expires: %w", i, j, err)
+				}
+			}
+			g.gate.Gate.Allowlist = append(g.gate.Gate.Allowlist, e)
+		}
+		if err := g.gate.Gate.Validate(); err != nil {
+			return nil, fmt.Errorf("scan.policies[%d]: %w", i, err)
+		}
+		out = append(out, g)
+	}
+	return out, nil
 }

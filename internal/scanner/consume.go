@@ -321,8 +321,8 @@ func referrerTag(tag string) bool {
 // its scan policy's timeout when that is longer than the least time given
 // to any background scan (s.minScanTimeout, defaultScanTimeout).
 func (s *Service) scanTimeout(repo string) time.Duration {
-	if g := s.gateFor(repo); g != nil && g.timeout > s.minScanTimeout {
-		return g.timeout
+	if g := s.gateFor(repo); g != nil && g.Timeout > s.minScanTimeout {
+		return g.Timeout
 	}
 	return s.minScanTimeout
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/inventory"
@@ -86,7 +85,7 @@ func TestScanTimeLimit(t *testing.T) {
 		t.Errorf("time limit without a policy: %v, want %v", got, defaultScanTimeout)
 	}
 	h.svc.minScanTimeout = 0 // the policy's limit, however short
-	h.withPolicy(config.ScanPolicy{Name: "slow", Mode: "audit", Timeout: config.Duration(200 * time.Millisecond)})
+	h.withPolicy(scan.RepoGate{Name: "slow", Mode: "audit", Timeout: 200 * time.Millisecond})
 	h.importDB()
 	img := testImage(t, map[string]string{"a.txt": "a"})
 	h.onLayers(img, func(ctx context.Context) error {
@@ -201,8 +200,8 @@ func TestScanPushHidesStorageErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "the registry could not read the image from storage; try again"; o.Status != StatusFailed || o.Reason != want {
-		t.Errorf("outcome %s %q, want %s %q", o.Status, o.Reason, StatusFailed, want)
+	if want := "the registry could not read the image from storage; try again"; o.Status != scan.StatusFailed || o.Reason != want {
+		t.Errorf("outcome %s %q, want %s %q", o.Status, o.Reason, scan.StatusFailed, want)
 	}
 }
 

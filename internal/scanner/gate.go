@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -15,59 +14,23 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
-	pauth "github.com/portcullis/portcullis/auth"
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
-// gatePolicy is a compiled scan.policies entry.
-type gatePolicy struct {
-	name    string
-	repos   []pauth.Pattern
-	mode    string
-	gate    scan.GatePolicy
-	timeout time.Duration
+// Gates says which scan policy applies to a repository: the first whose
+// repository patterns match it, or ok false when none does.
+type Gates interface {
+	For(repo string) (g *scan.RepoGate, ok bool)
 }
 
-func compileGates(cfg config.Scan) ([]gatePolicy, error) {
-	var out []gatePolicy
-	for i, p := range cfg.Policies {
-		g := gatePolicy{name: p.Name, mode: p.Mode, timeout: p.Timeout.D(), gate: scan.GatePolicy{
-			MaxSeverity: p.MaxSeverity, UnknownSeverity: p.UnknownSeverity, IgnoreUnfixed: p.IgnoreUnfixed,
-			FailOnUnchecked: p.FailOnUnchecked,
-		}}
-		for _, r := range p.Repositories {
-			pat, err := pauth.ParsePattern(r)
-			if err != nil {
-				return nil, fmt.Errorf("scan.policies[%d].repositories: %w", i, err)
-			}
-			g.repos = append(g.repos, pat)
-		}
-		for j, a := range p.Allowlist {
-			e := scan.AllowEntry{ID: a.ID, Package: a.Package, Reason: a.Reason}
-			if a.Expires != "" {
-				if err := e.Expires.UnmarshalText([]byte(a.Expires)); err != nil {
-					return nil, fmt.Errorf("scan.policies[%d].allowlist[%d].expires: %w", i, j, err)
-				}
-			}
-			g.gate.Allowlist = append(g.gate.Allowlist, e)
-		}
-		if err := g.gate.Validate(); err != nil {
-			return nil, fmt.Errorf("scan.policies[%d]: %w", i, err)
-		}
-		out = append(out, g)
+// gateFor returns the scan policy of repo, or nil when none applies.
+func (s *Service) gateFor(repo string) *scan.RepoGate {
+	if s.gates == nil {
+		return nil
 	}
-	return out, nil
-}
-
-func (s *Service) gateFor(repo string) *gatePolicy {
-	for i := range s.gates {
-		for _, p := range s.gates[i].repos {
-			if p.Match(repo) {
-				return &s.gates[i]
-			}
-		}
+	if g, ok := s.gates.For(repo); ok {
+		return g
 	}
 	return nil
 }
@@ -75,24 +38,10 @@ func (s *Service) gateFor(repo string) *gatePolicy {
 // ScanMode returns the scan policy mode of repo, or "" when none applies.
 func (s *Service) ScanMode(repo string) string {
 	if g := s.gateFor(repo); g != nil {
-		return g.mode
+		return g.Mode
 	}
 	return ""
 }
-
-// Scan statuses of an Outcome.
-const (
-	// StatusScanned is an image with a scan report.
-	StatusScanned = "scanned"
-	// StatusPending is an image that is to be scanned and has no result yet.
-	StatusPending = "pending"
-	// StatusFailed is an image that could not be scanned: a corrupt layer,
-	// a scan over its time limit.
-	StatusFailed = "failed"
-	// StatusNotScanned is a manifest that is not scanned: no vulnerability
-	// database is loaded, or it is not a container image.
-	StatusNotScanned = "not-scanned"
-)
 
 // defaultPushTimeout bounds ScanPush in a repository without a scan policy.
 const defaultPushTimeout = 60 * time.Second
@@ -100,89 +49,39 @@ const defaultPushTimeout = 60 * time.Second
 // noDatabase is the reason nothing is scanned before a database is imported.
 const noDatabase = "no vulnerability database has been imported, so nothing can be scanned (registry vulndb import DIR)"
 
-// Outcome is what is known of an image's vulnerability scan when a tag is
-// pushed.
-type Outcome struct {
-	// Status is StatusScanned, StatusPending, StatusFailed or
-	// StatusNotScanned.
-	Status string
-	// Reason says, in one line, why an image is not scanned (yet); empty
-	// when it is scanned.
-	Reason string
-	// Report is the scan report; set when Status is StatusScanned.
-	Report *scan.Report
-	// Gate is the repository's scan policy and its judgement of Report;
-	// nil when no policy applies or there is no report.
-	Gate *GateOutcome
-	// exempt marks a manifest that is not a container image (an index, an
-	// artifact): its images are gated when tagged, it is not.
-	exempt bool
-}
-
-// GateOutcome is a scan policy's judgement of a report.
-type GateOutcome struct {
-	// Name and Mode are the policy's (scan.policies[].name, .mode).
-	Name, Mode string
-	// MaxSeverity is the highest severity that passes: none, low, medium,
-	// high or critical.
-	MaxSeverity string
-	// UnknownSeverity is what an unrated finding counts as: low, medium,
-	// high, critical or unknown (never counts).
-	UnknownSeverity string
-	// Result is the policy applied to the report.
-	Result scan.GateResult
-}
-
-// Admits reports whether an enforce gate lets the outcome through, and
-// the reason for a refusal: a scanned image passes its policy (or has
-// none), a manifest that is not an image is not gated, and everything else
-// (pending, failed, no database) is refused.
-func (o Outcome) Admits() (bool, string) {
-	switch {
-	case o.Status == StatusScanned && o.Gate != nil:
-		return o.Gate.Result.Pass, fmt.Sprintf("vulnerability policy %q: %s", o.Gate.Name, o.Gate.Result.Reason)
-	case o.Status == StatusScanned, o.exempt:
-		return true, ""
-	case o.Reason == "":
-		return false, "awaiting a vulnerability scan"
-	default:
-		return false, o.Reason
-	}
-}
-
 // ScanPush scans a manifest being tagged (its blobs are already stored)
 // within the timeout of the repository's scan policy (60s without one),
 // and judges the report by that policy. It returns an error only when the
 // repository cannot be opened; a scan that fails or runs out of time is an
-// Outcome with StatusFailed, and no database or a manifest that is not an
-// image one with StatusNotScanned.
-func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (Outcome, error) {
+// scan.Outcome with scan.StatusFailed, and no database or a manifest that is not an
+// image one with scan.StatusNotScanned.
+func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scan.Outcome, error) {
 	g := s.gateFor(repo)
 	timeout := defaultPushTimeout
-	if g != nil && g.timeout > 0 {
-		timeout = g.timeout
+	if g != nil && g.Timeout > 0 {
+		timeout = g.Timeout
 	}
 	db := s.database()
 	if db == nil {
-		return Outcome{Status: StatusNotScanned, Reason: noDatabase}, nil
+		return scan.Outcome{Status: scan.StatusNotScanned, Reason: noDatabase}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r, err := s.open(ctx, repo)
 	if err != nil {
-		return Outcome{}, err
+		return scan.Outcome{}, err
 	}
-	failed := func(err error) Outcome {
+	failed := func(err error) scan.Outcome {
 		if ctx.Err() != nil {
-			return Outcome{Status: StatusFailed, Reason: fmt.Sprintf("the scan did not finish within %v", timeout)}
+			return scan.Outcome{Status: scan.StatusFailed, Reason: fmt.Sprintf("the scan did not finish within %v", timeout)}
 		}
 		if reason := transientReason(err); reason != "" {
 			// The client and the webhooks get the reason; the log, the
 			// cause (storage's own message, local paths).
 			s.log.WarnContext(ctx, "scan at a tag push failed", "repo", repo, "digest", d, "err", err)
-			return Outcome{Status: StatusFailed, Reason: reason}
+			return scan.Outcome{Status: scan.StatusFailed, Reason: reason}
 		}
-		return Outcome{Status: StatusFailed, Reason: "scan failed: " + err.Error()}
+		return scan.Outcome{Status: scan.StatusFailed, Reason: "scan failed: " + err.Error()}
 	}
 	img, ok, err := imageFromManifest(ctx, r, mediaType, manifest)
 	if err != nil {
@@ -217,7 +116,7 @@ func transientReason(err error) string {
 // recorded scan failure, not scanned (no database; not a container image)
 // or pending. manifest and mediaType are repo@d's, which need not be
 // stored yet (a tag push that uploads the manifest).
-func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) Outcome {
+func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scan.Outcome {
 	if classify(mediaType, manifest) != kindImage {
 		return notImage(mediaType, manifest)
 	}
@@ -225,47 +124,39 @@ func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Diges
 	var unreadable *unreadableReportError
 	switch {
 	case errors.As(err, &unreadable):
-		return Outcome{Status: StatusFailed, Reason: unreadable.Error()}
+		return scan.Outcome{Status: scan.StatusFailed, Reason: unreadable.Error()}
 	case err != nil:
 		s.log.WarnContext(ctx, "read scan report", "repo", repo, "digest", d, "err", err)
-		return Outcome{Status: StatusPending, Reason: "the stored scan report could not be read"}
+		return scan.Outcome{Status: scan.StatusPending, Reason: "the stored scan report could not be read"}
 	case found:
 		return judge(s.gateFor(repo), report, time.Now())
 	}
 	if reason := s.failure(repo, d); reason != "" {
-		return Outcome{Status: StatusFailed, Reason: reason}
+		return scan.Outcome{Status: scan.StatusFailed, Reason: reason}
 	}
 	if s.database() == nil {
-		return Outcome{Status: StatusNotScanned, Reason: noDatabase}
+		return scan.Outcome{Status: scan.StatusNotScanned, Reason: noDatabase}
 	}
 	if s.scanning(repo, d) {
-		return Outcome{Status: StatusPending, Reason: "the image is being scanned"}
+		return scan.Outcome{Status: scan.StatusPending, Reason: "the image is being scanned"}
 	}
-	return Outcome{Status: StatusPending, Reason: "awaiting a vulnerability scan: the image is scanned once it is stored"}
+	return scan.Outcome{Status: scan.StatusPending, Reason: "awaiting a vulnerability scan: the image is scanned once it is stored"}
 }
 
 // notImage is the outcome of a manifest that is not a container image.
-func notImage(mediaType string, manifest []byte) Outcome {
+func notImage(mediaType string, manifest []byte) scan.Outcome {
 	reason := "not a container image: artifacts are not scanned"
 	if classify(mediaType, manifest) == kindIndex {
 		reason = "an index: each of its images is scanned on its own"
 	}
-	return Outcome{Status: StatusNotScanned, Reason: reason, exempt: true}
+	return scan.Outcome{Status: scan.StatusNotScanned, Reason: reason, Exempt: true}
 }
 
 // judge is the outcome of a report under policy g (nil: none) at now.
-func judge(g *gatePolicy, report *scan.Report, now time.Time) Outcome {
-	o := Outcome{Status: StatusScanned, Report: report}
-	if g == nil {
-		return o
-	}
-	o.Gate = &GateOutcome{Name: g.name, Mode: g.mode, MaxSeverity: strings.ToLower(g.gate.MaxSeverity),
-		UnknownSeverity: strings.ToLower(g.gate.UnknownSeverity), Result: g.gate.Evaluate(report, now)}
-	if o.Gate.MaxSeverity == "" {
-		o.Gate.MaxSeverity = "high"
-	}
-	if o.Gate.UnknownSeverity == "" {
-		o.Gate.UnknownSeverity = "critical"
+func judge(g *scan.RepoGate, report *scan.Report, now time.Time) scan.Outcome {
+	o := scan.Outcome{Status: scan.StatusScanned, Report: report}
+	if g != nil {
+		o.Gate = g.Judge(report, now)
 	}
 	return o
 }
@@ -288,8 +179,8 @@ func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest)
 		}
 		return false, false, "awaiting a vulnerability scan"
 	}
-	res := g.gate.Evaluate(report, time.Now())
-	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.name, res.Reason)
+	res := g.Gate.Evaluate(report, time.Now())
+	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.Name, res.Reason)
 }
 
 // unreadableReportError is a stored report that cannot be decoded.

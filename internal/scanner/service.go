@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
@@ -83,7 +82,7 @@ type Service struct {
 	queued   map[string]bool
 
 	meta  *bolt.DB
-	gates []gatePolicy
+	gates Gates
 
 	scans      *prometheus.CounterVec
 	duration   prometheus.Histogram
@@ -108,12 +107,12 @@ type Options struct {
 	Metrics  prometheus.Registerer
 	// Workers bounds concurrent scans; default 2.
 	Workers int
-	// Policies are the scan gates per repository.
-	Policies config.Scan
+	// Gates are the scan policies per repository; nil: none.
+	Gates Gates
 }
 
 // New returns a scanner service; Run starts it. It returns an error when
-// a dependency is missing, a policy does not compile, or a metric cannot
+// a dependency is missing or a metric cannot
 // be registered.
 func New(o Options) (*Service, error) {
 	if o.Repos == nil || o.Refs == nil || o.Catalog == nil || o.Outbox == nil || o.Metadata == nil || o.Log == nil || o.Metrics == nil {
@@ -126,16 +125,12 @@ func New(o Options) (*Service, error) {
 	if o.Workers == 0 {
 		o.Workers = 2
 	}
-	gates, err := compileGates(o.Policies)
-	if err != nil {
-		return nil, err
-	}
 	pool, err := scan.NewPool(scan.PoolOptions{Workers: o.Workers, QueueSize: 256, Logger: o.Log})
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{minScanTimeout: defaultScanTimeout,
-		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: gates,
+		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: o.Gates,
 		loaded: make(chan struct{}), kick: make(chan struct{}, 1), claims: map[string]chan struct{}{}, queued: map[string]bool{},
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
