@@ -281,7 +281,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if a.scanner != nil {
 		go func() {
 			defer close(scanDone)
-			if err := a.scanner.Run(scanCtx, dbPollInterval); err != nil {
+			if err := a.scanner.Run(scanCtx); err != nil {
 				a.log.ErrorContext(ctx, "scanner stopped", "err", err)
 			}
 		}()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
@@ -20,10 +19,6 @@ import (
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
-
-// dbPollInterval is how often a running registry looks for a newly
-// imported vulnerability database.
-const dbPollInterval = 5 * time.Second
 
 // indexedRepos opens repositories through the same middleware distribution
 // uses (sha512 aliases, the referrers index), for content the registry

@@ -167,8 +167,10 @@ func (s *Service) scanning(repo string, d digest.Digest) bool {
 }
 
 // hasVerdict reports whether repo@d has a verdict: remembered in the
-// metadata database, recorded as "scan failed", or with a report and an
-// inventory among its referrers in storage. In the last case (the metadata
+// metadata database, recorded as "scan failed" (in the metadata database,
+// or a failure artifact in storage newer than any report, which the
+// metadata database then caches), or with a report and an inventory among
+// its referrers in storage. In the last case (the metadata
 // database was lost, or another replica scanned the image) the inventory
 // is read back and re-matched against the loaded database, and the image
 // remembered (restore): no layer is read. An image with a report but no
@@ -183,6 +185,10 @@ func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) 
 		return false, fmt.Errorf("list referrers of %s@%s: %w", repo, d, err)
 	}
 	report, ok := newest(descs, artifact.ArtifactTypeReport)
+	if fail, failed := newestFailure(descs, report, ok); failed {
+		reason, err := s.readFailure(ctx, repo, d, fail)
+		return reason != "", err
+	}
 	if !ok {
 		return false, nil
 	}
@@ -299,7 +305,7 @@ func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) 
 			continue
 		}
 		if _, err := s.box.Append(ctx, outbox.Event{
-			Kind: outbox.KindPush, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, Time: time.Now(),
+			Kind: outbox.KindPush, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, Time: s.now(),
 		}); err != nil {
 			return queued, err
 		}
@@ -334,10 +340,11 @@ func (s *Service) scanTimeout(repo string) time.Duration {
 func (s *Service) runScan(ctx context.Context, r distribution.Repository, repo string, d digest.Digest, mt string, payload []byte, timeout time.Duration) (err error) {
 	scanCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	subject := subjectOf(d, mt, payload)
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.ErrorContext(ctx, "scan panicked", "repo", repo, "digest", d, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			err = s.failed(ctx, repo, d, errInternal)
+			err = s.failed(ctx, r, repo, subject, errInternal)
 		}
 	}()
 	err = s.scanImage(scanCtx, r, repo, d, mt, payload)
@@ -345,7 +352,7 @@ func (s *Service) runScan(ctx context.Context, r distribution.Repository, repo s
 		return err
 	}
 	if ctx.Err() == nil && errors.Is(scanCtx.Err(), context.DeadlineExceeded) {
-		return s.failed(ctx, repo, d, fmt.Errorf("took longer than %v", timeout))
+		return s.failed(ctx, r, repo, subject, fmt.Errorf("took longer than %v", timeout))
 	}
 	return err
 }
@@ -359,22 +366,22 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 	if s.database() == nil {
 		return errNoDB
 	}
-	start := time.Now()
+	start := s.now()
 	img, ok, err := imageFromManifest(ctx, r, mt, payload)
 	if err != nil {
-		return s.failed(ctx, repo, d, err)
+		return s.failed(ctx, r, repo, subjectOf(d, mt, payload), err)
 	}
 	if !ok {
 		return nil // an artifact
 	}
 	stored, err := s.indexer.Inventory(ctx, img, d.String())
 	if err != nil {
-		return s.failed(ctx, repo, d, fmt.Errorf("inventory: %w", err))
+		return s.failed(ctx, r, repo, subjectOf(d, mt, payload), fmt.Errorf("inventory: %w", err))
 	}
 	imt, _ := img.MediaType()
 	size, _ := img.Size()
 	subject := v1.Descriptor{MediaType: string(imt), Digest: d, Size: size}
-	now := time.Now()
+	now := s.now()
 	invArt, err := artifact.InventoryArtifact(subject, stored, now)
 	if err != nil {
 		return err
@@ -409,7 +416,7 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
 	}
 	s.scans.WithLabelValues("ok").Inc()
-	s.duration.Observe(time.Since(start).Seconds())
+	s.duration.Observe(s.now().Sub(start).Seconds())
 	for _, f := range report.Findings {
 		s.findings.WithLabelValues(strings.ToLower(string(f.Severity.Level))).Inc()
 	}
@@ -418,15 +425,27 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 
 // failed turns a scan error into the verdict "scan failed" unless it is
 // transient, which is returned as is to be retried.
-func (s *Service) failed(ctx context.Context, repo string, d digest.Digest, err error) error {
+func (s *Service) failed(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, err error) error {
 	if ctx.Err() != nil || transient(err) {
 		return err
 	}
-	if rerr := s.recordFailure(repo, d, err); rerr != nil {
+	if rerr := s.recordFailure(ctx, r, repo, subject, err); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	s.scans.WithLabelValues("failed").Inc()
 	return &failedError{err}
+}
+
+// subjectOf is the descriptor of manifest payload, digest d, of media type
+// mt unless the manifest names its own.
+func subjectOf(d digest.Digest, mt string, payload []byte) v1.Descriptor {
+	var m struct {
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(payload, &m) == nil && m.MediaType != "" {
+		mt = m.MediaType
+	}
+	return v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(payload))}
 }
 
 // transient reports whether a scan error is no fault of the image, so that

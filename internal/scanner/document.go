@@ -2,6 +2,7 @@ package scanner
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -27,7 +28,7 @@ func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo str
 		return
 	}
 	if !ok {
-		if reason := s.failure(repo, d); reason != "" {
+		if reason := s.storedFailure(ctx, repo, d); reason != "" {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnprocessableEntity)
 			_ = json.NewEncoder(w).Encode(map[string]string{"verdict": "scan failed", "reason": reason})
@@ -57,4 +58,23 @@ func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo str
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.Copy(w, bytes.NewReader(doc))
+}
+
+// storedFailure returns the reason of repo@d's scan failure: cached in the
+// metadata database, or read from its newest failure artifact in storage;
+// "" when it has none or storage cannot be read.
+func (s *Service) storedFailure(ctx context.Context, repo string, d digest.Digest) string {
+	if reason := s.failure(repo, d); reason != "" {
+		return reason
+	}
+	descs, err := s.refs.List(ctx, repo, d)
+	if err != nil {
+		return ""
+	}
+	fail, ok := newest(descs, artifact.ArtifactTypeFailure)
+	if !ok {
+		return ""
+	}
+	reason, _ := s.readFailure(ctx, repo, d, fail)
+	return reason
 }

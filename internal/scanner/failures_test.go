@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/scan"
+	"github.com/portcullis/portcullis/scan/artifact"
 	"github.com/portcullis/portcullis/scan/inventory"
 )
 
@@ -222,7 +223,11 @@ func TestRematchRetried(t *testing.T) {
 	h.svc.mu.RLock()
 	loaded := h.svc.dbIndex
 	h.svc.mu.RUnlock()
-	time.Sleep(200 * time.Millisecond) // ten polls
+	// A poll re-matches with the new database, fails to store the report,
+	// and leaves the matched database as it was, for the next poll.
+	if err := h.svc.reloadDB(context.Background()); err == nil {
+		t.Error("a poll stored nothing and reported no error")
+	}
 	if n := h.reports(repo, d); n != 1 || h.svc.matchedDB() == loaded {
 		t.Fatalf("while storage refuses writes: %d reports, matched database %s (loaded %s)", n, h.svc.matchedDB(), loaded)
 	}
@@ -230,5 +235,69 @@ func TestRematchRetried(t *testing.T) {
 	h.waitFor("the re-matched report", func() bool { return h.reports(repo, d) == 2 && h.svc.matchedDB() == loaded })
 	if h.findings(repo, d) == 0 {
 		t.Error("the re-matched report has no findings")
+	}
+}
+
+// TestFailureDurable: the verdict "scan failed" is kept in storage, next
+// to the image's reports: a node whose metadata database is lost (or
+// another replica) still knows it, with its reason, without scanning the
+// image again; a newer report supersedes it.
+func TestFailureDurable(t *testing.T) {
+	t.Parallel()
+	first := newHarness(t, nil)
+	first.importDB()
+	const repo = "team/broken"
+	img := testImage(t, map[string]string{"a.txt": "a"})
+	var calls atomic.Int32
+	first.onLayers(img, func(context.Context) error {
+		calls.Add(1)
+		panic("a parser bug")
+	})
+	d := first.pushImage(repo, "v1", img)
+	first.appendEvent(outbox.KindTag, repo, d, "v1")
+	first.waitFor("the verdict", func() bool { return first.svc.failure(repo, d) != "" && first.box.Len() == 0 })
+	const want = "scan failed: internal error while reading the image"
+	if n := first.referrers(repo, d, artifact.ArtifactTypeFailure); n != 1 {
+		t.Fatalf("%d failure artifacts in storage, want 1", n)
+	}
+	first.stop()
+
+	h := newHarness(t, first.driver) // same storage, a new metadata database
+	if reason := h.svc.failure(repo, d); reason != "" {
+		t.Fatalf("a new metadata database knows the failure %q", reason)
+	}
+	ctx := context.Background()
+	manifest, mt := h.manifestOf(repo, d)
+	o := h.svc.StoredOutcome(ctx, repo, d, manifest, mt)
+	if o.Status != scan.StatusFailed || o.Reason != want {
+		t.Errorf("outcome after losing the metadata: %s %q, want %s %q", o.Status, o.Reason, scan.StatusFailed, want)
+	}
+	if got := h.svc.failure(repo, d); got != want {
+		t.Errorf("cached failure %q, want %q", got, want)
+	}
+	h.importDB()
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	h.appendEvent(outbox.KindTag, repo, d, "v2")
+	h.waitFor("the entry", func() bool { return h.box.Len() == 0 })
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the image was read %d times, want 1: scanned again", n)
+	}
+	if n := testutil.ToFloat64(h.svc.scans.WithLabelValues("failed")); n != 0 {
+		t.Errorf("%v scans failed on the new node", n)
+	}
+
+	// A newer report (a later scan) wins over the failure.
+	h.onLayers(img, nil)
+	subject := subjectOf(d, mt, manifest)
+	a, err := artifact.ReportArtifact(subject, &scan.Report{}, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := push(ctx, h.repo(repo), a, ""); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newHarness(t, h.driver)
+	if o := fresh.svc.StoredOutcome(ctx, repo, d, manifest, mt); o.Status != scan.StatusScanned {
+		t.Errorf("outcome with a newer report: %s %q, want %s", o.Status, o.Reason, scan.StatusScanned)
 	}
 }

@@ -94,7 +94,7 @@ func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, ma
 	if err != nil {
 		return failed(err), nil
 	}
-	return judge(g, stored.Report(db, s.policy), time.Now()), nil
+	return judge(g, stored.Report(db, s.policy), s.now()), nil
 }
 
 // transientReason is what a client is told of a scan error that is no
@@ -120,7 +120,7 @@ func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Diges
 	if classify(mediaType, manifest) != kindImage {
 		return notImage(mediaType, manifest)
 	}
-	report, found, err := s.storedReport(ctx, repo, d)
+	report, reason, err := s.storedVerdict(ctx, repo, d)
 	var unreadable *unreadableReportError
 	switch {
 	case errors.As(err, &unreadable):
@@ -128,10 +128,9 @@ func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Diges
 	case err != nil:
 		s.log.WarnContext(ctx, "read scan report", "repo", repo, "digest", d, "err", err)
 		return scan.Outcome{Status: scan.StatusPending, Reason: "the stored scan report could not be read"}
-	case found:
-		return judge(s.gateFor(repo), report, time.Now())
-	}
-	if reason := s.failure(repo, d); reason != "" {
+	case report != nil:
+		return judge(s.gateFor(repo), report, s.now())
+	case reason != "":
 		return scan.Outcome{Status: scan.StatusFailed, Reason: reason}
 	}
 	if s.database() == nil {
@@ -168,18 +167,20 @@ func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest)
 	if g == nil {
 		return true, true, ""
 	}
-	report, found, err := s.storedReport(ctx, repo, d)
+	report, reason, err := s.storedVerdict(ctx, repo, d)
 	var unreadable *unreadableReportError
 	switch {
 	case errors.As(err, &unreadable):
 		return false, true, unreadable.Error()
-	case err != nil || !found:
+	case err == nil && reason != "":
+		return false, true, reason
+	case err != nil || report == nil:
 		if reason := s.failure(repo, d); reason != "" {
 			return false, true, reason
 		}
 		return false, false, "awaiting a vulnerability scan"
 	}
-	res := g.Gate.Evaluate(report, time.Now())
+	res := g.Gate.Evaluate(report, s.now())
 	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.Name, res.Reason)
 }
 
@@ -189,26 +190,46 @@ type unreadableReportError struct{ err error }
 func (e *unreadableReportError) Error() string { return "scan report unreadable: " + e.err.Error() }
 func (e *unreadableReportError) Unwrap() error { return e.err }
 
-// storedReport reads the newest stored report of repo@d; found is false
-// when it has none. A report that cannot be decoded is an
-// *unreadableReportError, any other error a failure to read storage.
-func (s *Service) storedReport(ctx context.Context, repo string, d digest.Digest) (report *scan.Report, found bool, err error) {
-	manifest, ok, err := s.latest(ctx, repo, d, artifact.ArtifactTypeReport)
-	if err != nil || !ok {
-		return nil, false, err
+// storedVerdict reads the newest stored verdict of repo@d: its newest
+// report, or the reason of its scan failure when a failure artifact is
+// newer than any report (or, with neither in storage, when the metadata
+// database recorded one). Both are empty when it has none. A report that
+// cannot be decoded is an *unreadableReportError, any other error a
+// failure to read storage.
+func (s *Service) storedVerdict(ctx context.Context, repo string, d digest.Digest) (report *scan.Report, failure string, err error) {
+	descs, err := s.refs.List(ctx, repo, d)
+	if err != nil {
+		return nil, "", err
+	}
+	desc, ok := newest(descs, artifact.ArtifactTypeReport)
+	if fail, failed := newestFailure(descs, desc, ok); failed {
+		if reason := s.failure(repo, d); reason != "" {
+			return nil, reason, nil
+		}
+		reason, err := s.readFailure(ctx, repo, d, fail)
+		if err != nil || reason != "" {
+			return nil, reason, err
+		}
+	}
+	if !ok {
+		return nil, s.failure(repo, d), nil
 	}
 	r, err := s.open(ctx, repo)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
+	}
+	_, manifest, found, err := readManifest(ctx, r, desc.Digest)
+	if err != nil || !found {
+		return nil, "", err
 	}
 	blobs := r.Blobs(ctx)
 	report, _, err = artifact.ReadReport(ctx, func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) {
 		return blobs.Open(ctx, dg)
 	}, manifest)
 	if err != nil {
-		return nil, false, &unreadableReportError{err}
+		return nil, "", &unreadableReportError{err}
 	}
-	return report, true, nil
+	return report, "", nil
 }
 
 // latest returns the manifest of the newest referrer of repo@d with the

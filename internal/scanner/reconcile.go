@@ -49,7 +49,7 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 // so it needs no metadata database. It returns ctx's error or the
 // catalog's.
 func (s *Service) reconcile(ctx context.Context) error {
-	start := time.Now()
+	start := s.now()
 	repos, queued := 0, 0
 	err := s.catalog.Enumerate(ctx, func(repo string) error {
 		if repo == DBRepository {
@@ -71,7 +71,7 @@ func (s *Service) reconcile(ctx context.Context) error {
 		return fmt.Errorf("walk repositories: %w", err)
 	}
 	s.reconciles.Inc()
-	s.log.InfoContext(ctx, "reconciled scans with the registry's manifests", "repos", repos, "queued", queued, "duration", time.Since(start))
+	s.log.InfoContext(ctx, "reconciled scans with the registry's manifests", "repos", repos, "queued", queued, "duration", s.now().Sub(start))
 	return nil
 }
 
@@ -153,7 +153,7 @@ func (s *Service) reconcileManifest(ctx context.Context, r distribution.Reposito
 	// Marked before the append: the entry may be done before Append returns.
 	s.setQueued(repo, d, true)
 	if _, err := s.box.Append(ctx, outbox.Event{
-		Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mt, Time: time.Now(),
+		Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mt, Time: s.now(),
 	}); err != nil {
 		s.setQueued(repo, d, false)
 		return false, err

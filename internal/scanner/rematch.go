@@ -35,7 +35,8 @@ type scanned struct {
 
 func scannedKey(repo string, d digest.Digest) []byte { return []byte(repo + "@" + d.String()) }
 
-// remember records a scanned image, and its referrers as manifests that
+// remember records a scanned image (forgetting an earlier failure to scan
+// it), and its referrers as manifests that
 // are not images (so the reconcile pass does not read them).
 func (s *Service) remember(repo string, e scanned, referrers ...digest.Digest) error {
 	data, err := json.Marshal(e)
@@ -49,6 +50,12 @@ func (s *Service) remember(repo string, e scanned, referrers ...digest.Digest) e
 		}
 		if err := b.Put(scannedKey(repo, e.Subject.Digest), data); err != nil {
 			return err
+		}
+		// A report supersedes an earlier "scan failed".
+		if fb := tx.Bucket(bucketFailed); fb != nil {
+			if err := fb.Delete(scannedKey(repo, e.Subject.Digest)); err != nil {
+				return err
+			}
 		}
 		return putKinds(tx, repo, kindOther, referrers...)
 	})
@@ -224,7 +231,9 @@ func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok boo
 	for _, desc := range descs {
 		// The scanner's own carry a reserved annotation, which clients may not
 		// push: a client's CycloneDX SBOM is not taken for the registry's.
-		if _, ours := desc.Annotations[artifact.AnnotationPackages]; desc.ArtifactType != artifactType || !ours {
+		_, counted := desc.Annotations[artifact.AnnotationPackages]
+		_, status := desc.Annotations[artifact.AnnotationStatus]
+		if ours := counted || status; desc.ArtifactType != artifactType || !ours {
 			continue
 		}
 		if !ok || desc.Annotations[v1.AnnotationCreated] > d.Annotations[v1.AnnotationCreated] {
@@ -298,19 +307,80 @@ func (s *Service) setMatchedDB(d digest.Digest) error {
 
 var bucketFailed = []byte("scan/failed")
 
-// recordFailure remembers that repo@d could not be scanned, and why.
-func (s *Service) recordFailure(repo string, d digest.Digest, cause error) error {
+// recordFailure stores the verdict "scan failed" of repo@subject and its
+// reason as a failure artifact, a referrer of the image next to its
+// reports (storage holds the verdict), then caches the reason in the
+// metadata database.
+func (s *Service) recordFailure(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, cause error) error {
 	reason := cause.Error()
 	if !strings.HasPrefix(reason, "scan failed") {
 		reason = "scan failed: " + reason
 	}
+	a, err := artifact.FailureArtifact(subject, reason, s.now())
+	if err != nil {
+		return err
+	}
+	if err := push(ctx, r, a, ""); err != nil {
+		return fmt.Errorf("store the scan failure of %s@%s: %w", repo, subject.Digest, err)
+	}
+	return s.cacheFailure(repo, subject.Digest, reason, a.Descriptor.Digest)
+}
+
+// cacheFailure remembers that repo@d could not be scanned, and why, and
+// its failure artifact as a manifest that is no image.
+func (s *Service) cacheFailure(repo string, d digest.Digest, reason string, referrer digest.Digest) error {
 	return s.meta.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketFailed)
 		if err != nil {
 			return err
 		}
-		return b.Put(scannedKey(repo, d), []byte(reason))
+		if err := b.Put(scannedKey(repo, d), []byte(reason)); err != nil {
+			return err
+		}
+		return putKinds(tx, repo, kindOther, referrer)
 	})
+}
+
+// newestFailure returns the newest failure artifact among descs when it
+// is newer than report (the newest report, when hasReport): the newest
+// verdict wins, and a report of the same second does.
+func newestFailure(descs []v1.Descriptor, report v1.Descriptor, hasReport bool) (v1.Descriptor, bool) {
+	fail, ok := newest(descs, artifact.ArtifactTypeFailure)
+	if !ok || (hasReport && fail.Annotations[v1.AnnotationCreated] <= report.Annotations[v1.AnnotationCreated]) {
+		return v1.Descriptor{}, false
+	}
+	return fail, true
+}
+
+// readFailure reads failure artifact desc of repo@d and caches its reason
+// in the metadata database. An unreadable artifact is no verdict ("").
+func (s *Service) readFailure(ctx context.Context, repo string, d digest.Digest, desc v1.Descriptor) (string, error) {
+	r, err := s.open(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	_, payload, found, err := readManifest(ctx, r, desc.Digest)
+	if err != nil || !found {
+		return "", err
+	}
+	blobs := r.Blobs(ctx)
+	f, m, err := artifact.ReadFailure(ctx, func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) {
+		return blobs.Open(ctx, dg)
+	}, payload)
+	if err == nil && (m.Subject == nil || m.Subject.Digest != d) {
+		err = fmt.Errorf("%w: failure of another subject", artifact.ErrInvalidArtifact)
+	}
+	if err != nil {
+		if unusable(err) {
+			s.log.InfoContext(ctx, "stored scan failure unusable", "repo", repo, "digest", d, "err", err)
+			return "", nil
+		}
+		return "", &storageError{fmt.Errorf("read scan failure %s: %w", desc.Digest, err)}
+	}
+	if err := s.cacheFailure(repo, d, f.Reason, desc.Digest); err != nil {
+		s.log.WarnContext(ctx, "cache scan failure", "repo", repo, "digest", d, "err", err)
+	}
+	return f.Reason, nil
 }
 
 // remembered reports whether repo@d was scanned by this node (and so is
@@ -394,7 +464,8 @@ func (s *Service) forget(repo string, d digest.Digest) error {
 	})
 }
 
-// failure returns why repo@d could not be scanned, or "".
+// failure returns why repo@d could not be scanned as the metadata
+// database caches it, or "".
 func (s *Service) failure(repo string, d digest.Digest) string {
 	var reason string
 	_ = s.meta.View(func(tx *bolt.Tx) error {
@@ -411,7 +482,7 @@ func (s *Service) failure(repo string, d digest.Digest) string {
 // event a changed verdict or finding list emits. It returns the report
 // artifact's digest and its creation time.
 func (s *Service) storeRematch(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, report *scan.Report, change scan.Change, prevCreated time.Time) (digest.Digest, time.Time, error) {
-	created := createdAfter(prevCreated, time.Now())
+	created := createdAfter(prevCreated, s.now())
 	a, err := artifact.ReportArtifact(subject, report, created)
 	if err != nil {
 		return "", time.Time{}, err

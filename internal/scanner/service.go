@@ -84,6 +84,9 @@ type Service struct {
 	meta  *bolt.DB
 	gates Gates
 
+	now          func() time.Time
+	pollInterval time.Duration
+
 	scans      *prometheus.CounterVec
 	duration   prometheus.Histogram
 	findings   *prometheus.CounterVec
@@ -109,6 +112,11 @@ type Options struct {
 	Workers int
 	// Gates are the scan policies per repository; nil: none.
 	Gates Gates
+	// Now is the clock of reports, verdicts and gates; default time.Now.
+	Now func() time.Time
+	// PollInterval is how often the imported vulnerability database is
+	// checked for a new one; default 5s.
+	PollInterval time.Duration
 }
 
 // New returns a scanner service; Run starts it. It returns an error when
@@ -125,12 +133,18 @@ func New(o Options) (*Service, error) {
 	if o.Workers == 0 {
 		o.Workers = 2
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = defaultPollInterval
+	}
 	pool, err := scan.NewPool(scan.PoolOptions{Workers: o.Workers, QueueSize: 256, Logger: o.Log})
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{minScanTimeout: defaultScanTimeout,
-		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: o.Gates,
+		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: o.Gates, now: o.Now, pollInterval: o.PollInterval,
 		loaded: make(chan struct{}), kick: make(chan struct{}, 1), claims: map[string]chan struct{}{}, queued: map[string]bool{},
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
@@ -172,7 +186,7 @@ func New(o Options) (*Service, error) {
 	}, func() float64 { return float64(o.Outbox.Len()) })
 	s.dispatch, err = outbox.NewDispatcher(o.Outbox, s.handle, outbox.DispatcherOptions{
 		// One scan running and one queued per worker keeps the pool busy.
-		Concurrency: 2 * o.Workers, Log: o.Log, Retries: s.retries,
+		Concurrency: 2 * o.Workers, Log: o.Log, Retries: s.retries, Now: o.Now,
 	})
 	if err != nil {
 		return nil, err
@@ -185,15 +199,19 @@ func New(o Options) (*Service, error) {
 	return s, nil
 }
 
-// Run loads the database and checks for a newer one every interval,
+// defaultPollInterval is how often a running registry looks for a newly
+// imported vulnerability database.
+const defaultPollInterval = 5 * time.Second
+
+// Run loads the database and checks for a newer one every PollInterval,
 // consumes the outbox, reconciles the registry's manifests with the stored
 // reports once a database is loaded, after each new one and every
 // reconcileInterval, and runs the scan workers, until ctx is done. It
 // returns when all have stopped.
-func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(interval)
+		t := time.NewTicker(s.pollInterval)
 		defer t.Stop()
 		for {
 			if err := s.reloadDB(ctx); err != nil && ctx.Err() == nil {

@@ -213,13 +213,14 @@ func newHarness(t *testing.T, driver *faultyDriver) *harness {
 		t.Fatal(err)
 	}
 	metrics := prometheus.NewRegistry()
-	svc, err := New(Options{Repos: repos, Refs: refs, Catalog: repos, Outbox: box, Metadata: meta, Log: log, Metrics: metrics})
+	svc, err := New(Options{Repos: repos, Refs: refs, Catalog: repos, Outbox: box, Metadata: meta, Log: log, Metrics: metrics,
+		PollInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx, 20*time.Millisecond) }()
+	go func() { done <- svc.Run(runCtx) }()
 	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -435,7 +436,19 @@ func TestPushBeforeDatabase(t *testing.T) {
 	h := newHarness(t, nil)
 	d := h.pushImage("team/deb", "v1", debianImage(t))
 	h.appendEvent(outbox.KindTag, "team/deb", d, "v1")
-	time.Sleep(200 * time.Millisecond) // ten database polls
+	// A poll finds no database, and the consumer is not ready: the
+	// dispatcher keeps the entry and pauses until a database is loaded.
+	ctx := context.Background()
+	if err := h.svc.reloadDB(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := h.box.Read(ctx, 0, 10)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("outbox: %d entries, %v", len(entries), err)
+	}
+	if err := h.svc.handle(ctx, entries[0]); !errors.Is(err, outbox.ErrNotReady) {
+		t.Fatalf("handle before a database: %v, want ErrNotReady", err)
+	}
 	if n := h.reports("team/deb", d); n != 0 || h.box.Len() != 1 {
 		t.Fatalf("before a database: %d reports, %d entries pending; want 0 and 1", n, h.box.Len())
 	}
