@@ -67,14 +67,14 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 	ev := e.Event
 	defer func() {
 		if err == nil {
-			s.setQueued(ev.Repository, ev.Digest, false)
+			s.recon.setQueued(ev.Repository, ev.Digest, false)
 		}
 	}()
 	switch {
 	case ev.Repository == "" || ev.Digest == "" || ev.Repository == DBRepository || ev.Subject != "":
 		return nil // unreadable, by tag only, the database, or a referrer: nothing to scan
 	case ev.Kind == outbox.KindDelete:
-		return s.forget(ev.Repository, ev.Digest)
+		return s.store.forget(ev.Repository, ev.Digest)
 	case ev.Tag != "" && referrerTag(ev.Tag):
 		return nil
 	case s.database() == nil:
@@ -127,7 +127,7 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 // called.
 func (s *Service) claim(ctx context.Context, repo string, d digest.Digest) (release func(), err error) {
 	for {
-		release, busy := s.tryClaim(repo, d)
+		release, busy := s.claims.tryClaim(repo, d)
 		if busy == nil {
 			return release, nil
 		}
@@ -137,33 +137,6 @@ func (s *Service) claim(ctx context.Context, repo string, d digest.Digest) (rele
 		case <-busy:
 		}
 	}
-}
-
-// tryClaim claims repo@d, or returns busy, closed when the scan (or
-// restore) that holds it is done. release must be called when busy is nil.
-func (s *Service) tryClaim(repo string, d digest.Digest) (release func(), busy <-chan struct{}) {
-	key := string(scannedKey(repo, d))
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	if held, ok := s.claims[key]; ok {
-		return nil, held
-	}
-	done := make(chan struct{})
-	s.claims[key] = done
-	return func() {
-		s.claimMu.Lock()
-		delete(s.claims, key)
-		s.claimMu.Unlock()
-		close(done)
-	}, nil
-}
-
-// scanning reports whether a scan of repo@d is running.
-func (s *Service) scanning(repo string, d digest.Digest) bool {
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	_, ok := s.claims[string(scannedKey(repo, d))]
-	return ok
 }
 
 // hasVerdict reports whether repo@d has a verdict: remembered in the
@@ -177,7 +150,7 @@ func (s *Service) scanning(repo string, d digest.Digest) bool {
 // usable inventory (scanned before inventories were stored) has no
 // verdict, so that it is scanned once more and gets one.
 func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	if s.remembered(repo, d) || s.failure(repo, d) != "" {
+	if s.store.remembered(repo, d) || s.store.failure(repo, d) != "" {
 		return true, nil
 	}
 	descs, err := s.refs.List(ctx, repo, d)
@@ -292,7 +265,7 @@ func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) 
 		default:
 			continue
 		}
-		release, busy := s.tryClaim(repo, m.Digest)
+		release, busy := s.claims.tryClaim(repo, m.Digest)
 		if busy != nil {
 			continue // pushed with the index, and being scanned from its own entry
 		}
@@ -412,7 +385,7 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 		return fmt.Errorf("store %s: %w", reportArt.Descriptor.ArtifactType, err)
 	}
 	e := scanned{Subject: subject, Inventory: stored, Report: report, Created: now}
-	if err := s.remember(repo, e, invArt.Descriptor.Digest, sbomArt.Descriptor.Digest, reportArt.Descriptor.Digest); err != nil {
+	if err := s.store.remember(repo, e, invArt.Descriptor.Digest, sbomArt.Descriptor.Digest, reportArt.Descriptor.Digest); err != nil {
 		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
 	}
 	s.scans.WithLabelValues("ok").Inc()

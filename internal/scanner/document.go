@@ -64,7 +64,7 @@ func (s *Service) ServeDocument(w http.ResponseWriter, r *http.Request, repo str
 // metadata database, or read from its newest failure artifact in storage;
 // "" when it has none or storage cannot be read.
 func (s *Service) storedFailure(ctx context.Context, repo string, d digest.Digest) string {
-	if reason := s.failure(repo, d); reason != "" {
+	if reason := s.store.failure(repo, d); reason != "" {
 		return reason
 	}
 	descs, err := s.refs.List(ctx, repo, d)

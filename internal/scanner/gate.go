@@ -136,7 +136,7 @@ func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Diges
 	if s.database() == nil {
 		return scan.Outcome{Status: scan.StatusNotScanned, Reason: noDatabase}
 	}
-	if s.scanning(repo, d) {
+	if s.claims.scanning(repo, d) {
 		return scan.Outcome{Status: scan.StatusPending, Reason: "the image is being scanned"}
 	}
 	return scan.Outcome{Status: scan.StatusPending, Reason: "awaiting a vulnerability scan: the image is scanned once it is stored"}
@@ -175,7 +175,7 @@ func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest)
 	case err == nil && reason != "":
 		return false, true, reason
 	case err != nil || report == nil:
-		if reason := s.failure(repo, d); reason != "" {
+		if reason := s.store.failure(repo, d); reason != "" {
 			return false, true, reason
 		}
 		return false, false, "awaiting a vulnerability scan"
@@ -203,7 +203,7 @@ func (s *Service) storedVerdict(ctx context.Context, repo string, d digest.Diges
 	}
 	desc, ok := newest(descs, artifact.ArtifactTypeReport)
 	if fail, failed := newestFailure(descs, desc, ok); failed {
-		if reason := s.failure(repo, d); reason != "" {
+		if reason := s.store.failure(repo, d); reason != "" {
 			return nil, reason, nil
 		}
 		reason, err := s.readFailure(ctx, repo, d, fail)
@@ -212,7 +212,7 @@ func (s *Service) storedVerdict(ctx context.Context, repo string, d digest.Diges
 		}
 	}
 	if !ok {
-		return nil, s.failure(repo, d), nil
+		return nil, s.store.failure(repo, d), nil
 	}
 	r, err := s.open(ctx, repo)
 	if err != nil {

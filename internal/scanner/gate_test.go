@@ -105,7 +105,7 @@ func TestStoredOutcome(t *testing.T) {
 	}
 	bd := h.pushImage("team/bad", "", bad)
 	h.appendEvent(outbox.KindPush, "team/bad", bd, "")
-	h.waitFor("the failure", func() bool { return h.svc.failure("team/bad", bd) != "" })
+	h.waitFor("the failure", func() bool { return h.svc.store.failure("team/bad", bd) != "" })
 	bm, bmt := h.manifestOf("team/bad", bd)
 	if o := h.svc.StoredOutcome(ctx, "team/bad", bd, bm, bmt); o.Status != scan.StatusFailed || !strings.HasPrefix(o.Reason, "scan failed") {
 		t.Errorf("a failed scan: %+v", o)

@@ -1,9 +1,7 @@
 package scanner
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,53 +11,10 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
-	"github.com/portcullis/portcullis/scan/inventory"
 )
-
-var bucketScanned = []byte("scan/images")
-
-// scanned is what the node remembers of a scanned image so that a new
-// database re-matches it without reading its layers again. It can be
-// rebuilt from storage: the image's inventory and report are its referrers.
-type scanned struct {
-	Subject   v1.Descriptor         `json:"subject"`
-	Inventory *scan.StoredInventory `json:"inventory"`
-	Report    *scan.Report          `json:"report"`
-	// Created is the created time of the stored report.
-	Created time.Time `json:"created,omitzero"`
-}
-
-func scannedKey(repo string, d digest.Digest) []byte { return []byte(repo + "@" + d.String()) }
-
-// remember records a scanned image (forgetting an earlier failure to scan
-// it), and its referrers as manifests that
-// are not images (so the reconcile pass does not read them).
-func (s *Service) remember(repo string, e scanned, referrers ...digest.Digest) error {
-	data, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketScanned)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(scannedKey(repo, e.Subject.Digest), data); err != nil {
-			return err
-		}
-		// A report supersedes an earlier "scan failed".
-		if fb := tx.Bucket(bucketFailed); fb != nil {
-			if err := fb.Delete(scannedKey(repo, e.Subject.Digest)); err != nil {
-				return err
-			}
-		}
-		return putKinds(tx, repo, kindOther, referrers...)
-	})
-}
 
 // createdAfter returns now, or the first second after prev when now is
 // not later at the second resolution of the created annotation, so that
@@ -81,31 +36,7 @@ func (s *Service) rematchAll(ctx context.Context) error {
 	if matcher == nil {
 		return nil
 	}
-	type item struct {
-		repo string
-		e    scanned
-	}
-	var items []item
-	err := s.meta.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketScanned)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			if string(k) == string(keyMatchedDB) {
-				return nil
-			}
-			// An inventory of an older format is re-matched too until the
-			// reconcile pass has indexed the image again (remembered).
-			var e scanned
-			if json.Unmarshal(v, &e) != nil || e.Inventory == nil {
-				return nil
-			}
-			repo, _, _ := strings.Cut(string(k), "@")
-			items = append(items, item{repo: repo, e: e})
-			return nil
-		})
-	})
+	items, err := s.store.scannedImages()
 	if err != nil {
 		return err
 	}
@@ -130,7 +61,7 @@ func (s *Service) rematchAll(ctx context.Context) error {
 			return err
 		}
 		it.e.Report, it.e.Created = report, created
-		if err := s.remember(it.repo, it.e, stored); err != nil {
+		if err := s.store.remember(it.repo, it.e, stored); err != nil {
 			return err
 		}
 		changed++
@@ -199,7 +130,7 @@ func (s *Service) restore(ctx context.Context, repo string, d digest.Digest, rep
 			referrers = append(referrers, reportDigest)
 		}
 	}
-	if err := s.remember(repo, e, referrers...); err != nil {
+	if err := s.store.remember(repo, e, referrers...); err != nil {
 		return false, err
 	}
 	s.restored.Inc()
@@ -243,70 +174,6 @@ func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok boo
 	return d, ok
 }
 
-var bucketKinds = []byte("scan/kinds")
-
-// putKinds records, in tx, manifests of repo that are not images (k is
-// kindIndex or kindOther): a digest's content never changes, so the
-// reconcile pass never needs to read them again.
-func putKinds(tx *bolt.Tx, repo string, k manifestKind, ds ...digest.Digest) error {
-	if len(ds) == 0 {
-		return nil
-	}
-	b, err := tx.CreateBucketIfNotExists(bucketKinds)
-	if err != nil {
-		return err
-	}
-	for _, d := range ds {
-		if err := b.Put(scannedKey(repo, d), []byte{byte(k)}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Service) noteKind(repo string, d digest.Digest, k manifestKind) error {
-	return s.meta.Update(func(tx *bolt.Tx) error { return putKinds(tx, repo, k, d) })
-}
-
-// knownNotImage reports whether repo@d was recorded as an index or an
-// artifact.
-func (s *Service) knownNotImage(repo string, d digest.Digest) bool {
-	found := false
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketKinds); b != nil {
-			found = b.Get(scannedKey(repo, d)) != nil
-		}
-		return nil
-	})
-	return found
-}
-
-var keyMatchedDB = []byte("scan/matched-db")
-
-// matchedDB returns the database the remembered reports were matched with.
-func (s *Service) matchedDB() digest.Digest {
-	var d digest.Digest
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketScanned); b != nil {
-			d = digest.Digest(b.Get(keyMatchedDB))
-		}
-		return nil
-	})
-	return d
-}
-
-func (s *Service) setMatchedDB(d digest.Digest) error {
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketScanned)
-		if err != nil {
-			return err
-		}
-		return b.Put(keyMatchedDB, []byte(d))
-	})
-}
-
-var bucketFailed = []byte("scan/failed")
-
 // recordFailure stores the verdict "scan failed" of repo@subject and its
 // reason as a failure artifact, a referrer of the image next to its
 // reports (storage holds the verdict), then caches the reason in the
@@ -323,22 +190,7 @@ func (s *Service) recordFailure(ctx context.Context, r distribution.Repository, 
 	if err := push(ctx, r, a, ""); err != nil {
 		return fmt.Errorf("store the scan failure of %s@%s: %w", repo, subject.Digest, err)
 	}
-	return s.cacheFailure(repo, subject.Digest, reason, a.Descriptor.Digest)
-}
-
-// cacheFailure remembers that repo@d could not be scanned, and why, and
-// its failure artifact as a manifest that is no image.
-func (s *Service) cacheFailure(repo string, d digest.Digest, reason string, referrer digest.Digest) error {
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketFailed)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(scannedKey(repo, d), []byte(reason)); err != nil {
-			return err
-		}
-		return putKinds(tx, repo, kindOther, referrer)
-	})
+	return s.store.cacheFailure(repo, subject.Digest, reason, a.Descriptor.Digest)
 }
 
 // newestFailure returns the newest failure artifact among descs when it
@@ -377,104 +229,10 @@ func (s *Service) readFailure(ctx context.Context, repo string, d digest.Digest,
 		}
 		return "", &storageError{fmt.Errorf("read scan failure %s: %w", desc.Digest, err)}
 	}
-	if err := s.cacheFailure(repo, d, f.Reason, desc.Digest); err != nil {
+	if err := s.store.cacheFailure(repo, d, f.Reason, desc.Digest); err != nil {
 		s.log.WarnContext(ctx, "cache scan failure", "repo", repo, "digest", d, "err", err)
 	}
 	return f.Reason, nil
-}
-
-// remembered reports whether repo@d was scanned by this node (and so is
-// re-matched whenever the database changes).
-func (s *Service) remembered(repo string, d digest.Digest) bool {
-	found := false
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketScanned); b != nil {
-			found = currentInventory(b.Get(scannedKey(repo, d)))
-		}
-		return nil
-	})
-	return found
-}
-
-// currentInventory reports whether v, a remembered scanned entry, holds an
-// inventory of the current formats. One made by older extractors (a new
-// ecosystem mapping, a new package database reader) is as good as none:
-// the image is indexed again, and keeps its last report until then. It
-// reads only up to the inventory's two leading fields (StoredInventory's
-// Format and InventoryFormat), not the whole entry: the reconcile pass asks
-// for every manifest.
-func currentInventory(v []byte) bool {
-	if v == nil {
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(v))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return false
-	}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		if k != "inventory" {
-			var skip json.RawMessage
-			if dec.Decode(&skip) != nil {
-				return false
-			}
-			continue
-		}
-		if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-			return false // null, or not an object
-		}
-		format, inventoryFormat := -1, -1
-		for dec.More() && (format < 0 || inventoryFormat < 0) {
-			k, err := dec.Token()
-			if err != nil {
-				return false
-			}
-			switch k {
-			case "format":
-				err = dec.Decode(&format)
-			case "inventoryFormat":
-				err = dec.Decode(&inventoryFormat)
-			default:
-				var skip json.RawMessage
-				err = dec.Decode(&skip)
-			}
-			if err != nil {
-				return false
-			}
-		}
-		return format == scan.StoredInventoryFormat && inventoryFormat == inventory.FormatVersion
-	}
-	return false
-}
-
-// forget drops what the node remembers of a deleted manifest repo@d.
-func (s *Service) forget(repo string, d digest.Digest) error {
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketScanned, bucketFailed, bucketKinds} {
-			if b := tx.Bucket(name); b != nil {
-				if err := b.Delete(scannedKey(repo, d)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// failure returns why repo@d could not be scanned as the metadata
-// database caches it, or "".
-func (s *Service) failure(repo string, d digest.Digest) string {
-	var reason string
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketFailed); b != nil {
-			reason = string(b.Get(scannedKey(repo, d)))
-		}
-		return nil
-	})
-	return reason
 }
 
 // storeRematch stores the re-matched report of repo@subject (created after

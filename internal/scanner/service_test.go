@@ -272,9 +272,8 @@ func (h *harness) importDB(ecosystems ...string) {
 		h.t.Fatal(err)
 	}
 	h.waitFor("the database to load", func() bool {
-		h.svc.mu.RLock()
-		defer h.svc.mu.RUnlock()
-		return h.svc.dbIndex == d
+		_, _, loaded := h.svc.dbw.Current()
+		return loaded == d
 	})
 }
 
@@ -475,11 +474,11 @@ func TestDuplicateEventsScanOnce(t *testing.T) {
 	if n := h.reports("team/dup", d); n != 1 {
 		t.Errorf("%d reports after five events for one image, want 1", n)
 	}
-	if !h.svc.remembered("team/dup", d) {
+	if !h.svc.store.remembered("team/dup", d) {
 		t.Fatal("the scanned image is not remembered")
 	}
 	h.appendEvent(outbox.KindDelete, "team/dup", d, "")
-	h.waitFor("the delete", func() bool { return !h.svc.remembered("team/dup", d) })
+	h.waitFor("the delete", func() bool { return !h.svc.store.remembered("team/dup", d) })
 }
 
 // TestIndexQueuesItsImages: an index pushed by digest gets each of its
@@ -514,7 +513,7 @@ func TestStorageDownRetries(t *testing.T) {
 	h.driver.fail.Store(true)
 	h.appendEvent(outbox.KindTag, "team/flaky", d, "v1")
 	h.waitFor("a retry", func() bool { return testutil.ToFloat64(h.svc.retries) >= 1 })
-	if reason := h.svc.failure("team/flaky", d); reason != "" {
+	if reason := h.svc.store.failure("team/flaky", d); reason != "" {
 		t.Fatalf("storage down recorded as the image's verdict: %s", reason)
 	}
 	if h.box.Len() != 1 {
@@ -538,19 +537,19 @@ func TestReconcileWithoutMetadata(t *testing.T) {
 	missed := first.pushImage("other/rec", "missed", testImage(t, map[string]string{"a.txt": "a"}))
 
 	h := newHarness(t, first.driver) // same storage, a new metadata database
-	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.recon.runs) >= 1 })
 	h.waitFor("the missed image's report", func() bool { return h.reports("other/rec", missed) == 1 && h.box.Len() == 0 })
-	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+	if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 1 {
 		t.Errorf("reconcile queued %v images, want 1", n)
 	}
 	if n := h.reports("team/rec", scanned); n != 1 {
 		t.Errorf("the scanned image has %d reports after reconcile, want 1", n)
 	}
 	// A second pass finds nothing to do.
-	if err := h.svc.reconcile(context.Background()); err != nil {
+	if err := h.svc.recon.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+	if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 1 {
 		t.Errorf("a second pass queued %v more", n-1)
 	}
 }
@@ -627,8 +626,8 @@ func TestRematchAfterMetadataLoss(t *testing.T) {
 
 	h := newHarness(t, first.driver) // same storage, a new metadata database
 	before := h.driver.blobReads(blobs...)
-	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
-	if !h.svc.remembered("team/old", d) || testutil.ToFloat64(h.svc.restored) != 1 {
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.recon.runs) >= 1 })
+	if !h.svc.store.remembered("team/old", d) || testutil.ToFloat64(h.svc.restored) != 1 {
 		t.Fatalf("the scanned image was not restored from its stored inventory")
 	}
 	if n := h.reports("team/old", d); n != 1 {
@@ -654,7 +653,7 @@ func TestRematchScannedElsewhere(t *testing.T) {
 	other := newHarness(t, nil)
 	other.importDB("npm")
 	h := newHarness(t, other.driver)
-	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.recon.runs) >= 1 })
 	img := debianImage(t)
 	d := other.pushImage("team/elsewhere", "v1", img)
 	other.appendEvent(outbox.KindTag, "team/elsewhere", d, "v1")
@@ -696,10 +695,10 @@ func TestReportWithoutInventoryRescanned(t *testing.T) {
 	if h.findings("team/legacy", d) == 0 {
 		t.Error("the new report has no findings")
 	}
-	if err := h.svc.reconcile(context.Background()); err != nil {
+	if err := h.svc.recon.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+	if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 1 {
 		t.Errorf("reconcile queued %v images, want 1", n)
 	}
 }
@@ -744,17 +743,17 @@ func TestReconcileUntagged(t *testing.T) {
 			if n := h.reports("team/untagged", di); n != 0 {
 				t.Errorf("the index has %d reports", n)
 			}
-			if n := testutil.ToFloat64(h.svc.reconciled); n != 2 {
+			if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 2 {
 				t.Errorf("reconcile queued %v images, want 2", n)
 			}
 			// A second pass finds nothing to do, and reads no manifest: the
 			// images are remembered, the index and the referrers known as
 			// no images.
 			before := h.driver.blobReads()
-			if err := h.svc.reconcile(context.Background()); err != nil {
+			if err := h.svc.recon.reconcile(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if n := testutil.ToFloat64(h.svc.reconciled); n != 2 {
+			if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 2 {
 				t.Errorf("a second pass queued %v more", n-2)
 			}
 			if n := h.driver.blobReads() - before; n != 0 {
@@ -776,10 +775,10 @@ func TestStaleInventoryRescanned(t *testing.T) {
 	d := h.pushImage("team/stale", "v1", img)
 	h.appendEvent(outbox.KindTag, "team/stale", d, "v1")
 	h.waitFor("the first report", func() bool { return h.reports("team/stale", d) == 1 && h.box.Len() == 0 })
-	if err := h.svc.reconcile(context.Background()); err != nil {
+	if err := h.svc.recon.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(h.svc.reconciled); n != 0 {
+	if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 0 {
 		t.Fatalf("reconcile queued %v images with a current inventory, want 0", n)
 	}
 
@@ -797,7 +796,7 @@ func TestStaleInventoryRescanned(t *testing.T) {
 	if err := push(context.Background(), h.repo("team/stale"), a, ""); err != nil {
 		t.Fatal(err)
 	}
-	err = h.svc.meta.Update(func(tx *bolt.Tx) error {
+	err = h.svc.store.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketScanned)
 		var e scanned
 		if err := json.Unmarshal(b.Get(scannedKey("team/stale", d)), &e); err != nil {
@@ -813,14 +812,14 @@ func TestStaleInventoryRescanned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.svc.remembered("team/stale", d) {
+	if h.svc.store.remembered("team/stale", d) {
 		t.Fatal("an entry with an old inventory format counts as remembered")
 	}
-	if err := h.svc.reconcile(context.Background()); err != nil {
+	if err := h.svc.recon.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	h.waitFor("the image indexed again", func() bool {
-		return testutil.ToFloat64(h.svc.scans.WithLabelValues("ok")) == 2 && h.box.Len() == 0 && h.svc.remembered("team/stale", d)
+		return testutil.ToFloat64(h.svc.scans.WithLabelValues("ok")) == 2 && h.box.Len() == 0 && h.svc.store.remembered("team/stale", d)
 	})
 }
 
