@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -65,34 +64,10 @@ func TestScanOnPush(t *testing.T) {
 
 	layer := debianLayer(t)
 	// The database is picked up within seconds; push once it is loaded.
-	var d string
-	var report scanReport
-	deadline := time.Now().Add(60 * time.Second)
-	for attempt := 0; ; attempt++ {
-		tag := "v" + string(rune('a'+attempt%26))
-		run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/deb:"+tag)
-		d = strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/deb:"+tag))
-		ok := false
-		for i := 0; i < 20 && !ok; i++ {
-			resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/deb/manifests/" + d + "/vulnerabilities")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode == 200 {
-				ok = json.NewDecoder(resp.Body).Decode(&report) == nil
-			}
-			resp.Body.Close()
-			if !ok {
-				time.Sleep(250 * time.Millisecond)
-			}
-		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no scan report after 60s\n%s", reg.Logs())
-		}
-	}
+	dbLoaded(t, reg)
+	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/deb:va")
+	d := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/deb:va"))
+	_, report := waitReport(t, reg, "team/deb", d, 60*time.Second)
 	if report.Packages == 0 || len(report.Findings) == 0 {
 		t.Fatalf("report: %d packages, %d findings", report.Packages, len(report.Findings))
 	}
@@ -172,32 +147,15 @@ func TestScanRematch(t *testing.T) {
 		var r scanReport
 		return r, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&r) == nil
 	}
-	var d string
-	deadline := time.Now().Add(60 * time.Second)
-	for attempt := 0; ; attempt++ {
-		tag := "t" + string(rune('a'+attempt%26))
-		run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/rematch:"+tag)
-		d = strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/rematch:"+tag))
-		time.Sleep(2 * time.Second)
-		if r, ok := report(d); ok {
-			if len(r.Findings) != 0 {
-				t.Fatalf("findings with a database without Debian records: %v", r.ids())
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no first report\n%s", reg.Logs())
-		}
+	dbLoaded(t, reg)
+	run(t, nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/team/rematch:ta")
+	d := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", reg.Addr+"/team/rematch:ta"))
+	if _, r := waitReport(t, reg, "team/rematch", d, 60*time.Second); len(r.Findings) != 0 {
+		t.Fatalf("findings with a database without Debian records: %v", r.ids())
 	}
 	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
-	for {
-		if r, ok := report(d); ok && len(r.Findings) > 0 {
-			break
-		}
-		if time.Now().After(deadline.Add(30 * time.Second)) {
-			t.Fatalf("the report did not change after a new database\n%s", reg.Logs())
-		}
-		time.Sleep(500 * time.Millisecond)
+	if !eventually(90*time.Second, func() bool { r, ok := report(d); return ok && len(r.Findings) > 0 }) {
+		t.Fatalf("the report did not change after a new database\n%s", reg.Logs())
 	}
 }
 
@@ -225,19 +183,12 @@ scan:
 	clean := filepath.Join(t.TempDir(), "clean.tar")
 	writeFile(t, clean, string(tarOf(t, map[string]string{"hello.txt": "no packages here"})))
 
-	// Until the database is loaded, enforce refuses every tag (fail closed).
-	deadline := time.Now().Add(30 * time.Second)
-	var out string
-	var err error
-	for {
-		out, err = runErr(nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/strict/deb:v1")
-		if err != nil && strings.Contains(out, "vulnerability policy") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vulnerable image in an enforce repository: %v\n%s", err, out)
-		}
-		time.Sleep(time.Second)
+	// Until the database is loaded, enforce refuses every tag (fail
+	// closed); once it is, the push is scanned at once.
+	dbLoaded(t, reg)
+	out, err := runErr(nil, crane, "append", "--insecure", "-f", layer, "-t", reg.Addr+"/strict/deb:v1")
+	if err == nil || !strings.Contains(out, "vulnerability policy") {
+		t.Fatalf("vulnerable image in an enforce repository: %v\n%s", err, out)
 	}
 	if !strings.Contains(out, "DENIED") || !strings.Contains(out, "DEBIAN-CVE") {
 		t.Errorf("refusal does not name the findings:\n%s", out)
@@ -257,28 +208,26 @@ func TestScanFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := imageDigest(t, img)
-	deadline := time.Now().Add(60 * time.Second)
-	for attempt := 0; ; attempt++ {
-		if err := remote.Write(ref(t, fmt.Sprintf("%s/bad/layer:t%d", reg.Addr, attempt)), img); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
+	dbLoaded(t, reg)
+	if err := remote.Write(ref(t, reg.Addr+"/bad/layer:t0"), img); err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Verdict, Reason string }
+	code := 0
+	failed := eventually(60*time.Second, func() bool {
 		resp, err := http.Get(reg.URL() + "/api/v1/repositories/bad/layer/manifests/" + d + "/vulnerabilities")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var body struct{ Verdict, Reason string }
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusUnprocessableEntity {
-			if body.Verdict != "scan failed" || !strings.HasPrefix(body.Reason, "scan failed") {
-				t.Errorf("verdict %+v", body)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no scan-failed verdict: %d\n%s", resp.StatusCode, reg.Logs())
-		}
+		defer resp.Body.Close()
+		code = resp.StatusCode
+		return code == http.StatusUnprocessableEntity && json.NewDecoder(resp.Body).Decode(&body) == nil
+	})
+	if !failed {
+		t.Fatalf("no scan-failed verdict: %d\n%s", code, reg.Logs())
+	}
+	if body.Verdict != "scan failed" || !strings.HasPrefix(body.Reason, "scan failed") {
+		t.Errorf("verdict %+v", body)
 	}
 	if resp, err := http.Get(reg.URL() + "/v2/"); err != nil || resp.StatusCode != 200 {
 		t.Errorf("registry after a failed scan: %v", err)
@@ -303,7 +252,7 @@ func TestScanQuarantine(t *testing.T) {
 	bobEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
 	run(t, aliceEnv, crane, "auth", "login", "--insecure", reg.Addr, "-u", "alice", "-p", "alice-pw")
 	run(t, bobEnv, crane, "auth", "login", "--insecure", reg.Addr, "-u", "bob", "-p", "bob-pw")
-	time.Sleep(6 * time.Second) // the database is picked up within 5 s
+	dbLoaded(t, reg)
 
 	vulnerable := debianLayer(t)
 	clean := filepath.Join(t.TempDir(), "clean.tar")
@@ -312,31 +261,20 @@ func TestScanQuarantine(t *testing.T) {
 	run(t, aliceEnv, crane, "append", "--insecure", "-f", clean, "-t", reg.Addr+"/held/clean:v1")
 	run(t, aliceEnv, crane, "manifest", "--insecure", reg.Addr+"/held/deb:v1") // the pusher may
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, err := runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/clean:v1")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bob never got the clean image: %v", err)
-		}
-		time.Sleep(500 * time.Millisecond)
+	var err error
+	if !eventually(60*time.Second, func() bool {
+		_, err = runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/clean:v1")
+		return err == nil
+	}) {
+		t.Fatalf("bob never got the clean image: %v", err)
 	}
 	// The two scans may finish in either order: wait out "awaiting its
 	// vulnerability scan" as a client does.
-	deadline = time.Now().Add(60 * time.Second)
-	var (
-		out string
-		err error
-	)
-	for {
+	var out string
+	eventually(60*time.Second, func() bool {
 		out, err = runErr(bobEnv, crane, "manifest", "--insecure", reg.Addr+"/held/deb:v1")
-		if err == nil || !strings.Contains(out, "awaiting its vulnerability scan") || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return err == nil || !strings.Contains(out, "awaiting its vulnerability scan")
+	})
 	if err == nil || !strings.Contains(out, "quarantined") || !strings.Contains(out, "vulnerability policy") {
 		t.Errorf("bob pulled the vulnerable image or got another reason: %v\n%s", err, out)
 	}
@@ -390,7 +328,8 @@ func TestScanOutboxSurvivesCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	time.Sleep(time.Second)
+	// The pushes are recorded for the scanner, which waits for a database.
+	waitMetric(t, reg, "portcullis_scan_outbox_pending", 2)
 	if code, _ := getReport(t, reg, "team/later", d); code != http.StatusNotFound {
 		t.Fatalf("report before any database: %d, want 404", code)
 	}
@@ -582,17 +521,34 @@ func getReport(t *testing.T, reg *Registry, repo, d string) (int, scanReport) {
 
 func waitReport(t *testing.T, reg *Registry, repo, d string, timeout time.Duration) (int, scanReport) {
 	t.Helper()
+	var code int
+	var r scanReport
+	if !eventually(timeout, func() bool { code, r = getReport(t, reg, repo, d); return code == http.StatusOK }) {
+		t.Fatalf("no report for %s@%s after %v (last %d)\n%s", repo, d, timeout, code, reg.Logs())
+	}
+	return code, r
+}
+
+// eventually polls cond until it holds or timeout passes, and reports
+// whether it held: what the tests wait for is the registry's work, which
+// runs in another process.
+func eventually(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	for {
-		code, r := getReport(t, reg, repo, d)
-		if code == http.StatusOK {
-			return code, r
-		}
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("no report for %s@%s after %v (last %d)\n%s", repo, d, timeout, code, reg.Logs())
+			return false
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+	return true
+}
+
+// dbLoaded waits until the registry has loaded a vulnerability database:
+// its first reconcile pass, which starts once a database is loaded, is
+// done.
+func dbLoaded(t *testing.T, reg *Registry) {
+	t.Helper()
+	waitMetric(t, reg, "portcullis_scan_reconcile_runs_total", 1)
 }
 
 // reportCount counts repo@d's scan reports through the referrers API.
@@ -649,16 +605,12 @@ func metric(t *testing.T, reg *Registry, name string) float64 {
 // want 0: exactly 0).
 func waitMetric(t *testing.T, reg *Registry, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got := metric(t, reg, name)
-		if (want == 0 && got == 0) || (want > 0 && got >= want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is %v after 60s, want %v\n%s", name, got, want, reg.Logs())
-		}
-		time.Sleep(250 * time.Millisecond)
+	var got float64
+	if !eventually(60*time.Second, func() bool {
+		got = metric(t, reg, name)
+		return (want == 0 && got == 0) || (want > 0 && got >= want)
+	}) {
+		t.Fatalf("%s is %v after 60s, want %v\n%s", name, got, want, reg.Logs())
 	}
 }
 

@@ -19,32 +19,32 @@ import (
 type GatePolicy struct {
 	// MaxSeverity is the highest severity a finding may have and pass: none (no finding
 	// passes), low, medium, high, critical (every finding passes). "" means high.
-	MaxSeverity string `yaml:"maxSeverity" json:"maxSeverity,omitempty"`
+	MaxSeverity string `json:"maxSeverity,omitempty"`
 	// UnknownSeverity is what a finding of UNKNOWN severity counts as: low, medium, high,
 	// critical, or unknown to let it pass whatever MaxSeverity says. "" means critical.
-	UnknownSeverity string `yaml:"unknownSeverity" json:"unknownSeverity,omitempty"`
+	UnknownSeverity string `json:"unknownSeverity,omitempty"`
 	// IgnoreUnfixed lets findings without a known fixed version pass.
-	IgnoreUnfixed bool `yaml:"ignoreUnfixed" json:"ignoreUnfixed,omitempty"`
+	IgnoreUnfixed bool `json:"ignoreUnfixed,omitempty"`
 	// FailOnUnchecked fails a report that lists packages no record could check
 	// (Report.Unchecked): an image whose distribution the database does not cover does not
 	// pass for having no findings.
-	FailOnUnchecked bool `yaml:"failOnUnchecked" json:"failOnUnchecked,omitempty"`
+	FailOnUnchecked bool `json:"failOnUnchecked,omitempty"`
 	// Allowlist lists vulnerabilities that pass whatever their severity, until they expire.
-	Allowlist []AllowEntry `yaml:"allowlist" json:"allowlist,omitempty"`
+	Allowlist []AllowEntry `json:"allowlist,omitempty"`
 }
 
 // AllowEntry lets one vulnerability through a GatePolicy.
 type AllowEntry struct {
 	// ID is the finding's id or one of its aliases (CVE-2024-1234, GHSA-..., GO-2024-...),
 	// compared case-insensitively.
-	ID string `yaml:"id" json:"id"`
+	ID string `json:"id"`
 	// Package, when set, limits the entry to findings in that package, by its name or its
 	// source package's name.
-	Package string `yaml:"package" json:"package,omitempty"`
+	Package string `json:"package,omitempty"`
 	// Expires is when the entry stops applying; zero never expires.
-	Expires Date `yaml:"expires" json:"expires,omitzero"`
+	Expires Date `json:"expires,omitzero"`
 	// Reason says why the vulnerability is accepted; it is not interpreted.
-	Reason string `yaml:"reason" json:"reason,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // ErrGatePolicy is returned (wrapped, with every problem and its key) by

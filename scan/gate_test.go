@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/portcullis/portcullis/scan/osv"
 )
@@ -119,22 +118,19 @@ func TestGateOnScannedImage(t *testing.T) {
 
 func TestGatePolicyDecode(t *testing.T) {
 	t.Parallel()
-	const doc = `
-maxSeverity: medium
-unknownSeverity: high
-ignoreUnfixed: true
-allowlist:
-  - id: CVE-2021-44228
-    package: log4j-core
-    expires: 2026-12-31
-    reason: not reachable
-  - id: GHSA-35jh-r3h4-6jhm
-    expires: "2027-01-15T10:00:00Z"
-  - id: GO-2026-5026
-`
+	const doc = `{
+  "maxSeverity": "medium",
+  "unknownSeverity": "high",
+  "ignoreUnfixed": true,
+  "allowlist": [
+    {"id": "CVE-2021-44228", "package": "log4j-core", "expires": "2026-12-31", "reason": "not reachable"},
+    {"id": "GHSA-35jh-r3h4-6jhm", "expires": "2027-01-15T10:00:00Z"},
+    {"id": "GO-2026-5026"}
+  ]
+}`
 	var p GatePolicy
-	dec := yaml.NewDecoder(strings.NewReader(doc))
-	dec.KnownFields(true)
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		t.Fatal(err)
 	}
@@ -180,17 +176,17 @@ allowlist:
 	if err := d.UnmarshalText([]byte("31/12/2026")); err == nil {
 		t.Error("bad date accepted")
 	}
-	if err := yaml.Unmarshal([]byte("expires: tomorrow\nid: X\n"), &AllowEntry{}); err == nil {
-		t.Error("bad yaml date accepted")
+	if err := json.Unmarshal([]byte(`{"expires": "tomorrow", "id": "X"}`), &AllowEntry{}); err == nil {
+		t.Error("bad json date accepted")
 	}
 }
 
-// FuzzGatePolicy decodes arbitrary YAML as a policy and evaluates it: no panic, and a policy
+// FuzzGatePolicy decodes arbitrary JSON as a policy and evaluates it: no panic, and a policy
 // that does not validate never passes.
 func FuzzGatePolicy(f *testing.F) {
-	f.Add("maxSeverity: medium\nallowlist:\n  - id: CVE-2021-44228\n    expires: 2026-12-31\n", int64(0))
-	f.Add("maxSeverity: none\nunknownSeverity: unknown\nignoreUnfixed: true\n", int64(1<<40))
-	f.Add("allowlist: [{id: '', package: x}]", int64(-1))
+	f.Add(`{"maxSeverity": "medium", "allowlist": [{"id": "CVE-2021-44228", "expires": "2026-12-31"}]}`, int64(0))
+	f.Add(`{"maxSeverity": "none", "unknownSeverity": "unknown", "ignoreUnfixed": true}`, int64(1<<40))
+	f.Add(`{"allowlist": [{"id": "", "package": "x"}]}`, int64(-1))
 	report := &Report{Findings: []Finding{
 		finding("GHSA-jfh8-c2jp-5v3q", "log4j-core", "2.14.1", "2.15.0", osv.Critical, 10, "CVE-2021-44228"),
 		finding("X", "p", "1", "", osv.Unknown, 0),
@@ -198,7 +194,7 @@ func FuzzGatePolicy(f *testing.F) {
 	}}
 	f.Fuzz(func(t *testing.T, doc string, unix int64) {
 		var p GatePolicy
-		if yaml.Unmarshal([]byte(doc), &p) != nil {
+		if json.Unmarshal([]byte(doc), &p) != nil {
 			return
 		}
 		res := p.Evaluate(report, time.Unix(unix, 0))

@@ -15,8 +15,8 @@ import (
 
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/config"
-	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/trust"
 )
 
@@ -35,10 +35,10 @@ type ScanChecker interface {
 	ScanMode(repo string) policy.Mode
 	// ScanPush scans a manifest being tagged; the error is a failure to
 	// read storage.
-	ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scanner.Outcome, error)
+	ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scan.Outcome, error)
 	// StoredOutcome returns what is known of repo@d's scan, without
 	// scanning.
-	StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scanner.Outcome
+	StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scan.Outcome
 	// CheckStored evaluates the newest stored report of repo@d.
 	CheckStored(ctx context.Context, repo string, d digest.Digest) (pass, decided bool, reason string)
 }
@@ -200,7 +200,7 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 	}
 	// The scan gate, then the webhooks: they see the signature verdict and
 	// the scan, and are asked only when neither refused.
-	var scanned *scanner.Outcome
+	var scanned *scan.Outcome
 	if g.scanMode(p.Repository) == policy.ModeEnforce {
 		o, err := g.scans.ScanPush(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType)
 		if err != nil {
@@ -248,12 +248,12 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 
 // scanSummary is the review's scan object: the scan made at this push
 // (enforce), else what is stored of the digest's scan.
-func (g *Gate) scanSummary(ctx context.Context, p TagPush, scanned *scanner.Outcome) *ScanSummary {
+func (g *Gate) scanSummary(ctx context.Context, p TagPush, scanned *scan.Outcome) *ScanSummary {
 	switch {
 	case scanned != nil:
 		return summarize(*scanned)
 	case g.scans == nil:
-		return &ScanSummary{Status: scanner.StatusNotScanned, Reason: "vulnerability scanning is not running"}
+		return &ScanSummary{Status: scan.StatusNotScanned, Reason: "vulnerability scanning is not running"}
 	default:
 		return summarize(g.scans.StoredOutcome(ctx, p.Repository, p.Digest, p.Manifest, p.MediaType))
 	}

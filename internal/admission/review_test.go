@@ -25,7 +25,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/portcullis/portcullis/config"
-	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/osv"
@@ -37,9 +36,9 @@ var update = flag.Bool("update", false, "rewrite testdata/review.json")
 // fakeScans answers the scan checks with fixed outcomes and counts the calls.
 type fakeScans struct {
 	mode    string
-	push    scanner.Outcome
+	push    scan.Outcome
 	pushErr error
-	stored  scanner.Outcome
+	stored  scan.Outcome
 
 	mu                 sync.Mutex
 	pushes, storedAsks int
@@ -47,14 +46,14 @@ type fakeScans struct {
 
 func (f *fakeScans) ScanMode(string) policy.Mode { return policy.Mode(f.mode) }
 
-func (f *fakeScans) ScanPush(context.Context, string, digest.Digest, []byte, string) (scanner.Outcome, error) {
+func (f *fakeScans) ScanPush(context.Context, string, digest.Digest, []byte, string) (scan.Outcome, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pushes++
 	return f.push, f.pushErr
 }
 
-func (f *fakeScans) StoredOutcome(context.Context, string, digest.Digest, []byte, string) scanner.Outcome {
+func (f *fakeScans) StoredOutcome(context.Context, string, digest.Digest, []byte, string) scan.Outcome {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.storedAsks++
@@ -166,7 +165,7 @@ var vulnerable = report(
 // from the scan at the push in enforce, else from what is stored.
 func TestReviewScan(t *testing.T) {
 	t.Parallel()
-	passing := &scanner.GateOutcome{Name: "lax", Mode: "enforce", MaxSeverity: "critical", UnknownSeverity: "unknown",
+	passing := &scan.GateOutcome{Name: "lax", Mode: "enforce", MaxSeverity: "critical", UnknownSeverity: "unknown",
 		Result: scan.GateResult{Pass: true}}
 	tests := []struct {
 		name          string
@@ -178,32 +177,32 @@ func TestReviewScan(t *testing.T) {
 	}{
 		{
 			name:   "enforce: scanned at the push",
-			scans:  &fakeScans{mode: "enforce", push: scanner.Outcome{Status: scanner.StatusScanned, Report: vulnerable, Gate: passing}},
+			scans:  &fakeScans{mode: "enforce", push: scan.Outcome{Status: scan.StatusScanned, Report: vulnerable, Gate: passing}},
 			want:   ScanSummary{Status: "scanned", WorstSeverity: "critical"},
 			pushes: 1, wantCounts: &SeverityCounts{Critical: 1, Low: 1, Unknown: 1},
 			wantPolicyRes: &ScanPolicyResult{Name: "lax", Mode: "enforce", Passed: true, MaxSeverity: "critical", UnknownSeverity: "unknown"},
 		},
 		{
 			name:  "audit: a report stored by an earlier push by digest",
-			scans: &fakeScans{mode: "audit", stored: scanner.Outcome{Status: scanner.StatusScanned, Report: vulnerable}},
+			scans: &fakeScans{mode: "audit", stored: scan.Outcome{Status: scan.StatusScanned, Report: vulnerable}},
 			want:  ScanSummary{Status: "scanned", WorstSeverity: "critical"},
 			asks:  1, wantCounts: &SeverityCounts{Critical: 1, Low: 1, Unknown: 1},
 		},
 		{
 			name:  "no policy: pending",
-			scans: &fakeScans{stored: scanner.Outcome{Status: scanner.StatusPending, Reason: "awaiting a vulnerability scan"}},
+			scans: &fakeScans{stored: scan.Outcome{Status: scan.StatusPending, Reason: "awaiting a vulnerability scan"}},
 			want:  ScanSummary{Status: "pending", Reason: "awaiting a vulnerability scan"},
 			asks:  1,
 		},
 		{
 			name:  "failed",
-			scans: &fakeScans{mode: "quarantine", stored: scanner.Outcome{Status: scanner.StatusFailed, Reason: "scan failed: not a gzip stream"}},
+			scans: &fakeScans{mode: "quarantine", stored: scan.Outcome{Status: scan.StatusFailed, Reason: "scan failed: not a gzip stream"}},
 			want:  ScanSummary{Status: "failed", Reason: "scan failed: not a gzip stream"},
 			asks:  1,
 		},
 		{
 			name:  "no database",
-			scans: &fakeScans{stored: scanner.Outcome{Status: scanner.StatusNotScanned, Reason: "no vulnerability database has been imported"}},
+			scans: &fakeScans{stored: scan.Outcome{Status: scan.StatusNotScanned, Reason: "no vulnerability database has been imported"}},
 			want:  ScanSummary{Status: "not-scanned", Reason: "no vulnerability database has been imported"},
 			asks:  1,
 		},
@@ -260,7 +259,7 @@ func TestWebhookDecidesOnScan(t *testing.T) {
 		}
 		return Response{APIVersion: ReviewAPIVersion, Allowed: true}
 	})
-	scans := &fakeScans{mode: "audit", stored: scanner.Outcome{Status: scanner.StatusScanned, Report: vulnerable}}
+	scans := &fakeScans{mode: "audit", stored: scan.Outcome{Status: scan.StatusScanned, Report: vulnerable}}
 	g := newGate(t, scans, rv.hook())
 	err := g.AdmitTag(context.Background(), tagPush())
 	var ec errcode.Error
@@ -268,7 +267,7 @@ func TestWebhookDecidesOnScan(t *testing.T) {
 		ec.Message != "denied by admission webhook policy-bot: 1 critical and 1 unrated vulnerabilities" {
 		t.Fatalf("AdmitTag: %v", err)
 	}
-	scans.stored = scanner.Outcome{Status: scanner.StatusScanned, Report: report(finding("CVE-2024-0003", "zlib", osv.Low, 3.1, ""))}
+	scans.stored = scan.Outcome{Status: scan.StatusScanned, Report: report(finding("CVE-2024-0003", "zlib", osv.Low, 3.1, ""))}
 	if err := g.AdmitTag(context.Background(), tagPush()); err != nil {
 		t.Fatalf("AdmitTag of an image without critical findings: %v", err)
 	}
@@ -278,7 +277,7 @@ func TestWebhookDecidesOnScan(t *testing.T) {
 // webhooks are not asked.
 func TestWebhooksAfterTheChecks(t *testing.T) {
 	t.Parallel()
-	failing := &scanner.GateOutcome{Name: "strict", Mode: "enforce", MaxSeverity: "none",
+	failing := &scan.GateOutcome{Name: "strict", Mode: "enforce", MaxSeverity: "none",
 		Result: scan.GateResult{Reason: "scan policy failed: 3 findings (none allowed)"}}
 	tests := []struct {
 		name  string
@@ -286,11 +285,11 @@ func TestWebhooksAfterTheChecks(t *testing.T) {
 		code  errcode.ErrorCode
 		msg   string
 	}{
-		{"policy fails", &fakeScans{mode: "enforce", push: scanner.Outcome{Status: scanner.StatusScanned, Report: vulnerable, Gate: failing}},
+		{"policy fails", &fakeScans{mode: "enforce", push: scan.Outcome{Status: scan.StatusScanned, Report: vulnerable, Gate: failing}},
 			errcode.ErrorCodeDenied, `vulnerability policy "strict": scan policy failed`},
-		{"no database", &fakeScans{mode: "enforce", push: scanner.Outcome{Status: scanner.StatusNotScanned, Reason: "no vulnerability database has been imported"}},
+		{"no database", &fakeScans{mode: "enforce", push: scan.Outcome{Status: scan.StatusNotScanned, Reason: "no vulnerability database has been imported"}},
 			errcode.ErrorCodeDenied, "no vulnerability database"},
-		{"scan failed", &fakeScans{mode: "enforce", push: scanner.Outcome{Status: scanner.StatusFailed, Reason: "the scan did not finish within 1m0s"}},
+		{"scan failed", &fakeScans{mode: "enforce", push: scan.Outcome{Status: scan.StatusFailed, Reason: "the scan did not finish within 1m0s"}},
 			errcode.ErrorCodeDenied, "did not finish"},
 		{"storage down", &fakeScans{mode: "enforce", pushErr: errors.New("storage unavailable")},
 			errcode.ErrorCodeUnavailable, "retry later"},
@@ -317,7 +316,7 @@ func TestWebhooksAfterTheChecks(t *testing.T) {
 func TestReviewCarriesNoSecrets(t *testing.T) {
 	t.Parallel()
 	rv := newReviewer(t, allowAll)
-	g := newGate(t, &fakeScans{mode: "enforce", push: scanner.Outcome{Status: scanner.StatusScanned, Report: vulnerable}}, rv.hook())
+	g := newGate(t, &fakeScans{mode: "enforce", push: scan.Outcome{Status: scan.StatusScanned, Report: vulnerable}}, rv.hook())
 	ctx := context.WithValue(context.Background(), struct{ k string }{"auth"}, "Bearer secret-token")
 	if err := g.AdmitTag(ctx, tagPush()); err != nil {
 		t.Fatal(err)
@@ -371,13 +370,13 @@ func TestReviewContract(t *testing.T) {
 	t.Parallel()
 	when := time.Date(2026, 5, 2, 9, 30, 0, 0, time.UTC)
 	d := digest.FromString("prod/app v1.2.0")
-	o := scanner.Outcome{Status: scanner.StatusScanned,
+	o := scan.Outcome{Status: scan.StatusScanned,
 		Report: &scan.Report{DB: scan.DBInfo{Digest: digest.FromString("osv bundle").String(), Modified: dbModified}, Findings: []scan.Finding{
 			versioned(finding("CVE-2024-5535", "libssl3", osv.Critical, 9.1, "3.0.14-1~deb12u1"), "3.0.11-1~deb12u2"),
 			versioned(finding("DEBIAN-CVE-2023-31484", "perl-base", osv.Unknown, 0, ""), "5.36.0-7+deb12u1"),
 			versioned(finding("CVE-2023-45853", "zlib1g", osv.High, 7.5, ""), "1:1.2.13.dfsg-1"),
 		}, Unchecked: []scan.Unchecked{{Ecosystem: "PyPI", Type: "python", Packages: 12, Reason: "the vulnerability database has no PyPI records"}}},
-		Gate: &scanner.GateOutcome{Name: "prod", Mode: "audit", MaxSeverity: "high", UnknownSeverity: "critical",
+		Gate: &scan.GateOutcome{Name: "prod", Mode: "audit", MaxSeverity: "high", UnknownSeverity: "critical",
 			Result: scan.GateResult{Violations: make([]scan.Finding, 2)}},
 	}
 	rv := Review{APIVersion: ReviewAPIVersion, RequestID: "01J9Z3K8Q4M2", Repository: "prod/app", Tag: "v1.2.0",

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/osv"
 )
@@ -83,11 +82,11 @@ type ScanFinding struct {
 }
 
 // summarize makes the review's scan object of an outcome.
-func summarize(o scanner.Outcome) *ScanSummary {
+func summarize(o scan.Outcome) *ScanSummary {
 	s := &ScanSummary{Status: o.Status, Reason: oneLine(o.Reason)}
-	if o.Status != scanner.StatusScanned || o.Report == nil {
-		if s.Status == scanner.StatusScanned {
-			s.Status, s.Reason = scanner.StatusPending, "no scan report"
+	if o.Status != scan.StatusScanned || o.Report == nil {
+		if s.Status == scan.StatusScanned {
+			s.Status, s.Reason = scan.StatusPending, "no scan report"
 		}
 		return s
 	}

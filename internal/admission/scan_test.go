@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/osv"
 )
@@ -38,12 +37,12 @@ func TestSummarize(t *testing.T) {
 	db := &ScanDatabase{Digest: "sha256:db", Modified: dbModified}
 	tests := []struct {
 		name string
-		in   scanner.Outcome
+		in   scan.Outcome
 		want *ScanSummary
 	}{
 		{
 			name: "scanned with a failing policy",
-			in: scanner.Outcome{Status: scanner.StatusScanned, Report: mixed, Gate: &scanner.GateOutcome{
+			in: scan.Outcome{Status: scan.StatusScanned, Report: mixed, Gate: &scan.GateOutcome{
 				Name: "prod", Mode: "audit", MaxSeverity: "high", UnknownSeverity: "critical",
 				Result: scan.GateResult{Pass: false, Violations: []scan.Finding{mixed.Findings[0], mixed.Findings[2]}},
 			}},
@@ -65,10 +64,10 @@ func TestSummarize(t *testing.T) {
 		},
 		{
 			name: "scanned, unrated findings never count",
-			in: scanner.Outcome{Status: scanner.StatusScanned, Report: report(
+			in: scan.Outcome{Status: scan.StatusScanned, Report: report(
 				finding("DEBIAN-CVE-1", "perl", osv.Unknown, 0, ""),
 				finding("CVE-4", "bash", osv.Low, 2, ""),
-			), Gate: &scanner.GateOutcome{Name: "lax", Mode: "enforce", MaxSeverity: "critical", UnknownSeverity: "unknown",
+			), Gate: &scan.GateOutcome{Name: "lax", Mode: "enforce", MaxSeverity: "critical", UnknownSeverity: "unknown",
 				Result: scan.GateResult{Pass: true}}},
 			want: &ScanSummary{Status: "scanned", Database: db,
 				Counts: &SeverityCounts{Low: 1, Unknown: 1}, WorstSeverity: "low",
@@ -81,33 +80,33 @@ func TestSummarize(t *testing.T) {
 		},
 		{
 			name: "scanned clean, no policy",
-			in:   scanner.Outcome{Status: scanner.StatusScanned, Report: report()},
+			in:   scan.Outcome{Status: scan.StatusScanned, Report: report()},
 			want: &ScanSummary{Status: "scanned", Database: db, Counts: &SeverityCounts{}, WorstSeverity: "none"},
 		},
 		{
 			name: "scanned, only unrated findings",
-			in:   scanner.Outcome{Status: scanner.StatusScanned, Report: report(finding("DEBIAN-CVE-1", "perl", osv.Unknown, 0, ""))},
+			in:   scan.Outcome{Status: scan.StatusScanned, Report: report(finding("DEBIAN-CVE-1", "perl", osv.Unknown, 0, ""))},
 			want: &ScanSummary{Status: "scanned", Database: db, Counts: &SeverityCounts{Unknown: 1}, WorstSeverity: "unknown",
 				Findings: []ScanFinding{{ID: "DEBIAN-CVE-1", Package: "perl", Version: "1.0", Severity: "unknown"}}},
 		},
 		{
 			name: "pending",
-			in:   scanner.Outcome{Status: scanner.StatusPending, Reason: "awaiting a vulnerability scan"},
+			in:   scan.Outcome{Status: scan.StatusPending, Reason: "awaiting a vulnerability scan"},
 			want: &ScanSummary{Status: "pending", Reason: "awaiting a vulnerability scan"},
 		},
 		{
 			name: "failed",
-			in:   scanner.Outcome{Status: scanner.StatusFailed, Reason: "scan failed: gzip: invalid header\nat layer 2"},
+			in:   scan.Outcome{Status: scan.StatusFailed, Reason: "scan failed: gzip: invalid header\nat layer 2"},
 			want: &ScanSummary{Status: "failed", Reason: "scan failed: gzip: invalid header at layer 2"},
 		},
 		{
 			name: "not scanned",
-			in:   scanner.Outcome{Status: scanner.StatusNotScanned, Reason: "no vulnerability database has been imported"},
+			in:   scan.Outcome{Status: scan.StatusNotScanned, Reason: "no vulnerability database has been imported"},
 			want: &ScanSummary{Status: "not-scanned", Reason: "no vulnerability database has been imported"},
 		},
 		{
 			name: "scanned without a report",
-			in:   scanner.Outcome{Status: scanner.StatusScanned},
+			in:   scan.Outcome{Status: scan.StatusScanned},
 			want: &ScanSummary{Status: "pending", Reason: "no scan report"},
 		},
 	}
@@ -132,7 +131,7 @@ func TestSummarizeKeepsTheWorst(t *testing.T) {
 	for i := range 5 {
 		findings = append(findings, finding(fmt.Sprintf("CVE-CRIT-%02d", i), "pkg", osv.Critical, 9, "2.0"))
 	}
-	s := summarize(scanner.Outcome{Status: scanner.StatusScanned, Report: report(findings...)})
+	s := summarize(scan.Outcome{Status: scan.StatusScanned, Report: report(findings...)})
 	if len(s.Findings) != maxReviewFindings {
 		t.Fatalf("%d findings listed, want %d", len(s.Findings), maxReviewFindings)
 	}

@@ -163,8 +163,12 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
+	gates, err := compileScanGates(a.cfg.Scan)
+	if err != nil {
+		return err
+	}
 	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
-		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Policies: a.cfg.Scan})
+		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates})
 	if err != nil {
 		return err
 	}
@@ -291,7 +295,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if a.scanner != nil {
 		go func() {
 			defer close(scanDone)
-			if err := a.scanner.Run(scanCtx, dbPollInterval); err != nil {
+			if err := a.scanner.Run(scanCtx); err != nil {
 				a.log.ErrorContext(ctx, "scanner stopped", "err", err)
 			}
 		}()

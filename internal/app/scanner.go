@@ -3,7 +3,7 @@ package app
 import (
 	"context"
 	"errors"
-	"time"
+	"fmt"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
@@ -15,12 +15,10 @@ import (
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/scanner"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
-
-// dbPollInterval is how often a running registry looks for a newly
-// imported vulnerability database.
-const dbPollInterval = 5 * time.Second
 
 // indexedRepos opens repositories through the same middleware distribution
 // uses (sha512 aliases, the referrers index), for content the registry
@@ -83,4 +81,42 @@ func ImportVulnDB(ctx context.Context, cfg *config.Config, dir string) (digest.D
 		return "", nil, err
 	}
 	return scanner.ImportDB(ctx, repos, dir)
+}
+
+// scanGates are the scan policies in configuration order: the first whose
+// repository patterns match a repository applies to it.
+type scanGates struct{ set policy.Set[*scan.RepoGate] }
+
+// For returns the scan policy of repo, ok false when none applies.
+func (gs scanGates) For(repo string) (*scan.RepoGate, bool) { return gs.set.First(repo) }
+
+// compileScanGates translates the scan policies of the configuration into
+// the scanner's. It returns an error, with the key, for a repository
+// pattern, an expiry date or a gate that does not compile.
+func compileScanGates(cfg config.Scan) (scanGates, error) {
+	var out []policy.Entry[*scan.RepoGate]
+	for i, p := range cfg.Policies {
+		g := &scan.RepoGate{Name: p.Name, Mode: p.Mode, Timeout: p.Timeout.D(), Gate: scan.GatePolicy{
+			MaxSeverity: p.MaxSeverity, UnknownSeverity: p.UnknownSeverity, IgnoreUnfixed: p.IgnoreUnfixed,
+			FailOnUnchecked: p.FailOnUnchecked,
+		}}
+		repos, err := policy.ParsePatterns(p.Repositories)
+		if err != nil {
+			return scanGates{}, fmt.Errorf("scan.policies[%d].repositories: %w", i, err)
+		}
+		for j, a := range p.Allowlist {
+			e := scan.AllowEntry{ID: a.ID, Package: a.Package, Reason: a.Reason}
+			if a.Expires != "" {
+				if err := e.Expires.UnmarshalText([]byte(a.Expires)); err != nil {
+					return scanGates{}, fmt.Errorf("scan.policies[%d].allowlist[%d].expires: %w", i, j, err)
+				}
+			}
+			g.Gate.Allowlist = append(g.Gate.Allowlist, e)
+		}
+		if err := g.Gate.Validate(); err != nil {
+			return scanGates{}, fmt.Errorf("scan.policies[%d]: %w", i, err)
+		}
+		out = append(out, policy.Entry[*scan.RepoGate]{Patterns: repos, Value: g})
+	}
+	return scanGates{set: policy.NewSet(out...)}, nil
 }

@@ -105,8 +105,7 @@ var rules = []rule{
 		why: "trust verifies signatures and nothing else"},
 	{pkgs: "trust", deps: []string{mod + "auth"}, why: "trust does not depend on access control; patterns come from policy"},
 
-	// enabled once admission no longer imports internal/scanner:
-	// {pkgs: "internal/admission", imports: []string{mod + "internal/"}, why: "admission decides; other internal packages serve and wire it"},
+	{pkgs: "internal/admission", imports: []string{mod + "internal/"}, why: "admission decides; other internal packages serve and wire it"},
 
 	// policy: repository patterns and policy matching, the standard library
 	// only.

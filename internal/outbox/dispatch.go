@@ -36,6 +36,8 @@ type DispatcherOptions struct {
 	Log *slog.Logger
 	// Retries, when set, counts entries kept for a retry.
 	Retries prometheus.Counter
+	// Now is the clock of backoffs and pauses; default time.Now.
+	Now func() time.Time
 }
 
 const (
@@ -83,6 +85,9 @@ func NewDispatcher(box *Outbox, h Handler, opts DispatcherOptions) (*Dispatcher,
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	return &Dispatcher{box: box, h: h, opts: opts, wake: make(chan struct{}, 1)}, nil
 }
 
@@ -122,7 +127,7 @@ type runState struct {
 // still running (their ctx is cancelled) and returns nil. Entries not
 // finished stay in the outbox. Call it once: the outbox has one consumer.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	st := &runState{inflight: map[uint64]bool{}, retry: map[uint64]retryState{}}
+	st := newRunState()
 	results := make(chan result, d.opts.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -138,8 +143,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		var timer *time.Timer
 		var fire <-chan time.Time
-		if at := st.wakeAt(); !at.IsZero() {
-			timer = time.NewTimer(time.Until(at))
+		if at := st.wakeAt(d.opts.Now()); !at.IsZero() {
+			timer = time.NewTimer(at.Sub(d.opts.Now()))
 			fire = timer.C
 		}
 		select {
@@ -147,7 +152,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case r := <-results:
 			d.finish(ctx, st, r)
 		case <-d.wake:
-			st.paused, st.failures, st.cursor = time.Time{}, 0, 0
+			st.woken()
 		case <-appended:
 		case <-fire:
 		}
@@ -160,11 +165,20 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
+func newRunState() *runState {
+	return &runState{inflight: map[uint64]bool{}, retry: map[uint64]retryState{}}
+}
+
+// woken ends a pause and starts a pass from the oldest entry.
+func (st *runState) woken() {
+	st.paused, st.failures, st.cursor = time.Time{}, 0, 0
+}
+
 // dispatch starts handlers for the due entries after the cursor until the
 // pass ends, all slots are busy, or dispatching is paused.
 func (d *Dispatcher) dispatch(ctx context.Context, st *runState, results chan<- result, wg *sync.WaitGroup) {
 	for {
-		now := time.Now()
+		now := d.opts.Now()
 		if now.Before(st.paused) || len(st.inflight) >= d.opts.Concurrency {
 			return
 		}
@@ -215,7 +229,7 @@ func (d *Dispatcher) finish(ctx context.Context, st *runState, r result) {
 	if ctx.Err() != nil {
 		return // shutting down: the entry stays for the next run
 	}
-	now := time.Now()
+	now := d.opts.Now()
 	ev := r.e.Event
 	switch {
 	case r.err == nil:
@@ -273,9 +287,10 @@ func (st *runState) setRetry(seq uint64, r retryState) {
 }
 
 // wakeAt is when the dispatcher has something to do without being told:
-// the end of a pause, or (at the end of a pass) the first retry due.
-func (st *runState) wakeAt() time.Time {
-	if !st.paused.IsZero() && time.Now().Before(st.paused) {
+// the end of a pause, or (at the end of a pass) the first retry due, as
+// seen at now.
+func (st *runState) wakeAt(now time.Time) time.Time {
+	if !st.paused.IsZero() && now.Before(st.paused) {
 		return st.paused
 	}
 	if !st.atEnd {
@@ -290,7 +305,7 @@ func (st *runState) wakeAt() time.Time {
 			first = r.next
 		}
 	}
-	if soon := time.Now().Add(10 * time.Millisecond); !first.IsZero() && first.Before(soon) {
+	if soon := now.Add(10 * time.Millisecond); !first.IsZero() && first.Before(soon) {
 		first = soon // due already: the next pass picks it up; never spin
 	}
 	return first

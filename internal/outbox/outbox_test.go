@@ -280,12 +280,21 @@ func TestDispatchBoundedConcurrency(t *testing.T) {
 	box := newBox(t)
 	appendEvents(t, box, 200)
 	var running, peak atomic.Int32
-	d, err := NewDispatcher(box, func(context.Context, Entry) error {
+	// The first handlers wait until four run at once.
+	full := make(chan struct{})
+	var fullOnce sync.Once
+	d, err := NewDispatcher(box, func(ctx context.Context, _ Entry) error {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
-		time.Sleep(time.Millisecond)
+		if n >= 4 {
+			fullOnce.Do(func() { close(full) })
+		}
+		select {
+		case <-full:
+		case <-ctx.Done():
+		}
 		return nil
 	}, DispatcherOptions{Concurrency: 4})
 	if err != nil {
@@ -293,8 +302,8 @@ func TestDispatchBoundedConcurrency(t *testing.T) {
 	}
 	runDispatcher(t, d)
 	waitFor(t, "all entries", func() bool { return box.Len() == 0 })
-	if p := peak.Load(); p > 4 || p < 2 {
-		t.Errorf("peak concurrency %d, want 2..4", p)
+	if p := peak.Load(); p != 4 {
+		t.Errorf("peak concurrency %d, want 4", p)
 	}
 }
 
@@ -347,6 +356,7 @@ func TestNotReadyPausesUntilWake(t *testing.T) {
 	var calls atomic.Int32
 	var mu sync.Mutex
 	var handled []string
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	d, err := NewDispatcher(box, func(_ context.Context, e Entry) error {
 		calls.Add(1)
 		if !ready.Load() {
@@ -356,30 +366,61 @@ func TestNotReadyPausesUntilWake(t *testing.T) {
 		defer mu.Unlock()
 		handled = append(handled, e.Event.Tag)
 		return nil
-	}, DispatcherOptions{Concurrency: 2, MinBackoff: time.Millisecond, MaxBackoff: time.Hour})
+	}, DispatcherOptions{Concurrency: 2, MinBackoff: time.Millisecond, MaxBackoff: time.Hour,
+		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runDispatcher(t, d)
-	waitFor(t, "the first attempt", func() bool { return calls.Load() > 0 })
-	time.Sleep(50 * time.Millisecond)
-	if n := calls.Load(); n > 2 {
+	// The dispatcher's steps, run one at a time: what Run does between
+	// two waits.
+	st := newRunState()
+	results := make(chan result, 2)
+	var wg sync.WaitGroup
+	d.dispatch(ctx, st, results, &wg)
+	d.finish(ctx, st, <-results)
+	d.finish(ctx, st, <-results)
+	d.dispatch(ctx, st, results, &wg)
+	wg.Wait()
+	if n := calls.Load(); n != 2 {
 		t.Errorf("%d calls while not ready: the dispatcher should pause", n)
+	}
+	if at := st.wakeAt(now); !at.Equal(now.Add(time.Hour)) {
+		t.Errorf("paused until %v, want %v", at, now.Add(time.Hour))
 	}
 	if box.Len() != 5 {
 		t.Errorf("Len %d while not ready, want 5", box.Len())
 	}
-	// New entries while paused wait too.
+	// New entries while paused wait too, until the pause is over.
 	if _, err := box.Append(ctx, event(5)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
-	if n := calls.Load(); n > 2 {
+	now = now.Add(59 * time.Minute)
+	d.dispatch(ctx, st, results, &wg)
+	wg.Wait()
+	if n := calls.Load(); n != 2 {
 		t.Errorf("%d calls while not ready after an append", n)
 	}
 	ready.Store(true)
 	d.Wake()
-	waitFor(t, "every entry", func() bool { return box.Len() == 0 })
+	select {
+	case <-d.wake:
+		st.woken()
+	default:
+		t.Fatal("Wake did not signal the dispatcher")
+	}
+	for box.Len() > 0 {
+		d.dispatch(ctx, st, results, &wg)
+		if len(st.inflight) == 0 {
+			t.Fatalf("nothing dispatched after Wake with %d entries left", box.Len())
+		}
+		for len(st.inflight) > 0 {
+			d.finish(ctx, st, <-results)
+		}
+		if st.atEnd {
+			st.atEnd, st.cursor = false, 0
+		}
+	}
+	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
 	if diff := cmp.Diff([]string{"v0", "v1", "v2", "v3", "v4", "v5"}, handled, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {

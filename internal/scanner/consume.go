@@ -67,14 +67,14 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 	ev := e.Event
 	defer func() {
 		if err == nil {
-			s.setQueued(ev.Repository, ev.Digest, false)
+			s.recon.setQueued(ev.Repository, ev.Digest, false)
 		}
 	}()
 	switch {
 	case ev.Repository == "" || ev.Digest == "" || ev.Repository == DBRepository || ev.Subject != "":
 		return nil // unreadable, by tag only, the database, or a referrer: nothing to scan
 	case ev.Kind == outbox.KindDelete:
-		return s.forget(ev.Repository, ev.Digest)
+		return s.store.forget(ev.Repository, ev.Digest)
 	case ev.Tag != "" && referrerTag(ev.Tag):
 		return nil
 	case s.database() == nil:
@@ -127,7 +127,7 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 // called.
 func (s *Service) claim(ctx context.Context, repo string, d digest.Digest) (release func(), err error) {
 	for {
-		release, busy := s.tryClaim(repo, d)
+		release, busy := s.claims.tryClaim(repo, d)
 		if busy == nil {
 			return release, nil
 		}
@@ -139,43 +139,18 @@ func (s *Service) claim(ctx context.Context, repo string, d digest.Digest) (rele
 	}
 }
 
-// tryClaim claims repo@d, or returns busy, closed when the scan (or
-// restore) that holds it is done. release must be called when busy is nil.
-func (s *Service) tryClaim(repo string, d digest.Digest) (release func(), busy <-chan struct{}) {
-	key := string(scannedKey(repo, d))
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	if held, ok := s.claims[key]; ok {
-		return nil, held
-	}
-	done := make(chan struct{})
-	s.claims[key] = done
-	return func() {
-		s.claimMu.Lock()
-		delete(s.claims, key)
-		s.claimMu.Unlock()
-		close(done)
-	}, nil
-}
-
-// scanning reports whether a scan of repo@d is running.
-func (s *Service) scanning(repo string, d digest.Digest) bool {
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	_, ok := s.claims[string(scannedKey(repo, d))]
-	return ok
-}
-
 // hasVerdict reports whether repo@d has a verdict: remembered in the
-// metadata database, recorded as "scan failed", or with a report and an
-// inventory among its referrers in storage. In the last case (the metadata
+// metadata database, recorded as "scan failed" (in the metadata database,
+// or a failure artifact in storage newer than any report, which the
+// metadata database then caches), or with a report and an inventory among
+// its referrers in storage. In the last case (the metadata
 // database was lost, or another replica scanned the image) the inventory
 // is read back and re-matched against the loaded database, and the image
 // remembered (restore): no layer is read. An image with a report but no
 // usable inventory (scanned before inventories were stored) has no
 // verdict, so that it is scanned once more and gets one.
 func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	if s.remembered(repo, d) || s.failure(repo, d) != "" {
+	if s.store.remembered(repo, d) || s.store.failure(repo, d) != "" {
 		return true, nil
 	}
 	descs, err := s.refs.List(ctx, repo, d)
@@ -183,6 +158,10 @@ func (s *Service) hasVerdict(ctx context.Context, repo string, d digest.Digest) 
 		return false, fmt.Errorf("list referrers of %s@%s: %w", repo, d, err)
 	}
 	report, ok := newest(descs, artifact.ArtifactTypeReport)
+	if fail, failed := newestFailure(descs, report, ok); failed {
+		reason, err := s.readFailure(ctx, repo, d, fail)
+		return reason != "", err
+	}
 	if !ok {
 		return false, nil
 	}
@@ -286,7 +265,7 @@ func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) 
 		default:
 			continue
 		}
-		release, busy := s.tryClaim(repo, m.Digest)
+		release, busy := s.claims.tryClaim(repo, m.Digest)
 		if busy != nil {
 			continue // pushed with the index, and being scanned from its own entry
 		}
@@ -299,7 +278,7 @@ func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) 
 			continue
 		}
 		if _, err := s.box.Append(ctx, outbox.Event{
-			Kind: outbox.KindPush, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, Time: time.Now(),
+			Kind: outbox.KindPush, Repository: repo, Digest: m.Digest, MediaType: m.MediaType, Time: s.now(),
 		}); err != nil {
 			return queued, err
 		}
@@ -321,8 +300,8 @@ func referrerTag(tag string) bool {
 // its scan policy's timeout when that is longer than the least time given
 // to any background scan (s.minScanTimeout, defaultScanTimeout).
 func (s *Service) scanTimeout(repo string) time.Duration {
-	if g := s.gateFor(repo); g != nil && g.timeout > s.minScanTimeout {
-		return g.timeout
+	if g := s.gateFor(repo); g != nil && g.Timeout > s.minScanTimeout {
+		return g.Timeout
 	}
 	return s.minScanTimeout
 }
@@ -334,10 +313,11 @@ func (s *Service) scanTimeout(repo string) time.Duration {
 func (s *Service) runScan(ctx context.Context, r distribution.Repository, repo string, d digest.Digest, mt string, payload []byte, timeout time.Duration) (err error) {
 	scanCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	subject := subjectOf(d, mt, payload)
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.ErrorContext(ctx, "scan panicked", "repo", repo, "digest", d, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			err = s.failed(ctx, repo, d, errInternal)
+			err = s.failed(ctx, r, repo, subject, errInternal)
 		}
 	}()
 	err = s.scanImage(scanCtx, r, repo, d, mt, payload)
@@ -345,7 +325,7 @@ func (s *Service) runScan(ctx context.Context, r distribution.Repository, repo s
 		return err
 	}
 	if ctx.Err() == nil && errors.Is(scanCtx.Err(), context.DeadlineExceeded) {
-		return s.failed(ctx, repo, d, fmt.Errorf("took longer than %v", timeout))
+		return s.failed(ctx, r, repo, subject, fmt.Errorf("took longer than %v", timeout))
 	}
 	return err
 }
@@ -359,22 +339,22 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 	if s.database() == nil {
 		return errNoDB
 	}
-	start := time.Now()
+	start := s.now()
 	img, ok, err := imageFromManifest(ctx, r, mt, payload)
 	if err != nil {
-		return s.failed(ctx, repo, d, err)
+		return s.failed(ctx, r, repo, subjectOf(d, mt, payload), err)
 	}
 	if !ok {
 		return nil // an artifact
 	}
 	stored, err := s.indexer.Inventory(ctx, img, d.String())
 	if err != nil {
-		return s.failed(ctx, repo, d, fmt.Errorf("inventory: %w", err))
+		return s.failed(ctx, r, repo, subjectOf(d, mt, payload), fmt.Errorf("inventory: %w", err))
 	}
 	imt, _ := img.MediaType()
 	size, _ := img.Size()
 	subject := v1.Descriptor{MediaType: string(imt), Digest: d, Size: size}
-	now := time.Now()
+	now := s.now()
 	invArt, err := artifact.InventoryArtifact(subject, stored, now)
 	if err != nil {
 		return err
@@ -405,11 +385,11 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 		return fmt.Errorf("store %s: %w", reportArt.Descriptor.ArtifactType, err)
 	}
 	e := scanned{Subject: subject, Inventory: stored, Report: report, Created: now}
-	if err := s.remember(repo, e, invArt.Descriptor.Digest, sbomArt.Descriptor.Digest, reportArt.Descriptor.Digest); err != nil {
+	if err := s.store.remember(repo, e, invArt.Descriptor.Digest, sbomArt.Descriptor.Digest, reportArt.Descriptor.Digest); err != nil {
 		s.log.WarnContext(ctx, "remember scanned image", "repo", repo, "digest", d, "err", err)
 	}
 	s.scans.WithLabelValues("ok").Inc()
-	s.duration.Observe(time.Since(start).Seconds())
+	s.duration.Observe(s.now().Sub(start).Seconds())
 	for _, f := range report.Findings {
 		s.findings.WithLabelValues(strings.ToLower(string(f.Severity.Level))).Inc()
 	}
@@ -418,15 +398,27 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 
 // failed turns a scan error into the verdict "scan failed" unless it is
 // transient, which is returned as is to be retried.
-func (s *Service) failed(ctx context.Context, repo string, d digest.Digest, err error) error {
+func (s *Service) failed(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, err error) error {
 	if ctx.Err() != nil || transient(err) {
 		return err
 	}
-	if rerr := s.recordFailure(repo, d, err); rerr != nil {
+	if rerr := s.recordFailure(ctx, r, repo, subject, err); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	s.scans.WithLabelValues("failed").Inc()
 	return &failedError{err}
+}
+
+// subjectOf is the descriptor of manifest payload, digest d, of media type
+// mt unless the manifest names its own.
+func subjectOf(d digest.Digest, mt string, payload []byte) v1.Descriptor {
+	var m struct {
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(payload, &m) == nil && m.MediaType != "" {
+		mt = m.MediaType
+	}
+	return v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(payload))}
 }
 
 // transient reports whether a scan error is no fault of the image, so that

@@ -14,7 +14,16 @@
 // handler records each successful push, tag and delete: an entry stays
 // until its image is scanned or its verdict "scan failed" is recorded, so
 // pushes made before a database is loaded, or before a restart, are
-// scanned later. A pushed index queues its images.
+// scanned later. A pushed index queues its images. The verdict "scan
+// failed" and its reason are stored like the reports, as a referrer of the
+// image (artifact.ArtifactTypeFailure, reserved): the newest of an image's
+// report and failure is its verdict, and the metadata database only caches
+// it.
+//
+// The Service composes its jobs: the metadata store (metaStore), the
+// database watcher (dbWatcher, which loads portcullis/vulndb:latest and
+// polls for a new one), the reconciler, and the outbox consumer with the
+// scan workers.
 //
 // A new database re-matches every scanned image from its inventory,
 // without reading its layers again. The metadata database keeps the

@@ -39,7 +39,7 @@ func (s *Service) Document(ctx context.Context, repo string, d digest.Digest, ki
 		return nil, fmt.Errorf("read the newest %s of %s@%s: %w", kind, repo, d, err)
 	}
 	if !ok {
-		if reason := s.failure(repo, d); reason != "" {
+		if reason := s.storedFailure(ctx, repo, d); reason != "" {
 			return nil, &ScanFailedError{Reason: reason}
 		}
 		msg := "no " + kind + " for " + repo + "@" + d.String() + " yet"
@@ -61,4 +61,23 @@ func (s *Service) Document(ctx context.Context, repo string, d digest.Digest, ki
 		return nil, errcode.ErrorCodeBlobUnknown
 	}
 	return doc, nil
+}
+
+// storedFailure returns the reason of repo@d's scan failure: cached in the
+// metadata database, or read from its newest failure artifact in storage;
+// "" when it has none or storage cannot be read.
+func (s *Service) storedFailure(ctx context.Context, repo string, d digest.Digest) string {
+	if reason := s.store.failure(repo, d); reason != "" {
+		return reason
+	}
+	descs, err := s.refs.List(ctx, repo, d)
+	if err != nil {
+		return ""
+	}
+	fail, ok := newest(descs, artifact.ArtifactTypeFailure)
+	if !ok {
+		return ""
+	}
+	reason, _ := s.readFailure(ctx, repo, d, fail)
+	return reason
 }

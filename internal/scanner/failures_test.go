@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/scan"
+	"github.com/portcullis/portcullis/scan/artifact"
 	"github.com/portcullis/portcullis/scan/inventory"
 )
 
@@ -65,8 +65,8 @@ func TestScanPanicRecordedOnce(t *testing.T) {
 	})
 	d := h.pushImage("team/panic", "v1", img)
 	h.appendEvent(outbox.KindTag, "team/panic", d, "v1")
-	h.waitFor("the verdict", func() bool { return h.svc.failure("team/panic", d) != "" && h.box.Len() == 0 })
-	if got, want := h.svc.failure("team/panic", d), "scan failed: internal error while reading the image"; got != want {
+	h.waitFor("the verdict", func() bool { return h.svc.store.failure("team/panic", d) != "" && h.box.Len() == 0 })
+	if got, want := h.svc.store.failure("team/panic", d), "scan failed: internal error while reading the image"; got != want {
 		t.Errorf("recorded %q, want %q", got, want)
 	}
 	if n := testutil.ToFloat64(h.svc.retries); n != 0 {
@@ -86,7 +86,7 @@ func TestScanTimeLimit(t *testing.T) {
 		t.Errorf("time limit without a policy: %v, want %v", got, defaultScanTimeout)
 	}
 	h.svc.minScanTimeout = 0 // the policy's limit, however short
-	h.withPolicy(config.ScanPolicy{Name: "slow", Mode: "audit", Timeout: config.Duration(200 * time.Millisecond)})
+	h.withPolicy(scan.RepoGate{Name: "slow", Mode: "audit", Timeout: 200 * time.Millisecond})
 	h.importDB()
 	img := testImage(t, map[string]string{"a.txt": "a"})
 	h.onLayers(img, func(ctx context.Context) error {
@@ -95,8 +95,8 @@ func TestScanTimeLimit(t *testing.T) {
 	})
 	d := h.pushImage("team/slow", "v1", img)
 	h.appendEvent(outbox.KindTag, "team/slow", d, "v1")
-	h.waitFor("the verdict", func() bool { return h.svc.failure("team/slow", d) != "" && h.box.Len() == 0 })
-	if got, want := h.svc.failure("team/slow", d), "scan failed: took longer than 200ms"; got != want {
+	h.waitFor("the verdict", func() bool { return h.svc.store.failure("team/slow", d) != "" && h.box.Len() == 0 })
+	if got, want := h.svc.store.failure("team/slow", d), "scan failed: took longer than 200ms"; got != want {
 		t.Errorf("recorded %q, want %q", got, want)
 	}
 	if n := testutil.ToFloat64(h.svc.retries); n != 0 {
@@ -117,7 +117,7 @@ func TestFullTempDirRetried(t *testing.T) {
 	d := h.pushImage("team/bigjar", "v1", big)
 	h.appendEvent(outbox.KindTag, "team/bigjar", d, "v1")
 	h.waitFor("a retry", func() bool { return testutil.ToFloat64(h.svc.retries) >= 1 })
-	if reason := h.svc.failure("team/bigjar", d); reason != "" {
+	if reason := h.svc.store.failure("team/bigjar", d); reason != "" {
 		t.Fatalf("a local disk failure recorded as the image's verdict: %s", reason)
 	}
 	t.Setenv("TMPDIR", tmp)
@@ -159,28 +159,28 @@ func TestReconcileSkipsQueued(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
 	h.importDB()
-	h.waitFor("the first reconcile pass", func() bool { return testutil.ToFloat64(h.svc.reconciles) >= 1 })
+	h.waitFor("the first reconcile pass", func() bool { return testutil.ToFloat64(h.svc.recon.runs) >= 1 })
 	img := testImage(t, map[string]string{"a.txt": "a"})
 	h.onLayers(img, func(context.Context) error { return errors.New("storage unavailable") })
 	d := h.pushImage("team/backlog", "", img) // no event
-	if err := h.svc.reconcile(ctx); err != nil {
+	if err := h.svc.recon.reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
 	h.waitFor("a retry", func() bool { return testutil.ToFloat64(h.svc.retries) >= 1 })
 	for range 3 {
-		if err := h.svc.reconcile(ctx); err != nil {
+		if err := h.svc.recon.reconcile(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := h.box.Len(); n != 1 {
 		t.Errorf("%d entries pending after four passes, want 1", n)
 	}
-	if n := testutil.ToFloat64(h.svc.reconciled); n != 1 {
+	if n := testutil.ToFloat64(h.svc.recon.enqueued); n != 1 {
 		t.Errorf("reconcile queued %v times, want 1", n)
 	}
 	h.onLayers(img, nil)
 	h.waitFor("the report", func() bool { return h.reports("team/backlog", d) == 1 && h.box.Len() == 0 })
-	if h.svc.isQueued("team/backlog", d) {
+	if h.svc.recon.isQueued("team/backlog", d) {
 		t.Error("the scanned image is still marked as queued")
 	}
 }
@@ -201,8 +201,8 @@ func TestScanPushHidesStorageErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "the registry could not read the image from storage; try again"; o.Status != StatusFailed || o.Reason != want {
-		t.Errorf("outcome %s %q, want %s %q", o.Status, o.Reason, StatusFailed, want)
+	if want := "the registry could not read the image from storage; try again"; o.Status != scan.StatusFailed || o.Reason != want {
+		t.Errorf("outcome %s %q, want %s %q", o.Status, o.Reason, scan.StatusFailed, want)
 	}
 }
 
@@ -220,16 +220,82 @@ func TestRematchRetried(t *testing.T) {
 	failing := repo
 	h.driver.failWritesIn.Store(&failing)
 	h.importDB("npm", "Debian")
-	h.svc.mu.RLock()
-	loaded := h.svc.dbIndex
-	h.svc.mu.RUnlock()
-	time.Sleep(200 * time.Millisecond) // ten polls
-	if n := h.reports(repo, d); n != 1 || h.svc.matchedDB() == loaded {
-		t.Fatalf("while storage refuses writes: %d reports, matched database %s (loaded %s)", n, h.svc.matchedDB(), loaded)
+	_, _, loaded := h.svc.dbw.Current()
+	// A poll re-matches with the new database, fails to store the report,
+	// and leaves the matched database as it was, for the next poll.
+	if err := h.svc.reloadDB(context.Background()); err == nil {
+		t.Error("a poll stored nothing and reported no error")
+	}
+	if n := h.reports(repo, d); n != 1 || h.svc.store.matchedDB() == loaded {
+		t.Fatalf("while storage refuses writes: %d reports, matched database %s (loaded %s)", n, h.svc.store.matchedDB(), loaded)
 	}
 	h.driver.failWritesIn.Store(nil)
-	h.waitFor("the re-matched report", func() bool { return h.reports(repo, d) == 2 && h.svc.matchedDB() == loaded })
+	h.waitFor("the re-matched report", func() bool { return h.reports(repo, d) == 2 && h.svc.store.matchedDB() == loaded })
 	if h.findings(repo, d) == 0 {
 		t.Error("the re-matched report has no findings")
+	}
+}
+
+// TestFailureDurable: the verdict "scan failed" is kept in storage, next
+// to the image's reports: a node whose metadata database is lost (or
+// another replica) still knows it, with its reason, without scanning the
+// image again; a newer report supersedes it.
+func TestFailureDurable(t *testing.T) {
+	t.Parallel()
+	first := newHarness(t, nil)
+	first.importDB()
+	const repo = "team/broken"
+	img := testImage(t, map[string]string{"a.txt": "a"})
+	var calls atomic.Int32
+	first.onLayers(img, func(context.Context) error {
+		calls.Add(1)
+		panic("a parser bug")
+	})
+	d := first.pushImage(repo, "v1", img)
+	first.appendEvent(outbox.KindTag, repo, d, "v1")
+	first.waitFor("the verdict", func() bool { return first.svc.store.failure(repo, d) != "" && first.box.Len() == 0 })
+	const want = "scan failed: internal error while reading the image"
+	if n := first.referrers(repo, d, artifact.ArtifactTypeFailure); n != 1 {
+		t.Fatalf("%d failure artifacts in storage, want 1", n)
+	}
+	first.stop()
+
+	h := newHarness(t, first.driver) // same storage, a new metadata database
+	if reason := h.svc.store.failure(repo, d); reason != "" {
+		t.Fatalf("a new metadata database knows the failure %q", reason)
+	}
+	ctx := context.Background()
+	manifest, mt := h.manifestOf(repo, d)
+	o := h.svc.StoredOutcome(ctx, repo, d, manifest, mt)
+	if o.Status != scan.StatusFailed || o.Reason != want {
+		t.Errorf("outcome after losing the metadata: %s %q, want %s %q", o.Status, o.Reason, scan.StatusFailed, want)
+	}
+	if got := h.svc.store.failure(repo, d); got != want {
+		t.Errorf("cached failure %q, want %q", got, want)
+	}
+	h.importDB()
+	h.waitFor("a reconcile pass", func() bool { return testutil.ToFloat64(h.svc.recon.runs) >= 1 })
+	h.appendEvent(outbox.KindTag, repo, d, "v2")
+	h.waitFor("the entry", func() bool { return h.box.Len() == 0 })
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the image was read %d times, want 1: scanned again", n)
+	}
+	if n := testutil.ToFloat64(h.svc.scans.WithLabelValues("failed")); n != 0 {
+		t.Errorf("%v scans failed on the new node", n)
+	}
+
+	// A newer report (a later scan) wins over the failure.
+	h.onLayers(img, nil)
+	subject := subjectOf(d, mt, manifest)
+	a, err := artifact.ReportArtifact(subject, &scan.Report{}, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := push(ctx, h.repo(repo), a, ""); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newHarness(t, h.driver)
+	if o := fresh.svc.StoredOutcome(ctx, repo, d, manifest, mt); o.Status != scan.StatusScanned {
+		t.Errorf("outcome with a newer report: %s %q, want %s", o.Status, o.Reason, scan.StatusScanned)
 	}
 }

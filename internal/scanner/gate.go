@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -15,75 +14,35 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
-// gatePolicy is a compiled scan.policies entry.
-type gatePolicy struct {
-	name    string
-	mode    string
-	gate    scan.GatePolicy
-	timeout time.Duration
+// Gates says which scan policy applies to a repository: the first whose
+// repository patterns match it, or ok false when none does.
+type Gates interface {
+	For(repo string) (g *scan.RepoGate, ok bool)
 }
 
-func compileGates(cfg config.Scan) (policy.Set[*gatePolicy], error) {
-	var out []policy.Entry[*gatePolicy]
-	for i, p := range cfg.Policies {
-		g := gatePolicy{name: p.Name, mode: p.Mode, timeout: p.Timeout.D(), gate: scan.GatePolicy{
-			MaxSeverity: p.MaxSeverity, UnknownSeverity: p.UnknownSeverity, IgnoreUnfixed: p.IgnoreUnfixed,
-			FailOnUnchecked: p.FailOnUnchecked,
-		}}
-		repos, err := policy.ParsePatterns(p.Repositories)
-		if err != nil {
-			return policy.Set[*gatePolicy]{}, fmt.Errorf("scan.policies[%d].repositories: %w", i, err)
-		}
-		for j, a := range p.Allowlist {
-			e := scan.AllowEntry{ID: a.ID, Package: a.Package, Reason: a.Reason}
-			if a.Expires != "" {
-				if err := e.Expires.UnmarshalText([]byte(a.Expires)); err != nil {
-					return policy.Set[*gatePolicy]{}, fmt.Errorf("scan.policies[%d].allowlist[%d].expires: %w", i, j, err)
-				}
-			}
-			g.gate.Allowlist = append(g.gate.Allowlist, e)
-		}
-		if err := g.gate.Validate(); err != nil {
-			return policy.Set[*gatePolicy]{}, fmt.Errorf("scan.policies[%d]: %w", i, err)
-		}
-		out = append(out, policy.Entry[*gatePolicy]{Patterns: repos, Value: &g})
+// gateFor returns the scan policy of repo, or nil when none applies.
+func (s *Service) gateFor(repo string) *scan.RepoGate {
+	if s.gates == nil {
+		return nil
 	}
-	return policy.NewSet(out...), nil
-}
-
-// gateFor returns the first scan policy whose pattern matches repo, or nil.
-func (s *Service) gateFor(repo string) *gatePolicy {
-	g, _ := s.gates.First(repo)
-	return g
+	if g, ok := s.gates.For(repo); ok {
+		return g
+	}
+	return nil
 }
 
 // ScanMode returns the scan policy mode of repo, or "" when none applies.
 func (s *Service) ScanMode(repo string) policy.Mode {
 	if g := s.gateFor(repo); g != nil {
-		return policy.Mode(g.mode)
+		return policy.Mode(g.Mode)
 	}
 	return ""
 }
-
-// Scan statuses of an Outcome.
-const (
-	// StatusScanned is an image with a scan report.
-	StatusScanned = "scanned"
-	// StatusPending is an image that is to be scanned and has no result yet.
-	StatusPending = "pending"
-	// StatusFailed is an image that could not be scanned: a corrupt layer,
-	// a scan over its time limit.
-	StatusFailed = "failed"
-	// StatusNotScanned is a manifest that is not scanned: no vulnerability
-	// database is loaded, or it is not a container image.
-	StatusNotScanned = "not-scanned"
-)
 
 // defaultPushTimeout bounds ScanPush in a repository without a scan policy.
 const defaultPushTimeout = 60 * time.Second
@@ -91,89 +50,39 @@ const defaultPushTimeout = 60 * time.Second
 // noDatabase is the reason nothing is scanned before a database is imported.
 const noDatabase = "no vulnerability database has been imported, so nothing can be scanned (registry vulndb import DIR)"
 
-// Outcome is what is known of an image's vulnerability scan when a tag is
-// pushed.
-type Outcome struct {
-	// Status is StatusScanned, StatusPending, StatusFailed or
-	// StatusNotScanned.
-	Status string
-	// Reason says, in one line, why an image is not scanned (yet); empty
-	// when it is scanned.
-	Reason string
-	// Report is the scan report; set when Status is StatusScanned.
-	Report *scan.Report
-	// Gate is the repository's scan policy and its judgement of Report;
-	// nil when no policy applies or there is no report.
-	Gate *GateOutcome
-	// exempt marks a manifest that is not a container image (an index, an
-	// artifact): its images are gated when tagged, it is not.
-	exempt bool
-}
-
-// GateOutcome is a scan policy's judgement of a report.
-type GateOutcome struct {
-	// Name and Mode are the policy's (scan.policies[].name, .mode).
-	Name, Mode string
-	// MaxSeverity is the highest severity that passes: none, low, medium,
-	// high or critical.
-	MaxSeverity string
-	// UnknownSeverity is what an unrated finding counts as: low, medium,
-	// high, critical or unknown (never counts).
-	UnknownSeverity string
-	// Result is the policy applied to the report.
-	Result scan.GateResult
-}
-
-// Admits reports whether an enforce gate lets the outcome through, and
-// the reason for a refusal: a scanned image passes its policy (or has
-// none), a manifest that is not an image is not gated, and everything else
-// (pending, failed, no database) is refused.
-func (o Outcome) Admits() (bool, string) {
-	switch {
-	case o.Status == StatusScanned && o.Gate != nil:
-		return o.Gate.Result.Pass, fmt.Sprintf("vulnerability policy %q: %s", o.Gate.Name, o.Gate.Result.Reason)
-	case o.Status == StatusScanned, o.exempt:
-		return true, ""
-	case o.Reason == "":
-		return false, "awaiting a vulnerability scan"
-	default:
-		return false, o.Reason
-	}
-}
-
 // ScanPush scans a manifest being tagged (its blobs are already stored)
 // within the timeout of the repository's scan policy (60s without one),
 // and judges the report by that policy. It returns an error only when the
 // repository cannot be opened; a scan that fails or runs out of time is an
-// Outcome with StatusFailed, and no database or a manifest that is not an
-// image one with StatusNotScanned.
-func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (Outcome, error) {
+// scan.Outcome with scan.StatusFailed, and no database or a manifest that is not an
+// image one with scan.StatusNotScanned.
+func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scan.Outcome, error) {
 	g := s.gateFor(repo)
 	timeout := defaultPushTimeout
-	if g != nil && g.timeout > 0 {
-		timeout = g.timeout
+	if g != nil && g.Timeout > 0 {
+		timeout = g.Timeout
 	}
 	db := s.database()
 	if db == nil {
-		return Outcome{Status: StatusNotScanned, Reason: noDatabase}, nil
+		return scan.Outcome{Status: scan.StatusNotScanned, Reason: noDatabase}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	r, err := s.open(ctx, repo)
 	if err != nil {
-		return Outcome{}, err
+		return scan.Outcome{}, err
 	}
-	failed := func(err error) Outcome {
+	failed := func(err error) scan.Outcome {
 		if ctx.Err() != nil {
-			return Outcome{Status: StatusFailed, Reason: fmt.Sprintf("the scan did not finish within %v", timeout)}
+			return scan.Outcome{Status: scan.StatusFailed, Reason: fmt.Sprintf("the scan did not finish within %v", timeout)}
 		}
 		if reason := transientReason(err); reason != "" {
 			// The client and the webhooks get the reason; the log, the
 			// cause (storage's own message, local paths).
 			s.log.WarnContext(ctx, "scan at a tag push failed", "repo", repo, "digest", d, "err", err)
-			return Outcome{Status: StatusFailed, Reason: reason}
+			return scan.Outcome{Status: scan.StatusFailed, Reason: reason}
 		}
-		return Outcome{Status: StatusFailed, Reason: "scan failed: " + err.Error()}
+		return scan.Outcome{Status: scan.StatusFailed, Reason: "scan failed: " + err.Error()}
 	}
 	img, ok, err := imageFromManifest(ctx, r, mediaType, manifest)
 	if err != nil {
@@ -186,7 +95,7 @@ func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, ma
 	if err != nil {
 		return failed(err), nil
 	}
-	return judge(g, stored.Report(db, s.policy), time.Now()), nil
+	return judge(g, stored.Report(db, s.policy), s.now()), nil
 }
 
 // transientReason is what a client is told of a scan error that is no
@@ -208,55 +117,46 @@ func transientReason(err error) string {
 // recorded scan failure, not scanned (no database; not a container image)
 // or pending. manifest and mediaType are repo@d's, which need not be
 // stored yet (a tag push that uploads the manifest).
-func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) Outcome {
+func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scan.Outcome {
 	if classify(mediaType, manifest) != kindImage {
 		return notImage(mediaType, manifest)
 	}
-	report, found, err := s.storedReport(ctx, repo, d)
+	report, reason, err := s.storedVerdict(ctx, repo, d)
 	var unreadable *unreadableReportError
 	switch {
 	case errors.As(err, &unreadable):
-		return Outcome{Status: StatusFailed, Reason: unreadable.Error()}
+		return scan.Outcome{Status: scan.StatusFailed, Reason: unreadable.Error()}
 	case err != nil:
 		s.log.WarnContext(ctx, "read scan report", "repo", repo, "digest", d, "err", err)
-		return Outcome{Status: StatusPending, Reason: "the stored scan report could not be read"}
-	case found:
-		return judge(s.gateFor(repo), report, time.Now())
-	}
-	if reason := s.failure(repo, d); reason != "" {
-		return Outcome{Status: StatusFailed, Reason: reason}
+		return scan.Outcome{Status: scan.StatusPending, Reason: "the stored scan report could not be read"}
+	case report != nil:
+		return judge(s.gateFor(repo), report, s.now())
+	case reason != "":
+		return scan.Outcome{Status: scan.StatusFailed, Reason: reason}
 	}
 	if s.database() == nil {
-		return Outcome{Status: StatusNotScanned, Reason: noDatabase}
+		return scan.Outcome{Status: scan.StatusNotScanned, Reason: noDatabase}
 	}
-	if s.scanning(repo, d) {
-		return Outcome{Status: StatusPending, Reason: "the image is being scanned"}
+	if s.claims.scanning(repo, d) {
+		return scan.Outcome{Status: scan.StatusPending, Reason: "the image is being scanned"}
 	}
-	return Outcome{Status: StatusPending, Reason: "awaiting a vulnerability scan: the image is scanned once it is stored"}
+	return scan.Outcome{Status: scan.StatusPending, Reason: "awaiting a vulnerability scan: the image is scanned once it is stored"}
 }
 
 // notImage is the outcome of a manifest that is not a container image.
-func notImage(mediaType string, manifest []byte) Outcome {
+func notImage(mediaType string, manifest []byte) scan.Outcome {
 	reason := "not a container image: artifacts are not scanned"
 	if classify(mediaType, manifest) == kindIndex {
 		reason = "an index: each of its images is scanned on its own"
 	}
-	return Outcome{Status: StatusNotScanned, Reason: reason, exempt: true}
+	return scan.Outcome{Status: scan.StatusNotScanned, Reason: reason, Exempt: true}
 }
 
 // judge is the outcome of a report under policy g (nil: none) at now.
-func judge(g *gatePolicy, report *scan.Report, now time.Time) Outcome {
-	o := Outcome{Status: StatusScanned, Report: report}
-	if g == nil {
-		return o
-	}
-	o.Gate = &GateOutcome{Name: g.name, Mode: g.mode, MaxSeverity: strings.ToLower(g.gate.MaxSeverity),
-		UnknownSeverity: strings.ToLower(g.gate.UnknownSeverity), Result: g.gate.Evaluate(report, now)}
-	if o.Gate.MaxSeverity == "" {
-		o.Gate.MaxSeverity = "high"
-	}
-	if o.Gate.UnknownSeverity == "" {
-		o.Gate.UnknownSeverity = "critical"
+func judge(g *scan.RepoGate, report *scan.Report, now time.Time) scan.Outcome {
+	o := scan.Outcome{Status: scan.StatusScanned, Report: report}
+	if g != nil {
+		o.Gate = g.Judge(report, now)
 	}
 	return o
 }
@@ -268,19 +168,21 @@ func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest)
 	if g == nil {
 		return true, true, ""
 	}
-	report, found, err := s.storedReport(ctx, repo, d)
+	report, reason, err := s.storedVerdict(ctx, repo, d)
 	var unreadable *unreadableReportError
 	switch {
 	case errors.As(err, &unreadable):
 		return false, true, unreadable.Error()
-	case err != nil || !found:
-		if reason := s.failure(repo, d); reason != "" {
+	case err == nil && reason != "":
+		return false, true, reason
+	case err != nil || report == nil:
+		if reason := s.store.failure(repo, d); reason != "" {
 			return false, true, reason
 		}
 		return false, false, "awaiting a vulnerability scan"
 	}
-	res := g.gate.Evaluate(report, time.Now())
-	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.name, res.Reason)
+	res := g.Gate.Evaluate(report, s.now())
+	return res.Pass, true, fmt.Sprintf("vulnerability policy %q: %s", g.Name, res.Reason)
 }
 
 // unreadableReportError is a stored report that cannot be decoded.
@@ -289,26 +191,46 @@ type unreadableReportError struct{ err error }
 func (e *unreadableReportError) Error() string { return "scan report unreadable: " + e.err.Error() }
 func (e *unreadableReportError) Unwrap() error { return e.err }
 
-// storedReport reads the newest stored report of repo@d; found is false
-// when it has none. A report that cannot be decoded is an
-// *unreadableReportError, any other error a failure to read storage.
-func (s *Service) storedReport(ctx context.Context, repo string, d digest.Digest) (report *scan.Report, found bool, err error) {
-	manifest, ok, err := s.latest(ctx, repo, d, artifact.ArtifactTypeReport)
-	if err != nil || !ok {
-		return nil, false, err
+// storedVerdict reads the newest stored verdict of repo@d: its newest
+// report, or the reason of its scan failure when a failure artifact is
+// newer than any report (or, with neither in storage, when the metadata
+// database recorded one). Both are empty when it has none. A report that
+// cannot be decoded is an *unreadableReportError, any other error a
+// failure to read storage.
+func (s *Service) storedVerdict(ctx context.Context, repo string, d digest.Digest) (report *scan.Report, failure string, err error) {
+	descs, err := s.refs.List(ctx, repo, d)
+	if err != nil {
+		return nil, "", err
+	}
+	desc, ok := newest(descs, artifact.ArtifactTypeReport)
+	if fail, failed := newestFailure(descs, desc, ok); failed {
+		if reason := s.store.failure(repo, d); reason != "" {
+			return nil, reason, nil
+		}
+		reason, err := s.readFailure(ctx, repo, d, fail)
+		if err != nil || reason != "" {
+			return nil, reason, err
+		}
+	}
+	if !ok {
+		return nil, s.store.failure(repo, d), nil
 	}
 	r, err := s.open(ctx, repo)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
+	}
+	_, manifest, found, err := readManifest(ctx, r, desc.Digest)
+	if err != nil || !found {
+		return nil, "", err
 	}
 	blobs := r.Blobs(ctx)
 	report, _, err = artifact.ReadReport(ctx, func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) {
 		return blobs.Open(ctx, dg)
 	}, manifest)
 	if err != nil {
-		return nil, false, &unreadableReportError{err}
+		return nil, "", &unreadableReportError{err}
 	}
-	return report, true, nil
+	return report, "", nil
 }
 
 // latest returns the manifest of the newest referrer of repo@d with the

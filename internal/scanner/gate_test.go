@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -12,22 +13,32 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
-// withPolicy gives the harness's scanner one scan policy for team/**.
-func (h *harness) withPolicy(p config.ScanPolicy) {
+// teamGates applies one scan policy to the repositories under team/.
+type teamGates struct{ gate scan.RepoGate }
+
+func (g *teamGates) For(repo string) (*scan.RepoGate, bool) {
+	if strings.HasPrefix(repo, "team/") {
+		return &g.gate, true
+	}
+	return nil, false
+}
+
+// withPolicy gives the harness's scanner one scan policy for team/**
+// (a scan at a tag push is given 60s unless it says otherwise).
+func (h *harness) withPolicy(g scan.RepoGate) {
 	h.t.Helper()
-	p.Repositories = []string{"team/**"}
-	cfg := config.Scan{Policies: []config.ScanPolicy{p}}
-	cfg.Provision()
-	gates, err := compileGates(cfg)
-	if err != nil {
+	if g.Timeout == 0 {
+		g.Timeout = 60 * time.Second
+	}
+	if err := g.Gate.Validate(); err != nil {
 		h.t.Fatal(err)
 	}
-	h.svc.gates = gates
+	h.svc.gates = &teamGates{gate: g}
 }
 
 // manifestOf returns the stored manifest of repo@d and its media type.
@@ -46,13 +57,13 @@ func TestStoredOutcome(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	h.withPolicy(config.ScanPolicy{Name: "prod", Mode: "audit", MaxSeverity: "critical", UnknownSeverity: "unknown"})
+	h.withPolicy(scan.RepoGate{Name: "prod", Mode: "audit", Gate: scan.GatePolicy{MaxSeverity: "critical", UnknownSeverity: "unknown"}})
 	deb := debianImage(t)
 	d := h.pushImage("team/app", "", deb)
 	m, mt := h.manifestOf("team/app", d)
 
 	o := h.svc.StoredOutcome(ctx, "team/app", d, m, mt)
-	if o.Status != StatusNotScanned || !strings.Contains(o.Reason, "no vulnerability database") {
+	if o.Status != scan.StatusNotScanned || !strings.Contains(o.Reason, "no vulnerability database") {
 		t.Errorf("before a database: %+v", o)
 	}
 	h.importDB()
@@ -63,13 +74,13 @@ func TestStoredOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	ud, _ := unstored.Digest()
-	if o := h.svc.StoredOutcome(ctx, "team/new", digest.Digest(ud.String()), um, ""); o.Status != StatusPending || o.Report != nil {
+	if o := h.svc.StoredOutcome(ctx, "team/new", digest.Digest(ud.String()), um, ""); o.Status != scan.StatusPending || o.Report != nil {
 		t.Errorf("before its scan: %+v", o)
 	}
 	h.appendEvent(outbox.KindPush, "team/app", d, "")
 	h.waitFor("the report", func() bool { return h.reports("team/app", d) == 1 })
 	o = h.svc.StoredOutcome(ctx, "team/app", d, m, mt)
-	if o.Status != StatusScanned || o.Report == nil || len(o.Report.Findings) == 0 || o.Report.DB.Digest == "" {
+	if o.Status != scan.StatusScanned || o.Report == nil || len(o.Report.Findings) == 0 || o.Report.DB.Digest == "" {
 		t.Fatalf("after its scan: %+v", o)
 	}
 	if g := o.Gate; g == nil || g.Name != "prod" || g.Mode != "audit" || g.MaxSeverity != "critical" || !g.Result.Pass {
@@ -83,7 +94,7 @@ func TestStoredOutcome(t *testing.T) {
 	other := h.pushImage("other/app", "", deb)
 	h.appendEvent(outbox.KindPush, "other/app", other, "")
 	h.waitFor("the other report", func() bool { return h.reports("other/app", other) == 1 })
-	if o := h.svc.StoredOutcome(ctx, "other/app", other, m, mt); o.Status != StatusScanned || o.Gate != nil {
+	if o := h.svc.StoredOutcome(ctx, "other/app", other, m, mt); o.Status != scan.StatusScanned || o.Gate != nil {
 		t.Errorf("without a policy: %+v", o)
 	}
 
@@ -94,9 +105,9 @@ func TestStoredOutcome(t *testing.T) {
 	}
 	bd := h.pushImage("team/bad", "", bad)
 	h.appendEvent(outbox.KindPush, "team/bad", bd, "")
-	h.waitFor("the failure", func() bool { return h.svc.failure("team/bad", bd) != "" })
+	h.waitFor("the failure", func() bool { return h.svc.store.failure("team/bad", bd) != "" })
 	bm, bmt := h.manifestOf("team/bad", bd)
-	if o := h.svc.StoredOutcome(ctx, "team/bad", bd, bm, bmt); o.Status != StatusFailed || !strings.HasPrefix(o.Reason, "scan failed") {
+	if o := h.svc.StoredOutcome(ctx, "team/bad", bd, bm, bmt); o.Status != scan.StatusFailed || !strings.HasPrefix(o.Reason, "scan failed") {
 		t.Errorf("a failed scan: %+v", o)
 	}
 
@@ -104,7 +115,7 @@ func TestStoredOutcome(t *testing.T) {
 	idx := h.pushIndex("team/app", deb)
 	im, imt := h.manifestOf("team/app", idx)
 	o = h.svc.StoredOutcome(ctx, "team/app", idx, im, imt)
-	if pass, _ := o.Admits(); o.Status != StatusNotScanned || !strings.Contains(o.Reason, "index") || !pass {
+	if pass, _ := o.Admits(); o.Status != scan.StatusNotScanned || !strings.Contains(o.Reason, "index") || !pass {
 		t.Errorf("an index: %+v", o)
 	}
 }
@@ -114,17 +125,17 @@ func TestScanPush(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	h.withPolicy(config.ScanPolicy{Name: "strict", Mode: "enforce", MaxSeverity: "none"})
+	h.withPolicy(scan.RepoGate{Name: "strict", Mode: "enforce", Gate: scan.GatePolicy{MaxSeverity: "none"}})
 	d := h.pushImage("team/app", "", debianImage(t))
 	m, mt := h.manifestOf("team/app", d)
 
 	o, err := h.svc.ScanPush(ctx, "team/app", d, m, mt)
-	if pass, reason := o.Admits(); err != nil || o.Status != StatusNotScanned || pass || !strings.Contains(reason, "no vulnerability database") {
+	if pass, reason := o.Admits(); err != nil || o.Status != scan.StatusNotScanned || pass || !strings.Contains(reason, "no vulnerability database") {
 		t.Errorf("before a database: %+v, %v", o, err)
 	}
 	h.importDB()
 	o, err = h.svc.ScanPush(ctx, "team/app", d, m, mt)
-	if err != nil || o.Status != StatusScanned || o.Report == nil || len(o.Report.Findings) == 0 {
+	if err != nil || o.Status != scan.StatusScanned || o.Report == nil || len(o.Report.Findings) == 0 {
 		t.Fatalf("scan at the push: %+v, %v", o, err)
 	}
 	pass, reason := o.Admits()
@@ -136,7 +147,7 @@ func TestScanPush(t *testing.T) {
 	clean := h.pushImage("team/clean", "", testImage(t, map[string]string{"hello.txt": "no packages"}))
 	cm, cmt := h.manifestOf("team/clean", clean)
 	o, err = h.svc.ScanPush(ctx, "team/clean", clean, cm, cmt)
-	if pass, _ := o.Admits(); err != nil || o.Status != StatusScanned || len(o.Report.Findings) != 0 || !pass {
+	if pass, _ := o.Admits(); err != nil || o.Status != scan.StatusScanned || len(o.Report.Findings) != 0 || !pass {
 		t.Errorf("a clean image: %+v, %v", o, err)
 	}
 }

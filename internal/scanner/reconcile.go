@@ -4,38 +4,77 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis/portcullis/internal/outbox"
 )
+
+// reconciler repairs what the outbox and the metadata database missed,
+// by a pass over every manifest of the registry: once a database is
+// loaded, after each new database (Kick) and every reconcileInterval.
+type reconciler struct {
+	catalog Catalog
+	open    func(ctx context.Context, name string) (distribution.Repository, error)
+	store   *metaStore
+	box     *outbox.Outbox
+	claims  *claims
+	// verdict reports whether an image has a verdict, restoring it from
+	// storage when the metadata database does not know it.
+	verdict func(ctx context.Context, repo string, d digest.Digest) (bool, error)
+	loaded  <-chan struct{}
+	log     *slog.Logger
+	now     func() time.Time
+
+	runs     prometheus.Counter // completed passes
+	enqueued prometheus.Counter // images queued for a scan
+
+	kick chan struct{} // asks for a pass (a new database)
+
+	// queued holds the images (repo@digest) the reconcile pass put in the
+	// outbox, until an entry of theirs is done, so that a pass does not
+	// queue an image again while it waits (a backlog, a scan retried).
+	queuedMu sync.Mutex
+	queued   map[string]bool
+}
+
+// Kick asks for a reconcile pass; it never blocks.
+func (rc *reconciler) Kick() {
+	select {
+	case rc.kick <- struct{}{}:
+	default:
+	}
+}
 
 // reconcileInterval is how often the reconcile pass runs after the first,
 // which runs as soon as a database is loaded.
 const reconcileInterval = time.Hour
 
-// reconcileLoop runs the reconcile pass once a database is loaded, then
+// Run runs the reconcile pass once a database is loaded, then
 // after each new database and every reconcileInterval, until ctx is done.
-func (s *Service) reconcileLoop(ctx context.Context) {
+func (rc *reconciler) Run(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 		return
-	case <-s.loaded:
+	case <-rc.loaded:
 	}
 	t := time.NewTicker(reconcileInterval)
 	defer t.Stop()
 	for {
-		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "reconcile scans", "err", err)
+		if err := rc.reconcile(ctx); err != nil && ctx.Err() == nil {
+			rc.log.WarnContext(ctx, "reconcile scans", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-s.kick:
+		case <-rc.kick:
 		}
 	}
 }
@@ -48,30 +87,30 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 // image with a report among its referrers in storage is not scanned again,
 // so it needs no metadata database. It returns ctx's error or the
 // catalog's.
-func (s *Service) reconcile(ctx context.Context) error {
-	start := time.Now()
+func (rc *reconciler) reconcile(ctx context.Context) error {
+	start := rc.now()
 	repos, queued := 0, 0
-	err := s.catalog.Enumerate(ctx, func(repo string) error {
+	err := rc.catalog.Enumerate(ctx, func(repo string) error {
 		if repo == DBRepository {
 			return nil
 		}
 		repos++
-		n, err := s.reconcileRepo(ctx, repo)
+		n, err := rc.reconcileRepo(ctx, repo)
 		queued += n
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			// One repository's trouble does not stop the pass.
-			s.log.WarnContext(ctx, "reconcile repository", "repo", repo, "err", err)
+			rc.log.WarnContext(ctx, "reconcile repository", "repo", repo, "err", err)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("walk repositories: %w", err)
 	}
-	s.reconciles.Inc()
-	s.log.InfoContext(ctx, "reconciled scans with the registry's manifests", "repos", repos, "queued", queued, "duration", time.Since(start))
+	rc.runs.Inc()
+	rc.log.InfoContext(ctx, "reconciled scans with the registry's manifests", "repos", repos, "queued", queued, "duration", rc.now().Sub(start))
 	return nil
 }
 
@@ -79,8 +118,8 @@ func (s *Service) reconcile(ctx context.Context) error {
 // ManifestEnumerator, which lists _manifests/revisions through the storage
 // driver's Walk), queues the images that have no verdict, and returns how
 // many it queued. A manifest that cannot be read is logged and skipped.
-func (s *Service) reconcileRepo(ctx context.Context, repo string) (int, error) {
-	r, err := s.open(ctx, repo)
+func (rc *reconciler) reconcileRepo(ctx context.Context, repo string) (int, error) {
+	r, err := rc.open(ctx, repo)
 	if err != nil {
 		return 0, err
 	}
@@ -99,16 +138,16 @@ func (s *Service) reconcileRepo(ctx context.Context, repo string) (int, error) {
 			return nil
 		}
 		seen[d] = true
-		q, err := s.reconcileManifest(ctx, r, repo, d)
+		q, err := rc.reconcileManifest(ctx, r, repo, d)
 		if q {
 			queued++
-			s.reconciled.Inc()
+			rc.enqueued.Inc()
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			s.log.WarnContext(ctx, "reconcile manifest", "repo", repo, "digest", d, "err", err)
+			rc.log.WarnContext(ctx, "reconcile manifest", "repo", repo, "digest", d, "err", err)
 		}
 		return nil
 	})
@@ -130,15 +169,15 @@ func (s *Service) reconcileRepo(ctx context.Context, repo string) (int, error) {
 // read; an image with a report in storage is restored (hasVerdict).
 // Indexes are not expanded: their images are manifests of the repository
 // too.
-func (s *Service) reconcileManifest(ctx context.Context, r distribution.Repository, repo string, d digest.Digest) (bool, error) {
-	if s.knownNotImage(repo, d) || s.isQueued(repo, d) {
+func (rc *reconciler) reconcileManifest(ctx context.Context, r distribution.Repository, repo string, d digest.Digest) (bool, error) {
+	if rc.store.knownNotImage(repo, d) || rc.isQueued(repo, d) {
 		return false, nil
 	}
-	release, busy := s.tryClaim(repo, d)
+	release, busy := rc.claims.tryClaim(repo, d)
 	if busy != nil {
 		return false, nil // being scanned
 	}
-	done, err := s.hasVerdict(ctx, repo, d)
+	done, err := rc.verdict(ctx, repo, d)
 	release()
 	if err != nil || done {
 		return false, err
@@ -148,14 +187,14 @@ func (s *Service) reconcileManifest(ctx context.Context, r distribution.Reposito
 		return false, err
 	}
 	if k := classify(mt, payload); k != kindImage {
-		return false, s.noteKind(repo, d, k)
+		return false, rc.store.noteKind(repo, d, k)
 	}
 	// Marked before the append: the entry may be done before Append returns.
-	s.setQueued(repo, d, true)
-	if _, err := s.box.Append(ctx, outbox.Event{
-		Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mt, Time: time.Now(),
+	rc.setQueued(repo, d, true)
+	if _, err := rc.box.Append(ctx, outbox.Event{
+		Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mt, Time: rc.now(),
 	}); err != nil {
-		s.setQueued(repo, d, false)
+		rc.setQueued(repo, d, false)
 		return false, err
 	}
 	return true, nil
@@ -163,21 +202,21 @@ func (s *Service) reconcileManifest(ctx context.Context, r distribution.Reposito
 
 // isQueued reports whether the reconcile pass queued repo@d and no entry of
 // it is done since.
-func (s *Service) isQueued(repo string, d digest.Digest) bool {
-	s.queuedMu.Lock()
-	defer s.queuedMu.Unlock()
-	return s.queued[string(scannedKey(repo, d))]
+func (rc *reconciler) isQueued(repo string, d digest.Digest) bool {
+	rc.queuedMu.Lock()
+	defer rc.queuedMu.Unlock()
+	return rc.queued[string(scannedKey(repo, d))]
 }
 
 // setQueued marks repo@d as queued by the reconcile pass (on), or clears
 // the mark.
-func (s *Service) setQueued(repo string, d digest.Digest, on bool) {
+func (rc *reconciler) setQueued(repo string, d digest.Digest, on bool) {
 	key := string(scannedKey(repo, d))
-	s.queuedMu.Lock()
-	defer s.queuedMu.Unlock()
+	rc.queuedMu.Lock()
+	defer rc.queuedMu.Unlock()
 	if on {
-		s.queued[key] = true
+		rc.queued[key] = true
 	} else {
-		delete(s.queued, key)
+		delete(rc.queued, key)
 	}
 }

@@ -1,9 +1,7 @@
 package scanner
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,46 +11,10 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
-	"github.com/portcullis/portcullis/scan/inventory"
 )
-
-var bucketScanned = []byte("scan/images")
-
-// scanned is what the node remembers of a scanned image so that a new
-// database re-matches it without reading its layers again. It can be
-// rebuilt from storage: the image's inventory and report are its referrers.
-type scanned struct {
-	Subject   v1.Descriptor         `json:"subject"`
-	Inventory *scan.StoredInventory `json:"inventory"`
-	Report    *scan.Report          `json:"report"`
-	// Created is the created time of the stored report.
-	Created time.Time `json:"created,omitzero"`
-}
-
-func scannedKey(repo string, d digest.Digest) []byte { return []byte(repo + "@" + d.String()) }
-
-// remember records a scanned image, and its referrers as manifests that
-// are not images (so the reconcile pass does not read them).
-func (s *Service) remember(repo string, e scanned, referrers ...digest.Digest) error {
-	data, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketScanned)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(scannedKey(repo, e.Subject.Digest), data); err != nil {
-			return err
-		}
-		return putKinds(tx, repo, kindOther, referrers...)
-	})
-}
 
 // createdAfter returns now, or the first second after prev when now is
 // not later at the second resolution of the created annotation, so that
@@ -74,31 +36,7 @@ func (s *Service) rematchAll(ctx context.Context) error {
 	if matcher == nil {
 		return nil
 	}
-	type item struct {
-		repo string
-		e    scanned
-	}
-	var items []item
-	err := s.meta.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketScanned)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			if string(k) == string(keyMatchedDB) {
-				return nil
-			}
-			// An inventory of an older format is re-matched too until the
-			// reconcile pass has indexed the image again (remembered).
-			var e scanned
-			if json.Unmarshal(v, &e) != nil || e.Inventory == nil {
-				return nil
-			}
-			repo, _, _ := strings.Cut(string(k), "@")
-			items = append(items, item{repo: repo, e: e})
-			return nil
-		})
-	})
+	items, err := s.store.scannedImages()
 	if err != nil {
 		return err
 	}
@@ -123,7 +61,7 @@ func (s *Service) rematchAll(ctx context.Context) error {
 			return err
 		}
 		it.e.Report, it.e.Created = report, created
-		if err := s.remember(it.repo, it.e, stored); err != nil {
+		if err := s.store.remember(it.repo, it.e, stored); err != nil {
 			return err
 		}
 		changed++
@@ -192,7 +130,7 @@ func (s *Service) restore(ctx context.Context, repo string, d digest.Digest, rep
 			referrers = append(referrers, reportDigest)
 		}
 	}
-	if err := s.remember(repo, e, referrers...); err != nil {
+	if err := s.store.remember(repo, e, referrers...); err != nil {
 		return false, err
 	}
 	s.restored.Inc()
@@ -224,7 +162,9 @@ func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok boo
 	for _, desc := range descs {
 		// The scanner's own carry a reserved annotation, which clients may not
 		// push: a client's CycloneDX SBOM is not taken for the registry's.
-		if _, ours := desc.Annotations[artifact.AnnotationPackages]; desc.ArtifactType != artifactType || !ours {
+		_, counted := desc.Annotations[artifact.AnnotationPackages]
+		_, status := desc.Annotations[artifact.AnnotationStatus]
+		if ours := counted || status; desc.ArtifactType != artifactType || !ours {
 			continue
 		}
 		if !ok || desc.Annotations[v1.AnnotationCreated] > d.Annotations[v1.AnnotationCreated] {
@@ -234,176 +174,65 @@ func newest(descs []v1.Descriptor, artifactType string) (d v1.Descriptor, ok boo
 	return d, ok
 }
 
-var bucketKinds = []byte("scan/kinds")
-
-// putKinds records, in tx, manifests of repo that are not images (k is
-// kindIndex or kindOther): a digest's content never changes, so the
-// reconcile pass never needs to read them again.
-func putKinds(tx *bolt.Tx, repo string, k manifestKind, ds ...digest.Digest) error {
-	if len(ds) == 0 {
-		return nil
-	}
-	b, err := tx.CreateBucketIfNotExists(bucketKinds)
-	if err != nil {
-		return err
-	}
-	for _, d := range ds {
-		if err := b.Put(scannedKey(repo, d), []byte{byte(k)}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Service) noteKind(repo string, d digest.Digest, k manifestKind) error {
-	return s.meta.Update(func(tx *bolt.Tx) error { return putKinds(tx, repo, k, d) })
-}
-
-// knownNotImage reports whether repo@d was recorded as an index or an
-// artifact.
-func (s *Service) knownNotImage(repo string, d digest.Digest) bool {
-	found := false
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketKinds); b != nil {
-			found = b.Get(scannedKey(repo, d)) != nil
-		}
-		return nil
-	})
-	return found
-}
-
-var keyMatchedDB = []byte("scan/matched-db")
-
-// matchedDB returns the database the remembered reports were matched with.
-func (s *Service) matchedDB() digest.Digest {
-	var d digest.Digest
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketScanned); b != nil {
-			d = digest.Digest(b.Get(keyMatchedDB))
-		}
-		return nil
-	})
-	return d
-}
-
-func (s *Service) setMatchedDB(d digest.Digest) error {
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketScanned)
-		if err != nil {
-			return err
-		}
-		return b.Put(keyMatchedDB, []byte(d))
-	})
-}
-
-var bucketFailed = []byte("scan/failed")
-
-// recordFailure remembers that repo@d could not be scanned, and why.
-func (s *Service) recordFailure(repo string, d digest.Digest, cause error) error {
+// recordFailure stores the verdict "scan failed" of repo@subject and its
+// reason as a failure artifact, a referrer of the image next to its
+// reports (storage holds the verdict), then caches the reason in the
+// metadata database.
+func (s *Service) recordFailure(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, cause error) error {
 	reason := cause.Error()
 	if !strings.HasPrefix(reason, "scan failed") {
 		reason = "scan failed: " + reason
 	}
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketFailed)
-		if err != nil {
-			return err
-		}
-		return b.Put(scannedKey(repo, d), []byte(reason))
-	})
-}
-
-// remembered reports whether repo@d was scanned by this node (and so is
-// re-matched whenever the database changes).
-func (s *Service) remembered(repo string, d digest.Digest) bool {
-	found := false
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketScanned); b != nil {
-			found = currentInventory(b.Get(scannedKey(repo, d)))
-		}
-		return nil
-	})
-	return found
-}
-
-// currentInventory reports whether v, a remembered scanned entry, holds an
-// inventory of the current formats. One made by older extractors (a new
-// ecosystem mapping, a new package database reader) is as good as none:
-// the image is indexed again, and keeps its last report until then. It
-// reads only up to the inventory's two leading fields (StoredInventory's
-// Format and InventoryFormat), not the whole entry: the reconcile pass asks
-// for every manifest.
-func currentInventory(v []byte) bool {
-	if v == nil {
-		return false
+	a, err := artifact.FailureArtifact(subject, reason, s.now())
+	if err != nil {
+		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(v))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return false
+	if err := push(ctx, r, a, ""); err != nil {
+		return fmt.Errorf("store the scan failure of %s@%s: %w", repo, subject.Digest, err)
 	}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		if k != "inventory" {
-			var skip json.RawMessage
-			if dec.Decode(&skip) != nil {
-				return false
-			}
-			continue
-		}
-		if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-			return false // null, or not an object
-		}
-		format, inventoryFormat := -1, -1
-		for dec.More() && (format < 0 || inventoryFormat < 0) {
-			k, err := dec.Token()
-			if err != nil {
-				return false
-			}
-			switch k {
-			case "format":
-				err = dec.Decode(&format)
-			case "inventoryFormat":
-				err = dec.Decode(&inventoryFormat)
-			default:
-				var skip json.RawMessage
-				err = dec.Decode(&skip)
-			}
-			if err != nil {
-				return false
-			}
-		}
-		return format == scan.StoredInventoryFormat && inventoryFormat == inventory.FormatVersion
-	}
-	return false
+	return s.store.cacheFailure(repo, subject.Digest, reason, a.Descriptor.Digest)
 }
 
-// forget drops what the node remembers of a deleted manifest repo@d.
-func (s *Service) forget(repo string, d digest.Digest) error {
-	return s.meta.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketScanned, bucketFailed, bucketKinds} {
-			if b := tx.Bucket(name); b != nil {
-				if err := b.Delete(scannedKey(repo, d)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+// newestFailure returns the newest failure artifact among descs when it
+// is newer than report (the newest report, when hasReport): the newest
+// verdict wins, and a report of the same second does.
+func newestFailure(descs []v1.Descriptor, report v1.Descriptor, hasReport bool) (v1.Descriptor, bool) {
+	fail, ok := newest(descs, artifact.ArtifactTypeFailure)
+	if !ok || (hasReport && fail.Annotations[v1.AnnotationCreated] <= report.Annotations[v1.AnnotationCreated]) {
+		return v1.Descriptor{}, false
+	}
+	return fail, true
 }
 
-// failure returns why repo@d could not be scanned, or "".
-func (s *Service) failure(repo string, d digest.Digest) string {
-	var reason string
-	_ = s.meta.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketFailed); b != nil {
-			reason = string(b.Get(scannedKey(repo, d)))
+// readFailure reads failure artifact desc of repo@d and caches its reason
+// in the metadata database. An unreadable artifact is no verdict ("").
+func (s *Service) readFailure(ctx context.Context, repo string, d digest.Digest, desc v1.Descriptor) (string, error) {
+	r, err := s.open(ctx, repo)
+	if err != nil {
+		return "", err
+	}
+	_, payload, found, err := readManifest(ctx, r, desc.Digest)
+	if err != nil || !found {
+		return "", err
+	}
+	blobs := r.Blobs(ctx)
+	f, m, err := artifact.ReadFailure(ctx, func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) {
+		return blobs.Open(ctx, dg)
+	}, payload)
+	if err == nil && (m.Subject == nil || m.Subject.Digest != d) {
+		err = fmt.Errorf("%w: failure of another subject", artifact.ErrInvalidArtifact)
+	}
+	if err != nil {
+		if unusable(err) {
+			s.log.InfoContext(ctx, "stored scan failure unusable", "repo", repo, "digest", d, "err", err)
+			return "", nil
 		}
-		return nil
-	})
-	return reason
+		return "", &storageError{fmt.Errorf("read scan failure %s: %w", desc.Digest, err)}
+	}
+	if err := s.store.cacheFailure(repo, d, f.Reason, desc.Digest); err != nil {
+		s.log.WarnContext(ctx, "cache scan failure", "repo", repo, "digest", d, "err", err)
+	}
+	return f.Reason, nil
 }
 
 // storeRematch stores the re-matched report of repo@subject (created after
@@ -411,7 +240,7 @@ func (s *Service) failure(repo string, d digest.Digest) string {
 // event a changed verdict or finding list emits. It returns the report
 // artifact's digest and its creation time.
 func (s *Service) storeRematch(ctx context.Context, r distribution.Repository, repo string, subject v1.Descriptor, report *scan.Report, change scan.Change, prevCreated time.Time) (digest.Digest, time.Time, error) {
-	created := createdAfter(prevCreated, time.Now())
+	created := createdAfter(prevCreated, s.now())
 	a, err := artifact.ReportArtifact(subject, report, created)
 	if err != nil {
 		return "", time.Time{}, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -16,9 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/outbox"
-	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 	"github.com/portcullis/portcullis/scan/vulndb"
@@ -50,7 +47,6 @@ type Catalog interface {
 type Service struct {
 	repos    Repositories
 	refs     referrerLister
-	catalog  Catalog
 	indexer  *scan.Indexer
 	pool     *scan.Pool
 	box      *outbox.Outbox
@@ -58,13 +54,8 @@ type Service struct {
 	policy   scan.Policy
 	log      *slog.Logger
 
-	mu      sync.RWMutex
-	db      *vulndb.DB
-	matcher *scan.Matcher // db's, remembering the records of each package version matched
-	dbIndex digest.Digest // manifest digest of the loaded database
-	loaded  chan struct{} // closed once a database is loaded
-	once    sync.Once
-	kick    chan struct{} // asks for a reconcile pass (a new database)
+	dbw   *dbWatcher
+	recon *reconciler
 
 	// rematchMu orders the matching of stored inventories with database
 	// changes: a report computed and remembered under it was matched with
@@ -74,26 +65,17 @@ type Service struct {
 	// minScanTimeout is the least time a background scan is given.
 	minScanTimeout time.Duration
 
-	claimMu sync.Mutex
-	claims  map[string]chan struct{} // images being scanned, closed when done
+	claims *claims
+	store  *metaStore
+	gates  Gates
+	now    func() time.Time
 
-	// queued holds the images (repo@digest) the reconcile pass put in the
-	// outbox, until an entry of theirs is done, so that a pass does not
-	// queue an image again while it waits (a backlog, a scan retried).
-	queuedMu sync.Mutex
-	queued   map[string]bool
-
-	meta  *bolt.DB
-	gates policy.Set[*gatePolicy]
-
-	scans      *prometheus.CounterVec
-	duration   prometheus.Histogram
-	findings   *prometheus.CounterVec
-	rematches  prometheus.Counter
-	retries    prometheus.Counter
-	reconciles prometheus.Counter
-	reconciled prometheus.Counter
-	restored   prometheus.Counter
+	scans     *prometheus.CounterVec
+	duration  prometheus.Histogram
+	findings  *prometheus.CounterVec
+	rematches prometheus.Counter
+	retries   prometheus.Counter
+	restored  prometheus.Counter
 }
 
 // Options are a Service's dependencies.
@@ -109,12 +91,17 @@ type Options struct {
 	Metrics  prometheus.Registerer
 	// Workers bounds concurrent scans; default 2.
 	Workers int
-	// Policies are the scan gates per repository.
-	Policies config.Scan
+	// Gates are the scan policies per repository; nil: none.
+	Gates Gates
+	// Now is the clock of reports, verdicts and gates; default time.Now.
+	Now func() time.Time
+	// PollInterval is how often the imported vulnerability database is
+	// checked for a new one; default 5s.
+	PollInterval time.Duration
 }
 
 // New returns a scanner service; Run starts it. It returns an error when
-// a dependency is missing, a policy does not compile, or a metric cannot
+// a dependency is missing or a metric cannot
 // be registered.
 func New(o Options) (*Service, error) {
 	if o.Repos == nil || o.Refs == nil || o.Catalog == nil || o.Outbox == nil || o.Metadata == nil || o.Log == nil || o.Metrics == nil {
@@ -127,17 +114,19 @@ func New(o Options) (*Service, error) {
 	if o.Workers == 0 {
 		o.Workers = 2
 	}
-	gates, err := compileGates(o.Policies)
-	if err != nil {
-		return nil, err
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = defaultPollInterval
 	}
 	pool, err := scan.NewPool(scan.PoolOptions{Workers: o.Workers, QueueSize: 256, Logger: o.Log})
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{minScanTimeout: defaultScanTimeout,
-		repos: o.Repos, refs: o.Refs, catalog: o.Catalog, pool: pool, box: o.Outbox, log: o.Log, meta: o.Metadata, gates: gates,
-		loaded: make(chan struct{}), kick: make(chan struct{}, 1), claims: map[string]chan struct{}{}, queued: map[string]bool{},
+		repos: o.Repos, refs: o.Refs, pool: pool, box: o.Outbox, log: o.Log,
+		store: &metaStore{db: o.Metadata}, gates: o.Gates, now: o.Now, claims: newClaims(),
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
@@ -159,18 +148,23 @@ func New(o Options) (*Service, error) {
 			Namespace: "portcullis", Subsystem: "scan", Name: "outbox_retries_total",
 			Help: "Scan outbox entries kept for a retry after a transient failure (storage, queue full).",
 		}),
-		reconciles: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_runs_total",
-			Help: "Completed reconcile passes over the registry's manifests.",
-		}),
-		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_enqueued_total",
-			Help: "Unscanned images the reconcile pass queued for a scan.",
-		}),
 		restored: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "restored_inventories_total",
 			Help: "Scanned images the metadata database did not know (lost, or scanned by another replica) whose inventory was read back from storage and re-matched.",
 		}),
+	}
+	s.dbw = newDBWatcher(s.open, o.Log, o.PollInterval)
+	s.recon = &reconciler{catalog: o.Catalog, open: s.open, store: s.store, box: o.Outbox, claims: s.claims,
+		verdict: s.hasVerdict, loaded: s.dbw.Loaded(), log: o.Log, now: o.Now,
+		runs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_runs_total",
+			Help: "Completed reconcile passes over the registry's manifests.",
+		}),
+		enqueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "reconcile_enqueued_total",
+			Help: "Unscanned images the reconcile pass queued for a scan.",
+		}),
+		kick: make(chan struct{}, 1), queued: map[string]bool{},
 	}
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "portcullis", Subsystem: "scan", Name: "outbox_pending",
@@ -178,12 +172,12 @@ func New(o Options) (*Service, error) {
 	}, func() float64 { return float64(o.Outbox.Len()) })
 	s.dispatch, err = outbox.NewDispatcher(o.Outbox, s.handle, outbox.DispatcherOptions{
 		// One scan running and one queued per worker keeps the pool busy.
-		Concurrency: 2 * o.Workers, Log: o.Log, Retries: s.retries,
+		Concurrency: 2 * o.Workers, Log: o.Log, Retries: s.retries, Now: o.Now,
 	})
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.reconciles, s.reconciled, s.restored, pending} {
+	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.recon.runs, s.recon.enqueued, s.restored, pending} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
@@ -191,28 +185,19 @@ func New(o Options) (*Service, error) {
 	return s, nil
 }
 
-// Run loads the database and checks for a newer one every interval,
+// defaultPollInterval is how often a running registry looks for a newly
+// imported vulnerability database.
+const defaultPollInterval = 5 * time.Second
+
+// Run loads the database and checks for a newer one every PollInterval,
 // consumes the outbox, reconciles the registry's manifests with the stored
 // reports once a database is loaded, after each new one and every
 // reconcileInterval, and runs the scan workers, until ctx is done. It
 // returns when all have stopped.
-func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			if err := s.reloadDB(ctx); err != nil && ctx.Err() == nil {
-				s.log.WarnContext(ctx, "load vulnerability database", "repo", DBRepository, "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	})
-	wg.Go(func() { s.reconcileLoop(ctx) })
+	wg.Go(func() { s.dbw.Run(ctx, s.afterPoll) })
+	wg.Go(func() { s.recon.Run(ctx) })
 	wg.Go(func() {
 		if err := s.dispatch.Run(ctx); err != nil {
 			s.log.ErrorContext(ctx, "scan outbox stopped", "err", err)
@@ -231,36 +216,27 @@ func (s *Service) open(ctx context.Context, name string) (distribution.Repositor
 	return s.repos.Repository(ctx, named)
 }
 
-// reloadDB loads the database artifact when its tag moved, then
-// re-matches the remembered images with it unless that is done (the
-// matched database is the loaded one): a re-match that failed is retried
-// at the next poll.
+// reloadDB polls for the database (loading it when its tag moved) and
+// then does what follows a poll (afterPoll).
 func (s *Service) reloadDB(ctx context.Context) error {
-	repo, err := s.open(ctx, DBRepository)
-	if err != nil {
+	d, changed, first, err := s.dbw.poll(ctx)
+	if err != nil || d == "" {
 		return err
 	}
-	desc, err := repo.Tags(ctx).Get(ctx, DBTag)
-	var unknown distribution.ErrTagUnknown
-	var repoUnknown distribution.ErrRepositoryUnknown
-	if errors.As(err, &unknown) || errors.As(err, &repoUnknown) {
-		return nil // no database imported yet: nothing is scanned
-	}
-	if err != nil {
-		return err
-	}
-	s.mu.RLock()
-	loaded := s.dbIndex == desc.Digest
-	s.mu.RUnlock()
-	first := false
-	if !loaded {
-		if first, err = s.loadDB(ctx, repo, desc.Digest); err != nil {
-			return err
-		}
+	return s.afterPoll(ctx, d, changed, first)
+}
+
+// afterPoll follows a poll that found database d: a newly loaded one
+// wakes the pushes waiting for a database; the remembered images are
+// re-matched with it unless that is done (the matched database is the
+// loaded one): a re-match that failed is retried at the next poll.
+func (s *Service) afterPoll(ctx context.Context, d digest.Digest, changed, first bool) error {
+	if changed {
+		s.dispatch.Wake() // pushes waiting for a database
 	}
 	// Re-match what was scanned with another database, also across restarts.
-	prev := s.matchedDB()
-	if prev == desc.Digest {
+	prev := s.store.matchedDB()
+	if prev == d {
 		return nil
 	}
 	if prev != "" {
@@ -272,58 +248,20 @@ func (s *Service) reloadDB(ctx context.Context) error {
 		// Scanned images this node does not remember (a lost metadata
 		// database, another replica's scans) are re-matched by the reconcile
 		// pass; the first database starts one anyway.
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+		s.recon.Kick()
 	}
-	return s.setMatchedDB(desc.Digest)
-}
-
-// loadDB loads database manifest d of repo (DBRepository) and makes it the
-// one scans match against; first reports whether it is the first one
-// loaded.
-func (s *Service) loadDB(ctx context.Context, repo distribution.Repository, d digest.Digest) (first bool, err error) {
-	ms, err := repo.Manifests(ctx)
-	if err != nil {
-		return false, err
-	}
-	m, err := ms.Get(ctx, d)
-	if err != nil {
-		return false, err
-	}
-	_, payload, err := m.Payload()
-	if err != nil {
-		return false, err
-	}
-	blobs := repo.Blobs(ctx)
-	db, err := artifact.LoadDB(ctx, func(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-		return blobs.Open(ctx, d)
-	}, payload, artifact.LoadOptions{})
-	if err != nil {
-		return false, fmt.Errorf("load %s@%s: %w", DBRepository, d, err)
-	}
-	s.mu.Lock()
-	first = s.db == nil
-	s.db, s.matcher, s.dbIndex = db, scan.NewMatcher(db), d
-	s.mu.Unlock()
-	s.log.InfoContext(ctx, "vulnerability database loaded", "digest", d)
-	s.once.Do(func() { close(s.loaded) })
-	s.dispatch.Wake() // pushes waiting for a database
-	return first, nil
+	return s.store.setMatchedDB(d)
 }
 
 func (s *Service) database() *vulndb.DB {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.db
+	db, _, _ := s.dbw.Current()
+	return db
 }
 
 // matching returns the loaded database's matcher, nil before one is loaded.
 func (s *Service) matching() *scan.Matcher {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.matcher
+	_, m, _ := s.dbw.Current()
+	return m
 }
 
 // push stores an artifact's blobs then its manifest (tagged when tag is set).

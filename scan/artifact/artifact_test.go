@@ -436,6 +436,35 @@ func TestInventoryArtifact(t *testing.T) {
 	}
 }
 
+// TestFailureArtifact: a "scan failed" verdict round-trips with its
+// reason, its subject and reserved annotation; a document that is no
+// failure is refused.
+func TestFailureArtifact(t *testing.T) {
+	t.Parallel()
+	_, _, subject := scanned(t)
+	const reason = "scan failed: gzip: invalid header"
+	a, err := FailureArtifact(subject, reason, time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ReservedAnnotation(AnnotationStatus) || a.Descriptor.ArtifactType != ArtifactTypeFailure {
+		t.Errorf("failure artifact of type %q, reserved annotation %v", a.Descriptor.ArtifactType, ReservedAnnotation(AnnotationStatus))
+	}
+	var s store
+	s.push(t, a)
+	f, m, err := ReadFailure(t.Context(), s.fetch, a.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Status != StatusFailed || f.Reason != reason || m.Subject == nil || m.Subject.Digest != subject.Digest ||
+		m.Annotations[AnnotationStatus] != StatusFailed {
+		t.Errorf("read back %+v, subject %v, annotations %v", f, m.Subject, m.Annotations)
+	}
+	if _, _, err := ReadReport(t.Context(), s.fetch, a.Manifest); !errors.Is(err, ErrInvalidArtifact) {
+		t.Errorf("a failure read as a report: %v", err)
+	}
+}
+
 // TestReserved: the types the registry writes itself are reserved, in any
 // case; other artifact types, the SBOM's included, are not.
 func TestReserved(t *testing.T) {
@@ -446,6 +475,7 @@ func TestReserved(t *testing.T) {
 	}{
 		{ArtifactTypeReport, true},
 		{ArtifactTypeInventory, true},
+		{ArtifactTypeFailure, true},
 		{ArtifactTypeVulnDB, true},
 		{MediaTypeVulnDBConfig, true},
 		{"Application/Vnd.Portcullis.Scan.Report.v1+json", true},
