@@ -100,6 +100,18 @@ func (a *recordingAdmission) RecordPush(_ string, _ digest.Digest, login string)
 	a.recorded = login
 }
 
+// readCounter counts the bytes read from a request body.
+type readCounter struct {
+	r io.Reader
+	n int
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
 // TestCallerResolvedOnce checks that the front handler asks for the
 // caller's token once per request, and that every layer sees the caller.
 func TestCallerResolvedOnce(t *testing.T) {
@@ -119,8 +131,8 @@ func TestCallerResolvedOnce(t *testing.T) {
 	}{
 		{name: "manifest PUT by tag", method: http.MethodPut, path: "/v2/team/app/manifests/v1", body: manifest,
 			wantStatus: http.StatusCreated, wantCalls: 1, wantLogin: "alice"},
-		{name: "manifest PUT without grant passes on", method: http.MethodPut, path: "/v2/team/app/manifests/v1", body: manifest,
-			deny: true, wantStatus: http.StatusCreated, wantCalls: 1},
+		{name: "manifest PUT without grant is challenged before its body is read", method: http.MethodPut, path: "/v2/team/app/manifests/v1", body: manifest,
+			deny: true, wantStatus: http.StatusUnauthorized, wantCalls: 1},
 		{name: "manifest GET under admission", method: http.MethodGet, path: "/v2/team/app/manifests/" + subject,
 			wantStatus: http.StatusOK, wantCalls: 1, wantLogin: "alice"},
 		{name: "manifest DELETE", method: http.MethodDelete, path: "/v2/team/app/manifests/" + subject,
@@ -174,7 +186,8 @@ func TestCallerResolvedOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req := httptest.NewRequest(tt.method, tt.path, bytes.NewReader(tt.body))
+			body := &readCounter{r: bytes.NewReader(tt.body)}
+			req := httptest.NewRequest(tt.method, tt.path, body)
 			if tt.body != nil {
 				req.Header.Set("Content-Type", v1.MediaTypeImageManifest)
 			}
@@ -188,6 +201,9 @@ func TestCallerResolvedOnce(t *testing.T) {
 			}
 			if tt.wantStatus == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "" {
 				t.Error("401 without a challenge")
+			}
+			if tt.deny && body.n > 0 {
+				t.Errorf("%d bytes of the body were read before the caller was refused", body.n)
 			}
 			switch {
 			case tt.method == http.MethodPut:

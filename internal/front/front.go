@@ -222,9 +222,16 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // putManifest reads the manifest (bounded), passes it on, and on success
 // names its subject in the OCI-Subject header.
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) {
+	if c := callerOf(r); h.guard != nil && !c.Granted() {
+		// Authorized before the body is read: a client that may not push
+		// gets its challenge without sending (or trickling) 4 MiB first.
+		w.Header().Set("Connection", "close")
+		h.writeError(w, r, c.Err)
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxManifestSize+1))
 	if err != nil {
-		h.writeError(w, r, errcode.ErrorCodeUnknown.WithMessage("could not read the manifest body: "+err.Error()))
+		h.writeError(w, r, api.Status(http.StatusBadRequest, "MANIFEST_INVALID", "could not read the manifest body: the client sent it too slowly or broke off"))
 		return
 	}
 	if len(body) > MaxManifestSize {
