@@ -300,7 +300,12 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 	go func() {
 		done <- getVerdict(t, reg.URL(), "guarded/app", d, "?wait=60s", "Authorization", "Bearer "+tok)
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// Sign once the wait has asked for the verdict at least once.
+	if !eventually(30*time.Second, func() bool {
+		return metric(t, reg, `portcullis_admission_verdicts_total{check="api",mode="quarantine",result="untrusted"}`) >= 1
+	}) {
+		t.Fatal("the verdict wait never asked for the verdict")
+	}
 	signEnv := append([]string{}, aliceEnv...)
 	if out, err := runErr(signEnv, s.cosign, "sign", "--key", s.cosignKey, "--tlog-upload=false", "--use-signing-config=false",
 		"--allow-http-registry", "-y", h+"/guarded/app@"+d); err != nil {

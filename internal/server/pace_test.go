@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -68,58 +67,56 @@ func TestSlowBodyCutOff(t *testing.T) {
 // further one is closed at once, and a closed one frees its slot.
 func TestLimitListener(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go srv.Serve(LimitListener(ln, 2))
-	t.Cleanup(func() { srv.Close() })
-
-	get := func(c net.Conn) error {
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			return err
+	ln := LimitListener(raw, 2)
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
 		}
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		return resp.Body.Close()
-	}
-	var conns []net.Conn
-	for i := range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
+	}()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", raw.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		conns = append(conns, c)
-		err = get(c)
-		if i < 2 && err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		if i == 2 && err == nil {
-			t.Fatal("a third connection from one address was served")
+		return c
+	}
+	next := func(what string) net.Conn {
+		t.Helper()
+		select {
+		case c := <-accepted:
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was not accepted", what)
+			return nil
 		}
 	}
-	conns[0].Close()
-	// The slot is freed once the server sees the close; it then serves a
-	// new connection.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = get(c)
-		c.Close()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no slot freed after a connection closed")
-		}
-		time.Sleep(20 * time.Millisecond)
+	dial()
+	first := next("the first connection")
+	dial()
+	next("the second connection")
+
+	// The third is closed by the listener: its client reads end of file.
+	third := dial()
+	_ = third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("a third connection from one address: read %v, want EOF", err)
 	}
+
+	// Closing one frees its slot at once.
+	first.Close()
+	dial()
+	next("a connection after one closed")
 }
