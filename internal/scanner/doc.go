@@ -3,8 +3,8 @@
 // in the reserved repository portcullis/vulndb, scans each image manifest
 // pushed (a bounded worker pool, each layer indexed once through a cache in
 // the metadata database), stores the image's package inventory, a
-// CycloneDX SBOM and the report as referrers of the image, and serves the
-// report and the SBOM. It writes to storage directly, through the same
+// CycloneDX SBOM and the report as referrers of the image, and reads back
+// the newest report and SBOM for internal/api (Document). It writes to storage directly, through the same
 // repository middleware as distribution, not through the /v2/ handler,
 // which refuses the report's and the inventory's artifact types from
 // clients (artifact.Reserved): the newest of them found in storage is the
