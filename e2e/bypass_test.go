@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -66,22 +65,7 @@ func TestEnforceBypasses(t *testing.T) {
 func TestCatalogAndReservedRepository(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
-	dir := t.TempDir()
-	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
-	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
-	writeFile(t, filepath.Join(dir, "bob"), "bob-pw")
-	cfg := fmt.Sprintf(`version: 1
-auth:
-  enabled: true
-  token:
-    signingKeyFile: %[1]s/key.pem
-  users:
-    - name: alice
-      passwordFile: %[1]s/alice
-    - name: bob
-      passwordFile: %[1]s/bob
-  rules:
-    - name: alice-team
+	cfg := "version: 1\n" + usersAliceAndBob(t, `    - name: alice-team
       subjects: [user:alice]
       repositories: ["team/**"]
       actions: ["*"]
@@ -94,7 +78,7 @@ auth:
       repositories: ["secret/**"]
       actions: ["*"]
       effect: deny
-`, dir)
+`)
 	reg := startRegistry(t, startOptions{config: cfg})
 	h := reg.Addr
 	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)

@@ -378,6 +378,21 @@ func bearer(t *testing.T, base, user, pw, scope string) string {
 // (password alice-pw), bob may pull everything (bob-pw).
 func aliceAndBob(t *testing.T) string {
 	t.Helper()
+	return usersAliceAndBob(t, `    - name: alice-pushes
+      subjects: [user:alice]
+      repositories: ["**"]
+      actions: [pull, push]
+    - name: bob-pulls
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: [pull]
+`)
+}
+
+// usersAliceAndBob is an auth section with users alice (password
+// alice-pw) and bob (bob-pw) and the given rules, YAML list items.
+func usersAliceAndBob(t *testing.T, rules string) string {
+	t.Helper()
 	dir := t.TempDir()
 	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
 	writeFile(t, filepath.Join(dir, "alice"), "alice-pw")
@@ -392,13 +407,5 @@ func aliceAndBob(t *testing.T) string {
     - name: bob
       passwordFile: %[1]s/bob
   rules:
-    - name: alice-pushes
-      subjects: [user:alice]
-      repositories: ["**"]
-      actions: [pull, push]
-    - name: bob-pulls
-      subjects: [user:bob]
-      repositories: ["**"]
-      actions: [pull]
-`, dir)
+%[2]s`, dir, rules)
 }

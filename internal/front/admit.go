@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/distribution/distribution/v3"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
@@ -142,13 +143,18 @@ func (h *Handler) allowReferrers(w http.ResponseWriter, r *http.Request, rt Rout
 	return true
 }
 
-// subjectOf returns the subject of manifest d stored in repo, "" if none.
-func (h *Handler) subjectOf(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
+// repository opens repository repo of the registry's storage.
+func (h *Handler) repository(ctx context.Context, repo string) (distribution.Repository, error) {
 	named, err := reference.WithName(repo)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	r, err := h.repos.Repository(ctx, named)
+	return h.repos.Repository(ctx, named)
+}
+
+// subjectOf returns the subject of manifest d stored in repo, "" if none.
+func (h *Handler) subjectOf(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
+	r, err := h.repository(ctx, repo)
 	if err != nil {
 		return "", err
 	}
@@ -168,11 +174,7 @@ func (h *Handler) subjectOf(ctx context.Context, repo string, d digest.Digest) (
 }
 
 func (h *Handler) resolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
-	named, err := reference.WithName(repo)
-	if err != nil {
-		return "", err
-	}
-	r, err := h.repos.Repository(ctx, named)
+	r, err := h.repository(ctx, repo)
 	if err != nil {
 		return "", err
 	}

@@ -34,6 +34,31 @@ func get(t *testing.T, h *Handler, subject digest.Digest, query string) (v1.Inde
 	return idx, rec.Header(), rec.Body.Len()
 }
 
+// completeIndex returns an index over an in-memory driver, complete for
+// team/app (no rebuild from manifests).
+func completeIndex(t *testing.T) (*inmemory.Driver, *Index) {
+	t.Helper()
+	drv := inmemory.New()
+	x, err := NewIndex(drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.MarkComplete(context.Background(), "team/app"); err != nil {
+		t.Fatal(err)
+	}
+	return drv, x
+}
+
+// handlerOver serves the referrers API from x alone.
+func handlerOver(t *testing.T, x *Index) *Handler {
+	t.Helper()
+	h, err := NewHandler(x, struct{ repositories }{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 var nextRE = regexp.MustCompile(`^<(/v2/team/app/referrers/[^?]+)\?([^>]+)>; rel="next"$`)
 
 // TestPagination: a long referrers list is served in pages linked by the
@@ -41,14 +66,7 @@ var nextRE = regexp.MustCompile(`^<(/v2/team/app/referrers/[^?]+)\?([^>]+)>; rel
 // the artifactType filter kept.
 func TestPagination(t *testing.T) {
 	ctx := context.Background()
-	drv := inmemory.New()
-	x, err := NewIndex(drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := x.MarkComplete(ctx, "team/app"); err != nil {
-		t.Fatal(err)
-	}
+	_, x := completeIndex(t)
 	subject := digest.FromString("subject")
 	const n = 2500
 	for i := range n {
@@ -61,10 +79,7 @@ func TestPagination(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h, err := NewHandler(x, struct{ repositories }{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := handlerOver(t, x)
 	for _, tc := range []struct {
 		query string
 		want  int
@@ -113,14 +128,7 @@ func TestPagination(t *testing.T) {
 // annotations cut to MaxAnnotationBytes, short ones kept.
 func TestAnnotationsBounded(t *testing.T) {
 	ctx := context.Background()
-	drv := inmemory.New()
-	x, err := NewIndex(drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := x.MarkComplete(ctx, "team/app"); err != nil {
-		t.Fatal(err)
-	}
+	drv, x := completeIndex(t)
 	subject := digest.FromString("subject")
 	huge := strings.Repeat("x", 4<<20)
 	for i := range 8 {
@@ -145,10 +153,7 @@ func TestAnnotationsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h, err := NewHandler(x, struct{ repositories }{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := handlerOver(t, x)
 	idx, _, size := get(t, h, subject, "")
 	if len(idx.Manifests) != 8 {
 		t.Fatalf("%d referrers, want 8", len(idx.Manifests))
