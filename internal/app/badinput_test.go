@@ -141,6 +141,21 @@ func TestAPIBadInput(t *testing.T) {
 			}
 		})
 	}
+	// A digest the repository does not have is told apart from an image
+	// not scanned yet.
+	for _, what := range []string{"vulnerabilities", "sbom"} {
+		resp, err := http.Get(image + "/" + what)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var oe ociErrors
+		err = json.NewDecoder(resp.Body).Decode(&oe)
+		resp.Body.Close()
+		want := "manifest " + digest.FromString("x").String() + " is not in a"
+		if err != nil || len(oe.Errors) != 1 || oe.Errors[0].Message != want {
+			t.Errorf("GET .../%s: %+v (%v), want the message %q", what, oe, err, want)
+		}
+	}
 }
 
 func TestUploadErrors(t *testing.T) {
