@@ -218,22 +218,28 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 		Digest: p.Digest.String(), MediaType: p.MediaType, Pusher: p.Pusher, Verdict: verdict, Scan: g.scanSummary(ctx, p, scanned)}
 	for _, w := range hooks {
 		resp, err := w.review(ctx, rv)
-		switch {
-		case err != nil && w.cfg.FailurePolicy == "ignore":
+		if err != nil {
 			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
-			g.log.WarnContext(ctx, "admission webhook failed; failure policy ignore", "webhook", w.cfg.Name, "repo", p.Repository, "err", err)
-		case err != nil:
-			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
-			g.log.WarnContext(ctx, "admission webhook failed; denying", "webhook", w.cfg.Name, "repo", p.Repository, "err", err)
-			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+" failed", "")
-			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("admission webhook %s could not be asked (%v); the push is refused", w.cfg.Name, errors.Unwrap(err)))
-		case !resp.Allowed:
-			g.webhookc.WithLabelValues(w.cfg.Name, "denied").Inc()
-			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+": "+resp.Reason, "")
-			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("denied by admission webhook %s: %s", w.cfg.Name, oneLine(resp.Reason)))
-		default:
-			g.webhookc.WithLabelValues(w.cfg.Name, "allowed").Inc()
+			attrs := append([]any{"webhook", w.cfg.Name, "repo", p.Repository, "digest", p.Digest}, failureAttrs(err)...)
+			if w.cfg.FailurePolicy == "ignore" {
+				g.log.WarnContext(ctx, "admission webhook failed; failure policy ignore", attrs...)
+				continue
+			}
+			g.log.WarnContext(ctx, "admission webhook failed; denying", attrs...)
+			msg := fmt.Sprintf("admission webhook %s could not be asked: %v", w.cfg.Name, err)
+			g.recordDenial(ctx, p, msg, "")
+			return errcode.ErrorCodeDenied.WithMessage(msg + "; the push is refused")
 		}
+		if !resp.Allowed {
+			reason := oneLine(resp.Reason)
+			if strings.TrimSpace(reason) == "" {
+				reason = "no reason given"
+			}
+			g.webhookc.WithLabelValues(w.cfg.Name, "denied").Inc()
+			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+": "+reason, "")
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("denied by admission webhook %s: %s", w.cfg.Name, reason))
+		}
+		g.webhookc.WithLabelValues(w.cfg.Name, "allowed").Inc()
 	}
 	return nil
 }

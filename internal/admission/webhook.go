@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"time"
+	"strings"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/policy"
@@ -93,41 +95,153 @@ func (w *webhook) matches(repo string) bool {
 // errWebhook marks a webhook that could not give an answer.
 var errWebhook = errors.New("admission webhook failed")
 
-// review asks the webhook. It returns the webhook's answer, or an error
-// wrapping errWebhook when the call failed, timed out or the answer was not
-// a valid response.
+// maxSnippet bounds the part of a webhook's answer that is logged.
+const maxSnippet = 200
+
+// failure is a webhook that could not give an answer. Its Error is the
+// cause, safe to tell the pusher: it names the webhook's URL without query
+// and never quotes the answer's body; Detail, when set, is a bounded and
+// sanitized snippet of that body, for the log only.
+type failure struct {
+	cause  string
+	detail string
+	err    error
+}
+
+func (f *failure) Error() string { return f.cause }
+
+// Is makes a failure match errWebhook.
+func (f *failure) Is(target error) bool { return target == errWebhook }
+
+func (f *failure) Unwrap() error { return f.err }
+
+// failureAttrs are a webhook error's details for the log.
+func failureAttrs(err error) []any {
+	var f *failure
+	if !errors.As(err, &f) {
+		return []any{"err", err}
+	}
+	return f.logAttrs()
+}
+
+// logAttrs are the failure's details for the log.
+func (f *failure) logAttrs() []any {
+	attrs := []any{"cause", f.cause}
+	if f.err != nil {
+		attrs = append(attrs, "err", f.err)
+	}
+	if f.detail != "" {
+		attrs = append(attrs, "answer", f.detail)
+	}
+	return attrs
+}
+
+// invalid is the failure of an answer that is not a review response.
+func invalid(format string, args ...any) *failure {
+	return &failure{cause: "answered with an invalid response: " + oneLine(fmt.Sprintf(format, args...))}
+}
+
+// safeURL is the webhook's URL without credentials, query or fragment.
+func (w *webhook) safeURL() string {
+	u, err := url.Parse(w.cfg.URL)
+	if err != nil {
+		return "its URL"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
+// review asks the webhook. It returns the webhook's answer, or a *failure
+// (matching errWebhook) when the call failed, timed out or the answer was
+// not a valid response: no "allowed" field, an unknown field, another
+// apiVersion.
 func (w *webhook) review(ctx context.Context, rv Review) (Response, error) {
 	body, err := json.Marshal(rv)
 	if err != nil {
 		return Response{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout.D())
+	timeout := w.cfg.Timeout.D()
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(cctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return Response{}, fmt.Errorf("%w: %v", errWebhook, err)
+		return Response{}, &failure{cause: "its URL is not usable", err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	start := time.Now()
+	timedOut := func(err error) bool {
+		var ne net.Error
+		return ctx.Err() == nil && (errors.Is(cctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()))
+	}
 	resp, err := w.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return Response{}, fmt.Errorf("%w: no answer within %v", errWebhook, w.cfg.Timeout.D())
+		switch {
+		case timedOut(err):
+			return Response{}, &failure{cause: "timed out after " + timeout.String(), err: err}
+		case ctx.Err() != nil:
+			return Response{}, &failure{cause: "the push was cancelled", err: err}
 		}
-		return Response{}, fmt.Errorf("%w: %v", errWebhook, errors.Unwrap(err))
+		cause := err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			cause = ue.Err
+		}
+		return Response{}, &failure{cause: oneLine(fmt.Sprintf("%s could not be reached: %v", w.safeURL(), cause)), err: err}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Response{}, fmt.Errorf("%w: status %d after %v", errWebhook, resp.StatusCode, time.Since(start).Round(time.Millisecond))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		if timedOut(err) {
+			return Response{}, &failure{cause: "timed out after " + timeout.String(), err: err}
+		}
+		return Response{}, &failure{cause: "its answer could not be read", err: err}
 	}
-	var out Response
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return Response{}, &failure{cause: fmt.Sprintf("answered HTTP %d", resp.StatusCode), detail: snippet(answer)}
+	}
+	if len(answer) > maxAnswer {
+		return Response{}, invalid("larger than %d bytes", maxAnswer)
+	}
+	var out struct {
+		APIVersion string  `json:"apiVersion"`
+		Allowed    *bool   `json:"allowed"`
+		Reason     *string `json:"reason"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(answer))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&out); err != nil {
-		return Response{}, fmt.Errorf("%w: the answer is not a review response: %v", errWebhook, err)
+		f := invalid("%s", strings.TrimPrefix(err.Error(), "json: "))
+		f.detail = snippet(answer)
+		return Response{}, f
 	}
 	if out.APIVersion != "" && out.APIVersion != ReviewAPIVersion {
-		return Response{}, fmt.Errorf("%w: the answer is of apiVersion %q, want %q", errWebhook, out.APIVersion, ReviewAPIVersion)
+		return Response{}, invalid("apiVersion %q, want %q", out.APIVersion, ReviewAPIVersion)
 	}
-	return out, nil
+	if out.Allowed == nil {
+		return Response{}, invalid("no %q field", "allowed")
+	}
+	r := Response{APIVersion: out.APIVersion, Allowed: *out.Allowed}
+	if out.Reason != nil {
+		r.Reason = *out.Reason
+	}
+	return r, nil
+}
+
+// maxAnswer bounds a webhook's answer.
+const maxAnswer = 64 << 10
+
+// snippet returns the start of a webhook's answer for the log: printable
+// ASCII only, at most maxSnippet bytes.
+func snippet(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if sb.Len() >= maxSnippet {
+			sb.WriteString("...")
+			break
+		}
+		if c < 0x20 || c > 0x7e {
+			c = '.'
+		}
+		sb.WriteByte(c)
+	}
+	return sb.String()
 }
