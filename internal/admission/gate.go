@@ -304,17 +304,39 @@ func (g *Gate) recordDenial(ctx context.Context, p TagPush, reason, rule string)
 		Tag: p.Tag, Digest: p.Digest.String(), Err: errors.New(reason), Rule: rule, RequestID: p.RequestID})
 }
 
-// enforceMessage tells the pusher exactly how to get the tag accepted.
+// enforceMessage tells the pusher exactly how to get the tag accepted, with
+// commands that work offline (no transparency log, no public TUF root).
 func enforceMessage(p TagPush, v trust.Verdict) string {
 	host := p.Host
 	if host == "" {
 		host = "REGISTRY"
 	}
 	ref := host + "/" + p.Repository + "@" + p.Digest.String()
-	return fmt.Sprintf("%s is not signed by a key that policy %q trusts (%s). "+
+	msg := fmt.Sprintf("%s is not signed by a key that policy %q trusts (%s). "+
 		"In this repository a tag can only point at signed content: push by digest (crane push IMAGE %s), "+
-		"sign that digest (cosign sign --key KEY %s, or notation sign %s), then tag it (crane tag %s %s)",
+		"sign that digest (cosign sign --key KEY --tlog-upload=false --use-signing-config=false %s, or notation sign --key NAME %s), "+
+		"then tag it (crane tag %s %s)",
 		ref, v.Policy, oneLine(v.Reason), ref, ref, ref, ref, p.Tag)
+	if mayBeCopied(v) {
+		msg += "; if you copied the image from another repository (cosign copy, crane copy), copy its signatures too " +
+			"(cosign copy copies them; crane copy does not) or sign it here"
+	}
+	return msg
+}
+
+// mayBeCopied reports a verdict that an image copied without its
+// signatures, or with signatures bound to its first repository, would get:
+// no signature at all, or one bound to another repository.
+func mayBeCopied(v trust.Verdict) bool {
+	if len(v.Signatures) == 0 {
+		return true
+	}
+	for _, s := range v.Signatures {
+		if strings.Contains(s.Reason, "bound to repository") || strings.Contains(s.Reason, "is for repository") {
+			return true
+		}
+	}
+	return false
 }
 
 func oneLine(s string) string {
