@@ -123,7 +123,7 @@ func New(o Options) (*Gate, error) {
 		}
 	}
 	for _, wc := range o.Webhooks {
-		w, err := newWebhook(wc)
+		w, err := newWebhook(wc, o.Log)
 		if err != nil {
 			return nil, err
 		}

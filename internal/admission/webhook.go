@@ -3,17 +3,24 @@ package admission
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/policy"
@@ -56,20 +63,49 @@ type Response struct {
 	Reason     string `json:"reason"`
 }
 
+// The headers that sign a review when the webhook has a secretFile: the
+// timestamp in unix seconds, and "sha256=" and the hex HMAC-SHA256, keyed
+// with the secret, of the timestamp, a dot and the exact body.
+const (
+	TimestampHeader = "X-Portcullis-Timestamp"
+	SignatureHeader = "X-Portcullis-Signature"
+)
+
+// Sign returns the SignatureHeader value of a review body sent at the
+// timestamp (unix seconds) with secret.
+func Sign(secret []byte, timestamp string, body []byte) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(timestamp))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
 // webhook calls one admission service.
 type webhook struct {
 	cfg    config.Webhook
 	repos  policy.Patterns
 	client *http.Client
+	secret *secretFile // nil: reviews are not signed
+	log    *slog.Logger
+	now    func() time.Time
 }
 
-func newWebhook(cfg config.Webhook) (*webhook, error) {
+func newWebhook(cfg config.Webhook, log *slog.Logger) (*webhook, error) {
 	repos, err := policy.ParsePatterns(cfg.Repositories)
 	if err != nil {
 		return nil, fmt.Errorf("webhook %s: repositories: %w", cfg.Name, err)
 	}
-	w := &webhook{cfg: cfg, repos: repos}
+	w := &webhook{cfg: cfg, repos: repos, log: log, now: time.Now}
+	if cfg.SecretFile != "" {
+		if w.secret, err = newSecretFile(cfg.SecretFile); err != nil {
+			return nil, fmt.Errorf("webhook %s: secretFile: %w", cfg.Name, err)
+		}
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.CAFile != "" || cfg.CertFile != "" {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -79,11 +115,71 @@ func newWebhook(cfg config.Webhook) (*webhook, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("webhook %s: caFile: no certificate in %s", cfg.Name, cfg.CAFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: certFile and keyFile: %w", cfg.Name, err)
+		}
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
 	}
 	w.client = &http.Client{Transport: tr, Timeout: cfg.Timeout.D(),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return w, nil
+}
+
+// secretFile is a shared secret read from a file, read again when the
+// file's modification time or size changes. When the file cannot be read
+// again (removed while a new one is written), the last secret is kept.
+type secretFile struct {
+	path string
+
+	mu     sync.Mutex
+	mod    time.Time
+	size   int64
+	secret []byte
+}
+
+func newSecretFile(path string) (*secretFile, error) {
+	s := &secretFile{path: path}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load reads the file; the caller holds mu or owns s.
+func (s *secretFile) load() error {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		return err
+	}
+	secret := bytes.TrimSpace(b)
+	if len(secret) == 0 {
+		return fmt.Errorf("%s is empty", s.path)
+	}
+	s.secret, s.mod, s.size = secret, fi.ModTime(), fi.Size()
+	return nil
+}
+
+// get returns the current secret, and an error when the file changed but
+// could not be read again (the last secret is returned with it).
+func (s *secretFile) get() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(s.path)
+	if err == nil && fi.ModTime().Equal(s.mod) && fi.Size() == s.size {
+		return s.secret, nil
+	}
+	if err == nil {
+		err = s.load()
+	}
+	return s.secret, err
 }
 
 // matches reports whether the webhook reviews pushes to repo: every
@@ -168,6 +264,16 @@ func (w *webhook) review(ctx context.Context, rv Review) (Response, error) {
 		return Response{}, &failure{cause: "its URL is not usable", err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if w.secret != nil {
+		secret, err := w.secret.get()
+		if err != nil {
+			w.log.WarnContext(ctx, "admission webhook secret file changed but could not be read; signing with the last secret",
+				"webhook", w.cfg.Name, "err", err)
+		}
+		ts := strconv.FormatInt(w.now().Unix(), 10)
+		req.Header.Set(TimestampHeader, ts)
+		req.Header.Set(SignatureHeader, Sign(secret, ts, body))
+	}
 	timedOut := func(err error) bool {
 		var ne net.Error
 		return ctx.Err() == nil && (errors.Is(cctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()))
