@@ -196,8 +196,8 @@ const maxSnippet = 200
 
 // failure is a webhook that could not give an answer. Its Error is the
 // cause, safe to tell the pusher: it names the webhook's URL without query
-// and never quotes the answer's body; Detail, when set, is a bounded and
-// sanitized snippet of that body, for the log only.
+// and never quotes the answer's body; detail, when set, is a bounded and
+// sanitized snippet of that body, and err the error, for the log only.
 type failure struct {
 	cause  string
 	detail string
@@ -289,7 +289,8 @@ func (w *webhook) review(ctx context.Context, rv Review) (Response, error) {
 		cause := err
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			cause = ue.Err
+			// The log gets the URL without its query either.
+			ue.URL, cause = w.safeURL(), ue.Err
 		}
 		return Response{}, &failure{cause: oneLine(fmt.Sprintf("%s could not be reached: %v", w.safeURL(), cause)), err: err}
 	}

@@ -91,6 +91,8 @@ func TestWebhookFailureMessages(t *testing.T) {
 		want    string // the whole message; "" for an accepted push
 		never   []string
 		logged  string
+		// neverLogged must not be in the log.
+		neverLogged string
 	}{
 		{name: "timeout", url: hanging.URL, timeout: 50 * time.Millisecond,
 			want: "admission webhook policy-bot could not be asked: timed out after 50ms; the push is refused", logged: "timed out after 50ms"},
@@ -113,7 +115,7 @@ func TestWebhookFailureMessages(t *testing.T) {
 		{name: "denied with a blank reason", url: answering(t, 200, `{"allowed":false,"reason":"  "}`).URL,
 			want: "denied by admission webhook policy-bot: no reason given"},
 		{name: "unreachable", url: goneURL + "/review?token=s3cret",
-			never: []string{"s3cret", "token="}, logged: "could not be reached"},
+			never: []string{"s3cret", "token="}, logged: "could not be reached", neverLogged: "s3cret"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +156,9 @@ func TestWebhookFailureMessages(t *testing.T) {
 				if !strings.Contains(out, tt.logged) || !strings.Contains(out, `"request_id":"req-1"`) || !strings.Contains(out, `"webhook":"policy-bot"`) {
 					t.Errorf("log %s, want %q with the request id", out, tt.logged)
 				}
+			}
+			if tt.neverLogged != "" && strings.Contains(logs.String(), tt.neverLogged) {
+				t.Errorf("the log tells %q: %s", tt.neverLogged, logs.String())
 			}
 		})
 	}
