@@ -36,6 +36,7 @@ type Webhook struct {
 	SecretFile string `yaml:"secretFile"`
 	// CertFile and KeyFile are a PEM client certificate and its key that
 	// the registry presents to an https URL (mutual TLS); both or neither.
+	// Read again for a new connection when they change. Default none.
 	CertFile string `yaml:"certFile"`
 	KeyFile  string `yaml:"keyFile"`
 }

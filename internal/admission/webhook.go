@@ -118,11 +118,18 @@ func newWebhook(cfg config.Webhook, log *slog.Logger) (*webhook, error) {
 		tr.TLSClientConfig.RootCAs = pool
 	}
 	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		kp, err := newKeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("webhook %s: certFile and keyFile: %w", cfg.Name, err)
 		}
-		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+		tr.TLSClientConfig.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, err := kp.get()
+			if err != nil {
+				log.WarnContext(cri.Context(), "admission webhook client certificate changed but could not be loaded; presenting the last one",
+					"webhook", cfg.Name, "err", err)
+			}
+			return cert, nil
+		}
 	}
 	w.client = &http.Client{Transport: tr, Timeout: cfg.Timeout.D(),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -180,6 +187,68 @@ func (s *secretFile) get() ([]byte, error) {
 		err = s.load()
 	}
 	return s.secret, err
+}
+
+// keyPair is a client certificate and key read from files, read again
+// for a new connection when either file's modification time or size
+// changed. When they cannot be loaded again (one written, not yet the
+// other), the last pair is kept.
+type keyPair struct {
+	certFile, keyFile string
+
+	mu    sync.Mutex
+	stamp string
+	cert  *tls.Certificate
+}
+
+func newKeyPair(certFile, keyFile string) (*keyPair, error) {
+	k := &keyPair{certFile: certFile, keyFile: keyFile}
+	stamp, err := k.stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := k.load(stamp); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// stat returns what identifies the files' versions.
+func (k *keyPair) stat() (string, error) {
+	var stamp strings.Builder
+	for _, f := range []string{k.certFile, k.keyFile} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&stamp, "%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+	}
+	return stamp.String(), nil
+}
+
+// load reads the pair; the caller holds mu or owns k.
+func (k *keyPair) load(stamp string) error {
+	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
+	if err != nil {
+		return err
+	}
+	k.cert, k.stamp = &cert, stamp
+	return nil
+}
+
+// get returns the current pair, and an error when the files changed but
+// could not be loaded again (the last pair is returned with it).
+func (k *keyPair) get() (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	stamp, err := k.stat()
+	if err == nil && stamp == k.stamp {
+		return k.cert, nil
+	}
+	if err == nil {
+		err = k.load(stamp)
+	}
+	return k.cert, err
 }
 
 // matches reports whether the webhook reviews pushes to repo: every

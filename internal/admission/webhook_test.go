@@ -295,18 +295,27 @@ func TestWebhookFilesAtStart(t *testing.T) {
 func TestWebhookClientCertificate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	certPEM, keyPEM, clientCert := clientCertificate(t)
+	certPEM, keyPEM, clientCert := clientCertificate(t, "portcullis")
+	newCertPEM, newKeyPEM, newClientCert := clientCertificate(t, "portcullis, renewed")
 	certFile, keyFile, caFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"), filepath.Join(dir, "ca.pem")
 	pool := x509.NewCertPool()
 	pool.AddCert(clientCert)
+	pool.AddCert(newClientCert)
+	var (
+		mu   sync.Mutex
+		want = "portcullis"
+	)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.TLS.PeerCertificates) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != "portcullis" {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(r.TLS.PeerCertificates) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != want {
 			_, _ = w.Write([]byte(`{"allowed":false,"reason":"who are you"}`))
 			return
 		}
 		_, _ = w.Write([]byte(`{"allowed":true}`))
 	}))
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS12}
+	srv.Config.SetKeepAlivesEnabled(false) // a new handshake for every review
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	for name, b := range map[string][]byte{
@@ -319,27 +328,43 @@ func TestWebhookClientCertificate(t *testing.T) {
 	}
 	hook := config.Webhook{Name: "mtls", URL: srv.URL + "/review", Timeout: config.Duration(5 * time.Second), FailurePolicy: "fail",
 		CAFile: caFile, CertFile: certFile, KeyFile: keyFile}
-	if err := newGate(t, nil, hook).AdmitTag(context.Background(), tagPush()); err != nil {
+	g := newGate(t, nil, hook)
+	if err := g.AdmitTag(context.Background(), tagPush()); err != nil {
 		t.Fatalf("with a client certificate: %v", err)
 	}
+
+	// The certificate is renewed: the next connection presents the new one.
+	mu.Lock()
+	want = "portcullis, renewed"
+	mu.Unlock()
+	if err := os.WriteFile(certFile, newCertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, newKeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.AdmitTag(context.Background(), tagPush()); err != nil {
+		t.Fatalf("with a renewed client certificate: %v", err)
+	}
+
 	hook.CertFile, hook.KeyFile = "", ""
 	err := newGate(t, nil, hook).AdmitTag(context.Background(), tagPush())
 	var ec errcode.Error
-	want := "admission webhook mtls could not be asked: " + srv.URL + "/review could not be reached: "
-	if !errors.As(err, &ec) || ec.Code != errcode.ErrorCodeDenied || !strings.HasPrefix(ec.Message, want) {
-		t.Fatalf("without a client certificate: %v, want DENIED starting with %q", err, want)
+	refusal := "admission webhook mtls could not be asked: " + srv.URL + "/review could not be reached: "
+	if !errors.As(err, &ec) || ec.Code != errcode.ErrorCodeDenied || !strings.HasPrefix(ec.Message, refusal) {
+		t.Fatalf("without a client certificate: %v, want DENIED starting with %q", err, refusal)
 	}
 }
 
-// clientCertificate returns a self-signed client certificate for CN
-// portcullis and its key, in PEM, and the parsed certificate.
-func clientCertificate(t *testing.T) (certPEM, keyPEM []byte, cert *x509.Certificate) {
+// clientCertificate returns a self-signed client certificate for the
+// common name and its key, in PEM, and the parsed certificate.
+func clientCertificate(t *testing.T, cn string) (certPEM, keyPEM []byte, cert *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "portcullis"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true, IsCA: true}
