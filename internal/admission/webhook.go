@@ -382,11 +382,23 @@ func (w *webhook) review(ctx context.Context, rv Review) (Response, error) {
 		Allowed    *bool   `json:"allowed"`
 		Reason     *string `json:"reason"`
 	}
+	if len(bytes.TrimSpace(answer)) == 0 {
+		return Response{}, invalid("an empty body")
+	}
 	dec := json.NewDecoder(bytes.NewReader(answer))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&out); err != nil {
-		f := invalid("%s", strings.TrimPrefix(err.Error(), "json: "))
-		f.detail = snippet(answer)
+		var f *failure
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field == "":
+			f = invalid("a JSON %s, not an object", te.Value)
+		case errors.As(err, &te):
+			f = invalid("%q is a JSON %s", te.Field, te.Value)
+		default:
+			f = invalid("%s", strings.TrimPrefix(err.Error(), "json: "))
+		}
+		f.detail, f.err = snippet(answer), err
 		return Response{}, f
 	}
 	if out.APIVersion != "" && out.APIVersion != ReviewAPIVersion {
