@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,17 @@ type Webhook struct {
 	FailurePolicy string `yaml:"failurePolicy"`
 	// CAFile is a PEM bundle trusted for an https URL.
 	CAFile string `yaml:"caFile"`
+	// SecretFile holds a secret shared with the webhook (its contents
+	// without surrounding whitespace); when set, every review is signed
+	// with it: X-Portcullis-Timestamp and X-Portcullis-Signature (HMAC-SHA256
+	// of "<timestamp>.<body>"). Re-read when the file changes. Default
+	// none: reviews are not signed.
+	SecretFile string `yaml:"secretFile"`
+	// CertFile and KeyFile are a PEM client certificate and its key that
+	// the registry presents to an https URL (mutual TLS); both or neither.
+	// Read again for a new connection when they change. Default none.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
 }
 
 // Provision fills defaults.
@@ -55,6 +67,11 @@ func (a *Admission) validate(bad func(key, format string, args ...any)) {
 		}
 		if w.FailurePolicy != "fail" && w.FailurePolicy != "ignore" {
 			bad(key+".failurePolicy", "must be fail or ignore, got %q", w.FailurePolicy)
+		}
+		if (w.CertFile == "") != (w.KeyFile == "") {
+			bad(key, "certFile and keyFile must be set together")
+		} else if w.CertFile != "" && !strings.HasPrefix(w.URL, "https://") {
+			bad(key+".certFile", "a client certificate needs an https:// url")
 		}
 		if w.Timeout < 0 {
 			bad(key+".timeout", "must not be negative")

@@ -158,6 +158,17 @@ func TestLoad(t *testing.T) {
 				`admission.webhooks[0].repositories[1]: empty pattern`,
 			},
 		},
+		{
+			name: "webhook client certificate and key",
+			yaml: "version: 1\nadmission:\n  webhooks:\n    - name: a\n      url: https://h/review\n      certFile: c.pem\n" +
+				"    - name: b\n      url: https://h/review\n      keyFile: k.pem\n" +
+				"    - name: c\n      url: http://h/review\n      certFile: c.pem\n      keyFile: k.pem\n",
+			wantErr: []string{
+				"admission.webhooks[0]: certFile and keyFile must be set together",
+				"admission.webhooks[1]: certFile and keyFile must be set together",
+				"admission.webhooks[2].certFile: a client certificate needs an https:// url",
+			},
+		},
 		{name: "negative duration", yaml: "version: 1\nhttp:\n  idleTimeout: -1s\n", wantErr: []string{"http.idleTimeout: must not be negative"}},
 	}
 	for _, tt := range tests {

@@ -81,6 +81,24 @@ func (c *Content) Blob(ctx context.Context, repo string, d digest.Digest, max in
 	return bs.Get(ctx, d)
 }
 
+// Exists reports whether repo has the manifest d; the error is a failure
+// to read storage.
+func (c *Content) Exists(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	r, err := c.repo(ctx, repo)
+	if err != nil {
+		return false, err
+	}
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return false, err
+	}
+	ok, err := ms.Exists(ctx, d)
+	if err != nil && notFound(err) {
+		return false, nil
+	}
+	return ok, err
+}
+
 // Referrers lists the subject's referrers.
 func (c *Content) Referrers(ctx context.Context, repo string, subject digest.Digest) ([]v1.Descriptor, error) {
 	return c.Refs.List(ctx, repo, subject)

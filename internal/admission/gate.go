@@ -131,7 +131,7 @@ func New(o Options) (*Gate, error) {
 		}
 	}
 	for _, wc := range o.Webhooks {
-		w, err := newWebhook(wc)
+		w, err := newWebhook(wc, o.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -226,22 +226,28 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 		Digest: p.Digest.String(), MediaType: p.MediaType, Pusher: p.Pusher, Verdict: verdict, Scan: g.scanSummary(ctx, p, scanned)}
 	for _, w := range hooks {
 		resp, err := w.review(ctx, rv)
-		switch {
-		case err != nil && w.cfg.FailurePolicy == "ignore":
+		if err != nil {
 			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
-			g.log.WarnContext(ctx, "admission webhook failed; failure policy ignore", "webhook", w.cfg.Name, "repo", p.Repository, "err", err)
-		case err != nil:
-			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
-			g.log.WarnContext(ctx, "admission webhook failed; denying", "webhook", w.cfg.Name, "repo", p.Repository, "err", err)
-			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+" failed", "")
-			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("admission webhook %s could not be asked (%v); the push is refused", w.cfg.Name, errors.Unwrap(err)))
-		case !resp.Allowed:
-			g.webhookc.WithLabelValues(w.cfg.Name, "denied").Inc()
-			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+": "+resp.Reason, "")
-			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("denied by admission webhook %s: %s", w.cfg.Name, oneLine(resp.Reason)))
-		default:
-			g.webhookc.WithLabelValues(w.cfg.Name, "allowed").Inc()
+			attrs := append([]any{"webhook", w.cfg.Name, "repo", p.Repository, "digest", p.Digest}, failureAttrs(err)...)
+			if w.cfg.FailurePolicy == "ignore" {
+				g.log.WarnContext(ctx, "admission webhook failed; failure policy ignore", attrs...)
+				continue
+			}
+			g.log.WarnContext(ctx, "admission webhook failed; denying", attrs...)
+			msg := fmt.Sprintf("admission webhook %s could not be asked: %v", w.cfg.Name, err)
+			g.recordDenial(ctx, p, msg, "")
+			return errcode.ErrorCodeDenied.WithMessage(msg + "; the push is refused")
 		}
+		if !resp.Allowed {
+			reason := oneLine(resp.Reason)
+			if strings.TrimSpace(reason) == "" {
+				reason = "no reason given"
+			}
+			g.webhookc.WithLabelValues(w.cfg.Name, "denied").Inc()
+			g.recordDenial(ctx, p, "webhook "+w.cfg.Name+": "+reason, "")
+			return errcode.ErrorCodeDenied.WithMessage(fmt.Sprintf("denied by admission webhook %s: %s", w.cfg.Name, reason))
+		}
+		g.webhookc.WithLabelValues(w.cfg.Name, "allowed").Inc()
 	}
 	return nil
 }
@@ -306,17 +312,39 @@ func (g *Gate) recordDenial(ctx context.Context, p TagPush, reason, rule string)
 		Tag: p.Tag, Digest: p.Digest.String(), Err: errors.New(reason), Rule: rule, RequestID: p.RequestID})
 }
 
-// enforceMessage tells the pusher exactly how to get the tag accepted.
+// enforceMessage tells the pusher exactly how to get the tag accepted, with
+// commands that work offline (no transparency log, no public TUF root).
 func enforceMessage(p TagPush, v trust.Verdict) string {
 	host := p.Host
 	if host == "" {
 		host = "REGISTRY"
 	}
 	ref := host + "/" + p.Repository + "@" + p.Digest.String()
-	return fmt.Sprintf("%s is not signed by a key that policy %q trusts (%s). "+
+	msg := fmt.Sprintf("%s is not signed by a key that policy %q trusts (%s). "+
 		"In this repository a tag can only point at signed content: push by digest (crane push IMAGE %s), "+
-		"sign that digest (cosign sign --key KEY %s, or notation sign %s), then tag it (crane tag %s %s)",
+		"sign that digest (cosign sign --key KEY --tlog-upload=false --use-signing-config=false %s, or notation sign --key NAME %s), "+
+		"then tag it (crane tag %s %s)",
 		ref, v.Policy, oneLine(v.Reason), ref, ref, ref, ref, p.Tag)
+	if mayBeCopied(v) {
+		msg += "; if you copied the image from another repository (cosign copy, crane copy), copy its signatures too " +
+			"(cosign copy copies them; crane copy does not) or sign it here"
+	}
+	return msg
+}
+
+// mayBeCopied reports a verdict that an image copied without its
+// signatures, or with signatures bound to its first repository, would get:
+// no signature at all, or one bound to another repository.
+func mayBeCopied(v trust.Verdict) bool {
+	if len(v.Signatures) == 0 {
+		return true
+	}
+	for _, s := range v.Signatures {
+		if strings.Contains(s.Reason, "bound to repository") || strings.Contains(s.Reason, "is for repository") {
+			return true
+		}
+	}
+	return false
 }
 
 func oneLine(s string) string {

@@ -39,6 +39,13 @@ type Documents interface {
 	Document(ctx context.Context, repo string, d digest.Digest, kind string) ([]byte, error)
 }
 
+// Manifests tells which manifests a repository has.
+type Manifests interface {
+	// Exists reports whether repo has the manifest d; the error is a
+	// failure to read storage.
+	Exists(ctx context.Context, repo string, d digest.Digest) (bool, error)
+}
+
 // failedScan is the error of Documents for an image whose scan failed.
 type failedScan interface {
 	error
@@ -58,6 +65,9 @@ type Options struct {
 	// when the content is quarantined from that caller (its SBOM is withheld
 	// with it), nil otherwise; nil withholds nothing.
 	Withheld func(ctx context.Context, repo string, d digest.Digest, login string) error
+	// Manifests tells .../vulnerabilities and .../sbom a digest the
+	// repository does not have from one not scanned yet; nil: not told.
+	Manifests Manifests
 	// Log receives internal errors; default none.
 	Log *slog.Logger
 	// Now is the clock of ?wait; default time.Now.
@@ -66,12 +76,13 @@ type Options struct {
 
 // Handler serves /api/v1/.
 type Handler struct {
-	auth     Authorizer
-	verdicts Verdicts
-	docs     Documents
-	withheld func(ctx context.Context, repo string, d digest.Digest, login string) error
-	log      *slog.Logger
-	now      func() time.Time
+	auth      Authorizer
+	verdicts  Verdicts
+	docs      Documents
+	withheld  func(ctx context.Context, repo string, d digest.Digest, login string) error
+	manifests Manifests
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // New returns the API handler.
@@ -82,7 +93,8 @@ func New(o Options) (*Handler, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, log: o.Log, now: o.Now}, nil
+	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, manifests: o.Manifests,
+		log: o.Log, now: o.Now}, nil
 }
 
 // ServeHTTP serves, to clients that may pull the repository,
@@ -124,7 +136,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 
 // serveVerdict answers with repo@d's current verdict, or with
 // ?wait=DURATION the verdict once the digest is trusted or the wait is
-// over, whichever comes first.
+// over, whichever comes first; 404 MANIFEST_UNKNOWN when repo has no
+// manifest d.
 func (h *Handler) serveVerdict(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest) {
 	if !h.verdicts.Applies(repo) {
 		h.writeError(w, r, errcode.ErrorCodeNameUnknown.WithMessage("no trust policy applies to "+repo))
@@ -143,6 +156,10 @@ func (h *Handler) serveVerdict(w http.ResponseWriter, r *http.Request, repo stri
 	deadline := h.now().Add(wait)
 	for {
 		v, err := h.verdicts.Verdict(ctx, repo, d)
+		if errors.Is(err, trust.ErrNotFound) {
+			h.writeError(w, r, manifestUnknown(repo, d))
+			return
+		}
 		if err != nil {
 			h.writeError(w, r, errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later"))
 			return
@@ -162,9 +179,21 @@ func (h *Handler) serveVerdict(w http.ResponseWriter, r *http.Request, repo stri
 	}
 }
 
-// serveDocument answers with repo@d's newest document of the kind, or 422
-// with the reason when the image's scan failed.
+// serveDocument answers with repo@d's newest document of the kind, 422
+// with the reason when the image's scan failed, or 404 MANIFEST_UNKNOWN
+// when repo has no manifest d.
 func (h *Handler) serveDocument(w http.ResponseWriter, r *http.Request, repo string, d digest.Digest, what string) {
+	if h.manifests != nil {
+		ok, err := h.manifests.Exists(r.Context(), repo, d)
+		if err != nil {
+			h.writeError(w, r, Internal("could not read the repository", err))
+			return
+		}
+		if !ok {
+			h.writeError(w, r, manifestUnknown(repo, d))
+			return
+		}
+	}
 	doc, err := h.docs.Document(r.Context(), repo, d, what)
 	var failed failedScan
 	switch {
@@ -180,6 +209,12 @@ func (h *Handler) serveDocument(w http.ResponseWriter, r *http.Request, repo str
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(doc)
 	}
+}
+
+// manifestUnknown is the answer for a digest repo does not have: 404, so
+// that a client does not retry.
+func manifestUnknown(repo string, d digest.Digest) error {
+	return errcode.ErrorCodeManifestUnknown.WithMessage(fmt.Sprintf("manifest %s is not in %s", d, repo))
 }
 
 // isOCIError reports an error WriteError answers with its own code.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -74,6 +75,16 @@ func (d fakeDocuments) Document(context.Context, string, digest.Digest, string) 
 	return d.doc, d.err
 }
 
+// fakeManifests has the manifests in have.
+type fakeManifests struct {
+	have map[digest.Digest]bool
+	err  error
+}
+
+func (m fakeManifests) Exists(_ context.Context, _ string, d digest.Digest) (bool, error) {
+	return m.have[d], m.err
+}
+
 type scanFailed struct{ reason string }
 
 func (e scanFailed) Error() string       { return "scan failed: " + e.reason }
@@ -101,6 +112,7 @@ func TestHandler(t *testing.T) {
 		auth      *fakeAuth
 		verdicts  *fakeVerdicts
 		docs      Documents
+		manifests Manifests
 		now       func() time.Time
 		wantCode  int
 		wantError string // OCI error code; "" for a success body
@@ -126,6 +138,13 @@ func TestHandler(t *testing.T) {
 			wantCode: 405, wantError: "UNSUPPORTED", wantMsg: "wait must be a duration like 30s"},
 		{name: "verification failed", method: http.MethodGet, path: base + "/verdict", verdicts: &fakeVerdicts{applies: true, err: errors.New("x")},
 			wantCode: 503, wantError: "UNAVAILABLE", wantMsg: "signature verification failed; retry later", wantCalls: 1},
+		{name: "no such manifest", method: http.MethodGet, path: base + "/verdict",
+			verdicts: &fakeVerdicts{applies: true, err: fmt.Errorf("manifest %s: %w", testDigest, trust.ErrNotFound)},
+			wantCode: 404, wantError: "MANIFEST_UNKNOWN", wantMsg: "manifest " + testDigest + " is not in team/app", wantCalls: 1},
+		{name: "no such manifest: no wait", method: http.MethodGet, path: base + "/verdict?wait=1m",
+			verdicts: &fakeVerdicts{applies: true, err: fmt.Errorf("manifest %s: %w", testDigest, trust.ErrNotFound)},
+			now:      stepClock(time.Unix(0, 0), pollInterval),
+			wantCode: 404, wantError: "MANIFEST_UNKNOWN", wantMsg: "manifest " + testDigest + " is not in team/app", wantCalls: 1},
 		{name: "verdict", method: http.MethodGet, path: base + "/verdict", auth: &fakeAuth{},
 			verdicts: &fakeVerdicts{applies: true, verdicts: []trust.Verdict{{Trusted: true}}},
 			wantCode: 200, wantBody: `{"repository":"team/app","digest":"` + testDigest + `","signed":false,"trusted":true`, wantCalls: 1},
@@ -142,6 +161,22 @@ func TestHandler(t *testing.T) {
 		{name: "no report yet", method: http.MethodGet, path: base + "/vulnerabilities",
 			docs:     fakeDocuments{err: errcode.ErrorCodeManifestUnknown.WithMessage("no vulnerabilities yet")},
 			wantCode: 404, wantError: "MANIFEST_UNKNOWN", wantMsg: "no vulnerabilities yet"},
+		{name: "no report for a manifest not in the repository", method: http.MethodGet, path: base + "/vulnerabilities",
+			docs:      fakeDocuments{err: errcode.ErrorCodeManifestUnknown.WithMessage("no vulnerabilities yet")},
+			manifests: fakeManifests{},
+			wantCode:  404, wantError: "MANIFEST_UNKNOWN", wantMsg: "manifest " + testDigest + " is not in team/app"},
+		{name: "no sbom for a manifest not in the repository", method: http.MethodGet, path: base + "/sbom",
+			docs:      fakeDocuments{doc: []byte(`{"bomFormat":"CycloneDX"}`)},
+			manifests: fakeManifests{},
+			wantCode:  404, wantError: "MANIFEST_UNKNOWN", wantMsg: "manifest " + testDigest + " is not in team/app"},
+		{name: "no report yet for a manifest in the repository", method: http.MethodGet, path: base + "/vulnerabilities",
+			docs:      fakeDocuments{err: errcode.ErrorCodeManifestUnknown.WithMessage("no vulnerabilities yet")},
+			manifests: fakeManifests{have: map[digest.Digest]bool{testDigest: true}},
+			wantCode:  404, wantError: "MANIFEST_UNKNOWN", wantMsg: "no vulnerabilities yet"},
+		{name: "manifests unreadable", method: http.MethodGet, path: base + "/sbom",
+			docs:      fakeDocuments{doc: []byte(`{"bomFormat":"CycloneDX"}`)},
+			manifests: fakeManifests{err: errors.New("s3: connection refused")},
+			wantCode:  500, wantError: "UNKNOWN", wantMsg: "could not read the repository"},
 		{name: "scan failed", method: http.MethodGet, path: base + "/vulnerabilities", docs: fakeDocuments{err: scanFailed{"too big"}},
 			wantCode: 422, wantBody: `{"reason":"too big","verdict":"scan failed"}`},
 		{name: "storage error", method: http.MethodGet, path: base + "/vulnerabilities",
@@ -151,7 +186,7 @@ func TestHandler(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			o := Options{Documents: tt.docs, Now: tt.now}
+			o := Options{Documents: tt.docs, Manifests: tt.manifests, Now: tt.now}
 			if tt.auth != nil {
 				o.Auth = tt.auth
 			}

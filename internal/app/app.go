@@ -25,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/admission"
 	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
@@ -177,7 +178,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	apiOpts := api.Options{Documents: a.scanner, Log: a.log}
+	apiOpts := api.Options{Documents: a.scanner, Manifests: &admission.Content{Repos: repos, Refs: refs}, Log: a.log}
 	if gate != nil {
 		opts.Admission, apiOpts.Verdicts = gate, gate
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/config"
@@ -143,6 +145,41 @@ func TestAPIBadInput(t *testing.T) {
 				t.Errorf("%s %s: got %d %s, want %d %s", tt.method, tt.url, status, code, tt.wantStatus, tt.wantCode)
 			}
 		})
+	}
+	// A digest the repository does not have is told apart from an image
+	// not scanned yet.
+	for _, what := range []string{"vulnerabilities", "sbom"} {
+		resp, err := http.Get(image + "/" + what)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var oe ociErrors
+		err = json.NewDecoder(resp.Body).Decode(&oe)
+		resp.Body.Close()
+		want := "manifest " + digest.FromString("x").String() + " is not in a"
+		if err != nil || len(oe.Errors) != 1 || oe.Errors[0].Message != want {
+			t.Errorf("GET .../%s: %+v (%v), want the message %q", what, oe, err, want)
+		}
+	}
+	// An image that is there but not scanned has no report yet.
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(mustRef(t, reg.Host+"/a:v1"), img); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	d, _ := img.Digest()
+	resp, err := http.Get(reg.URL + "/api/v1/repositories/a/manifests/" + d.String() + "/vulnerabilities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oe ociErrors
+	err = json.NewDecoder(resp.Body).Decode(&oe)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 404 || len(oe.Errors) != 1 || oe.Errors[0].Code != "MANIFEST_UNKNOWN" ||
+		!strings.HasPrefix(oe.Errors[0].Message, "no vulnerabilities for a@"+d.String()+" yet") {
+		t.Errorf("GET .../vulnerabilities of a pushed image: %d %+v (%v), want no report yet", resp.StatusCode, oe, err)
 	}
 }
 
