@@ -67,3 +67,20 @@ func TestExemptTag(t *testing.T) {
 		}
 	}
 }
+
+// FuzzExemptTag: any manifest body under any tag is judged without panic,
+// and only a signature tag can be exempt.
+func FuzzExemptTag(f *testing.F) {
+	hex := digest.FromString("image").Encoded()
+	f.Add("sha256-"+hex+".sig", []byte(`{"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json"}]}`))
+	f.Add("sha256-"+hex, []byte(`{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"digest":"sha256:`+hex+`"}]}`))
+	f.Add("v1", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, tag string, body []byte) {
+		exempt := ExemptTag(context.Background(), tag, body, func(context.Context, digest.Digest) (digest.Digest, error) {
+			return digest.NewDigestFromEncoded(digest.SHA256, hex), nil
+		})
+		if exempt && !signatureTag.MatchString(tag) {
+			t.Errorf("tag %q exempt", tag)
+		}
+	})
+}
