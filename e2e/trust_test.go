@@ -273,7 +273,7 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 	layers, _ := img.Layers()
 	layer, _ := layers[0].Digest()
 	for what, blob := range map[string]string{"manifest": d, "config": cfgName.String(), "layer": layer.String()} {
-		if out, err := runErr(bobEnv, crane, "blob", "--insecure", h+"/guarded/app@"+blob); err == nil || !strings.Contains(out, "quarantined") {
+		if out, err := runErr(bobEnv, crane, "blob", "--insecure", h+"/guarded/app@"+blob); err == nil || !strings.Contains(out, "withheld") {
 			t.Errorf("bob read the quarantined %s as a blob: %v\n%.200s", what, err, out)
 		}
 		run(t, aliceEnv, crane, "blob", "--insecure", h+"/guarded/app@"+blob)

@@ -16,6 +16,16 @@ import (
 // writes by default on registries without the referrers API).
 var signatureTag = regexp.MustCompile(`^sha256-([0-9a-f]{64})(\.sig|\.att|\.sbom)?$`)
 
+// signatureTagSubject returns the digest a signature tag names
+// (sha256-<hex>... names sha256:<hex>); ok false for any other tag.
+func signatureTagSubject(tag string) (digest.Digest, bool) {
+	m := signatureTag.FindStringSubmatch(tag)
+	if m == nil {
+		return "", false
+	}
+	return digest.NewDigestFromEncoded(digest.SHA256, m[1]), true
+}
+
 // maxReferrersTagEntries bounds the entries of a referrers-schema index that
 // ExemptTag checks; a larger index is gated like any tag.
 const maxReferrersTagEntries = 1000

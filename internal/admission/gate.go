@@ -403,28 +403,39 @@ const maxSubjectDepth = 4
 
 // withheld returns nil when p's content is released, else the DENIED error
 // that tells the reader why. An artifact with a subject (a signature, an
-// SBOM) is released with its subject; cosign's signature tags and indexes
-// of referrers (ExemptTag) are not gated; anything else must be trusted in
-// a quarantine or enforce repository and pass its scan in a scan
-// quarantine repository.
+// SBOM: a manifest whose config is not an image's) is released with its
+// subject, and so is what a signature tag holds (ExemptTag) with the
+// digest the tag names; anything else must be trusted in a quarantine or
+// enforce repository and pass its scan in a scan quarantine repository.
+// depth is 0 for the content the reader asked for, which may not exist (the
+// registry core then answers 404); above 0 (a subject, a blob's owner) a
+// manifest that does not exist releases nothing.
 func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
 	if g.content != nil {
 		_, payload, err := g.content.Manifest(ctx, p.Repository, p.Digest)
 		switch {
+		case errors.Is(err, trust.ErrNotFound) && depth == 0:
+			return nil
 		case errors.Is(err, trust.ErrNotFound):
-			return nil // the registry core answers 404
+			return errcode.ErrorCodeDenied.WithMessage("withheld: " + p.Repository + " does not hold the content this belongs to")
 		case err != nil:
 			g.log.ErrorContext(ctx, "read manifest for a pull check", "repo", p.Repository, "digest", p.Digest, "err", err)
 			return errcode.ErrorCodeUnavailable.WithMessage("could not check the manifest against the repository's policy; retry later")
 		}
-		if subject := subjectOf(payload); subject != "" && depth < maxSubjectDepth {
+		if subject := subjectOf(payload); subject != "" && !runnable(payload) {
+			if depth >= maxSubjectDepth {
+				return errcode.ErrorCodeDenied.WithMessage("withheld: the chain of subjects is too long")
+			}
 			return g.withheld(ctx, Pull{Repository: p.Repository, Digest: subject, Tag: "-"}, depth+1)
 		}
-		if p.Tag != "" && p.Tag != "-" && ExemptTag(ctx, p.Tag, payload, func(ctx context.Context, d digest.Digest) (digest.Digest, error) {
+		if subject, ok := signatureTagSubject(p.Tag); ok && ExemptTag(ctx, p.Tag, payload, func(ctx context.Context, d digest.Digest) (digest.Digest, error) {
 			_, b, err := g.content.Manifest(ctx, p.Repository, d)
 			return subjectOf(b), err
 		}) {
-			return nil
+			if depth >= maxSubjectDepth {
+				return errcode.ErrorCodeDenied.WithMessage("withheld: the chain of subjects is too long")
+			}
+			return g.withheld(ctx, Pull{Repository: p.Repository, Digest: subject, Tag: "-"}, depth+1)
 		}
 	}
 	byDigest := p.Tag == ""
@@ -439,6 +450,13 @@ func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
 			return errcode.ErrorCodeUnavailable.WithMessage("signature verification failed; retry later")
 		}
 		if v.Trusted {
+			break
+		}
+		if mode == policy.ModeEnforce && v.Unexamined > 0 && p.Tag != "" && p.Tag != "-" {
+			// A tag in an enforce repository was set on trusted content;
+			// while signatures remain to be examined (junk pushed next to
+			// the real one) the tag stays pullable: pending work never
+			// withholds it, the next check goes on.
 			break
 		}
 		if mode == policy.ModeEnforce {
@@ -475,6 +493,35 @@ func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
 	return nil
 }
 
+// runnable reports whether a manifest is a container image or an index of
+// them (its config an image config, or entries with a platform), as
+// opposed to an artifact: a made-up subject does not release an image.
+func runnable(payload []byte) bool {
+	var m struct {
+		Config *struct {
+			MediaType string `json:"mediaType"`
+		} `json:"config"`
+		Manifests []struct {
+			Platform *json.RawMessage `json:"platform"`
+		} `json:"manifests"`
+	}
+	if json.Unmarshal(payload, &m) != nil {
+		return true
+	}
+	if m.Config != nil {
+		switch m.Config.MediaType {
+		case "application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json":
+			return true
+		}
+	}
+	for _, e := range m.Manifests {
+		if e.Platform != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // subjectOf returns the subject a manifest names, "" for none.
 func subjectOf(payload []byte) digest.Digest {
 	var m struct {
@@ -490,7 +537,7 @@ func subjectOf(payload []byte) digest.Digest {
 
 // RecordPush remembers who pushed a manifest, for quarantine exemptions.
 func (g *Gate) RecordPush(repo string, d digest.Digest, login string) {
-	if !g.quarantined(repo) {
+	if !g.gated(repo) {
 		return
 	}
 	g.owners.forget(repo)
