@@ -11,6 +11,7 @@ import (
 	pauth "github.com/portcullis/portcullis/auth"
 	"github.com/portcullis/portcullis/auth/token"
 	"github.com/portcullis/portcullis/internal/admission"
+	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/server"
 )
@@ -126,6 +127,39 @@ func (h *Handler) allowBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 		return false
 	}
 	return true
+}
+
+// gateMount turns a cross-repository mount of a withheld blob into an
+// ordinary upload: POST /v2/<name>/blobs/uploads/?mount=D&from=R would
+// otherwise copy a blob that R withholds from the caller into a repository
+// the caller may read. The client then uploads the blob itself, as the
+// distribution spec lets a registry answer a mount.
+func (h *Handler) gateMount(r *http.Request, rt Route) *http.Request {
+	q := r.URL.Query()
+	from, mount := q.Get("from"), q.Get("mount")
+	if h.admission == nil || r.Method != http.MethodPost || rt.Kind != KindUpload || from == "" || mount == "" ||
+		!pauth.ValidRepository(from) || !h.admission.Active(from) {
+		return r
+	}
+	d, err := digest.Parse(mount)
+	if err != nil {
+		return r
+	}
+	var auth api.Authorizer
+	if h.guard != nil {
+		auth = h.guard.Auth
+	}
+	c := api.Resolve(r, auth, from, "pull")
+	if c.Granted() {
+		if err := h.admission.AllowBlob(r.Context(), admission.BlobRead{Repository: from, Digest: d, Login: c.Login, CanPush: h.canPush(c.Login, from)}); err == nil {
+			return r
+		}
+	}
+	q.Del("mount")
+	q.Del("from")
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = q.Encode()
+	return r2
 }
 
 // allowReferrers applies quarantine to the referrers of a subject: the list

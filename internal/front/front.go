@@ -126,6 +126,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	r = h.gateMount(r, rt)
 	//nolint:staticcheck // distribution looks this value up by its exact string key.
 	ctx := context.WithValue(r.Context(), distributionRequestIDKey, server.RequestID(r.Context()))
 	r = r.WithContext(ctx)
