@@ -113,6 +113,35 @@ func TestCatalogAndReservedRepository(t *testing.T) {
 		}
 	}
 
+	// Paging through the catalog one repository at a time reveals nothing
+	// left out: every Link names a repository alice may see.
+	atok := bearer(t, reg.URL(), "alice", "alice-pw", "registry:catalog:*")
+	next := "/v2/_catalog?n=1"
+	var paged []string
+	for range 10 {
+		req, _ := http.NewRequest(http.MethodGet, reg.URL()+next, nil)
+		req.Header.Set("Authorization", "Bearer "+atok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct{ Repositories []string }
+		_ = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		paged = append(paged, page.Repositories...)
+		link := resp.Header.Get("Link")
+		if link == "" {
+			break
+		}
+		if !strings.Contains(link, "last=team%2Fapp") {
+			t.Errorf("alice's catalog Link %q names a repository she may not see", link)
+		}
+		next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+	}
+	if !slices.Equal(paged, []string{"team/app"}) {
+		t.Errorf("alice paging the catalog saw %v, want [team/app]", paged)
+	}
+
 	// bob may push and delete everywhere, but not the database.
 	if out, err := runErr(bobEnv, crane, "push", "--insecure", tarPath, h+"/portcullis/vulndb:latest"); err == nil || !strings.Contains(out, "DENIED") {
 		t.Errorf("a client overwrote the vulnerability database: %v\n%s", err, out)

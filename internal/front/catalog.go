@@ -3,22 +3,31 @@ package front
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 
 	pauth "github.com/portcullis/portcullis/auth"
+	"github.com/portcullis/portcullis/internal/api"
 )
 
 // maxCatalogBody bounds the catalog page read back from the registry core
 // for filtering (its page size is bounded by the configuration).
 const maxCatalogBody = 16 << 20
 
+// maxCatalogPages bounds the pages of the registry core read to fill one
+// filtered catalog page.
+const maxCatalogPages = 32
+
 // serveCatalog serves GET /v2/_catalog with the repositories the caller
 // may not pull left out, and the registry's own reserved repositories left
 // out for everyone. The registry core authorizes the catalog itself (its
-// challenge passes through unchanged) and pages it; a page may come back
-// shorter than asked for, its Link header still leads on.
+// challenge passes through unchanged) and pages it; the core's pages are
+// read until the page asked for is full, and the Link header names only the
+// last repository served, so that it reveals nothing left out.
 func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 	var subject pauth.Subject
 	if h.guard != nil {
@@ -29,37 +38,75 @@ func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
 		}
 		subject = h.guard.Tags.SubjectForLogin(grant.Login)
 	}
-	buf := &bufferedWriter{header: http.Header{}}
-	h.registry.ServeHTTP(buf, r)
-	var page struct {
-		Repositories []string `json:"repositories"`
-	}
-	if buf.status != http.StatusOK || buf.body.Len() > maxCatalogBody || json.Unmarshal(buf.body.Bytes(), &page) != nil {
-		buf.copyTo(w)
-		return
-	}
-	kept := page.Repositories[:0]
-	for _, repo := range page.Repositories {
-		if slices.Contains(h.hidden, repo) {
-			continue
+	q := r.URL.Query()
+	want, _ := strconv.Atoi(q.Get("n"))
+	var kept []string
+	more := false
+	for page := 0; page < maxCatalogPages; page++ {
+		buf := &bufferedWriter{header: http.Header{}}
+		h.registry.ServeHTTP(buf, r)
+		var body struct {
+			Repositories []string `json:"repositories"`
 		}
-		if h.guard != nil {
-			if granted, _ := h.guard.Tags.Grant(subject, repo, pauth.Pull); granted&pauth.Pull == 0 {
-				continue
+		if buf.status != http.StatusOK {
+			buf.copyTo(w)
+			return
+		}
+		if buf.body.Len() > maxCatalogBody || json.Unmarshal(buf.body.Bytes(), &body) != nil {
+			h.writeError(w, r, api.Internal("could not filter the catalog", errors.New("the registry core's catalog page is too large or malformed")))
+			return
+		}
+		for _, repo := range body.Repositories {
+			if want > 0 && len(kept) == want {
+				more = true
+				break
+			}
+			if h.mayList(subject, repo) {
+				kept = append(kept, repo)
 			}
 		}
-		kept = append(kept, repo)
+		more = more || buf.header.Get("Link") != ""
+		if !more || len(body.Repositories) == 0 || (want > 0 && len(kept) == want) || (want == 0 && len(kept) > 0) {
+			break
+		}
+		// The next page of the core, after the last repository it listed.
+		next := r.Clone(r.Context())
+		nq := next.URL.Query()
+		nq.Set("last", body.Repositories[len(body.Repositories)-1])
+		next.URL.RawQuery = nq.Encode()
+		r = next
+		more = false
 	}
-	page.Repositories = kept
-	body, err := json.Marshal(page)
+	out, err := json.Marshal(struct {
+		Repositories []string `json:"repositories"`
+	}{Repositories: append([]string{}, kept...)})
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	buf.body.Reset()
-	buf.body.Write(body)
-	buf.header.Set("Content-Length", strconv.Itoa(len(body)))
-	buf.copyTo(w)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	if more && len(kept) > 0 {
+		link := url.Values{"last": {kept[len(kept)-1]}}
+		if want > 0 {
+			link.Set("n", strconv.Itoa(want))
+		}
+		w.Header().Set("Link", fmt.Sprintf(`</v2/_catalog?%s>; rel="next"`, link.Encode()))
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+}
+
+// mayList reports whether the catalog lists repo to subject.
+func (h *Handler) mayList(subject pauth.Subject, repo string) bool {
+	if slices.Contains(h.hidden, repo) {
+		return false
+	}
+	if h.guard == nil {
+		return true
+	}
+	granted, _ := h.guard.Tags.Grant(subject, repo, pauth.Pull)
+	return granted&pauth.Pull != 0
 }
 
 // bufferedWriter holds a response to rewrite before it is sent.

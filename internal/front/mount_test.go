@@ -18,9 +18,9 @@ import (
 // withholding withholds every blob of repository "gated".
 type withholding struct{ recordingAdmission }
 
-func (withholding) Active(repo string) bool { return repo == "gated" }
+func (*withholding) Active(repo string) bool { return repo == "gated" }
 
-func (withholding) AllowBlob(_ context.Context, b admission.BlobRead) error {
+func (*withholding) AllowBlob(_ context.Context, b admission.BlobRead) error {
 	if b.Repository == "gated" {
 		return errDenied
 	}
