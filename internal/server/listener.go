@@ -59,6 +59,15 @@ type limitConn struct {
 	release func()
 }
 
+// CloseWrite half-closes a TCP connection, as net/http does before it
+// closes one whose request body it did not read.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)

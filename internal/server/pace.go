@@ -26,20 +26,31 @@ type pacedBody struct {
 	pace  BodyPace
 	start time.Time
 	n     int64
+	// done is set once the body has ended: net/http clears the deadline
+	// then, and it must not be set again.
+	done bool
 }
 
 func (b *pacedBody) Read(p []byte) (int, error) {
+	if b.done {
+		return b.ReadCloser.Read(p)
+	}
 	allowed := b.pace.Grace + time.Duration(float64(b.n)/float64(b.pace.MinRate)*float64(time.Second))
 	// A writer that cannot set deadlines (a test recorder) is not bounded.
 	_ = b.rc.SetReadDeadline(b.start.Add(allowed))
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
+	if err != nil {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
 	return n, err
 }
 
 // Close clears the deadline, so that a response written after the body was
 // read is not cut short by it.
 func (b *pacedBody) Close() error {
+	b.done = true
 	_ = b.rc.SetReadDeadline(time.Time{})
 	return b.ReadCloser.Close()
 }

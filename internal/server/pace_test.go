@@ -120,3 +120,32 @@ func TestLimitListener(t *testing.T) {
 	dial()
 	next("a connection after one closed")
 }
+
+// TestPaceEndsWithTheBody: once a body has been read to its end, further
+// reads do not set the deadline again: slow work after the body (a scan at
+// a tag push, a webhook) is not cancelled by it.
+func TestPaceEndsWithTheBody(t *testing.T) {
+	t.Parallel()
+	got := make(chan error, 1)
+	h := Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		_, _ = r.Body.Read(make([]byte, 1)) // a read after the end
+		select {
+		case <-r.Context().Done():
+			got <- r.Context().Err()
+		case <-time.After(time.Second):
+			got <- nil
+		}
+		w.WriteHeader(http.StatusCreated)
+	}), Options{Log: slog.New(slog.DiscardHandler), Pace: BodyPace{MinRate: 1024, Grace: 200 * time.Millisecond}})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	resp, err := http.Post(srv.URL+"/v2/a/manifests/v1", "application/json", strings.NewReader(`{"schemaVersion":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if e := <-got; e != nil || resp.StatusCode != http.StatusCreated {
+		t.Errorf("after the body was read: context %v, status %d", e, resp.StatusCode)
+	}
+}
