@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/distribution/distribution/v3"
 	dauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/storage"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
@@ -100,6 +101,25 @@ func (a *recordingAdmission) RecordPush(_ string, _ digest.Digest, login string)
 	a.recorded = login
 }
 
+// memStorage is an in-memory registry storage and a referrers API over it.
+func memStorage(t *testing.T) (distribution.Namespace, *referrers.Handler) {
+	t.Helper()
+	driver := inmemory.New()
+	ns, err := storage.NewRegistry(context.Background(), driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := referrers.NewIndex(driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := referrers.NewHandler(idx, ns, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, refs
+}
+
 // readCounter counts the bytes read from a request body.
 type readCounter struct {
 	r io.Reader
@@ -147,21 +167,8 @@ func TestCallerResolvedOnce(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ctx := context.Background()
-			driver := inmemory.New()
-			ns, err := storage.NewRegistry(ctx, driver)
-			if err != nil {
-				t.Fatal(err)
-			}
-			idx, err := referrers.NewIndex(driver)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ns, refs := memStorage(t)
 			log := slog.New(slog.DiscardHandler)
-			refs, err := referrers.NewHandler(idx, ns, log)
-			if err != nil {
-				t.Fatal(err)
-			}
 			auditLog, err := audit.New(io.Discard, audit.Options{Logger: log})
 			if err != nil {
 				t.Fatal(err)

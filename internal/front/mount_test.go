@@ -7,12 +7,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/distribution/distribution/v3/registry/storage"
-	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/internal/admission"
-	"github.com/portcullis/portcullis/internal/referrers"
 )
 
 // withholding withholds every blob of repository "gated".
@@ -37,21 +34,8 @@ func (*deniedError) Error() string { return "withheld" }
 // blob reaches the core as an ordinary upload; other mounts are untouched.
 func TestMountOfWithheldBlob(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	driver := inmemory.New()
-	ns, err := storage.NewRegistry(ctx, driver)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := referrers.NewIndex(driver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, refs := memStorage(t)
 	log := slog.New(slog.DiscardHandler)
-	refs, err := referrers.NewHandler(idx, ns, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var seen string
 	core := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = r.URL.RawQuery
