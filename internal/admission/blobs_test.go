@@ -72,7 +72,7 @@ func (f trustOnly) VerifyWithParents(_ context.Context, repo string, d digest.Di
 }
 
 // gateOver is a gate whose verifier trusts the given digests, reading repo.
-func gateOver(t *testing.T, repo *memRepo, trusted ...digest.Digest) *Gate {
+func gateOver(t testing.TB, repo *memRepo, trusted ...digest.Digest) *Gate {
 	t.Helper()
 	g := newGate(t, nil)
 	tr := trustOnly{}

@@ -123,7 +123,7 @@ func (rv *reviewer) hook() config.Webhook {
 }
 
 // newGate returns a gate with the scan checker (none when nil) and webhooks.
-func newGate(t *testing.T, scans *fakeScans, hooks ...config.Webhook) *Gate {
+func newGate(t testing.TB, scans *fakeScans, hooks ...config.Webhook) *Gate {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
