@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,4 +204,34 @@ func TestOwnersFromAnotherReplica(t *testing.T) {
 	if err := g.AllowBlob(ctx, BlobRead{Repository: "team/app", Digest: base}); err != nil {
 		t.Errorf("the layer of v2 signed on another replica: %v", err)
 	}
+}
+
+// TestOwnersConcurrent: blob checks, pushes forgetting the index and
+// rebuilds run at once (run with -race).
+func TestOwnersConcurrent(t *testing.T) {
+	t.Parallel()
+	repo := newMemRepo()
+	base := digest.FromString("base layer")
+	release := repo.put(image(digest.FromString("cfg"), base, ""), base)
+	repo.tags["v1"] = release
+	g := gateOver(t, repo, release)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if i%4 == 0 {
+					g.RecordPush("team/app", release, "ci")
+					continue
+				}
+				if err := g.AllowBlob(ctx, BlobRead{Repository: "team/app", Digest: base}); err != nil {
+					t.Errorf("released base layer: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
