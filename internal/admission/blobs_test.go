@@ -107,6 +107,26 @@ func TestMadeUpSubjectReleasesNothing(t *testing.T) {
 	}
 }
 
+// TestSubjectOfReleasedImage: an unsigned image naming a released image as
+// its subject is not released with it, also when its body leaves the
+// mediaType out (the stored media type counts); an artifact is.
+func TestSubjectOfReleasedImage(t *testing.T) {
+	t.Parallel()
+	repo := newMemRepo()
+	released := repo.put(image(digest.FromString("cfg"), digest.FromString("layer"), ""))
+	g := gateOver(t, repo, released)
+	bare := repo.put(fmt.Appendf(nil, `{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":1},`+
+		`"layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":1}}`, digest.FromString("cfg2"), released))
+	if err := g.AllowPull(context.Background(), Pull{Repository: "team/app", Digest: bare}); err == nil {
+		t.Error("an unsigned image without a mediaType field, with a released subject, is served")
+	}
+	sbom := repo.put(fmt.Appendf(nil, `{"schemaVersion":2,"artifactType":"application/spdx+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":%q,"size":2},`+
+		`"layers":[],"subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":1}}`, digest.FromString("{}"), released))
+	if err := g.AllowPull(context.Background(), Pull{Repository: "team/app", Digest: sbom}); err != nil {
+		t.Errorf("the SBOM of a released image: %v", err)
+	}
+}
+
 // TestLegacySignatureReadable: cosign verify by a reader of a signed image
 // reads the signature manifest under sha256-<hex>.sig and its layer; a
 // signature tag of a withheld image is withheld with it.

@@ -412,7 +412,7 @@ const maxSubjectDepth = 4
 // manifest that does not exist releases nothing.
 func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
 	if g.content != nil {
-		_, payload, err := g.content.Manifest(ctx, p.Repository, p.Digest)
+		mediaType, payload, err := g.content.Manifest(ctx, p.Repository, p.Digest)
 		switch {
 		case errors.Is(err, trust.ErrNotFound) && depth == 0:
 			return nil
@@ -422,7 +422,7 @@ func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
 			g.log.ErrorContext(ctx, "read manifest for a pull check", "repo", p.Repository, "digest", p.Digest, "err", err)
 			return errcode.ErrorCodeUnavailable.WithMessage("could not check the manifest against the repository's policy; retry later")
 		}
-		if subject := subjectOf(payload); subject != "" && !runnable(payload) {
+		if subject := subjectOf(payload); subject != "" && !runnable(mediaType, payload) {
 			if depth >= maxSubjectDepth {
 				return errcode.ErrorCodeDenied.WithMessage("withheld: the chain of subjects is too long")
 			}
@@ -493,33 +493,11 @@ func (g *Gate) withheld(ctx context.Context, p Pull, depth int) error {
 	return nil
 }
 
-// runnable reports whether a manifest is a container image or an index of
-// them (its config an image config, or entries with a platform), as
-// opposed to an artifact: a made-up subject does not release an image.
-func runnable(payload []byte) bool {
-	var m struct {
-		Config *struct {
-			MediaType string `json:"mediaType"`
-		} `json:"config"`
-		Manifests []struct {
-			Platform *json.RawMessage `json:"platform"`
-		} `json:"manifests"`
-	}
-	if json.Unmarshal(payload, &m) != nil {
-		return true
-	}
-	if m.Config != nil {
-		switch m.Config.MediaType {
-		case "application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json":
-			return true
-		}
-	}
-	for _, e := range m.Manifests {
-		if e.Platform != nil {
-			return true
-		}
-	}
-	return false
+// runnable reports whether a manifest is a container image or an index
+// of them, as opposed to an artifact: a made-up subject does not release an
+// image.
+func runnable(mediaType string, payload []byte) bool {
+	return scan.Classify(mediaType, payload) != scan.KindOther
 }
 
 // subjectOf returns the subject a manifest names, "" for none.

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
@@ -197,55 +198,16 @@ func readManifest(ctx context.Context, r distribution.Repository, d digest.Diges
 	return mt, payload, true, nil
 }
 
-type manifestKind int
+type manifestKind = scan.ManifestKind
 
 const (
-	kindOther manifestKind = iota // an artifact, a referrer, unparsable
-	kindImage
-	kindIndex
+	kindOther = scan.KindOther
+	kindImage = scan.KindImage
+	kindIndex = scan.KindIndex
 )
 
-// mediaTypeInToto is the layer media type of attestation manifests
-// (BuildKit's provenance and SBOM attestations, listed in an index next to
-// the images they describe).
-const mediaTypeInToto = "application/vnd.in-toto+json"
-
-// classify tells a container image from an index and from anything else
-// (artifacts, referrers, attestation manifests).
-func classify(mt string, payload []byte) manifestKind {
-	var m struct {
-		MediaType string `json:"mediaType"`
-		Config    struct {
-			MediaType string `json:"mediaType"`
-		} `json:"config"`
-		Layers []struct {
-			MediaType string `json:"mediaType"`
-		} `json:"layers"`
-		Subject *v1.Descriptor `json:"subject"`
-	}
-	if json.Unmarshal(payload, &m) != nil || m.Subject != nil {
-		return kindOther
-	}
-	attestation := len(m.Layers) > 0
-	for _, l := range m.Layers {
-		attestation = attestation && l.MediaType == mediaTypeInToto
-	}
-	if attestation {
-		return kindOther
-	}
-	if m.MediaType != "" {
-		mt = m.MediaType
-	}
-	switch types.MediaType(mt) {
-	case types.OCIImageIndex, types.DockerManifestList:
-		return kindIndex
-	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-		if cmt := types.MediaType(m.Config.MediaType); cmt == types.OCIConfigJSON || cmt == types.DockerConfigJSON {
-			return kindImage
-		}
-	}
-	return kindOther
-}
+// classify tells a container image from an index and from anything else.
+func classify(mt string, payload []byte) manifestKind { return scan.Classify(mt, payload) }
 
 // expandIndex queues the images (and nested indexes) of an index that
 // have no verdict yet, and returns how many it queued. Attestation
