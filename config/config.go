@@ -263,6 +263,15 @@ func Load(r io.Reader) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	var c Config
+	// Every key, kind and duration first, with its key path and line: the
+	// strict decoder below stops at the first problem.
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if errs := checkShape(&root); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {

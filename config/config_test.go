@@ -113,9 +113,9 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{name: "empty", yaml: "", wantErr: []string{"config is empty"}},
-		{name: "unknown key", yaml: "version: 1\nhttp:\n  adr: x\n", wantErr: []string{"field adr not found"}},
-		{name: "bad duration", yaml: "version: 1\nhttp:\n  shutdownGrace: soon\n", wantErr: []string{"invalid duration"}},
-		{name: "duration not a string", yaml: "version: 1\nhttp:\n  shutdownGrace: [1]\n", wantErr: []string{"duration must be a string"}},
+		{name: "unknown key", yaml: "version: 1\nhttp:\n  adr: x\n", wantErr: []string{"http.adr: unknown key (did you mean addr?)"}},
+		{name: "bad duration", yaml: "version: 1\nhttp:\n  shutdownGrace: soon\n", wantErr: []string{"is not a duration (e.g. 30s"}},
+		{name: "duration not a string", yaml: "version: 1\nhttp:\n  shutdownGrace: [1]\n", wantErr: []string{"want a duration such as 30s"}},
 		{
 			name: "every problem at once",
 			yaml: "version: 2\nhttp:\n  addr: nope\n  host: example.com\n  tls:\n    certFile: a.pem\nlog:\n  level: loud\n  format: xml\nvalidation:\n  foreignLayerURLs: ['(']\ncatalog:\n  maxEntries: -1\n",
@@ -234,4 +234,36 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("Provision changed a loaded config: %s", diff)
 		}
 	})
+}
+
+// TestShapeProblemsAtOnce: every unknown key, value of the wrong kind and
+// bad duration is listed in one run, each with its key path and line.
+func TestShapeProblemsAtOnce(t *testing.T) {
+	t.Parallel()
+	_, err := Load(strings.NewReader(`version: 1
+http:
+  adress: 127.0.0.1:5000
+  shutdownGrace: 30 seconds
+log:
+  accessLog: sometimes
+auth:
+  users:
+    - name: alice
+      pasword: x
+storag: {}
+`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"http.adress: unknown key (did you mean addr?) (line 3)",
+		`http.shutdownGrace: "30 seconds" is not a duration (e.g. 30s, 5m, 24h) (line 4)`,
+		`log.accessLog: "sometimes" is not a boolean (true or false) (line 6)`,
+		"auth.users[0].pasword: unknown key (did you mean passwordFile?) (line 10)",
+		"storag: unknown key (did you mean storage?) (line 11)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
 }
