@@ -208,4 +208,3 @@ func typeName(t reflect.Type) string {
 	}
 	return "string"
 }
-
