@@ -7,12 +7,13 @@ import (
 
 // Explain evaluates one scope (repository:team/app:pull,push or
 // registry:catalog:*) for the subject and returns a printable explanation
-// naming the rule behind each action, for `registry policy explain`.
-// It returns an error for a malformed scope or an unknown action.
-func (p *Policy) Explain(s Subject, scope string) (string, error) {
+// naming the rule behind each action, for `registry policy explain`, and
+// whether every action asked for is allowed. It returns an error for a
+// malformed scope or an unknown action.
+func (p *Policy) Explain(s Subject, scope string) (string, bool, error) {
 	sc, err := ParseScope(scope)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "subject:    %s", s)
@@ -28,21 +29,21 @@ func (p *Policy) Explain(s Subject, scope string) (string, error) {
 			r = p.Catalog(s)
 		}
 		writeRuling(&b, "*", r)
-		return b.String(), nil
+		return b.String(), r.Allowed, nil
 	case "repository":
 	default:
-		return "", fmt.Errorf("unknown resource type %q (want repository or registry)", sc.Type)
+		return "", false, fmt.Errorf("unknown resource type %q (want repository or registry)", sc.Type)
 	}
 	requested, err := ParseActions(sc.Actions...)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	granted, d := p.Grant(s, sc.Name, requested)
 	fmt.Fprintf(&b, "repository: %s\nrequested:  %s\ngranted:    %s\n", sc.Name, requested, granted)
 	for _, r := range d.Rulings {
 		writeRuling(&b, r.Action.String(), r.Ruling)
 	}
-	return b.String(), nil
+	return b.String(), granted == requested, nil
 }
 
 func writeRuling(b *strings.Builder, action string, r Ruling) {

@@ -52,7 +52,7 @@ func FuzzPolicy(f *testing.F) {
 		if r.Allowed && (TagOp(op%4) == TagOverwrite || TagOp(op%4) == TagDelete) && r.Rule == "t" {
 			t.Fatalf("immutable tag rule allowed %s", TagOp(op%4))
 		}
-		_, _ = p.Explain(s, "repository:"+repo+":"+actions)
+		_, _, _ = p.Explain(s, "repository:"+repo+":"+actions)
 	})
 }
 

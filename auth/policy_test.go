@@ -126,7 +126,7 @@ func TestTagDecision(t *testing.T) {
 func TestExplain(t *testing.T) {
 	t.Parallel()
 	p := testPolicy(t)
-	got, err := p.Explain(p.User("bob"), "repository:team/secret:pull,push,delete")
+	got, allowed, err := p.Explain(p.User("bob"), "repository:team/secret:pull,push,delete")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,16 +141,22 @@ granted:    push
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Explain (-want +got):\n%s", diff)
 	}
-	got, err = p.Explain(p.User("root"), "registry:catalog:*")
+	if allowed {
+		t.Error("Explain reports allowed with pull and delete denied")
+	}
+	got, allowed, err = p.Explain(p.User("root"), "registry:catalog:*")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = "subject:    user:root (groups: admins)\nresource:   registry:catalog\n  *       allowed  rule \"catalog\": listed in catalog\n"
+	if !allowed {
+		t.Error("Explain reports the catalog denied to root")
+	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Explain catalog (-want +got):\n%s", diff)
 	}
 	for _, bad := range []string{"repository:team/app", "repository:Team:pull", "repository:team/app:pul", "blob:x:pull"} {
-		if _, err := p.Explain(Subject{}, bad); err == nil {
+		if _, _, err := p.Explain(Subject{}, bad); err == nil {
 			t.Errorf("Explain(%q) succeeded", bad)
 		}
 	}

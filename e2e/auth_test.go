@@ -426,10 +426,13 @@ func TestAuthAdminCommands(t *testing.T) {
 		t.Errorf("revoked robot login: %d, want 401", got)
 	}
 
-	out := run(t, nil, registryBin, "policy", "explain", "--config", cfgFile, "--subject", "user:bob", "--scope", "repository:team/app:pull,push")
-	if !strings.Contains(out, `rule "bob-pull"`) || !strings.Contains(out, "push    denied") {
-		t.Errorf("policy explain:\n%s", out)
+	// A denial exits 1 (scripts test it); an allowed scope exits 0.
+	out, err := runErr(nil, registryBin, "policy", "explain", "--config", cfgFile, "--subject", "user:bob", "--scope", "repository:team/app:pull,push")
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(out, `rule "bob-pull"`) || !strings.Contains(out, "push    denied") {
+		t.Errorf("policy explain of a denial: %v\n%s", err, out)
 	}
+	run(t, nil, registryBin, "policy", "explain", "--config", cfgFile, "--subject", "user:bob", "--scope", "repository:team/app:pull")
 
 	// --token-only: the token service without the registry.
 	o := startOptions{config: cfgOut, dataDir: t.TempDir(), args: []string{"--token-only"}}

@@ -270,11 +270,15 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *data != "" {
 		cfg.DataDir = *data
 	}
-	out, err := app.ExplainAccess(ctx, cfg, *subject, *scope)
+	out, allowed, err := app.ExplainAccess(ctx, cfg, *subject, *scope)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, strings.TrimRight(out, "\n"))
+	if !allowed {
+		// Scripts can test the answer: exit 1 when an action is denied.
+		return exitError{code: 1}
+	}
 	return nil
 }
 

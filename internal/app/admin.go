@@ -40,18 +40,19 @@ func OpenRefreshes(ctx context.Context, cfg *config.Config) (*token.Refreshes, e
 }
 
 // ExplainAccess explains the policy's decision for subject ("user:alice",
-// "robot:ci", "anonymous") on scope ("repository:team/app:push").
-func ExplainAccess(ctx context.Context, cfg *config.Config, subject, scope string) (string, error) {
+// "robot:ci", "anonymous") on scope ("repository:team/app:push"), and
+// reports whether every action asked for is allowed.
+func ExplainAccess(ctx context.Context, cfg *config.Config, subject, scope string) (string, bool, error) {
 	if !cfg.Auth.Enabled {
-		return "", errors.New("auth is not enabled in this configuration: everyone may do everything")
+		return "", false, errors.New("auth is not enabled in this configuration: everyone may do everything")
 	}
 	p, err := pauth.NewPolicy(cfg.Auth)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	s, err := pauth.ParseSubject(subject)
 	if err != nil {
-		return "", fmt.Errorf("--subject: %w", err)
+		return "", false, fmt.Errorf("--subject: %w", err)
 	}
 	switch s.Kind {
 	case pauth.User:
@@ -59,14 +60,14 @@ func ExplainAccess(ctx context.Context, cfg *config.Config, subject, scope strin
 	case pauth.Robot:
 		robots, err := OpenRobots(ctx, cfg)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		r, err := robots.Get(ctx, s.Name)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		if s, err = r.Subject(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	return p.Explain(s, scope)

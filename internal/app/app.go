@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -314,7 +315,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		errc <- err
 	}()
-	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn)
+	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn, "storage", a.storageName(),
+		"auth", a.cfg.Auth.Enabled, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
+		"webhooks", len(a.cfg.Admission.Webhooks), "metadata", a.cfg.MetadataPath())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -332,6 +335,20 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// storageName says which storage backend is in effect, for the start-up
+// line: the S3 endpoint and bucket, or the filesystem root.
+func (a *App) storageName() string {
+	if s3 := a.cfg.Storage.S3; s3 != nil {
+		endpoint := s3.Endpoint
+		if u, err := url.Parse(endpoint); err == nil {
+			u.User = nil // never a credential in a log line
+			endpoint = u.Redacted()
+		}
+		return "s3 " + endpoint + "/" + s3.Bucket
+	}
+	return "filesystem " + a.cfg.FilesystemRoot()
 }
 
 // Listen opens the configured listen address.
