@@ -27,9 +27,7 @@ func TestEnforceBypasses(t *testing.T) {
 	reg := startRegistry(t, startOptions{config: "version: 1\n" + s.trustConfig("enforce")})
 	h := reg.Addr
 
-	img, _ := random.Image(1024, 1)
-	tarPath := filepath.Join(t.TempDir(), "img.tar")
-	writeTarball(t, tarPath, img)
+	img, tarPath := imageTarball(t)
 	d := imageDigest(t, img)
 	attTag := "sha256-" + strings.TrimPrefix(d, "sha256:") + ".att"
 	out, err := runErr(nil, crane, "push", "--insecure", tarPath, h+"/guarded/app:"+attTag)
@@ -202,17 +200,6 @@ func TestEnforceAfterTheTag(t *testing.T) {
 
 	sign()
 	run(t, bobEnv, crane, "pull", "--insecure", h+"/guarded/app:v1", pulled)
-}
-
-// pushByDigestAs pushes a fresh image by digest with the credentials in env.
-func pushByDigestAs(t *testing.T, env []string, crane, host, repo string) string {
-	t.Helper()
-	img, _ := random.Image(1024, 1)
-	tarPath := filepath.Join(t.TempDir(), "img.tar")
-	writeTarball(t, tarPath, img)
-	d := imageDigest(t, img)
-	run(t, env, crane, "push", "--insecure", tarPath, host+"/"+repo+"@"+d)
-	return d
 }
 
 // referrerDigests lists the referrers of repo@d through the referrers API.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -80,12 +81,25 @@ func init() {
 // pushByDigest pushes a fresh image by digest and returns its digest.
 func pushByDigest(t *testing.T, crane, host, repo string) string {
 	t.Helper()
+	return pushByDigestAs(t, nil, crane, host, repo)
+}
+
+// pushByDigestAs pushes a fresh image by digest with the credentials in env.
+func pushByDigestAs(t *testing.T, env []string, crane, host, repo string) string {
+	t.Helper()
+	img, tarPath := imageTarball(t)
+	d := imageDigest(t, img)
+	run(t, env, crane, "push", "--insecure", tarPath, host+"/"+repo+"@"+d)
+	return d
+}
+
+// imageTarball writes a fresh random image as a tarball crane can push.
+func imageTarball(t *testing.T) (v1.Image, string) {
+	t.Helper()
 	img, _ := random.Image(1024, 1)
 	tarPath := filepath.Join(t.TempDir(), "img.tar")
 	writeTarball(t, tarPath, img)
-	d := imageDigest(t, img)
-	run(t, nil, crane, "push", "--insecure", tarPath, host+"/"+repo+"@"+d)
-	return d
+	return img, tarPath
 }
 
 type verdictJSON struct {
@@ -124,9 +138,7 @@ func TestTrustEnforce(t *testing.T) {
 	reg := startRegistry(t, startOptions{config: "version: 1\n" + s.trustConfig("enforce")})
 	h := reg.Addr
 
-	img, _ := random.Image(1024, 1)
-	tarPath := filepath.Join(t.TempDir(), "img.tar")
-	writeTarball(t, tarPath, img)
+	_, tarPath := imageTarball(t)
 	out, err := runErr(nil, crane, "push", "--insecure", tarPath, h+"/guarded/app:v1")
 	if err == nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "push by digest") || !strings.Contains(out, "cosign sign") {
 		t.Fatalf("unsigned tag push: %v\n%s", err, out)
