@@ -72,8 +72,10 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 		}
 	}()
 	switch {
-	case ev.Repository == "" || ev.Digest == "" || ev.Repository == DBRepository || ev.Subject != "":
-		return nil // unreadable, by tag only, the database, or a referrer: nothing to scan
+	// A manifest with a subject is not skipped here: what it is (an
+	// artifact, or an image carrying a subject) is classify's to say.
+	case ev.Repository == "" || ev.Digest == "" || ev.Repository == DBRepository:
+		return nil // unreadable, by tag only, or the database: nothing to scan
 	case ev.Kind == outbox.KindDelete:
 		return s.store.forget(ev.Repository, ev.Digest)
 	case ev.Tag != "" && referrerTag(ev.Tag):

@@ -515,3 +515,25 @@ func TestStorageDownRetries(t *testing.T) {
 	h.driver.fail.Store(false)
 	h.waitFor("the report", func() bool { return h.reports("team/flaky", d) == 1 && h.box.Len() == 0 })
 }
+
+// TestImageWithSubjectScanned: an image that carries a subject is an
+// image: its push is scanned like any other.
+func TestImageWithSubjectScanned(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.importDB()
+	base := debianImage(t)
+	bd, _ := base.Digest()
+	withSubject, ok := mutate.Subject(base, v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: bd, Size: 1}).(v1.Image)
+	if !ok {
+		t.Fatal("mutate.Subject did not return an image")
+	}
+	d := h.pushImage("team/subject", "", withSubject)
+	if _, err := h.box.Append(context.Background(), outbox.Event{Kind: outbox.KindPush, Repository: "team/subject", Digest: d, Subject: digest.Digest(bd.String())}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the outbox to drain", func() bool { return h.box.Len() == 0 })
+	if n := h.reports("team/subject", d); n != 1 {
+		t.Errorf("%d reports for an image with a subject, want 1", n)
+	}
+}
