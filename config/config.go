@@ -44,6 +44,11 @@ type Config struct {
 	Admission Admission `yaml:"admission"`
 	// Scan says what scan results mean per repository.
 	Scan Scan `yaml:"scan"`
+	// Remotes are the other registries this one talks to.
+	Remotes []Remote `yaml:"remotes"`
+	// Cache lists the pull-through caches: namespaces filled on demand
+	// from a remote.
+	Cache []Cache `yaml:"cache"`
 }
 
 // HTTP configures the listener and server.
@@ -232,6 +237,7 @@ func (c *Config) Provision() {
 	c.Trust.Provision()
 	c.Admission.Provision()
 	c.Scan.Provision()
+	provisionRemotes(c.Remotes, c.Cache)
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -366,6 +372,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Trust.Validate("trust")...)
 	c.Admission.validate(bad)
 	c.Scan.validate(bad)
+	validateRemotes(bad, c.Remotes, c.Cache, c.HTTP.Addr)
 	for i, p := range c.Scan.Policies {
 		if p.Mode == "quarantine" && !c.Auth.Enabled {
 			bad(fmt.Sprintf("scan.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher")
