@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -261,7 +262,7 @@ func (r *Remote) send(ctx context.Context, c call) (*http.Response, error) {
 	failed := errors.Is(err, ErrUnavailable)
 	msg := ""
 	if failed {
-		msg = err.Error()
+		msg = strings.TrimPrefix(err.Error(), "remote "+r.name+": ")
 	}
 	opened, closed := r.breaker.done(trial, failed, msg)
 	switch {
