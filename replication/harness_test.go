@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -201,6 +202,18 @@ func (u *upstream) seedIndex(repo, tag string, idx ggcrv1.ImageIndex) {
 	}
 	if err := remote.WriteIndex(ref, idx); err != nil {
 		u.t.Fatalf("seed %s: %v", ref, err)
+	}
+}
+
+// putManifest puts a manifest straight into the in-memory registry.
+func (u *upstream) putManifest(repo, ref, mediaType string, body []byte) {
+	u.t.Helper()
+	req := httptest.NewRequest(http.MethodPut, "/v2/"+repo+"/manifests/"+ref, bytes.NewReader(body))
+	req.Header.Set("Content-Type", mediaType)
+	rec := httptest.NewRecorder()
+	u.reg.ServeHTTP(rec, req)
+	if rec.Code != http.StatusCreated {
+		u.t.Fatalf("put manifest %s:%s: %d %s", repo, ref, rec.Code, rec.Body)
 	}
 }
 
