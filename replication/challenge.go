@@ -56,7 +56,7 @@ func parseChallengeList(s string) []challenge {
 			if p.peek('"') {
 				val = p.quoted()
 			} else {
-				val = p.token68()
+				val = p.bareValue()
 			}
 			c.Params[strings.ToLower(key)] = val
 		}
@@ -92,11 +92,11 @@ func (p *headerParser) token() string {
 	return p.s[start:p.pos]
 }
 
-// token68 reads an unquoted param value: a token, plus the characters of
-// token68 ('/' and trailing '='), which some servers leave unquoted.
-func (p *headerParser) token68() string {
+// bareValue reads an unquoted param value. The grammar says token, but
+// some servers leave URLs unquoted, so it runs to the next comma or space.
+func (p *headerParser) bareValue() string {
 	start := p.pos
-	for p.pos < len(p.s) && (isTokenChar(p.s[p.pos]) || p.s[p.pos] == '/' || p.s[p.pos] == '=') {
+	for p.pos < len(p.s) && strings.IndexByte(", \t\"", p.s[p.pos]) < 0 {
 		p.pos++
 	}
 	return p.s[start:p.pos]
