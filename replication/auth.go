@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -190,6 +191,9 @@ func (r *Remote) token(ctx context.Context, realm, service, scope, key, user, pa
 		go func() {
 			defer cancel()
 			token, lifetime, err := r.fetchToken(fctx, realm, service, scope, user, pass, hasCreds)
+			if err != nil && !errors.Is(err, ErrUnavailable) && errors.Is(fctx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("remote %s: get token: no answer within %s: %w", r.name, r.tokenTimeout, ErrUnavailable)
+			}
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			if err == nil {

@@ -36,6 +36,9 @@
 //     request per call, redirects included.
 //   - A token is cached under the scope of the request that needed it,
 //     also when the challenge named another scope.
+//   - Some remotes (Docker Hub) answer a repository that does not exist,
+//     or that the credentials may not read, with 401 after the token flow:
+//     that is ErrUnauthorized, not ErrNotFound.
 //   - Reading a body (GetBlob's in particular) is not counted by the
 //     breaker: only getting an answer is.
 //

@@ -139,7 +139,7 @@ func clean(s string) string {
 	}, s)
 	s = strings.TrimSpace(s)
 	if len(s) > maxErrorText {
-		s = s[:maxErrorText] + "..."
+		s = strings.ToValidUTF8(s[:maxErrorText], "") + "..."
 	}
 	return s
 }
