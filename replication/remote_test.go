@@ -252,7 +252,7 @@ func TestWrongCredentials(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUnauthorized", err)
 			}
 			msg := err.Error()
-			for _, want := range []string{"dockerhub", "401", "library/app"} {
+			for _, want := range []string{"dockerhub", "401", "get manifest library/app:1.0"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("error %q does not mention %q", msg, want)
 				}
