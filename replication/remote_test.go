@@ -590,3 +590,39 @@ func TestObserve(t *testing.T) {
 		t.Errorf("observed (-want +got):\n%s", diff)
 	}
 }
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, authBearer, false)
+	r := newRemote(t, up, Options{})
+	if err := r.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	// /v2/ is challenged without a scope: the token is asked for none.
+	if diff := cmp.Diff([]string{""}, up.scopes); diff != "" {
+		t.Errorf("token scopes (-want +got):\n%s", diff)
+	}
+}
+
+func TestChallengeScopeIsUsed(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, authBearer, false)
+	up.seed("library/app", "1.0", randomImage(t))
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("Authorization") != "" {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+up.srv.URL+`/token",service="test",scope="repository:library/app:pull repository:library/base:pull"`)
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		return true
+	})
+	r := newRemote(t, up, Options{})
+	for range 3 {
+		if _, err := r.HeadManifest(t.Context(), "library/app", "1.0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"repository:library/app:pull repository:library/base:pull"}, up.scopes); diff != "" {
+		t.Errorf("token scopes (-want +got):\n%s", diff)
+	}
+}
