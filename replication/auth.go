@@ -94,7 +94,7 @@ func (r *Remote) sendAuthed(ctx context.Context, c call) (*http.Response, error)
 		if scope == "" {
 			scope = c.scope
 		}
-		token, err := r.token(ctx, bc.realm, bc.service, scope, c.scope, user, pass, gen, hasCreds)
+		token, err := r.token(ctx, c.what, bc.realm, bc.service, scope, c.scope, user, pass, gen, hasCreds)
 		if err != nil {
 			return nil, err
 		}
@@ -137,7 +137,7 @@ func (r *Remote) upfront(ctx context.Context, c call, user, pass string, gen uin
 		if ok && cached.gen == gen && r.now().Before(cached.expires.Add(-tokenEarly)) {
 			return "Bearer " + cached.token, nil
 		}
-		token, err := r.token(ctx, realm, service, c.scope, c.scope, user, pass, gen, hasCreds)
+		token, err := r.token(ctx, c.what, realm, service, c.scope, c.scope, user, pass, gen, hasCreds)
 		if err != nil {
 			return "", err
 		}
@@ -173,10 +173,11 @@ func (r *Remote) dropToken(key, token string) {
 }
 
 // token returns a token for scope from the realm's token service, cached
-// under key. A valid cached token is returned as is; otherwise concurrent
-// callers for the same key share one request, which runs detached from
-// their contexts (each caller still stops waiting when its own ends).
-func (r *Remote) token(ctx context.Context, realm, service, scope, key, user, pass string, gen uint64, hasCreds bool) (string, error) {
+// under key; what names the call that needs it, for errors. A valid
+// cached token is returned as is; otherwise concurrent callers for the
+// same key share one request, which runs detached from their contexts
+// (each caller still stops waiting when its own ends).
+func (r *Remote) token(ctx context.Context, what, realm, service, scope, key, user, pass string, gen uint64, hasCreds bool) (string, error) {
 	a := r.auth
 	a.mu.Lock()
 	if t, ok := a.tokens[key]; ok && t.gen == gen && r.now().Before(t.expires.Add(-tokenEarly)) {
@@ -207,9 +208,12 @@ func (r *Remote) token(ctx context.Context, realm, service, scope, key, user, pa
 	a.mu.Unlock()
 	select {
 	case <-f.done:
-		return f.token, f.err
+		if f.err != nil {
+			return "", r.inContext(what, f.err)
+		}
+		return f.token, nil
 	case <-ctx.Done():
-		return "", fmt.Errorf("remote %s: get token: %w", r.name, ctx.Err())
+		return "", fmt.Errorf("remote %s: %s: get token: %w", r.name, what, ctx.Err())
 	}
 }
 
@@ -288,4 +292,21 @@ func hasBasic(cs []challenge) bool {
 
 func basicAuth(user, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+// contextError is an error of a shared step (a token request) as seen by
+// one of the calls that waited on it: its message says which call.
+type contextError struct {
+	msg string
+	err error
+}
+
+func (e *contextError) Error() string { return e.msg }
+
+func (e *contextError) Unwrap() error { return e.err }
+
+// inContext prefixes err, an error of this remote, with what was asked.
+func (r *Remote) inContext(what string, err error) error {
+	prefix := "remote " + r.name + ": "
+	return &contextError{msg: prefix + what + ": " + strings.TrimPrefix(err.Error(), prefix), err: err}
 }

@@ -70,8 +70,6 @@ func newUpstream(t *testing.T, mode authMode, referrers bool) *upstream {
 	return u
 }
 
-func (u *upstream) host() string { return strings.TrimPrefix(u.srv.URL, "http://") }
-
 // setCredentials sets the credentials the upstream accepts.
 func (u *upstream) setCredentials(user, pass string) {
 	u.mu.Lock()
@@ -189,20 +187,6 @@ func (u *upstream) seed(repo, tag string, img ggcrv1.Image) ggcrv1.Hash {
 		u.t.Fatal(err)
 	}
 	return d
-}
-
-// seedIndex pushes idx to repo:tag straight into the in-memory registry.
-func (u *upstream) seedIndex(repo, tag string, idx ggcrv1.ImageIndex) {
-	u.t.Helper()
-	direct := httptest.NewServer(u.reg)
-	defer direct.Close()
-	ref, err := name.ParseReference(strings.TrimPrefix(direct.URL, "http://") + "/" + repo + ":" + tag)
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
-		u.t.Fatalf("seed %s: %v", ref, err)
-	}
 }
 
 // putManifest puts a manifest straight into the in-memory registry.

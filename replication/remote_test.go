@@ -252,7 +252,7 @@ func TestWrongCredentials(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUnauthorized", err)
 			}
 			msg := err.Error()
-			for _, want := range []string{"dockerhub", "401", "library/app"} {
+			for _, want := range []string{"dockerhub", "401", "get manifest library/app:1.0"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("error %q does not mention %q", msg, want)
 				}
@@ -588,5 +588,41 @@ func TestObserve(t *testing.T) {
 	defer mu.Unlock()
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("observed (-want +got):\n%s", diff)
+	}
+}
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, authBearer, false)
+	r := newRemote(t, up, Options{})
+	if err := r.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	// /v2/ is challenged without a scope: the token is asked for none.
+	if diff := cmp.Diff([]string{""}, up.scopes); diff != "" {
+		t.Errorf("token scopes (-want +got):\n%s", diff)
+	}
+}
+
+func TestChallengeScopeIsUsed(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, authBearer, false)
+	up.seed("library/app", "1.0", randomImage(t))
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("Authorization") != "" {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+up.srv.URL+`/token",service="test",scope="repository:library/app:pull repository:library/base:pull"`)
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		return true
+	})
+	r := newRemote(t, up, Options{})
+	for range 3 {
+		if _, err := r.HeadManifest(t.Context(), "library/app", "1.0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{"repository:library/app:pull repository:library/base:pull"}, up.scopes); diff != "" {
+		t.Errorf("token scopes (-want +got):\n%s", diff)
 	}
 }
