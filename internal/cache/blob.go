@@ -30,7 +30,8 @@ const (
 	stallTimeout = 60 * time.Second
 )
 
-// fetcher runs one fetch per missing blob of a repository at a time.
+// fetcher runs one fetch per missing blob at a time, whichever cached
+// repositories ask for it.
 type fetcher struct {
 	set      *Set
 	dir      string
@@ -43,6 +44,7 @@ type fetcher struct {
 type fetch struct {
 	digest digest.Digest
 	path   string
+	name   string // the repository the fetch stores the blob in
 
 	mu       sync.Mutex
 	size     int64 // from the remote, -1 unknown
@@ -65,10 +67,10 @@ func (f *fetch) snapshot() (written, size int64, started, done bool, err error, 
 	return f.written, f.size, f.started, f.done, f.err, f.progress
 }
 
-// join returns the running fetch of name@d or starts one, and opens its
-// spool for the caller (nil file when the fetch is already over).
+// join returns the running fetch of d or starts one for name, and opens
+// its spool for the caller.
 func (b *fetcher) join(c *cache, name string, d digest.Digest) (*fetch, *os.File, error) {
-	key := name + "@" + d.String()
+	key := d.String()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if f, ok := b.inflight[key]; ok {
@@ -88,7 +90,7 @@ func (b *fetcher) join(c *cache, name string, d digest.Digest) (*fetch, *os.File
 		os.Remove(spool.Name())
 		return nil, nil, fmt.Errorf("open spool: %w", err)
 	}
-	f := &fetch{digest: d, path: spool.Name(), size: -1, progress: make(chan struct{})}
+	f := &fetch{digest: d, path: spool.Name(), name: name, size: -1, progress: make(chan struct{})}
 	b.inflight[key] = f
 	go func() {
 		err := b.run(b.set.lifetime(), c, name, f, spool)
@@ -107,7 +109,7 @@ func (b *fetcher) join(c *cache, name string, d digest.Digest) (*fetch, *os.File
 // ensure makes blob d of name present in storage, fetching it (or joining
 // the running fetch) when missing, and waits for it.
 func (b *fetcher) ensure(ctx context.Context, c *cache, name string, d digest.Digest) error {
-	if b.set.haveBlob(ctx, name, d) {
+	if b.set.haveBlob(ctx, name, d) || b.set.linkConfirmed(ctx, c, name, d) {
 		return nil
 	}
 	f, file, err := b.join(c, name, d)
@@ -120,6 +122,9 @@ func (b *fetcher) ensure(ctx context.Context, c *cache, name string, d digest.Di
 	for {
 		_, _, _, done, err, next := f.snapshot()
 		if done {
+			if err == nil && f.name != name && !b.set.linkStored(ctx, name, d) {
+				return fmt.Errorf("link blob %s into %s: not stored", d, name)
+			}
 			return err
 		}
 		select {
@@ -218,6 +223,47 @@ func digestOfFile(path string, alg digest.Algorithm) string {
 	return d.String()
 }
 
+// linkConfirmed links blob d into name's repository when the registry
+// stores it already (for another repository: base layers are shared) and
+// the remote confirms (one HEAD) that it has d in name's repository, and
+// reports whether it did. Nothing is fetched for a blob stored once, and a
+// blob pushed to a private repository is never served from a cache
+// namespace by digest alone.
+func (s *Set) linkConfirmed(ctx context.Context, c *cache, name string, d digest.Digest) bool {
+	if d.Validate() != nil {
+		return false
+	}
+	if _, err := s.driver.Stat(ctx, blobDataPath(d)); err != nil {
+		return false
+	}
+	if _, err := c.Remote.HeadBlob(ctx, c.upstreamName(name), d); err != nil {
+		return false
+	}
+	return s.linkStored(ctx, name, d)
+}
+
+// linkStored links blob d, stored already, into name's repository, and
+// reports whether it did.
+func (s *Set) linkStored(ctx context.Context, name string, d digest.Digest) bool {
+	if d.Validate() != nil {
+		return false
+	}
+	if _, err := s.driver.Stat(ctx, blobDataPath(d)); err != nil {
+		return false
+	}
+	return s.driver.PutContent(ctx, layerLinkPath(name, d), []byte(d.String())) == nil
+}
+
+// blobDataPath and layerLinkPath are distribution's storage layout: a
+// blob's data, and the link that makes it part of a repository.
+func blobDataPath(d digest.Digest) string {
+	return "/docker/registry/v2/blobs/" + d.Algorithm().String() + "/" + d.Encoded()[:2] + "/" + d.Encoded() + "/data"
+}
+
+func layerLinkPath(name string, d digest.Digest) string {
+	return "/docker/registry/v2/repositories/" + name + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+}
+
 // haveBlob reports whether name's repository holds blob d.
 func (s *Set) haveBlob(ctx context.Context, name string, d digest.Digest) bool {
 	repo, err := s.repository(ctx, name)
@@ -234,7 +280,7 @@ func (s *Set) haveBlob(ctx context.Context, name string, d digest.Digest) bool {
 // nothing, when the blob is in storage: the registry serves it.
 func (s *Set) ServeBlob(w http.ResponseWriter, r *http.Request, name string, d digest.Digest) bool {
 	c := s.owner(name)
-	if c == nil || s.haveBlob(r.Context(), name, d) {
+	if c == nil || s.haveBlob(r.Context(), name, d) || s.linkConfirmed(r.Context(), c, name, d) {
 		if c != nil {
 			w.Header().Set(Header, string(Hit))
 			s.metrics.request(c.Prefix, "blob", Hit, nil)
@@ -269,6 +315,10 @@ func (s *Set) ServeBlob(w http.ResponseWriter, r *http.Request, name string, d d
 	defer file.Close()
 	served, err := s.stream(w, r, c, f, file)
 	s.metrics.request(c.Prefix, "blob", Miss, err)
+	if err == nil && f.name != name {
+		// Fetched for another repository: link it here too.
+		s.linkStored(context.WithoutCancel(ctx), name, d)
+	}
 	if served {
 		return true
 	}

@@ -95,6 +95,7 @@ type Set struct {
 	events     Events
 	refs       ReferrerLister
 	errWriter  ErrorWriter
+	driver     storagedriver.StorageDriver
 	evictEvery time.Duration
 	state      *stateStore
 	blobs      *fetcher
@@ -148,7 +149,7 @@ func New(specs []Spec, o Options) (*Set, error) {
 	if o.EvictEvery <= 0 {
 		o.EvictEvery = evictEvery
 	}
-	s := &Set{repos: o.Repos, events: o.Events, refs: o.Referrers, errWriter: o.WriteError, evictEvery: o.EvictEvery, state: &stateStore{driver: o.Driver, now: o.Now, written: map[string]time.Time{}},
+	s := &Set{repos: o.Repos, events: o.Events, refs: o.Referrers, driver: o.Driver, errWriter: o.WriteError, evictEvery: o.EvictEvery, state: &stateStore{driver: o.Driver, now: o.Now, written: map[string]time.Time{}},
 		metrics: m, log: o.Log, now: o.Now, ctx: context.Background(), checks: map[string]time.Time{}}
 	s.blobs = &fetcher{set: s, dir: o.SpoolDir, inflight: map[string]*fetch{}}
 	for i, sp := range specs {
