@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -141,6 +142,13 @@ func New(specs []Spec, o Options) (*Set, error) {
 	}
 	if err := os.MkdirAll(o.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cache spool directory: %w", err)
+	}
+	// Spools of fetches a crash interrupted: nothing was committed from
+	// them, and nobody reads them.
+	if old, err := filepath.Glob(filepath.Join(o.SpoolDir, "blob-*")); err == nil {
+		for _, p := range old {
+			_ = os.Remove(p)
+		}
 	}
 	m, err := newMetrics(o.Metrics)
 	if err != nil {
