@@ -138,7 +138,7 @@ func New(specs []Spec, o Options) (*Set, error) {
 		o.Now = time.Now
 	}
 	if o.SpoolDir == "" {
-		o.SpoolDir = os.TempDir()
+		o.SpoolDir = filepath.Join(os.TempDir(), "portcullis-cache-spool")
 	}
 	if err := os.MkdirAll(o.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cache spool directory: %w", err)
