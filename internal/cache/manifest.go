@@ -147,7 +147,7 @@ func (s *Set) fill(ctx context.Context, c *cache, repo distribution.Repository, 
 		return desc, err
 	}
 	s.state.pulled(ctx, name, d)
-	s.fetchReferrers(ctx, c, repo, name, d, maxReferrerDepth)
+	s.fetchReferrers(ctx, c, repo, name, d, maxReferrerDepth, new(int))
 	if tag == "" {
 		s.complete(c, name, desc, "")
 	}
