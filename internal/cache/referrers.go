@@ -3,12 +3,15 @@ package cache
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/replication"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
@@ -83,7 +86,24 @@ func (s *Set) fetchReferrers(ctx context.Context, c *cache, repo distribution.Re
 	s.checks[name+"@"+subject.String()] = s.now()
 	s.mu.Unlock()
 	up := c.upstreamName(name)
-	descs, err := c.Remote.Referrers(ctx, up, subject)
+	// One round trip for all the questions: the referrers API and
+	// cosign's three tags, asked at once.
+	prefix := strings.Replace(subject.String(), ":", "-", 1)
+	var (
+		wg    sync.WaitGroup
+		descs []v1.Descriptor
+		err   error
+		tags  = make([]replication.Descriptor, len(cosignSuffixes))
+	)
+	wg.Go(func() { descs, err = c.Remote.Referrers(ctx, up, subject) })
+	for i, suffix := range cosignSuffixes {
+		wg.Go(func() {
+			if got, err := c.Remote.HeadManifest(ctx, up, prefix+suffix); err == nil {
+				tags[i] = got
+			}
+		})
+	}
+	wg.Wait()
 	if err != nil {
 		s.log.WarnContext(ctx, "referrers not fetched from the remote", "repo", name, "digest", subject, "upstream", c.Remote.Name(), "err", err)
 	}
@@ -101,14 +121,12 @@ func (s *Set) fetchReferrers(ctx context.Context, c *cache, repo distribution.Re
 		}
 		s.fetchReferrers(ctx, c, repo, name, desc.Digest, depth-1, copied)
 	}
-	prefix := strings.Replace(subject.String(), ":", "-", 1)
-	for _, suffix := range cosignSuffixes {
+	for i, suffix := range cosignSuffixes {
 		if *copied >= maxReferrers {
 			break
 		}
-		tag := prefix + suffix
-		got, err := c.Remote.HeadManifest(ctx, up, tag)
-		if err != nil {
+		tag, got := prefix+suffix, tags[i]
+		if got.Digest == "" {
 			continue // none, or the remote failed: the subject is served all the same
 		}
 		if local, err := repo.Tags(ctx).Get(ctx, tag); err == nil && local.Digest == got.Digest {
@@ -138,7 +156,7 @@ func (s *Set) copyReferrer(ctx context.Context, c *cache, repo distribution.Repo
 		return distribution.Descriptor{}, err
 	}
 	existed, _ := ms.Exists(ctx, d)
-	desc, err := s.storeManifest(ctx, c, repo, name, d)
+	desc, err := s.storeManifest(ctx, c, repo, name, d.String())
 	if err != nil {
 		return desc, err
 	}
