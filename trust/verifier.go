@@ -55,6 +55,11 @@ type Options struct {
 	// (The verification libraries read the system clock for certificate
 	// validity themselves.)
 	Now func() time.Time
+	// Aliases returns the other repository names, without a registry
+	// host, that signatures of repo's content may name: a pull-through
+	// cache's repository (dockerhub/library/alpine) holds content signed
+	// as the remote's (library/alpine). Default none.
+	Aliases func(repo string) []string
 }
 
 // Verifier verifies the signatures of manifests against the trust
@@ -65,6 +70,7 @@ type Verifier struct {
 	cache   *resultCache
 	log     *slog.Logger
 	now     func() time.Time
+	aliases func(repo string) []string
 }
 
 // New builds a Verifier from the provisioned trust section of the
@@ -87,7 +93,7 @@ func New(cfg config.Trust, content Content, opts Options) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{content: content, rules: rules, log: opts.Logger, now: opts.Now}
+	v := &Verifier{content: content, rules: rules, log: opts.Logger, now: opts.Now, aliases: opts.Aliases}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
 	}
@@ -502,7 +508,11 @@ func (v *Verifier) legacy(ctx context.Context, e *examination, repo string, t ta
 			e.add(sig) // not cached: a missing blob may yet be pushed
 			continue
 		}
-		res := verifyLegacy(r, repo, t, blob, b64, layer.Annotations)
+		var aliases []string
+		if v.aliases != nil {
+			aliases = v.aliases(repo)
+		}
+		res := verifyLegacy(r, repo, aliases, t, blob, b64, layer.Annotations)
 		sig.Signer, sig.Identity, sig.Valid, sig.Reason = res.signer, res.identity, res.valid, res.reason
 		v.cache.put(key, sig)
 		v.log.DebugContext(ctx, "signature", "repo", repo, "digest", t.digest, "signature", sd, "kind", sig.Kind, "valid", sig.Valid, "reason", sig.Reason)
