@@ -98,7 +98,9 @@ func TestEvictMaxAge(t *testing.T) {
 	if !ok || st.Manifests != 1 || st.Bytes != sizeOf(t, fresh) {
 		t.Errorf("status after eviction: %+v, want 1 manifest of %d bytes", st, sizeOf(t, fresh))
 	}
-	del := e.events.wait(t, func(ev outbox.Event) bool { return ev.Kind == outbox.KindDelete && ev.Repository == oldName && ev.Tag == "v1" })
+	del := e.events.wait(t, func(ev outbox.Event) bool {
+		return ev.Kind == outbox.KindDelete && ev.Repository == oldName && ev.Tag == "v1"
+	})
 	if del.Digest != "" {
 		t.Errorf("untag event %+v names a digest", del)
 	}
