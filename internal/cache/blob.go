@@ -92,7 +92,9 @@ func (b *fetcher) join(c *cache, name string, d digest.Digest) (*fetch, *os.File
 	}
 	f := &fetch{digest: d, path: spool.Name(), name: name, size: -1, progress: make(chan struct{})}
 	b.inflight[key] = f
+	b.set.background.Add(1)
 	go func() {
+		defer b.set.background.Done()
 		err := b.run(b.set.lifetime(), c, name, f, spool)
 		b.mu.Lock()
 		delete(b.inflight, key)

@@ -385,6 +385,7 @@ func newEnv(t *testing.T, adjust func(*cache.Spec)) *env {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		set.Wait()
 		ev.checkProblems(t)
 	})
 	return &env{t: t, set: set, up: up, remote: rem, repos: rs, clock: clk, events: ev, metrics: reg}

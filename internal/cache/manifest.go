@@ -202,7 +202,9 @@ func (s *Set) storeManifest(ctx context.Context, c *cache, repo distribution.Rep
 // scanner reads the layers it is told about.
 func (s *Set) complete(c *cache, name string, desc distribution.Descriptor, tag string) {
 	ctx := s.lifetime()
+	s.background.Add(1)
 	go func() {
+		defer s.background.Done()
 		repo, err := s.repository(ctx, name)
 		if err != nil {
 			return
