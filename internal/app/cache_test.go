@@ -660,3 +660,67 @@ func TestCachesAPI(t *testing.T) {
 		t.Errorf("remote state after failures: %+v; want unavailable after 2 failures with the 503", st)
 	}
 }
+
+// TestCacheBlobInFlightNotShared: a blob being fetched for one cached
+// repository is served to a client of another only when the remote has
+// it there too: a client cannot read by digest alone what the remote
+// keeps in a repository it did not ask for.
+func TestCacheBlobInFlightNotShared(t *testing.T) {
+	t.Parallel()
+	u := newCacheUpstream(t)
+	img, d, b := blobImage(t, 2<<20)
+	u.push("library/a", "v1", img)
+	u.push("library/b", "v1", img)
+	release := make(chan struct{})
+	throttled := throttledBlob(d, b, 1<<20, release)
+	u.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/library/c/") {
+			// go-containerregistry's registry keeps blobs for all
+			// repositories: library/c is made to lack it.
+			w.WriteHeader(http.StatusNotFound)
+			return true
+		}
+		return throttled(w, r)
+	})
+	reg := startCache(t, u, nil)
+
+	resp, err := http.Get(reg.URL + "/v2/hub/library/a/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET from hub/library/a: %d", resp.StatusCode)
+	}
+	// While it is fetched for library/a: library/c lacks it upstream.
+	resp2, body := get(t, http.MethodGet, reg.URL+"/v2/hub/library/c/blobs/"+d.String())
+	if code, _ := ociError(t, body); resp2.StatusCode != http.StatusNotFound || code != "BLOB_UNKNOWN" {
+		t.Errorf("GET from hub/library/c while fetched for hub/library/a: %d %s, want 404 BLOB_UNKNOWN", resp2.StatusCode, code)
+	}
+	// library/b has it upstream: its client joins the fetch.
+	done := make(chan []byte)
+	go func() {
+		resp, err := http.Get(reg.URL + "/v2/hub/library/b/blobs/" + d.String())
+		if err != nil {
+			done <- nil
+			return
+		}
+		defer resp.Body.Close()
+		got, _ := io.ReadAll(resp.Body)
+		done <- got
+	}()
+	close(release)
+	if got, _ := io.ReadAll(resp.Body); !bytes.Equal(got, b) {
+		t.Errorf("hub/library/a client: %d bytes, want the blob", len(got))
+	}
+	if got := <-done; !bytes.Equal(got, b) {
+		t.Errorf("hub/library/b client: %d bytes, want the blob", len(got))
+	}
+	if n := u.count(http.MethodGet, "/blobs/"+d.String()); n != 1 {
+		t.Errorf("%d upstream GETs of the blob, want 1", n)
+	}
+	link := filepath.Join(reg.Config.FilesystemRoot(), "docker/registry/v2/repositories/hub/library/c/_layers", d.Algorithm, d.Hex, "link")
+	if exists(t, link) {
+		t.Errorf("blob linked into hub/library/c, which the remote does not have it in")
+	}
+}
