@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -722,5 +723,57 @@ func TestCacheBlobInFlightNotShared(t *testing.T) {
 	link := filepath.Join(reg.Config.FilesystemRoot(), "docker/registry/v2/repositories/hub/library/c/_layers", d.Algorithm, d.Hex, "link")
 	if exists(t, link) {
 		t.Errorf("blob linked into hub/library/c, which the remote does not have it in")
+	}
+}
+
+// TestCacheStaleOverHTTP: a tag past its TTL is served with
+// X-Portcullis-Cache: stale while the remote fails (and counted), unless
+// staleIfError is 0s: then the client gets 502 naming the remote.
+func TestCacheStaleOverHTTP(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		stale time.Duration
+	}{
+		{"staleIfError 1h", time.Hour},
+		{"staleIfError 0s", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			u := newCacheUpstream(t)
+			img, _ := random.Image(512, 1)
+			want := u.push("library/app", "v1", img)
+			reg := startCache(t, u, func(c *config.Config) {
+				// Every read revalidates the tag: no clock to advance here.
+				c.Cache[0].TagTTL = config.Duration(time.Nanosecond)
+				stale := config.Duration(tt.stale)
+				c.Cache[0].StaleIfError = &stale
+			})
+			url := reg.URL + "/v2/hub/library/app/manifests/v1"
+			if resp, body := get(t, http.MethodGet, url); resp.StatusCode != http.StatusOK {
+				t.Fatalf("first GET: %d %s", resp.StatusCode, body)
+			}
+			u.setFault(func(w http.ResponseWriter, _ *http.Request) bool {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return true
+			})
+			resp, body := get(t, http.MethodGet, url)
+			if tt.stale == 0 {
+				code, msg := ociError(t, body)
+				if resp.StatusCode != http.StatusBadGateway || !strings.Contains(msg, "origin") {
+					t.Errorf("GET with the remote down: %d %s %q; want 502 naming remote origin", resp.StatusCode, code, msg)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Portcullis-Cache") != "stale" || resp.Header.Get("Docker-Content-Digest") != want.String() {
+				t.Errorf("GET with the remote down: %d, X-Portcullis-Cache %q, digest %s; want 200 stale %s",
+					resp.StatusCode, resp.Header.Get("X-Portcullis-Cache"), resp.Header.Get("Docker-Content-Digest"), want)
+			}
+			_, metrics := get(t, http.MethodGet, reg.URL+"/metrics")
+			if line := `portcullis_cache_requests_total{cache="hub",kind="manifest",result="stale"} 1`; !strings.Contains(string(metrics), line) {
+				t.Errorf("/metrics lacks %s", line)
+			}
+		})
 	}
 }
