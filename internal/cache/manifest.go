@@ -265,11 +265,13 @@ func (s *Set) upstreamError(c *cache, what, name string, err error) error {
 		return err
 	case errors.Is(err, replication.ErrNotFound):
 		return errcode.ErrorCodeManifestUnknown.WithMessage(fmt.Sprintf("remote %s has no %s in %s", c.Remote.Name(), what, c.upstreamName(name)))
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return err
 	case errors.Is(err, replication.ErrUnavailable), errors.Is(err, replication.ErrUnauthorized),
 		errors.Is(err, replication.ErrDigestMismatch), errors.Is(err, replication.ErrTooLarge), errors.Is(err, errRefused):
+		// Before the context errors: a remote's response timeout is
+		// unavailable and also matches context.DeadlineExceeded.
 		return &Error{Status: http.StatusBadGateway, Code: "UNAVAILABLE", Message: fmt.Sprintf("pull-through cache %s: %s of %s: %v", c.Prefix, what, name, err)}
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return err
 	}
 	return &Error{Status: http.StatusBadGateway, Code: "UNAVAILABLE",
 		Message: fmt.Sprintf("pull-through cache %s could not store %s of %s", c.Prefix, what, name), Err: err}
