@@ -731,12 +731,23 @@ func TestCacheBlobInFlightNotShared(t *testing.T) {
 // staleIfError is 0s: then the client gets 502 naming the remote.
 func TestCacheStaleOverHTTP(t *testing.T) {
 	t.Parallel()
+	down := func(w http.ResponseWriter, _ *http.Request) bool {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	}
+	hang := func(_ http.ResponseWriter, r *http.Request) bool {
+		<-r.Context().Done() // until the remote's response timeout gives up
+		return true
+	}
 	tests := []struct {
 		name  string
 		stale time.Duration
+		fault func(http.ResponseWriter, *http.Request) bool
 	}{
-		{"staleIfError 1h", time.Hour},
-		{"staleIfError 0s", 0},
+		{"staleIfError 1h", time.Hour, down},
+		{"staleIfError 1h, remote hangs", time.Hour, hang},
+		{"staleIfError 0s", 0, down},
+		{"staleIfError 0s, remote hangs", 0, hang},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -749,15 +760,13 @@ func TestCacheStaleOverHTTP(t *testing.T) {
 				c.Cache[0].TagTTL = config.Duration(time.Nanosecond)
 				stale := config.Duration(tt.stale)
 				c.Cache[0].StaleIfError = &stale
+				c.Remotes[0].Timeout = config.Duration(300 * time.Millisecond)
 			})
 			url := reg.URL + "/v2/hub/library/app/manifests/v1"
 			if resp, body := get(t, http.MethodGet, url); resp.StatusCode != http.StatusOK {
 				t.Fatalf("first GET: %d %s", resp.StatusCode, body)
 			}
-			u.setFault(func(w http.ResponseWriter, _ *http.Request) bool {
-				w.WriteHeader(http.StatusServiceUnavailable)
-				return true
-			})
+			u.setFault(tt.fault)
 			resp, body := get(t, http.MethodGet, url)
 			if tt.stale == 0 {
 				code, msg := ociError(t, body)
