@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,7 +51,7 @@ type cacheUpstream struct {
 
 func newCacheUpstream(t *testing.T) *cacheUpstream {
 	t.Helper()
-	u := &cacheUpstream{t: t, counts: map[string]int{}, reg: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	u := &cacheUpstream{t: t, counts: map[string]int{}, reg: registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true))}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.counts[r.Method+" "+r.URL.Path]++
@@ -92,12 +93,17 @@ func (u *cacheUpstream) reset() {
 	clear(u.counts)
 }
 
-// push writes img to repo:tag on the in-memory registry directly.
+// push writes img to repo:tag (or repo@digest) on the in-memory registry
+// directly.
 func (u *cacheUpstream) push(repo, tag string, img v1.Image) v1.Hash {
 	u.t.Helper()
 	srv := httptest.NewServer(u.reg)
 	defer srv.Close()
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/"+repo+":"+tag, name.Insecure)
+	sep := ":"
+	if strings.Contains(tag, ":") {
+		sep = "@"
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/"+repo+sep+tag, name.Insecure)
 	if err != nil {
 		u.t.Fatal(err)
 	}
@@ -784,5 +790,56 @@ func TestCacheStaleOverHTTP(t *testing.T) {
 				t.Errorf("/metrics lacks %s", line)
 			}
 		})
+	}
+}
+
+// TestCacheReferrersAPI: the referrers API of a cached image lists the
+// referrers copied from the remote with the image, and those added on the
+// remote since, once tagTTL has passed.
+func TestCacheReferrersAPI(t *testing.T) {
+	t.Parallel()
+	u := newCacheUpstream(t)
+	img, _ := random.Image(512, 1)
+	d := u.push("library/app", "v1", img)
+	desc, err := partialDescriptor(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	referrer := func(artifactType string) v1.Hash {
+		base := mutate.MediaType(mutate.ConfigMediaType(empty.Image, types.MediaType(artifactType)), types.OCIManifestSchema1)
+		a := mutate.Subject(base, desc).(v1.Image)
+		ad, _ := a.Digest()
+		return u.push("library/app", ad.String(), a)
+	}
+	sbom := referrer("application/vnd.example.sbom")
+	reg := startCache(t, u, func(c *config.Config) { c.Cache[0].TagTTL = config.Duration(time.Nanosecond) })
+	if resp, body := get(t, http.MethodGet, reg.URL+"/v2/hub/library/app/manifests/v1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET manifest: %d %s", resp.StatusCode, body)
+	}
+	listed := func() []string {
+		t.Helper()
+		resp, body := get(t, http.MethodGet, reg.URL+"/v2/hub/library/app/referrers/"+d.String())
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("referrers: %d %s", resp.StatusCode, body)
+		}
+		var idx v1.IndexManifest
+		if err := json.Unmarshal(body, &idx); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range idx.Manifests {
+			out = append(out, m.Digest.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := listed(); !slices.Equal(got, []string{sbom.String()}) {
+		t.Errorf("referrers after the first pull: %v, want [%s]", got, sbom)
+	}
+	sig := referrer("application/vnd.example.signature")
+	want := []string{sbom.String(), sig.String()}
+	slices.Sort(want)
+	if got := listed(); !slices.Equal(got, want) {
+		t.Errorf("referrers after tagTTL: %v, want %v", got, want)
 	}
 }
