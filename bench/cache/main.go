@@ -100,6 +100,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		ws = append(ws, w)
 	}
 
+	shaMBps := sha256Throughput(ws[0], 3)
+	progress("sha256: %.0f MB/s", shaMBps)
+
 	results := map[*workload][]runResult{}
 	for i := range o.n {
 		for _, w := range ws {
@@ -110,7 +113,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			results[w] = append(results[w], res)
 		}
 	}
-	writeTable(stdout, ws, results, o.n)
+	writeTable(stdout, ws, results, o.n, shaMBps)
 	return nil
 }
 
