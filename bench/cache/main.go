@@ -182,16 +182,16 @@ func runOnce(ctx context.Context, w *workload, bins binaries, work string, i int
 			if err := cacheStep(ctx, w, bins, work, tag, up.addr, &res); err != nil {
 				return res, fmt.Errorf("%s: %w", s, err)
 			}
-			progress("%s  Portcullis cache cold %8v  ttfb %6v (%v from start)  peak RSS %4d MiB (idle %3d)  CPU %v  [%s]",
-				label, ms(res.cold.wall), ms(res.cold.ttfb), ms(res.cold.firstByte), res.cacheUsage.peakRSS>>20,
+			progress("%s  Portcullis cache cold %8v  ttfb %6v (%v from start)  last-byte wait %v  peak RSS %4d MiB (idle %3d)  CPU %v  [%s]",
+				label, ms(res.cold.wall), ms(res.cold.ttfb), ms(res.cold.firstByte), ms(res.cold.lastGap), res.cacheUsage.peakRSS>>20,
 				res.cacheUsage.idleRSS>>20, res.cacheUsage.cpu, summary(res.cold.served))
 			progress("%s  Portcullis cache warm %8v  [%s]", label, ms(res.warm.wall), summary(res.warm.served))
 		case stepProxy:
 			if err := proxyStep(ctx, w, bins, work, tag, up.addr, &res); err != nil {
 				return res, fmt.Errorf("%s: %w", s, err)
 			}
-			progress("%s  distribution proxy cold %8v  ttfb %6v (%v from start)  peak RSS %4d MiB (idle %3d)  CPU %v  warm %v",
-				label, ms(res.proxyCold.wall), ms(res.proxyCold.ttfb), ms(res.proxyCold.firstByte), res.proxyUsage.peakRSS>>20,
+			progress("%s  distribution proxy cold %8v  ttfb %6v (%v from start)  last-byte wait %v  peak RSS %4d MiB (idle %3d)  CPU %v  warm %v",
+				label, ms(res.proxyCold.wall), ms(res.proxyCold.ttfb), ms(res.proxyCold.firstByte), ms(res.proxyCold.lastGap), res.proxyUsage.peakRSS>>20,
 				res.proxyUsage.idleRSS>>20, res.proxyUsage.cpu, ms(res.proxyWarm.wall))
 		case stepDirect:
 			if err := directStep(ctx, w, bins, work, tag, &res); err != nil {

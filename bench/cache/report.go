@@ -66,6 +66,10 @@ func firstByte(p func(runResult) pullResult) func(runResult) time.Duration {
 	return func(r runResult) time.Duration { return p(r).firstByte }
 }
 
+func lastGap(p func(runResult) pullResult) func(runResult) time.Duration {
+	return func(r runResult) time.Duration { return p(r).lastGap }
+}
+
 func mbps(p func(runResult) pullResult) func(*workload, runResult) float64 {
 	return func(w *workload, r runResult) float64 { return float64(w.bytes()) / p(r).wall.Seconds() / 1e6 }
 }
@@ -106,6 +110,11 @@ func sections() []section {
 			{label: "distribution proxy, ms ↓", value: millis(ttfb(proxyColdPull))},
 			{label: "Portcullis cache, from the manifest GET, ms ↓", value: millis(firstByte(coldPull))},
 			{label: "distribution proxy, from the manifest GET, ms ↓", value: millis(firstByte(proxyColdPull))},
+		}},
+		{"**Wait for the last bytes** of a layer on a cold miss (longest gap between the last two reads, over the layers)", []metric{
+			{label: "straight from the upstream, ms ↓", value: millis(lastGap(upstreamPull))},
+			{label: "Portcullis cache, ms ↓", value: millis(lastGap(coldPull))},
+			{label: "distribution proxy, ms ↓", value: millis(lastGap(proxyColdPull))},
 		}},
 		{"**Memory and CPU** of the caching process over the cold miss", []metric{
 			{label: "Portcullis cache peak RSS (VmHWM), MiB ↓", value: mib(func(r runResult) int64 { return r.cacheUsage.peakRSS })},

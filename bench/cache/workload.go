@@ -101,6 +101,9 @@ type pullResult struct {
 	// firstByte is the time from the manifest request to the first byte of
 	// the first layer.
 	firstByte time.Duration
+	// lastGap is the longest wait, over the layers, between the last two
+	// reads of a layer that returned data.
+	lastGap time.Duration
 	// served counts the responses by their X-Portcullis-Cache header
 	// ("hit", "miss", "stale"; "none" without one).
 	served map[string]int
@@ -139,20 +142,19 @@ func (w *workload) pull(ctx context.Context, ref name.Reference) (pullResult, er
 	}
 	blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
 	var (
-		res  pullResult
-		errs = make([]error, len(blobs))
-		wg   sync.WaitGroup
+		res   pullResult
+		errs  = make([]error, len(blobs))
+		times = make([]blobTiming, len(blobs))
+		wg    sync.WaitGroup
 	)
 	for i, b := range blobs {
 		wg.Go(func() {
-			ttfb, at, err := readBlob(ctx, p, ref.Context().Digest(b.Digest.String()))
+			t, err := readBlob(ctx, p, ref.Context().Digest(b.Digest.String()))
 			if err != nil {
 				errs[i] = fmt.Errorf("blob %s: %w", b.Digest, err)
 				return
 			}
-			if i == 1 { // the first layer
-				res.ttfb, res.firstByte = ttfb, at.Sub(start)
-			}
+			times[i] = t
 		})
 	}
 	wg.Wait()
@@ -161,40 +163,57 @@ func (w *workload) pull(ctx context.Context, ref name.Reference) (pullResult, er
 	}
 	res.wall = time.Since(start)
 	res.served = ct.snapshot()
+	res.ttfb, res.firstByte = times[1].first.Sub(times[1].start), times[1].first.Sub(start) // the first layer
+	for _, t := range times[1:] {
+		res.lastGap = max(res.lastGap, t.lastGap)
+	}
 	return res, nil
 }
 
-// readBlob reads blob ref to the end and returns the time from its request
-// to the first byte of its body, and when that byte came.
-func readBlob(ctx context.Context, p *remote.Puller, ref name.Digest) (time.Duration, time.Time, error) {
+// blobTiming is when the bytes of one blob arrived.
+type blobTiming struct {
+	start time.Time // the GET was sent
+	first time.Time // the first byte of the body came
+	// lastGap is the time between the last two reads that returned data:
+	// how long the last bytes were held back, when a server holds them.
+	lastGap time.Duration
+}
+
+// readBlob reads blob ref to the end and says when its bytes came.
+func readBlob(ctx context.Context, p *remote.Puller, ref name.Digest) (blobTiming, error) {
 	l, err := p.Layer(ctx, ref)
 	if err != nil {
-		return 0, time.Time{}, err
+		return blobTiming{}, err
 	}
-	start := time.Now()
+	t := blobTiming{start: time.Now()}
 	rc, err := l.Compressed() // the GET; verifies digest and size at EOF
 	if err != nil {
-		return 0, time.Time{}, err
+		return blobTiming{}, err
 	}
 	defer rc.Close()
 	buf := make([]byte, 256<<10)
-	var first time.Time
-	for first.IsZero() {
+	var last time.Time
+	for {
 		n, err := rc.Read(buf)
 		if n > 0 {
-			first = time.Now()
+			now := time.Now()
+			if t.first.IsZero() {
+				t.first = now
+			} else {
+				t.lastGap = now.Sub(last)
+			}
+			last = now
+		}
+		if errors.Is(err, io.EOF) {
+			if t.first.IsZero() {
+				return blobTiming{}, errors.New("empty body")
+			}
+			return t, nil
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) && !first.IsZero() {
-				return first.Sub(start), first, nil
-			}
-			return 0, time.Time{}, err
+			return blobTiming{}, err
 		}
 	}
-	if _, err := io.CopyBuffer(io.Discard, rc, buf); err != nil {
-		return 0, time.Time{}, err
-	}
-	return first.Sub(start), first, nil
 }
 
 // newTransport is a transport for one push or pull: no connection outlives
