@@ -1,9 +1,9 @@
 // Command cache measures Portcullis's pull-through cache on this machine in
 // one run, against distribution v3.1.2 as the upstream and as a proxy:
 //
-//   - warm hit: the second pull of an image through the cache, within
-//     tagTTL, against the pull of the same image pushed to a Portcullis
-//     with no cache (target: at most 1.1 times as long);
+//   - warm hit: pulls of an image through the filled cache, within tagTTL,
+//     against pulls of the same image pushed to a Portcullis with no cache,
+//     taking turns (target: at most 1.1 times as long);
 //   - cold miss: the first pull through an empty cache against the pull
 //     straight from the upstream (target: at most 1.3 times as long), and
 //     the time to the first byte of the first layer (target: under 1 s,

@@ -33,6 +33,7 @@ type options struct {
 	layers       int
 	layerMiB     int
 	bigLayerMiB  int
+	pulls        int
 	timeout      time.Duration
 	keep         bool
 }
@@ -47,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.IntVar(&o.layers, "layers", 4, "layers of the first image")
 	fs.IntVar(&o.layerMiB, "layer-mib", 64, "size of each layer of the first image, MiB")
 	fs.IntVar(&o.bigLayerMiB, "big-layer-mib", 512, "size of the one layer of the second image, MiB; 0 leaves the second image out")
+	fs.IntVar(&o.pulls, "pulls", 3, "warm pulls from each registry in each run, taking turns; the run keeps their median")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (registry logs and configs)")
 	if err := fs.Parse(args); err != nil {
@@ -58,8 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if o.n < 1 || o.layers < 1 || o.layerMiB < 1 || o.bigLayerMiB < 0 {
-		return errors.New("-n, -layers and -layer-mib must be at least 1, -big-layer-mib at least 0")
+	if o.n < 1 || o.pulls < 1 || o.layers < 1 || o.layerMiB < 1 || o.bigLayerMiB < 0 {
+		return errors.New("-n, -pulls, -layers and -layer-mib must be at least 1, -big-layer-mib at least 0")
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -106,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	results := map[*workload][]runResult{}
 	for i := range o.n {
 		for _, w := range ws {
-			res, err := runOnce(ctx, w, bins, work, i, progress)
+			res, err := runOnce(ctx, w, bins, work, i, o.pulls, progress)
 			if err != nil {
 				return fmt.Errorf("%s, run %d: %w", w, i+1, err)
 			}
@@ -117,50 +119,67 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return nil
 }
 
-// step is one measurement of a run, against registries of its own (the
-// upstream aside).
+// step is one measurement of the cold phase of a run.
 type step string
 
 const (
 	stepUpstream step = "pull from the upstream"
-	stepCache    step = "Portcullis cache: cold, then warm"
-	stepProxy    step = "distribution proxy: cold, then warm"
-	stepDirect   step = "Portcullis without cache: push, then pull"
+	stepCache    step = "cold miss through the Portcullis cache"
+	stepProxy    step = "cold miss through distribution's proxy"
+	stepDirect   step = "push to Portcullis without a cache"
 )
 
-// order is the steps of run i: rotated every run, so that each step takes
-// each place in turn and the machine's drift does not favour one.
-func order(i int) []step {
-	base := []step{stepUpstream, stepCache, stepProxy, stepDirect}
-	k := i % len(base)
-	return append(base[k:len(base):len(base)], base[:k]...)
+// rotate returns s rotated left by k: run after run, each element takes
+// each place in turn, so that the machine's drift does not favour one.
+func rotate[T any](s []T, k int) []T {
+	k %= len(s)
+	return append(s[k:len(s):len(s)], s[:k]...)
 }
 
 // runResult is what one run of a workload measured.
 type runResult struct {
 	upstream pullResult // straight from the seeded upstream
-	// cold and warm are the first and second pulls through a fresh
-	// Portcullis cache; cacheUsage is its process's after the cold pull.
-	cold, warm pullResult
+	// cold is the first pull through a fresh Portcullis cache; cacheUsage
+	// is its process's right after it.
+	cold       pullResult
 	cacheUsage usage
-	// proxyCold and proxyWarm are the same through distribution's proxy.
-	proxyCold, proxyWarm pullResult
-	proxyUsage           usage
-	// direct is the pull from a Portcullis the image was pushed to.
-	direct pullResult
-	push   time.Duration
+	// proxyCold and proxyUsage are the same through distribution's proxy.
+	proxyCold  pullResult
+	proxyUsage usage
+	push       time.Duration // of the image to the Portcullis without a cache
+	// warm, direct and proxyWarm are the median wall times of the pulls of
+	// the warm phase: through the Portcullis cache (every response a
+	// hit), from the Portcullis the image was pushed to, and through
+	// distribution's proxy.
+	warm, direct, proxyWarm time.Duration
+	// warmCPU and directCPU are the median CPU times the two Portcullis
+	// processes spent on one of those pulls.
+	warmCPU, directCPU time.Duration
 }
 
-// runOnce starts a fresh upstream, seeds it with w's image, and runs every
-// step against fresh registries, stopping each whatever happens.
-func runOnce(ctx context.Context, w *workload, bins binaries, work string, i int, progress func(string, ...any)) (res runResult, err error) {
+// running are the registries of one run.
+type running struct {
+	up, cache, proxy, direct *registry
+}
+
+func (r *running) stop() error {
+	return errors.Join(r.up.stop(), r.cache.stop(), r.proxy.stop(), r.direct.stop())
+}
+
+// runOnce starts a fresh upstream and seeds it with w's image. In the cold
+// phase it pulls the image straight from the upstream, through a fresh
+// Portcullis cache and through a fresh distribution proxy, and pushes it
+// to a fresh Portcullis without a cache, in an order that rotates from run
+// to run. In the warm phase it pulls it pulls times from each of the last
+// three, taking turns. Every registry is stopped whatever happens.
+func runOnce(ctx context.Context, w *workload, bins binaries, work string, i, pulls int, progress func(string, ...any)) (res runResult, err error) {
 	tag := fmt.Sprintf("%s-%d", w.name, i+1)
-	up, err := startRegistry(ctx, upstream, bins, work, tag, "")
-	defer func() { err = errors.Join(err, up.stop()) }()
-	if err != nil {
+	var regs running
+	defer func() { err = errors.Join(err, regs.stop()) }()
+	if regs.up, err = startRegistry(ctx, upstream, bins, work, tag, ""); err != nil {
 		return res, err
 	}
-	upRef, err := w.ref(up.addr, "")
+	upRef, err := w.ref(regs.up.addr, "")
 	if err != nil {
 		return res, err
 	}
@@ -168,117 +187,138 @@ func runOnce(ctx context.Context, w *workload, bins binaries, work string, i int
 		return res, fmt.Errorf("seed the upstream: %w", err)
 	}
 	label := fmt.Sprintf("%-11s run %d", w, i+1)
-	for _, s := range order(i) {
+	for _, s := range rotate([]step{stepUpstream, stepCache, stepProxy, stepDirect}, i) {
 		// Start each step with no dirty pages left by the one before, so
 		// that no registry pays for another's writeback.
 		syscall.Sync()
+		if err := coldStep(ctx, s, w, bins, work, tag, &regs, &res); err != nil {
+			return res, fmt.Errorf("%s: %w", s, err)
+		}
 		switch s {
 		case stepUpstream:
-			if res.upstream, err = w.pull(ctx, upRef); err != nil {
-				return res, fmt.Errorf("%s: %w", s, err)
-			}
-			progress("%s  upstream direct  pull %8v  ttfb %6v", label, ms(res.upstream.wall), ms(res.upstream.ttfb))
+			progress("%s  upstream direct pull %8v  ttfb %6v", label, ms(res.upstream.wall), ms(res.upstream.ttfb))
 		case stepCache:
-			if err := cacheStep(ctx, w, bins, work, tag, up.addr, &res); err != nil {
-				return res, fmt.Errorf("%s: %w", s, err)
-			}
 			progress("%s  Portcullis cache cold %8v  ttfb %6v (%v from start)  last-byte wait %v  peak RSS %4d MiB (idle %3d)  CPU %v  [%s]",
 				label, ms(res.cold.wall), ms(res.cold.ttfb), ms(res.cold.firstByte), ms(res.cold.lastGap), res.cacheUsage.peakRSS>>20,
 				res.cacheUsage.idleRSS>>20, res.cacheUsage.cpu, summary(res.cold.served))
-			progress("%s  Portcullis cache warm %8v  [%s]", label, ms(res.warm.wall), summary(res.warm.served))
 		case stepProxy:
-			if err := proxyStep(ctx, w, bins, work, tag, up.addr, &res); err != nil {
-				return res, fmt.Errorf("%s: %w", s, err)
-			}
-			progress("%s  distribution proxy cold %8v  ttfb %6v (%v from start)  last-byte wait %v  peak RSS %4d MiB (idle %3d)  CPU %v  warm %v",
+			progress("%s  distribution proxy cold %8v  ttfb %6v (%v from start)  last-byte wait %v  peak RSS %4d MiB (idle %3d)  CPU %v",
 				label, ms(res.proxyCold.wall), ms(res.proxyCold.ttfb), ms(res.proxyCold.firstByte), ms(res.proxyCold.lastGap), res.proxyUsage.peakRSS>>20,
-				res.proxyUsage.idleRSS>>20, res.proxyUsage.cpu, ms(res.proxyWarm.wall))
+				res.proxyUsage.idleRSS>>20, res.proxyUsage.cpu)
 		case stepDirect:
-			if err := directStep(ctx, w, bins, work, tag, &res); err != nil {
-				return res, fmt.Errorf("%s: %w", s, err)
-			}
-			progress("%s  Portcullis direct push %8v  pull %8v", label, ms(res.push), ms(res.direct.wall))
+			progress("%s  Portcullis direct push %8v", label, ms(res.push))
 		}
 	}
+	if err := warmPhase(ctx, w, &regs, i, pulls, &res); err != nil {
+		return res, err
+	}
+	progress("%s  warm phase, median of %d pulls: Portcullis cache %v (CPU %v), Portcullis direct %v (CPU %v), distribution proxy %v",
+		label, pulls, ms(res.warm), ms(res.warmCPU), ms(res.direct), ms(res.directCPU), ms(res.proxyWarm))
 	return res, nil
 }
 
-// cacheStep pulls w through a fresh Portcullis cache of the upstream at
-// upAddr twice: a cold miss, then a warm hit within tagTTL.
-func cacheStep(ctx context.Context, w *workload, bins binaries, work, tag, upAddr string, res *runResult) (err error) {
-	reg, err := startRegistry(ctx, cached, bins, work, tag, upAddr)
-	defer func() { err = errors.Join(err, reg.stop()) }()
-	if err != nil {
+// coldStep runs step s, starting the registry it needs into regs.
+func coldStep(ctx context.Context, s step, w *workload, bins binaries, work, tag string, regs *running, res *runResult) (err error) {
+	switch s {
+	case stepUpstream:
+		ref, err := w.ref(regs.up.addr, "")
+		if err != nil {
+			return err
+		}
+		res.upstream, err = w.pull(ctx, ref)
+		return err
+	case stepCache:
+		if regs.cache, err = startRegistry(ctx, cached, bins, work, tag, regs.up.addr); err != nil {
+			return err
+		}
+		ref, err := w.ref(regs.cache.addr, cachePrefix)
+		if err != nil {
+			return err
+		}
+		if res.cold, err = w.pull(ctx, ref); err != nil {
+			return err
+		}
+		if res.cacheUsage, err = regs.cache.usage(); err != nil {
+			return err
+		}
+		if count(res.cold.served, "manifest", "miss") == 0 {
+			return fmt.Errorf("the manifest was not a cache miss: %s", summary(res.cold.served))
+		}
+		return nil
+	case stepProxy:
+		if regs.proxy, err = startRegistry(ctx, proxy, bins, work, tag, regs.up.addr); err != nil {
+			return err
+		}
+		ref, err := w.ref(regs.proxy.addr, "")
+		if err != nil {
+			return err
+		}
+		if res.proxyCold, err = w.pull(ctx, ref); err != nil {
+			return err
+		}
+		res.proxyUsage, err = regs.proxy.usage()
+		return err
+	case stepDirect:
+		if regs.direct, err = startRegistry(ctx, direct, bins, work, tag, ""); err != nil {
+			return err
+		}
+		ref, err := w.ref(regs.direct.addr, "")
+		if err != nil {
+			return err
+		}
+		res.push, err = w.push(ctx, ref)
 		return err
 	}
-	ref, err := w.ref(reg.addr, cachePrefix)
-	if err != nil {
-		return err
-	}
-	if res.cold, err = w.pull(ctx, ref); err != nil {
-		return fmt.Errorf("cold pull: %w", err)
-	}
-	if res.cacheUsage, err = reg.usage(); err != nil {
-		return err
-	}
-	if count(res.cold.served, "manifest", "miss") == 0 {
-		return fmt.Errorf("cold pull: the manifest was not a cache miss: %s", summary(res.cold.served))
-	}
-	syscall.Sync()
-	if res.warm, err = w.pull(ctx, ref); err != nil {
-		return fmt.Errorf("warm pull: %w", err)
-	}
-	// Every response of the warm pull must come from the cache: the
-	// manifest, the config and each layer.
-	if hits := count(res.warm.served, "manifest", "hit") + count(res.warm.served, "blob", "hit"); hits != w.layers+2 {
-		return fmt.Errorf("warm pull: %d of %d responses were cache hits: %s", hits, w.layers+2, summary(res.warm.served))
-	}
-	return nil
+	return fmt.Errorf("unknown step %q", s)
 }
 
-// proxyStep pulls w through a fresh distribution proxy of the upstream at
-// upAddr twice: a cold miss, then a warm hit.
-func proxyStep(ctx context.Context, w *workload, bins binaries, work, tag, upAddr string, res *runResult) (err error) {
-	reg, err := startRegistry(ctx, proxy, bins, work, tag, upAddr)
-	defer func() { err = errors.Join(err, reg.stop()) }()
-	if err != nil {
-		return err
+// warmPhase pulls w pulls times from each of the Portcullis cache (now
+// warm), the Portcullis it was pushed to and distribution's proxy, taking
+// turns in an order that rotates, and keeps the medians.
+func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, res *runResult) error {
+	type target struct {
+		reg    *registry
+		prefix string
+		walls  []float64
+		cpus   []float64
 	}
-	ref, err := w.ref(reg.addr, "")
-	if err != nil {
-		return err
+	cache := &target{reg: regs.cache, prefix: cachePrefix}
+	dir := &target{reg: regs.direct}
+	prx := &target{reg: regs.proxy}
+	for j := range pulls {
+		for _, t := range rotate([]*target{cache, dir, prx}, i+j) {
+			syscall.Sync()
+			ref, err := w.ref(t.reg.addr, t.prefix)
+			if err != nil {
+				return err
+			}
+			before, err := cpuTime(t.reg.cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
+			p, err := w.pull(ctx, ref)
+			if err != nil {
+				return fmt.Errorf("warm pull %d from the %s registry: %w", j+1, t.reg.role, err)
+			}
+			after, err := cpuTime(t.reg.cmd.Process.Pid)
+			if err != nil {
+				return err
+			}
+			// Every response through the warm cache must be a hit: the
+			// manifest, the config and each layer.
+			if t == cache {
+				if hits := count(p.served, "manifest", "hit") + count(p.served, "blob", "hit"); hits != w.layers+2 {
+					return fmt.Errorf("warm pull %d: %d of %d responses were cache hits: %s", j+1, hits, w.layers+2, summary(p.served))
+				}
+			}
+			t.walls = append(t.walls, p.wall.Seconds())
+			t.cpus = append(t.cpus, (after - before).Seconds())
+		}
 	}
-	if res.proxyCold, err = w.pull(ctx, ref); err != nil {
-		return fmt.Errorf("cold pull: %w", err)
-	}
-	if res.proxyUsage, err = reg.usage(); err != nil {
-		return err
-	}
-	syscall.Sync()
-	if res.proxyWarm, err = w.pull(ctx, ref); err != nil {
-		return fmt.Errorf("warm pull: %w", err)
-	}
-	return nil
-}
-
-// directStep pushes w to a fresh Portcullis with no cache and pulls it back.
-func directStep(ctx context.Context, w *workload, bins binaries, work, tag string, res *runResult) (err error) {
-	reg, err := startRegistry(ctx, direct, bins, work, tag, "")
-	defer func() { err = errors.Join(err, reg.stop()) }()
-	if err != nil {
-		return err
-	}
-	ref, err := w.ref(reg.addr, "")
-	if err != nil {
-		return err
-	}
-	if res.push, err = w.push(ctx, ref); err != nil {
-		return err
-	}
-	syscall.Sync()
-	if res.direct, err = w.pull(ctx, ref); err != nil {
-		return fmt.Errorf("pull: %w", err)
-	}
+	sec := func(v []float64) time.Duration { return time.Duration(median(v) * float64(time.Second)) }
+	res.warm, res.warmCPU = sec(cache.walls), sec(cache.cpus)
+	res.direct, res.directCPU = sec(dir.walls), sec(dir.cpus)
+	res.proxyWarm = sec(prx.walls)
 	return nil
 }
 
