@@ -121,7 +121,7 @@ func TestRouteCache(t *testing.T) {
 			wantStatus: http.StatusForbidden, wantCode: "DENIED", wantMessage: []string{"mirror/"}},
 		{name: "manifest GET the remote lacks", method: http.MethodGet, target: "/v2/hub/alpine/manifests/edge",
 			wantStatus: http.StatusNotFound, wantCode: "MANIFEST_UNKNOWN", wantMessage: []string{"origin", "library/alpine"},
-			wantCalls: []string{"head manifest library/alpine:edge"}},
+			wantCalls: []string{"get manifest library/alpine:edge"}},
 		{name: "blob HEAD answered from the remote", method: http.MethodHead, target: "/v2/hub/library/app/blobs/" + blob.String(),
 			wantStatus: http.StatusOK, wantCalls: []string{"head blob library/app@" + blob.String()}, wantHeader: "miss"},
 	}
