@@ -48,12 +48,18 @@ type parentFinder interface {
 	Parents(ctx context.Context, repo string, d digest.Digest) ([]digest.Digest, error)
 }
 
-// scanMode returns the scan policy mode of repo, or "".
+// scanMode returns the scan policy mode of repo, or "". Enforce is
+// quarantine in a repository nobody pushes to: what cannot be refused at
+// the push is withheld from readers until its scan passes.
 func (g *Gate) scanMode(repo string) policy.Mode {
 	if g.scans == nil {
 		return ""
 	}
-	return g.scans.ScanMode(repo)
+	m := g.scans.ScanMode(repo)
+	if m == policy.ModeEnforce && g.readOnly != nil && g.readOnly(repo) {
+		return policy.ModeQuarantine
+	}
+	return m
 }
 
 // mode returns the trust mode of repo, or "" when no policy applies.
@@ -82,6 +88,7 @@ type Gate struct {
 	webhookc *prometheus.CounterVec
 	owners   *ownerIndex
 	content  manifestSource
+	readOnly func(repo string) bool
 }
 
 // Options are a Gate's dependencies; Verifier and Audit may be nil.
@@ -98,8 +105,12 @@ type Options struct {
 	Webhooks  []config.Webhook
 	Pushers   *Pushers
 	Audit     *audit.Log
-	Log       *slog.Logger
-	Metrics   prometheus.Registerer
+	// ReadOnly reports the repositories nobody pushes to (pull-through
+	// caches): a scan policy in enforce mode, a gate at the tag push,
+	// gates their reads instead, as quarantine does. Default none.
+	ReadOnly func(repo string) bool
+	Log      *slog.Logger
+	Metrics  prometheus.Registerer
 }
 
 // New returns a Gate.
@@ -111,7 +122,7 @@ func New(o Options) (*Gate, error) {
 		return nil, errors.New("admission: a verifier needs a parent finder")
 	}
 	g := &Gate{verifier: o.Verifier, parents: o.Parents, scans: o.Scans, pushers: o.Pushers, audit: o.Audit, log: o.Log,
-		owners: newOwnerIndex(o.Manifests), content: o.Manifests,
+		owners: newOwnerIndex(o.Manifests), content: o.Manifests, readOnly: o.ReadOnly,
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "verdicts_total",
 			Help: "Trust verdicts by mode, check (tag, pull, api) and result (trusted, untrusted, error).",

@@ -35,7 +35,8 @@ var update = flag.Bool("update", false, "rewrite testdata/review.json")
 
 // fakeScans answers the scan checks with fixed outcomes and counts the calls.
 type fakeScans struct {
-	mode    string
+	mode      string
+	undecided bool // CheckStored: no scan yet
 	push    scan.Outcome
 	pushErr error
 	stored  scan.Outcome
@@ -61,6 +62,9 @@ func (f *fakeScans) StoredOutcome(context.Context, string, digest.Digest, []byte
 }
 
 func (f *fakeScans) CheckStored(context.Context, string, digest.Digest) (bool, bool, string) {
+	if f.undecided {
+		return false, false, ""
+	}
 	return true, true, ""
 }
 

@@ -38,7 +38,7 @@ func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (*ad
 	}
 	return admission.New(admission.Options{
 		Verifier: verifier, Parents: content, Manifests: content, Scans: a.scanner, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
-		Log: a.log, Metrics: a.metrics,
+		ReadOnly: a.caches.Owns, Log: a.log, Metrics: a.metrics,
 	})
 }
 
