@@ -37,9 +37,9 @@ var update = flag.Bool("update", false, "rewrite testdata/review.json")
 type fakeScans struct {
 	mode      string
 	undecided bool // CheckStored: no scan yet
-	push    scan.Outcome
-	pushErr error
-	stored  scan.Outcome
+	push      scan.Outcome
+	pushErr   error
+	stored    scan.Outcome
 
 	mu                 sync.Mutex
 	pushes, storedAsks int
