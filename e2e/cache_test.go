@@ -1,0 +1,893 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+)
+
+// cacheConfig is the remote and the pull-through cache (prefix hub,
+// remote up) a test registry serves.
+type cacheConfig struct {
+	url                string // the upstream's base URL
+	userFile, passFile string
+	timeout            string // remotes[0].timeout; default the registry's
+	failureThreshold   int
+	hosts              []string // default [docker.io]
+	listen             string   // cache[0].listen
+	tagTTL             string   // default the registry's
+	staleIfError       string
+	extra              string // more top-level configuration
+}
+
+func (c cacheConfig) yaml() string {
+	var b strings.Builder
+	b.WriteString("version: 1\nremotes:\n  - name: up\n    url: " + c.url + "\n")
+	if c.userFile != "" {
+		b.WriteString("    usernameFile: " + c.userFile + "\n    passwordFile: " + c.passFile + "\n")
+	}
+	if c.timeout != "" {
+		b.WriteString("    timeout: " + c.timeout + "\n")
+	}
+	if c.failureThreshold != 0 {
+		fmt.Fprintf(&b, "    failureThreshold: %d\n", c.failureThreshold)
+	}
+	hosts := c.hosts
+	if hosts == nil {
+		hosts = []string{"docker.io"}
+	}
+	b.WriteString("cache:\n  - prefix: hub\n    remote: up\n    hosts: [" + strings.Join(hosts, ", ") + "]\n")
+	if c.listen != "" {
+		b.WriteString("    listen: " + c.listen + "\n")
+	}
+	if c.tagTTL != "" {
+		b.WriteString("    tagTTL: " + c.tagTTL + "\n")
+	}
+	if c.staleIfError != "" {
+		b.WriteString("    staleIfError: " + c.staleIfError + "\n")
+	}
+	b.WriteString(c.extra)
+	return b.String()
+}
+
+// startCache runs a registry serving the cache c describes.
+func startCache(t *testing.T, c cacheConfig) *Registry {
+	t.Helper()
+	return startRegistry(t, startOptions{config: c.yaml()})
+}
+
+// manifestAccept is what clients send when they pull a manifest.
+var manifestAccept = strings.Join([]string{
+	"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.docker.distribution.manifest.v2+json",
+}, ", ")
+
+// response is what a raw request to the cache got.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error // a failed request or a broken body
+}
+
+// cacheHeader returns the X-Portcullis-Cache header.
+func (r response) cacheHeader() string { return r.header.Get("X-Portcullis-Cache") }
+
+func (r response) String() string {
+	return fmt.Sprintf("%d %s (X-Portcullis-Cache: %q, %d bytes, err %v)", r.status, trim(r.body), r.cacheHeader(), len(r.body), r.err)
+}
+
+func trim(b []byte) string {
+	if len(b) > 300 {
+		return string(b[:300]) + "…"
+	}
+	return string(b)
+}
+
+// do sends one request (manifests asked for with every manifest type) and
+// reads the whole answer.
+func do(t *testing.T, method, url string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return response{err: err, header: http.Header{}}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b, err: err}
+}
+
+// errorCodes returns the OCI error codes and messages of an error body.
+func errorCodes(body []byte) (codes, messages []string) {
+	var e struct {
+		Errors []struct{ Code, Message string } `json:"errors"`
+	}
+	_ = json.Unmarshal(body, &e)
+	for _, x := range e.Errors {
+		codes, messages = append(codes, x.Code), append(messages, x.Message)
+	}
+	return codes, messages
+}
+
+// metricSum adds up the samples of a metric whose labels include every
+// one of labels (each as printed: cache="hub").
+func metricSum(t *testing.T, reg *Registry, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(reg.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name+"{")
+		if !ok {
+			continue
+		}
+		ls, v, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(","+ls+",", ","+l+",") {
+				continue next
+			}
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		sum += f
+	}
+	return sum
+}
+
+// cacheResults returns portcullis_cache_requests_total for cache hub.
+func cacheResults(t *testing.T, reg *Registry, kind, result string) float64 {
+	t.Helper()
+	return metricSum(t, reg, "portcullis_cache_requests_total", `cache="hub"`, `kind="`+kind+`"`, `result="`+result+`"`)
+}
+
+// cacheStatus is one entry of GET /api/v1/caches.
+type cacheStatus struct {
+	Prefix      string   `json:"prefix"`
+	Remote      string   `json:"remote"`
+	URL         string   `json:"url"`
+	Hosts       []string `json:"hosts"`
+	RemoteState struct {
+		Available bool   `json:"available"`
+		Failures  int    `json:"failures"`
+		LastError string `json:"lastError"`
+	} `json:"remoteState"`
+}
+
+func caches(t *testing.T, reg *Registry) []cacheStatus {
+	t.Helper()
+	resp, err := http.Get(reg.URL() + "/api/v1/caches")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Caches []cacheStatus `json:"caches"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil {
+		t.Fatalf("GET /api/v1/caches: %d %s", resp.StatusCode, trim(body))
+	}
+	return out.Caches
+}
+
+// sha256Of reads r to the end and returns its digest and the read error.
+func sha256Of(r io.Reader) (string, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// TestCacheClients pulls through the cache, from a Portcullis upstream
+// that wants a bearer token, with every real client: docker by prefix,
+// ctr and its ?ns= mirror, skopeo and podman with a registries.conf
+// mirror, crane (a multi-platform index, digest unchanged) and the
+// unprefixed listener; headers, metrics and the status API along the way.
+func TestCacheClients(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	u := startAuthUpstream(t)
+	up := u.reg.Addr
+	digests := map[string]string{}
+	configs := map[string]string{}
+	for _, name := range []string{"plain", "docker", "ctr", "skopeo", "podman"} {
+		img := runnableImage(t, name+" through the cache")
+		digests[name] = seedImage(t, u.seedEnv, up+"/library/"+name+":v1", img)
+		cfg, _ := img.ConfigName()
+		configs[name] = cfg.String()
+	}
+	idx := platformIndex(t, "multi")
+	if err := remote.WriteIndex(ref(t, up+"/library/multi:v1"), idx, u.seedAuth); err != nil {
+		t.Fatal(err)
+	}
+	idxDigest, _ := idx.Digest()
+	mirror := freeAddr(t)
+	reg := startCache(t, cacheConfig{url: u.reg.URL(), userFile: u.userFile, passFile: u.passFile, listen: mirror})
+	h := reg.Addr
+
+	t.Run("headers, metrics and status", func(t *testing.T) {
+		manifest := reg.URL() + "/v2/hub/library/plain/manifests/v1"
+		first := do(t, http.MethodGet, manifest)
+		if first.status != http.StatusOK || digest.FromBytes(first.body).String() != digests["plain"] ||
+			first.header.Get("Docker-Content-Digest") != digests["plain"] {
+			t.Fatalf("GET %s: %v, want the upstream's manifest %s", manifest, first, digests["plain"])
+		}
+		if first.cacheHeader() != "miss" {
+			t.Errorf("first GET %s: X-Portcullis-Cache %q, want miss", manifest, first.cacheHeader())
+		}
+		if again := do(t, http.MethodGet, manifest); again.status != http.StatusOK || again.cacheHeader() != "hit" {
+			t.Errorf("second GET %s: %v, want 200 and hit", manifest, again)
+		}
+		// Docker Hub's one-word names live under library/.
+		if short := do(t, http.MethodGet, reg.URL()+"/v2/hub/plain/manifests/v1"); short.status != http.StatusOK ||
+			digest.FromBytes(short.body).String() != digests["plain"] {
+			t.Errorf("GET /v2/hub/plain/manifests/v1: %v, want hub/library/plain's manifest", short)
+		}
+		cfgBlob := reg.URL() + "/v2/hub/library/plain/blobs/" + configs["plain"]
+		b := do(t, http.MethodGet, cfgBlob)
+		if b.status != http.StatusOK || digest.FromBytes(b.body).String() != configs["plain"] {
+			t.Errorf("GET %s: %v", cfgBlob, b)
+		}
+		if c := b.cacheHeader(); c != "miss" && c != "hit" {
+			t.Errorf("GET %s: X-Portcullis-Cache %q, want miss or hit", cfgBlob, c)
+		}
+		if again := do(t, http.MethodGet, cfgBlob); again.status != http.StatusOK || again.cacheHeader() != "hit" {
+			t.Errorf("second GET %s: %v, want 200 and hit", cfgBlob, again)
+		}
+		// Served on the cache's own listener with unprefixed paths (Docker's
+		// registry-mirrors), one-word names included.
+		for _, path := range []string{"/v2/library/plain/manifests/v1", "/v2/plain/manifests/v1"} {
+			if r := do(t, http.MethodGet, "http://"+mirror+path); r.status != http.StatusOK || digest.FromBytes(r.body).String() != digests["plain"] {
+				t.Errorf("GET %s on the cache listener: %v", path, r)
+			}
+		}
+		if r := do(t, http.MethodGet, reg.URL()+"/v2/library/plain/manifests/v1?ns=docker.io"); r.status != http.StatusOK ||
+			digest.FromBytes(r.body).String() != digests["plain"] {
+			t.Errorf("GET /v2/library/plain/manifests/v1?ns=docker.io: %v", r)
+		}
+
+		for _, c := range []struct{ kind, result string }{{"manifest", "miss"}, {"manifest", "hit"}, {"blob", "hit"}} {
+			if got := cacheResults(t, reg, c.kind, c.result); got < 1 {
+				t.Errorf(`portcullis_cache_requests_total{cache="hub",kind=%q,result=%q} = %v, want at least 1`, c.kind, c.result, got)
+			}
+		}
+		if got := metricSum(t, reg, "portcullis_remote_requests_total", `remote="up"`); got < 2 {
+			t.Errorf(`portcullis_remote_requests_total{remote="up"} sums to %v, want at least a manifest and a blob`, got)
+		}
+		if got := metricSum(t, reg, "portcullis_remote_bytes_total", `remote="up"`); got < float64(len(b.body)) {
+			t.Errorf(`portcullis_remote_bytes_total{remote="up"} = %v, want at least the config's %d bytes`, got, len(b.body))
+		}
+		got := caches(t, reg)
+		if len(got) != 1 {
+			t.Fatalf("/api/v1/caches lists %d caches, want 1: %+v", len(got), got)
+		}
+		c := got[0]
+		if c.Prefix != "hub" || c.Remote != "up" || strings.TrimSuffix(c.URL, "/") != u.reg.URL() ||
+			!cmp.Equal(c.Hosts, []string{"docker.io"}) || !c.RemoteState.Available || c.RemoteState.Failures != 0 {
+			t.Errorf("/api/v1/caches entry: %+v", c)
+		}
+	})
+
+	t.Run("docker by prefix", func(t *testing.T) {
+		t.Parallel()
+		docker := tool(t, "docker")
+		image := h + "/hub/library/docker:v1"
+		run(t, nil, docker, "pull", image)
+		t.Cleanup(func() { _, _ = runErr(nil, docker, "rmi", "-f", image) })
+		if got := strings.TrimSpace(run(t, nil, docker, "inspect", "--format", "{{.Id}}", image)); got != configs["docker"] {
+			t.Errorf("docker pulled image id %s, want %s", got, configs["docker"])
+		}
+		if got := run(t, nil, docker, "inspect", "--format", "{{json .RepoDigests}}", image); !strings.Contains(got, digests["docker"]) {
+			t.Errorf("docker's repo digests %s lack the upstream's %s", got, digests["docker"])
+		}
+	})
+
+	t.Run("ctr with a docker.io mirror", func(t *testing.T) {
+		t.Parallel()
+		ctr := tool(t, "ctr")
+		addr := startContainerd(t)
+		hostsDir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(hostsDir, "docker.io"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(hostsDir, "docker.io", "hosts.toml"), fmt.Sprintf(`server = "https://registry-1.docker.io"
+
+[host."http://%s"]
+  capabilities = ["pull", "resolve"]
+`, h))
+		before := cacheResults(t, reg, "manifest", "miss")
+		run(t, nil, ctr, "--address", addr, "-n", "e2e", "images", "pull", "--snapshotter", "native",
+			"--hosts-dir", hostsDir, "docker.io/library/ctr:v1")
+		if got := run(t, nil, ctr, "--address", addr, "-n", "e2e", "images", "ls"); !strings.Contains(got, digests["ctr"]) {
+			t.Errorf("ctr images ls lacks %s:\n%s", digests["ctr"], got)
+		}
+		if after := cacheResults(t, reg, "manifest", "miss"); after <= before {
+			t.Errorf("ctr's pull was no cache miss (%v before, %v after): it did not come through ?ns=docker.io", before, after)
+		}
+	})
+
+	registriesConf := filepath.Join(t.TempDir(), "registries.conf")
+	writeFile(t, registriesConf, fmt.Sprintf(`[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+
+[[registry.mirror]]
+location = "%s/hub"
+insecure = true
+`, h))
+	mirrorEnv := []string{"CONTAINERS_REGISTRIES_CONF=" + registriesConf}
+
+	t.Run("skopeo with a mirror", func(t *testing.T) {
+		t.Parallel()
+		skopeo := tool(t, "skopeo")
+		dst := filepath.Join(t.TempDir(), "dst")
+		run(t, mirrorEnv, skopeo, "copy", "docker://docker.io/library/skopeo:v1", "dir:"+dst)
+		raw, err := os.ReadFile(filepath.Join(dst, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := digest.FromBytes(raw).String(); got != digests["skopeo"] {
+			t.Errorf("skopeo copied manifest %s, want %s", got, digests["skopeo"])
+		}
+		if _, err := os.Stat(filepath.Join(dst, strings.TrimPrefix(configs["skopeo"], "sha256:"))); err != nil {
+			t.Errorf("skopeo copied no config blob: %v", err)
+		}
+	})
+
+	t.Run("podman with a mirror", func(t *testing.T) {
+		t.Parallel()
+		podman := tool(t, "podman")
+		image := "docker.io/library/podman:v1"
+		run(t, mirrorEnv, podman, "pull", image)
+		t.Cleanup(func() { _, _ = runErr(mirrorEnv, podman, "rmi", "-f", image) })
+		if got := strings.TrimSpace(run(t, mirrorEnv, podman, "image", "inspect", "--format", "{{.Digest}}", image)); got != digests["podman"] {
+			t.Errorf("podman pulled %s, want %s", got, digests["podman"])
+		}
+		if got := strings.TrimSpace(run(t, mirrorEnv, podman, "image", "inspect", "--format", "{{.Id}}", image)); "sha256:"+got != configs["podman"] {
+			t.Errorf("podman image id %s, want %s", got, configs["podman"])
+		}
+	})
+
+	t.Run("crane multi-platform index", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		run(t, nil, crane, "pull", "--insecure", "--format", "oci", h+"/hub/library/multi:v1", dir)
+		raw, err := os.ReadFile(filepath.Join(dir, "index.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var layout struct {
+			Manifests []struct{ Digest string } `json:"manifests"`
+		}
+		if err := json.Unmarshal(raw, &layout); err != nil || len(layout.Manifests) != 1 || layout.Manifests[0].Digest != idxDigest.String() {
+			t.Errorf("crane pulled %s, want the upstream's index %s", raw, idxDigest)
+		}
+		if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/hub/library/multi:v1")); got != idxDigest.String() {
+			t.Errorf("crane digest through the cache %s, want %s", got, idxDigest)
+		}
+		im, _ := idx.IndexManifest()
+		for _, m := range im.Manifests {
+			blob := filepath.Join(dir, "blobs", "sha256", m.Digest.Hex)
+			if _, err := os.Stat(blob); err != nil {
+				t.Errorf("child %s (%s) not pulled: %v", m.Digest, m.Platform.Architecture, err)
+			}
+		}
+	})
+}
+
+// startContainerd runs a containerd of the test's own (the machine's ctr
+// talks to it) and returns its socket.
+func startContainerd(t *testing.T) string {
+	t.Helper()
+	bin, ctr := tool(t, "containerd"), tool(t, "ctr")
+	dir, err := os.MkdirTemp("", "ctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "containerd.sock")
+	cfg := filepath.Join(dir, "config.toml")
+	writeFile(t, cfg, fmt.Sprintf(`version = 2
+root = "%[1]s/root"
+state = "%[1]s/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "%[2]s"
+`, dir, sock))
+	var logs strings.Builder
+	var mu sync.Mutex
+	cmd := exec.Command(bin, "--config", cfg)
+	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		_ = os.RemoveAll(dir)
+	})
+	if !eventually(30*time.Second, func() bool {
+		_, err := runErr(nil, ctr, "--address", sock, "version")
+		return err == nil
+	}) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("containerd not answering after 30s:\n%s", logs.String())
+	}
+	return sock
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestCacheReadOnly: pushes, tags and deletes into the cache's namespace
+// are refused with DENIED, saying why, by raw requests and by crane.
+func TestCacheReadOnly(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	d := startDistribution(t)
+	img, _ := random.Image(1024, 1)
+	want := seedImage(t, nil, d.Addr+"/library/ro:v1", img)
+	reg := startCache(t, cacheConfig{url: d.URL()})
+	h := reg.Addr
+	if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/hub/library/ro:v1")); got != want {
+		t.Fatalf("pull through the cache: %s, want %s", got, want)
+	}
+	raw, _ := img.RawManifest()
+	cases := []struct {
+		name, method, path string
+		body               string
+	}{
+		{"start an upload", http.MethodPost, "/v2/hub/library/ro/blobs/uploads/", ""},
+		{"mount a blob", http.MethodPost, "/v2/hub/library/ro/blobs/uploads/?mount=" + want + "&from=other/repo", ""},
+		{"put a manifest", http.MethodPut, "/v2/hub/library/ro/manifests/v2", string(raw)},
+		{"move a tag", http.MethodPut, "/v2/hub/library/ro/manifests/v1", string(raw)},
+		{"delete a manifest", http.MethodDelete, "/v2/hub/library/ro/manifests/" + want, ""},
+		{"delete a tag", http.MethodDelete, "/v2/hub/library/ro/manifests/v1", ""},
+		{"delete a blob", http.MethodDelete, "/v2/hub/library/ro/blobs/" + want, ""},
+		{"push a one-word name", http.MethodPost, "/v2/hub/newrepo/blobs/uploads/", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := http.NewRequest(c.method, reg.URL()+c.path, strings.NewReader(c.body))
+			if c.body != "" {
+				req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			codes, messages := errorCodes(body)
+			if resp.StatusCode != http.StatusForbidden || !cmp.Equal(codes, []string{"DENIED"}) ||
+				!strings.Contains(strings.Join(messages, " "), "pull-through cache") {
+				t.Errorf("%s %s: %d %s, want 403 DENIED saying it is a pull-through cache", c.method, c.path, resp.StatusCode, trim(body))
+			}
+		})
+	}
+	t.Run("crane", func(t *testing.T) {
+		tarPath := filepath.Join(t.TempDir(), "img.tar")
+		writeTarball(t, tarPath, img)
+		for _, args := range [][]string{
+			{"push", "--insecure", tarPath, h + "/hub/library/ro:v2"},
+			{"tag", "--insecure", h + "/hub/library/ro:v1", "v3"},
+			{"delete", "--insecure", h + "/hub/library/ro@" + want},
+			{"copy", "--insecure", h + "/hub/library/ro:v1", h + "/hub/library/copy:v1"},
+		} {
+			out, err := runErr(nil, crane, args...)
+			if err == nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "pull-through cache") {
+				t.Errorf("crane %s: %v\n%s\nwant DENIED, a pull-through cache", strings.Join(args, " "), err, out)
+			}
+		}
+	})
+	if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/hub/library/ro:v1")); got != want {
+		t.Errorf("after the refused writes the cache serves %s, want %s", got, want)
+	}
+	if got := run(t, nil, crane, "ls", "--insecure", d.Addr+"/library/ro"); got != "v1\n" {
+		t.Errorf("upstream tags after the refused writes: %q", got)
+	}
+}
+
+// TestCacheNamespaceRouting: ?ns= picks the cache whose hosts hold it; an
+// unknown ns is answered 404 at once and no remote is dialled.
+func TestCacheNamespaceRouting(t *testing.T) {
+	t.Parallel()
+	d := startDistribution(t)
+	img, _ := random.Image(1024, 1)
+	want := seedImage(t, nil, d.Addr+"/library/ns:v1", img)
+	p := startFaultProxy(t, d.URL())
+	reg := startCache(t, cacheConfig{url: p.URL(), hosts: []string{"docker.io", "registry-1.docker.io"}})
+	unknown := []string{
+		"/v2/library/ns/manifests/v1?ns=quay.io",
+		"/v2/library/ns/manifests/v1?ns=127.0.0.1:" + strings.Split(d.Addr, ":")[1],
+		"/v2/library/ns/manifests/v1?ns=169.254.169.254",
+		"/v2/library/ns/manifests/" + want + "?ns=ghcr.io",
+		"/v2/library/ns/blobs/" + want + "?ns=gcr.io",
+		"/v2/library/ns/tags/list?ns=quay.io",
+	}
+	check := func(when string) {
+		for _, path := range unknown {
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				if r := do(t, method, reg.URL()+path); r.status != http.StatusNotFound {
+					t.Errorf("%s %s %s: %v, want 404", when, method, path, r)
+				}
+			}
+		}
+	}
+	check("before any pull:")
+	if n, c := p.total(), p.acceptedConns(); n != 0 || c != 0 {
+		t.Errorf("unknown ns reached the upstream: %d requests on %d connections\n%s", n, c, p.requestLog())
+	}
+	for _, ns := range []string{"docker.io", "registry-1.docker.io"} {
+		if r := do(t, http.MethodGet, reg.URL()+"/v2/library/ns/manifests/v1?ns="+ns); r.status != http.StatusOK || digest.FromBytes(r.body).String() != want {
+			t.Errorf("GET /v2/library/ns/manifests/v1?ns=%s: %v, want %s", ns, r, want)
+		}
+	}
+	if p.total() == 0 {
+		t.Error("the known ns never reached the upstream")
+	}
+	before := p.total()
+	check("after a pull:")
+	if got := p.total(); got != before {
+		t.Errorf("unknown ns after a pull: the upstream saw %d more requests\n%s", got-before, p.requestLog())
+	}
+}
+
+// TestCacheStaleIfError: with the upstream refusing connections, a tag
+// pulled before is served stale once its TTL has passed, and a pull by
+// digest is served without asking the upstream at all.
+func TestCacheStaleIfError(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	d := startDistribution(t)
+	img, _ := random.Image(4096, 2)
+	want := seedImage(t, nil, d.Addr+"/library/stale:v1", img)
+	p := startFaultProxy(t, d.URL())
+	reg := startCache(t, cacheConfig{url: p.URL(), tagTTL: "1s", staleIfError: "168h"})
+	h := reg.Addr
+	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale:v1", filepath.Join(t.TempDir(), "first.tar"))
+
+	p.setMode(refuse)
+	manifest := reg.URL() + "/v2/hub/library/stale/manifests/v1"
+	staleBefore := cacheResults(t, reg, "manifest", "stale")
+	var last response
+	if !eventually(20*time.Second, func() bool {
+		last = do(t, http.MethodGet, manifest)
+		return last.status != http.StatusOK || last.cacheHeader() == "stale"
+	}) || last.status != http.StatusOK || digest.FromBytes(last.body).String() != want {
+		t.Fatalf("GET %s with the upstream down, past the tag TTL: %v, want 200 stale %s", manifest, last, want)
+	}
+	if got := cacheResults(t, reg, "manifest", "stale"); got <= staleBefore {
+		t.Errorf(`portcullis_cache_requests_total{cache="hub",kind="manifest",result="stale"} = %v, was %v`, got, staleBefore)
+	}
+	if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/hub/library/stale:v1")); got != want {
+		t.Errorf("crane digest by tag with the upstream down: %s, want %s", got, want)
+	}
+
+	accepted, requests := p.acceptedConns(), p.total()
+	tarPath := filepath.Join(t.TempDir(), "by-digest.tar")
+	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale@"+want, tarPath)
+	if r := do(t, http.MethodGet, reg.URL()+"/v2/hub/library/stale/manifests/"+want); r.status != http.StatusOK || r.cacheHeader() != "hit" {
+		t.Errorf("GET by digest with the upstream down: %v, want 200 hit", r)
+	}
+	if a, n := p.acceptedConns(), p.total(); a != accepted || n != requests {
+		t.Errorf("pull by digest with the upstream down dialled it: %d connections, %d requests, want 0", a-accepted, n-requests)
+	}
+}
+
+// TestCacheConcurrentMiss: 50 clients ask at once for a 64 MiB blob the
+// cache does not hold, over an upstream throttled to 32 MiB/s: the
+// upstream sees one GET, every client gets the whole blob.
+func TestCacheConcurrentMiss(t *testing.T) {
+	t.Parallel()
+	d := startDistribution(t)
+	data, dg := randomBlob(t, 64<<20)
+	seedBlobArtifact(t, d.URL(), "library/big", "v1", data)
+	p := startFaultProxy(t, d.URL())
+	p.throttle(32 << 20)
+	reg := startCache(t, cacheConfig{url: p.URL()})
+	if r := do(t, http.MethodGet, reg.URL()+"/v2/hub/library/big/manifests/v1"); r.status != http.StatusOK {
+		t.Fatalf("manifest: %v", r)
+	}
+	const clients = 50
+	type result struct {
+		status  int
+		digest  string
+		n       int64
+		err     error
+		xheader string
+	}
+	results := make([]result, clients)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: clients}}
+	for i := range clients {
+		wg.Go(func() {
+			<-start
+			resp, err := client.Get(reg.URL() + "/v2/hub/library/big/blobs/" + dg.String())
+			if err != nil {
+				results[i].err = err
+				return
+			}
+			defer resp.Body.Close()
+			results[i].status, results[i].xheader = resp.StatusCode, resp.Header.Get("X-Portcullis-Cache")
+			results[i].digest, results[i].n, results[i].err = sha256Of(resp.Body)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil || r.status != http.StatusOK || r.digest != dg.String() || r.n != int64(len(data)) {
+			t.Errorf("client %d: %d, %d bytes, %s, err %v; want 200 and %s", i, r.status, r.n, r.digest, r.err, dg)
+		}
+		if r.xheader != "miss" && r.xheader != "hit" {
+			t.Errorf("client %d: X-Portcullis-Cache %q", i, r.xheader)
+		}
+	}
+	if n := p.blobGets(dg.String()); n != 1 {
+		t.Errorf("the upstream saw %d GETs of the blob, want 1\n%s", n, p.requestLog())
+	}
+	if n := d.gets("/blobs/" + dg.String()); n != 1 {
+		t.Errorf("the upstream's access log shows %d GETs of the blob, want 1", n)
+	}
+}
+
+// TestCacheClientAbort: a client that gives up during a miss does not stop
+// the fetch: the blob is stored, and later pulls never ask the upstream.
+func TestCacheClientAbort(t *testing.T) {
+	t.Parallel()
+	d := startDistribution(t)
+	data, dg := randomBlob(t, 16<<20)
+	seedBlobArtifact(t, d.URL(), "library/abort", "v1", data)
+	p := startFaultProxy(t, d.URL())
+	p.throttle(8 << 20)
+	reg := startCache(t, cacheConfig{url: p.URL()})
+	if r := do(t, http.MethodGet, reg.URL()+"/v2/hub/library/abort/manifests/v1"); r.status != http.StatusOK {
+		t.Fatalf("manifest: %v", r)
+	}
+	blob := reg.URL() + "/v2/hub/library/abort/blobs/" + dg.String()
+	resp, err := http.Get(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", blob, resp.StatusCode)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatalf("reading the first 64 KiB: %v", err)
+	}
+	resp.Body.Close()
+
+	// The next GET joins the fetch still under way, or finds it done.
+	again := do(t, http.MethodGet, blob)
+	if again.status != http.StatusOK || again.err != nil || digest.FromBytes(again.body) != dg {
+		t.Errorf("GET after the abort: %v", again)
+	}
+	if n := p.blobGets(dg.String()); n != 1 {
+		t.Errorf("upstream blob GETs after the abort and one more GET: %d, want 1\n%s", n, p.requestLog())
+	}
+	third := do(t, http.MethodGet, blob)
+	if third.status != http.StatusOK || digest.FromBytes(third.body) != dg || third.cacheHeader() != "hit" {
+		t.Errorf("GET once stored: %v, want 200 hit", third)
+	}
+	if n := p.blobGets(dg.String()); n != 1 {
+		t.Errorf("upstream blob GETs in all: %d, want 1", n)
+	}
+}
+
+// TestCacheBadUpstreamBytes: a blob body that does not match its digest,
+// or breaks off, fails the client and stores nothing; once the upstream
+// sends the right bytes the same pull works.
+func TestCacheBadUpstreamBytes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		size  int
+		fault func(p *faultProxy)
+		want  int // the status a client must get; 0: a failure of any kind
+	}{
+		{"small blob corrupted", 4 << 10, func(p *faultProxy) { p.setMode(corruptBlobs) }, http.StatusBadGateway},
+		{"large blob corrupted", 8 << 20, func(p *faultProxy) { p.setMode(corruptBlobs) }, 0},
+		{"large blob cut off", 8 << 20, func(p *faultProxy) { p.resetBlobsAfter(1 << 20) }, 0},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			d := startDistribution(t)
+			data, dg := randomBlob(t, c.size)
+			repo := fmt.Sprintf("library/bad%d", i)
+			seedBlobArtifact(t, d.URL(), repo, "v1", data)
+			p := startFaultProxy(t, d.URL())
+			reg := startCache(t, cacheConfig{url: p.URL()})
+			if r := do(t, http.MethodGet, reg.URL()+"/v2/hub/"+repo+"/manifests/v1"); r.status != http.StatusOK {
+				t.Fatalf("manifest: %v", r)
+			}
+			c.fault(p)
+			blob := reg.URL() + "/v2/hub/" + repo + "/blobs/" + dg.String()
+			r := do(t, http.MethodGet, blob)
+			switch {
+			case c.want != 0:
+				if r.status != c.want || !strings.Contains(strings.ToLower(string(r.body)), "digest") {
+					t.Errorf("GET %s from a bad upstream: %v, want %d naming the digest mismatch", blob, r, c.want)
+				}
+			case r.status == http.StatusOK && r.err == nil:
+				t.Errorf("GET %s from a bad upstream: a whole response (%d bytes, digest match %v), want an error or a broken stream",
+					blob, len(r.body), digest.FromBytes(r.body) == dg)
+			}
+			if head := do(t, http.MethodHead, blob); head.status != http.StatusNotFound {
+				t.Errorf("HEAD %s after the failed fetch: %v, want 404 (nothing stored)", blob, head)
+			}
+			gets := p.blobGets(dg.String())
+			p.setMode(passThrough)
+			good := do(t, http.MethodGet, blob)
+			if good.status != http.StatusOK || good.err != nil || digest.FromBytes(good.body) != dg {
+				t.Errorf("GET %s once the upstream is right: %v", blob, good)
+			}
+			if n := p.blobGets(dg.String()); n != gets+1 {
+				t.Errorf("GET once the upstream is right made %d upstream GETs, want 1 (nothing stored before)", n-gets)
+			}
+		})
+	}
+}
+
+// TestCacheBreaker: an upstream that accepts connections and never answers
+// is called until failureThreshold requests have timed out, then no more:
+// ten misses in a row do not each wait for the timeout.
+func TestCacheBreaker(t *testing.T) {
+	t.Parallel()
+	d := startDistribution(t)
+	p := startFaultProxy(t, d.URL())
+	p.setMode(hangAfterAccept)
+	const threshold = 2
+	reg := startCache(t, cacheConfig{url: p.URL(), timeout: "2s", failureThreshold: threshold})
+	errorsBefore := cacheResults(t, reg, "manifest", "error")
+	for i := range 10 {
+		path := fmt.Sprintf("/v2/hub/library/app/manifests/missing-%d", i)
+		if r := do(t, http.MethodGet, reg.URL()+path); r.status < 500 {
+			t.Errorf("GET %s with the upstream hanging: %v, want a 5xx", path, r)
+		}
+	}
+	if got := p.acceptedConns(); got > 2*threshold {
+		t.Errorf("the upstream accepted %d connections for 10 misses, want at most %d (failureThreshold %d, then the breaker opens)", got, 2*threshold, threshold)
+	}
+	if got := cacheResults(t, reg, "manifest", "error") - errorsBefore; got < 10 {
+		t.Errorf(`portcullis_cache_requests_total{cache="hub",kind="manifest",result="error"} grew by %v, want 10`, got)
+	}
+	cs := caches(t, reg)
+	if len(cs) != 1 || cs[0].RemoteState.Available || cs[0].RemoteState.Failures < threshold || cs[0].RemoteState.LastError == "" {
+		t.Errorf("/api/v1/caches with the breaker open: %+v, want unavailable, at least %d failures and the last error", cs, threshold)
+	}
+}
+
+// TestCacheAdmission: what the cache brings in is admitted like a push. An
+// enforce policy on hub/** serves only images signed by a trusted key,
+// whether the signature is a cosign bundle found through the referrers API
+// or a cosign signature tag; the signatures and other referrers come with
+// the manifest, so cosign verifies the cached path; cached images are
+// scanned.
+func TestCacheAdmission(t *testing.T) {
+	t.Parallel()
+	crane, oras := tool(t, "crane"), tool(t, "oras")
+	key, pub := cosignKeys(t)
+	otherKey, _ := cosignKeys(t)
+	up := startRegistry(t, startOptions{config: "version: 1\n"})
+	seed := func(name string) string {
+		return seedImage(t, nil, up.Addr+"/library/"+name+":v1", runnableImage(t, name))
+	}
+	bundle, legacy, unsigned, untrusted := seed("bundle"), seed("legacy"), seed("unsigned"), seed("untrusted")
+	cosignSign(t, nil, key, up.Addr+"/library/bundle@"+bundle)
+	cosignSign(t, nil, key, up.Addr+"/library/legacy@"+legacy, "--new-bundle-format=false")
+	cosignSign(t, nil, otherKey, up.Addr+"/library/untrusted@"+untrusted)
+	work := t.TempDir()
+	writeFile(t, filepath.Join(work, "sbom.json"), `{"spdxVersion":"SPDX-2.3"}`)
+	runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", up.Addr+"/library/bundle@"+bundle, "sbom.json")
+	debDigest := func() string {
+		out := run(t, nil, crane, "append", "--insecure", "-f", debianLayer(t), "-t", up.Addr+"/library/deb:v1")
+		return strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "@")+1:])
+	}()
+	cosignSign(t, nil, key, up.Addr+"/library/deb@"+debDigest)
+
+	reg := startCache(t, cacheConfig{url: up.URL(), extra: fmt.Sprintf(`trust:
+  keys:
+    - name: ci
+      file: %s
+  policies:
+    - name: cached
+      repositories: ["hub/**"]
+      mode: enforce
+      signers: [ci]
+`, pub)})
+	h := reg.Addr
+	run(t, nil, registryBin, "vulndb", "import", sharedVulnDB, "--data", reg.DataDir)
+	dbLoaded(t, reg)
+
+	for name, want := range map[string]string{"bundle": bundle, "legacy": legacy} {
+		ref := h + "/hub/library/" + name + ":v1"
+		if out, err := runErr(nil, crane, "pull", "--insecure", ref, filepath.Join(t.TempDir(), "img.tar")); err != nil {
+			t.Errorf("pull of the signed %s image through the cache: %v\n%s", name, err, out)
+			continue
+		}
+		if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", ref)); got != want {
+			t.Errorf("%s: digest %s, want %s", name, got, want)
+		}
+		if out, err := cosignVerify(t, nil, pub, h+"/hub/library/"+name+"@"+want); err != nil {
+			t.Errorf("cosign verify of the cached %s image: %v\n%s", name, err, out)
+		}
+		if v := getVerdict(t, reg.URL(), "hub/library/"+name, want, ""); !v.Trusted || v.Mode != "enforce" {
+			t.Errorf("verdict of the cached %s image: %+v", name, v)
+		}
+	}
+	for name, d := range map[string]string{"unsigned": unsigned, "untrusted": untrusted} {
+		for _, ref := range []string{h + "/hub/library/" + name + ":v1", h + "/hub/library/" + name + "@" + d} {
+			if out, err := runErr(nil, crane, "manifest", "--insecure", ref); err == nil || !strings.Contains(out, "DENIED") {
+				t.Errorf("pull of %s through an enforcing cache: %v\n%s\nwant DENIED", ref, err, out)
+			}
+		}
+	}
+
+	// The referrers came with the manifest: the cosign bundle and the SBOM.
+	types := referrerTypes(t, reg.URL(), "hub/library/bundle", bundle)
+	joined := strings.Join(types, ",")
+	if !strings.Contains(joined, "application/spdx+json") || !strings.Contains(joined, "sigstore") {
+		t.Errorf("referrers of the cached bundle image: %v, want the SBOM and the cosign bundle", types)
+	}
+	if got := metricSum(t, reg, "portcullis_cache_requests_total", `cache="hub"`, `kind="referrers"`); got < 1 {
+		t.Errorf(`portcullis_cache_requests_total{cache="hub",kind="referrers"} sums to %v`, got)
+	}
+	sigTag := "sha256-" + strings.TrimPrefix(legacy, "sha256:") + ".sig"
+	if out, err := runErr(nil, crane, "manifest", "--insecure", h+"/hub/library/legacy:"+sigTag); err != nil {
+		t.Errorf("the cosign signature tag %s in the cache: %v\n%s", sigTag, err, out)
+	}
+
+	// A cached image is scanned as a pushed one is.
+	if out, err := runErr(nil, crane, "manifest", "--insecure", h+"/hub/library/deb:v1"); err != nil {
+		t.Fatalf("pull of the signed Debian image: %v\n%s", err, out)
+	}
+	_, report := waitReport(t, reg, "hub/library/deb", debDigest, 60*time.Second)
+	if report.Packages == 0 || len(report.Findings) == 0 {
+		t.Errorf("scan report of the cached Debian image: %d packages, %d findings", report.Packages, len(report.Findings))
+	}
+}
