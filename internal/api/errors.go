@@ -49,6 +49,8 @@ func (e *StatusError) Error() string {
 func (e *StatusError) Unwrap() error { return e.Err }
 
 // WriteError answers the request with err as an OCI error body:
+//   - an error with a ClientError method (a cache's) with what it returns,
+//     logged when the status is 5xx;
 //   - a *StatusError with its status, code and message (its cause logged);
 //   - a distribution errcode error (Error, ErrorCode, Errors) with the
 //     code's status, as distribution answers;
@@ -59,6 +61,7 @@ func (e *StatusError) Unwrap() error { return e.Err }
 //     the request id.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	var (
+		ce clientError
 		se *StatusError
 		ee errcode.Error
 		ec errcode.ErrorCode
@@ -66,6 +69,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		ch dauth.Challenge
 	)
 	switch {
+	case errors.As(err, &ce):
+		status, code, message := ce.ClientError()
+		if status >= 500 {
+			logError(r, log, err)
+		}
+		writeBody(w, status, code, message)
 	case errors.As(err, &se):
 		if se.Err != nil && se.Status >= 500 {
 			logError(r, log, se.Err)
@@ -84,6 +93,13 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		logError(r, log, err)
 		_ = errcode.ServeJSON(w, errcode.ErrorCodeUnknown.WithMessage(internalMessage))
 	}
+}
+
+// clientError is an error of another package that says what the client
+// is told: an HTTP status, an OCI error code and a message without secrets.
+type clientError interface {
+	error
+	ClientError() (status int, code, message string)
 }
 
 func logError(r *http.Request, log *slog.Logger, err error) {

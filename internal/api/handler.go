@@ -68,6 +68,8 @@ type Options struct {
 	// Manifests tells .../vulnerabilities and .../sbom a digest the
 	// repository does not have from one not scanned yet; nil: not told.
 	Manifests Manifests
+	// Caches serves /api/v1/caches; nil when no cache is configured.
+	Caches Caches
 	// Log receives internal errors; default none.
 	Log *slog.Logger
 	// Now is the clock of ?wait; default time.Now.
@@ -81,6 +83,7 @@ type Handler struct {
 	docs      Documents
 	withheld  func(ctx context.Context, repo string, d digest.Digest, login string) error
 	manifests Manifests
+	caches    Caches
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -94,13 +97,17 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, manifests: o.Manifests,
-		log: o.Log, now: o.Now}, nil
+		caches: o.Caches, log: o.Log, now: o.Now}, nil
 }
 
 // ServeHTTP serves, to clients that may pull the repository,
 // GET /api/v1/repositories/<name>/manifests/<digest>/verdict[?wait=30s]
 // (trust), .../vulnerabilities (the newest scan report) and .../sbom.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == cachesPath && r.Method == http.MethodGet {
+		h.serveCaches(w, r)
+		return
+	}
 	repo, d, what, ok := ParsePath(r.URL.Path)
 	if !ok || r.Method != http.MethodGet || (what != WhatVerdict && what != WhatVulnerabilities && what != WhatSBOM) {
 		h.writeError(w, r, Status(http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path)))

@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/admission"
 	"github.com/portcullis/portcullis/internal/api"
+	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/internal/metadb"
 	"github.com/portcullis/portcullis/internal/outbox"
@@ -47,6 +48,7 @@ type App struct {
 	metrics *prometheus.Registry
 	auth    *authParts       // nil when auth is off
 	scanner *scanner.Service // nil in token-only mode
+	caches  *cache.Set       // nil without pull-through caches
 	opts    Options
 }
 
@@ -175,6 +177,10 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
+	if a.caches, err = a.buildCaches(indexed, refs, events); err != nil {
+		return err
+	}
+	opts.Cache = a.caches
 	gate, err := a.buildAdmission(repos, refs)
 	if err != nil {
 		return err
@@ -185,6 +191,9 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	}
 	if a.auth != nil {
 		apiOpts.Auth = a.auth.Controller
+	}
+	if a.caches != nil {
+		apiOpts.Caches = a.caches
 	}
 	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
@@ -304,6 +313,22 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	} else {
 		close(scanDone)
 	}
+	if a.caches != nil {
+		go func() {
+			if err := a.caches.Run(scanCtx); err != nil {
+				a.log.ErrorContext(ctx, "caches stopped", "err", err)
+			}
+		}()
+	}
+	mirrors, err := a.serveCacheListeners(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, m := range mirrors {
+			_ = m.Close()
+		}
+	}()
 	ln = server.LimitListener(ln, a.cfg.HTTP.MaxConnsPerAddress)
 	errc := make(chan error, 1)
 	go func() {
@@ -317,7 +342,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn, "storage", a.storageName(),
 		"auth", a.cfg.Auth.Enabled, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
-		"webhooks", len(a.cfg.Admission.Webhooks), "metadata", a.cfg.MetadataPath())
+		"webhooks", len(a.cfg.Admission.Webhooks), "caches", len(a.cfg.Cache), "metadata", a.cfg.MetadataPath())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -25,6 +25,7 @@ import (
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/auth/token"
 	"github.com/portcullis/portcullis/internal/api"
+	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
@@ -48,6 +49,7 @@ type Handler struct {
 	guard     *Guard
 	admission Admission
 	events    Events
+	cache     *cache.Set
 	hidden    []string
 	log       *slog.Logger
 }
@@ -70,6 +72,8 @@ type Options struct {
 	// vulnerability database): no client may write to them, whatever the
 	// access rules say, and the catalog does not list them.
 	Reserved []string
+	// Cache serves the pull-through cache namespaces; nil: none.
+	Cache *cache.Set
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
@@ -88,7 +92,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, log: o.Log}, nil
+		events: o.Events, cache: o.Cache, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -103,6 +107,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := checkParams(r, rt); err != nil {
 		h.writeError(w, r, err)
+		return
+	}
+	var ok bool
+	if r, rt, ok = h.routeCache(w, r, rt); !ok {
 		return
 	}
 	if slices.Contains(h.hidden, rt.Name) && r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -122,6 +130,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if h.allowReferrers(w, r, rt) {
+			if h.cache != nil {
+				h.cache.Referrers(r.Context(), rt.Name, rt.Digest)
+			}
 			h.referrers.ServeHTTP(w, r, rt.Name, rt.Digest)
 		}
 		return
@@ -136,13 +147,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case isMonolithicPost(r, rt):
 		h.monolithicPost(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest:
-		if h.allowPull(w, r, rt) {
+		if h.fillManifest(w, r, rt) && h.allowPull(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
 	case r.Method == http.MethodGet && rt.Kind == KindCatalog:
 		h.serveCatalog(w, r)
-	case r.Method == http.MethodGet && rt.Kind == KindBlob:
-		if h.allowBlob(w, r, rt) {
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindBlob:
+		if h.allowBlob(w, r, rt) && !h.serveCachedBlob(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest:
@@ -172,6 +183,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) callerAction(r *http.Request, rt Route) string {
 	switch {
 	case rt.Kind == KindReferrers:
+		return "pull"
+	case (rt.Kind == KindManifest || rt.Kind == KindBlob) && (r.Method == http.MethodGet || r.Method == http.MethodHead) && h.cache.Owns(rt.Name):
+		// Nothing is fetched from a remote for a caller who may not pull.
 		return "pull"
 	case rt.Kind == KindBlob && r.Method == http.MethodGet && h.admission != nil && h.admission.Active(rt.Name):
 		return "pull"
