@@ -444,29 +444,3 @@ func TestCacheUpstreams(t *testing.T) {
 		}
 	})
 }
-
-// referrerTypes lists the artifact types of d's referrers in repo at base.
-func referrerTypes(t *testing.T, base, repo, d string) []string {
-	t.Helper()
-	resp, err := http.Get(base + "/v2/" + repo + "/referrers/" + d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("referrers of %s@%s: %d", repo, d, resp.StatusCode)
-	}
-	var idx struct {
-		Manifests []struct {
-			ArtifactType string `json:"artifactType"`
-		} `json:"manifests"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
-		t.Fatal(err)
-	}
-	var types []string
-	for _, m := range idx.Manifests {
-		types = append(types, m.ArtifactType)
-	}
-	return types
-}
