@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -95,7 +96,12 @@ func (r response) String() string {
 	return fmt.Sprintf("%d %s (X-Portcullis-Cache: %q, %d bytes, err %v)", r.status, trim(r.body), r.cacheHeader(), len(r.body), r.err)
 }
 
+// trim returns a body for a failure message: text up to 300 bytes, or
+// only the size of binary content.
 func trim(b []byte) string {
+	if !utf8.Valid(b) || strings.ContainsFunc(string(b), func(r rune) bool { return r < ' ' && r != '\n' && r != '\t' }) {
+		return fmt.Sprintf("<%d binary bytes>", len(b))
+	}
 	if len(b) > 300 {
 		return string(b[:300]) + "…"
 	}
