@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -79,8 +80,9 @@ type Options struct {
 	EvictEvery time.Duration
 	// WriteError writes the errors of ServeBlob (required).
 	WriteError ErrorWriter
-	// SpoolDir holds blobs being fetched (node-local); default the system's
-	// temporary directory.
+	// SpoolDir holds blobs being fetched (node-local, this process's
+	// alone: what it holds at start is removed); default a new temporary
+	// directory.
 	SpoolDir string
 	// Metrics registers the cache metrics when set.
 	Metrics prometheus.Registerer
@@ -137,10 +139,23 @@ func New(specs []Spec, o Options) (*Set, error) {
 		o.Now = time.Now
 	}
 	if o.SpoolDir == "" {
-		o.SpoolDir = os.TempDir()
-	}
-	if err := os.MkdirAll(o.SpoolDir, 0o700); err != nil {
-		return nil, fmt.Errorf("cache spool directory: %w", err)
+		dir, err := os.MkdirTemp("", "portcullis-cache-spool-")
+		if err != nil {
+			return nil, fmt.Errorf("cache spool directory: %w", err)
+		}
+		o.SpoolDir = dir
+	} else {
+		if err := os.MkdirAll(o.SpoolDir, 0o700); err != nil {
+			return nil, fmt.Errorf("cache spool directory: %w", err)
+		}
+		// Spools of fetches a crash interrupted: nothing was committed
+		// from them, and nobody reads them (the directory is this
+		// process's: one registry per data directory).
+		if old, err := filepath.Glob(filepath.Join(o.SpoolDir, "blob-*")); err == nil {
+			for _, p := range old {
+				_ = os.Remove(p)
+			}
+		}
 	}
 	m, err := newMetrics(o.Metrics)
 	if err != nil {

@@ -73,7 +73,7 @@ func (s *Set) manifestByDigest(ctx context.Context, c *cache, repo distribution.
 		return Hit, nil
 	}
 	_, err = s.flight(ctx, "manifest "+name+"@"+d.String(), func(ctx context.Context) (Result, error) {
-		_, err := s.fill(ctx, c, repo, name, d, "")
+		_, err := s.fill(ctx, c, repo, name, d.String(), "")
 		return Miss, err
 	})
 	if err != nil {
@@ -117,51 +117,57 @@ func (s *Set) manifestByTag(ctx context.Context, c *cache, repo distribution.Rep
 // revalidate asks the remote for tag's digest (one HEAD) and fetches the
 // manifest when the tag moved or is new.
 func (s *Set) revalidate(ctx context.Context, c *cache, repo distribution.Repository, name, tag string, local digest.Digest, have bool) (Result, error) {
-	up, err := c.Remote.HeadManifest(ctx, c.upstreamName(name), tag)
-	if err != nil {
-		return "", err
+	ref := tag // a new tag: one GET, no HEAD first
+	if have {
+		up, err := c.Remote.HeadManifest(ctx, c.upstreamName(name), tag)
+		if err != nil {
+			return "", err
+		}
+		if up.Digest == local {
+			s.refreshReferrers(ctx, c, repo, name, local)
+			s.state.check(ctx, name, tag, local)
+			return Hit, nil
+		}
+		ref = up.Digest.String()
 	}
-	if have && up.Digest == local {
-		s.refreshReferrers(ctx, c, repo, name, local)
-		s.state.check(ctx, name, tag, local)
-		return Hit, nil
-	}
-	desc, err := s.fill(ctx, c, repo, name, up.Digest, tag)
+	desc, err := s.fill(ctx, c, repo, name, ref, tag)
 	if err != nil {
 		return "", err
 	}
 	if err := repo.Tags(ctx).Tag(ctx, tag, desc); err != nil {
 		return "", fmt.Errorf("tag %s:%s: %w", name, tag, err)
 	}
-	s.state.check(ctx, name, tag, up.Digest)
+	s.state.check(ctx, name, tag, desc.Digest)
 	s.complete(c, name, desc, tag)
 	return Miss, nil
 }
 
-// fill stores the manifest d of the remote, byte for byte, with its
-// referrers. An image's event (and so its scan) follows once its blobs are
-// stored, unless tag is set: the caller tags it and completes it then.
-func (s *Set) fill(ctx context.Context, c *cache, repo distribution.Repository, name string, d digest.Digest, tag string) (distribution.Descriptor, error) {
-	desc, err := s.storeManifest(ctx, c, repo, name, d)
+// fill stores the manifest ref (a digest, or a tag) of the remote, byte
+// for byte, with its referrers. An image's event (and so its scan) follows
+// once its blobs are stored, unless tag is set: the caller tags it and
+// completes it then.
+func (s *Set) fill(ctx context.Context, c *cache, repo distribution.Repository, name, ref, tag string) (distribution.Descriptor, error) {
+	desc, err := s.storeManifest(ctx, c, repo, name, ref)
 	if err != nil {
 		return desc, err
 	}
-	s.state.pulled(ctx, name, d)
-	s.fetchReferrers(ctx, c, repo, name, d, maxReferrerDepth)
+	s.state.pulled(ctx, name, desc.Digest)
+	s.fetchReferrers(ctx, c, repo, name, desc.Digest, maxReferrerDepth, new(int))
 	if tag == "" {
 		s.complete(c, name, desc, "")
 	}
 	return desc, nil
 }
 
-// storeManifest fetches manifest d from the remote and stores its exact
-// bytes; the manifest's blobs and an index's children come later.
-func (s *Set) storeManifest(ctx context.Context, c *cache, repo distribution.Repository, name string, d digest.Digest) (distribution.Descriptor, error) {
+// storeManifest fetches manifest ref (a digest, or a tag) from the remote
+// and stores its exact bytes; the manifest's blobs and an index's children
+// come later.
+func (s *Set) storeManifest(ctx context.Context, c *cache, repo distribution.Repository, name, ref string) (distribution.Descriptor, error) {
 	ms, err := repo.Manifests(ctx, storage.SkipLayerVerification())
 	if err != nil {
 		return distribution.Descriptor{}, err
 	}
-	if ok, err := ms.Exists(ctx, d); err == nil && ok {
+	if d, err := digest.Parse(ref); err == nil && s.exists(ctx, ms, d) {
 		m, err := ms.Get(ctx, d)
 		if err != nil {
 			return distribution.Descriptor{}, fmt.Errorf("read cached manifest %s: %w", d, err)
@@ -169,10 +175,12 @@ func (s *Set) storeManifest(ctx context.Context, c *cache, repo distribution.Rep
 		mt, payload, _ := m.Payload()
 		return distribution.Descriptor{Digest: d, MediaType: mt, Size: int64(len(payload))}, nil
 	}
-	up, body, err := c.Remote.GetManifest(ctx, c.upstreamName(name), d.String())
+	// By tag, the digest is that of the remote's bytes.
+	up, body, err := c.Remote.GetManifest(ctx, c.upstreamName(name), ref)
 	if err != nil {
 		return distribution.Descriptor{}, err
 	}
+	d := up.Digest
 	if what := reservedContent(body); what != "" {
 		return distribution.Descriptor{}, fmt.Errorf("%w: the remote serves %s, which only the registry's own scanner writes", errRefused, what)
 	}
@@ -195,6 +203,11 @@ func (s *Set) storeManifest(ctx context.Context, c *cache, repo distribution.Rep
 		return distribution.Descriptor{}, fmt.Errorf("store manifest %s: stored as %s", d, got)
 	}
 	return distribution.Descriptor{Digest: d, MediaType: mt, Size: int64(len(body))}, nil
+}
+
+func (s *Set) exists(ctx context.Context, ms distribution.ManifestService, d digest.Digest) bool {
+	ok, err := ms.Exists(ctx, d)
+	return err == nil && ok
 }
 
 // complete fetches the blobs of manifest desc that are missing (an image's

@@ -3,12 +3,15 @@ package cache
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/replication"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
 
@@ -16,9 +19,14 @@ const (
 	// maxReferrerDepth bounds the referrers of referrers fetched (a
 	// signature of an SBOM of an image is depth 2).
 	maxReferrerDepth = 3
-	// maxReferrers bounds the referrers fetched per manifest: a remote
-	// cannot make one pull copy an unbounded graph.
+	// maxReferrers bounds the referrers copied for one manifest, all
+	// depths together: a remote cannot make one pull copy an unbounded
+	// graph.
 	maxReferrers = 64
+	// syncReferrerBlob is the largest referrer blob fetched before the
+	// subject's tag is set (signatures, small attestations); larger ones
+	// (SBOMs) follow in the background.
+	syncReferrerBlob = 4 << 20
 )
 
 // cosignSuffixes are the tags cosign's tag schema stores a manifest's
@@ -62,7 +70,7 @@ func (s *Set) refreshReferrers(ctx context.Context, c *cache, repo distribution.
 	if ok && s.now().Sub(last) < c.TagTTL {
 		return
 	}
-	s.fetchReferrers(ctx, c, repo, name, d, maxReferrerDepth)
+	s.fetchReferrers(ctx, c, repo, name, d, maxReferrerDepth, new(int))
 }
 
 // fetchReferrers copies the referrers of subject from the remote: those the
@@ -70,43 +78,61 @@ func (s *Set) refreshReferrers(ctx context.Context, c *cache, repo distribution.
 // .att and .sbom tags, each with its blobs, recursively to depth. A
 // referrer that cannot be copied is logged and skipped: the subject is
 // still served, and trust policies judge it by what was copied.
-func (s *Set) fetchReferrers(ctx context.Context, c *cache, repo distribution.Repository, name string, subject digest.Digest, depth int) {
-	if depth <= 0 {
+func (s *Set) fetchReferrers(ctx context.Context, c *cache, repo distribution.Repository, name string, subject digest.Digest, depth int, copied *int) {
+	if depth <= 0 || *copied >= maxReferrers {
 		return
 	}
 	s.mu.Lock()
 	s.checks[name+"@"+subject.String()] = s.now()
 	s.mu.Unlock()
 	up := c.upstreamName(name)
-	descs, err := c.Remote.Referrers(ctx, up, subject)
+	// One round trip for all the questions: the referrers API and
+	// cosign's three tags, asked at once.
+	prefix := strings.Replace(subject.String(), ":", "-", 1)
+	var (
+		wg    sync.WaitGroup
+		descs []v1.Descriptor
+		err   error
+		tags  = make([]replication.Descriptor, len(cosignSuffixes))
+	)
+	wg.Go(func() { descs, err = c.Remote.Referrers(ctx, up, subject) })
+	for i, suffix := range cosignSuffixes {
+		wg.Go(func() {
+			if got, err := c.Remote.HeadManifest(ctx, up, prefix+suffix); err == nil {
+				tags[i] = got
+			}
+		})
+	}
+	wg.Wait()
 	if err != nil {
 		s.log.WarnContext(ctx, "referrers not fetched from the remote", "repo", name, "digest", subject, "upstream", c.Remote.Name(), "err", err)
 	}
-	n := 0
 	for _, desc := range descs {
-		if n >= maxReferrers {
+		if *copied >= maxReferrers {
 			break
 		}
 		if artifact.Reserved(desc.ArtifactType) {
 			continue
 		}
-		n++
+		*copied++
 		if _, err := s.copyReferrer(ctx, c, repo, name, desc.Digest); err != nil {
 			s.log.WarnContext(ctx, "referrer not copied from the remote", "repo", name, "digest", desc.Digest, "subject", subject, "upstream", c.Remote.Name(), "err", err)
 			continue
 		}
-		s.fetchReferrers(ctx, c, repo, name, desc.Digest, depth-1)
+		s.fetchReferrers(ctx, c, repo, name, desc.Digest, depth-1, copied)
 	}
-	prefix := strings.Replace(subject.String(), ":", "-", 1)
-	for _, suffix := range cosignSuffixes {
-		tag := prefix + suffix
-		got, err := c.Remote.HeadManifest(ctx, up, tag)
-		if err != nil {
+	for i, suffix := range cosignSuffixes {
+		if *copied >= maxReferrers {
+			break
+		}
+		tag, got := prefix+suffix, tags[i]
+		if got.Digest == "" {
 			continue // none, or the remote failed: the subject is served all the same
 		}
 		if local, err := repo.Tags(ctx).Get(ctx, tag); err == nil && local.Digest == got.Digest {
 			continue
 		}
+		*copied++
 		desc, err := s.copyReferrer(ctx, c, repo, name, got.Digest)
 		if err != nil {
 			s.log.WarnContext(ctx, "cosign tag not copied from the remote", "repo", name, "ref", tag, "upstream", c.Remote.Name(), "err", err)
@@ -120,15 +146,17 @@ func (s *Set) fetchReferrers(ctx context.Context, c *cache, repo distribution.Re
 	}
 }
 
-// copyReferrer stores manifest d and all its blobs (signatures and SBOMs
-// are read whole by the verifier), then records its event.
+// copyReferrer stores manifest d and its blobs, then records its event.
+// Blobs up to syncReferrerBlob (signatures, which the verifier reads
+// before the subject's tag is set) are fetched now, larger ones in the
+// background.
 func (s *Set) copyReferrer(ctx context.Context, c *cache, repo distribution.Repository, name string, d digest.Digest) (distribution.Descriptor, error) {
 	ms, err := repo.Manifests(ctx)
 	if err != nil {
 		return distribution.Descriptor{}, err
 	}
 	existed, _ := ms.Exists(ctx, d)
-	desc, err := s.storeManifest(ctx, c, repo, name, d)
+	desc, err := s.storeManifest(ctx, c, repo, name, d.String())
 	if err != nil {
 		return desc, err
 	}
@@ -142,6 +170,14 @@ func (s *Set) copyReferrer(ctx context.Context, c *cache, repo distribution.Repo
 	if !isIndex(desc.MediaType) {
 		for _, b := range m.References() {
 			if len(b.URLs) > 0 {
+				continue
+			}
+			if b.Size > syncReferrerBlob {
+				go func() {
+					if err := s.blobs.ensure(s.lifetime(), c, name, b.Digest); err != nil {
+						s.log.WarnContext(ctx, "referrer blob not fetched", "repo", name, "digest", d, "blob", b.Digest, "err", err)
+					}
+				}()
 				continue
 			}
 			if err := s.blobs.ensure(ctx, c, name, b.Digest); err != nil {

@@ -60,7 +60,11 @@ var rules = []rule{
 	{pkgs: "storage/...", imports: []string{mod + "internal/"}, why: "domain packages do not import the server's internals"},
 	{pkgs: "scan/...", imports: []string{mod + "internal/"}, why: "domain packages do not import the server's internals"},
 	{pkgs: "trust/...", imports: []string{mod + "internal/"}, why: "domain packages do not import the server's internals"},
-	{pkgs: "replication/...", imports: []string{mod + "internal/"}, optional: true, why: "domain packages do not import the server's internals"},
+	{pkgs: "replication/...", imports: []string{mod + "internal/"}, why: "domain packages do not import the server's internals"},
+	{pkgs: "replication", onlyOurs: []string{mod + "replication"}, deps: []string{"github.com/distribution/distribution/v3/registry/"},
+		why: "the remote client stands alone: no registry core, no other part of Portcullis"},
+	{pkgs: "internal/cache", imports: []string{mod + "internal/front", mod + "internal/api", mod + "internal/app", mod + "internal/admission"},
+		why: "the cache fills storage; the front handler decides who reads, and the API how errors look"},
 
 	// auth: the policy stays pure, audit and ratelimit stay independent of
 	// HTTP and of each other.

@@ -102,6 +102,11 @@ func (h *Handler) Withheld(ctx context.Context, repo string, d digest.Digest, lo
 // canPush reports whether login may push to repo (and so may read what is
 // withheld there: signing means pushing). With auth off everyone may.
 func (h *Handler) canPush(login, repo string) bool {
+	if h.cache.Owns(repo) {
+		// Nobody pushes into a cache namespace: its content is judged
+		// by the repository's policies for every reader, with auth off too.
+		return false
+	}
 	if h.guard == nil {
 		return true
 	}

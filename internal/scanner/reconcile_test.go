@@ -278,7 +278,9 @@ func TestStaleInventoryRescanned(t *testing.T) {
 	img := debianImage(t)
 	d := h.pushImage("team/stale", "v1", img)
 	h.appendEvent(outbox.KindTag, "team/stale", d, "v1")
-	h.waitFor("the first report", func() bool { return h.reports("team/stale", d) == 1 && h.box.Len() == 0 })
+	h.waitFor("the first report", func() bool {
+		return h.reports("team/stale", d) == 1 && h.box.Len() == 0 && h.svc.store.remembered("team/stale", d)
+	})
 	if err := h.svc.recon.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
