@@ -361,7 +361,8 @@ insecure = true
 		t.Parallel()
 		skopeo := tool(t, "skopeo")
 		dst := filepath.Join(t.TempDir(), "dst")
-		run(t, mirrorEnv, skopeo, "copy", "docker://docker.io/library/skopeo:v1", "dir:"+dst)
+		// skopeo 1.9 reads CONTAINERS_REGISTRIES_CONF only through its flag.
+		run(t, mirrorEnv, skopeo, "--registries-conf", registriesConf, "copy", "docker://docker.io/library/skopeo:v1", "dir:"+dst)
 		raw, err := os.ReadFile(filepath.Join(dst, "manifest.json"))
 		if err != nil {
 			t.Fatal(err)
