@@ -583,24 +583,36 @@ func TestCacheNamespaceRouting(t *testing.T) {
 	}
 }
 
-// TestCacheStaleIfError: with the upstream refusing connections, a tag
-// pulled before is served stale once its TTL has passed, and a pull by
-// digest is served without asking the upstream at all.
+// TestCacheStaleIfError: past its TTL a tag follows the upstream; with the
+// upstream refusing connections, it is served stale, and pulls by digest
+// (the tag's content now and before) are served without asking the
+// upstream at all.
 func TestCacheStaleIfError(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
 	d := startDistribution(t)
 	img, _ := random.Image(4096, 2)
-	want := seedImage(t, nil, d.Addr+"/library/stale:v1", img)
+	first := seedImage(t, nil, d.Addr+"/library/stale:v1", img)
 	p := startFaultProxy(t, d.URL())
 	reg := startCache(t, cacheConfig{url: p.URL(), tagTTL: "1s", staleIfError: "168h"})
 	h := reg.Addr
 	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale:v1", filepath.Join(t.TempDir(), "first.tar"))
 
-	p.setMode(refuse)
+	// Past its TTL a tag is checked again: moved upstream, it moves here.
+	next, _ := random.Image(4096, 2)
+	want := seedImage(t, nil, d.Addr+"/library/stale:v1", next)
 	manifest := reg.URL() + "/v2/hub/library/stale/manifests/v1"
-	staleBefore := cacheResults(t, reg, "manifest", "stale")
 	var last response
+	if !eventually(20*time.Second, func() bool {
+		last = do(t, http.MethodGet, manifest)
+		return last.status != http.StatusOK || digest.FromBytes(last.body).String() == want
+	}) || last.status != http.StatusOK {
+		t.Fatalf("GET %s after the tag moved upstream: %v, want 200 %s within 20s (tagTTL 1s)", manifest, last, want)
+	}
+	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale:v1", filepath.Join(t.TempDir(), "next.tar"))
+
+	p.setMode(refuse)
+	staleBefore := cacheResults(t, reg, "manifest", "stale")
 	if !eventually(20*time.Second, func() bool {
 		last = do(t, http.MethodGet, manifest)
 		return last.status != http.StatusOK || last.cacheHeader() == "stale"
@@ -616,9 +628,11 @@ func TestCacheStaleIfError(t *testing.T) {
 
 	accepted, requests := p.acceptedConns(), p.total()
 	tarPath := filepath.Join(t.TempDir(), "by-digest.tar")
-	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale@"+want, tarPath)
-	if r := do(t, http.MethodGet, reg.URL()+"/v2/hub/library/stale/manifests/"+want); r.status != http.StatusOK || r.cacheHeader() != "hit" {
-		t.Errorf("GET by digest with the upstream down: %v, want 200 hit", r)
+	for _, d := range []string{first, want} {
+		run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale@"+d, tarPath)
+		if r := do(t, http.MethodGet, reg.URL()+"/v2/hub/library/stale/manifests/"+d); r.status != http.StatusOK || r.cacheHeader() != "hit" {
+			t.Errorf("GET by digest %s with the upstream down: %v, want 200 hit", d, r)
+		}
 	}
 	if a, n := p.acceptedConns(), p.total(); a != accepted || n != requests {
 		t.Errorf("pull by digest with the upstream down dialled it: %d connections, %d requests, want 0", a-accepted, n-requests)
