@@ -35,7 +35,7 @@ func ParseBundle(data []byte) (*bundle.Bundle, error) {
 // verifyBundle checks a sigstore bundle: signed by one of the rule's keys,
 // over the target digest, a cosign signature rather than an attestation, and
 // not bound to another repository.
-func verifyBundle(r *rule, repo string, t targetInfo, data []byte) result {
+func verifyBundle(r *rule, repo string, aliases []string, t targetInfo, data []byte) result {
 	b, err := ParseBundle(data)
 	if err != nil {
 		return invalid("%v", err)
@@ -87,7 +87,7 @@ func verifyBundle(r *rule, repo string, t targetInfo, data []byte) result {
 							}
 						}
 					}
-					if named != "" && named != repo {
+					if named != "" && !boundTo(named, repo, aliases) {
 						out.reason = fmt.Sprintf("signature is bound to repository %q, not %q", named, repo)
 						return out
 					}

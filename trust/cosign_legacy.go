@@ -51,7 +51,9 @@ func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
 
 // verifyLegacy checks one legacy layer: the signature in its annotation
 // over the payload by a trusted key, then what the payload binds.
-func verifyLegacy(r *rule, repo string, t targetInfo, payload []byte, b64 string, annotations map[string]string) result {
+// aliases are other names the repository's content may be signed under
+// (a pull-through cache's repository: the remote's name for it).
+func verifyLegacy(r *rule, repo string, aliases []string, t targetInfo, payload []byte, b64 string, annotations map[string]string) result {
 	if r.requireTlog {
 		return invalid("the policy requires a transparency log entry, which legacy signatures are not checked for; use cosign's bundle format")
 	}
@@ -79,7 +81,11 @@ func verifyLegacy(r *rule, repo string, t targetInfo, payload []byte, b64 string
 		res.reason = fmt.Sprintf("signature is for %s, not %s", got, t.digest)
 		return res
 	}
-	if !sameRepository(ss.Critical.Identity.DockerReference, repo) {
+	named := sameRepository(ss.Critical.Identity.DockerReference, repo)
+	for _, a := range aliases {
+		named = named || sameRepository(ss.Critical.Identity.DockerReference, a)
+	}
+	if !named {
 		res.reason = fmt.Sprintf("signature is for repository %q, not %q", ss.Critical.Identity.DockerReference, repo)
 		return res
 	}

@@ -16,7 +16,7 @@ const artifactHost = "portcullis.invalid"
 // the rule's identities with notation-go at the strict level: integrity,
 // authenticity against the trust stores and trusted identities, expiry,
 // authentic timestamp and revocation; then that its signed target is t.
-func verifyNotation(ctx context.Context, r *rule, repo string, t targetInfo, envelope []byte, mediaType string) result {
+func verifyNotation(ctx context.Context, r *rule, repo string, aliases []string, t targetInfo, envelope []byte, mediaType string) result {
 	if len(r.identities) == 0 {
 		return invalid("the policy trusts no Notation identity")
 	}
@@ -43,7 +43,7 @@ func verifyNotation(ctx context.Context, r *rule, repo string, t targetInfo, env
 		}
 		named, ok := md[RepositoryAnnotation]
 		switch {
-		case ok && named != repo:
+		case ok && !boundTo(named, repo, aliases):
 			out.reason = fmt.Sprintf("signature is bound to repository %q, not %q", named, repo)
 			return out
 		case !ok && r.requireBinding:

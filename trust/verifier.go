@@ -55,6 +55,11 @@ type Options struct {
 	// (The verification libraries read the system clock for certificate
 	// validity themselves.)
 	Now func() time.Time
+	// Aliases returns the other repository names, without a registry
+	// host, that signatures of repo's content may name: a pull-through
+	// cache's repository (dockerhub/library/alpine) holds content signed
+	// as the remote's (library/alpine). Default none.
+	Aliases func(repo string) []string
 }
 
 // Verifier verifies the signatures of manifests against the trust
@@ -65,6 +70,7 @@ type Verifier struct {
 	cache   *resultCache
 	log     *slog.Logger
 	now     func() time.Time
+	aliases func(repo string) []string
 }
 
 // New builds a Verifier from the provisioned trust section of the
@@ -87,7 +93,7 @@ func New(cfg config.Trust, content Content, opts Options) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{content: content, rules: rules, log: opts.Logger, now: opts.Now}
+	v := &Verifier{content: content, rules: rules, log: opts.Logger, now: opts.Now, aliases: opts.Aliases}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
 	}
@@ -420,9 +426,9 @@ func (v *Verifier) referrer(ctx context.Context, r *rule, repo string, t targetI
 	}
 	var res result
 	if sig.Kind == KindCosignBundle {
-		res = verifyBundle(r, repo, t, blob)
+		res = verifyBundle(r, repo, v.aliasesOf(repo), t, blob)
 	} else {
-		res = verifyNotation(ctx, r, repo, t, blob, layer.MediaType)
+		res = verifyNotation(ctx, r, repo, v.aliasesOf(repo), t, blob, layer.MediaType)
 	}
 	sig.Signer, sig.Identity, sig.Valid, sig.attestation = res.signer, res.identity, res.valid, res.attestation
 	return done(res.reason)
@@ -502,7 +508,7 @@ func (v *Verifier) legacy(ctx context.Context, e *examination, repo string, t ta
 			e.add(sig) // not cached: a missing blob may yet be pushed
 			continue
 		}
-		res := verifyLegacy(r, repo, t, blob, b64, layer.Annotations)
+		res := verifyLegacy(r, repo, v.aliasesOf(repo), t, blob, b64, layer.Annotations)
 		sig.Signer, sig.Identity, sig.Valid, sig.Reason = res.signer, res.identity, res.valid, res.reason
 		v.cache.put(key, sig)
 		v.log.DebugContext(ctx, "signature", "repo", repo, "digest", t.digest, "signature", sd, "kind", sig.Kind, "valid", sig.Valid, "reason", sig.Reason)
@@ -523,4 +529,18 @@ type result struct {
 
 func invalid(format string, args ...any) result {
 	return result{reason: fmt.Sprintf(format, args...)}
+}
+
+// aliasesOf returns the other names signatures of repo's content may name.
+func (v *Verifier) aliasesOf(repo string) []string {
+	if v.aliases == nil {
+		return nil
+	}
+	return v.aliases(repo)
+}
+
+// boundTo reports whether a repository named in a signature is repo or one
+// of its aliases.
+func boundTo(named, repo string, aliases []string) bool {
+	return named == repo || slices.Contains(aliases, named)
 }

@@ -346,6 +346,36 @@ func testCosign(t *testing.T, f *fixture) {
 			sigWant{trust.KindCosignLegacy, false, "release", `for repository`})
 	})
 
+	t.Run("cached under another name", func(t *testing.T) {
+		// A pull-through cache's repository holds content signed under
+		// the remote's name for it: that name counts, and only for it.
+		src, dst, other := "team/up-src", "team/hub/team/up-src", "team/hub/other"
+		d := f.pushImage(t, src)
+		f.cosignSign(t, f.release, src, d, false)
+		aliased, err := trust.New(f.cfg, f.c, trust.Options{Aliases: func(repo string) []string {
+			if repo == dst {
+				return []string{src}
+			}
+			return nil
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigTag := "sha256-" + d.Encoded() + ".sig"
+		sigD, err := f.c.ResolveTag(context.Background(), src, sigTag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, repo := range []string{dst, other} {
+			copyManifest(t, f.c, src, repo, d, "")
+			copyManifest(t, f.c, src, repo, sigD, sigTag)
+		}
+		wantTrusted(t, verify(t, aliased, dst, d), true)
+		verdict := verify(t, aliased, other, d)
+		wantTrusted(t, verdict, false)
+		wantSigs(t, verdict, sigWant{trust.KindCosignLegacy, false, "release", `for repository`})
+	})
+
 	t.Run("repository binding required", func(t *testing.T) {
 		repo := "bound/app"
 		d := f.pushImage(t, repo)

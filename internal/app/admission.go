@@ -22,7 +22,7 @@ func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (*ad
 	content := &admission.Content{Repos: repos, Refs: refs}
 	var verifier admission.Verifier
 	if len(cfg.Trust.Policies) > 0 {
-		v, err := trust.New(cfg.Trust, content, trust.Options{Logger: a.log})
+		v, err := trust.New(cfg.Trust, content, trust.Options{Logger: a.log, Aliases: a.caches.Aliases})
 		if err != nil {
 			return nil, err
 		}

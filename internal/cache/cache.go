@@ -254,3 +254,17 @@ func (s *Set) repository(ctx context.Context, name string) (distribution.Reposit
 	}
 	return s.repos.Repository(ctx, named)
 }
+
+// Aliases returns the name the remote has for name's repository when name
+// is cached (dockerhub/library/alpine: library/alpine), for signatures
+// that name the repository they were made for; nil otherwise.
+func (s *Set) Aliases(name string) []string {
+	if s == nil {
+		return nil
+	}
+	c := s.owner(name)
+	if c == nil {
+		return nil
+	}
+	return []string{c.upstreamName(name)}
+}
