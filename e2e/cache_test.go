@@ -787,12 +787,18 @@ func TestCacheBadUpstreamBytes(t *testing.T) {
 			}
 			gets := p.blobGets(dg.String())
 			p.setMode(passThrough)
-			good := do(t, http.MethodGet, blob)
-			if good.status != http.StatusOK || good.err != nil || digest.FromBytes(good.body) != dg {
-				t.Errorf("GET %s once the upstream is right: %v", blob, good)
+			// A request may still join a fetch begun while the upstream was
+			// bad (the cache completes a cached image in the background):
+			// the pull works once such a fetch is over.
+			var good response
+			if !eventually(20*time.Second, func() bool {
+				good = do(t, http.MethodGet, blob)
+				return good.status == http.StatusOK && good.err == nil && digest.FromBytes(good.body) == dg
+			}) {
+				t.Fatalf("GET %s once the upstream is right: %v after 20s, want the blob", blob, good)
 			}
-			if n := p.blobGets(dg.String()); n != gets+1 {
-				t.Errorf("GET once the upstream is right made %d upstream GETs, want 1 (nothing stored before)\n%s", n-gets, p.requestLog())
+			if n := p.blobGets(dg.String()); n <= gets {
+				t.Errorf("the blob was served once the upstream was right with no new upstream GET: it was stored from bad bytes\n%s", p.requestLog())
 			}
 		})
 	}
