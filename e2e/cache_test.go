@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/internal/testenv"
 )
 
 // cacheConfig is the remote and the pull-through cache (prefix hub,
@@ -39,6 +41,7 @@ type cacheConfig struct {
 	extra              string // more top-level configuration
 }
 
+// yaml returns the registry's configuration file.
 func (c cacheConfig) yaml() string {
 	var b strings.Builder
 	b.WriteString("version: 1\nremotes:\n  - name: up\n    url: " + c.url + "\n")
@@ -76,10 +79,8 @@ func startCache(t *testing.T, c cacheConfig) *Registry {
 }
 
 // manifestAccept is what clients send when they pull a manifest.
-var manifestAccept = strings.Join([]string{
-	"application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.docker.distribution.manifest.v2+json",
-}, ", ")
+const manifestAccept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, " +
+	"application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"
 
 // response is what a raw request to the cache got.
 type response struct {
@@ -92,6 +93,7 @@ type response struct {
 // cacheHeader returns the X-Portcullis-Cache header.
 func (r response) cacheHeader() string { return r.header.Get("X-Portcullis-Cache") }
 
+// String describes the response for a failure message.
 func (r response) String() string {
 	return fmt.Sprintf("%d %s (X-Portcullis-Cache: %q, %d bytes, err %v)", r.status, trim(r.body), r.cacheHeader(), len(r.body), r.err)
 }
@@ -194,6 +196,7 @@ type cacheStatus struct {
 	} `json:"remoteState"`
 }
 
+// caches returns the registry's GET /api/v1/caches.
 func caches(t *testing.T, reg *Registry) []cacheStatus {
 	t.Helper()
 	resp, err := http.Get(reg.URL() + "/api/v1/caches")
@@ -434,11 +437,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "%[2]s"
 `, dir, sock))
-	var logs strings.Builder
-	var mu sync.Mutex
+	logs := &testenv.Buffer{}
 	cmd := exec.Command(bin, "--config", cfg)
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
-	cmd.Stderr = cmd.Stdout
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -458,16 +459,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		_, err := runErr(nil, ctr, "--address", sock, "version")
 		return err == nil
 	}) {
-		mu.Lock()
-		defer mu.Unlock()
 		t.Fatalf("containerd not answering after 30s:\n%s", logs.String())
 	}
 	return sock
 }
-
-type writerFunc func(p []byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestCacheReadOnly: pushes, tags and deletes into the cache's namespace
 // are refused with DENIED, saying why, by raw requests and by crane.

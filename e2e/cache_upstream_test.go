@@ -98,11 +98,10 @@ http:
 	return d
 }
 
-// accessLine matches the request of a combined-log-format line.
-var accessLine = regexp.MustCompile(`"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) `)
-
 // gets counts the GETs in the access log whose path contains part.
 func (d *distRegistry) gets(part string) int {
+	// The request of a combined-log-format line.
+	accessLine := regexp.MustCompile(`"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) `)
 	n := 0
 	for _, m := range accessLine.FindAllStringSubmatch(d.logs.String(), -1) {
 		if m[1] == http.MethodGet && strings.Contains(m[2], part) {
@@ -121,9 +120,9 @@ type authUpstream struct {
 	userFile, passFile string        // bob's credentials, as files for remotes[].usernameFile/passwordFile
 	seedEnv            []string      // a docker config where crane is logged in as alice
 	seedAuth           remote.Option // alice, for seeding from the test
-	bobAuth            remote.Option
 }
 
+// startAuthUpstream runs the auth upstream and logs crane in as alice.
 func startAuthUpstream(t *testing.T) *authUpstream {
 	t.Helper()
 	crane := tool(t, "crane")
@@ -135,7 +134,6 @@ func startAuthUpstream(t *testing.T) *authUpstream {
 	u.seedEnv = []string{"DOCKER_CONFIG=" + t.TempDir()}
 	run(t, u.seedEnv, crane, "auth", "login", "--insecure", u.reg.Addr, "-u", "alice", "-p", "alice-pw")
 	u.seedAuth = remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-pw"})
-	u.bobAuth = remote.WithAuth(&authn.Basic{Username: "bob", Password: "bob-pw"})
 	return u
 }
 
@@ -147,6 +145,7 @@ func runnableImage(t *testing.T, content string) v1.Image {
 	return platformImage(t, runtime.GOARCH, content)
 }
 
+// platformImage returns a one-layer linux/arch image holding hello.txt.
 func platformImage(t *testing.T, arch, content string) v1.Image {
 	t.Helper()
 	data := tarOf(t, map[string]string{"hello.txt": content})

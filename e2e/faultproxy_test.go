@@ -163,6 +163,8 @@ type faultListener struct {
 	p *faultProxy
 }
 
+// Accept counts every connection and returns those the mode lets through:
+// it holds them (hangAfterAccept) or resets them (refuse) otherwise.
 func (l *faultListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -195,6 +197,8 @@ func resetConn(c net.Conn) {
 	_ = c.Close()
 }
 
+// ServeHTTP counts the request and forwards it to the upstream, applying
+// the mode and the throttle to the response.
 func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.requests[r.Method+" "+r.URL.Path]++
