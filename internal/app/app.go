@@ -276,6 +276,10 @@ func (a *App) Close() error {
 	if a.auth != nil {
 		errs = append(errs, a.auth.closeAudit())
 	}
+	if a.caches != nil {
+		// Cache fills and fetches write to the storage and the outbox.
+		a.caches.Wait()
+	}
 	errs = append(errs, a.db.Close())
 	return errors.Join(errs...)
 }

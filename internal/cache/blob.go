@@ -92,7 +92,9 @@ func (b *fetcher) join(c *cache, name string, d digest.Digest) (*fetch, *os.File
 	}
 	f := &fetch{digest: d, path: spool.Name(), name: name, size: -1, progress: make(chan struct{})}
 	b.inflight[key] = f
+	b.set.background.Add(1)
 	go func() {
+		defer b.set.background.Done()
 		err := b.run(b.set.lifetime(), c, name, f, spool)
 		b.mu.Lock()
 		delete(b.inflight, key)
@@ -118,6 +120,13 @@ func (b *fetcher) ensure(ctx context.Context, c *cache, name string, d digest.Di
 	}
 	if file != nil {
 		file.Close()
+	}
+	if f.name != name {
+		// Fetched for another repository: name gets it only if the
+		// remote has it there too.
+		if _, err := c.Remote.HeadBlob(ctx, c.upstreamName(name), d); err != nil {
+			return err
+		}
 	}
 	for {
 		_, _, _, done, err, next := f.snapshot()
@@ -313,6 +322,15 @@ func (s *Set) ServeBlob(w http.ResponseWriter, r *http.Request, name string, d d
 		return true
 	}
 	defer file.Close()
+	if f.name != name {
+		// Being fetched for another repository: served here only if the
+		// remote has it here too, as linkConfirmed asks of a stored blob.
+		if _, err := c.Remote.HeadBlob(ctx, c.upstreamName(name), d); err != nil {
+			s.metrics.request(c.Prefix, "blob", Miss, err)
+			s.writeError(w, r, s.blobError(c, name, d, err))
+			return true
+		}
+	}
 	served, err := s.stream(w, r, c, f, file)
 	s.metrics.request(c.Prefix, "blob", Miss, err)
 	if err == nil && f.name != name {

@@ -111,6 +111,10 @@ type Set struct {
 	mu     sync.Mutex
 	ctx    context.Context
 	checks map[string]time.Time // name@digest → when its referrers were last fetched
+
+	// background counts the fills, blob fetches and image completions
+	// running detached from the requests that started them.
+	background sync.WaitGroup
 }
 
 type cache struct {
@@ -184,6 +188,13 @@ func (s *Set) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	return s.evictLoop(ctx)
 }
+
+// Wait waits for the work that outlives the requests that started it
+// (manifest fills, blob fetches, the completion of cached images) to end.
+// Cancel the context given to Run first to make it stop early; call Wait
+// when no more requests are served, before the storage or the event
+// outbox is closed.
+func (s *Set) Wait() { s.background.Wait() }
 
 func (s *Set) lifetime() context.Context {
 	s.mu.Lock()

@@ -30,7 +30,9 @@ func (s *Set) flight(ctx context.Context, key string, fn func(ctx context.Contex
 		call = &flightCall{done: make(chan struct{})}
 		f.m[key] = call
 		fctx, cancel := context.WithTimeout(s.lifetime(), fillTimeout)
+		s.background.Add(1)
 		go func() {
+			defer s.background.Done()
 			defer cancel()
 			call.res, call.err = fn(fctx)
 			f.mu.Lock()

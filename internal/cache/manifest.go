@@ -215,7 +215,9 @@ func (s *Set) exists(ctx context.Context, ms distribution.ManifestService, d dig
 // scanner reads the layers it is told about.
 func (s *Set) complete(c *cache, name string, desc distribution.Descriptor, tag string) {
 	ctx := s.lifetime()
+	s.background.Add(1)
 	go func() {
+		defer s.background.Done()
 		repo, err := s.repository(ctx, name)
 		if err != nil {
 			return
@@ -276,11 +278,13 @@ func (s *Set) upstreamError(c *cache, what, name string, err error) error {
 		return err
 	case errors.Is(err, replication.ErrNotFound):
 		return errcode.ErrorCodeManifestUnknown.WithMessage(fmt.Sprintf("remote %s has no %s in %s", c.Remote.Name(), what, c.upstreamName(name)))
-	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return err
 	case errors.Is(err, replication.ErrUnavailable), errors.Is(err, replication.ErrUnauthorized),
 		errors.Is(err, replication.ErrDigestMismatch), errors.Is(err, replication.ErrTooLarge), errors.Is(err, errRefused):
+		// Before the context errors: a remote's response timeout is
+		// unavailable and also matches context.DeadlineExceeded.
 		return &Error{Status: http.StatusBadGateway, Code: "UNAVAILABLE", Message: fmt.Sprintf("pull-through cache %s: %s of %s: %v", c.Prefix, what, name, err)}
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return err
 	}
 	return &Error{Status: http.StatusBadGateway, Code: "UNAVAILABLE",
 		Message: fmt.Sprintf("pull-through cache %s could not store %s of %s", c.Prefix, what, name), Err: err}
