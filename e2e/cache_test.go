@@ -223,7 +223,8 @@ func TestCacheReadOnly(t *testing.T) {
 	d := startDistribution(t)
 	img, _ := random.Image(1024, 1)
 	want := seedImage(t, nil, d.Addr+"/library/ro:v1", img)
-	reg := startCache(t, cacheConfig{url: d.URL()})
+	mirror := freeAddr(t)
+	reg := startCache(t, cacheConfig{url: d.URL(), listen: mirror})
 	h := reg.Addr
 	if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/hub/library/ro:v1")); got != want {
 		t.Fatalf("pull through the cache: %s, want %s", got, want)
@@ -232,19 +233,27 @@ func TestCacheReadOnly(t *testing.T) {
 	cases := []struct {
 		name, method, path string
 		body               string
+		base               string // default the registry's URL
 	}{
-		{"start an upload", http.MethodPost, "/v2/hub/library/ro/blobs/uploads/", ""},
-		{"mount a blob", http.MethodPost, "/v2/hub/library/ro/blobs/uploads/?mount=" + want + "&from=other/repo", ""},
-		{"put a manifest", http.MethodPut, "/v2/hub/library/ro/manifests/v2", string(raw)},
-		{"move a tag", http.MethodPut, "/v2/hub/library/ro/manifests/v1", string(raw)},
-		{"delete a manifest", http.MethodDelete, "/v2/hub/library/ro/manifests/" + want, ""},
-		{"delete a tag", http.MethodDelete, "/v2/hub/library/ro/manifests/v1", ""},
-		{"delete a blob", http.MethodDelete, "/v2/hub/library/ro/blobs/" + want, ""},
-		{"push a one-word name", http.MethodPost, "/v2/hub/newrepo/blobs/uploads/", ""},
+		{"start an upload", http.MethodPost, "/v2/hub/library/ro/blobs/uploads/", "", ""},
+		{"mount a blob", http.MethodPost, "/v2/hub/library/ro/blobs/uploads/?mount=" + want + "&from=other/repo", "", ""},
+		{"put a manifest", http.MethodPut, "/v2/hub/library/ro/manifests/v2", string(raw), ""},
+		{"move a tag", http.MethodPut, "/v2/hub/library/ro/manifests/v1", string(raw), ""},
+		{"delete a manifest", http.MethodDelete, "/v2/hub/library/ro/manifests/" + want, "", ""},
+		{"delete a tag", http.MethodDelete, "/v2/hub/library/ro/manifests/v1", "", ""},
+		{"delete a blob", http.MethodDelete, "/v2/hub/library/ro/blobs/" + want, "", ""},
+		{"push a one-word name", http.MethodPost, "/v2/hub/newrepo/blobs/uploads/", "", ""},
+		{"start an upload on the cache listener", http.MethodPost, "/v2/library/ro/blobs/uploads/", "", "http://" + mirror},
+		{"put a manifest on the cache listener", http.MethodPut, "/v2/library/ro/manifests/v2", string(raw), "http://" + mirror},
+		{"delete a manifest on the cache listener", http.MethodDelete, "/v2/library/ro/manifests/" + want, "", "http://" + mirror},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest(c.method, reg.URL()+c.path, strings.NewReader(c.body))
+			base := c.base
+			if base == "" {
+				base = reg.URL()
+			}
+			req, _ := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
 			if c.body != "" {
 				req.Header.Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
 			}
