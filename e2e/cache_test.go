@@ -339,9 +339,9 @@ func TestCacheNamespaceRouting(t *testing.T) {
 }
 
 // TestCacheStaleIfError: past its TTL a tag follows the upstream; with the
-// upstream refusing connections, it is served stale, and pulls by digest
-// (the tag's content now and before) are served without asking the
-// upstream at all.
+// upstream refusing connections, it is served stale (unless staleIfError
+// is 0s), and pulls by digest (the tag's content now and before) are
+// served without asking the upstream at all.
 func TestCacheStaleIfError(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
@@ -365,6 +365,12 @@ func TestCacheStaleIfError(t *testing.T) {
 		t.Fatalf("GET %s after the tag moved upstream: %v, want 200 %s within 20s (tagTTL 1s)", manifest, last, want)
 	}
 	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale:v1", filepath.Join(t.TempDir(), "next.tar"))
+	// staleIfError: 0s turns stale serving off.
+	strict := startCache(t, cacheConfig{url: p.URL(), tagTTL: "1s", staleIfError: "0s"})
+	strictManifest := strict.URL() + "/v2/hub/library/stale/manifests/v1"
+	if r := do(t, http.MethodGet, strictManifest); r.status != http.StatusOK || digest.FromBytes(r.body).String() != want {
+		t.Fatalf("GET %s: %v, want %s", strictManifest, r, want)
+	}
 
 	p.setMode(refuse)
 	staleBefore := cacheResults(t, reg, "manifest", "stale")
@@ -391,6 +397,13 @@ func TestCacheStaleIfError(t *testing.T) {
 	}
 	if a, n := p.acceptedConns(), p.total(); a != accepted || n != requests {
 		t.Errorf("pull by digest with the upstream down dialled it: %d connections, %d requests, want 0", a-accepted, n-requests)
+	}
+
+	if !eventually(20*time.Second, func() bool {
+		last = do(t, http.MethodGet, strictManifest)
+		return last.status != http.StatusOK || last.cacheHeader() == "stale"
+	}) || last.status < 500 || last.cacheHeader() == "stale" {
+		t.Errorf("GET %s with the upstream down, past the tag TTL, staleIfError 0s: %v, want a 5xx", strictManifest, last)
 	}
 }
 
