@@ -766,7 +766,7 @@ func TestCacheStaleOverHTTP(t *testing.T) {
 				c.Cache[0].TagTTL = config.Duration(time.Nanosecond)
 				stale := config.Duration(tt.stale)
 				c.Cache[0].StaleIfError = &stale
-				c.Remotes[0].Timeout = config.Duration(300 * time.Millisecond)
+				c.Remotes[0].Timeout = config.Duration(2 * time.Second)
 			})
 			url := reg.URL + "/v2/hub/library/app/manifests/v1"
 			if resp, body := get(t, http.MethodGet, url); resp.StatusCode != http.StatusOK {

@@ -24,7 +24,7 @@ const (
 	// 502, not a broken stream.
 	smallBlob = 1 << 20
 	// chunkSize is the unit of copying from the remote.
-	chunkSize = 256 << 10
+	chunkSize = 1 << 20
 	// stallTimeout cancels a fetch whose remote sends nothing for this
 	// long.
 	stallTimeout = 60 * time.Second
@@ -40,7 +40,8 @@ type fetcher struct {
 }
 
 // fetch is one blob being copied from a remote: spooled to a file that
-// readers follow while it grows, and written to storage.
+// readers follow while it grows, and copied from there to storage behind
+// the remote's stream, so that clients are paced by the remote alone.
 type fetch struct {
 	digest digest.Digest
 	path   string
@@ -48,9 +49,10 @@ type fetch struct {
 
 	mu       sync.Mutex
 	size     int64 // from the remote, -1 unknown
-	written  int64
-	started  bool // the remote answered (size known)
-	done     bool
+	written  int64 // bytes in the spool
+	started  bool  // the remote answered (size known)
+	verified bool  // every byte is in the spool and matched the digest
+	done     bool  // stored, or failed
 	err      error
 	progress chan struct{} // closed and replaced on every change
 }
@@ -60,11 +62,19 @@ func (f *fetch) notify() {
 	f.progress = make(chan struct{})
 }
 
-// snapshot returns the fetch's state and a channel closed on its next change.
-func (f *fetch) snapshot() (written, size int64, started, done bool, err error, next <-chan struct{}) {
+// fetchState is a fetch's state at one moment, and a channel closed on its
+// next change.
+type fetchState struct {
+	written, size           int64
+	started, verified, done bool
+	err                     error
+	next                    <-chan struct{}
+}
+
+func (f *fetch) state() fetchState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.written, f.size, f.started, f.done, f.err, f.progress
+	return fetchState{written: f.written, size: f.size, started: f.started, verified: f.verified, done: f.done, err: f.err, next: f.progress}
 }
 
 // join returns the running fetch of d or starts one for name, and opens
@@ -129,26 +139,27 @@ func (b *fetcher) ensure(ctx context.Context, c *cache, name string, d digest.Di
 		}
 	}
 	for {
-		_, _, _, done, err, next := f.snapshot()
-		if done {
-			if err == nil && f.name != name && !b.set.linkStored(ctx, name, d) {
+		st := f.state()
+		if st.done {
+			if st.err == nil && f.name != name && !b.set.linkStored(ctx, name, d) {
 				return fmt.Errorf("link blob %s into %s: not stored", d, name)
 			}
-			return err
+			return st.err
 		}
 		select {
-		case <-next:
+		case <-st.next:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-// run copies blob d from the remote into the spool and storage; the blob
-// becomes visible only when its digest matched.
+// run copies blob d from the remote into the spool, where readers follow
+// it, and from there into storage; the blob becomes visible only when its
+// digest matched. Readers get the last byte once the digest matched, not
+// after the (slower) commit to storage.
 func (b *fetcher) run(ctx context.Context, c *cache, name string, f *fetch, spool *os.File) (err error) {
 	defer spool.Close()
-	s := b.set
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	body, size, err := c.Remote.GetBlob(ctx, c.upstreamName(name), f.digest)
@@ -161,20 +172,19 @@ func (b *fetcher) run(ctx context.Context, c *cache, name string, f *fetch, spoo
 	f.notify()
 	f.mu.Unlock()
 
-	repo, err := s.repository(ctx, name)
-	if err != nil {
+	stored := make(chan error, 1)
+	go func() { stored <- b.store(ctx, name, f) }()
+	if err := b.receive(ctx, cancel, c, f, body, spool); err != nil {
+		cancel()
+		<-stored
 		return err
 	}
-	w, err := repo.Blobs(ctx).Create(ctx)
-	if err != nil {
-		return fmt.Errorf("start storing blob %s: %w", f.digest, err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = w.Cancel(context.WithoutCancel(ctx))
-		}
-	}()
+	return <-stored
+}
+
+// receive reads the blob from the remote into the spool, hashing it, and
+// marks the fetch verified when all of it matched the digest.
+func (b *fetcher) receive(ctx context.Context, cancel context.CancelFunc, c *cache, f *fetch, body io.Reader, spool *os.File) error {
 	verifier := f.digest.Verifier()
 	stall := time.AfterFunc(stallTimeout, cancel)
 	defer stall.Stop()
@@ -193,18 +203,21 @@ func (b *fetcher) run(ctx context.Context, c *cache, name string, f *fetch, spoo
 			f.written = n
 			f.notify()
 			f.mu.Unlock()
-			s.metrics.bytes(c.Remote.Name(), k)
-			if _, err := w.Write(buf[:k]); err != nil {
-				return fmt.Errorf("store blob %s: %w", f.digest, err)
-			}
+			b.set.metrics.bytes(c.Remote.Name(), k)
 		}
 		if errors.Is(rerr, io.EOF) {
 			break
 		}
 		if rerr != nil {
+			if ctx.Err() != nil {
+				rerr = fmt.Errorf("nothing received for %s", stallTimeout)
+			}
 			return fmt.Errorf("%w: remote %s broke off blob %s after %d bytes: %v", replication.ErrUnavailable, c.Remote.Name(), f.digest, n, rerr)
 		}
 	}
+	f.mu.Lock()
+	size := f.size
+	f.mu.Unlock()
 	if size >= 0 && n != size {
 		return fmt.Errorf("%w: remote %s sent %d bytes of blob %s, announced %d", replication.ErrDigestMismatch, c.Remote.Name(), n, f.digest, size)
 	}
@@ -212,11 +225,68 @@ func (b *fetcher) run(ctx context.Context, c *cache, name string, f *fetch, spoo
 		return fmt.Errorf("%w: remote %s sent content for blob %s whose digest is %s: nothing was stored",
 			replication.ErrDigestMismatch, c.Remote.Name(), f.digest, digestOfFile(f.path, f.digest.Algorithm()))
 	}
-	if _, err := w.Commit(ctx, distribution.Descriptor{Digest: f.digest, Size: n, MediaType: "application/octet-stream"}); err != nil {
-		return fmt.Errorf("commit blob %s: %w", f.digest, err)
-	}
-	committed = true
+	f.mu.Lock()
+	f.verified = true
+	f.notify()
+	f.mu.Unlock()
 	return nil
+}
+
+// store copies the spool into storage as it grows, and commits the blob
+// once the fetch is verified. It returns ctx's error when the fetch fails.
+func (b *fetcher) store(ctx context.Context, name string, f *fetch) error {
+	repo, err := b.set.repository(ctx, name)
+	if err != nil {
+		return err
+	}
+	w, err := repo.Blobs(ctx).Create(ctx)
+	if err != nil {
+		return fmt.Errorf("start storing blob %s: %w", f.digest, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = w.Cancel(context.WithoutCancel(ctx))
+		}
+	}()
+	r, err := os.Open(f.path)
+	if err != nil {
+		return fmt.Errorf("open spool: %w", err)
+	}
+	defer r.Close()
+	buf := make([]byte, chunkSize)
+	var off int64
+	for {
+		st := f.state()
+		for off < st.written {
+			k := min(int64(len(buf)), st.written-off)
+			n, err := r.ReadAt(buf[:k], off)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return fmt.Errorf("store blob %s: %w", f.digest, werr)
+				}
+				off += int64(n)
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read spool: %w", err)
+			}
+			if n == 0 {
+				break
+			}
+		}
+		if st.verified && off == st.written {
+			if _, err := w.Commit(ctx, distribution.Descriptor{Digest: f.digest, Size: off, MediaType: "application/octet-stream"}); err != nil {
+				return fmt.Errorf("commit blob %s: %w", f.digest, err)
+			}
+			committed = true
+			return nil
+		}
+		select {
+		case <-st.next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func digestOfFile(path string, alg digest.Algorithm) string {
@@ -362,44 +432,41 @@ const Header = "X-Portcullis-Cache"
 func (s *Set) stream(w http.ResponseWriter, r *http.Request, c *cache, f *fetch, file *os.File) (bool, error) {
 	ctx := r.Context()
 	// Wait for the remote's answer (its size); small blobs whole.
+	var st fetchState
 	for {
-		written, size, started, done, err, next := f.snapshot()
-		if done {
-			return false, err
+		st = f.state()
+		if st.done {
+			return false, st.err
 		}
-		if started && r.Header.Get("Range") == "" && (size < 0 || size > smallBlob) && written > 0 {
+		if st.started && r.Header.Get("Range") == "" && (st.size < 0 || st.size > smallBlob) && st.written > 0 {
 			break // large (or of unknown size): stream it while it arrives
 		}
 		select {
-		case <-next:
+		case <-st.next:
 		case <-ctx.Done():
 			return true, ctx.Err()
 		}
 	}
-	_, size, _, _, _, _ := f.snapshot()
 	h := w.Header()
 	h.Set(Header, string(Miss))
 	h.Set("Docker-Content-Digest", f.digest.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Accept-Ranges", "bytes")
-	if size >= 0 {
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	if st.size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(st.size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	buf := make([]byte, chunkSize)
 	var sent int64
 	for {
-		written, _, _, done, ferr, next := f.snapshot()
-		limit := written
-		if !done || ferr != nil {
-			limit-- // hold the last byte back until the digest is verified
+		st = f.state()
+		limit := st.written
+		if !st.verified {
+			limit-- // the last byte waits until the digest matched
 		}
 		for sent < limit {
-			k := int64(len(buf))
-			if limit-sent < k {
-				k = limit - sent
-			}
+			k := min(int64(len(buf)), limit-sent)
 			m, err := file.ReadAt(buf[:k], sent)
 			if m > 0 {
 				if _, werr := w.Write(buf[:m]); werr != nil {
@@ -415,15 +482,15 @@ func (s *Set) stream(w http.ResponseWriter, r *http.Request, c *cache, f *fetch,
 			}
 		}
 		_ = rc.Flush()
-		if done {
-			if ferr != nil {
-				s.log.WarnContext(ctx, "cached blob stream broken off: the fetch failed", "digest", f.digest, "upstream", c.Remote.Name(), "err", ferr)
-				panic(http.ErrAbortHandler) // the client sees a broken transfer
-			}
-			return true, nil
+		switch {
+		case st.verified && sent == st.written:
+			return true, nil // all of it, and right (storing it may still fail: the next pull fetches again)
+		case st.done && !st.verified:
+			s.log.WarnContext(ctx, "cached blob stream broken off: the fetch failed", "digest", f.digest, "upstream", c.Remote.Name(), "err", st.err)
+			panic(http.ErrAbortHandler) // the client sees a broken transfer
 		}
 		select {
-		case <-next:
+		case <-st.next:
 		case <-ctx.Done():
 			return true, ctx.Err()
 		}

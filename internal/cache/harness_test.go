@@ -94,7 +94,7 @@ func (u *upstream) reset() {
 	clear(u.counts)
 }
 
-// seeded returns a reference to repo:ref on the in-memory registry
+// direct returns a reference to repo:ref (or repo@digest) on the in-memory registry
 // directly, bypassing counting and faults.
 func (u *upstream) direct(repo, ref string) name.Reference {
 	u.t.Helper()
