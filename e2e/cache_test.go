@@ -387,7 +387,7 @@ func TestCacheStaleIfError(t *testing.T) {
 		t.Errorf("crane digest by tag with the upstream down: %s, want %s", got, want)
 	}
 
-	accepted, requests := p.acceptedConns(), p.total()
+	accepted, requests, before := p.acceptedConns(), p.total(), p.snapshot()
 	tarPath := filepath.Join(t.TempDir(), "by-digest.tar")
 	for _, d := range []string{first, want} {
 		run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale@"+d, tarPath)
@@ -396,7 +396,7 @@ func TestCacheStaleIfError(t *testing.T) {
 		}
 	}
 	if a, n := p.acceptedConns(), p.total(); a != accepted || n != requests {
-		t.Errorf("pull by digest with the upstream down dialled it: %d connections, %d requests, want 0", a-accepted, n-requests)
+		t.Errorf("pull by digest with the upstream down dialled it: %d connections, %d requests, want 0:\n%s", a-accepted, n-requests, p.requestsSince(before))
 	}
 
 	if !eventually(20*time.Second, func() bool {

@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -142,6 +145,28 @@ func (p *faultProxy) total() int { return p.count("", "") }
 
 // blobGets returns how many GETs of blob d reached the proxy.
 func (p *faultProxy) blobGets(d string) int { return p.count(http.MethodGet, "/blobs/"+d) }
+
+// snapshot returns the request counts so far, for requestsSince.
+func (p *faultProxy) snapshot() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.requests)
+}
+
+// requestsSince lists the requests counted after snapshot s, for failure
+// messages.
+func (p *faultProxy) requestsSince(s map[string]int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var lines []string
+	for k, v := range p.requests {
+		if d := v - s[k]; d > 0 {
+			lines = append(lines, fmt.Sprintf("%s ×%d", k, d))
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
 
 // requestLog returns the counted requests, for failure messages.
 func (p *faultProxy) requestLog() string {
