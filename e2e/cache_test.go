@@ -377,14 +377,17 @@ func TestCacheStaleIfError(t *testing.T) {
 		t.Fatalf("GET %s after the tag moved upstream: %v, want 200 %s within 20s (tagTTL 1s)", manifest, last, want)
 	}
 	run(t, nil, crane, "pull", "--insecure", h+"/hub/library/stale:v1", filepath.Join(t.TempDir(), "next.tar"))
-	// staleIfError: 0s turns stale serving off.
-	strict := startCache(t, cacheConfig{url: p.URL(), tagTTL: "1s", staleIfError: "0s"})
+	// staleIfError: 0s turns stale serving off. That cache has a proxy of
+	// its own: its background work does not count against the other's.
+	strictProxy := startFaultProxy(t, d.URL())
+	strict := startCache(t, cacheConfig{url: strictProxy.URL(), tagTTL: "1s", staleIfError: "0s"})
 	strictManifest := strict.URL() + "/v2/hub/library/stale/manifests/v1"
 	if r := do(t, http.MethodGet, strictManifest); r.status != http.StatusOK || digest.FromBytes(r.body).String() != want {
 		t.Fatalf("GET %s: %v, want %s", strictManifest, r, want)
 	}
 
 	p.setMode(refuse)
+	strictProxy.setMode(refuse)
 	staleBefore := cacheResults(t, reg, "manifest", "stale")
 	if !eventually(20*time.Second, func() bool {
 		last = do(t, http.MethodGet, manifest)
