@@ -124,7 +124,16 @@ func (s *Set) revalidate(ctx context.Context, c *cache, repo distribution.Reposi
 			return "", err
 		}
 		if up.Digest == local {
-			s.refreshReferrers(ctx, c, repo, name, local)
+			// Signatures added upstream since: asked in the background,
+			// so that the client's path holds one HEAD.
+			s.background.Add(1)
+			go func() {
+				defer s.background.Done()
+				_, _ = s.flight(s.lifetime(), "referrers "+name+"@"+local.String(), func(ctx context.Context) (Result, error) {
+					s.refreshReferrers(ctx, c, repo, name, local)
+					return Hit, nil
+				})
+			}()
 			s.state.check(ctx, name, tag, local)
 			return Hit, nil
 		}
