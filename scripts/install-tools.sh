@@ -81,7 +81,7 @@ apt_tool() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl helm minio cosign notation osv-scanner skopeo podman)
+[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl distribution helm minio cosign notation osv-scanner skopeo podman)
 for t in "${tools[@]}"; do
   case $t in
     conformance) scratch_tool conformance conformance.test github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" \
