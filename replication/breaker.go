@@ -19,6 +19,10 @@ type State struct {
 	Since time.Time
 	// LastError is the message of the last failure, "" after a success.
 	LastError string
+	// Refused is the message of the last refusal of the registry's
+	// credentials (401 or 403 after the auth flow), "" after a call the
+	// remote accepted. Refusals do not count as failures.
+	Refused string
 }
 
 // breaker is a consecutive-failure circuit breaker with one trial call
@@ -32,6 +36,7 @@ type breaker struct {
 	failures  int
 	since     time.Time
 	lastError string
+	refused   string
 	openUntil time.Time // zero while closed
 	trial     bool      // a trial call is in flight
 }
@@ -103,5 +108,13 @@ func (b *breaker) abandon(trial bool) {
 func (b *breaker) state() State {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return State{Available: b.openUntil.IsZero(), Failures: b.failures, Since: b.since, LastError: b.lastError}
+	return State{Available: b.openUntil.IsZero(), Failures: b.failures, Since: b.since, LastError: b.lastError, Refused: b.refused}
+}
+
+// credentials records whether the remote refused the credentials of a
+// call it answered (msg, "" when it accepted them).
+func (b *breaker) credentials(msg string) {
+	b.mu.Lock()
+	b.refused = msg
+	b.mu.Unlock()
 }

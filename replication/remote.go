@@ -266,6 +266,14 @@ func (r *Remote) send(ctx context.Context, c call) (*http.Response, error) {
 	}
 	opened, closed := r.breaker.done(trial, failed, msg)
 	switch {
+	case errors.Is(err, ErrUnauthorized):
+		r.breaker.credentials(strings.TrimPrefix(err.Error(), "remote "+r.name+": "))
+	case err == nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
+		r.breaker.credentials(fmt.Sprintf("%s: %s", c.what, resp.Status))
+	case err == nil:
+		r.breaker.credentials("")
+	}
+	switch {
 	case opened:
 		r.log.WarnContext(ctx, "remote unavailable, failing calls at once", "err", err)
 	case closed:

@@ -26,6 +26,8 @@ type RemoteStatus struct {
 	Failures  int        `json:"failures"`
 	Since     *time.Time `json:"since,omitempty"`
 	LastError string     `json:"lastError,omitempty"`
+	// Refused is the last refusal of the registry's credentials.
+	Refused string `json:"refused,omitempty"`
 }
 
 // Prefixes returns the caches' namespaces in configuration order.
@@ -52,7 +54,7 @@ func (s *Set) statuses(ctx context.Context, prefix string) []Status {
 			continue
 		}
 		st := c.Remote.State()
-		rs := RemoteStatus{Available: st.Available, Failures: st.Failures, LastError: st.LastError}
+		rs := RemoteStatus{Available: st.Available, Failures: st.Failures, LastError: st.LastError, Refused: st.Refused}
 		if !st.Since.IsZero() {
 			since := st.Since
 			rs.Since = &since
