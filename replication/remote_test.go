@@ -246,7 +246,8 @@ func TestWrongCredentials(t *testing.T) {
 			up.setCredentials("alice", "right-password")
 			up.seed("library/app", "1.0", randomImage(t))
 			uf, pf := writeCredentials(t, "alice", "wrong-password")
-			r := newRemote(t, up, Options{Name: "dockerhub", UsernameFile: uf, PasswordFile: pf})
+			clk := newClock()
+			r := newRemote(t, up, Options{Name: "dockerhub", UsernameFile: uf, PasswordFile: pf, Now: clk.Now})
 			_, _, err := r.GetManifest(t.Context(), "library/app", "1.0")
 			if !errors.Is(err, ErrUnauthorized) {
 				t.Fatalf("err = %v, want ErrUnauthorized", err)
@@ -266,8 +267,27 @@ func TestWrongCredentials(t *testing.T) {
 			if !errors.As(err, &se) || se.Status != http.StatusUnauthorized || se.Code != "UNAUTHORIZED" {
 				t.Errorf("StatusError = %+v, want status 401 with code UNAUTHORIZED", se)
 			}
-			if st := r.State(); !st.Available || st.Failures != 0 {
+			st := r.State()
+			if !st.Available || st.Failures != 0 {
 				t.Errorf("State = %+v: a refusal is not a failure of the remote", st)
+			}
+			if !strings.Contains(st.Refused, "401") || strings.Contains(st.Refused, "wrong-password") {
+				t.Errorf("State.Refused = %q, want the refusal (401), without the password", st.Refused)
+			}
+			// Right credentials again: the refusal is forgotten.
+			if err := os.WriteFile(pf, []byte("right-password\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			later := time.Now().Add(time.Hour)
+			if err := os.Chtimes(pf, later, later); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(2 * time.Second)
+			if _, _, err := r.GetManifest(t.Context(), "library/app", "1.0"); err != nil {
+				t.Fatalf("with the right password: %v", err)
+			}
+			if st := r.State(); st.Refused != "" {
+				t.Errorf("State.Refused = %q after an accepted call, want empty", st.Refused)
 			}
 		})
 	}
