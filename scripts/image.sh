@@ -85,6 +85,6 @@ if $multiarch; then
     args+=("linux/$arch=$work/$arch")
   done
   log "writing the OCI layout of linux/amd64 and linux/arm64 to $oci"
-  go run ./scripts/ociimage --out "$oci" --tag "$tag" --version "$version" --revision "$revision" "${args[@]}"
+  go run ./scripts/ociimage --out "$oci" --version "$version" --revision "$revision" "${args[@]}"
 fi
 echo "$tag"

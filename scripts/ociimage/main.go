@@ -3,13 +3,13 @@
 // same files and image configuration as the Dockerfile, assembled without a
 // Docker engine, so that one index can hold linux/amd64 and linux/arm64.
 //
-//	ociimage --out DIR [--tag TAG] [--version V] [--revision R] OS/ARCH=CONTEXT...
+//	ociimage --out DIR [--version V] [--revision R] OS/ARCH=CONTEXT...
 //
 // A context holds registry (the binary, installed as /usr/bin/registry),
 // rootfs/ (copied to / as root) and data/ (copied to /data, owned by
 // 65532:65532). Files get the time in SOURCE_DATE_EPOCH (default 0), so two
 // runs over the same inputs write the same digests. The layout's index.json
-// names one image index, annotated with TAG as its ref name; push it with
+// is the image index itself, one manifest per platform; push it with
 // `crane push --index DIR REF`.
 package main
 
@@ -50,7 +50,6 @@ func run(args []string, epoch string, stderr io.Writer) error {
 	fset := flag.NewFlagSet("ociimage", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	out := fset.String("out", "", "the OCI layout directory to write (replaced if it exists)")
-	tag := fset.String("tag", "portcullis:dev", "ref name annotated on the index")
 	version := fset.String("version", "dev", "org.opencontainers.image.version")
 	revision := fset.String("revision", "unknown", "org.opencontainers.image.revision")
 	if err := fset.Parse(args); err != nil {
@@ -94,11 +93,7 @@ func run(args []string, epoch string, stderr io.Writer) error {
 	if err := os.RemoveAll(*out); err != nil {
 		return err
 	}
-	p, err := layout.Write(*out, empty.Index)
-	if err != nil {
-		return fmt.Errorf("write layout: %w", err)
-	}
-	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": *tag})); err != nil {
+	if _, err := layout.Write(*out, idx); err != nil {
 		return fmt.Errorf("write layout: %w", err)
 	}
 	return nil

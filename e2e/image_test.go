@@ -1,0 +1,235 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// TestImage builds the container image with scripts/image.sh --multiarch,
+// runs it as a production deployment would (read-only root filesystem,
+// /tmp on a tmpfs, /data on a volume, a configuration mounted), pushes and
+// pulls through it with crane, restarts it on the same volume, and pushes
+// the multi-platform OCI layout the script wrote into it.
+func TestImage(t *testing.T) {
+	t.Parallel()
+	docker := tool(t, "docker")
+	crane := tool(t, "crane")
+	if out, err := runErr(nil, docker, "info", "--format", "{{.ServerVersion}}"); err != nil {
+		t.Fatalf("docker engine not answering: %v\n%s", err, out)
+	}
+	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
+	tag := "portcullis:e2e-" + suffix
+	oci := filepath.Join(t.TempDir(), "oci")
+
+	// A cold build compiles the registry twice (amd64 and arm64).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "scripts/image.sh", "--multiarch", "--oci", oci, tag)
+	build.Dir = ".."
+	out, err := build.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/image.sh: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = runErr(nil, docker, "rmi", "-f", tag) })
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); lines[len(lines)-1] != tag {
+		t.Errorf("scripts/image.sh did not end with the tag:\n%s", out)
+	}
+
+	var inspected []struct {
+		Os, Architecture string
+		Config           v1.Config
+	}
+	if err := json.Unmarshal([]byte(run(t, nil, docker, "image", "inspect", tag)), &inspected); err != nil || len(inspected) != 1 {
+		t.Fatalf("docker image inspect %s: %v", tag, err)
+	}
+	img := inspected[0]
+	want := v1.Config{
+		User:         "65532:65532",
+		Entrypoint:   []string{"/usr/bin/registry"},
+		Cmd:          []string{"serve", "--config", "/etc/portcullis/config.yml"},
+		WorkingDir:   "/data",
+		Volumes:      map[string]struct{}{"/data": {}, "/tmp": {}},
+		ExposedPorts: map[string]struct{}{"5000/tcp": {}},
+	}
+	if diff := cmp.Diff(want, contract(img.Config)); diff != "" {
+		t.Errorf("image configuration (-want +got):\n%s", diff)
+	}
+
+	// The entrypoint is the binary: a command runs in place of serve.
+	if got := run(t, nil, docker, "run", "--rm", "--read-only", tag, "version"); !strings.HasPrefix(got, "portcullis ") {
+		t.Errorf("docker run IMAGE version printed %q", got)
+	}
+
+	cfgDir := t.TempDir()
+	if err := os.Chmod(cfgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(cfgDir, "config.yml")
+	writeFile(t, cfg, "version: 1\nhttp:\n  addr: 0.0.0.0:5000\n  shutdownGrace: 5s\nlog:\n  level: info\n")
+	if err := os.Chmod(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vol := "portcullis-e2e-" + suffix
+	run(t, nil, docker, "volume", "create", vol)
+	t.Cleanup(func() { _, _ = runErr(nil, docker, "volume", "rm", "-f", vol) })
+
+	start := func(extra ...string) (id, addr string) {
+		t.Helper()
+		args := append([]string{"run", "-d", "--read-only", "--tmpfs", "/tmp", "-v", vol + ":/data",
+			"-v", cfg + ":/etc/portcullis/config.yml:ro", "-p", "127.0.0.1::5000"}, extra...)
+		args = append(args, tag, "serve", "--config", "/etc/portcullis/config.yml", "--data", "/data")
+		id = strings.TrimSpace(run(t, nil, docker, args...))
+		t.Cleanup(func() { _, _ = runErr(nil, docker, "rm", "-f", id) })
+		addr = strings.TrimSpace(strings.Split(run(t, nil, docker, "port", id, "5000/tcp"), "\n")[0])
+		ready := eventually(60*time.Second, func() bool {
+			resp, err := http.Get("http://" + addr + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+		if !ready {
+			logs, _ := runErr(nil, docker, "logs", id)
+			t.Fatalf("container not ready within 60s:\n%s", logs)
+		}
+		return id, addr
+	}
+
+	id, addr := start("--user", "65532")
+	if uid := processUID(t, docker, id); uid != "65532" {
+		t.Errorf("the registry runs as uid %s, want 65532", uid)
+	}
+
+	// Push and pull through the container with crane.
+	pushed, err := random.Image(2048, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	if err := tarball.WriteToFile(tarPath, ref(t, addr+"/image/app:v1"), pushed); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, crane, "push", "--insecure", tarPath, addr+"/image/app:v1")
+	wantDigest := imageDigest(t, pushed)
+	pulled := filepath.Join(t.TempDir(), "pulled.tar")
+	run(t, nil, crane, "pull", "--insecure", addr+"/image/app:v1", pulled)
+	got, err := tarball.ImageFromPath(pulled, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := imageDigest(t, got); d != wantDigest {
+		t.Errorf("pulled %s, pushed %s", d, wantDigest)
+	}
+
+	// SIGTERM: a clean exit within the shutdown grace.
+	run(t, nil, docker, "stop", "--time", "30", id)
+	if code := strings.TrimSpace(run(t, nil, docker, "inspect", "--format", "{{.State.ExitCode}}", id)); code != "0" {
+		logs, _ := runErr(nil, docker, "logs", id)
+		t.Errorf("exit code %s after docker stop\n%s", code, logs)
+	}
+
+	// Again on the same volume, as the image's own user: the data is there.
+	id, addr = start()
+	if uid := processUID(t, docker, id); uid != "65532" {
+		t.Errorf("by default the registry runs as uid %s, want 65532", uid)
+	}
+	if d := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", addr+"/image/app:v1")); d != wantDigest {
+		t.Errorf("after a restart the tag names %s, want %s", d, wantDigest)
+	}
+
+	// The multi-platform layout: one index of linux/amd64 and linux/arm64,
+	// configured as the image Docker built.
+	p, err := layout.FromPath(oci)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var platforms []string
+	for _, m := range im.Manifests {
+		platforms = append(platforms, m.Platform.String())
+		if m.Platform.Architecture != img.Architecture {
+			continue
+		}
+		child, err := idx.Image(m.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := child.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(contract(img.Config), contract(cf.Config)); diff != "" {
+			t.Errorf("layout's %s image differs from Docker's (-docker +layout):\n%s", m.Platform, diff)
+		}
+		if diff := cmp.Diff(img.Config.Env, cf.Config.Env); diff != "" {
+			t.Errorf("layout's %s environment differs from Docker's (-docker +layout):\n%s", m.Platform, diff)
+		}
+	}
+	if diff := cmp.Diff([]string{"linux/amd64", "linux/arm64"}, platforms); diff != "" {
+		t.Errorf("layout platforms (-want +got):\n%s", diff)
+	}
+	run(t, nil, crane, "push", "--insecure", "--index", oci, addr+"/portcullis/registry:multi")
+	idxDigest, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", addr+"/portcullis/registry:multi")); got != idxDigest.String() {
+		t.Errorf("the pushed index is %s, the layout's %s", got, idxDigest)
+	}
+	for _, m := range im.Manifests {
+		ref := addr + "/portcullis/registry@" + m.Digest.String()
+		if got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", ref)); got != m.Digest.String() {
+			t.Errorf("%s: the registry answers %s", ref, got)
+		}
+	}
+}
+
+// contract returns the parts of an image configuration that deployments
+// rely on.
+func contract(c v1.Config) v1.Config {
+	return v1.Config{User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir,
+		Volumes: c.Volumes, ExposedPorts: c.ExposedPorts}
+}
+
+// processUID returns the real uid of a container's main process, read from
+// /proc on the host.
+func processUID(t *testing.T, docker, id string) string {
+	t.Helper()
+	pid := strings.TrimSpace(run(t, nil, docker, "inspect", "--format", "{{.State.Pid}}", id))
+	f, err := os.Open(filepath.Join("/proc", pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if fields := strings.Fields(s.Text()); len(fields) > 1 && fields[0] == "Uid:" {
+			return fields[1]
+		}
+	}
+	t.Fatalf("no Uid line in /proc/%s/status", pid)
+	return ""
+}
