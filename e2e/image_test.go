@@ -80,7 +80,9 @@ func TestImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(cfgDir, "config.yml")
-	writeFile(t, cfg, "version: 1\nhttp:\n  addr: 0.0.0.0:5000\n  shutdownGrace: 5s\nlog:\n  level: info\n")
+	// --addr and --data override these: were they ignored, nothing would
+	// answer on the published port, and the data would go to the tmpfs.
+	writeFile(t, cfg, "version: 1\ndataDir: /tmp/data\nhttp:\n  addr: 127.0.0.1:5001\n  shutdownGrace: 5s\nlog:\n  level: info\n")
 	if err := os.Chmod(cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestImage(t *testing.T) {
 		t.Helper()
 		args := append([]string{"run", "-d", "--read-only", "--tmpfs", "/tmp", "-v", vol + ":/data",
 			"-v", cfg + ":/etc/portcullis/config.yml:ro", "-p", "127.0.0.1::5000"}, extra...)
-		args = append(args, tag, "serve", "--config", "/etc/portcullis/config.yml", "--data", "/data")
+		args = append(args, tag, "serve", "--config", "/etc/portcullis/config.yml", "--addr", ":5000", "--data", "/data")
 		id = strings.TrimSpace(run(t, nil, docker, args...))
 		t.Cleanup(func() { _, _ = runErr(nil, docker, "rm", "-f", id) })
 		addr = strings.TrimSpace(strings.Split(run(t, nil, docker, "port", id, "5000/tcp"), "\n")[0])
