@@ -76,7 +76,7 @@ func TestHelmChartRefusals(t *testing.T) {
 		{"3 replicas without an upload secret", append([]string{"--set", "replicaCount=3"}, s3...), "without a shared upload secret"},
 		{"autoscaling without an upload secret", append([]string{"--set", "autoscaling.enabled=true"}, s3...), "without a shared upload secret"},
 		{"s3 ci file without its upload secret", []string{"-f", filepath.Join(chart, "ci", "s3-3-replicas-values.yaml"), "--set", "secrets.upload.existingSecret="}, "without a shared upload secret"},
-		{"termination grace within the shutdown grace", []string{"--set", "config.http.shutdownGrace=1m", "--set", "terminationGracePeriodSeconds=60"}, "is not above config.http.shutdownGrace"},
+		{"termination grace within the shutdown grace", []string{"--set", "config.http.shutdownGrace=1m", "--set", "terminationGracePeriodSeconds=60"}, "is not above preStopSleepSeconds plus config.http.shutdownGrace (65s)"},
 		{"a misspelled value", []string{"--set", "replicaCout=1"}, "replicaCout"},
 		{"a misspelled config key", []string{"--set", "config.http.shutdowngrace=10s"}, "shutdowngrace"},
 		{"a misspelled secrets key", []string{"--set", "secrets.upload.existingsecret=x"}, "existingsecret"},
@@ -99,7 +99,8 @@ func TestHelmChartRefusals(t *testing.T) {
 		{"--set", "replicaCount=1"},
 		append([]string{"--set", "replicaCount=3", "--set", "secrets.upload.value=0123456789abcdef"}, s3...),
 		append([]string{"--set", "replicaCount=3", "--set", "config.http.secretFile=/run/upload-secret"}, s3...),
-		{"--set", "config.http.shutdownGrace=1m", "--set", "terminationGracePeriodSeconds=61"},
+		{"--set", "config.http.shutdownGrace=1m", "--set", "terminationGracePeriodSeconds=66"},
+		{"--set", "config.http.shutdownGrace=1m", "--set", "terminationGracePeriodSeconds=61", "--set", "preStopSleepSeconds=0"},
 	} {
 		if out, err := runErr(nil, helm, append([]string{"template", "reg", chart}, args...)...); err != nil {
 			t.Errorf("%v refused: %v\n%s", args, err, out)

@@ -75,10 +75,15 @@ smaller units count as 0.
 {{- include "portcullis.seconds" (default "30s" $http.shutdownGrace) -}}
 {{- end -}}
 
+{{/* Seconds a pod may spend stopping: the preStop sleep and the shutdown grace. */}}
+{{- define "portcullis.stopping" -}}
+{{- add (include "portcullis.shutdownGrace" . | int) (.Values.preStopSleepSeconds | int) -}}
+{{- end -}}
+
 {{- define "portcullis.terminationGrace" -}}
-{{- $grace := include "portcullis.shutdownGrace" . | int -}}
+{{- $stopping := include "portcullis.stopping" . | int -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
-{{- add $grace 15 -}}
+{{- add $stopping 15 -}}
 {{- else -}}
 {{- .Values.terminationGracePeriodSeconds -}}
 {{- end -}}
@@ -219,9 +224,9 @@ directory, the TLS files, and the paths of the mounted credentials.
 {{- if and (gt $max 1) (not (include "portcullis.secretName" (list . "upload"))) (not (and .Values.config.http .Values.config.http.secretFile)) -}}
 {{- fail (printf "%d replicas without a shared upload secret: an upload started on one replica would fail on the others. Set secrets.upload.value or secrets.upload.existingSecret." $max) -}}
 {{- end -}}
-{{- $grace := include "portcullis.shutdownGrace" . | int -}}
-{{- if le (include "portcullis.terminationGrace" . | int) $grace -}}
-{{- fail (printf "terminationGracePeriodSeconds=%v is not above config.http.shutdownGrace (%ds): the kubelet would kill uploads the registry is still finishing." .Values.terminationGracePeriodSeconds $grace) -}}
+{{- $stopping := include "portcullis.stopping" . | int -}}
+{{- if le (include "portcullis.terminationGrace" . | int) $stopping -}}
+{{- fail (printf "terminationGracePeriodSeconds=%v is not above preStopSleepSeconds plus config.http.shutdownGrace (%ds): the kubelet would kill uploads the registry is still finishing." .Values.terminationGracePeriodSeconds $stopping) -}}
 {{- end -}}
 {{- if and .Values.config.dataDir -}}
 {{- fail "config.dataDir is set by the chart (/var/lib/portcullis): leave it out." -}}

@@ -32,7 +32,8 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
-  # Longer than config.http.shutdownGrace, so in-flight pushes finish on rollout.
+  # Longer than the preStop sleep and config.http.shutdownGrace, so in-flight
+  # pushes finish on rollout.
   terminationGracePeriodSeconds: {{ include "portcullis.terminationGrace" . }}
   containers:
     - name: registry
@@ -50,6 +51,12 @@ spec:
       {{- with .Values.envFrom }}
       envFrom:
         {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.preStopSleepSeconds }}
+      lifecycle:
+        preStop:
+          sleep:
+            seconds: {{ . }}
       {{- end }}
       ports:
         - name: registry

@@ -324,8 +324,13 @@ func checkProbes(t *testing.T, pod corev1.PodTemplateSpec) {
 			t.Errorf("%s probe timings %+v", name, tt.p)
 		}
 	}
-	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g <= 30 {
-		t.Errorf("terminationGracePeriodSeconds %v, want above the 30s shutdown grace", g)
+	// Endpoints drop the pod while it sleeps, then SIGTERM gives
+	// requests in flight the shutdown grace.
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds < 1 {
+		t.Fatalf("no preStop sleep: %+v", c.Lifecycle)
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g <= 30+c.Lifecycle.PreStop.Sleep.Seconds {
+		t.Errorf("terminationGracePeriodSeconds %v, want above the preStop sleep and the 30s shutdown grace", g)
 	}
 }
 
