@@ -6,6 +6,7 @@
 #   rootfs/etc/passwd, etc/group   the unprivileged user and group 65532 (portcullis)
 #   rootfs/etc/ssl/certs/ca-certificates.crt   the CA bundle, for S3, remotes and webhooks
 #   rootfs/tmp                     mode 1777
+#   rootfs/etc/portcullis/config.yml   the default: listen on :5000, data in /data
 #   data/                          empty; becomes /data, owned by 65532
 #
 # Build it with scripts/image.sh [TAG]; `docker build` of this file alone

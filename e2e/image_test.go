@@ -90,12 +90,11 @@ func TestImage(t *testing.T) {
 	run(t, nil, docker, "volume", "create", vol)
 	t.Cleanup(func() { _, _ = runErr(nil, docker, "volume", "rm", "-f", vol) })
 
-	start := func(extra ...string) (id, addr string) {
+	// start runs the image with the given docker run flags and command.
+	start := func(flags []string, command ...string) (id, addr string) {
 		t.Helper()
-		args := append([]string{"run", "-d", "--read-only", "--tmpfs", "/tmp", "-v", vol + ":/data",
-			"-v", cfg + ":/etc/portcullis/config.yml:ro", "-p", "127.0.0.1::5000"}, extra...)
-		args = append(args, tag, "serve", "--config", "/etc/portcullis/config.yml", "--addr", ":5000", "--data", "/data")
-		id = strings.TrimSpace(run(t, nil, docker, args...))
+		args := append(append([]string{"run", "-d", "--read-only", "--tmpfs", "/tmp", "-p", "127.0.0.1::5000"}, flags...), tag)
+		id = strings.TrimSpace(run(t, nil, docker, append(args, command...)...))
 		t.Cleanup(func() { _, _ = runErr(nil, docker, "rm", "-f", id) })
 		addr = strings.TrimSpace(strings.Split(run(t, nil, docker, "port", id, "5000/tcp"), "\n")[0])
 		ready := eventually(60*time.Second, func() bool {
@@ -113,7 +112,14 @@ func TestImage(t *testing.T) {
 		return id, addr
 	}
 
-	id, addr := start("--user", "65532")
+	mounted := []string{"-v", vol + ":/data", "-v", cfg + ":/etc/portcullis/config.yml:ro"}
+	serve := []string{"serve", "--config", "/etc/portcullis/config.yml", "--addr", ":5000", "--data", "/data"}
+
+	// The default command serves the configuration the image carries.
+	id, _ := start(nil)
+	run(t, nil, docker, "rm", "-f", id)
+
+	id, addr := start(append(mounted, "--user", "65532"), serve...)
 	if uid := processUID(t, docker, id); uid != "65532" {
 		t.Errorf("the registry runs as uid %s, want 65532", uid)
 	}
@@ -147,7 +153,7 @@ func TestImage(t *testing.T) {
 	}
 
 	// Again on the same volume, as the image's own user: the data is there.
-	id, addr = start()
+	id, addr = start(mounted, serve...)
 	if uid := processUID(t, docker, id); uid != "65532" {
 		t.Errorf("by default the registry runs as uid %s, want 65532", uid)
 	}
