@@ -82,6 +82,7 @@ func TestHelmChartRefusals(t *testing.T) {
 		{"a misspelled secrets key", []string{"--set", "secrets.upload.existingsecret=x"}, "existingsecret"},
 		{"a short upload secret", []string{"--set", "secrets.upload.value=short"}, "secrets/upload/value"},
 		{"dataDir set", []string{"--set", "config.dataDir=/elsewhere"}, "dataDir"},
+		{"auth without a public URL", []string{"--set", "config.auth.enabled=true"}, "config.auth.enabled needs config.http.host"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -97,6 +98,8 @@ func TestHelmChartRefusals(t *testing.T) {
 	// The same settings with what they lack render.
 	for _, args := range [][]string{
 		{"--set", "replicaCount=1"},
+		{"--set", "config.auth.enabled=true", "--set", "config.http.host=https://registry.example.com"},
+		{"--set", "config.auth.enabled=true", "--set", "config.auth.token.realm=https://registry.example.com/token"},
 		append([]string{"--set", "replicaCount=3", "--set", "secrets.upload.value=0123456789abcdef"}, s3...),
 		append([]string{"--set", "replicaCount=3", "--set", "config.http.secretFile=/run/upload-secret"}, s3...),
 		{"--set", "config.http.shutdownGrace=1m", "--set", "terminationGracePeriodSeconds=66"},

@@ -3,8 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,13 +21,15 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestImage builds the container image with scripts/image.sh --multiarch,
 // runs it as a production deployment would (read-only root filesystem,
 // /tmp on a tmpfs, /data on a volume, a configuration mounted), pushes and
-// pulls through it with crane, restarts it on the same volume, and pushes
-// the multi-platform OCI layout the script wrote into it.
+// pulls through it with crane, restarts it on the same volume, pushes the
+// multi-platform OCI layout the script wrote into it, and runs it as the
+// Helm chart's pod.
 func TestImage(t *testing.T) {
 	t.Parallel()
 	docker := tool(t, "docker")
@@ -106,7 +111,7 @@ func TestImage(t *testing.T) {
 			return resp.StatusCode == http.StatusOK
 		})
 		if !ready {
-			logs, _ := runErr(nil, docker, "logs", id)
+			logs, _ := exec.Command(docker, "logs", id).CombinedOutput()
 			t.Fatalf("container not ready within 60s:\n%s", logs)
 		}
 		return id, addr
@@ -148,7 +153,7 @@ func TestImage(t *testing.T) {
 	// SIGTERM: a clean exit within the shutdown grace.
 	run(t, nil, docker, "stop", "--time", "30", id)
 	if code := strings.TrimSpace(run(t, nil, docker, "inspect", "--format", "{{.State.ExitCode}}", id)); code != "0" {
-		logs, _ := runErr(nil, docker, "logs", id)
+		logs, _ := exec.Command(docker, "logs", id).CombinedOutput()
 		t.Errorf("exit code %s after docker stop\n%s", code, logs)
 	}
 
@@ -213,6 +218,8 @@ func TestImage(t *testing.T) {
 			t.Errorf("%s: the registry answers %s", ref, got)
 		}
 	}
+
+	t.Run("chart pod", func(t *testing.T) { testChartPod(t, docker, crane, tag) })
 }
 
 // contract returns the parts of an image configuration that deployments
@@ -240,4 +247,205 @@ func processUID(t *testing.T, docker, id string) string {
 	}
 	t.Fatalf("no Uid line in /proc/%s/status", pid)
 	return ""
+}
+
+// renderedPod is what the chart renders for the registry's pod: its
+// configuration, the Secrets it makes and how the pod mounts them.
+type renderedPod struct {
+	config  string
+	secrets map[string]map[string]string // name -> key -> decoded value
+	args    []string
+	mounts  []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		SubPath   string `yaml:"subPath"`
+	}
+	volumes []struct {
+		Name   string `yaml:"name"`
+		Secret *struct {
+			SecretName string `yaml:"secretName"`
+			Items      []struct {
+				Key  string `yaml:"key"`
+				Path string `yaml:"path"`
+			} `yaml:"items"`
+		} `yaml:"secret"`
+	}
+	runAsUser int
+}
+
+func renderPod(t *testing.T, manifests string) renderedPod {
+	t.Helper()
+	p := renderedPod{secrets: map[string]map[string]string{}}
+	dec := yaml.NewDecoder(strings.NewReader(manifests))
+	for {
+		var doc struct {
+			Kind     string                `yaml:"kind"`
+			Metadata struct{ Name string } `yaml:"metadata"`
+			Data     map[string]string     `yaml:"data"`
+			Spec     struct {
+				Template struct {
+					Spec struct {
+						SecurityContext struct {
+							RunAsUser int `yaml:"runAsUser"`
+						} `yaml:"securityContext"`
+						Containers []struct {
+							Args         []string    `yaml:"args"`
+							VolumeMounts []yaml.Node `yaml:"volumeMounts"`
+						} `yaml:"containers"`
+						Volumes yaml.Node `yaml:"volumes"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch doc.Kind {
+		case "ConfigMap":
+			p.config = doc.Data["config.yml"]
+		case "Secret":
+			data := map[string]string{}
+			for k, v := range doc.Data {
+				b, err := base64.StdEncoding.DecodeString(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				data[k] = string(b)
+			}
+			p.secrets[doc.Metadata.Name] = data
+		case "Deployment", "StatefulSet":
+			spec := doc.Spec.Template.Spec
+			p.runAsUser = spec.SecurityContext.RunAsUser
+			p.args = spec.Containers[0].Args
+			for _, n := range spec.Containers[0].VolumeMounts {
+				var m struct {
+					Name      string `yaml:"name"`
+					MountPath string `yaml:"mountPath"`
+					SubPath   string `yaml:"subPath"`
+				}
+				if err := n.Decode(&m); err != nil {
+					t.Fatal(err)
+				}
+				p.mounts = append(p.mounts, m)
+			}
+			if err := spec.Volumes.Decode(&p.volumes); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return p
+}
+
+// testChartPod runs the image as the chart's pod would run it: the
+// rendered configuration, the chart-made Secrets mounted where the pod
+// mounts them, its user, its command, a read-only root filesystem with
+// /tmp and the data directory on volumes. A login with a password from a
+// Secret, a token signed with a key from a Secret and a chunked upload
+// signed with the upload secret then push an image.
+func testChartPod(t *testing.T, docker, crane, tag string) {
+	helm := tool(t, "helm")
+	chart, _ := filepath.Abs("../charts/portcullis")
+	dir := t.TempDir()
+	key := filepath.Join(dir, "signing.pem")
+	run(t, nil, registryBin, "auth", "keygen", key)
+	// Clients reach the token endpoint at the published port.
+	addr := freeAddr(t)
+	out := run(t, nil, helm, "template", "reg", chart,
+		"--set", "persistence.enabled=false",
+		"--set", "config.auth.token.realm=http://"+addr+"/token",
+		"--set", "config.auth.enabled=true",
+		"--set", "config.auth.users[0].name=ci",
+		"--set", "config.auth.rules[0].name=ci",
+		"--set", "config.auth.rules[0].subjects[0]=user:ci",
+		"--set", "config.auth.rules[0].repositories[0]=team/**",
+		"--set", "config.auth.rules[0].actions={pull,push}",
+		"--set", "secrets.users.passwords.ci=correct-horse",
+		"--set-file", `secrets.token.files.signing\.pem=`+key,
+		"--set", "secrets.upload.value=0123456789abcdef0123")
+	pod := renderPod(t, out)
+	if pod.config == "" || len(pod.args) == 0 || pod.runAsUser == 0 {
+		t.Fatalf("no pod in the rendering:\n%s", out)
+	}
+
+	args := []string{"run", "-d", "--read-only", "-p", addr + ":5000", "--user", fmt.Sprintf("%d:%d", pod.runAsUser, pod.runAsUser)}
+	volumes := map[string]string{} // volume name -> host directory
+	for _, v := range pod.volumes {
+		if v.Secret == nil {
+			continue
+		}
+		data, ok := pod.secrets[v.Secret.SecretName]
+		if !ok {
+			t.Fatalf("volume %s: the chart made no Secret %s", v.Name, v.Secret.SecretName)
+		}
+		host := filepath.Join(dir, v.Name)
+		if err := os.Mkdir(host, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		files := map[string]string{}
+		for k, val := range data {
+			files[k] = val
+		}
+		if len(v.Secret.Items) > 0 {
+			files = map[string]string{}
+			for _, it := range v.Secret.Items {
+				files[it.Path] = data[it.Key]
+			}
+		}
+		for name, val := range files {
+			writeFile(t, filepath.Join(host, name), val)
+			if err := os.Chmod(filepath.Join(host, name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		volumes[v.Name] = host
+	}
+	cfg := filepath.Join(dir, "config.yml")
+	writeFile(t, cfg, pod.config)
+	if err := os.Chmod(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range pod.mounts {
+		switch {
+		case m.Name == "config":
+			args = append(args, "-v", cfg+":"+m.MountPath+":ro")
+		case volumes[m.Name] != "":
+			args = append(args, "-v", volumes[m.Name]+":"+m.MountPath+":ro")
+		default: // emptyDir
+			args = append(args, "--tmpfs", m.MountPath+":mode=1777")
+		}
+	}
+	id := strings.TrimSpace(run(t, nil, docker, append(append(args, tag), pod.args...)...))
+	t.Cleanup(func() { _, _ = runErr(nil, docker, "rm", "-f", id) })
+	ready := eventually(60*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if !ready {
+		logs, _ := exec.Command(docker, "logs", id).CombinedOutput()
+		t.Fatalf("the chart's pod is not ready within 60s:\n%s\n%s", logs, pod.config)
+	}
+
+	env := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	img, err := random.Image(1024, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, img)
+	if out, err := runErr(env, crane, "push", "--insecure", tarPath, addr+"/team/app:v1"); err == nil {
+		t.Errorf("anonymous push accepted: %s", out)
+	}
+	run(t, env, crane, "auth", "login", "--insecure", addr, "-u", "ci", "-p", "correct-horse")
+	run(t, env, crane, "push", "--insecure", tarPath, addr+"/team/app:v1")
+	if got := strings.TrimSpace(run(t, env, crane, "digest", "--insecure", addr+"/team/app:v1")); got != imageDigest(t, img) {
+		t.Errorf("the chart's pod holds %s, pushed %s", got, imageDigest(t, img))
+	}
 }

@@ -228,7 +228,11 @@ directory, the TLS files, and the paths of the mounted credentials.
 {{- if le (include "portcullis.terminationGrace" . | int) $stopping -}}
 {{- fail (printf "terminationGracePeriodSeconds=%v is not above preStopSleepSeconds plus config.http.shutdownGrace (%ds): the kubelet would kill uploads the registry is still finishing." .Values.terminationGracePeriodSeconds $stopping) -}}
 {{- end -}}
-{{- if and .Values.config.dataDir -}}
+{{- $auth := default dict .Values.config.auth -}}
+{{- if and $auth.enabled (not (and .Values.config.http .Values.config.http.host)) (not (and $auth.token $auth.token.realm)) -}}
+{{- fail "config.auth.enabled needs config.http.host (https://registry.example.com) or config.auth.token.realm: clients are sent to the token endpoint's public URL, which the pod cannot know." -}}
+{{- end -}}
+{{- if .Values.config.dataDir -}}
 {{- fail "config.dataDir is set by the chart (/var/lib/portcullis): leave it out." -}}
 {{- end -}}
 {{- if and (include "portcullis.secretName" (list . "token")) (not .Values.secrets.token.signingKey) -}}
