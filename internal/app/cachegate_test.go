@@ -4,12 +4,20 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	crand "crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 
 	"github.com/portcullis/portcullis/config"
 )
@@ -69,5 +77,71 @@ func TestCacheGatedBlobMiss(t *testing.T) {
 	resp, body = get(t, http.MethodGet, url+"/v2/hub/library/evil/blobs/"+layer.String())
 	if resp.StatusCode == http.StatusOK {
 		t.Errorf("GET of the unsigned image's layer after its manifest: 200 (%d bytes), want it withheld", len(body))
+	}
+}
+
+// signedCache runs a cache "hub" of u under an enforce policy trusting
+// one cosign key, and returns its URL and a function that pushes img to
+// repo:tag upstream with a legacy cosign signature by that key.
+func signedCache(t *testing.T, u *cacheUpstream) (string, func(repo, tag string, img v1.Image)) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(t.TempDir(), "cosign.pub")
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCache(t, u, func(c *config.Config) {
+		c.Trust.Keys = []config.TrustKey{{Name: "release", File: key}}
+		c.Trust.Policies = []config.TrustPolicy{{Repositories: []string{"hub/**"}, Mode: "enforce", Signers: []string{"release"}}}
+	})
+	push := func(repo, tag string, img v1.Image) {
+		d := u.push(repo, tag, img)
+		payload := fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":"example.com/%s"},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, repo, d.String())
+		sum := sha256.Sum256(payload)
+		sig, err := ecdsa.SignASN1(crand.Reader, k, sum[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigImg, err := mutate.Append(empty.Image, mutate.Addendum{
+			Layer:       static.NewLayer(payload, "application/vnd.dev.cosign.simplesigning.v1+json"),
+			Annotations: map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(sig)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.push(repo, d.Algorithm+"-"+d.Hex+".sig", sigImg)
+	}
+	return reg.URL, push
+}
+
+// TestCacheGatedNewImageBlobs: in an enforce cache namespace, the layers of
+// a signed image are served right after its manifest was cached, also when
+// the gate indexed the repository's manifests a moment before (for
+// another image): caching a manifest is a push as far as the gate knows.
+func TestCacheGatedNewImageBlobs(t *testing.T) {
+	t.Parallel()
+	u := newCacheUpstream(t)
+	url, push := signedCache(t, u)
+	imgA, layerA, _ := blobImage(t, 2048)
+	imgB, layerB, _ := blobImage(t, 2048)
+	push("library/app", "a", imgA)
+	push("library/app", "b", imgB)
+	for _, step := range []struct{ what, path string }{
+		{"manifest a", "/manifests/a"},
+		{"layer of a", "/blobs/" + layerA.String()},
+		{"manifest b", "/manifests/b"},
+		{"layer of b", "/blobs/" + layerB.String()},
+	} {
+		resp, body := get(t, http.MethodGet, url+"/v2/hub/library/app"+step.path)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s of a signed image: %d, want 200: %.300s", step.what, resp.StatusCode, body)
+		}
 	}
 }
