@@ -161,3 +161,29 @@ func TestEvictMaxSize(t *testing.T) {
 		t.Errorf("status: %d manifests, %d bytes; want 2, %d", st.Manifests, st.Bytes, want)
 	}
 }
+
+// TestEvictMaxAgeUnderAnHour: with a maxAge shorter than the interval at
+// which pull times are written, a manifest pulled all along is not evicted
+// as if nobody had pulled it since its first pull.
+func TestEvictMaxAgeUnderAnHour(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(s *cache.Spec) { s.MaxAge = 30 * time.Minute; s.TagTTL = time.Hour })
+	ctx := context.Background()
+	const name = prefix + "/library/busy"
+	d := e.up.push("library/busy", "v1", randomImage(t, 512, 1))
+	e.pull(name, "v1")
+	e.waitComplete(name, d)
+	for range 4 { // pulled every 10 minutes, 40 in all
+		e.clock.Advance(10 * time.Minute)
+		if got := e.pull(name, "v1"); got != cache.Hit {
+			t.Fatalf("pull within tagTTL: %s, want hit", got)
+		}
+	}
+	n, err := e.set.Evict(ctx, prefix)
+	if err != nil || n != 0 {
+		t.Errorf("Evict of a manifest pulled 10 minutes ago with maxAge 30m: %d removed, %v; want 0", n, err)
+	}
+	if e.tag(name, "v1") != d {
+		t.Errorf("tag of a manifest pulled 10 minutes ago evicted")
+	}
+}
