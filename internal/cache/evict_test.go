@@ -187,3 +187,35 @@ func TestEvictMaxAgeUnderAnHour(t *testing.T) {
 		t.Errorf("tag of a manifest pulled 10 minutes ago evicted")
 	}
 }
+
+// TestStatusCounted: the status's count of what a cache holds is reused
+// for a while (it walks the cache's state in the backend), and counted
+// again after it or after an eviction.
+func TestStatusCounted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	count := func() int {
+		st, ok := e.set.Status(ctx, prefix).(cache.Status)
+		if !ok {
+			t.Fatal("no status")
+		}
+		return st.Manifests
+	}
+	a := e.up.push("library/a", "v1", randomImage(t, 256, 1))
+	e.pull(prefix+"/library/a", "v1")
+	e.waitComplete(prefix+"/library/a", a)
+	if n := count(); n != 1 {
+		t.Fatalf("status after one pull: %d manifests, want 1", n)
+	}
+	b := e.up.push("library/b", "v1", randomImage(t, 256, 1))
+	e.pull(prefix+"/library/b", "v1")
+	e.waitComplete(prefix+"/library/b", b)
+	if n := count(); n != 1 {
+		t.Errorf("status within 30s of the last count: %d manifests, want the count reused (1)", n)
+	}
+	e.clock.Advance(31 * time.Second)
+	if n := count(); n != 2 {
+		t.Errorf("status 31s later: %d manifests, want 2", n)
+	}
+}
