@@ -27,18 +27,29 @@ func (r *Remote) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
 		return fmt.Errorf("%w: more than %d redirects", errRedirect, maxRedirects)
 	}
-	prev := via[len(via)-1].URL
-	if prev.Scheme == "https" && req.URL.Scheme != "https" {
-		return fmt.Errorf("%w: from https to %s", errRedirect, clean(req.URL.Scheme))
+	if err := r.checkTarget(via[len(via)-1].URL.Scheme, req.URL); err != nil {
+		return fmt.Errorf("%w: %w", errRedirect, err)
+	}
+	return nil
+}
+
+// checkTarget decides whether the registry sends a request to u, a URL
+// the remote named (a redirect's Location, a token realm) after a request
+// of scheme from: not to a loopback address unless the remote itself is on
+// one, never to a link-local, unspecified or multicast address, and not
+// from https to http.
+func (r *Remote) checkTarget(from string, u *url.URL) error {
+	if from == "https" && u.Scheme != "https" {
+		return fmt.Errorf("from https to %s", clean(u.Scheme))
 	}
 	base, _ := url.Parse(r.base)
-	switch hostKind(req.URL.Hostname()) {
+	switch hostKind(u.Hostname()) {
 	case hostLoopback:
 		if base == nil || hostKind(base.Hostname()) != hostLoopback {
-			return fmt.Errorf("%w: to loopback address %s", errRedirect, clean(req.URL.Host))
+			return fmt.Errorf("to loopback address %s", clean(u.Host))
 		}
 	case hostForbidden:
-		return fmt.Errorf("%w: to %s", errRedirect, clean(req.URL.Host))
+		return fmt.Errorf("to %s", clean(u.Host))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -92,6 +93,52 @@ func TestRedirects(t *testing.T) {
 			got, _ := io.ReadAll(body)
 			if string(got) != string(blob) {
 				t.Errorf("blob through the redirect: %q, want %q", got, blob)
+			}
+		})
+	}
+}
+
+// TestRealmRefused: a token realm on the registry's own machine, the
+// cloud metadata service or in clear behind an https remote gets no
+// request (and no credentials).
+func TestRealmRefused(t *testing.T) {
+	t.Parallel()
+	for _, realm := range []string{
+		"https://127.0.0.1:9000/token",
+		"https://169.254.169.254/latest/meta-data",
+		"http://auth.example/token",
+	} {
+		t.Run(realm, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/v2/") {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`",service="registry.example"`)
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				_, _ = w.Write([]byte(`{"token":"t"}`))
+			}))
+			t.Cleanup(srv.Close)
+			to, _ := url.Parse(srv.URL)
+			rt := &routed{to: to}
+			dir := t.TempDir()
+			user, pass := dir+"/user", dir+"/pass"
+			for p, v := range map[string]string{user: "robot", pass: "secret"} {
+				if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := New(Options{Name: "up", URL: "https://registry.example", Transport: rt, UsernameFile: user, PasswordFile: pass})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = r.HeadManifest(t.Context(), "library/app", "v1")
+			if !errors.Is(err, ErrUnauthorized) {
+				t.Errorf("HeadManifest with realm %s: %v, want unauthorized", realm, err)
+			}
+			u, _ := url.Parse(realm)
+			if slices.Contains(rt.asked(), u.Host) {
+				t.Errorf("a request (with the credentials) was sent to the realm %s", realm)
 			}
 		})
 	}
