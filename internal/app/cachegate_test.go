@@ -10,13 +10,18 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 
 	"github.com/portcullis/portcullis/config"
@@ -101,8 +106,15 @@ func signedCache(t *testing.T, u *cacheUpstream) (string, func(repo, tag string,
 		c.Trust.Keys = []config.TrustKey{{Name: "release", File: key}}
 		c.Trust.Policies = []config.TrustPolicy{{Repositories: []string{"hub/**"}, Mode: "enforce", Signers: []string{"release"}}}
 	})
+	// push pushes img to repo:tag upstream, or with img nil signs what
+	// repo:tag holds already.
 	push := func(repo, tag string, img v1.Image) {
-		d := u.push(repo, tag, img)
+		var d v1.Hash
+		if img != nil {
+			d = u.push(repo, tag, img)
+		} else {
+			d = u.digestOf(repo, tag)
+		}
 		payload := fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":"example.com/%s"},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, repo, d.String())
 		sum := sha256.Sum256(payload)
 		sig, err := ecdsa.SignASN1(crand.Reader, k, sum[:])
@@ -144,4 +156,70 @@ func TestCacheGatedNewImageBlobs(t *testing.T) {
 			t.Errorf("GET %s of a signed image: %d, want 200: %.300s", step.what, resp.StatusCode, body)
 		}
 	}
+}
+
+// TestCacheGatedSignedIndex: in an enforce cache namespace, a multi-arch
+// index signed as a whole is pulled like a client does: the index by tag,
+// a child by digest, the child's layers (signed through the index).
+func TestCacheGatedSignedIndex(t *testing.T) {
+	t.Parallel()
+	u := newCacheUpstream(t)
+	url, sign := signedCache(t, u)
+	idx, err := random.Index(1024, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(u.reg)
+	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/library/multi:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign("library/multi", "v1", nil)
+	child := im.Manifests[0].Digest
+	img, err := idx.Image(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ what, path string }{
+		{"index by tag", "/manifests/v1"},
+		{"child by digest", "/manifests/" + child.String()},
+		{"child's layer", "/blobs/" + layer.String()},
+	} {
+		resp, body := get(t, http.MethodGet, url+"/v2/hub/library/multi"+step.path)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s of a signed index: %d, want 200: %.300s", step.what, resp.StatusCode, body)
+		}
+	}
+}
+
+// digestOf returns the digest repo:tag has on the upstream.
+func (u *cacheUpstream) digestOf(repo, tag string) v1.Hash {
+	u.t.Helper()
+	srv := httptest.NewServer(u.reg)
+	defer srv.Close()
+	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	desc, err := remote.Head(ref)
+	if err != nil {
+		u.t.Fatalf("head %s upstream: %v", ref, err)
+	}
+	return desc.Digest
 }
