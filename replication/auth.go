@@ -228,6 +228,14 @@ func (r *Remote) fetchToken(ctx context.Context, realm, service, scope, user, pa
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", 0, fmt.Errorf("remote %s: %s: realm %q is not an http(s) URL: %w", r.name, what, clean(realm), ErrUnauthorized)
 	}
+	// The realm gets the remote's credentials: not in clear when the
+	// remote is https, and not to the registry's own machine or the cloud
+	// metadata service.
+	if base, _ := url.Parse(r.base); base != nil {
+		if err := r.checkTarget(base.Scheme, u); err != nil {
+			return "", 0, fmt.Errorf("remote %s: %s: realm %q refused (%v): %w", r.name, what, clean(realm), err, ErrUnauthorized)
+		}
+	}
 	q := u.Query()
 	if service != "" {
 		q.Set("service", service)

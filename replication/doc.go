@@ -33,7 +33,12 @@
 // Caveats:
 //   - Redirects are followed by net/http, which drops the Authorization
 //     header on a redirect to another host; Options.Observe sees one
-//     request per call, redirects included.
+//     request per call, redirects included. A redirect, and a token realm,
+//     may not lead to a loopback address (unless the remote is on one), a
+//     link-local, unspecified or multicast address (the cloud metadata
+//     service), nor from https to http: the call fails with ErrUnavailable
+//     (a redirect) or ErrUnauthorized (a realm). Host names are not
+//     resolved for this check.
 //   - A token is cached under the scope of the request that needed it,
 //     also when the challenge named another scope.
 //   - Some remotes (Docker Hub) answer a repository that does not exist,

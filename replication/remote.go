@@ -137,10 +137,9 @@ func New(o Options) (*Remote, error) {
 			return nil, fmt.Errorf("remote %s: %w", o.Name, err)
 		}
 	}
-	return &Remote{
+	r := &Remote{
 		name:         o.Name,
 		base:         base,
-		client:       &http.Client{Transport: rt},
 		creds:        creds,
 		auth:         newAuthState(),
 		breaker:      &breaker{threshold: o.FailureThreshold, openFor: o.OpenFor, now: o.Now},
@@ -148,7 +147,9 @@ func New(o Options) (*Remote, error) {
 		now:          o.Now,
 		log:          o.Log.With("upstream", o.Name),
 		tokenTimeout: o.DialTimeout + 2*o.ResponseHeaderTimeout,
-	}, nil
+	}
+	r.client = &http.Client{Transport: rt, CheckRedirect: r.checkRedirect}
+	return r, nil
 }
 
 // parseBaseURL checks that s is an http or https URL with a host and

@@ -38,6 +38,10 @@ type BlobRead struct {
 	// Login and CanPush are as in Pull.
 	Login   string
 	CanPush bool
+	// Fetchable says that a blob the repository does not hold is not left
+	// to the registry core's 404 but fetched on demand (a pull-through
+	// cache namespace): it is then judged as if it were held.
+	Fetchable bool
 }
 
 // AllowBlob decides a blob read in a gated repository (quarantine, or
@@ -46,19 +50,22 @@ type BlobRead struct {
 // uses, that blob (or the reader may read withheld content: its pusher, or
 // one who may push). What a signature tag holds is released with the digest
 // the tag names. A blob the repository does not hold is left to the
-// registry core (404); one that no manifest uses is withheld. The refusal
+// registry core (404) unless it is Fetchable; one that no manifest uses is
+// withheld. The refusal
 // does not name manifests.
 func (g *Gate) AllowBlob(ctx context.Context, b BlobRead) error {
 	if !g.gated(b.Repository) || b.CanPush || g.owners.src == nil {
 		return nil
 	}
-	held, err := g.owners.src.BlobExists(ctx, b.Repository, b.Digest)
-	if err != nil {
-		g.log.ErrorContext(ctx, "stat blob for a pull check", "repo", b.Repository, "digest", b.Digest, "err", err)
-		return errcode.ErrorCodeUnavailable.WithMessage("could not check the blob against the repository's policy; retry later")
-	}
-	if !held {
-		return nil
+	if !b.Fetchable {
+		held, err := g.owners.src.BlobExists(ctx, b.Repository, b.Digest)
+		if err != nil {
+			g.log.ErrorContext(ctx, "stat blob for a pull check", "repo", b.Repository, "digest", b.Digest, "err", err)
+			return errcode.ErrorCodeUnavailable.WithMessage("could not check the blob against the repository's policy; retry later")
+		}
+		if !held {
+			return nil
+		}
 	}
 	for attempt := 0; attempt < 2; attempt++ {
 		owners, fresh, err := g.owners.of(ctx, b.Repository, b.Digest, attempt > 0)

@@ -255,3 +255,34 @@ func TestOwnersConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestFetchableBlob: a blob a cache namespace would fetch on demand is
+// judged by the manifests that use it although the repository does not
+// hold it yet: withheld unless a released manifest uses it.
+func TestFetchableBlob(t *testing.T) {
+	t.Parallel()
+	repo := newMemRepo()
+	signedLayer, unsignedLayer := digest.FromString("signed layer"), digest.FromString("unsigned layer")
+	signedBody := image(digest.FromString("cfg1"), signedLayer, "")
+	repo.put(signedBody)
+	repo.put(image(digest.FromString("cfg2"), unsignedLayer, ""))
+	g := gateOver(t, repo, digest.FromBytes(signedBody))
+	ctx := context.Background()
+	for _, c := range []struct {
+		name     string
+		d        digest.Digest
+		withheld bool
+	}{
+		{"layer of a signed image", signedLayer, false},
+		{"layer of an unsigned image", unsignedLayer, true},
+		{"layer of no image", digest.FromString("anything"), true},
+	} {
+		err := g.AllowBlob(ctx, BlobRead{Repository: "hub/library/app", Digest: c.d, Fetchable: true})
+		if (err != nil) != c.withheld {
+			t.Errorf("%s: %v, want withheld %v", c.name, err, c.withheld)
+		}
+	}
+	if err := g.AllowBlob(ctx, BlobRead{Repository: "hub/library/app", Digest: unsignedLayer}); err != nil {
+		t.Errorf("a blob not held and not fetchable: %v, want it left to the registry core", err)
+	}
+}

@@ -90,11 +90,14 @@ func (a *App) serveCacheListeners(ctx context.Context) ([]*http.Server, error) {
 	return servers, nil
 }
 
-// mirrorHandler puts every repository path under prefix.
+// mirrorHandler puts every repository path under prefix. A request with
+// ?ns= (containerd's mirrors) is left as it comes: the front handler routes
+// it by ns to the cache serving that host (prefixed here first, it would
+// be prefixed twice: hub/hub/library/alpine).
 func mirrorHandler(prefix string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rest, ok := strings.CutPrefix(r.URL.Path, "/v2/")
-		if ok && rest != "" && rest != "_catalog" && !strings.HasPrefix(rest, prefix+"/") {
+		if ok && rest != "" && rest != "_catalog" && !strings.HasPrefix(rest, prefix+"/") && r.URL.Query().Get("ns") == "" {
 			r = r.Clone(r.Context())
 			r.URL.Path = "/v2/" + prefix + "/" + rest
 			r.URL.RawPath = ""

@@ -360,15 +360,18 @@ func TestCacheBlobClientAbort(t *testing.T) {
 	resp.Body.Close()
 	close(release)
 
-	// The second client gets the blob (from the fetch or from storage);
-	// when it has it whole, the fetch has committed.
+	// The second client gets the blob (from the fetch or from storage).
+	// The last byte goes out once the digest matched, before the commit
+	// to storage: a third GET right after may still join the fetch
+	// (miss) rather than read storage (hit); either way the remote is
+	// not asked again.
 	resp2, got := get(t, http.MethodGet, url)
 	if resp2.StatusCode != http.StatusOK || !bytes.Equal(got, b) {
 		t.Fatalf("second GET: %d, %d bytes; want 200 and the blob", resp2.StatusCode, len(got))
 	}
 	resp3, got := get(t, http.MethodGet, url)
-	if resp3.StatusCode != http.StatusOK || resp3.Header.Get("X-Portcullis-Cache") != "hit" || !bytes.Equal(got, b) {
-		t.Errorf("third GET: %d, X-Portcullis-Cache %q; want 200 hit with the blob", resp3.StatusCode, resp3.Header.Get("X-Portcullis-Cache"))
+	if h := resp3.Header.Get("X-Portcullis-Cache"); resp3.StatusCode != http.StatusOK || (h != "hit" && h != "miss") || !bytes.Equal(got, b) {
+		t.Errorf("third GET: %d, X-Portcullis-Cache %q; want 200 with the blob", resp3.StatusCode, h)
 	}
 	if n := u.count(http.MethodGet, "/blobs/"+d.String()); n != 1 {
 		t.Errorf("%d upstream GETs of the blob, want 1: the aborted client's fetch was not kept", n)

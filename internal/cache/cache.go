@@ -112,6 +112,8 @@ type Set struct {
 	ctx    context.Context
 	checks map[string]time.Time // name@digest → when its referrers were last fetched
 
+	heldCounts heldCounts
+
 	// background counts the fills, blob fetches and image completions
 	// running detached from the requests that started them.
 	background sync.WaitGroup

@@ -59,6 +59,7 @@ func (s *Set) Evict(ctx context.Context, prefix string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer s.forgetHeld(c.Prefix)
 	slices.SortFunc(ms, func(a, b cachedManifest) int { return a.Pulled.Compare(b.Pulled) })
 	var total int64
 	for _, m := range ms {

@@ -161,3 +161,61 @@ func TestEvictMaxSize(t *testing.T) {
 		t.Errorf("status: %d manifests, %d bytes; want 2, %d", st.Manifests, st.Bytes, want)
 	}
 }
+
+// TestEvictMaxAgeUnderAnHour: with a maxAge shorter than the interval at
+// which pull times are written, a manifest pulled all along is not evicted
+// as if nobody had pulled it since its first pull.
+func TestEvictMaxAgeUnderAnHour(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(s *cache.Spec) { s.MaxAge = 30 * time.Minute; s.TagTTL = time.Hour })
+	ctx := context.Background()
+	const name = prefix + "/library/busy"
+	d := e.up.push("library/busy", "v1", randomImage(t, 512, 1))
+	e.pull(name, "v1")
+	e.waitComplete(name, d)
+	for range 4 { // pulled every 10 minutes, 40 in all
+		e.clock.Advance(10 * time.Minute)
+		if got := e.pull(name, "v1"); got != cache.Hit {
+			t.Fatalf("pull within tagTTL: %s, want hit", got)
+		}
+	}
+	n, err := e.set.Evict(ctx, prefix)
+	if err != nil || n != 0 {
+		t.Errorf("Evict of a manifest pulled 10 minutes ago with maxAge 30m: %d removed, %v; want 0", n, err)
+	}
+	if e.tag(name, "v1") != d {
+		t.Errorf("tag of a manifest pulled 10 minutes ago evicted")
+	}
+}
+
+// TestStatusCounted: the status's count of what a cache holds is reused
+// for a while (it walks the cache's state in the backend), and counted
+// again after it or after an eviction.
+func TestStatusCounted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	count := func() int {
+		st, ok := e.set.Status(ctx, prefix).(cache.Status)
+		if !ok {
+			t.Fatal("no status")
+		}
+		return st.Manifests
+	}
+	a := e.up.push("library/a", "v1", randomImage(t, 256, 1))
+	e.pull(prefix+"/library/a", "v1")
+	e.waitComplete(prefix+"/library/a", a)
+	if n := count(); n != 1 {
+		t.Fatalf("status after one pull: %d manifests, want 1", n)
+	}
+	b := e.up.push("library/b", "v1", randomImage(t, 256, 1))
+	e.pull(prefix+"/library/b", "v1")
+	e.waitComplete(prefix+"/library/b", b)
+	if n := count(); n != 1 {
+		t.Errorf("status within 30s of the last count: %d manifests, want the count reused (1)", n)
+	}
+	e.clock.Advance(31 * time.Second)
+	if n := count(); n != 2 {
+		t.Errorf("status 31s later: %d manifests, want 2", n)
+	}
+}

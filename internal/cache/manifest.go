@@ -69,7 +69,7 @@ func (s *Set) manifestByDigest(ctx context.Context, c *cache, repo distribution.
 		return "", err
 	}
 	if ok, err := ms.Exists(ctx, d); err == nil && ok {
-		s.state.pulled(ctx, name, d)
+		s.state.pulled(ctx, c.pulledEvery(), name, d)
 		return Hit, nil
 	}
 	_, err = s.flight(ctx, "manifest "+name+"@"+d.String(), func(ctx context.Context) (Result, error) {
@@ -89,7 +89,7 @@ func (s *Set) manifestByTag(ctx context.Context, c *cache, repo distribution.Rep
 	if have {
 		checked = s.state.checked(ctx, name, tag, c.TagTTL)
 		if s.now().Sub(checked) < c.TagTTL {
-			s.state.pulled(ctx, name, local.Digest)
+			s.state.pulled(ctx, c.pulledEvery(), name, local.Digest)
 			return Hit, nil
 		}
 	}
@@ -98,7 +98,7 @@ func (s *Set) manifestByTag(ctx context.Context, c *cache, repo distribution.Rep
 	})
 	if err == nil {
 		if have {
-			s.state.pulled(ctx, name, local.Digest)
+			s.state.pulled(ctx, c.pulledEvery(), name, local.Digest)
 		}
 		return res, nil
 	}
@@ -108,7 +108,7 @@ func (s *Set) manifestByTag(ctx context.Context, c *cache, repo distribution.Rep
 	if have && c.StaleIfError > 0 && s.now().Sub(checked) < c.TagTTL+c.StaleIfError {
 		s.log.WarnContext(ctx, "serving a stale cached tag: the remote failed", "repo", name, "ref", tag,
 			"upstream", c.Remote.Name(), "checked", checked, "err", err)
-		s.state.pulled(ctx, name, local.Digest)
+		s.state.pulled(ctx, c.pulledEvery(), name, local.Digest)
 		return Stale, nil
 	}
 	return "", s.upstreamError(c, "tag "+tag, name, err)
@@ -160,7 +160,7 @@ func (s *Set) fill(ctx context.Context, c *cache, repo distribution.Repository, 
 	if err != nil {
 		return desc, err
 	}
-	s.state.pulled(ctx, name, desc.Digest)
+	s.state.pulled(ctx, c.pulledEvery(), name, desc.Digest)
 	s.fetchReferrers(ctx, c, repo, name, desc.Digest, maxReferrerDepth, new(int))
 	if tag == "" {
 		s.complete(c, name, desc, "")

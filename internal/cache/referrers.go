@@ -168,21 +168,34 @@ func (s *Set) copyReferrer(ctx context.Context, c *cache, repo distribution.Repo
 		return desc, err
 	}
 	if !isIndex(desc.MediaType) {
+		var later []digest.Digest
 		for _, b := range m.References() {
 			if len(b.URLs) > 0 {
 				continue
 			}
 			if b.Size > syncReferrerBlob {
-				go func() {
-					if err := s.blobs.ensure(s.lifetime(), c, name, b.Digest); err != nil {
-						s.log.WarnContext(ctx, "referrer blob not fetched", "repo", name, "digest", d, "blob", b.Digest, "err", err)
-					}
-				}()
+				later = append(later, b.Digest)
 				continue
 			}
 			if err := s.blobs.ensure(ctx, c, name, b.Digest); err != nil {
 				return desc, err
 			}
+		}
+		if len(later) > 0 {
+			// One at a time, in one goroutine that Wait waits for: a
+			// referrer listing thousands of large blobs does not start
+			// thousands of fetches at once, nor outlive the storage.
+			lctx := s.lifetime()
+			s.background.Add(1)
+			go func() {
+				defer s.background.Done()
+				for _, b := range later {
+					if err := s.blobs.ensure(lctx, c, name, b); err != nil {
+						s.log.WarnContext(lctx, "referrer blob not fetched", "repo", name, "digest", d, "blob", b, "err", err)
+						return
+					}
+				}
+			}()
 		}
 	}
 	_, payload, _ := m.Payload()

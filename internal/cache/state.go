@@ -21,8 +21,18 @@ import (
 const stateRoot = "/portcullis/cache"
 
 // pulledEvery is how often a manifest's last pull time is written: eviction
-// by age is that coarse.
+// by age is that coarse. A cache whose maxAge is shorter writes it more
+// often (cache.pulledEvery), or it would evict what is pulled all along.
 const pulledEvery = time.Hour
+
+// pulledEvery is how often the last pull time of a manifest of c is
+// written: pulledEvery, or a quarter of c's maxAge when that is shorter.
+func (c *cache) pulledEvery() time.Duration {
+	if c.MaxAge > 0 && c.MaxAge/4 < pulledEvery {
+		return c.MaxAge / 4
+	}
+	return pulledEvery
+}
 
 type tagState struct {
 	Digest  digest.Digest `json:"digest"`
@@ -90,13 +100,13 @@ func (st *stateStore) check(ctx context.Context, name, tag string, d digest.Dige
 }
 
 // pulled records that manifest d of name was read, at most once per
-// pulledEvery per replica.
-func (st *stateStore) pulled(ctx context.Context, name string, d digest.Digest) {
+// every per replica.
+func (st *stateStore) pulled(ctx context.Context, every time.Duration, name string, d digest.Digest) {
 	key := name + "@" + d.String()
 	now := st.now()
 	st.mu.Lock()
 	last, ok := st.written[key]
-	if ok && now.Sub(last) < pulledEvery {
+	if ok && now.Sub(last) < every {
 		st.mu.Unlock()
 		return
 	}

@@ -2,8 +2,57 @@ package cache
 
 import (
 	"context"
+	"sync"
 	"time"
 )
+
+// heldEvery is how long the count of what a cache holds is reused: it
+// takes a walk of the cache's state in the backend (one read per
+// manifest), which a GET of /api/v1/caches must not cost every time.
+const heldEvery = 30 * time.Second
+
+// heldCounts remembers what each cache held when last counted.
+type heldCounts struct {
+	mu sync.Mutex // held while counting: one walk at a time
+	m  map[string]heldCount
+}
+
+type heldCount struct {
+	at        time.Time
+	manifests int
+	bytes     int64
+}
+
+// held returns how many manifests the cache at prefix holds and their
+// bytes, counted at most every heldEvery.
+func (s *Set) held(ctx context.Context, prefix string) (int, int64) {
+	h := &s.heldCounts
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c, ok := h.m[prefix]; ok && s.now().Sub(c.at) < heldEvery {
+		return c.manifests, c.bytes
+	}
+	ms, err := s.state.manifests(ctx, prefix)
+	if err != nil {
+		return 0, 0
+	}
+	c := heldCount{at: s.now(), manifests: len(ms)}
+	for _, m := range ms {
+		c.bytes += m.Size
+	}
+	if h.m == nil {
+		h.m = map[string]heldCount{}
+	}
+	h.m[prefix] = c
+	return c.manifests, c.bytes
+}
+
+// forgetHeld makes the next status of the cache at prefix count again.
+func (s *Set) forgetHeld(prefix string) {
+	s.heldCounts.mu.Lock()
+	delete(s.heldCounts.m, prefix)
+	s.heldCounts.mu.Unlock()
+}
 
 // Status is what a cache holds and how its remote is doing, for the API.
 type Status struct {
@@ -64,12 +113,7 @@ func (s *Set) statuses(ctx context.Context, prefix string) []Status {
 		if c.MaxAge > 0 {
 			cs.MaxAge = c.MaxAge.String()
 		}
-		if ms, err := s.state.manifests(ctx, c.Prefix); err == nil {
-			cs.Manifests = len(ms)
-			for _, m := range ms {
-				cs.Bytes += m.Size
-			}
-		}
+		cs.Manifests, cs.Bytes = s.held(ctx, c.Prefix)
 		out = append(out, cs)
 	}
 	return out

@@ -126,7 +126,10 @@ func (h *Handler) allowBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 	if h.guard != nil && !c.Granted() {
 		return true // distribution answers with the challenge
 	}
-	err := h.admission.AllowBlob(r.Context(), admission.BlobRead{Repository: rt.Name, Digest: rt.Digest, Login: c.Login, CanPush: h.canPush(c.Login, rt.Name)})
+	// In a cache namespace a blob not stored yet is fetched from the
+	// remote: it is judged by the manifests that use it all the same.
+	err := h.admission.AllowBlob(r.Context(), admission.BlobRead{Repository: rt.Name, Digest: rt.Digest, Login: c.Login,
+		CanPush: h.canPush(c.Login, rt.Name), Fetchable: h.cache.Owns(rt.Name)})
 	if err != nil {
 		h.writeError(w, r, err)
 		return false

@@ -74,6 +74,13 @@ func (h *Handler) fillManifest(w http.ResponseWriter, r *http.Request, rt Route)
 		h.writeError(w, r, err)
 		return false
 	}
+	if res == cache.Miss && h.admission != nil {
+		// Manifests were stored: as after a push, the gate's index of
+		// which manifests use which blobs is rebuilt, or the blobs of the
+		// image just cached are withheld until it expires. Nobody pushed
+		// them: no pusher is recorded.
+		h.admission.RecordPush(rt.Name, rt.Digest, "")
+	}
 	w.Header().Set(cache.Header, string(res))
 	return true
 }
