@@ -80,7 +80,15 @@ func (a *App) serveCacheListeners(ctx context.Context) ([]*http.Server, error) {
 			IdleTimeout: a.cfg.HTTP.IdleTimeout.D(), BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 		ln = server.LimitListener(ln, a.cfg.HTTP.MaxConnsPerAddress)
 		go func() {
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if tls := a.cfg.HTTP.TLS; tls.Enabled() {
+				// The same certificate as the main address: the
+				// mirror carries the same credentials.
+				err = hs.ServeTLS(ln, tls.CertFile, tls.KeyFile)
+			} else {
+				err = hs.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.log.ErrorContext(ctx, "cache listener stopped", "cache", c.Prefix, "addr", c.Listen, "err", err)
 			}
 		}()

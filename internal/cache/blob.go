@@ -23,6 +23,8 @@ const (
 	// verified whole before the client gets a byte: a wrong one is a clean
 	// 502, not a broken stream.
 	smallBlob = 1 << 20
+	// maxFetches bounds the blob downloads a replica runs at once.
+	maxFetches = 32
 	// chunkSize is the unit of copying from the remote.
 	chunkSize = 1 << 20
 	// stallTimeout cancels a fetch whose remote sends nothing for this
@@ -35,6 +37,7 @@ const (
 type fetcher struct {
 	set      *Set
 	dir      string
+	slots    chan struct{} // bounds the fetches running at once
 	mu       sync.Mutex
 	inflight map[string]*fetch
 }
@@ -162,6 +165,15 @@ func (b *fetcher) run(ctx context.Context, c *cache, name string, f *fetch, spoo
 	defer spool.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// However many blobs clients ask for, a replica downloads at most
+	// maxFetches at once; the others wait their turn (their clients see
+	// the wait before the first byte).
+	select {
+	case b.slots <- struct{}{}:
+		defer func() { <-b.slots }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	body, size, err := c.Remote.GetBlob(ctx, c.upstreamName(name), f.digest)
 	if err != nil {
 		return err

@@ -102,6 +102,7 @@ type Set struct {
 	state      *stateStore
 	blobs      *fetcher
 	fills      flights
+	missing    missingTags // tags the remotes said they lack, briefly
 	metrics    *metrics
 	log        *slog.Logger
 	now        func() time.Time
@@ -172,7 +173,7 @@ func New(specs []Spec, o Options) (*Set, error) {
 	}
 	s := &Set{repos: o.Repos, events: o.Events, refs: o.Referrers, driver: o.Driver, errWriter: o.WriteError, evictEvery: o.EvictEvery, state: &stateStore{driver: o.Driver, now: o.Now, written: map[string]time.Time{}},
 		metrics: m, log: o.Log, now: o.Now, ctx: context.Background(), checks: map[string]time.Time{}}
-	s.blobs = &fetcher{set: s, dir: o.SpoolDir, inflight: map[string]*fetch{}}
+	s.blobs = &fetcher{set: s, dir: o.SpoolDir, slots: make(chan struct{}, maxFetches), inflight: map[string]*fetch{}}
 	for i, sp := range specs {
 		if sp.Prefix == "" || sp.Remote == nil {
 			return nil, fmt.Errorf("cache %d: a prefix and a remote are required", i)

@@ -93,9 +93,20 @@ func (s *Set) manifestByTag(ctx context.Context, c *cache, repo distribution.Rep
 			return Hit, nil
 		}
 	}
-	res, err := s.flight(ctx, "tag "+name+":"+tag, func(ctx context.Context) (Result, error) {
+	key := name + ":" + tag
+	if !have {
+		if err := s.missing.recent(key, s.now()); err != nil {
+			// The remote said so moments ago: asking again for every
+			// client would spend its rate limit on nothing.
+			return "", s.upstreamError(c, "tag "+tag, name, err)
+		}
+	}
+	res, err := s.flight(ctx, "tag "+key, func(ctx context.Context) (Result, error) {
 		return s.revalidate(ctx, c, repo, name, tag, local.Digest, have)
 	})
+	if errors.Is(err, replication.ErrNotFound) && !have {
+		s.missing.remember(key, err, s.now().Add(min(c.TagTTL, maxMissingFor)))
+	}
 	if err == nil {
 		if have {
 			s.state.pulled(ctx, c.pulledEvery(), name, local.Digest)

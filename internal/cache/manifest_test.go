@@ -283,3 +283,29 @@ func TestEventsAfterBlobs(t *testing.T) {
 		t.Errorf("%d events for one image, want 1: %+v", n, e.events.all())
 	}
 }
+
+// TestMissingTagRemembered: a tag the remote does not have is answered 404
+// without asking the remote again for min(tagTTL, 1m); then it is asked
+// again, and a tag pushed since is found.
+func TestMissingTagRemembered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil) // tagTTL 5m: remembered for a minute
+	const name = prefix + "/library/late"
+	for range 3 {
+		if _, err := e.set.Manifest(context.Background(), name, "v1"); err == nil {
+			t.Fatal("Manifest of a tag the remote lacks: no error")
+		}
+	}
+	if got := e.up.count("", "/v2/library/late/manifests/v1"); got != 1 {
+		t.Errorf("remote asked %d times for a tag it lacks, within a minute; want 1", got)
+	}
+	d := e.up.push("library/late", "v1", randomImage(t, 256, 1))
+	e.clock.Advance(61 * time.Second)
+	res, err := e.set.Manifest(context.Background(), name, "v1")
+	if err != nil || res != cache.Miss {
+		t.Fatalf("Manifest after a minute: %q, %v; want a miss", res, err)
+	}
+	if got := e.tag(name, "v1"); got != d {
+		t.Errorf("tag v1 → %s, want %s", got, d)
+	}
+}
