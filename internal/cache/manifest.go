@@ -201,7 +201,9 @@ func (s *Set) storeManifest(ctx context.Context, c *cache, repo distribution.Rep
 		return distribution.Descriptor{}, err
 	}
 	d := up.Digest
-	if what := reservedContent(body); what != "" {
+	// Never taken from a remote, which may be another registry with a
+	// scanner of its own.
+	if what := artifact.ReservedIn(body); what != "" {
 		return distribution.Descriptor{}, fmt.Errorf("%w: the remote serves %s, which only the registry's own scanner writes", errRefused, what)
 	}
 	mt := up.MediaType
@@ -308,31 +310,6 @@ func (s *Set) upstreamError(c *cache, what, name string, err error) error {
 	}
 	return &Error{Status: http.StatusBadGateway, Code: "UNAVAILABLE",
 		Message: fmt.Sprintf("pull-through cache %s could not store %s of %s", c.Prefix, what, name), Err: err}
-}
-
-// reservedContent names what in a manifest only the registry's scanner
-// writes (its reports and inventories), "" when nothing: never taken from a
-// remote, which may be another registry's scanner.
-func reservedContent(body []byte) string {
-	var m struct {
-		ArtifactType string `json:"artifactType"`
-		Config       struct {
-			MediaType string `json:"mediaType"`
-		} `json:"config"`
-		Annotations map[string]string `json:"annotations"`
-	}
-	_ = json.Unmarshal(body, &m)
-	for _, t := range []string{m.ArtifactType, m.Config.MediaType} {
-		if artifact.Reserved(t) {
-			return "artifact type " + t
-		}
-	}
-	for k := range m.Annotations {
-		if artifact.ReservedAnnotation(k) {
-			return "annotation " + k
-		}
-	}
-	return ""
 }
 
 func mediaTypeOf(body []byte) string {

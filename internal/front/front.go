@@ -9,7 +9,6 @@ package front
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -317,7 +316,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 // A client that may not push at all is left to distribution's challenge. It
 // answers the request and returns false when the manifest is refused.
 func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, body []byte) bool {
-	t := reservedType(body)
+	t := artifact.ReservedIn(body)
 	if t == "" {
 		return true
 	}
@@ -336,33 +335,6 @@ func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, bo
 	}
 	h.writeError(w, r, errcode.ErrorCodeDenied.WithMessage(msg))
 	return false
-}
-
-// reservedType names what in a manifest body is reserved for the registry:
-// an artifactType or config media type (artifact.Reserved), or an annotation
-// key (artifact.ReservedAnnotation); "" when nothing is.
-func reservedType(body []byte) string {
-	var m struct {
-		ArtifactType string `json:"artifactType"`
-		Config       struct {
-			MediaType string `json:"mediaType"`
-		} `json:"config"`
-		Annotations map[string]string `json:"annotations"`
-	}
-	// What decodes is checked even when another field does not: distribution
-	// refuses a body that does not parse.
-	_ = json.Unmarshal(body, &m)
-	for _, t := range []string{m.ArtifactType, m.Config.MediaType} {
-		if artifact.Reserved(t) {
-			return "artifact type " + quoteShort(t)
-		}
-	}
-	for k := range m.Annotations {
-		if artifact.ReservedAnnotation(k) {
-			return "annotation " + quoteShort(k)
-		}
-	}
-	return ""
 }
 
 // record appends a successful write to the event outbox. The client has

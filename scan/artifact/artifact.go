@@ -56,6 +56,40 @@ func ReservedAnnotation(key string) bool {
 	return strings.HasPrefix(k, "io.portcullis.scan.") || strings.HasPrefix(k, "io.portcullis.vulndb.")
 }
 
+// ReservedIn names what in a manifest body is reserved for the registry:
+// a reserved artifactType or config media type (Reserved), or a reserved
+// annotation key (ReservedAnnotation), quoted and cut to 80 bytes (it comes
+// from a client or a remote); "" when nothing is. What decodes is checked
+// even when another field does not.
+func ReservedIn(manifest []byte) string {
+	var m struct {
+		ArtifactType string `json:"artifactType"`
+		Config       struct {
+			MediaType string `json:"mediaType"`
+		} `json:"config"`
+		Annotations map[string]string `json:"annotations"`
+	}
+	_ = json.Unmarshal(manifest, &m)
+	for _, t := range []string{m.ArtifactType, m.Config.MediaType} {
+		if Reserved(t) {
+			return "artifact type " + quoteShort(t)
+		}
+	}
+	for k := range m.Annotations {
+		if ReservedAnnotation(k) {
+			return "annotation " + quoteShort(k)
+		}
+	}
+	return ""
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return strconv.Quote(s)
+}
+
 // The prefixes of the reserved types.
 const (
 	reservedScan   = "application/vnd.portcullis.scan."
