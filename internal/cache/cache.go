@@ -127,8 +127,6 @@ type cache struct {
 
 // Errors returned by the Set.
 var (
-	// ErrReadOnly is returned for a write into a cache namespace.
-	ErrReadOnly = errors.New("read-only pull-through cache")
 	// ErrUnknownNamespace is returned by Route for an ns no cache serves.
 	ErrUnknownNamespace = errors.New("no cache serves this registry host")
 )

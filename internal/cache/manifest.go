@@ -68,7 +68,7 @@ func (s *Set) manifestByDigest(ctx context.Context, c *cache, repo distribution.
 	if err != nil {
 		return "", err
 	}
-	if ok, err := ms.Exists(ctx, d); err == nil && ok {
+	if s.exists(ctx, ms, d) {
 		s.state.pulled(ctx, c.pulledEvery(), name, d)
 		return Hit, nil
 	}

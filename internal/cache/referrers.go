@@ -50,7 +50,7 @@ func (s *Set) Referrers(ctx context.Context, name string, d digest.Digest) {
 	if err != nil {
 		return
 	}
-	if ok, err := ms.Exists(ctx, d); err != nil || !ok {
+	if !s.exists(ctx, ms, d) {
 		return
 	}
 	_, _ = s.flight(ctx, "referrers "+name+"@"+d.String(), func(ctx context.Context) (Result, error) {
@@ -155,7 +155,7 @@ func (s *Set) copyReferrer(ctx context.Context, c *cache, repo distribution.Repo
 	if err != nil {
 		return distribution.Descriptor{}, err
 	}
-	existed, _ := ms.Exists(ctx, d)
+	existed := s.exists(ctx, ms, d)
 	desc, err := s.storeManifest(ctx, c, repo, name, d.String())
 	if err != nil {
 		return desc, err
