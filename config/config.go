@@ -49,6 +49,10 @@ type Config struct {
 	// Cache lists the pull-through caches: namespaces filled on demand
 	// from a remote.
 	Cache []Cache `yaml:"cache"`
+	// GC configures garbage collection.
+	GC GC `yaml:"gc"`
+	// Retention deletes tags by policy.
+	Retention Retention `yaml:"retention"`
 }
 
 // HTTP configures the listener and server.
@@ -238,6 +242,7 @@ func (c *Config) Provision() {
 	c.Admission.Provision()
 	c.Scan.Provision()
 	provisionRemotes(c.Remotes, c.Cache)
+	c.GC.provision()
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -373,6 +378,8 @@ func (c *Config) Validate() error {
 	c.Admission.validate(bad)
 	c.Scan.validate(bad)
 	validateRemotes(bad, c.Remotes, c.Cache, c.HTTP.Addr)
+	c.GC.validate(bad)
+	c.Retention.validate(bad)
 	for i, p := range c.Scan.Policies {
 		if p.Mode == "quarantine" && !c.Auth.Enabled {
 			bad(fmt.Sprintf("scan.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher")
