@@ -6,8 +6,8 @@ import (
 	"errors"
 	"net/http"
 
-	dauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	dauth "github.com/distribution/distribution/v3/registry/auth"
 
 	"github.com/portcullis/portcullis/internal/gc"
 )

@@ -56,7 +56,7 @@ func (c *contents) get(ctx context.Context, d digest.Digest) (refs, error) {
 // layers and blobs, and its subject.
 func parseRefs(b []byte) refs {
 	var m struct {
-		Config    *struct{ Digest digest.Digest } `json:"config"`
+		Config    *struct{ Digest digest.Digest }  `json:"config"`
 		Layers    []struct{ Digest digest.Digest } `json:"layers"`
 		Blobs     []struct{ Digest digest.Digest } `json:"blobs"`
 		Manifests []struct{ Digest digest.Digest } `json:"manifests"`

@@ -126,4 +126,3 @@ func (p *retentionPolicy) unkept(candidates []*tagState, lastUse func(*tagState)
 	}
 	return out
 }
-
