@@ -14,87 +14,89 @@ import (
 )
 
 func TestCollectKeepsTaggedAndFreesTheRest(t *testing.T) {
-	s := newStore(t)
-	base := s.blob("app", "base layer")
-	old := s.blob("app", "layer only the old image has")
-	v1 := s.image("app", "v1", base, old)
-	v2 := s.image("app", "v2", base, s.blob("app", "layer of v2"))
-	s.tag("app", "v2", v2)
-	orphan := s.blob("other", "uploaded, never used")
-	rep := s.collect(s.collector(Options{DeleteUntagged: true}), false)
+	backends(t, func(t *testing.T, s *store) {
+		base := s.blob("app", "base layer")
+		old := s.blob("app", "layer only the old image has")
+		v1 := s.image("app", "v1", base, old)
+		v2 := s.image("app", "v2", base, s.blob("app", "layer of v2"))
+		s.tag("app", "v2", v2)
+		orphan := s.blob("other", "uploaded, never used")
+		rep := s.collect(s.collector(Options{DeleteUntagged: true}), false)
 
-	if s.hasManifest("app", v1) || s.hasBlob(v1) {
-		t.Error("the untagged manifest is still there")
-	}
-	if s.hasBlob(old) || s.exists(path.Join(layerDir("app", old), "link")) {
-		t.Error("the layer only the untagged image used is still there, or its link")
-	}
-	if s.hasBlob(orphan) {
-		t.Error("a blob no manifest uses is still there")
-	}
-	if !s.hasManifest("app", v2) || !s.hasBlob(v2) || !s.hasBlob(base) || !s.hasTag("app", "v2") {
-		t.Error("the tagged image or its shared base layer was deleted")
-	}
-	if rep.Manifests.Deleted != 1 || rep.Blobs.Deleted != 4 || rep.BytesReclaimed == 0 {
-		t.Errorf("report: manifests deleted %d (want 1), blobs deleted %d (want 4: manifest, config, layer, orphan), bytes %d",
-			rep.Manifests.Deleted, rep.Blobs.Deleted, rep.BytesReclaimed)
-	}
+		if s.hasManifest("app", v1) || s.hasBlob(v1) {
+			t.Error("the untagged manifest is still there")
+		}
+		if s.hasBlob(old) || s.exists(path.Join(layerDir("app", old), "link")) {
+			t.Error("the layer only the untagged image used is still there, or its link")
+		}
+		if s.hasBlob(orphan) {
+			t.Error("a blob no manifest uses is still there")
+		}
+		if !s.hasManifest("app", v2) || !s.hasBlob(v2) || !s.hasBlob(base) || !s.hasTag("app", "v2") {
+			t.Error("the tagged image or its shared base layer was deleted")
+		}
+		if rep.Manifests.Deleted != 1 || rep.Blobs.Deleted != 4 || rep.BytesReclaimed == 0 {
+			t.Errorf("report: manifests deleted %d (want 1), blobs deleted %d (want 4: manifest, config, layer, orphan), bytes %d",
+				rep.Manifests.Deleted, rep.Blobs.Deleted, rep.BytesReclaimed)
+		}
+	})
 }
 
 func TestCollectFollowsIndexesAndReferrers(t *testing.T) {
-	s := newStore(t)
-	amd := s.image("app", "amd64", s.blob("app", "amd64 layer"))
-	arm := s.image("app", "arm64", s.blob("app", "arm64 layer"))
-	ix := s.index("app", amd, arm)
-	s.tag("app", "latest", ix)
-	sig := s.referrer("app", "signature", ix)
-	sbom := s.referrer("app", "sbom", ix)
-	sbomSig := s.referrer("app", "sbom-signature", sbom)
-	// cosign's tag for the index, and one for a subject in another
-	// repository (COSIGN_REPOSITORY).
-	cosignSig := s.image("app", "cosign sig", s.blob("app", "cosign payload"))
-	s.tag("app", "sha256-"+ix.Encoded()+".sig", cosignSig)
-	elsewhere := s.image("app", "cosign sig elsewhere", s.blob("app", "cosign payload 2"))
-	s.tag("app", "sha256-"+digest.FromString("not here").Encoded()+".sig", elsewhere)
+	backends(t, func(t *testing.T, s *store) {
+		amd := s.image("app", "amd64", s.blob("app", "amd64 layer"))
+		arm := s.image("app", "arm64", s.blob("app", "arm64 layer"))
+		ix := s.index("app", amd, arm)
+		s.tag("app", "latest", ix)
+		sig := s.referrer("app", "signature", ix)
+		sbom := s.referrer("app", "sbom", ix)
+		sbomSig := s.referrer("app", "sbom-signature", sbom)
+		// cosign's tag for the index, and one for a subject in another
+		// repository (COSIGN_REPOSITORY).
+		cosignSig := s.image("app", "cosign sig", s.blob("app", "cosign payload"))
+		s.tag("app", "sha256-"+ix.Encoded()+".sig", cosignSig)
+		elsewhere := s.image("app", "cosign sig elsewhere", s.blob("app", "cosign payload 2"))
+		s.tag("app", "sha256-"+digest.FromString("not here").Encoded()+".sig", elsewhere)
 
-	s.collect(s.collector(Options{DeleteUntagged: true}), false)
-	for name, d := range map[string]digest.Digest{"amd64 child": amd, "arm64 child": arm, "index": ix, "signature": sig,
-		"sbom": sbom, "signature of the sbom": sbomSig, "cosign signature": cosignSig, "cosign signature of a subject elsewhere": elsewhere} {
-		if !s.hasManifest("app", d) || !s.hasBlob(d) {
-			t.Errorf("%s of a tagged index was deleted", name)
+		s.collect(s.collector(Options{DeleteUntagged: true}), false)
+		for name, d := range map[string]digest.Digest{"amd64 child": amd, "arm64 child": arm, "index": ix, "signature": sig,
+			"sbom": sbom, "signature of the sbom": sbomSig, "cosign signature": cosignSig, "cosign signature of a subject elsewhere": elsewhere} {
+			if !s.hasManifest("app", d) || !s.hasBlob(d) {
+				t.Errorf("%s of a tagged index was deleted", name)
+			}
 		}
-	}
 
-	// Untag the index: everything that hung on it goes, except the
-	// signature whose subject lives elsewhere.
-	if err := s.d.Delete(context.Background(), tagDir("app", "latest")); err != nil {
-		t.Fatal(err)
-	}
-	rep := s.collect(s.collector(Options{DeleteUntagged: true}), false)
-	for name, d := range map[string]digest.Digest{"amd64 child": amd, "index": ix, "signature": sig, "sbom": sbom,
-		"signature of the sbom": sbomSig, "cosign signature": cosignSig} {
-		if s.hasManifest("app", d) || s.hasBlob(d) {
-			t.Errorf("%s of a deleted index is still there", name)
+		// Untag the index: everything that hung on it goes, except the
+		// signature whose subject lives elsewhere.
+		if err := s.d.Delete(context.Background(), tagDir("app", "latest")); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if s.hasTag("app", "sha256-"+ix.Encoded()+".sig") {
-		t.Error("cosign's tag for a deleted subject is still there")
-	}
-	if !s.hasManifest("app", elsewhere) {
-		t.Error("a cosign signature of a subject in another repository was deleted")
-	}
-	if s.exists(referrerSubjectDir("app", ix)) || s.exists(referrerSubjectDir("app", sbom)) {
-		t.Error("the referrers index still lists referrers of deleted subjects")
-	}
-	reasons := map[digest.Digest]string{}
-	for _, d := range rep.Deleted {
-		if d.Kind == "manifest" {
-			reasons[d.Digest] = d.Reason
+		rep := s.collect(s.collector(Options{DeleteUntagged: true}), false)
+		for name, d := range map[string]digest.Digest{"amd64 child": amd, "index": ix, "signature": sig, "sbom": sbom,
+			"signature of the sbom": sbomSig, "cosign signature": cosignSig} {
+			if s.hasManifest("app", d) || s.hasBlob(d) {
+				t.Errorf("%s of a deleted index is still there", name)
+			}
 		}
-	}
-	if reasons[sig] != ReasonSubjectDeleted || reasons[ix] != ReasonUntagged {
-		t.Errorf("reasons: signature %q, index %q", reasons[sig], reasons[ix])
-	}
+		if s.hasTag("app", "sha256-"+ix.Encoded()+".sig") {
+			t.Error("cosign's tag for a deleted subject is still there")
+		}
+		if !s.hasManifest("app", elsewhere) {
+			t.Error("a cosign signature of a subject in another repository was deleted")
+		}
+		if s.exists(referrerSubjectDir("app", ix)) || s.exists(referrerSubjectDir("app", sbom)) {
+			t.Error("the referrers index still lists referrers of deleted subjects")
+		}
+		reasons := map[digest.Digest]string{}
+		for _, d := range rep.Deleted {
+			if d.Kind == "manifest" {
+				reasons[d.Digest] = d.Reason
+			}
+		}
+		if reasons[sig] != ReasonSubjectDeleted || reasons[ix] != ReasonUntagged {
+			t.Errorf("reasons: signature %q, index %q", reasons[sig], reasons[ix])
+		}
+	})
 }
 
 func TestReferrerMissingFromTheIndexStillLives(t *testing.T) {
@@ -130,27 +132,28 @@ func TestGraceAndDeleteUntagged(t *testing.T) {
 }
 
 func TestDryRunListsWhatTheRunDeletes(t *testing.T) {
-	s := newStore(t)
-	for i := range 5 {
-		d := s.image("app", fmt.Sprint(i), s.blob("app", fmt.Sprint("layer ", i)), s.blob("app", "shared"))
-		if i%2 == 0 {
-			s.tag("app", fmt.Sprint("t", i), d)
+	backends(t, func(t *testing.T, s *store) {
+		for i := range 5 {
+			d := s.image("app", fmt.Sprint(i), s.blob("app", fmt.Sprint("layer ", i)), s.blob("app", "shared"))
+			if i%2 == 0 {
+				s.tag("app", fmt.Sprint("t", i), d)
+			}
 		}
-	}
-	s.referrer("app", "sig of untagged", s.image("app", "untagged", s.blob("app", "u")))
-	before := s.count(blobsRoot)
-	c := s.collector(Options{DeleteUntagged: true})
-	dry := s.collect(c, true)
-	if s.count(blobsRoot) != before {
-		t.Fatal("the dry run deleted blobs")
-	}
-	real := s.collect(c, false)
-	if len(dry.Deleted) == 0 || fmt.Sprint(deletedSet(dry)) != fmt.Sprint(deletedSet(real)) {
-		t.Errorf("dry run listed\n%v\nthe run deleted\n%v", deletedSet(dry), deletedSet(real))
-	}
-	if dry.BytesReclaimed != real.BytesReclaimed {
-		t.Errorf("bytes: dry run %d, run %d", dry.BytesReclaimed, real.BytesReclaimed)
-	}
+		s.referrer("app", "sig of untagged", s.image("app", "untagged", s.blob("app", "u")))
+		before := s.count(blobsRoot)
+		c := s.collector(Options{DeleteUntagged: true})
+		dry := s.collect(c, true)
+		if s.count(blobsRoot) != before {
+			t.Fatal("the dry run deleted blobs")
+		}
+		real := s.collect(c, false)
+		if len(dry.Deleted) == 0 || fmt.Sprint(deletedSet(dry)) != fmt.Sprint(deletedSet(real)) {
+			t.Errorf("dry run listed\n%v\nthe run deleted\n%v", deletedSet(dry), deletedSet(real))
+		}
+		if dry.BytesReclaimed != real.BytesReclaimed {
+			t.Errorf("bytes: dry run %d, run %d", dry.BytesReclaimed, real.BytesReclaimed)
+		}
+	})
 }
 
 func (s *store) count(root string) int {

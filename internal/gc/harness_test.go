@@ -14,6 +14,9 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/portcullis/portcullis/storage"
+	"github.com/portcullis/portcullis/storage/miniotest"
 )
 
 // store writes content in distribution's layout, as the registry core
@@ -25,6 +28,21 @@ type store struct {
 
 func newStore(t *testing.T) *store {
 	return &store{t: t, d: inmemory.New()}
+}
+
+// backends runs f on the in-memory driver (deletes one tree at a time) and
+// on a real MinIO through our S3 driver (deletes files in batches).
+func backends(t *testing.T, f func(t *testing.T, s *store)) {
+	t.Run("inmemory", func(t *testing.T) { f(t, newStore(t)) })
+	t.Run("minio", func(t *testing.T) {
+		srv := miniotest.Start(t)
+		d, err := storage.New(t.Context(), storage.Options{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey,
+			SecretKey: srv.SecretKey, Bucket: srv.NewBucket(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(t, &store{t: t, d: d})
+	})
 }
 
 func (s *store) put(p string, b []byte) {
