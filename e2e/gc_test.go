@@ -84,6 +84,18 @@ func gcE2EStart(t *testing.T, backend, extra string) *gcE2EStore {
 	return s
 }
 
+// gcE2EEach runs fn in a parallel subtest per backend, on a registry
+// started with extra appended to its configuration.
+func gcE2EEach(t *testing.T, extra string, fn func(t *testing.T, s *gcE2EStore)) {
+	t.Helper()
+	for _, b := range gcE2EBackends {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			fn(t, gcE2EStart(t, b, extra))
+		})
+	}
+}
+
 // configWithGrace writes the registry's configuration with another grace
 // period and returns the file's path.
 func (s *gcE2EStore) configWithGrace(t *testing.T, grace string) string {
@@ -479,101 +491,97 @@ func TestGCE2EReferrers(t *testing.T) {
 	t.Parallel()
 	crane, oras := tool(t, "crane"), tool(t, "oras")
 	key, pub := cosignKeys(t)
-	for _, b := range gcE2EBackends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			s := gcE2EStart(t, b, "")
-			h, repo := s.reg.Addr, "signed/app"
-			empty := s.blobs(t)
+	gcE2EEach(t, "", func(t *testing.T, s *gcE2EStore) {
+		h, repo := s.reg.Addr, "signed/app"
+		empty := s.blobs(t)
 
-			d, _ := gcE2EPush(t, nil, crane, h+"/"+repo, "v1")
-			ref := h + "/" + repo + "@" + d
-			cosignSign(t, nil, key, ref)
-			cosignSign(t, nil, key, ref, "--new-bundle-format=false")
-			sigTag := "sha256-" + strings.TrimPrefix(d, "sha256:") + ".sig"
-			work := t.TempDir()
-			writeFile(t, filepath.Join(work, "sbom.json"), `{"spdxVersion":"SPDX-2.3","name":"gc-e2e"}`)
-			runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", ref, "sbom.json")
-			var sbom, sig string
-			for _, r := range s.referrers(t, repo, d) {
-				switch {
-				case r.ArtifactType == "application/spdx+json":
-					sbom = r.Digest
-				case strings.Contains(r.ArtifactType, "sigstore"):
-					sig = r.Digest
-				}
+		d, _ := gcE2EPush(t, nil, crane, h+"/"+repo, "v1")
+		ref := h + "/" + repo + "@" + d
+		cosignSign(t, nil, key, ref)
+		cosignSign(t, nil, key, ref, "--new-bundle-format=false")
+		sigTag := "sha256-" + strings.TrimPrefix(d, "sha256:") + ".sig"
+		work := t.TempDir()
+		writeFile(t, filepath.Join(work, "sbom.json"), `{"spdxVersion":"SPDX-2.3","name":"gc-e2e"}`)
+		runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", ref, "sbom.json")
+		var sbom, sig string
+		for _, r := range s.referrers(t, repo, d) {
+			switch {
+			case r.ArtifactType == "application/spdx+json":
+				sbom = r.Digest
+			case strings.Contains(r.ArtifactType, "sigstore"):
+				sig = r.Digest
 			}
-			if sbom == "" || sig == "" {
-				t.Fatalf("referrers of the image: %+v, want an SBOM and a cosign bundle", s.referrers(t, repo, d))
-			}
-			cosignSign(t, nil, key, h+"/"+repo+"@"+sbom)
-			sbomRefs := s.referrers(t, repo, sbom)
-			if len(sbomRefs) != 1 {
-				t.Fatalf("referrers of the SBOM: %+v, want its signature", sbomRefs)
-			}
-			sbomSig := sbomRefs[0].Digest
-			pushed := s.blobs(t)
+		}
+		if sbom == "" || sig == "" {
+			t.Fatalf("referrers of the image: %+v, want an SBOM and a cosign bundle", s.referrers(t, repo, d))
+		}
+		cosignSign(t, nil, key, h+"/"+repo+"@"+sbom)
+		sbomRefs := s.referrers(t, repo, sbom)
+		if len(sbomRefs) != 1 {
+			t.Fatalf("referrers of the SBOM: %+v, want its signature", sbomRefs)
+		}
+		sbomSig := sbomRefs[0].Digest
+		pushed := s.blobs(t)
 
-			first := s.gc(t, s.config)
-			if first.Tags.Deleted+first.Manifests.Deleted+first.Blobs.Deleted != 0 {
-				t.Errorf("collection with everything tagged deleted: %s", strings.Join(first.keys(), "\n"))
+		first := s.gc(t, s.config)
+		if first.Tags.Deleted+first.Manifests.Deleted+first.Blobs.Deleted != 0 {
+			t.Errorf("collection with everything tagged deleted: %s", strings.Join(first.keys(), "\n"))
+		}
+		if diff := cmp.Diff(gcE2EKeys(pushed), gcE2EKeys(s.blobs(t))); diff != "" {
+			t.Errorf("blobs changed by a collection with everything tagged (-before +after):\n%s", diff)
+		}
+		for _, r := range []string{ref, h + "/" + repo + "@" + sbom} {
+			if out, err := cosignVerify(t, nil, pub, r); err != nil {
+				t.Errorf("cosign verify %s after the collection: %v\n%s", r, err, out)
 			}
-			if diff := cmp.Diff(gcE2EKeys(pushed), gcE2EKeys(s.blobs(t))); diff != "" {
-				t.Errorf("blobs changed by a collection with everything tagged (-before +after):\n%s", diff)
+		}
+		got := s.referrers(t, repo, d)
+		for _, want := range []string{sbom, sig} {
+			if !slices.ContainsFunc(got, func(r gcE2EReferrer) bool { return r.Digest == want }) {
+				t.Errorf("referrers of the image after the collection lack %s: %+v", want, got)
 			}
-			for _, r := range []string{ref, h + "/" + repo + "@" + sbom} {
-				if out, err := cosignVerify(t, nil, pub, r); err != nil {
-					t.Errorf("cosign verify %s after the collection: %v\n%s", r, err, out)
-				}
-			}
-			got := s.referrers(t, repo, d)
-			for _, want := range []string{sbom, sig} {
-				if !slices.ContainsFunc(got, func(r gcE2EReferrer) bool { return r.Digest == want }) {
-					t.Errorf("referrers of the image after the collection lack %s: %+v", want, got)
-				}
-			}
-			if got := s.referrers(t, repo, sbom); len(got) != 1 || got[0].Digest != sbomSig {
-				t.Errorf("referrers of the SBOM after the collection: %+v, want %s", got, sbomSig)
-			}
-			s.wantStatus(t, http.StatusOK, "", "legacy signature tag", gcE2EManifestPaths(repo, sigTag)...)
+		}
+		if got := s.referrers(t, repo, sbom); len(got) != 1 || got[0].Digest != sbomSig {
+			t.Errorf("referrers of the SBOM after the collection: %+v, want %s", got, sbomSig)
+		}
+		s.wantStatus(t, http.StatusOK, "", "legacy signature tag", gcE2EManifestPaths(repo, sigTag)...)
 
-			run(t, nil, crane, "delete", "--insecure", h+"/"+repo+":v1")
-			second := s.gc(t, s.config)
-			if diff := cmp.Diff(gcE2EKeys(empty), gcE2EKeys(s.blobs(t))); diff != "" {
-				t.Errorf("blobs left after the image's tag was deleted (-want +got):\n%s", diff)
+		run(t, nil, crane, "delete", "--insecure", h+"/"+repo+":v1")
+		second := s.gc(t, s.config)
+		if diff := cmp.Diff(gcE2EKeys(empty), gcE2EKeys(s.blobs(t))); diff != "" {
+			t.Errorf("blobs left after the image's tag was deleted (-want +got):\n%s", diff)
+		}
+		var gone []string
+		for b := range pushed {
+			if _, ok := empty[b]; !ok {
+				gone = append(gone, b)
 			}
-			var gone []string
-			for b := range pushed {
-				if _, ok := empty[b]; !ok {
-					gone = append(gone, b)
-				}
+		}
+		s.wantStatus(t, http.StatusNotFound, "", "blob of a deleted image", gcE2EBlobPaths(repo, gone...)...)
+		s.wantStatus(t, http.StatusNotFound, "", "manifest of a deleted image", gcE2EManifestPaths(repo, d, sig, sbom, sbomSig, sigTag)...)
+		if got := s.referrers(t, repo, d); len(got) != 0 {
+			t.Errorf("referrers of the deleted image: %+v", got)
+		}
+		for _, c := range []struct{ digest, reason string }{
+			{d, "untagged"}, {sig, "subject deleted"}, {sbom, "subject deleted"}, {sbomSig, "subject deleted"},
+		} {
+			e, ok := second.find("manifest", repo, c.digest)
+			if !ok {
+				t.Errorf("report lacks manifest %s:\n%s", c.digest, strings.Join(second.keys(), "\n"))
+			} else if e.Reason != c.reason {
+				t.Errorf("manifest %s deleted for %q, want %q", c.digest, e.Reason, c.reason)
 			}
-			s.wantStatus(t, http.StatusNotFound, "", "blob of a deleted image", gcE2EBlobPaths(repo, gone...)...)
-			s.wantStatus(t, http.StatusNotFound, "", "manifest of a deleted image", gcE2EManifestPaths(repo, d, sig, sbom, sbomSig, sigTag)...)
-			if got := s.referrers(t, repo, d); len(got) != 0 {
-				t.Errorf("referrers of the deleted image: %+v", got)
-			}
-			for _, c := range []struct{ digest, reason string }{
-				{d, "untagged"}, {sig, "subject deleted"}, {sbom, "subject deleted"}, {sbomSig, "subject deleted"},
-			} {
-				e, ok := second.find("manifest", repo, c.digest)
-				if !ok {
-					t.Errorf("report lacks manifest %s:\n%s", c.digest, strings.Join(second.keys(), "\n"))
-				} else if e.Reason != c.reason {
-					t.Errorf("manifest %s deleted for %q, want %q", c.digest, e.Reason, c.reason)
-				}
-			}
-			if _, ok := second.find("tag", repo, sigTag); !ok {
-				t.Errorf("report lacks the legacy signature tag %s:\n%s", sigTag, strings.Join(second.keys(), "\n"))
-			}
+		}
+		if _, ok := second.find("tag", repo, sigTag); !ok {
+			t.Errorf("report lacks the legacy signature tag %s:\n%s", sigTag, strings.Join(second.keys(), "\n"))
+		}
 
-			status, runs := gcE2ERuns(t, s.reg, "")
-			if status != http.StatusOK {
-				t.Fatalf("GET /api/v1/gc/runs without auth: %d", status)
-			}
-			gcE2EWantRuns(t, runs, second, first)
-		})
-	}
+		status, runs := gcE2ERuns(t, s.reg, "")
+		if status != http.StatusOK {
+			t.Fatalf("GET /api/v1/gc/runs without auth: %d", status)
+		}
+		gcE2EWantRuns(t, runs, second, first)
+	})
 }
 
 // TestGCE2EIndexAndGrace: a tagged index keeps its children (untagged
@@ -582,41 +590,37 @@ func TestGCE2EReferrers(t *testing.T) {
 func TestGCE2EIndexAndGrace(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
-	for _, b := range gcE2EBackends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			s := gcE2EStart(t, b, "")
-			h, repo := s.reg.Addr, "multi/app"
-			c1, c1Blobs := gcE2EPush(t, nil, crane, h+"/"+repo, "")
-			c2, c2Blobs := gcE2EPush(t, nil, crane, h+"/"+repo, "")
-			run(t, nil, crane, "index", "append", "--insecure", "-m", h+"/"+repo+"@"+c1, "-m", h+"/"+repo+"@"+c2, "-t", h+"/"+repo+":v1")
-			idx := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/"+repo+":v1"))
-			u, uBlobs := gcE2EPush(t, nil, crane, h+"/"+repo, "")
+	gcE2EEach(t, "", func(t *testing.T, s *gcE2EStore) {
+		h, repo := s.reg.Addr, "multi/app"
+		c1, c1Blobs := gcE2EPush(t, nil, crane, h+"/"+repo, "")
+		c2, c2Blobs := gcE2EPush(t, nil, crane, h+"/"+repo, "")
+		run(t, nil, crane, "index", "append", "--insecure", "-m", h+"/"+repo+"@"+c1, "-m", h+"/"+repo+"@"+c2, "-t", h+"/"+repo+":v1")
+		idx := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/"+repo+":v1"))
+		u, uBlobs := gcE2EPush(t, nil, crane, h+"/"+repo, "")
 
-			young := s.gc(t, s.configWithGrace(t, "1h"))
-			if young.Manifests.Deleted+young.Blobs.Deleted != 0 {
-				t.Errorf("grace 1h deleted what was pushed just now:\n%s", strings.Join(young.keys(), "\n"))
-			}
-			s.wantStatus(t, http.StatusOK, "", "untagged manifest within the grace period", gcE2EManifestPaths(repo, u)...)
-			s.wantStatus(t, http.StatusOK, "", "blob of an untagged manifest within the grace period", gcE2EBlobPaths(repo, uBlobs...)...)
+		young := s.gc(t, s.configWithGrace(t, "1h"))
+		if young.Manifests.Deleted+young.Blobs.Deleted != 0 {
+			t.Errorf("grace 1h deleted what was pushed just now:\n%s", strings.Join(young.keys(), "\n"))
+		}
+		s.wantStatus(t, http.StatusOK, "", "untagged manifest within the grace period", gcE2EManifestPaths(repo, u)...)
+		s.wantStatus(t, http.StatusOK, "", "blob of an untagged manifest within the grace period", gcE2EBlobPaths(repo, uBlobs...)...)
 
-			old := s.gc(t, s.config)
-			s.wantStatus(t, http.StatusNotFound, "", "untagged manifest with grace 0s", gcE2EManifestPaths(repo, u)...)
-			s.wantStatus(t, http.StatusNotFound, "", "blob of an untagged manifest with grace 0s", gcE2EBlobPaths(repo, uBlobs...)...)
-			if e, ok := old.find("manifest", repo, u); !ok || e.Reason != "untagged" {
-				t.Errorf("report entry for the untagged manifest: %+v (found %v)", e, ok)
-			}
-			s.wantStatus(t, http.StatusOK, "", "tagged index and its children", gcE2EManifestPaths(repo, "v1", idx, c1, c2)...)
-			s.wantStatus(t, http.StatusOK, "", "blobs of an index's children", gcE2EBlobPaths(repo, append(c1Blobs, c2Blobs...)...)...)
-			for _, keep := range append([]string{idx, c1, c2}, append(c1Blobs, c2Blobs...)...) {
-				for _, e := range old.Deleted {
-					if e.Digest == keep {
-						t.Errorf("report deletes %s, which the tagged index holds", e.key())
-					}
+		old := s.gc(t, s.config)
+		s.wantStatus(t, http.StatusNotFound, "", "untagged manifest with grace 0s", gcE2EManifestPaths(repo, u)...)
+		s.wantStatus(t, http.StatusNotFound, "", "blob of an untagged manifest with grace 0s", gcE2EBlobPaths(repo, uBlobs...)...)
+		if e, ok := old.find("manifest", repo, u); !ok || e.Reason != "untagged" {
+			t.Errorf("report entry for the untagged manifest: %+v (found %v)", e, ok)
+		}
+		s.wantStatus(t, http.StatusOK, "", "tagged index and its children", gcE2EManifestPaths(repo, "v1", idx, c1, c2)...)
+		s.wantStatus(t, http.StatusOK, "", "blobs of an index's children", gcE2EBlobPaths(repo, append(c1Blobs, c2Blobs...)...)...)
+		for _, keep := range append([]string{idx, c1, c2}, append(c1Blobs, c2Blobs...)...) {
+			for _, e := range old.Deleted {
+				if e.Digest == keep {
+					t.Errorf("report deletes %s, which the tagged index holds", e.key())
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestGCE2EDryRun: a dry run lists exactly what the real run after it
@@ -624,78 +628,74 @@ func TestGCE2EIndexAndGrace(t *testing.T) {
 func TestGCE2EDryRun(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
-	for _, b := range gcE2EBackends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			s := gcE2EStart(t, b, "")
-			h, repo := s.reg.Addr, "dry/app"
-			keep, keepBlobs := gcE2EPush(t, nil, crane, h+"/"+repo, "keep")
-			untagged, _ := gcE2EPush(t, nil, crane, h+"/"+repo, "gone")
-			run(t, nil, crane, "delete", "--insecure", h+"/"+repo+":gone")
-			byDigest, _ := gcE2EPush(t, nil, crane, h+"/"+repo, "")
-			gcE2EAbandonUpload(t, s.reg, repo, 64<<10)
-			blobs, uploads := s.blobs(t), s.uploads(t)
-			if len(uploads) == 0 {
-				t.Fatal("the abandoned upload left nothing in the backend")
-			}
+	gcE2EEach(t, "", func(t *testing.T, s *gcE2EStore) {
+		h, repo := s.reg.Addr, "dry/app"
+		keep, keepBlobs := gcE2EPush(t, nil, crane, h+"/"+repo, "keep")
+		untagged, _ := gcE2EPush(t, nil, crane, h+"/"+repo, "gone")
+		run(t, nil, crane, "delete", "--insecure", h+"/"+repo+":gone")
+		byDigest, _ := gcE2EPush(t, nil, crane, h+"/"+repo, "")
+		gcE2EAbandonUpload(t, s.reg, repo, 64<<10)
+		blobs, uploads := s.blobs(t), s.uploads(t)
+		if len(uploads) == 0 {
+			t.Fatal("the abandoned upload left nothing in the backend")
+		}
 
-			dry := s.gc(t, s.config, "--dry-run")
-			if !dry.DryRun {
-				t.Error("dry run reports dryRun false")
-			}
-			if diff := cmp.Diff(gcE2EKeys(blobs), gcE2EKeys(s.blobs(t))); diff != "" {
-				t.Errorf("the dry run changed the blobs (-before +after):\n%s", diff)
-			}
-			if diff := cmp.Diff(uploads, s.uploads(t)); diff != "" {
-				t.Errorf("the dry run changed the uploads (-before +after):\n%s", diff)
-			}
-			s.wantStatus(t, http.StatusOK, "", "manifest after the dry run", gcE2EManifestPaths(repo, untagged, byDigest)...)
+		dry := s.gc(t, s.config, "--dry-run")
+		if !dry.DryRun {
+			t.Error("dry run reports dryRun false")
+		}
+		if diff := cmp.Diff(gcE2EKeys(blobs), gcE2EKeys(s.blobs(t))); diff != "" {
+			t.Errorf("the dry run changed the blobs (-before +after):\n%s", diff)
+		}
+		if diff := cmp.Diff(uploads, s.uploads(t)); diff != "" {
+			t.Errorf("the dry run changed the uploads (-before +after):\n%s", diff)
+		}
+		s.wantStatus(t, http.StatusOK, "", "manifest after the dry run", gcE2EManifestPaths(repo, untagged, byDigest)...)
 
-			sweep := s.gc(t, s.config)
-			if sweep.DryRun {
-				t.Error("real run reports dryRun true")
+		sweep := s.gc(t, s.config)
+		if sweep.DryRun {
+			t.Error("real run reports dryRun true")
+		}
+		if diff := cmp.Diff(dry.keys(), sweep.keys()); diff != "" {
+			t.Errorf("dry run and real run differ (-dry +real):\n%s", diff)
+		}
+		if dry.Tags != sweep.Tags || dry.Manifests != sweep.Manifests || dry.Blobs != sweep.Blobs || dry.Uploads != sweep.Uploads {
+			t.Errorf("counts: dry run %+v %+v %+v %+v, real run %+v %+v %+v %+v",
+				dry.Tags, dry.Manifests, dry.Blobs, dry.Uploads, sweep.Tags, sweep.Manifests, sweep.Blobs, sweep.Uploads)
+		}
+		for _, d := range []string{untagged, byDigest} {
+			if _, ok := sweep.find("manifest", repo, d); !ok {
+				t.Errorf("report lacks the untagged manifest %s", d)
 			}
-			if diff := cmp.Diff(dry.keys(), sweep.keys()); diff != "" {
-				t.Errorf("dry run and real run differ (-dry +real):\n%s", diff)
+		}
+		if sweep.Uploads.Deleted < 1 {
+			t.Errorf("report deletes %d uploads, want the abandoned one", sweep.Uploads.Deleted)
+		}
+		if left := s.uploads(t); len(left) != 0 {
+			t.Errorf("uploads left after the real run: %v", left)
+		}
+		// What left the backend is what the report lists: its blobs,
+		// and the manifests (which distribution stores as blobs).
+		after := s.blobs(t)
+		listed := map[string]string{}
+		for _, e := range sweep.Deleted {
+			if e.Kind == "blob" || e.Kind == "manifest" {
+				listed[e.Digest] = e.Kind
 			}
-			if dry.Tags != sweep.Tags || dry.Manifests != sweep.Manifests || dry.Blobs != sweep.Blobs || dry.Uploads != sweep.Uploads {
-				t.Errorf("counts: dry run %+v %+v %+v %+v, real run %+v %+v %+v %+v",
-					dry.Tags, dry.Manifests, dry.Blobs, dry.Uploads, sweep.Tags, sweep.Manifests, sweep.Blobs, sweep.Uploads)
+		}
+		for d := range blobs {
+			if _, ok := after[d]; !ok && listed[d] == "" {
+				t.Errorf("blob %s left the backend without a report entry", d)
 			}
-			for _, d := range []string{untagged, byDigest} {
-				if _, ok := sweep.find("manifest", repo, d); !ok {
-					t.Errorf("report lacks the untagged manifest %s", d)
-				}
+		}
+		for d, kind := range listed {
+			if _, ok := after[d]; ok && kind == "blob" {
+				t.Errorf("report deletes blob %s, still in the backend", d)
 			}
-			if sweep.Uploads.Deleted < 1 {
-				t.Errorf("report deletes %d uploads, want the abandoned one", sweep.Uploads.Deleted)
-			}
-			if left := s.uploads(t); len(left) != 0 {
-				t.Errorf("uploads left after the real run: %v", left)
-			}
-			// What left the backend is what the report lists: its blobs,
-			// and the manifests (which distribution stores as blobs).
-			after := s.blobs(t)
-			listed := map[string]string{}
-			for _, e := range sweep.Deleted {
-				if e.Kind == "blob" || e.Kind == "manifest" {
-					listed[e.Digest] = e.Kind
-				}
-			}
-			for d := range blobs {
-				if _, ok := after[d]; !ok && listed[d] == "" {
-					t.Errorf("blob %s left the backend without a report entry", d)
-				}
-			}
-			for d, kind := range listed {
-				if _, ok := after[d]; ok && kind == "blob" {
-					t.Errorf("report deletes blob %s, still in the backend", d)
-				}
-			}
-			s.wantStatus(t, http.StatusOK, "", "tagged image", gcE2EManifestPaths(repo, "keep", keep)...)
-			s.wantStatus(t, http.StatusOK, "", "tagged image's blobs", gcE2EBlobPaths(repo, keepBlobs...)...)
-		})
-	}
+		}
+		s.wantStatus(t, http.StatusOK, "", "tagged image", gcE2EManifestPaths(repo, "keep", keep)...)
+		s.wantStatus(t, http.StatusOK, "", "tagged image's blobs", gcE2EBlobPaths(repo, keepBlobs...)...)
+	})
 }
 
 // TestGCE2ERetention: a policy keeping v* and the 20 most recently pushed
@@ -705,10 +705,7 @@ func TestGCE2EDryRun(t *testing.T) {
 func TestGCE2ERetention(t *testing.T) {
 	t.Parallel()
 	crane := tool(t, "crane")
-	for _, b := range gcE2EBackends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			extra := usersAliceAndBob(t, `    - name: alice-all
+	extra := usersAliceAndBob(t, `    - name: alice-all
       subjects: [user:alice]
       repositories: ["**"]
       actions: [pull, push, delete]
@@ -730,111 +727,92 @@ retention:
         - tags: ["**"]
           mostRecentlyPushed: 20
 `
-			s := gcE2EStart(t, b, extra)
-			h, repo := s.reg.Addr, "ci/app"
-			env := []string{"DOCKER_CONFIG=" + t.TempDir()}
-			run(t, env, crane, "auth", "login", "--insecure", h, "-u", "alice", "-p", "alice-pw")
+	gcE2EEach(t, extra, func(t *testing.T, s *gcE2EStore) {
+		h, repo := s.reg.Addr, "ci/app"
+		env := []string{"DOCKER_CONFIG=" + t.TempDir()}
+		run(t, env, crane, "auth", "login", "--insecure", h, "-u", "alice", "-p", "alice-pw")
 
-			digests := map[string]string{}
-			push := func(tag string) { digests[tag], _ = gcE2EPush(t, env, crane, h+"/"+repo, tag) }
-			push("v1.0")
-			push("v1.1")
-			for i := 1; i <= 10; i++ {
-				push(fmt.Sprintf("build-%d", i))
+		digests := map[string]string{}
+		push := func(tag string) { digests[tag], _ = gcE2EPush(t, env, crane, h+"/"+repo, tag) }
+		push("v1.0")
+		push("v1.1")
+		for i := 1; i <= 10; i++ {
+			push(fmt.Sprintf("build-%d", i))
+		}
+		// The older builds are older by at least a second: object
+		// stores keep times to the second.
+		time.Sleep(1100 * time.Millisecond)
+		for i := 11; i <= 30; i++ {
+			push(fmt.Sprintf("build-%d", i))
+		}
+		other, _ := gcE2EPush(t, env, crane, h+"/other/app", "old")
+
+		dry := s.gc(t, s.config, "--dry-run")
+		sweep := s.gc(t, s.config)
+
+		want := []string{"build-1", "v1.0", "v1.1"}
+		var wantDeleted []string
+		for i := 2; i <= 30; i++ {
+			tag := fmt.Sprintf("build-%d", i)
+			if i <= 10 {
+				wantDeleted = append(wantDeleted, tag)
+			} else {
+				want = append(want, tag)
 			}
-			// The older builds are older by at least a second: object
-			// stores keep times to the second.
-			time.Sleep(1100 * time.Millisecond)
-			for i := 11; i <= 30; i++ {
-				push(fmt.Sprintf("build-%d", i))
-			}
-			other, _ := gcE2EPush(t, env, crane, h+"/other/app", "old")
-
-			dry := s.gc(t, s.config, "--dry-run")
-			sweep := s.gc(t, s.config)
-
-			want := []string{"build-1", "v1.0", "v1.1"}
-			var wantDeleted []string
-			for i := 2; i <= 30; i++ {
-				tag := fmt.Sprintf("build-%d", i)
-				if i <= 10 {
-					wantDeleted = append(wantDeleted, tag)
-				} else {
-					want = append(want, tag)
+		}
+		got := strings.Fields(run(t, env, crane, "ls", "--insecure", h+"/"+repo))
+		sort.Strings(got)
+		sort.Strings(want)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("tags after retention (-want +got):\n%s", diff)
+		}
+		var deletedTags []string
+		for _, e := range sweep.Deleted {
+			if e.Kind == "tag" {
+				deletedTags = append(deletedTags, e.Repository+":"+e.Tag)
+				if e.Reason != "retention: not kept by any rule" {
+					t.Errorf("tag %s deleted for %q", e.Tag, e.Reason)
 				}
 			}
-			got := strings.Fields(run(t, env, crane, "ls", "--insecure", h+"/"+repo))
-			sort.Strings(got)
-			sort.Strings(want)
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("tags after retention (-want +got):\n%s", diff)
-			}
-			var deletedTags []string
-			for _, e := range sweep.Deleted {
-				if e.Kind == "tag" {
-					deletedTags = append(deletedTags, e.Repository+":"+e.Tag)
-					if e.Reason != "retention: not kept by any rule" {
-						t.Errorf("tag %s deleted for %q", e.Tag, e.Reason)
-					}
-				}
-			}
-			sort.Strings(deletedTags)
-			var wantTags []string
-			for _, tag := range wantDeleted {
-				wantTags = append(wantTags, repo+":"+tag)
-			}
-			sort.Strings(wantTags)
-			if diff := cmp.Diff(wantTags, deletedTags); diff != "" {
-				t.Errorf("tags the report deletes (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(dry.keys(), sweep.keys()); diff != "" {
-				t.Errorf("dry run and real run differ (-dry +real):\n%s", diff)
-			}
+		}
+		sort.Strings(deletedTags)
+		var wantTags []string
+		for _, tag := range wantDeleted {
+			wantTags = append(wantTags, repo+":"+tag)
+		}
+		sort.Strings(wantTags)
+		if diff := cmp.Diff(wantTags, deletedTags); diff != "" {
+			t.Errorf("tags the report deletes (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(dry.keys(), sweep.keys()); diff != "" {
+			t.Errorf("dry run and real run differ (-dry +real):\n%s", diff)
+		}
 
-			tok := bearer(t, s.reg.URL(), "alice", "alice-pw", "repository:"+repo+":pull")
-			for _, tag := range wantDeleted {
-				s.wantStatus(t, http.StatusNotFound, tok, "manifest of "+tag, gcE2EManifestPaths(repo, digests[tag])...)
-				if _, ok := sweep.find("manifest", repo, digests[tag]); !ok {
-					t.Errorf("report lacks the manifest of %s", tag)
-				}
+		tok := bearer(t, s.reg.URL(), "alice", "alice-pw", "repository:"+repo+":pull")
+		for _, tag := range wantDeleted {
+			s.wantStatus(t, http.StatusNotFound, tok, "manifest of "+tag, gcE2EManifestPaths(repo, digests[tag])...)
+			if _, ok := sweep.find("manifest", repo, digests[tag]); !ok {
+				t.Errorf("report lacks the manifest of %s", tag)
 			}
-			for _, tag := range want {
-				s.wantStatus(t, http.StatusOK, tok, "kept tag", gcE2EManifestPaths(repo, tag, digests[tag])...)
-			}
-			otherTok := bearer(t, s.reg.URL(), "alice", "alice-pw", "repository:other/app:pull")
-			s.wantStatus(t, http.StatusOK, otherTok, "repository no policy matches", gcE2EManifestPaths("other/app", "old", other)...)
+		}
+		for _, tag := range want {
+			s.wantStatus(t, http.StatusOK, tok, "kept tag", gcE2EManifestPaths(repo, tag, digests[tag])...)
+		}
+		otherTok := bearer(t, s.reg.URL(), "alice", "alice-pw", "repository:other/app:pull")
+		s.wantStatus(t, http.StatusOK, otherTok, "repository no policy matches", gcE2EManifestPaths("other/app", "old", other)...)
 
-			if status, _ := gcE2ERuns(t, s.reg, ""); status != http.StatusUnauthorized {
-				t.Errorf("GET /api/v1/gc/runs anonymously: %d, want 401", status)
-			}
-			if status, _ := gcE2ERuns(t, s.reg, gcE2EToken(t, s.reg, "bob", "bob-pw")); status == http.StatusOK {
-				t.Error("GET /api/v1/gc/runs as bob, who may not read the catalog: 200")
-			}
-			status, runs := gcE2ERuns(t, s.reg, gcE2EToken(t, s.reg, "alice", "alice-pw"))
-			if status != http.StatusOK {
-				t.Fatalf("GET /api/v1/gc/runs as alice, who may read the catalog: %d", status)
-			}
-			gcE2EWantRuns(t, runs, sweep, dry)
-		})
-	}
-}
-
-// gcE2EToken asks the token service for the catalog scope as user; a
-// refused request yields "" (a request without a token).
-func gcE2EToken(t *testing.T, reg *Registry, user, pw string) string {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/token?service=portcullis&scope=registry:catalog:*", nil)
-	req.SetBasicAuth(user, pw)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok struct{ Token string }
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&tok) != nil {
-		return ""
-	}
-	return tok.Token
+		if status, _ := gcE2ERuns(t, s.reg, ""); status != http.StatusUnauthorized {
+			t.Errorf("GET /api/v1/gc/runs anonymously: %d, want 401", status)
+		}
+		if status, _ := gcE2ERuns(t, s.reg, bearer(t, s.reg.URL(), "bob", "bob-pw", "registry:catalog:*")); status == http.StatusOK {
+			t.Error("GET /api/v1/gc/runs as bob, who may not read the catalog: 200")
+		}
+		status, runs := gcE2ERuns(t, s.reg, bearer(t, s.reg.URL(), "alice", "alice-pw", "registry:catalog:*"))
+		if status != http.StatusOK {
+			t.Fatalf("GET /api/v1/gc/runs as alice, who may read the catalog: %d", status)
+		}
+		gcE2EWantRuns(t, runs, sweep, dry)
+	})
 }
 
 // gcE2ELayerSize is the size of each of the space test's layers.
@@ -868,46 +846,42 @@ func TestGCE2ESpace(t *testing.T) {
 	}
 	const total = images * gcE2ELayerSize
 	const slack = 4 << 20
-	for _, b := range gcE2EBackends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			s := gcE2EStart(t, b, "")
-			h := s.reg.Addr
-			base := s.usage(t)
-			for i := range images {
-				runIn(t, layers, oras, "push", "--plain-http", fmt.Sprintf("%s/space/app:%d", h, i),
-					fmt.Sprintf("layer-%d.bin:application/vnd.oci.image.layer.v1.tar", i))
-			}
-			gcE2EAbandonUpload(t, s.reg, "space/app", 1<<20)
-			full := s.usage(t)
-			if full-base < total {
-				t.Fatalf("storage grew by %d bytes after pushing %d", full-base, total)
-			}
-			for i := range images {
-				run(t, nil, crane, "delete", "--insecure", fmt.Sprintf("%s/space/app:%d", h, i))
-			}
-			r := s.gc(t, s.config)
-			after := s.usage(t)
-			t.Logf("%s: storage %d bytes empty, %d full, %d after gc; report reclaims %d bytes", b, base, full, after, r.BytesReclaimed)
-			if freed := full - after; freed < total || freed > total+slack {
-				t.Errorf("collection freed %d bytes, want %d (within %d)", freed, total, slack)
-			}
-			if after-base > slack {
-				t.Errorf("storage after collection %d bytes above empty (%d), want within %d", after-base, base, slack)
-			}
-			if r.BytesReclaimed < total || r.BytesReclaimed > total+slack {
-				t.Errorf("report reclaims %d bytes, want %d (within %d)", r.BytesReclaimed, total, slack)
-			}
-			if left := s.uploads(t); len(left) != 0 {
-				t.Errorf("uploads left after the collection: %v", left)
-			}
-			var blobBytes int64
-			for _, n := range s.blobs(t) {
-				blobBytes += n
-			}
-			if blobBytes > slack {
-				t.Errorf("blobs left after the collection: %d bytes", blobBytes)
-			}
-		})
-	}
+	gcE2EEach(t, "", func(t *testing.T, s *gcE2EStore) {
+		h := s.reg.Addr
+		base := s.usage(t)
+		for i := range images {
+			runIn(t, layers, oras, "push", "--plain-http", fmt.Sprintf("%s/space/app:%d", h, i),
+				fmt.Sprintf("layer-%d.bin:application/vnd.oci.image.layer.v1.tar", i))
+		}
+		gcE2EAbandonUpload(t, s.reg, "space/app", 1<<20)
+		full := s.usage(t)
+		if full-base < total {
+			t.Fatalf("storage grew by %d bytes after pushing %d", full-base, total)
+		}
+		for i := range images {
+			run(t, nil, crane, "delete", "--insecure", fmt.Sprintf("%s/space/app:%d", h, i))
+		}
+		r := s.gc(t, s.config)
+		after := s.usage(t)
+		t.Logf("storage %d bytes empty, %d full, %d after gc; report reclaims %d bytes", base, full, after, r.BytesReclaimed)
+		if freed := full - after; freed < total || freed > total+slack {
+			t.Errorf("collection freed %d bytes, want %d (within %d)", freed, total, slack)
+		}
+		if after-base > slack {
+			t.Errorf("storage after collection %d bytes above empty (%d), want within %d", after-base, base, slack)
+		}
+		if r.BytesReclaimed < total || r.BytesReclaimed > total+slack {
+			t.Errorf("report reclaims %d bytes, want %d (within %d)", r.BytesReclaimed, total, slack)
+		}
+		if left := s.uploads(t); len(left) != 0 {
+			t.Errorf("uploads left after the collection: %v", left)
+		}
+		var blobBytes int64
+		for _, n := range s.blobs(t) {
+			blobBytes += n
+		}
+		if blobBytes > slack {
+			t.Errorf("blobs left after the collection: %d bytes", blobBytes)
+		}
+	})
 }
