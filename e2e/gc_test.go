@@ -500,6 +500,7 @@ func TestGCE2EReferrers(t *testing.T) {
 		cosignSign(t, nil, key, ref)
 		cosignSign(t, nil, key, ref, "--new-bundle-format=false")
 		sigTag := "sha256-" + strings.TrimPrefix(d, "sha256:") + ".sig"
+		legacySig := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", h+"/"+repo+":"+sigTag))
 		work := t.TempDir()
 		writeFile(t, filepath.Join(work, "sbom.json"), `{"spdxVersion":"SPDX-2.3","name":"gc-e2e"}`)
 		runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", ref, "sbom.json")
@@ -558,12 +559,12 @@ func TestGCE2EReferrers(t *testing.T) {
 			}
 		}
 		s.wantStatus(t, http.StatusNotFound, "", "blob of a deleted image", gcE2EBlobPaths(repo, gone...)...)
-		s.wantStatus(t, http.StatusNotFound, "", "manifest of a deleted image", gcE2EManifestPaths(repo, d, sig, sbom, sbomSig, sigTag)...)
+		s.wantStatus(t, http.StatusNotFound, "", "manifest of a deleted image", gcE2EManifestPaths(repo, d, sig, sbom, sbomSig, sigTag, legacySig)...)
 		if got := s.referrers(t, repo, d); len(got) != 0 {
 			t.Errorf("referrers of the deleted image: %+v", got)
 		}
 		for _, c := range []struct{ digest, reason string }{
-			{d, "untagged"}, {sig, "subject deleted"}, {sbom, "subject deleted"}, {sbomSig, "subject deleted"},
+			{d, "untagged"}, {sig, "subject deleted"}, {sbom, "subject deleted"}, {sbomSig, "subject deleted"}, {legacySig, "subject deleted"},
 		} {
 			e, ok := second.find("manifest", repo, c.digest)
 			if !ok {
