@@ -590,9 +590,9 @@ func TestGCE2EReferrers(t *testing.T) {
 			t.Errorf("referrers of the deleted image: %+v", got)
 		}
 		for _, c := range []struct{ digest, reason string }{
-			// The legacy signature has no subject field: its tag goes
-			// with the image, and then it is untagged.
-			{d, "untagged"}, {sig, "subject deleted"}, {sbom, "subject deleted"}, {sbomSig, "subject deleted"}, {legacySig, "untagged"},
+			// The legacy signature has no subject field: its tag
+			// (sha256-<hex>.sig) names the subject.
+			{d, "untagged"}, {sig, "subject deleted"}, {sbom, "subject deleted"}, {sbomSig, "subject deleted"}, {legacySig, "subject deleted"},
 		} {
 			e, ok := second.find("manifest", repo, c.digest)
 			if !ok {
