@@ -53,6 +53,8 @@ type Config struct {
 	GC GC `yaml:"gc"`
 	// Retention deletes tags by policy.
 	Retention Retention `yaml:"retention"`
+	// Replication copies images to and from other sites.
+	Replication Replication `yaml:"replication"`
 }
 
 // HTTP configures the listener and server.
@@ -243,6 +245,7 @@ func (c *Config) Provision() {
 	c.Scan.Provision()
 	provisionRemotes(c.Remotes, c.Cache)
 	c.GC.provision()
+	c.Replication.provision()
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -380,6 +383,7 @@ func (c *Config) Validate() error {
 	validateRemotes(bad, c.Remotes, c.Cache, c.HTTP.Addr)
 	c.GC.validate(bad)
 	c.Retention.validate(bad)
+	c.Replication.validate(bad, c.Remotes)
 	for i, p := range c.Scan.Policies {
 		if p.Mode == "quarantine" && !c.Auth.Enabled {
 			bad(fmt.Sprintf("scan.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher")

@@ -170,6 +170,25 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{name: "negative duration", yaml: "version: 1\nhttp:\n  idleTimeout: -1s\n", wantErr: []string{"http.idleTimeout: must not be negative"}},
+		{
+			name: "replication rules, every problem at once",
+			yaml: "version: 1\nremotes:\n  - name: b\n    url: https://b.example\nreplication:\n  concurrency: -1\n  rules:\n" +
+				"    - name: r\n      mode: push\n      remote: c\n      repositories: ['a//b']\n      tags: ['[']\n" +
+				"    - name: r\n      mode: pull\n      remote: b\n      repositories: [prod/**]\n      trigger: event\n" +
+				"    - mode: mirror\n      remote: b\n      trigger: often\n",
+			wantErr: []string{
+				"replication.concurrency: must be between 1 and 64",
+				`replication.rules[0].remote: "c" is not the name of an entry of remotes`,
+				`replication.rules[0].repositories[0]: invalid pattern "a//b"`,
+				"replication.rules[0].tags[0]: ",
+				`replication.rules[1].name: "r" is also the name of replication.rules[0]`,
+				"replication.rules[1].trigger: a pull rule has no events",
+				"replication.rules[2].name: required",
+				`replication.rules[2].mode: must be push or pull, got "mirror"`,
+				"replication.rules[2].repositories: must list at least one",
+				`replication.rules[2].trigger: must be event, schedule or manual, got "often"`,
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
