@@ -1,6 +1,7 @@
 // Package replication talks to other registries ("remotes"): the one
 // client that the pull-through cache and replication use to read
-// manifests, blobs and referrers from them.
+// manifests, blobs and referrers from them and to write to them, and the
+// copy of an image's whole graph from one registry to another.
 //
 // A Remote is built from Options (the remote's URL, credentials read from
 // files, TLS and timeout settings) and speaks the OCI distribution API,
@@ -14,6 +15,20 @@
 //     streams: the caller verifies the digest while reading.
 //   - Referrers, with the OCI 1.1 referrers API or, on remotes without it,
 //     the referrers tag schema.
+//
+// The write side: HeadBlob, MountBlob (cross-repository mount), UploadBlob
+// (one streamed PUT up to ChunkSize, PATCH chunks beyond: a blob is never
+// held whole in memory), PutManifest by digest or tag (the bytes as they
+// are), DeleteTag and Tags. A 403 DENIED answer to a write (the remote's
+// admission refused it) wraps ErrDenied and keeps the remote's reason;
+// Permanent tells such refusals from failures worth retrying.
+//
+// A Copier copies a manifest from a Source (a Remote, or this registry's
+// storage behind the same interface) to a Destination: blobs (HEAD, then
+// mount, then upload), an index's children before the index, manifests
+// by digest, every referrer recursively (the referrers API and cosign's
+// <alg>-<hex>.sig/.att/.sbom tags), and the tag last, so that the
+// destination's admission sees the signatures before the tag exists.
 //
 // Authentication follows the registry token specification: anonymous
 // first; on a 401 with a Bearer challenge, a token from the challenge's
@@ -48,6 +63,6 @@
 //     breaker: only getting an answer is.
 //
 // The package must not import anything under internal/ (the server's
-// internals); it depends on the standard library, go-digest and the OCI
-// image-spec types only.
+// internals); it depends on the standard library, go-digest, the OCI
+// image-spec types and x/sync only.
 package replication

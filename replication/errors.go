@@ -30,6 +30,14 @@ var (
 	// received do not match the digest asked for or the Docker-Content-Digest
 	// header, and of HeadBlob when the header names another digest.
 	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrDenied is wrapped in the error of a write (PutManifest, DeleteTag,
+	// UploadBlob, MountBlob) when the remote refused it with 403 and the OCI
+	// code DENIED: its policy (admission: no trusted signature, a scan gate,
+	// a webhook; tag rules) refuses this content, and the error's message is
+	// the remote's reason. Sending the same request again does not help
+	// until the content or the remote's policy changes. It wraps
+	// ErrUnauthorized.
+	ErrDenied = fmt.Errorf("denied: %w", ErrUnauthorized)
 	// ErrTooLarge is wrapped in the error of GetManifest and Referrers when a
 	// manifest or a referrers page is larger than 4 MiB.
 	ErrTooLarge = errors.New("too large")
@@ -111,6 +119,9 @@ func (r *Remote) statusError(op string, resp *http.Response) *StatusError {
 		return e
 	}
 	e.Code, e.Message, _ = ociError(io.LimitReader(resp.Body, maxErrorBody))
+	if e.Status == http.StatusForbidden && e.Code == "DENIED" {
+		e.kind = ErrDenied
+	}
 	return e
 }
 

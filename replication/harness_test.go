@@ -189,6 +189,19 @@ func (u *upstream) seed(repo, tag string, img ggcrv1.Image) ggcrv1.Hash {
 	return d
 }
 
+// ref names ref ("repo:tag") at the in-memory registry, for writes that
+// bypass authentication and faults; the server lives until the test ends.
+func (u *upstream) ref(ref string) name.Reference {
+	u.t.Helper()
+	direct := httptest.NewServer(u.reg)
+	u.t.Cleanup(direct.Close)
+	r, err := name.ParseReference(strings.TrimPrefix(direct.URL, "http://") + "/" + ref)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return r
+}
+
 // putManifest puts a manifest straight into the in-memory registry.
 func (u *upstream) putManifest(repo, ref, mediaType string, body []byte) {
 	u.t.Helper()

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -59,7 +60,7 @@ type Options struct {
 
 // Request is one HTTP exchange with the remote, for metrics.
 type Request struct {
-	// Op is "manifest", "blob", "referrers", "token" or "ping".
+	// Op is "manifest", "blob", "referrers", "tags", "token" or "ping".
 	Op string
 	// Method is the HTTP method.
 	Method string
@@ -94,6 +95,8 @@ type Remote struct {
 	// tokenTimeout bounds a token request, which runs detached from the
 	// caller's context so that concurrent callers can share it.
 	tokenTimeout time.Duration
+	// chunkSize is ChunkSize, smaller in tests.
+	chunkSize int64
 }
 
 // New returns a Remote for o. It fails when the name or URL is missing or
@@ -147,6 +150,7 @@ func New(o Options) (*Remote, error) {
 		now:          o.Now,
 		log:          o.Log.With("upstream", o.Name),
 		tokenTimeout: o.DialTimeout + 2*o.ResponseHeaderTimeout,
+		chunkSize:    ChunkSize,
 	}
 	r.client = &http.Client{Transport: rt, CheckRedirect: r.checkRedirect}
 	return r, nil
@@ -240,6 +244,21 @@ type call struct {
 	url    string
 	accept string
 	scope  string // token scope; "" for none
+	// A request body: content (sent again after an authentication
+	// challenge) or stream (sent once), of contentType and length bytes.
+	content     []byte
+	stream      *oneShot
+	contentType string
+	length      int64
+	// contentRange is the Content-Range of a chunk, start-end.
+	contentRange string
+}
+
+// oneShot is a request body that can be sent once only: a blob streamed
+// from its source.
+type oneShot struct {
+	r    io.Reader
+	used bool
 }
 
 // send sends c through the breaker and the authentication flow. It returns
@@ -285,9 +304,30 @@ func (r *Remote) send(ctx context.Context, c call) (*http.Response, error) {
 
 // roundTrip sends one HTTP request with the given Authorization header.
 func (r *Remote) roundTrip(ctx context.Context, c call, authorization string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, c.method, c.url, nil)
+	var body io.Reader
+	switch {
+	case c.content != nil:
+		body = bytes.NewReader(c.content)
+	case c.stream != nil:
+		if c.stream.used {
+			return nil, fmt.Errorf("remote %s: %s: the remote asked for credentials again after the body was sent: %w", r.name, c.what, ErrUnavailable)
+		}
+		c.stream.used = true
+		body = io.NopCloser(c.stream.r)
+	}
+	req, err := http.NewRequestWithContext(ctx, c.method, c.url, body)
 	if err != nil {
 		return nil, fmt.Errorf("remote %s: %s: %w", r.name, c.what, err)
+	}
+	if body != nil {
+		req.ContentLength = c.length
+		if c.length == 0 {
+			req.Body = http.NoBody
+		}
+		req.Header.Set("Content-Type", c.contentType)
+		if c.contentRange != "" {
+			req.Header.Set("Content-Range", c.contentRange)
+		}
 	}
 	if c.accept != "" {
 		req.Header.Set("Accept", c.accept)
