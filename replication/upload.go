@@ -184,4 +184,3 @@ func withQuery(s, key, value string) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
-
