@@ -65,8 +65,12 @@ var rules = []rule{
 		why: "the remote client stands alone: no registry core, no other part of Portcullis"},
 	{pkgs: "internal/cache", imports: []string{mod + "internal/front", mod + "internal/api", mod + "internal/app", mod + "internal/admission"},
 		why: "the cache fills storage; the front handler decides who reads, and the API how errors look"},
-	{pkgs: "internal/gc", imports: []string{mod + "internal/", "net/http"},
-		why: "the collector works on storage alone: the front handler and the API call it, never the reverse"},
+	{pkgs: "internal/gc", imports: []string{mod + "internal/admission", mod + "internal/api", mod + "internal/app", mod + "internal/cache",
+		mod + "internal/digests", mod + "internal/front", mod + "internal/metadb", mod + "internal/outbox", mod + "internal/referrers",
+		mod + "internal/replicate", mod + "internal/scanner", mod + "internal/server", mod + "internal/testenv", "net/http"},
+		why: "the collector works on storage alone (and its lease): the front handler and the API call it, never the reverse"},
+	{pkgs: "internal/lease", imports: []string{mod + "internal/", "net/http"},
+		why: "a lease is a storage object and nothing else"},
 
 	// auth: the policy stays pure, audit and ratelimit stay independent of
 	// HTTP and of each other.

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/lease"
 )
 
 // abandonedAfter is the least idle time before an upload session counts as
@@ -60,6 +61,7 @@ type Collector struct {
 	protected func(repo, tag string) bool
 	reserved  []string
 	holder    string
+	lease     *lease.Lease
 	log       *slog.Logger
 	metrics   *Metrics
 	now       func() time.Time
@@ -101,8 +103,12 @@ func New(driver storagedriver.StorageDriver, o Options) (*Collector, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	l, err := lease.New(driver, lease.Options{Path: leasePath, Holder: o.Holder, Now: o.Now})
+	if err != nil {
+		return nil, err
+	}
 	return &Collector{driver: driver, grace: o.Grace, untagged: o.DeleteUntagged, workers: o.Workers, retention: ret,
-		protected: o.Protected, reserved: o.Reserved, holder: o.Holder, log: o.Log, metrics: o.Metrics, now: o.Now}, nil
+		protected: o.Protected, reserved: o.Reserved, holder: o.Holder, lease: l, log: o.Log, metrics: o.Metrics, now: o.Now}, nil
 }
 
 // Collect runs one collection; a dry run decides the same way and deletes
@@ -116,10 +122,10 @@ func (c *Collector) Collect(ctx context.Context, dryRun bool) (*Report, error) {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stopRenew := l.keep(ctx, cancel)
+	stopRenew := l.Keep(ctx, cancel)
 	defer func() {
 		stopRenew()
-		l.release(context.WithoutCancel(ctx))
+		l.Release(context.WithoutCancel(ctx))
 	}()
 	err = c.collect(ctx, rep)
 	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {

@@ -2,13 +2,10 @@ package gc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path"
 	"sync"
 	"time"
@@ -16,6 +13,8 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/portcullis/portcullis/internal/lease"
 )
 
 // Timings of the protocol between the collector and the serving replicas.
@@ -111,17 +110,7 @@ func NewMarks(driver storagedriver.StorageDriver, o MarksOptions) (*Marks, error
 	return m, nil
 }
 
-func replicaID() (string, error) {
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("replica id: %w", err)
-	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "replica"
-	}
-	return path.Base(host) + "-" + hex.EncodeToString(b), nil
-}
+func replicaID() (string, error) { return lease.ReplicaID() }
 
 // ID names this replica in heartbeats and acknowledgements.
 func (m *Marks) ID() string { return m.id }
