@@ -3,11 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
-
-	"github.com/distribution/distribution/v3/registry/api/errcode"
-	dauth "github.com/distribution/distribution/v3/registry/auth"
 
 	"github.com/portcullis/portcullis/internal/gc"
 )
@@ -25,17 +21,8 @@ type Collections interface {
 // auth on, only callers granted the catalog (registry:catalog:*) may read
 // them.
 func (h *Handler) serveGCRuns(w http.ResponseWriter, r *http.Request) {
-	if h.auth != nil {
-		_, err := h.auth.Authorize(r, dauth.Access{Resource: dauth.Resource{Type: "registry", Name: "catalog"}, Action: "*"})
-		var ch dauth.Challenge
-		switch {
-		case errors.As(err, &ch):
-			h.writeError(w, r, err)
-			return
-		case err != nil:
-			h.writeError(w, r, errcode.ErrorCodeDenied.WithMessage("garbage collection reports need the catalog scope (registry:catalog:*)"))
-			return
-		}
+	if !h.catalogScope(w, r, "garbage collection reports") {
+		return
 	}
 	runs := []gc.Report{}
 	if h.gc != nil {

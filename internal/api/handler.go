@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -72,6 +73,8 @@ type Options struct {
 	Caches Caches
 	// Collections serves /api/v1/gc/runs; nil: no runs.
 	Collections Collections
+	// Replication serves /api/v1/replication; nil: no rules.
+	Replication Replication
 	// Log receives internal errors; default none.
 	Log *slog.Logger
 	// Now is the clock of ?wait; default time.Now.
@@ -80,15 +83,16 @@ type Options struct {
 
 // Handler serves /api/v1/.
 type Handler struct {
-	auth      Authorizer
-	verdicts  Verdicts
-	docs      Documents
-	withheld  func(ctx context.Context, repo string, d digest.Digest, login string) error
-	manifests Manifests
-	caches    Caches
-	gc        Collections
-	log       *slog.Logger
-	now       func() time.Time
+	auth        Authorizer
+	verdicts    Verdicts
+	docs        Documents
+	withheld    func(ctx context.Context, repo string, d digest.Digest, login string) error
+	manifests   Manifests
+	caches      Caches
+	gc          Collections
+	replication Replication
+	log         *slog.Logger
+	now         func() time.Time
 }
 
 // New returns the API handler.
@@ -100,7 +104,7 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, manifests: o.Manifests,
-		caches: o.Caches, gc: o.Collections, log: o.Log, now: o.Now}, nil
+		caches: o.Caches, gc: o.Collections, replication: o.Replication, log: o.Log, now: o.Now}, nil
 }
 
 // ServeHTTP serves, to clients that may pull the repository,
@@ -113,6 +117,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Path == gcRunsPath && r.Method == http.MethodGet {
 		h.serveGCRuns(w, r)
+		return
+	}
+	if r.URL.Path == replicationPath || strings.HasPrefix(r.URL.Path, replicationPath+"/") {
+		h.serveReplication(w, r)
 		return
 	}
 	repo, d, what, ok := ParsePath(r.URL.Path)

@@ -34,8 +34,10 @@ import (
 	"github.com/portcullis/portcullis/internal/metadb"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/replicate"
 	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/internal/server"
+	"github.com/portcullis/portcullis/replication"
 )
 
 // App is a configured registry: its components and the HTTP handler over them.
@@ -55,7 +57,11 @@ type App struct {
 	marks     *gc.Marks
 	pulls     *gc.Pulls
 	collector *gc.Collector
-	opts      Options
+	// Remotes (built once) and replication (nil without rules).
+	remotes       map[string]*replication.Remote
+	observeRemote func(remote string) func(replication.Request)
+	replicator    *replicate.Service
+	opts          Options
 }
 
 // Options are the run-time choices that are not configuration.
@@ -187,6 +193,20 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
+	if a.replicator, err = a.buildReplication(indexed, refs); err != nil {
+		return err
+	}
+	if a.replicator != nil {
+		// Each write is recorded for the scanner and for replication.
+		replicationEvents, err := outbox.New(a.db.Bolt(), replicate.OutboxName)
+		if err != nil {
+			return err
+		}
+		if err := a.replicator.Follow(replicationEvents); err != nil {
+			return err
+		}
+		opts.Events = outbox.Fanout{events, replicationEvents}
+	}
 	if a.caches, err = a.buildCaches(indexed, refs, events); err != nil {
 		return err
 	}
@@ -207,6 +227,9 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		apiOpts.Caches = a.caches
 	}
 	apiOpts.Collections = a.collector
+	if a.replicator != nil {
+		apiOpts.Replication = a.replicator
+	}
 	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
 		return err
@@ -329,6 +352,19 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	} else {
 		close(scanDone)
 	}
+	if a.replicator != nil {
+		replDone := make(chan struct{})
+		defer func() {
+			stopScanner()
+			<-replDone
+		}()
+		go func() {
+			defer close(replDone)
+			if err := a.replicator.Run(scanCtx); err != nil {
+				a.log.ErrorContext(ctx, "replication stopped", "err", err)
+			}
+		}()
+	}
 	if a.caches != nil {
 		go func() {
 			if err := a.caches.Run(scanCtx); err != nil {
@@ -359,7 +395,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn, "storage", a.storageName(),
 		"auth", a.cfg.Auth.Enabled, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
-		"webhooks", len(a.cfg.Admission.Webhooks), "caches", len(a.cfg.Cache), "metadata", a.cfg.MetadataPath())
+		"webhooks", len(a.cfg.Admission.Webhooks), "caches", len(a.cfg.Cache), "replication_rules", len(a.cfg.Replication.Rules), "metadata", a.cfg.MetadataPath())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -17,14 +17,13 @@ import (
 	"github.com/portcullis/portcullis/replication"
 )
 
-// buildCaches builds the remotes and the pull-through caches; nil when no
-// cache is configured.
-func (a *App) buildCaches(repos indexedRepos, refs *referrers.Handler, events *outbox.Outbox) (*cache.Set, error) {
-	if len(a.cfg.Cache) == 0 {
-		return nil, nil
+// buildRemotes builds the configured remotes once, for the caches and
+// replication (one circuit breaker and token cache per remote); the
+// caches' metrics observe their requests.
+func (a *App) buildRemotes() (map[string]*replication.Remote, error) {
+	if a.remotes != nil {
+		return a.remotes, nil
 	}
-	// The cache's metrics first: each remote reports its requests to them.
-	var observe func(remote string) func(replication.Request)
 	remotes := map[string]*replication.Remote{}
 	for i, rc := range a.cfg.Remotes {
 		r, err := replication.New(replication.Options{
@@ -32,13 +31,31 @@ func (a *App) buildCaches(repos indexedRepos, refs *referrers.Handler, events *o
 			CAFile: rc.CAFile, InsecureSkipVerify: rc.InsecureSkipVerify,
 			DialTimeout: rc.DialTimeout.D(), ResponseHeaderTimeout: rc.Timeout.D(),
 			FailureThreshold: rc.FailureThreshold, OpenFor: rc.OpenFor.D(),
-			Observe: func(req replication.Request) { observe(rc.Name)(req) },
-			Log:     a.log.With("upstream", rc.Name),
+			Observe: func(req replication.Request) {
+				if a.observeRemote != nil {
+					a.observeRemote(rc.Name)(req)
+				}
+			},
+			Log: a.log.With("upstream", rc.Name),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("remotes[%d]: %w", i, err)
 		}
 		remotes[rc.Name] = r
+	}
+	a.remotes = remotes
+	return remotes, nil
+}
+
+// buildCaches builds the pull-through caches; nil when no cache is
+// configured.
+func (a *App) buildCaches(repos indexedRepos, refs *referrers.Handler, events *outbox.Outbox) (*cache.Set, error) {
+	if len(a.cfg.Cache) == 0 {
+		return nil, nil
+	}
+	remotes, err := a.buildRemotes()
+	if err != nil {
+		return nil, err
 	}
 	specs := make([]cache.Spec, 0, len(a.cfg.Cache))
 	for _, c := range a.cfg.Cache {
@@ -54,7 +71,7 @@ func (a *App) buildCaches(repos indexedRepos, refs *referrers.Handler, events *o
 	if err != nil {
 		return nil, err
 	}
-	observe = set.Observe
+	a.observeRemote = set.Observe
 	return set, nil
 }
 

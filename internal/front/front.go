@@ -366,6 +366,7 @@ func (h *Handler) record(r *http.Request, e outbox.Event) {
 		return
 	}
 	e.Time = time.Now()
+	e.Pusher = callerOf(r).Login
 	if _, err := h.events.Append(context.WithoutCancel(r.Context()), e); err != nil {
 		h.log.ErrorContext(r.Context(), "record event", "kind", e.Kind, "repo", e.Repository, "digest", e.Digest, "ref", e.Tag, "err", err)
 	}

@@ -36,7 +36,10 @@ type Event struct {
 	// Subject is the manifest's subject, for a referrer (a signature, an
 	// SBOM, a scan report).
 	Subject digest.Digest `json:"subject,omitempty"`
-	Time    time.Time     `json:"time"`
+	// Pusher is the login of the client that made the write, "" when
+	// anonymous or auth is off.
+	Pusher string    `json:"pusher,omitempty"`
+	Time   time.Time `json:"time"`
 }
 
 // Entry is an event in the outbox with its sequence number.
@@ -179,3 +182,23 @@ func (o *Outbox) Len() int { return int(o.pending.Load()) }
 // Appended receives (at most one value at a time) after each Append, for
 // the one consumer that waits for new entries.
 func (o *Outbox) Appended() <-chan struct{} { return o.appended }
+
+// Fanout records each event in several outboxes, one per consumer.
+type Fanout []*Outbox
+
+// Append appends e to each outbox and returns the first one's sequence
+// number. It tries every outbox and returns their errors joined.
+func (f Fanout) Append(ctx context.Context, e Event) (uint64, error) {
+	var first uint64
+	var errs []error
+	for i, o := range f {
+		seq, err := o.Append(ctx, e)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if i == 0 {
+			first = seq
+		}
+	}
+	return first, errors.Join(errs...)
+}

@@ -1,0 +1,31 @@
+// Package replicate runs the replication rules of the configuration: push
+// rules copy what is pushed here to another site, pull rules fetch from
+// another site on a schedule, with the remote client and the graph copy of
+// package replication.
+//
+//   - Push rules with trigger event consume the "replication" outbox, which
+//     the front handler fills beside the scanner's: each tag push copies the
+//     image with its referrers, the tag last; a referrer (a signature, an
+//     SBOM) pushed later copies again every tag of its subject; a tag
+//     deletion is replicated when the rule says so. Events pushed by one of
+//     the accounts other sites replicate with are skipped, so rules in both
+//     directions do not loop.
+//   - Delivery is at least once: a failure worth retrying keeps the event,
+//     retried with backoff; a refusal by the destination (its admission
+//     denied the image, or found it invalid) is recorded with the
+//     destination's reason and the event is done. A later event for the
+//     same image (a signature) tries again.
+//   - Every push rule reconciles every reconcileEvery (and a schedule rule
+//     every interval): the tags here that match are copied where they
+//     differ, which repairs what events missed. A pull rule lists the
+//     remote's tags and fetches those that differ. Scheduled work holds a
+//     lease per rule in the storage backend, so one replica runs it.
+//   - Status (pending events, failures per image) is node-local, in the
+//     metadata database.
+//
+// Caveats: content a pull rule fetches is written to storage directly: it
+// is scanned by the scanner's reconcile pass and read through the pull
+// gates like any image, but admission does not see it as a push.
+//
+// The package must not import internal/app or any HTTP wiring.
+package replicate

@@ -1,0 +1,75 @@
+package replicate
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/lease"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/replication"
+)
+
+// rule is one compiled replication rule.
+type rule struct {
+	cfg    config.ReplicationRule
+	repos  policy.Patterns
+	tags   []policy.Glob
+	remote *replication.Remote
+	// copier copies from here to the remote (push) or back (pull).
+	copier *replication.Copier
+	lease  *lease.Lease
+	// run asks the scheduler for a run now (manual trigger).
+	run chan struct{}
+}
+
+func compileRule(c config.ReplicationRule, remote *replication.Remote, local *Local, l *lease.Lease) (*rule, error) {
+	repos, err := c.RepositoryPatterns()
+	if err != nil {
+		return nil, fmt.Errorf("replication rule %s: %w", c.Name, err)
+	}
+	tags, err := c.TagGlobs()
+	if err != nil {
+		return nil, fmt.Errorf("replication rule %s: %w", c.Name, err)
+	}
+	r := &rule{cfg: c, repos: repos, tags: tags, remote: remote, lease: l, run: make(chan struct{}, 1)}
+	if c.Mode == config.ReplicationPull {
+		r.copier = replication.NewCopier(remote, local)
+	} else {
+		r.copier = replication.NewCopier(local, remote)
+	}
+	return r, nil
+}
+
+func (r *rule) push() bool { return r.cfg.Mode == config.ReplicationPush }
+
+// events reports whether the rule follows this registry's events.
+func (r *rule) events() bool { return r.push() && r.cfg.Trigger == config.TriggerEvent }
+
+// matchTag reports whether the rule copies tag.
+func (r *rule) matchTag(tag string) bool {
+	if len(r.tags) == 0 {
+		return true
+	}
+	for _, g := range r.tags {
+		if g.Match(tag) {
+			return true
+		}
+	}
+	return false
+}
+
+// cosignTag is a tag cosign attaches to its subject.
+var cosignTag = regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$`)
+
+// cosignSubject returns the subject a cosign tag belongs to.
+func cosignSubject(tag string) (digest.Digest, bool) {
+	m := cosignTag.FindStringSubmatch(tag)
+	if m == nil {
+		return "", false
+	}
+	d := digest.NewDigestFromEncoded(digest.Algorithm(m[1]), m[2])
+	return d, d.Validate() == nil
+}
