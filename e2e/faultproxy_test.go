@@ -97,6 +97,19 @@ func startFaultProxy(t testing.TB, upstream string) *faultProxy {
 // URL returns the proxy's base URL.
 func (p *faultProxy) URL() string { return "http://" + p.Addr }
 
+// setUpstream sends the next requests to another upstream (a restarted
+// registry on a new address).
+func (p *faultProxy) setUpstream(t testing.TB, upstream string) {
+	t.Helper()
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.upstream = u
+}
+
 // setMode switches the proxy to m from the next connection or request on.
 func (p *faultProxy) setMode(m faultMode) {
 	p.mu.Lock()
@@ -227,7 +240,7 @@ func resetConn(c net.Conn) {
 func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.requests[r.Method+" "+r.URL.Path]++
-	mode, rate, resetAfter := p.mode, p.rate, p.resetAfter
+	mode, rate, resetAfter, upstream := p.mode, p.rate, p.resetAfter, p.upstream
 	p.mu.Unlock()
 
 	switch mode {
@@ -246,7 +259,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
-	out.URL.Scheme, out.URL.Host = p.upstream.Scheme, p.upstream.Host
+	out.URL.Scheme, out.URL.Host = upstream.Scheme, upstream.Host
 	// The upstream builds absolute URLs (upload locations) from Host: keep
 	// the proxy's, so that everything comes back through it.
 	out.Host = r.Host

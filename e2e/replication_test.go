@@ -1,0 +1,284 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// replSites is two registries: A pushes to B (through a proxy, so that B
+// can be stopped and started again on another address) and pulls from B.
+type replSites struct {
+	a, b    *Registry
+	proxy   *faultProxy
+	bConfig string
+	bEnv    []string // DOCKER_CONFIG logged in to B (through the proxy) as bob, who may pull
+	crane   string
+}
+
+// replStatus is GET /api/v1/replication.
+type replStatus struct {
+	Rules []struct {
+		Name     string `json:"name"`
+		Pending  int    `json:"pending"`
+		Failures []struct {
+			Repository string `json:"repository"`
+			Tag        string `json:"tag"`
+			Digest     string `json:"digest"`
+			Error      string `json:"error"`
+			Permanent  bool   `json:"permanent"`
+		} `json:"failures"`
+	} `json:"rules"`
+}
+
+// replStart starts B (auth: alice is site A's replication account; bob
+// pulls; trust policy enforce on guarded/**) and A, with a push rule to B
+// and a pull rule from B on a short schedule.
+func replStart(t *testing.T, s *signers) *replSites {
+	t.Helper()
+	st := &replSites{crane: tool(t, "crane")}
+	// B is reached through the proxy only, its token service too.
+	st.proxy = startFaultProxy(t, "http://127.0.0.1:1")
+	users := usersAliceAndBob(t, `    - name: site-a-replicates
+      subjects: [user:alice]
+      repositories: ["prod/**", "guarded/**", "pulled/**"]
+      actions: [pull, push, delete]
+    - name: bob-pulls
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: [pull]
+`)
+	users = strings.Replace(users, "  token:\n", "  token:\n    realm: "+st.proxy.URL()+"/token\n", 1)
+	st.bConfig = "version: 1\n" + users + s.trustConfig("enforce")
+	st.b = startRegistry(t, startOptions{config: st.bConfig})
+	st.proxy.setUpstream(t, st.b.URL())
+
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "user"), "alice")
+	writeFile(t, filepath.Join(dir, "password"), "alice-pw")
+	st.a = startRegistry(t, startOptions{config: fmt.Sprintf(`version: 1
+remotes:
+  - name: site-b
+    url: %s
+    usernameFile: %s/user
+    passwordFile: %s/password
+    failureThreshold: 3
+    openFor: 1s
+replication:
+  reconcileEvery: 3s
+  rules:
+    - name: to-b
+      mode: push
+      remote: site-b
+      repositories: ["prod/**", "guarded/**"]
+    - name: from-b
+      mode: pull
+      remote: site-b
+      repositories: [pulled/app]
+      trigger: schedule
+      interval: 2s
+`, st.proxy.URL(), dir, dir)})
+
+	st.bEnv = []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, st.bEnv, st.crane, "auth", "login", "--insecure", st.proxy.Addr, "-u", "bob", "-p", "bob-pw")
+	return st
+}
+
+// replDigest returns the digest of ref at a registry, "" when it has none.
+func (st *replSites) replDigest(env []string, ref string) string {
+	out, err := runErr(env, st.crane, "digest", "--insecure", ref)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+// replWait waits until cond holds, failing the test with what last
+// stood in the way after two minutes.
+func replWait(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 2 minutes: %s", what, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// replReferrers lists the digests of the referrers of repo@d, sorted.
+func replReferrers(t *testing.T, oras string, env []string, host, repo, d string) []string {
+	t.Helper()
+	out, err := runErr(env, oras, "discover", "--plain-http", "--format", "json", host+"/"+repo+"@"+d)
+	if err != nil {
+		return nil
+	}
+	var v struct {
+		Referrers []struct {
+			Digest string `json:"digest"`
+		} `json:"referrers"`
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("oras discover: %v\n%s", err, out)
+	}
+	var ds []string
+	for _, r := range v.Referrers {
+		ds = append(ds, r.Digest)
+	}
+	for _, r := range v.Manifests {
+		ds = append(ds, r.Digest)
+	}
+	slices.Sort(ds)
+	return ds
+}
+
+// replStatusOf reads a registry's replication status.
+func replStatusOf(t *testing.T, r *Registry) replStatus {
+	t.Helper()
+	resp, err := http.Get(r.URL() + "/api/v1/replication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s replStatus
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&s) != nil {
+		t.Fatalf("replication status: %d", resp.StatusCode)
+	}
+	return s
+}
+
+// TestReplicationPush: an image pushed at A, then signed with cosign and
+// given an SBOM with oras, arrives at B with the same digest and referrers,
+// and cosign verifies it there; B's trust policy refuses an unsigned image,
+// A's status names B's reason, and once signed at A the image lands; what
+// is pushed while B is down arrives when B is back; a pull rule fetches
+// from B on its schedule.
+func TestReplicationPush(t *testing.T) {
+	t.Parallel()
+	oras := tool(t, "oras")
+	s := newSigners(t)
+	st := replStart(t, s)
+	a, bHost := st.a.Addr, st.proxy.Addr
+
+	// The graph: image, cosign signature, SBOM; the tag last at B.
+	_, tarPath := imageTarball(t)
+	run(t, nil, st.crane, "push", "--insecure", tarPath, a+"/prod/app:v1")
+	d := st.replDigest(nil, a+"/prod/app:v1")
+	if out, err := s.cosignSign(t, s.cosignKey, a+"/prod/app@"+d); err != nil {
+		t.Fatalf("cosign sign: %v\n%s", err, out)
+	}
+	work := t.TempDir()
+	writeFile(t, filepath.Join(work, "sbom.json"), `{"spdxVersion":"SPDX-2.3"}`)
+	runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", a+"/prod/app@"+d, "sbom.json")
+	want := replReferrers(t, oras, nil, a, "prod/app", d)
+	if len(want) != 2 {
+		t.Fatalf("referrers at A: %v, want the signature and the SBOM", want)
+	}
+	replWait(t, "prod/app:v1 with its referrers at B", func() (bool, string) {
+		got := st.replDigest(st.bEnv, bHost+"/prod/app:v1")
+		refs := replReferrers(t, oras, st.bEnv, bHost, "prod/app", d)
+		return got == d && slices.Equal(refs, want), fmt.Sprintf("tag %q (want %s), referrers %v (want %v)", got, d, refs, want)
+	})
+	out, err := runErr(st.bEnv, s.cosign, "verify", "--key", s.cosignPub, "--insecure-ignore-tlog=true",
+		"--allow-http-registry", bHost+"/prod/app:v1")
+	if err != nil {
+		t.Errorf("cosign verify at B: %v\n%s", err, out)
+	}
+
+	// B enforces signatures: unsigned, the tag is refused and A says why.
+	_, tarPath = imageTarball(t)
+	run(t, nil, st.crane, "push", "--insecure", tarPath, a+"/guarded/app:v1")
+	g := st.replDigest(nil, a+"/guarded/app:v1")
+	replWait(t, "A's status names B's refusal", func() (bool, string) {
+		for _, r := range replStatusOf(t, st.a).Rules {
+			for _, f := range r.Failures {
+				if r.Name == "to-b" && f.Repository == "guarded/app" && f.Tag == "v1" && f.Permanent &&
+					f.Digest == g && strings.Contains(f.Error, "DENIED") {
+					return true, ""
+				}
+			}
+		}
+		return false, fmt.Sprintf("%+v", replStatusOf(t, st.a))
+	})
+	if got := st.replDigest(st.bEnv, bHost+"/guarded/app:v1"); got != "" {
+		t.Fatalf("B tagged the unsigned guarded/app:v1 (%s)", got)
+	}
+	// Signed at A after its push: it lands at B, and the failure is gone.
+	if out, err := s.cosignSign(t, s.cosignKey, a+"/guarded/app@"+g); err != nil {
+		t.Fatalf("cosign sign: %v\n%s", err, out)
+	}
+	replWait(t, "guarded/app:v1 at B once signed", func() (bool, string) {
+		got := st.replDigest(st.bEnv, bHost+"/guarded/app:v1")
+		return got == g, fmt.Sprintf("B has %q, want %s; status %+v", got, g, replStatusOf(t, st.a))
+	})
+	for _, r := range replStatusOf(t, st.a).Rules {
+		if r.Name == "to-b" && len(r.Failures) != 0 {
+			t.Errorf("failures left after the signed image landed: %+v", r.Failures)
+		}
+	}
+
+	// B down: five pushes at A arrive once B is back (on a new address
+	// behind the same proxy).
+	if err := st.b.Stop(); err != nil {
+		t.Fatalf("stop B: %v", err)
+	}
+	pushed := map[string]string{}
+	for i := range 5 {
+		_, tarPath := imageTarball(t)
+		repo := fmt.Sprintf("prod/batch-%d", i)
+		run(t, nil, st.crane, "push", "--insecure", tarPath, a+"/"+repo+":v1")
+		pushed[repo] = st.replDigest(nil, a+"/"+repo+":v1")
+	}
+	st.b = startRegistry(t, startOptions{config: st.bConfig, dataDir: st.b.DataDir})
+	st.proxy.setUpstream(t, st.b.URL())
+	replWait(t, "the images pushed while B was down", func() (bool, string) {
+		var missing []string
+		for repo, d := range pushed {
+			if got := st.replDigest(st.bEnv, bHost+"/"+repo+":v1"); got != d {
+				missing = append(missing, repo)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("missing at B: %v", missing)
+	})
+
+	// Pull: pushed at B by alice, fetched by A's schedule.
+	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, aliceEnv, st.crane, "auth", "login", "--insecure", bHost, "-u", "alice", "-p", "alice-pw")
+	_, tarPath = imageTarball(t)
+	run(t, aliceEnv, st.crane, "push", "--insecure", tarPath, bHost+"/pulled/app:v1")
+	p := st.replDigest(aliceEnv, bHost+"/pulled/app:v1")
+	replWait(t, "pulled/app:v1 at A", func() (bool, string) {
+		got := st.replDigest(nil, a+"/pulled/app:v1")
+		return got == p, fmt.Sprintf("A has %q, want %s", got, p)
+	})
+
+	resp, err := http.Get(st.a.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, w := range []string{
+		`portcullis_replication_bytes_total{rule="to-b"}`,
+		`portcullis_replication_failures_total{reason="denied",rule="to-b"} 1`,
+		`portcullis_replication_lag_seconds_count{rule="to-b"}`,
+		`portcullis_replication_pending{rule="to-b"}`,
+	} {
+		if !strings.Contains(string(metrics), w) {
+			t.Errorf("A's /metrics lacks %s", w)
+		}
+	}
+}
