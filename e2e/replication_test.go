@@ -216,6 +216,10 @@ func TestReplicationPush(t *testing.T) {
 	if got := st.replDigest(st.bEnv, bHost+"/guarded/app:v1"); got != "" {
 		t.Fatalf("B tagged the unsigned guarded/app:v1 (%s)", got)
 	}
+	if out := run(t, nil, registryBin, "replicate", "status", "--url", st.a.URL()); !strings.Contains(out, "refused guarded/app:v1 ("+g) ||
+		!strings.Contains(out, "DENIED") {
+		t.Errorf("registry replicate status does not name the refusal:\n%s", out)
+	}
 	// Signed at A after its push: it lands at B, and the failure is gone.
 	if out, err := s.cosignSign(t, s.cosignKey, a+"/guarded/app@"+g); err != nil {
 		t.Fatalf("cosign sign: %v\n%s", err, out)
@@ -264,6 +268,13 @@ func TestReplicationPush(t *testing.T) {
 		got := st.replDigest(nil, a+"/pulled/app:v1")
 		return got == p, fmt.Sprintf("A has %q, want %s", got, p)
 	})
+
+	if out := run(t, nil, registryBin, "replicate", "run", "to-b", "--url", st.a.URL()); !strings.Contains(out, "run started") {
+		t.Errorf("registry replicate run: %s", out)
+	}
+	if out, err := runErr(nil, registryBin, "replicate", "run", "nope", "--url", st.a.URL()); err == nil || !strings.Contains(out, "no replication rule") {
+		t.Errorf("registry replicate run of an unknown rule: %v\n%s", err, out)
+	}
 
 	resp, err := http.Get(st.a.URL() + "/metrics")
 	if err != nil {

@@ -50,6 +50,7 @@ const usage = `usage:
   registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
   registry vulndb import DIR [--config FILE] [--data DIR]
   registry gc [--dry-run] [--json] [--config FILE] [--data DIR]
+  registry replicate status|run RULE [--url URL] [--username USER --password-file FILE] [--json]
   registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY]
   registry version`
 
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return scanCmd(ctx, args[1:], stdout, stderr)
 	case "gc":
 		return gcCmd(ctx, args[1:], stdout, stderr)
+	case "replicate":
+		return replicateCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
