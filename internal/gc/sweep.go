@@ -69,6 +69,7 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 		rep.add(d)
 		c.metrics.deleted.WithLabelValues("tag").Inc()
 		mu.Unlock()
+		c.tell(ctx, d)
 		return nil
 	})
 	for _, d := range moved {
@@ -185,8 +186,16 @@ func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(D
 		if d.Kind == "blob" {
 			c.metrics.reclaimed.Add(float64(d.Size))
 		}
+		c.tell(ctx, d)
 	}
 	return spared, nil
+}
+
+// tell passes a deleted tag or manifest to Options.Deleted.
+func (c *Collector) tell(ctx context.Context, d Deleted) {
+	if c.deleted != nil && (d.Kind == "tag" || d.Kind == "manifest") {
+		c.deleted(ctx, d)
+	}
 }
 
 // target is one thing to delete: a file, and the tree to delete instead
