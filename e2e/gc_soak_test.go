@@ -40,7 +40,7 @@ import (
 
 // soakDuration is how long the writers push and delete while the collector
 // runs in a loop.
-const soakDuration = 20 * time.Second
+const soakDuration = 2 * time.Minute
 
 const (
 	soakWriters   = 4
@@ -143,21 +143,22 @@ func soakBuild(repo, tag string, layers ...v1.Layer) (v1.Image, soakImage, error
 	return img, desc, nil
 }
 
-// soakErrorCode names the registry error code in a client error.
-func soakErrorCode(err error) string {
+// soakErrorCode names the registry error code in a client error and the
+// digest the error is about, if it names one.
+func soakErrorCode(err error) (code, dgst string) {
 	var te *transport.Error
 	if !errors.As(err, &te) {
-		return "other"
+		return "other", ""
 	}
 	for _, d := range te.Errors {
 		if d.Code == transport.BlobUnknownErrorCode || d.Code == transport.ManifestBlobUnknownErrorCode {
-			return string(d.Code)
+			return string(d.Code), fmt.Sprint(d.Detail)
 		}
 	}
 	if len(te.Errors) > 0 {
-		return string(te.Errors[0].Code)
+		return string(te.Errors[0].Code), ""
 	}
-	return fmt.Sprintf("HTTP %d", te.StatusCode)
+	return fmt.Sprintf("HTTP %d", te.StatusCode), ""
 }
 
 // soakRunGC runs `registry gc --json` once and returns its report and what
@@ -225,18 +226,36 @@ func soakWhoDeleted(reports []soakReport, d string) string {
 	return strings.Join(runs, "; ")
 }
 
-// soakLogLines returns at most max lines of logs that mention s.
-func soakLogLines(logs, s string, max int) string {
+// soakLogLines returns, in short, at most n of the request and warning
+// lines of a replica's logs that mention s.
+func soakLogLines(replica, logs, s string, n int) []string {
 	var out []string
 	for line := range strings.Lines(logs) {
-		if strings.Contains(line, s) {
-			out = append(out, strings.TrimRight(line, "\n"))
+		if !strings.Contains(line, s) {
+			continue
+		}
+		var e struct {
+			Time   string `json:"time"`
+			Level  string `json:"level"`
+			Msg    string `json:"msg"`
+			Method string `json:"method"`
+			Path   string `json:"path"`
+			Status int    `json:"status"`
+			Err    string `json:"err"`
+		}
+		switch {
+		case json.Unmarshal([]byte(line), &e) != nil:
+			out = append(out, replica+" "+strings.TrimSpace(line))
+		case e.Msg == "request":
+			out = append(out, fmt.Sprintf("%s %s %s %s %d", e.Time, replica, e.Method, e.Path, e.Status))
+		case e.Level != "INFO" && e.Level != "DEBUG":
+			out = append(out, fmt.Sprintf("%s %s %s %s %s", e.Time, replica, e.Level, e.Msg, e.Err))
 		}
 	}
-	if len(out) > max {
-		out = append(out[:max/2], append([]string{"..."}, out[len(out)-max/2:]...)...)
+	if len(out) > n {
+		out = append(out[:n/2], append([]string{"..."}, out[len(out)-n/2:]...)...)
 	}
-	return strings.Join(out, "\n")
+	return out
 }
 
 // soakVerify pulls img from base as a client does: the manifest by tag must
@@ -429,13 +448,22 @@ type soakStats struct {
 	deletes       int
 	failedPushes  map[string]int // by error code
 	failedDeletes int
-	failures      []string // the first ones, described
+	failures      []soakFailure // the first ones
 	kept          []soakImage
 }
 
-func (s *soakStats) fail(format string, args ...any) {
+// soakFailure is a failed push or delete.
+type soakFailure struct {
+	what       string
+	start, end time.Time
+	code       string
+	digest     string // the digest the registry named, if any
+	err        error
+}
+
+func (s *soakStats) fail(f soakFailure) {
 	if len(s.failures) < 20 {
-		s.failures = append(s.failures, fmt.Sprintf(format, args...))
+		s.failures = append(s.failures, f)
 	}
 }
 
@@ -470,10 +498,11 @@ func soakWrite(w int, host string, pool *soakPool, deadline time.Time, st *soakS
 		err = remote.Write(tagRef, img)
 		desc.pushed = time.Now()
 		if err != nil {
-			code := soakErrorCode(err)
+			code, d := soakErrorCode(err)
 			st.mu.Lock()
 			st.failedPushes[code]++
-			st.fail("push %s (blobs %v) from %s to %s: %s: %v", desc, desc.blobs, start.Format(time.RFC3339Nano), desc.pushed.Format(time.RFC3339Nano), code, err)
+			st.fail(soakFailure{what: fmt.Sprintf("push %s (config and layers %v)", desc, desc.blobs),
+				start: start, end: desc.pushed, code: code, digest: d, err: err})
 			st.mu.Unlock()
 			continue
 		}
@@ -490,11 +519,13 @@ func soakWrite(w int, host string, pool *soakPool, deadline time.Time, st *soakS
 		if err != nil {
 			return err
 		}
+		start = time.Now()
 		err = remote.Delete(digestRef)
 		st.mu.Lock()
 		if err != nil {
 			st.failedDeletes++
-			st.fail("delete %s: %v", desc, err)
+			code, d := soakErrorCode(err)
+			st.fail(soakFailure{what: "delete " + desc.String(), start: start, end: time.Now(), code: code, digest: d, err: err})
 			// Still tagged: it must pull like the kept ones.
 			st.kept = append(st.kept, desc)
 		} else {
@@ -607,10 +638,7 @@ func TestGCSoakTwoReplicas(t *testing.T) {
 		t.Errorf("%d pushes failed with %s", n, code)
 	}
 	for _, f := range st.failures {
-		t.Errorf("%s", f)
-	}
-	if len(st.failures) > 0 {
-		soakExplain(t, st.failures, all, a, b)
+		t.Errorf("%s", soakExplain(f, all, map[string]*Registry{"a": a, "b": b}))
 	}
 	if st.pushes == 0 || st.deletes == 0 {
 		t.Errorf("the writers pushed %d and deleted %d images: no soak", st.pushes, st.deletes)
@@ -624,8 +652,8 @@ func TestGCSoakTwoReplicas(t *testing.T) {
 		if d, err := soakVerify(http.DefaultClient, proxy.URL, img); err != nil {
 			broken++
 			if broken <= 10 {
-				t.Errorf("pull %s: %v\n  %s\n  replica logs:\n%s", img, err, soakWhoDeleted(all, d),
-					soakLogLines(a.Logs()+b.Logs(), strings.TrimPrefix(d, "sha256:"), 20))
+				t.Errorf("%s", soakExplain(soakFailure{what: "pull " + img.String(), start: img.pushed, end: time.Now(), digest: d, err: err},
+					all, map[string]*Registry{"a": a, "b": b}))
 			}
 		}
 	}
@@ -635,30 +663,31 @@ func TestGCSoakTwoReplicas(t *testing.T) {
 	soakCheckTags(t, proxy.URL, []string{"soak/r0", "soak/r1"}, st.kept)
 }
 
-// soakExplain logs, for each blob digest named in the writers' failures,
-// which collector run deleted it and what the replicas logged about it.
-func soakExplain(t *testing.T, failures []string, reports []soakReport, replicas ...*Registry) {
-	t.Helper()
-	seen := map[string]bool{}
-	for _, f := range failures {
-		for rest := f; ; {
-			i := strings.Index(rest, "sha256:")
-			if i < 0 || len(rest) < i+7+64 {
-				break
-			}
-			d := rest[i : i+7+64]
-			rest = rest[i+7+64:]
-			if seen[d] {
-				continue
-			}
-			seen[d] = true
-			var logs string
-			for _, r := range replicas {
-				logs += r.Logs()
-			}
-			t.Logf("%s: %s\n  replica logs:\n%s", d, soakWhoDeleted(reports, d), soakLogLines(logs, d[7:], 20))
+// soakExplain describes a failure with the collector runs under way
+// meanwhile, which run deleted the digest the registry named, and what the
+// replicas logged about it.
+func soakExplain(f soakFailure, reports []soakReport, replicas map[string]*Registry) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s from %s to %s: %s: %v", f.what, f.start.Format(time.RFC3339Nano), f.end.Format(time.RFC3339Nano), f.code, f.err)
+	for _, r := range reports {
+		if r.Started.Before(f.end) && r.Finished.After(f.start) {
+			fmt.Fprintf(&b, "\n  meanwhile run %s (%s to %s): %d blobs deleted, %d spared",
+				r.ID, r.Started.Format(time.RFC3339Nano), r.Finished.Format(time.RFC3339Nano), r.Blobs.Deleted, r.Blobs.Spared)
 		}
 	}
+	if f.digest == "" {
+		return b.String()
+	}
+	fmt.Fprintf(&b, "\n  %s: %s", f.digest, soakWhoDeleted(reports, f.digest))
+	var lines []string
+	for name, r := range replicas {
+		lines = append(lines, soakLogLines("replica "+name, r.Logs(), strings.TrimPrefix(f.digest, "sha256:"), 20)...)
+	}
+	slices.Sort(lines)
+	for _, l := range lines {
+		b.WriteString("\n    " + l)
+	}
+	return b.String()
 }
 
 // soakBlobPath is where the filesystem backend under root keeps blob d.
