@@ -58,6 +58,7 @@ type soakReport struct {
 	DryRun    bool      `json:"dryRun"`
 	Started   time.Time `json:"started"`
 	Finished  time.Time `json:"finished"`
+	Sweep     float64   `json:"sweepSeconds"`
 	Manifests struct {
 		Kept    int `json:"kept"`
 		Deleted int `json:"deleted"`
@@ -652,7 +653,7 @@ func TestGCSoakTwoReplicas(t *testing.T) {
 		if d, err := soakVerify(http.DefaultClient, proxy.URL, img); err != nil {
 			broken++
 			if broken <= 10 {
-				t.Errorf("%s", soakExplain(soakFailure{what: "pull " + img.String(), start: img.pushed, end: time.Now(), digest: d, err: err},
+				t.Errorf("%s", soakExplain(soakFailure{what: "pull " + img.String(), start: img.pushed, end: img.pushed, digest: d, err: err},
 					all, map[string]*Registry{"a": a, "b": b}))
 			}
 		}
@@ -668,7 +669,7 @@ func TestGCSoakTwoReplicas(t *testing.T) {
 // replicas logged about it.
 func soakExplain(f soakFailure, reports []soakReport, replicas map[string]*Registry) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s from %s to %s: %s: %v", f.what, f.start.Format(time.RFC3339Nano), f.end.Format(time.RFC3339Nano), f.code, f.err)
+	fmt.Fprintf(&b, "%s from %s to %s: %v", f.what, f.start.Format(time.RFC3339Nano), f.end.Format(time.RFC3339Nano), f.err)
 	for _, r := range reports {
 		if r.Started.Before(f.end) && r.Finished.After(f.start) {
 			fmt.Fprintf(&b, "\n  meanwhile run %s (%s to %s): %d blobs deleted, %d spared",
@@ -813,6 +814,9 @@ func soakKillMidSweep(t *testing.T, configFile, root string, garbage []string) s
 		default:
 		}
 		if soakPresent(root, garbage) < len(garbage) {
+			// The sweep has begun: kill it a little later, at some
+			// point of its course.
+			time.Sleep(time.Duration(mrand.IntN(50)) * time.Millisecond)
 			_ = cmd.Process.Kill()
 			<-exited
 			o.killed = true
@@ -876,8 +880,8 @@ func TestGCKilledMidSweep(t *testing.T) {
 	t.Logf("killed mid-sweep: %d of %d garbage blobs left", outcome.remaining, len(garbage))
 
 	rep, waited := soakGCWhenFree(t, nil, gcConfig, 90*time.Second)
-	t.Logf("the next collection started after %s: %d blobs and %d manifests deleted, %d blobs kept, %d bytes reclaimed",
-		waited.Round(time.Second), rep.Blobs.Deleted, rep.Manifests.Deleted, rep.Blobs.Kept, rep.BytesReclaimed)
+	t.Logf("the next collection started after %s: %d blobs and %d manifests deleted, %d blobs kept, %d bytes reclaimed, sweep %.2fs",
+		waited.Round(time.Second), rep.Blobs.Deleted, rep.Manifests.Deleted, rep.Blobs.Kept, rep.BytesReclaimed, rep.Sweep)
 	if rep.Error != "" || rep.DryRun {
 		t.Errorf("run %s: dryRun=%v error %q", rep.ID, rep.DryRun, rep.Error)
 	}
