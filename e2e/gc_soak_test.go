@@ -816,7 +816,7 @@ func soakKillMidSweep(t *testing.T, configFile, root string, garbage []string) s
 		if soakPresent(root, garbage) < len(garbage) {
 			// The sweep has begun: kill it a little later, at some
 			// point of its course.
-			time.Sleep(time.Duration(mrand.IntN(50)) * time.Millisecond)
+			time.Sleep(time.Duration(mrand.IntN(1000)) * time.Millisecond)
 			_ = cmd.Process.Kill()
 			<-exited
 			o.killed = true
