@@ -148,6 +148,10 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
+	if err := a.buildGC(); err != nil {
+		return err
+	}
+	indexed.marks = a.marks
 	repos, idx := indexed.ns, indexed.idx
 	dc := distributionConfig(a.cfg, driver, idx, indexed.links, secret)
 	if a.auth != nil {
@@ -187,9 +191,6 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	opts.Cache = a.caches
-	if err := a.buildGC(); err != nil {
-		return err
-	}
 	opts.Collection, opts.Pulls = a.marks, a.pulls
 	gate, err := a.buildAdmission(repos, refs)
 	if err != nil {

@@ -63,6 +63,8 @@ type Collector struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	now       func() time.Time
+	// afterPlan, when set, runs between marking and sweeping (tests).
+	afterPlan func(ctx context.Context)
 }
 
 // New returns a collector over driver.
@@ -164,6 +166,9 @@ func (c *Collector) collect(ctx context.Context, rep *Report) error {
 	p, err := c.plan(ctx, inv)
 	if err != nil {
 		return err
+	}
+	if c.afterPlan != nil {
+		c.afterPlan(ctx)
 	}
 	rep.Repositories = len(inv.repos)
 	rep.MarkSeconds = c.now().Sub(markStart).Seconds()
