@@ -14,7 +14,12 @@ import (
 // test ends.
 func startReplica(t *testing.T, s *store, off bool) *Marks {
 	t.Helper()
-	m, err := NewMarks(s.d, MarksOptions{Off: off})
+	return startReplicaWith(t, s, MarksOptions{Off: off})
+}
+
+func startReplicaWith(t *testing.T, s *store, o MarksOptions) *Marks {
+	t.Helper()
+	m, err := NewMarks(s.d, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,14 +116,7 @@ func TestVouchWaitsForTheTombstone(t *testing.T) {
 // replica acknowledges the run.
 func TestRecentVouchesAreMarkedWhenARunBegins(t *testing.T) {
 	s := newStore(t)
-	m, err := NewMarks(s.d, MarksOptions{Window: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = m.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	m := startReplicaWith(t, s, MarksOptions{Window: time.Minute})
 	d := s.blob("app", "checked just before the run")
 	time.Sleep(100 * time.Millisecond)
 	m.Remember(Vouch{Repository: "app", Blobs: []digest.Digest{d}})
