@@ -52,7 +52,7 @@ func (a *App) buildMarks() error {
 	if a.marks, err = gc.NewMarks(a.driver, gc.MarksOptions{Log: a.log, Metrics: a.gcMetrics, Off: a.cfg.GC.UnsafeSkipMarkers, Window: window}); err != nil {
 		return err
 	}
-	a.pulls, err = gc.NewPulls(a.driver, nil)
+	a.pulls, err = gc.NewPulls(a.driver, nil, pullEvery(a.cfg))
 	return err
 }
 
@@ -109,4 +109,24 @@ func Collect(ctx context.Context, cfg *config.Config, log *slog.Logger, dryRun b
 		return nil, err
 	}
 	return c.Collect(ctx, dryRun)
+}
+
+// pullEvery is how often a manifest's pull time is written: an hour, or a
+// quarter of the shortest pulledWithin or cache maxAge when that is
+// shorter, so that what is pulled all along never looks idle.
+func pullEvery(cfg *config.Config) time.Duration {
+	every := gc.PullEvery
+	for _, p := range cfg.Retention.Policies {
+		for _, k := range p.Keep {
+			if k.PulledWithin > 0 {
+				every = min(every, k.PulledWithin.D()/4)
+			}
+		}
+	}
+	for _, c := range cfg.Cache {
+		if c.MaxAge > 0 {
+			every = min(every, c.MaxAge.D()/4)
+		}
+	}
+	return every
 }

@@ -163,7 +163,9 @@ func (h *Handler) writeGCError(w http.ResponseWriter, r *http.Request, rt Route,
 	h.writeError(w, r, api.Status(http.StatusServiceUnavailable, "UNAVAILABLE", "the storage backend did not answer; try again"))
 }
 
-// recordPull notes a successful manifest GET for retention's pulledWithin.
+// recordPull notes a successful manifest GET for retention's pulledWithin
+// (a storage write at most once an hour per manifest), once the response
+// is written.
 func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 	if h.pulls == nil {
 		return
@@ -173,9 +175,7 @@ func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
-	go func() {
-		if err := h.pulls.Record(ctx, repo, d); err != nil {
-			h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
-		}
-	}()
+	if err := h.pulls.Record(ctx, repo, d); err != nil {
+		h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
+	}
 }
