@@ -57,6 +57,7 @@ type App struct {
 	marks     *gc.Marks
 	pulls     *gc.Pulls
 	collector *gc.Collector
+	gcMetrics *gc.Metrics
 	// Remotes (built once) and replication (nil without rules).
 	remotes       map[string]*replication.Remote
 	observeRemote func(remote string) func(replication.Request)
@@ -154,7 +155,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
-	if err := a.buildGC(); err != nil {
+	if err := a.buildMarks(); err != nil {
 		return err
 	}
 	indexed.marks = a.marks
@@ -206,6 +207,9 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 			return err
 		}
 		opts.Events = outbox.Fanout{events, replicationEvents}
+	}
+	if err := a.buildCollector(opts.Events); err != nil {
+		return err
 	}
 	if a.caches, err = a.buildCaches(indexed, refs, events); err != nil {
 		return err
