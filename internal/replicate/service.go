@@ -113,7 +113,7 @@ func New(o Options) (*Service, error) {
 // events in for replication. Without it, rules run on their schedules
 // only (a command-line run).
 func (s *Service) Follow(box *outbox.Outbox) error {
-	d, err := outbox.NewDispatcher(box, s.handle, outbox.DispatcherOptions{
+	d, err := outbox.NewDispatcher(box, s.Handle, outbox.DispatcherOptions{
 		Concurrency: s.concurrency, MinBackoff: time.Second, MaxBackoff: time.Minute, Log: s.log, Now: s.now})
 	if err != nil {
 		return err
@@ -207,8 +207,11 @@ func (s *Service) schedule(ctx context.Context, r *rule) {
 	}
 }
 
-// handle is the replication outbox's consumer.
-func (s *Service) handle(ctx context.Context, e outbox.Entry) error {
+// Handle is the replication outbox's consumer: it copies what an event changes
+// for every push rule with trigger event that matches. It returns nil when
+// the event is done (also when the destination refused it for good), an
+// error to have it retried.
+func (s *Service) Handle(ctx context.Context, e outbox.Entry) error {
 	ev := e.Event
 	if ev.Repository == "" || s.accounts[ev.Pusher] {
 		return nil

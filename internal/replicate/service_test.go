@@ -1,0 +1,307 @@
+package replicate_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/distribution/reference"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/outbox"
+	"github.com/portcullis/portcullis/internal/referrers"
+	"github.com/portcullis/portcullis/internal/replicate"
+	"github.com/portcullis/portcullis/replication"
+)
+
+// testRepos opens repositories with the referrers index, and lists them.
+type testRepos struct {
+	ns  distribution.Namespace
+	idx *referrers.Index
+}
+
+func (r testRepos) Repository(ctx context.Context, n reference.Named) (distribution.Repository, error) {
+	repo, err := r.ns.Repository(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	return referrers.Wrap(repo, r.idx), nil
+}
+
+func (r testRepos) Enumerate(ctx context.Context, ingester func(string) error) error {
+	err := r.ns.(distribution.RepositoryEnumerator).Enumerate(ctx, ingester)
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return nil
+	}
+	return err
+}
+
+// site is the other registry: go-containerregistry's in-memory registry
+// behind a handler that counts writes and can refuse them.
+type site struct {
+	srv    *httptest.Server
+	reg    http.Handler
+	mu     sync.Mutex
+	writes map[string]int // "METHOD path"
+	refuse func(r *http.Request) bool
+}
+
+func (s *site) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	refuse := s.refuse
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.writes[r.Method+" "+r.URL.Path]++
+	}
+	s.mu.Unlock()
+	if refuse != nil && refuse(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"DENIED","message":"no trusted signature"}]}`)
+		return
+	}
+	s.reg.ServeHTTP(w, r)
+}
+
+func (s *site) count(method, path string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writes[method+" "+path]
+}
+
+// harness is a Service over in-memory storage with one push rule (event)
+// and one pull rule (manual) to a site.
+type harness struct {
+	t     *testing.T
+	svc   *replicate.Service
+	local *replicate.Local
+	site  *site
+	rem   *replication.Remote
+}
+
+func newHarness(t *testing.T, rules ...config.ReplicationRule) *harness {
+	t.Helper()
+	ctx := t.Context()
+	driver := inmemory.New()
+	ns, err := storage.NewRegistry(ctx, driver, storage.EnableDelete)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := referrers.NewIndex(driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repos := testRepos{ns: ns, idx: idx}
+	refs, err := referrers.NewHandler(idx, ns, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &site{writes: map[string]int{}, reg: registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true))}
+	st.srv = httptest.NewServer(st)
+	t.Cleanup(st.srv.Close)
+	rem, err := replication.New(replication.Options{Name: "site-b", URL: st.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = meta.Close() })
+	cfg := config.Replication{Rules: append([]config.ReplicationRule(nil), rules...), Accounts: []string{"site-b-robot"}}
+	c := config.Default()
+	c.Remotes = []config.Remote{{Name: "site-b", URL: st.srv.URL}}
+	c.Replication = cfg
+	c.Provision()
+	local := &replicate.Local{Repos: repos, Refs: refs}
+	svc, err := replicate.New(replicate.Options{Config: c.Replication, Remotes: map[string]*replication.Remote{"site-b": rem}, Local: local,
+		Catalog: repos, Driver: driver, Metadata: meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, svc: svc, local: local, site: st, rem: rem}
+}
+
+// pushLocal stores a random image as repo:tag here, as a pull would.
+func (h *harness) pushLocal(repo, tag string) string {
+	h.t.Helper()
+	src := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer src.Close()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(src.URL, "http://") + "/" + repo + ":" + tag)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		h.t.Fatal(err)
+	}
+	from, err := replication.New(replication.Options{Name: "src", URL: src.URL})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	res, err := replication.NewCopier(from, h.local).Copy(h.t.Context(), repo, repo, tag)
+	if err != nil {
+		h.t.Fatalf("seed %s:%s: %v", repo, tag, err)
+	}
+	return string(res.Digest)
+}
+
+// remoteDigest is repo:tag's digest at the site, "" when it has none.
+func (h *harness) remoteDigest(repo, tag string) string {
+	d, err := h.rem.HeadManifest(h.t.Context(), repo, tag)
+	if err != nil {
+		return ""
+	}
+	return string(d.Digest)
+}
+
+var pushRule = config.ReplicationRule{Name: "to-b", Mode: "push", Remote: "site-b", Repositories: []string{"prod/**"},
+	Tags: []string{"v*"}, Deletes: true}
+
+func tagEvent(repo, tag, pusher string) outbox.Entry {
+	return outbox.Entry{Seq: 1, Event: outbox.Event{Kind: outbox.KindTag, Repository: repo, Tag: tag, Pusher: pusher, Time: time.Now()}}
+}
+
+func TestEventsFollowRulesAndSkipOtherSites(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, pushRule)
+	d := h.pushLocal("prod/app", "v1")
+	h.pushLocal("prod/app", "latest")
+	h.pushLocal("dev/app", "v1")
+	ctx := t.Context()
+	for _, e := range []outbox.Entry{
+		tagEvent("prod/app", "v1", "site-b-robot"), // pushed here by the other site: not sent back
+		tagEvent("prod/app", "latest", "alice"),    // no tag pattern matches
+		tagEvent("dev/app", "v1", "alice"),         // no repository pattern matches
+	} {
+		if err := h.svc.Handle(ctx, e); err != nil {
+			t.Fatalf("handle %+v: %v", e.Event, err)
+		}
+	}
+	for _, ref := range [][2]string{{"prod/app", "v1"}, {"prod/app", "latest"}, {"dev/app", "v1"}} {
+		if got := h.remoteDigest(ref[0], ref[1]); got != "" {
+			t.Errorf("%s:%s replicated (%s), want not", ref[0], ref[1], got)
+		}
+	}
+	if err := h.svc.Handle(ctx, tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.remoteDigest("prod/app", "v1"); got != d {
+		t.Errorf("prod/app:v1 at the site: %q, want %s", got, d)
+	}
+	// A deletion is replicated (the rule says deletes: true).
+	del := outbox.Entry{Seq: 2, Event: outbox.Event{Kind: outbox.KindDelete, Repository: "prod/app", Tag: "v1", Pusher: "alice"}}
+	if err := h.svc.Handle(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.remoteDigest("prod/app", "v1"); got != "" {
+		t.Errorf("prod/app:v1 still at the site after its deletion: %s", got)
+	}
+}
+
+func TestRefusalIsRecordedAndNotRetried(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, pushRule)
+	d := h.pushLocal("prod/app", "v1")
+	tagPath := "/v2/prod/app/manifests/v1"
+	h.site.refuse = func(r *http.Request) bool { return r.Method == http.MethodPut && r.URL.Path == tagPath }
+	if err := h.svc.Handle(t.Context(), tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatalf("a refusal must finish the event, got %v", err)
+	}
+	st := h.svc.Status(t.Context())
+	want := []replicate.Failure{{Repository: "prod/app", Tag: "v1", Digest: digest.Digest(d),
+		Error: "DENIED: no trusted signature", Permanent: true, Attempts: 1}}
+	if diff := cmp.Diff(want, st[0].Failures, cmpIgnoreTimes); diff != "" {
+		t.Errorf("failures (-want +got):\n%s", diff)
+	}
+	// The reconcile does not send it again while the image is unchanged.
+	rep, err := h.svc.RunRule(t.Context(), "to-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := h.site.count(http.MethodPut, tagPath); n != 1 {
+		t.Errorf("tag PUTs after a reconcile: %d, want 1 (no retry of a refusal); run %+v", n, rep)
+	}
+	// Once the site accepts it (a signature arrived), the next event lands it.
+	h.site.refuse = nil
+	if err := h.svc.Handle(t.Context(), tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.remoteDigest("prod/app", "v1"); got != d {
+		t.Errorf("prod/app:v1 at the site: %q, want %s", got, d)
+	}
+	if f := h.svc.Status(t.Context())[0].Failures; len(f) != 0 {
+		t.Errorf("failures left: %+v", f)
+	}
+}
+
+func TestRunRuleReconcilesAndPulls(t *testing.T) {
+	t.Parallel()
+	pull := config.ReplicationRule{Name: "from-b", Mode: "pull", Remote: "site-b", Repositories: []string{"mirror/app"}, Trigger: "manual"}
+	h := newHarness(t, pushRule, pull)
+	d1, d2 := h.pushLocal("prod/app", "v1"), h.pushLocal("prod/app", "v2")
+	rep, err := h.svc.RunRule(t.Context(), "to-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.remoteDigest("prod/app", "v1") != d1 || h.remoteDigest("prod/app", "v2") != d2 || rep.Copied != 2 {
+		t.Errorf("after a reconcile: v1 %q, v2 %q, run %+v", h.remoteDigest("prod/app", "v1"), h.remoteDigest("prod/app", "v2"), rep)
+	}
+	// Quiet once converged: a second run writes nothing.
+	before := len(h.site.writes)
+	if rep, err = h.svc.RunRule(t.Context(), "to-b"); err != nil || rep.Copied != 0 {
+		t.Errorf("second run: %+v %v, want nothing copied", rep, err)
+	}
+	if len(h.site.writes) != before {
+		t.Errorf("second run wrote to the site: %v", h.site.writes)
+	}
+	// A tag deleted here is deleted there.
+	if err := h.local.DeleteTag(t.Context(), "prod/app", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = h.svc.RunRule(t.Context(), "to-b"); err != nil || rep.Deleted != 1 || h.remoteDigest("prod/app", "v2") != "" {
+		t.Errorf("after deleting v2 here: run %+v %v, v2 there %q", rep, err, h.remoteDigest("prod/app", "v2"))
+	}
+
+	// Pull: what the site has is fetched.
+	from, err := replication.New(replication.Options{Name: "b", URL: h.site.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := replication.NewCopier(h.local, from).Copy(t.Context(), "prod/app", "mirror/app", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.RunRule(t.Context(), "from-b"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.local.HeadManifest(t.Context(), "mirror/app", "v1"); err != nil || got.Digest != res.Digest {
+		t.Errorf("pulled mirror/app:v1: %v %v, want %s", got.Digest, err, res.Digest)
+	}
+	if _, err := h.svc.RunRule(t.Context(), "nope"); !errors.Is(err, replicate.ErrUnknownRule) {
+		t.Errorf("RunRule of an unknown rule: %v", err)
+	}
+}
