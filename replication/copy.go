@@ -162,6 +162,9 @@ func (r *copyRun) manifestTree(ctx context.Context, d digest.Digest, mediaType s
 		if err := r.manifestTree(ctx, child.Digest, cd.MediaType, cbody); err != nil {
 			return err
 		}
+		if err := r.referrers(ctx, child.Digest); err != nil {
+			return err
+		}
 	}
 	var blobs []v1.Descriptor
 	if m.Config != nil && m.Config.Digest != "" {

@@ -71,6 +71,9 @@ var rules = []rule{
 		why: "the collector works on storage alone (and its lease): the front handler and the API call it, never the reverse"},
 	{pkgs: "internal/lease", imports: []string{mod + "internal/", "net/http"},
 		why: "a lease is a storage object and nothing else"},
+	{pkgs: "internal/replicate", imports: []string{mod + "internal/app", mod + "internal/front", mod + "internal/api",
+		mod + "internal/server", mod + "internal/gc", mod + "internal/scanner", mod + "internal/cache", "net/http"},
+		why: "replication works on storage, its outbox and the remote client: the wiring and the API call it, never the reverse"},
 
 	// auth: the policy stays pure, audit and ratelimit stay independent of
 	// HTTP and of each other.
