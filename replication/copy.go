@@ -155,14 +155,7 @@ func (r *copyRun) manifestTree(ctx context.Context, d digest.Digest, mediaType s
 		mediaType = m.MediaType
 	}
 	for _, child := range m.Manifests {
-		cd, cbody, err := r.c.src.GetManifest(ctx, r.srcRepo, string(child.Digest))
-		if err != nil {
-			return err
-		}
-		if err := r.manifestTree(ctx, child.Digest, cd.MediaType, cbody); err != nil {
-			return err
-		}
-		if err := r.referrers(ctx, child.Digest); err != nil {
+		if err := r.graph(ctx, child.Digest, false); err != nil {
 			return err
 		}
 	}
@@ -238,6 +231,22 @@ func (r *copyRun) copyBlob(ctx context.Context, b v1.Descriptor) error {
 	return nil
 }
 
+// graph copies the manifest d with what it references and its
+// referrers. A manifest the source does not have is skipped when optional.
+func (r *copyRun) graph(ctx context.Context, d digest.Digest, optional bool) error {
+	desc, body, err := r.c.src.GetManifest(ctx, r.srcRepo, string(d))
+	if optional && errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.manifestTree(ctx, desc.Digest, desc.MediaType, body); err != nil {
+		return err
+	}
+	return r.referrers(ctx, desc.Digest)
+}
+
 // referrers copies every referrer of d, recursively: those the referrers
 // API lists, and cosign's tags with their tag.
 func (r *copyRun) referrers(ctx context.Context, d digest.Digest) error {
@@ -249,17 +258,8 @@ func (r *copyRun) referrers(ctx context.Context, d digest.Digest) error {
 		if r.seen[ref.Digest] {
 			continue
 		}
-		desc, body, err := r.c.src.GetManifest(ctx, r.srcRepo, string(ref.Digest))
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted since it was listed
-		}
-		if err != nil {
-			return err
-		}
-		if err := r.manifestTree(ctx, desc.Digest, desc.MediaType, body); err != nil {
-			return err
-		}
-		if err := r.referrers(ctx, desc.Digest); err != nil {
+		// A referrer deleted since it was listed is skipped.
+		if err := r.graph(ctx, ref.Digest, true); err != nil {
 			return err
 		}
 	}

@@ -31,44 +31,78 @@ func (r *Remote) Referrers(ctx context.Context, repo string, d digest.Digest) ([
 	if err := checkBlob(repo, d); err != nil {
 		return nil, fmt.Errorf("remote %s: %s: %w", r.name, what, err)
 	}
-	next := r.repoURL(repo, "referrers/"+string(d))
 	out := []v1.Descriptor{}
-	for page := 0; next != ""; page++ {
-		if page == maxReferrersPages {
-			r.log.WarnContext(ctx, "referrers list truncated", "repo", repo, "digest", d, "pages", page)
-			break
+	var fallback []v1.Descriptor
+	usedTag := false
+	err := r.eachPage(ctx, call{op: "referrers", what: what, method: http.MethodGet,
+		url: r.repoURL(repo, "referrers/"+string(d)), accept: v1.MediaTypeImageIndex, scope: pullScope(repo)},
+		maxReferrersPages,
+		func(resp *http.Response) (bool, error) {
+			if !r.noReferrersAPI(resp) {
+				return false, nil
+			}
+			usedTag = true
+			var err error
+			fallback, err = r.referrersTag(ctx, repo, d)
+			return true, err
+		},
+		func(body []byte) error {
+			var idx v1.Index
+			if err := json.Unmarshal(body, &idx); err != nil {
+				return fmt.Errorf("decode index: %w", err)
+			}
+			out = append(out, idx.Manifests...)
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	if usedTag {
+		return fallback, nil
+	}
+	return out, nil
+}
+
+// eachPage sends c, a GET, and the pages that Link rel="next" headers
+// name (on the remote's origin only), at most maxPages, and hands each
+// page's body to page. first, when set, sees the first answer and may
+// handle it instead (it returns true; it then consumes the body).
+func (r *Remote) eachPage(ctx context.Context, c call, maxPages int, first func(*http.Response) (bool, error), page func([]byte) error) error {
+	for n := 0; c.url != ""; n++ {
+		if n == maxPages {
+			r.log.WarnContext(ctx, "list truncated", "what", c.what, "pages", n)
+			return nil
 		}
-		resp, err := r.send(ctx, call{op: "referrers", what: what, method: http.MethodGet,
-			url: next, accept: v1.MediaTypeImageIndex, scope: pullScope(repo)})
+		resp, err := r.send(ctx, c)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if page == 0 && r.noReferrersAPI(resp) {
-			return r.referrersTag(ctx, repo, d)
+		if n == 0 && first != nil {
+			if handled, err := first(resp); handled {
+				return err
+			}
 		}
 		if resp.StatusCode/100 != 2 {
-			return nil, r.statusError(what, resp)
+			return r.statusError(c.what, resp)
 		}
 		link, err := nextLink(resp)
 		if err != nil {
 			drain(resp.Body)
-			return nil, fmt.Errorf("remote %s: %s: %w", r.name, what, err)
+			return fmt.Errorf("remote %s: %s: %w", r.name, c.what, err)
 		}
-		body, err := r.readManifest(ctx, what, resp)
+		body, err := r.readManifest(ctx, c.what, resp)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		var idx v1.Index
-		if err := json.Unmarshal(body, &idx); err != nil {
-			return nil, fmt.Errorf("remote %s: %s: decode index: %w", r.name, what, err)
+		if err := page(body); err != nil {
+			return fmt.Errorf("remote %s: %s: %w", r.name, c.what, err)
 		}
-		out = append(out, idx.Manifests...)
-		next = link
-		if next != "" && !r.sameOrigin(next) {
-			return nil, fmt.Errorf("remote %s: %s: next page on another host: %s", r.name, what, clean(next))
+		if link != "" && !r.sameOrigin(link) {
+			return fmt.Errorf("remote %s: %s: next page on another host: %s", r.name, c.what, clean(link))
 		}
+		c.url = link
 	}
-	return out, nil
+	return nil
 }
 
 // noReferrersAPI reports whether resp says the remote has no referrers

@@ -94,47 +94,28 @@ func (r *Remote) Tags(ctx context.Context, repo string) ([]string, error) {
 	if err := checkRepo(repo); err != nil {
 		return nil, fmt.Errorf("remote %s: %s: %w", r.name, what, err)
 	}
-	next := r.repoURL(repo, "tags/list?n=1000")
-	var out []string
-	for page := 0; next != ""; page++ {
-		if page == 100 {
-			r.log.WarnContext(ctx, "tag list truncated", "repo", repo, "pages", page)
-			break
-		}
-		resp, err := r.send(ctx, call{op: "tags", what: what, method: http.MethodGet, url: next, scope: pullScope(repo)})
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode == http.StatusNotFound && page == 0 {
+	out := []string{}
+	err := r.eachPage(ctx, call{op: "tags", what: what, method: http.MethodGet,
+		url: r.repoURL(repo, "tags/list?n=1000"), scope: pullScope(repo)}, 100,
+		func(resp *http.Response) (bool, error) {
+			if resp.StatusCode != http.StatusNotFound {
+				return false, nil
+			}
 			drain(resp.Body)
-			return []string{}, nil
-		}
-		if resp.StatusCode/100 != 2 {
-			return nil, r.statusError(what, resp)
-		}
-		link, err := nextLink(resp)
-		if err != nil {
-			drain(resp.Body)
-			return nil, fmt.Errorf("remote %s: %s: %w", r.name, what, err)
-		}
-		body, err := r.readManifest(ctx, what, resp)
-		if err != nil {
-			return nil, err
-		}
-		var v struct {
-			Tags []string `json:"tags"`
-		}
-		if err := json.Unmarshal(body, &v); err != nil {
-			return nil, fmt.Errorf("remote %s: %s: decode: %w", r.name, what, err)
-		}
-		out = append(out, v.Tags...)
-		next = link
-		if next != "" && !r.sameOrigin(next) {
-			return nil, fmt.Errorf("remote %s: %s: next page on another host: %s", r.name, what, clean(next))
-		}
-	}
-	if out == nil {
-		out = []string{}
+			return true, nil
+		},
+		func(body []byte) error {
+			var v struct {
+				Tags []string `json:"tags"`
+			}
+			if err := json.Unmarshal(body, &v); err != nil {
+				return fmt.Errorf("decode: %w", err)
+			}
+			out = append(out, v.Tags...)
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
