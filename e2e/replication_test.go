@@ -293,3 +293,86 @@ func TestReplicationPush(t *testing.T) {
 		}
 	}
 }
+
+// replBothWaysConfig is one site of a pair that replicates prod/** both
+// ways: its people push as alice or bob; the other site pushes here as
+// peer (listed in replication.accounts, so not sent back); it pushes there
+// as peerLogin with peerPassword.
+func replBothWaysConfig(t *testing.T, self, other *faultProxy, peer, peerLogin, peerPassword string) string {
+	t.Helper()
+	users := usersAliceAndBob(t, `    - name: everyone-pushes-prod
+      subjects: [user:alice, user:bob]
+      repositories: ["prod/**"]
+      actions: [pull, push]
+`)
+	users = strings.Replace(users, "  token:\n", "  token:\n    realm: "+self.URL()+"/token\n", 1)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "user"), peerLogin)
+	writeFile(t, filepath.Join(dir, "password"), peerPassword)
+	return fmt.Sprintf(`version: 1
+%s
+remotes:
+  - name: other
+    url: %s
+    usernameFile: %s/user
+    passwordFile: %s/password
+replication:
+  reconcileEvery: 1s
+  accounts: [%s]
+  rules:
+    - name: prod-out
+      mode: push
+      remote: other
+      repositories: ["prod/**"]
+`, users, other.URL(), dir, dir, peer)
+}
+
+// TestReplicationBothWays: rules A→B and B→A over the same repositories
+// (auth on both sites) deliver each site's pushes to the other, and once
+// converged the reconciles write nothing more.
+func TestReplicationBothWays(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	pa, pb := startFaultProxy(t, "http://127.0.0.1:1"), startFaultProxy(t, "http://127.0.0.1:1")
+	// A pushes to B as alice; B pushes to A as bob.
+	a := startRegistry(t, startOptions{config: replBothWaysConfig(t, pa, pb, "bob", "alice", "alice-pw")})
+	b := startRegistry(t, startOptions{config: replBothWaysConfig(t, pb, pa, "alice", "bob", "bob-pw")})
+	pa.setUpstream(t, a.URL())
+	pb.setUpstream(t, b.URL())
+	aEnv, bEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}, []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, aEnv, crane, "auth", "login", "--insecure", pa.Addr, "-u", "alice", "-p", "alice-pw")
+	run(t, bEnv, crane, "auth", "login", "--insecure", pb.Addr, "-u", "bob", "-p", "bob-pw")
+	st := &replSites{crane: crane}
+
+	_, tarPath := imageTarball(t)
+	run(t, aEnv, crane, "push", "--insecure", tarPath, pa.Addr+"/prod/from-a:v1")
+	_, tarPath = imageTarball(t)
+	run(t, bEnv, crane, "push", "--insecure", tarPath, pb.Addr+"/prod/from-b:v1")
+	da, db := st.replDigest(aEnv, pa.Addr+"/prod/from-a:v1"), st.replDigest(bEnv, pb.Addr+"/prod/from-b:v1")
+	replWait(t, "each site's push at the other", func() (bool, string) {
+		atB, atA := st.replDigest(bEnv, pb.Addr+"/prod/from-a:v1"), st.replDigest(aEnv, pa.Addr+"/prod/from-b:v1")
+		return atB == da && atA == db, fmt.Sprintf("from-a at B %q (want %s), from-b at A %q (want %s)", atB, da, atA, db)
+	})
+
+	// Converged: several reconciles on each side (each HEADs the other's
+	// tags) store nothing.
+	sa, sb := pa.snapshot(), pb.snapshot()
+	heads := func(p *faultProxy) int { return p.count(http.MethodHead, "/manifests/v1") }
+	ha, hb := heads(pa), heads(pb)
+	replWait(t, "three reconciles on each side", func() (bool, string) {
+		return heads(pa) >= ha+6 && heads(pb) >= hb+6, fmt.Sprintf("manifest HEADs at A %d, at B %d", heads(pa)-ha, heads(pb)-hb)
+	})
+	for name, p := range map[string]*faultProxy{"A": pa, "B": pb} {
+		s := sa
+		if name == "B" {
+			s = sb
+		}
+		since := p.requestsSince(s)
+		for _, line := range strings.Split(since, "\n") {
+			if strings.HasPrefix(line, "PUT ") || strings.HasPrefix(line, "POST ") || strings.HasPrefix(line, "PATCH ") {
+				t.Errorf("%s received writes after converging:\n%s", name, since)
+				break
+			}
+		}
+	}
+}
