@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
 // replSites is two registries: A pushes to B (through a proxy, so that B
@@ -196,6 +198,23 @@ func TestReplicationPush(t *testing.T) {
 		"--allow-http-registry", bHost+"/prod/app:v1")
 	if err != nil {
 		t.Errorf("cosign verify at B: %v\n%s", err, out)
+	}
+
+	// A layer over 32 MiB goes in chunks, streamed.
+	big, err := random.Image(40<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigTar := filepath.Join(t.TempDir(), "big.tar")
+	writeTarball(t, bigTar, big)
+	patches := st.proxy.count(http.MethodPatch, "/v2/prod/big/blobs/uploads/")
+	run(t, nil, st.crane, "push", "--insecure", bigTar, a+"/prod/big:v1")
+	replWait(t, "prod/big:v1 at B", func() (bool, string) {
+		got := st.replDigest(st.bEnv, bHost+"/prod/big:v1")
+		return got == imageDigest(t, big), fmt.Sprintf("B has %q", got)
+	})
+	if n := st.proxy.count(http.MethodPatch, "/v2/prod/big/blobs/uploads/") - patches; n < 2 {
+		t.Errorf("the 40 MiB layer went in %d PATCH requests, want at least 2 chunks", n)
 	}
 
 	// B enforces signatures: unsigned, the tag is refused and A says why.

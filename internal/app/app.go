@@ -194,19 +194,19 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
-	if a.replicator, err = a.buildReplication(indexed, refs); err != nil {
-		return err
-	}
-	if a.replicator != nil {
+	if len(a.cfg.Replication.Rules) > 0 {
 		// Each write is recorded for the scanner and for replication.
 		replicationEvents, err := outbox.New(a.db.Bolt(), replicate.OutboxName)
 		if err != nil {
 			return err
 		}
+		opts.Events = outbox.Fanout{events, replicationEvents}
+		if a.replicator, err = a.buildReplication(indexed, refs, opts.Events); err != nil {
+			return err
+		}
 		if err := a.replicator.Follow(replicationEvents); err != nil {
 			return err
 		}
-		opts.Events = outbox.Fanout{events, replicationEvents}
 	}
 	if err := a.buildCollector(opts.Events); err != nil {
 		return err

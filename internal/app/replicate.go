@@ -5,17 +5,15 @@ import (
 	"github.com/portcullis/portcullis/internal/replicate"
 )
 
-// buildReplication builds the replication service; nil without rules.
-func (a *App) buildReplication(repos indexedRepos, refs *referrers.Handler) (*replicate.Service, error) {
-	if len(a.cfg.Replication.Rules) == 0 {
-		return nil, nil
-	}
+// buildReplication builds the replication service.
+// What pull rules store is recorded in events, as pushes are.
+func (a *App) buildReplication(repos indexedRepos, refs *referrers.Handler, events replicate.Events) (*replicate.Service, error) {
 	remotes, err := a.buildRemotes()
 	if err != nil {
 		return nil, err
 	}
 	return replicate.New(replicate.Options{
-		Config: a.cfg.Replication, Remotes: remotes, Local: &replicate.Local{Repos: repos, Refs: refs}, Catalog: repos,
+		Config: a.cfg.Replication, Remotes: remotes, Local: &replicate.Local{Repos: repos, Refs: refs, Events: events}, Catalog: repos,
 		Driver: a.driver, Metadata: a.db.Bolt(), Log: a.log.With("component", "replication"), Metrics: a.metrics,
 	})
 }

@@ -23,9 +23,10 @@
 //   - Status (pending events, failures per image) is node-local, in the
 //     metadata database.
 //
-// Caveats: content a pull rule fetches is written to storage directly: it
-// is scanned by the scanner's reconcile pass and read through the pull
-// gates like any image, but admission does not see it as a push.
+// Caveats: content a pull rule fetches is written to storage directly and
+// recorded as events (the scanner scans it, push rules may pass it on); it
+// is read through the pull gates like any image, but admission does not
+// see it as a push.
 //
 // The package must not import internal/app or any HTTP wiring.
 package replicate

@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/replication"
 )
 
@@ -30,11 +32,19 @@ type ReferrerLister interface {
 	List(ctx context.Context, name string, subject digest.Digest) ([]v1.Descriptor, error)
 }
 
+// Events records the manifests a pull rule stores, as the front handler
+// records pushes, for the scanner and replication.
+type Events interface {
+	Append(ctx context.Context, e outbox.Event) (uint64, error)
+}
+
 // Local is this registry's storage seen as a replication.Source (push
 // rules read it) and a replication.Destination (pull rules write it).
 type Local struct {
 	Repos Repositories
 	Refs  ReferrerLister
+	// Events, when set, receives each manifest stored here.
+	Events Events
 }
 
 var (
@@ -252,13 +262,31 @@ func (l *Local) PutManifest(ctx context.Context, repo, ref, mediaType string, bo
 	if err != nil {
 		return "", wrap(what, err)
 	}
+	e := outbox.Event{Kind: outbox.KindPush, Repository: repo, Digest: d, MediaType: mediaType, Subject: subjectOf(body)}
 	if _, err := digest.Parse(ref); err != nil {
 		desc.Digest = d
 		if err := r.Tags(ctx).Tag(ctx, ref, desc); err != nil {
 			return "", wrap(what, err)
 		}
+		e.Kind, e.Tag = outbox.KindTag, ref
+	}
+	if l.Events != nil {
+		// The content is stored; a lost event is repaired by the scanner's
+		// reconcile pass, so it does not fail the copy.
+		_, _ = l.Events.Append(ctx, e)
 	}
 	return d, nil
+}
+
+// subjectOf returns a manifest's subject, if it has one.
+func subjectOf(body []byte) digest.Digest {
+	var v struct {
+		Subject *v1.Descriptor `json:"subject"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Subject == nil {
+		return ""
+	}
+	return v.Subject.Digest
 }
 
 // DeleteTag removes a tag here (pull rules with deletes).
