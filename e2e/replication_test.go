@@ -395,3 +395,64 @@ func TestReplicationBothWays(t *testing.T) {
 		}
 	}
 }
+
+// replKill kills a registry process the hard way (no shutdown).
+func replKill(t *testing.T, r *Registry) {
+	t.Helper()
+	r.stopped = true
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+}
+
+// TestReplicationCrash: A is killed while its copy to B hangs; restarted
+// on the same data, it copies from its outbox (no reconcile runs), and
+// what was pushed while the link hung arrives once.
+func TestReplicationCrash(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	b := startRegistry(t, startOptions{})
+	proxy := startFaultProxy(t, b.URL())
+	cfg := fmt.Sprintf(`version: 1
+remotes:
+  - name: site-b
+    url: %s
+    timeout: 5s
+replication:
+  reconcileEvery: 0s
+  rules:
+    - name: to-b
+      mode: push
+      remote: site-b
+      repositories: ["prod/**"]
+`, proxy.URL())
+	a := startRegistry(t, startOptions{config: cfg})
+	st := &replSites{crane: crane}
+
+	proxy.setMode(hangAfterAccept)
+	big, err := random.Image(8<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(t.TempDir(), "img.tar")
+	writeTarball(t, tarPath, big)
+	run(t, nil, crane, "push", "--insecure", tarPath, a.Addr+"/prod/app:v1")
+	d := imageDigest(t, big)
+	replWait(t, "A's copy under way", func() (bool, string) {
+		return proxy.acceptedConns() > 0, "A has not connected to B's proxy"
+	})
+	replKill(t, a)
+	proxy.setMode(passThrough)
+	if got := st.replDigest(nil, proxy.Addr+"/prod/app:v1"); got != "" {
+		t.Fatalf("B has prod/app:v1 (%s) before A restarted", got)
+	}
+	a = startRegistry(t, startOptions{config: cfg, dataDir: a.DataDir})
+	replWait(t, "prod/app:v1 at B after A's restart", func() (bool, string) {
+		got := st.replDigest(nil, proxy.Addr+"/prod/app:v1")
+		return got == d, fmt.Sprintf("B has %q, want %s", got, d)
+	})
+	if n := proxy.count(http.MethodPut, "/v2/prod/app/manifests/v1"); n != 1 {
+		t.Errorf("tag PUTs at B: %d, want 1", n)
+	}
+}
