@@ -208,6 +208,20 @@ func TestReplicationPush(t *testing.T) {
 		t.Errorf("notation verify at B: %v\n%s", err, out)
 	}
 
+	// The same image in another repository: its blobs are mounted at B
+	// from the repository they went to, not uploaded again.
+	run(t, nil, st.crane, "copy", "--insecure", a+"/prod/app:v1", a+"/prod/app-copy:v1")
+	replWait(t, "prod/app-copy:v1 at B", func() (bool, string) {
+		got := st.replDigest(st.bEnv, bHost+"/prod/app-copy:v1")
+		return got == d, fmt.Sprintf("B has %q, want %s", got, d)
+	})
+	if n := st.proxy.count(http.MethodPut, "/v2/prod/app-copy/blobs/uploads/") + st.proxy.count(http.MethodPatch, "/v2/prod/app-copy/blobs/uploads/"); n != 0 {
+		t.Errorf("blobs of prod/app-copy uploaded again (%d requests), want mounted", n)
+	}
+	if n := st.proxy.count(http.MethodPost, "/v2/prod/app-copy/blobs/uploads/"); n == 0 {
+		t.Error("no mount request for prod/app-copy's blobs")
+	}
+
 	// A layer over 32 MiB goes in chunks, streamed.
 	big, err := random.Image(40<<20, 1)
 	if err != nil {
