@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,7 +77,8 @@ type haCluster struct {
 	minioAddr     string // host:port of MinIO on the network, reachable from this host too
 	names         []string
 	proxy         *haProxy
-	addr          string // the proxy: what clients use
+	addr          string   // the proxy: what clients use
+	pinned        []string // loopback addresses that each reach one replica
 	aliceEnv      []string
 	signing       string   // the token signing key file in use
 	verification  []string // the further verification key files in use
@@ -161,7 +163,7 @@ func haStart(t *testing.T) *haCluster {
 			c.image, "serve", "--config", filepath.Join(c.dir, "config.yml"), "--addr", ":5000", "--data", "/data")
 		t.Cleanup(func() {
 			if t.Failed() {
-				logs, _ := exec.Command(c.docker, "logs", "--tail", "60", name).CombinedOutput()
+				logs, _ := exec.Command(c.docker, "logs", "--tail", "20", name).CombinedOutput()
 				t.Logf("replica %c, last log lines:\n%s", 'a'+i, logs)
 			}
 			_, _ = runErr(nil, c.docker, "rm", "-f", "-v", name)
@@ -169,6 +171,7 @@ func haStart(t *testing.T) *haCluster {
 	}
 	for i := range haReplicas {
 		c.waitReplica(t, i)
+		c.pinned = append(c.pinned, c.pin(t, i))
 	}
 	c.aliceEnv = []string{"DOCKER_CONFIG=" + t.TempDir()}
 	run(t, c.aliceEnv, c.crane, "auth", "login", "--insecure", c.addr, "-u", "alice", "-p", "alice-pw")
@@ -325,6 +328,26 @@ func (c *haCluster) replica(i int) string {
 	return c.proxy.backends[i]
 }
 
+// pin returns a loopback address that forwards to replica i alone. Clients
+// of go-containerregistry reach a replica through it: they refuse a token
+// realm on a loopback address (the proxy's) for a registry on a private
+// one (the container's).
+func (c *haCluster) pin(t *testing.T, i int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.Out.URL.Scheme, r.Out.URL.Host = "http", c.replica(i)
+		r.Out.Host = r.In.Host
+	}}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
 // waitReplica waits until replica i (just started) is ready and in the
 // proxy's rotation.
 func (c *haCluster) waitReplica(t *testing.T, i int) {
@@ -343,10 +366,11 @@ func (c *haCluster) waitReplica(t *testing.T, i int) {
 func (c *haCluster) rollingRestart(t *testing.T) {
 	t.Helper()
 	for i, name := range c.names {
+		since := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
 		run(t, nil, c.docker, "stop", "--time", "30", name)
 		if code := strings.TrimSpace(run(t, nil, c.docker, "inspect", "--format", "{{.State.ExitCode}}", name)); code != "0" {
-			logs, _ := exec.Command(c.docker, "logs", "--tail", "30", name).CombinedOutput()
-			t.Errorf("replica %c exited %s after SIGTERM:\n%s", 'a'+i, code, logs)
+			logs, _ := exec.Command(c.docker, "logs", "--since", since, name).CombinedOutput()
+			t.Errorf("replica %c exited %s after SIGTERM (sent %s); its log since:\n%s", 'a'+i, code, since, logs)
 		}
 		run(t, nil, c.docker, "start", name)
 		c.waitReplica(t, i)
@@ -464,7 +488,7 @@ func haChunkedUpload(t *testing.T, c *haCluster, alice remote.Option) {
 	}
 	t.Logf("%d of %d uploads had PATCH and PUT on different replicas", spread, len(uploads))
 	for i := range haReplicas {
-		got, err := remote.Image(ref(t, c.replica(i)+"/team/chunked:ggcr"), alice)
+		got, err := remote.Image(ref(t, c.pinned[i]+"/team/chunked:ggcr"), alice)
 		if err != nil {
 			t.Fatalf("replica %c: %v", 'a'+i, err)
 		}
@@ -499,7 +523,7 @@ func haDocker(t *testing.T, c *haCluster) {
 	repoDigests := run(t, nil, c.docker, "image", "inspect", "--format", "{{json .RepoDigests}}", target)
 	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-pw"})
 	for i := range haReplicas {
-		img, err := remote.Image(ref(t, c.replica(i)+"/team/docker:v1"), alice)
+		img, err := remote.Image(ref(t, c.pinned[i]+"/team/docker:v1"), alice)
 		if err != nil {
 			t.Fatalf("replica %c: %v", 'a'+i, err)
 		}
@@ -1031,7 +1055,7 @@ func haKillMidPush(t *testing.T, c *haCluster, alice remote.Option) {
 	d := imageDigest(t, img)
 	check := func(i int) {
 		t.Helper()
-		got, err := remote.Image(ref(t, c.replica(i)+"/team/big:v1"), alice)
+		got, err := remote.Image(ref(t, c.pinned[i]+"/team/big:v1"), alice)
 		if err != nil {
 			t.Fatalf("replica %c: %v", 'a'+i, err)
 		}
