@@ -328,24 +328,34 @@ func (c *haCluster) replica(i int) string {
 	return c.proxy.backends[i]
 }
 
-// pin returns a loopback address that forwards to replica i alone. Clients
-// of go-containerregistry reach a replica through it: they refuse a token
-// realm on a loopback address (the proxy's) for a registry on a private
-// one (the container's).
+// pin returns a loopback address that forwards to replica i alone, the
+// token realm included. Clients of go-containerregistry reach a replica
+// through it: they refuse a token realm on another host than the
+// registry's, unless it is public.
 func (c *haCluster) pin(t *testing.T, i int) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		r.Out.URL.Scheme, r.Out.URL.Host = "http", c.replica(i)
-		r.Out.Host = r.In.Host
-	}}
+	addr := ln.Addr().String()
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme, r.Out.URL.Host = "http", c.replica(i)
+			r.Out.Host = r.In.Host
+		},
+		// The token realm is the replica's own /token, through here.
+		ModifyResponse: func(resp *http.Response) error {
+			if h := resp.Header.Get("WWW-Authenticate"); h != "" {
+				resp.Header.Set("WWW-Authenticate", strings.Replace(h, "http://"+c.addr+"/token", "http://"+addr+"/token", 1))
+			}
+			return nil
+		},
+	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 30 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	return addr
 }
 
 // waitReplica waits until replica i (just started) is ready and in the
