@@ -55,6 +55,7 @@ type App struct {
 	marks     *gc.Marks
 	pulls     *gc.Pulls
 	collector *gc.Collector
+	gcMetrics *gc.Metrics
 	opts      Options
 }
 
@@ -148,7 +149,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
-	if err := a.buildGC(); err != nil {
+	if err := a.buildMarks(); err != nil {
 		return err
 	}
 	indexed.marks = a.marks
@@ -193,6 +194,9 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
+	if err := a.buildCollector(opts.Events); err != nil {
+		return err
+	}
 	if a.caches, err = a.buildCaches(indexed, refs, events); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -17,12 +18,14 @@ import (
 	"github.com/portcullis/portcullis/internal/testenv"
 )
 
-// TestTombstonedContentAnswersAsAbsent: content a collection is deleting
-// (a tombstone in the backend) is unknown to a HEAD, refused in a manifest
-// PUT and not mounted, so the client uploads it again; every such request
-// first leaves a marker. (A registry that has not read the run state yet
-// vouches as though a collection were running.)
-func TestTombstonedContentAnswersAsAbsent(t *testing.T) {
+// TestTombstonedContentWaitsForTheSweeper: a request about content a
+// collection is deleting (a tombstone in the backend) first leaves a
+// marker, then waits for the sweeper's decision and answers with what is
+// there: the content when it was spared, absent when it was deleted (a
+// manifest PUT then gets MANIFEST_BLOB_UNKNOWN, a mount becomes an
+// upload). A registry that has not read the run state yet vouches as
+// though a collection were running.
+func TestTombstonedContentWaitsForTheSweeper(t *testing.T) {
 	t.Parallel()
 	reg := testenv.Start(t, nil)
 	img, _ := random.Image(512, 1)
@@ -35,47 +38,80 @@ func TestTombstonedContentAnswersAsAbsent(t *testing.T) {
 	mt, _ := img.MediaType()
 	gcDir := filepath.Join(reg.Config.DataDir, "portcullis", "gc")
 	tomb := filepath.Join(gcDir, "tombstones", "b", "sha256", layer.Hex)
-	if err := os.MkdirAll(filepath.Dir(tomb), 0o755); err != nil {
-		t.Fatal(err)
+	blobDir := filepath.Join(reg.Config.DataDir, "docker", "registry", "v2", "blobs", "sha256", layer.Hex[:2], layer.Hex)
+	tombstone := func() {
+		if err := os.MkdirAll(filepath.Dir(tomb), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tomb, []byte("test"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := os.WriteFile(tomb, []byte("test"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	do := func(method, path string, body []byte, header ...string) *http.Response {
-		t.Helper()
+	// send starts a request and returns its status once answered.
+	send := func(method, path string, body []byte, header ...string) <-chan int {
 		req, _ := http.NewRequest(method, reg.URL+path, bytes.NewReader(body))
 		for i := 0; i+1 < len(header); i += 2 {
 			req.Header.Set(header[i], header[i+1])
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		out := make(chan int, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				out <- 0
+				return
+			}
+			resp.Body.Close()
+			out <- resp.StatusCode
+		}()
+		return out
+	}
+	pending := func(what string, c <-chan int) {
+		t.Helper()
+		select {
+		case code := <-c:
+			t.Fatalf("%s answered %d while the blob was tombstoned", what, code)
+		case <-time.After(700 * time.Millisecond):
 		}
-		resp.Body.Close()
-		return resp
 	}
-	if resp := do(http.MethodHead, "/v2/team/app/blobs/"+layer.String(), nil); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("HEAD of a tombstoned blob: %s, want 404", resp.Status)
+	answer := func(what string, c <-chan int, want int) {
+		t.Helper()
+		select {
+		case code := <-c:
+			if code != want {
+				t.Errorf("%s: %d, want %d", what, code, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no answer once the tombstone went", what)
+		}
 	}
+
+	// Spared: the tombstone goes, the blob stays.
+	tombstone()
+	head := send(http.MethodHead, "/v2/team/app/blobs/"+layer.String(), nil)
+	pending("HEAD", head)
 	if _, err := os.Stat(filepath.Join(gcDir, "marks", "sha256", layer.Hex)); err != nil {
 		t.Errorf("no marker for the blob a client asked about: %v", err)
-	}
-	if resp := do(http.MethodPut, "/v2/team/app/manifests/v2", raw, "Content-Type", string(mt)); resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("manifest PUT referring to a tombstoned blob: %s, want 400 MANIFEST_BLOB_UNKNOWN", resp.Status)
-	}
-	if resp := do(http.MethodPost, "/v2/other/app/blobs/uploads/?mount="+layer.String()+"&from=team/app", nil); resp.StatusCode != http.StatusAccepted {
-		t.Errorf("mount of a tombstoned blob: %s, want 202 (an upload instead)", resp.Status)
 	}
 	if err := os.Remove(tomb); err != nil {
 		t.Fatal(err)
 	}
-	if resp := do(http.MethodHead, "/v2/team/app/blobs/"+layer.String(), nil); resp.StatusCode != http.StatusOK {
-		t.Errorf("HEAD once the tombstone is gone: %s", resp.Status)
+	answer("HEAD of a spared blob", head, http.StatusOK)
+
+	// Deleted: the blob goes, then its tombstone.
+	tombstone()
+	put := send(http.MethodPut, "/v2/team/app/manifests/v2", raw, "Content-Type", string(mt))
+	mount := send(http.MethodPost, "/v2/other/app/blobs/uploads/?mount="+layer.String()+"&from=team/app", nil)
+	head = send(http.MethodHead, "/v2/team/app/blobs/"+layer.String(), nil)
+	pending("manifest PUT", put)
+	if err := os.RemoveAll(blobDir); err != nil {
+		t.Fatal(err)
 	}
-	if resp := do(http.MethodPut, "/v2/team/app/manifests/v2", raw, "Content-Type", string(mt)); resp.StatusCode != http.StatusCreated {
-		t.Errorf("manifest PUT once the tombstone is gone: %s", resp.Status)
+	if err := os.Remove(tomb); err != nil {
+		t.Fatal(err)
 	}
+	answer("manifest PUT referring to a deleted blob", put, http.StatusBadRequest)
+	answer("mount of a deleted blob", mount, http.StatusAccepted)
+	answer("HEAD of a deleted blob", head, http.StatusNotFound)
 }
 
 // TestCollectBesideAServingRegistry runs app.Collect (what `registry gc`

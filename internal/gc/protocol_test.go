@@ -14,7 +14,12 @@ import (
 // test ends.
 func startReplica(t *testing.T, s *store, off bool) *Marks {
 	t.Helper()
-	m, err := NewMarks(s.d, MarksOptions{Off: off})
+	return startReplicaWith(t, s, MarksOptions{Off: off})
+}
+
+func startReplicaWith(t *testing.T, s *store, o MarksOptions) *Marks {
+	t.Helper()
+	m, err := NewMarks(s.d, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +68,10 @@ func TestVouchedDuringTheRunIsSpared(t *testing.T) {
 
 func (s *store) blobDigest(content string) digest.Digest { return digest.FromString(content) }
 
-func TestTombstoneRefusesAndUploadsWait(t *testing.T) {
+// TestVouchWaitsForTheTombstone: a request vouching for content being
+// deleted writes its marker, then waits until the sweeper has decided
+// (deleted or spared), so that it answers with what is there.
+func TestVouchWaitsForTheTombstone(t *testing.T) {
 	s := newStore(t)
 	replica := startReplica(t, s, false)
 	d := s.blob("app", "being deleted")
@@ -77,28 +85,52 @@ func TestTombstoneRefusesAndUploadsWait(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	s.put(blobTombstone(d), []byte("test"))
-	err := replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}})
-	var te *TombstonedError
-	if !errors.As(err, &te) || te.Digest != d {
-		t.Fatalf("vouch for a tombstoned blob: %v, want a TombstonedError", err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var waited error
+	returned := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		defer close(returned)
+		waited = replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}})
+	}()
+	select {
+	case <-returned:
+		t.Fatal("a vouch for tombstoned content did not wait")
+	case <-time.After(500 * time.Millisecond):
 	}
 	if !s.exists(markPath(d)) {
 		t.Error("no marker written before the tombstone was read")
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var waited error
-	go func() {
-		defer wg.Done()
-		waited = replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}, Wait: true})
-	}()
-	time.Sleep(500 * time.Millisecond)
 	if err := s.d.Delete(context.Background(), blobTombstone(d)); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
 	if waited != nil {
-		t.Errorf("an upload waiting for a tombstone to go: %v", waited)
+		t.Errorf("vouch once the tombstone went: %v", waited)
+	}
+}
+
+// TestRecentVouchesAreMarkedWhenARunBegins: what a replica told clients
+// exists shortly before a collection began is marked for it, before the
+// replica acknowledges the run.
+func TestRecentVouchesAreMarkedWhenARunBegins(t *testing.T) {
+	s := newStore(t)
+	m := startReplicaWith(t, s, MarksOptions{Window: time.Minute})
+	d := s.blob("app", "checked just before the run")
+	time.Sleep(100 * time.Millisecond)
+	m.Remember(Vouch{Repository: "app", Blobs: []digest.Digest{d}})
+	s.put(runPath, []byte(`{"id":"r3","holder":"test"}`))
+	ack := acksRoot + "/r3/" + m.ID()
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.exists(ack) {
+		if time.Now().After(deadline) {
+			t.Fatal("no acknowledgement")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !s.exists(markPath(d)) {
+		t.Error("a blob vouched for just before the run was not marked before the acknowledgement")
 	}
 }
 

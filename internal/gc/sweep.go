@@ -69,6 +69,7 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 		rep.add(d)
 		c.metrics.deleted.WithLabelValues("tag").Inc()
 		mu.Unlock()
+		c.tell(ctx, d)
 		return nil
 	})
 	for _, d := range moved {
@@ -143,20 +144,22 @@ func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(D
 		}
 		return nil
 	})
-	defer func() {
-		var ts []target
-		for _, d := range batch {
+	removeTombstones := func(ds []Deleted) {
+		ts := make([]target, 0, len(ds))
+		for _, d := range ds {
 			ts = append(ts, target{file: tomb(d)})
 		}
 		if err := c.deleteTargets(context.WithoutCancel(ctx), ts); err != nil {
 			c.log.WarnContext(ctx, "gc tombstones not removed; they expire", "err", err)
 		}
-	}()
+	}
 	if werr != nil {
+		removeTombstones(batch)
 		return nil, werr
 	}
 	marked, err := c.markers(ctx)
 	if err != nil {
+		removeTombstones(batch)
 		return nil, err
 	}
 	var spared, todo []Deleted
@@ -167,6 +170,9 @@ func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(D
 			todo = append(todo, d)
 		}
 	}
+	// What is spared is released at once: requests wait on its tombstone.
+	removeTombstones(spared)
+	defer removeTombstones(todo)
 	if c.now().Sub(written) > sweepWithin {
 		// Replicas stop honouring a tombstone after tombstoneTTL: too late
 		// to delete safely; the next run will.
@@ -185,8 +191,16 @@ func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(D
 		if d.Kind == "blob" {
 			c.metrics.reclaimed.Add(float64(d.Size))
 		}
+		c.tell(ctx, d)
 	}
 	return spared, nil
+}
+
+// tell passes a deleted tag or manifest to Options.Deleted.
+func (c *Collector) tell(ctx context.Context, d Deleted) {
+	if c.deleted != nil && (d.Kind == "tag" || d.Kind == "manifest") {
+		c.deleted(ctx, d)
+	}
 }
 
 // target is one thing to delete: a file, and the tree to delete instead

@@ -43,12 +43,17 @@ func (r *vouchingRepo) Manifests(ctx context.Context, options ...distribution.Ma
 	return v, nil
 }
 
-// vouch runs a vouch as one request of the replica.
+// vouch runs a vouch as one request of the replica, and remembers it:
+// the registry's own writers are trusted.
 func (r *vouchingRepo) vouch(ctx context.Context, v Vouch) error {
 	v.Repository = r.name
 	done := r.m.Begin()
 	defer done()
-	return r.m.Vouch(ctx, v)
+	if err := r.m.Vouch(ctx, v); err != nil {
+		return err
+	}
+	r.m.Remember(v)
+	return nil
 }
 
 type vouchingBlobs struct {
@@ -69,7 +74,7 @@ func (b *vouchingBlobs) Stat(ctx context.Context, d digest.Digest) (v1.Descripto
 }
 
 func (b *vouchingBlobs) Put(ctx context.Context, mediaType string, p []byte) (v1.Descriptor, error) {
-	if err := b.r.vouch(ctx, Vouch{Blobs: []digest.Digest{digest.FromBytes(p)}, Wait: true}); err != nil {
+	if err := b.r.vouch(ctx, Vouch{Blobs: []digest.Digest{digest.FromBytes(p)}}); err != nil {
 		return v1.Descriptor{}, err
 	}
 	return b.BlobStore.Put(ctx, mediaType, p)
@@ -90,7 +95,7 @@ type vouchingWriter struct {
 
 func (w *vouchingWriter) Commit(ctx context.Context, provisional v1.Descriptor) (v1.Descriptor, error) {
 	if provisional.Digest != "" {
-		if err := w.r.vouch(ctx, Vouch{Blobs: []digest.Digest{provisional.Digest}, Wait: true}); err != nil {
+		if err := w.r.vouch(ctx, Vouch{Blobs: []digest.Digest{provisional.Digest}}); err != nil {
 			return v1.Descriptor{}, err
 		}
 	}
@@ -122,14 +127,15 @@ func (s *vouchingManifests) Put(ctx context.Context, m distribution.Manifest, op
 	children, blobs := References(payload)
 	done := s.r.m.Begin()
 	defer done()
-	v := Vouch{Repository: s.r.name, Manifests: children, Blobs: blobs}
+	v := Vouch{Repository: s.r.name, Manifests: append(children, digest.FromBytes(payload)), Blobs: blobs}
 	if err := s.r.m.Vouch(ctx, v); err != nil {
 		return "", err
 	}
-	if err := s.r.m.Vouch(ctx, Vouch{Repository: s.r.name, Manifests: []digest.Digest{digest.FromBytes(payload)}, Wait: true}); err != nil {
-		return "", err
+	d, err := s.ManifestService.Put(ctx, m, options...)
+	if err == nil {
+		s.r.m.Remember(v)
 	}
-	return s.ManifestService.Put(ctx, m, options...)
+	return d, err
 }
 
 type enumeratingManifests struct {
