@@ -387,24 +387,6 @@ func (c *haCluster) rollingRestart(t *testing.T) {
 	}
 }
 
-// haToken asks a registry's token service for a token; it returns "" and
-// the status when there is none.
-func haToken(t *testing.T, addr, user, pw, scope string) (string, int) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/token?service=portcullis&scope="+scope, nil)
-	req.SetBasicAuth(user, pw)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok struct{ Token string }
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&tok) != nil {
-		return "", resp.StatusCode
-	}
-	return tok.Token, resp.StatusCode
-}
-
 // haDo sends one request to a registry with a bearer token and returns the
 // status and body.
 func haDo(t *testing.T, method, addr, path, token string, body io.Reader, header ...string) (int, []byte, http.Header) {
@@ -432,7 +414,7 @@ func haDo(t *testing.T, method, addr, path, token string, body io.Reader, header
 // PATCH and PUT each go to another replica, and images pushed by
 // go-containerregistry through the proxy (POST, PATCH and PUT in turn).
 func haChunkedUpload(t *testing.T, c *haCluster, alice remote.Option) {
-	tok, code := haToken(t, c.replica(0), "alice", "alice-pw", "repository:team/chunked:pull,push")
+	tok, code := tryBearer(t, "http://"+c.replica(0), "alice", "alice-pw", "repository:team/chunked:pull,push")
 	if tok == "" {
 		t.Fatalf("token: %d", code)
 	}
@@ -497,15 +479,26 @@ func haChunkedUpload(t *testing.T, c *haCluster, alice remote.Option) {
 		t.Errorf("no upload had its PATCH and PUT on different replicas: %v", uploads)
 	}
 	t.Logf("%d of %d uploads had PATCH and PUT on different replicas", spread, len(uploads))
+	want := imageDigest(t, img)
 	for i := range haReplicas {
-		got, err := remote.Image(ref(t, c.pinned[i]+"/team/chunked:ggcr"), alice)
-		if err != nil {
-			t.Fatalf("replica %c: %v", 'a'+i, err)
-		}
-		if err := validate.Image(got); err != nil {
-			t.Errorf("replica %c serves a broken image: %v", 'a'+i, err)
+		if got := c.readWhole(t, i, "team/chunked:ggcr", alice); got != want {
+			t.Errorf("replica %c serves %s, pushed %s", 'a'+i, got, want)
 		}
 	}
+}
+
+// readWhole reads an image whole (manifest, config, layers, each checked
+// against its digest) from replica i and returns its digest.
+func (c *haCluster) readWhole(t *testing.T, i int, repoTag string, auth remote.Option) string {
+	t.Helper()
+	img, err := remote.Image(ref(t, c.pinned[i]+"/"+repoTag), auth)
+	if err != nil {
+		t.Fatalf("replica %c: %v", 'a'+i, err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("replica %c serves a broken image: %v", 'a'+i, err)
+	}
+	return imageDigest(t, img)
 }
 
 // haPath returns the path and query of an upload Location (absolute or
@@ -533,15 +526,7 @@ func haDocker(t *testing.T, c *haCluster) {
 	repoDigests := run(t, nil, c.docker, "image", "inspect", "--format", "{{json .RepoDigests}}", target)
 	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-pw"})
 	for i := range haReplicas {
-		img, err := remote.Image(ref(t, c.pinned[i]+"/team/docker:v1"), alice)
-		if err != nil {
-			t.Fatalf("replica %c: %v", 'a'+i, err)
-		}
-		if err := validate.Image(img); err != nil {
-			t.Errorf("replica %c serves a broken image: %v", 'a'+i, err)
-		}
-		d, _ := img.Digest()
-		if !strings.Contains(repoDigests, d.String()) {
+		if d := c.readWhole(t, i, "team/docker:v1", alice); !strings.Contains(repoDigests, d) {
 			t.Errorf("replica %c serves %s, docker pulled %s", 'a'+i, d, repoDigests)
 		}
 	}
@@ -565,7 +550,7 @@ func haTokensAndRobots(t *testing.T, c *haCluster, alice remote.Option) {
 	}
 	accept := "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"
 	for from := range haReplicas {
-		tok, code := haToken(t, c.replica(from), "alice", "alice-pw", "repository:team/tok:pull")
+		tok, code := tryBearer(t, "http://"+c.replica(from), "alice", "alice-pw", "repository:team/tok:pull")
 		if tok == "" {
 			t.Fatalf("token from replica %c: %d", 'a'+from, code)
 		}
@@ -590,7 +575,7 @@ func haTokensAndRobots(t *testing.T, c *haCluster, alice remote.Option) {
 		t.Fatalf("robot create printed no secret:\n%s", out)
 	}
 	for on := range haReplicas {
-		tok, code := haToken(t, c.replica(on), "robot+builder", m[1], "repository:team/tok:pull")
+		tok, code := tryBearer(t, "http://"+c.replica(on), "robot+builder", m[1], "repository:team/tok:pull")
 		if tok == "" {
 			t.Errorf("the robot cannot log in on replica %c: %d", 'a'+on, code)
 			continue
@@ -605,7 +590,7 @@ func haTokensAndRobots(t *testing.T, c *haCluster, alice remote.Option) {
 
 	run(t, nil, registryBin, "robot", "revoke", "builder", "--config", filepath.Join(c.dir, "config.yml"), "--data", c.hostData)
 	for on := range haReplicas {
-		if tok, code := haToken(t, c.replica(on), "robot+builder", m[1], "repository:team/tok:pull"); tok != "" || code != http.StatusUnauthorized {
+		if tok, code := tryBearer(t, "http://"+c.replica(on), "robot+builder", m[1], "repository:team/tok:pull"); tok != "" || code != http.StatusUnauthorized {
 			t.Errorf("the revoked robot logs in on replica %c: %d", 'a'+on, code)
 		}
 	}
@@ -684,7 +669,7 @@ func haTrustAndScans(t *testing.T, c *haCluster, alice remote.Option) {
 	dBefore, dAfter := imageDigest(t, before), imageDigest(t, after)
 
 	bobTok := func(i int, repo string) string {
-		tok, code := haToken(t, c.replica(i), "bob", "bob-pw", "repository:"+repo+":pull")
+		tok, code := tryBearer(t, "http://"+c.replica(i), "bob", "bob-pw", "repository:"+repo+":pull")
 		if tok == "" {
 			t.Fatalf("bob's token from replica %c: %d", 'a'+i, code)
 		}
@@ -792,7 +777,7 @@ func haDeletes(t *testing.T, c *haCluster, alice remote.Option) {
 	d := imageDigest(t, img)
 	layers, _ := img.Layers()
 	blob, _ := layers[0].Digest()
-	tok, code := haToken(t, c.replica(0), "alice", "alice-pw", "repository:team/gone:pull,push,delete")
+	tok, code := tryBearer(t, "http://"+c.replica(0), "alice", "alice-pw", "repository:team/gone:pull,push,delete")
 	if tok == "" {
 		t.Fatalf("token: %d", code)
 	}
@@ -1065,15 +1050,8 @@ func haKillMidPush(t *testing.T, c *haCluster, alice remote.Option) {
 	d := imageDigest(t, img)
 	check := func(i int) {
 		t.Helper()
-		got, err := remote.Image(ref(t, c.pinned[i]+"/team/big:v1"), alice)
-		if err != nil {
-			t.Fatalf("replica %c: %v", 'a'+i, err)
-		}
-		if err := validate.Image(got); err != nil {
-			t.Errorf("replica %c serves a broken image: %v", 'a'+i, err)
-		}
-		if gd, _ := got.Digest(); gd.String() != d {
-			t.Errorf("replica %c serves %s, pushed %s", 'a'+i, gd, d)
+		if got := c.readWhole(t, i, "team/big:v1", alice); got != d {
+			t.Errorf("replica %c serves %s, pushed %s", 'a'+i, got, d)
 		}
 	}
 	for i := range haReplicas {
@@ -1090,7 +1068,7 @@ func haKillMidPush(t *testing.T, c *haCluster, alice remote.Option) {
 // under load: first every replica also accepts the new key, then every
 // replica signs with it (and still accepts the old one). No pull fails.
 func haKeyRotation(t *testing.T, c *haCluster) {
-	before, code := haToken(t, c.replica(0), "alice", "alice-pw", "repository:team/tok:pull")
+	before, code := tryBearer(t, "http://"+c.replica(0), "alice", "alice-pw", "repository:team/tok:pull")
 	if before == "" {
 		t.Fatalf("token: %d", code)
 	}
@@ -1103,7 +1081,7 @@ func haKeyRotation(t *testing.T, c *haCluster) {
 	c.rollingRestart(t)
 	load.stop(t)
 
-	after, code := haToken(t, c.replica(1), "alice", "alice-pw", "repository:team/tok:pull")
+	after, code := tryBearer(t, "http://"+c.replica(1), "alice", "alice-pw", "repository:team/tok:pull")
 	if after == "" {
 		t.Fatalf("token: %d", code)
 	}
