@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"strconv"
 	"sync/atomic"
@@ -14,6 +15,10 @@ import (
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/portcullis/portcullis/scan"
+	"github.com/portcullis/portcullis/scan/artifact"
 )
 
 // SharedStorage holds the small objects through which the replicas over
@@ -113,3 +118,76 @@ func (c *replicaClaims) acquire(ctx context.Context, repo string, d digest.Diges
 	}
 	return release, true, nil
 }
+
+// storedReport is the newest report stored for an image.
+type storedReport struct {
+	report  *scan.Report
+	created time.Time
+	digest  digest.Digest
+}
+
+// claimForRematch claims repo@d before a re-match stores a report, so
+// that replicas re-matching one image with a new database store one
+// report between them, not one each: it waits (briefly: a re-match reads
+// no layer) while another replica holds the claim, then returns the
+// newest report in storage, which that replica may just have stored
+// (found false when there is none or it is unreadable). release must be
+// called. An error is a storage failure, or a claim held too long.
+func (s *Service) claimForRematch(ctx context.Context, repo string, d digest.Digest) (release func(), newestStored storedReport, found bool, err error) {
+	for attempt := 0; ; attempt++ {
+		var held bool
+		release, held, err = s.replicas.acquire(ctx, repo, d, claimMargin)
+		if err != nil {
+			return nil, storedReport{}, false, err
+		}
+		if held {
+			break
+		}
+		if attempt == rematchClaimAttempts {
+			return nil, storedReport{}, false, fmt.Errorf("re-match %s@%s: %w", repo, d, errScannedElsewhere)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, storedReport{}, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	descs, err := s.refs.List(ctx, repo, d)
+	if err != nil {
+		release()
+		return nil, storedReport{}, false, fmt.Errorf("list referrers of %s@%s: %w", repo, d, err)
+	}
+	desc, ok := newest(descs, artifact.ArtifactTypeReport)
+	if !ok {
+		return release, storedReport{}, false, nil
+	}
+	r, err := s.open(ctx, repo)
+	if err != nil {
+		release()
+		return nil, storedReport{}, false, err
+	}
+	_, payload, ok, err := readManifest(ctx, r, desc.Digest)
+	if err != nil || !ok {
+		if err != nil {
+			release()
+			return nil, storedReport{}, false, err
+		}
+		return release, storedReport{}, false, nil
+	}
+	blobs := r.Blobs(ctx)
+	fetch := func(ctx context.Context, dg digest.Digest) (io.ReadCloser, error) { return blobs.Open(ctx, dg) }
+	report, _, err := artifact.ReadReport(ctx, fetch, payload)
+	if err != nil {
+		if unusable(err) {
+			return release, storedReport{}, false, nil
+		}
+		release()
+		return nil, storedReport{}, false, &storageError{fmt.Errorf("read report %s: %w", desc.Digest, err)}
+	}
+	created, _ := time.Parse(time.RFC3339, desc.Annotations[v1.AnnotationCreated])
+	return release, storedReport{report: report, created: created, digest: desc.Digest}, true, nil
+}
+
+// rematchClaimAttempts bounds the waits (100ms each) for another
+// replica's re-match of an image.
+const rematchClaimAttempts = 300
