@@ -702,7 +702,8 @@ func haTrustAndScans(t *testing.T, c *haCluster, alice remote.Option) {
 
 	// One report per image, the same on every replica, once every replica
 	// has worked off what it queued.
-	for _, img := range []struct{ repo, d string }{{"team/scanned", dBefore}, {"guarded/app", dAfter}} {
+	images := []struct{ repo, d string }{{"team/scanned", dBefore}, {"guarded/app", dAfter}}
+	for _, img := range images {
 		var reports [haReplicas][]byte
 		for i := range haReplicas {
 			tok := bobTok(i, img.repo)
@@ -728,29 +729,54 @@ func haTrustAndScans(t *testing.T, c *haCluster, alice remote.Option) {
 		scans += haMetric(t, c.replica(i), `portcullis_scan_scans_total{result="ok"}`)
 	}
 	t.Logf("scans over all replicas: %v", scans)
-	for _, img := range []struct{ repo, d string }{{"team/scanned", dBefore}, {"guarded/app", dAfter}} {
-		var first []string
-		for i := range haReplicas {
-			refs := haReferrers(t, c.replica(i), bobTok(i, img.repo), img.repo, img.d)
-			n := 0
-			for _, r := range refs {
-				if strings.HasPrefix(r, haReportType+" ") {
-					n++
+	// Every replica lists the same referrers, with want reports.
+	checkReports := func(want int) {
+		t.Helper()
+		for _, img := range images {
+			var first []string
+			for i := range haReplicas {
+				refs := haReferrers(t, c.replica(i), bobTok(i, img.repo), img.repo, img.d)
+				n := 0
+				for _, r := range refs {
+					if strings.HasPrefix(r, haReportType+" ") {
+						n++
+					}
+				}
+				if n != want {
+					t.Errorf("replica %c: %s@%s has %d scan reports, want %d:\n%s", 'a'+i, img.repo, img.d, n, want, strings.Join(refs, "\n"))
+				}
+				if i == 0 {
+					first = refs
+				} else if !slices.Equal(refs, first) {
+					t.Errorf("replica %c lists other referrers of %s than replica a:\n%s\n--\n%s", 'a'+i, img.repo, strings.Join(refs, "\n"), strings.Join(first, "\n"))
 				}
 			}
-			if n != 1 {
-				t.Errorf("replica %c: %s@%s has %d scan reports, want 1:\n%s", 'a'+i, img.repo, img.d, n, strings.Join(refs, "\n"))
+			if img.repo == "guarded/app" && len(first) < 2 {
+				t.Errorf("the signed image's referrers lack the signature or the report:\n%s", strings.Join(first, "\n"))
 			}
-			if i == 0 {
-				first = refs
-			} else if !slices.Equal(refs, first) {
-				t.Errorf("replica %c lists other referrers of %s than replica a:\n%s\n--\n%s", 'a'+i, img.repo, strings.Join(refs, "\n"), strings.Join(first, "\n"))
-			}
-		}
-		if img.repo == "guarded/app" && len(first) < 2 {
-			t.Errorf("the signed image's referrers lack the signature or the report:\n%s", strings.Join(first, "\n"))
 		}
 	}
+	checkReports(1)
+
+	// A new database that changes the findings: every replica re-matches
+	// what it scanned or restored, and each image gets one new report
+	// between them.
+	out = run(t, nil, registryBin, "vulndb", "import", bundleWithout(t, "Debian"), "--config", filepath.Join(c.dir, "config.yml"), "--data", c.hostData)
+	if strings.Contains(out, "Debian") {
+		t.Fatalf("vulndb import: %s", out)
+	}
+	for i := range haReplicas {
+		// The reconcile pass after a new database follows its re-match.
+		if !eventually(90*time.Second, func() bool { return haMetric(t, c.replica(i), "portcullis_scan_reconcile_runs_total") >= 2 }) {
+			t.Fatalf("replica %c never loaded the second database", 'a'+i)
+		}
+	}
+	var rematched float64
+	for i := range haReplicas {
+		rematched += haMetric(t, c.replica(i), "portcullis_scan_rematched_reports_total")
+	}
+	t.Logf("reports re-matched over all replicas: %v", rematched)
+	checkReports(2)
 }
 
 // haVerdict reads the trust verdict of repo@d from one replica.
