@@ -455,14 +455,7 @@ func haChunkedUpload(t *testing.T, c *haCluster, alice remote.Option) {
 	// go-containerregistry through the proxy: each blob's PATCH and PUT
 	// land on different replicas.
 	c.proxy.takeHops()
-	img, err := random.Image(1<<20, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := ref(t, c.addr+"/team/chunked:ggcr")
-	if err := remote.Write(r, img, alice); err != nil {
-		t.Fatalf("push through the proxy: %v", err)
-	}
+	img := c.pushRandom(t, "team/chunked:ggcr", 1<<20, 4, alice)
 	uploads := map[string][]int{} // upload path -> replicas of its PATCH and PUT
 	for _, hop := range c.proxy.takeHops() {
 		if strings.Contains(hop.path, "/blobs/uploads/") && (hop.method == http.MethodPatch || hop.method == http.MethodPut) {
@@ -485,6 +478,20 @@ func haChunkedUpload(t *testing.T, c *haCluster, alice remote.Option) {
 			t.Errorf("replica %c serves %s, pushed %s", 'a'+i, got, want)
 		}
 	}
+}
+
+// pushRandom pushes a random image through the proxy with
+// go-containerregistry.
+func (c *haCluster) pushRandom(t *testing.T, repoTag string, size int64, layers int64, auth remote.Option) v1.Image {
+	t.Helper()
+	img, err := random.Image(size, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref(t, c.addr+"/"+repoTag), img, auth); err != nil {
+		t.Fatalf("push %s through the proxy: %v", repoTag, err)
+	}
+	return img
 }
 
 // readWhole reads an image whole (manifest, config, layers, each checked
@@ -541,13 +548,7 @@ func haSHA256(b []byte) string {
 // other; a robot created with the CLI in the bucket logs in on every
 // replica, and once revoked on none.
 func haTokensAndRobots(t *testing.T, c *haCluster, alice remote.Option) {
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref(t, c.addr+"/team/tok:v1"), img, alice); err != nil {
-		t.Fatal(err)
-	}
+	c.pushRandom(t, "team/tok:v1", 1024, 1, alice)
 	accept := "application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json"
 	for from := range haReplicas {
 		tok, code := tryBearer(t, "http://"+c.replica(from), "alice", "alice-pw", "repository:team/tok:pull")
@@ -793,13 +794,7 @@ func haVerdict(t *testing.T, addr, token, repo, d, query string) verdictJSON {
 // haDeletes: a manifest and a blob deleted through replica a are gone on
 // b and c at once, though b and c had just served them.
 func haDeletes(t *testing.T, c *haCluster, alice remote.Option) {
-	img, err := random.Image(2048, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref(t, c.addr+"/team/gone:v1"), img, alice); err != nil {
-		t.Fatal(err)
-	}
+	img := c.pushRandom(t, "team/gone:v1", 2048, 2, alice)
 	d := imageDigest(t, img)
 	layers, _ := img.Layers()
 	blob, _ := layers[0].Digest()
