@@ -78,6 +78,7 @@ func (a *App) runGC(ctx context.Context) {
 	if a.marks == nil {
 		return
 	}
+	a.marks.Start(ctx)
 	go func() {
 		if err := a.marks.Run(ctx); err != nil {
 			a.log.ErrorContext(ctx, "gc markers stopped", "err", err)

@@ -135,10 +135,15 @@ func replicaID() (string, error) {
 // ID names this replica in heartbeats and acknowledgements.
 func (m *Marks) ID() string { return m.id }
 
-// Run polls the run object and heartbeats until ctx ends.
-func (m *Marks) Run(ctx context.Context) error {
+// Start announces the replica and reads the run state once, so that it
+// serves knowing whether a collection runs; Run goes on from there.
+func (m *Marks) Start(ctx context.Context) {
 	m.heartbeat(ctx)
 	m.poll(ctx)
+}
+
+// Run polls the run object and heartbeats until ctx ends.
+func (m *Marks) Run(ctx context.Context) error {
 	poll := time.NewTicker(pollEvery)
 	defer poll.Stop()
 	beat := time.NewTicker(heartbeatEvery)

@@ -25,6 +25,7 @@ func startReplicaWith(t *testing.T, s *store, o MarksOptions) *Marks {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	m.Start(ctx)
 	go func() { defer close(done); _ = m.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return m
