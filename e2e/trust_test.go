@@ -376,6 +376,17 @@ func TestTrustQuarantineAndAudit(t *testing.T) {
 // bearer fetches a token from the registry's token service.
 func bearer(t *testing.T, base, user, pw, scope string) string {
 	t.Helper()
+	tok, code := tryBearer(t, base, user, pw, scope)
+	if tok == "" {
+		t.Fatalf("token: %d", code)
+	}
+	return tok
+}
+
+// tryBearer asks the registry's token service for a token; it returns ""
+// and the status when there is none.
+func tryBearer(t *testing.T, base, user, pw, scope string) (string, int) {
+	t.Helper()
 	req, _ := http.NewRequest("GET", base+"/token?service=portcullis&scope="+scope, nil)
 	req.SetBasicAuth(user, pw)
 	resp, err := http.DefaultClient.Do(req)
@@ -384,10 +395,10 @@ func bearer(t *testing.T, base, user, pw, scope string) string {
 	}
 	defer resp.Body.Close()
 	var tok struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
-		t.Fatalf("token: %d %v", resp.StatusCode, err)
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&tok) != nil {
+		return "", resp.StatusCode
 	}
-	return tok.Token
+	return tok.Token, resp.StatusCode
 }
 
 // aliceAndBob returns an auth section: alice may pull and push everything

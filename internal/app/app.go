@@ -188,8 +188,14 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
-		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates})
+	so := scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
+		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates}
+	if a.cfg.Storage.S3 != nil {
+		// Replicas share an S3 bucket (the filesystem backend serves one):
+		// each claims in it the images it scans.
+		so.Shared = driver
+	}
+	a.scanner, err = scanner.New(so)
 	if err != nil {
 		return err
 	}
