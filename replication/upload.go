@@ -91,7 +91,7 @@ func (r *Remote) UploadBlob(ctx context.Context, repo string, d digest.Digest, s
 	if err != nil {
 		return fmt.Errorf("remote %s: %s: %w", r.name, what, err)
 	}
-	src := &countingReader{r: body}
+	src := &sourceReader{r: body}
 	if size > r.chunkSize {
 		for off := int64(0); off < size; {
 			n := min(r.chunkSize, size-off)
@@ -132,25 +132,23 @@ func (r *Remote) UploadBlob(ctx context.Context, repo string, d digest.Digest, s
 
 // bodyError says that reading the source failed, when it did, rather than
 // the transport error it caused.
-func (r *Remote) bodyError(ctx context.Context, what string, src *countingReader, err error) error {
+func (r *Remote) bodyError(ctx context.Context, what string, src *sourceReader, err error) error {
 	if src.err != nil && !errors.Is(src.err, io.EOF) && ctx.Err() == nil {
 		return fmt.Errorf("remote %s: %s: read source: %w: %w", r.name, what, ErrUnavailable, src.err)
 	}
 	return err
 }
 
-// countingReader remembers the error of its reader.
-type countingReader struct {
+// sourceReader remembers the error of its reader.
+type sourceReader struct {
 	r   io.Reader
-	n   int64
 	err error
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
 	if err != nil {
-		c.err = err
+		s.err = err
 	}
 	return n, err
 }
