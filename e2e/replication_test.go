@@ -27,9 +27,11 @@ type replSites struct {
 // replStatus is GET /api/v1/replication.
 type replStatus struct {
 	Rules []struct {
-		Name     string `json:"name"`
-		Pending  int    `json:"pending"`
-		Failures []struct {
+		Name    string `json:"name"`
+		Pending int    `json:"pending"`
+		// RemoteAvailable is false while the remote's breaker is open.
+		RemoteAvailable bool `json:"remoteAvailable"`
+		Failures        []struct {
 			Repository string `json:"repository"`
 			Tag        string `json:"tag"`
 			Digest     string `json:"digest"`
@@ -147,10 +149,10 @@ func replReferrers(t *testing.T, oras string, env []string, host, repo, d string
 	return ds
 }
 
-// replStatusOf reads a registry's replication status.
-func replStatusOf(t *testing.T, r *Registry) replStatus {
+// replStatusOf reads the replication status of the registry at base.
+func replStatusOf(t *testing.T, base string) replStatus {
 	t.Helper()
-	resp, err := http.Get(r.URL() + "/api/v1/replication")
+	resp, err := http.Get(base + "/api/v1/replication")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +246,7 @@ func TestReplicationPush(t *testing.T) {
 	run(t, nil, st.crane, "push", "--insecure", tarPath, a+"/guarded/app:v1")
 	g := st.replDigest(nil, a+"/guarded/app:v1")
 	replWait(t, "A's status names B's refusal", func() (bool, string) {
-		for _, r := range replStatusOf(t, st.a).Rules {
+		for _, r := range replStatusOf(t, st.a.URL()).Rules {
 			for _, f := range r.Failures {
 				if r.Name == "to-b" && f.Repository == "guarded/app" && f.Tag == "v1" && f.Permanent &&
 					f.Digest == g && strings.Contains(f.Error, "DENIED") {
@@ -252,7 +254,7 @@ func TestReplicationPush(t *testing.T) {
 				}
 			}
 		}
-		return false, fmt.Sprintf("%+v", replStatusOf(t, st.a))
+		return false, fmt.Sprintf("%+v", replStatusOf(t, st.a.URL()))
 	})
 	if got := st.replDigest(st.bEnv, bHost+"/guarded/app:v1"); got != "" {
 		t.Fatalf("B tagged the unsigned guarded/app:v1 (%s)", got)
@@ -267,9 +269,9 @@ func TestReplicationPush(t *testing.T) {
 	}
 	replWait(t, "guarded/app:v1 at B once signed", func() (bool, string) {
 		got := st.replDigest(st.bEnv, bHost+"/guarded/app:v1")
-		return got == g, fmt.Sprintf("B has %q, want %s; status %+v", got, g, replStatusOf(t, st.a))
+		return got == g, fmt.Sprintf("B has %q, want %s; status %+v", got, g, replStatusOf(t, st.a.URL()))
 	})
-	for _, r := range replStatusOf(t, st.a).Rules {
+	for _, r := range replStatusOf(t, st.a.URL()).Rules {
 		if r.Name == "to-b" && len(r.Failures) != 0 {
 			t.Errorf("failures left after the signed image landed: %+v", r.Failures)
 		}
