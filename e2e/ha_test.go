@@ -47,6 +47,7 @@ import (
 // (go-containerregistry, crane, docker, cosign) go through the proxy; the
 // checks of what each replica answers talk to each replica directly.
 func TestHA(t *testing.T) {
+	t.Parallel()
 	c := haStart(t)
 	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-pw"})
 

@@ -15,7 +15,8 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
-go test -race -count=1 -timeout 40m ./...
+# End-to-end tests mostly wait on processes and containers: four at once.
+go test -race -count=1 -timeout 40m -parallel 4 ./...
 
 # The chart's objects decoded into the Kubernetes API types: a module of its
 # own, so k8s.io/api stays out of the registry's module.

@@ -48,7 +48,7 @@ func (a *App) buildMarks() error {
 	if a.gcMetrics, err = gc.NewMetrics(a.metrics); err != nil {
 		return err
 	}
-	window := min(a.cfg.GC.Grace.D(), 15*time.Minute)
+	window := max(time.Minute, min(a.cfg.GC.Grace.D(), 15*time.Minute))
 	if a.marks, err = gc.NewMarks(a.driver, gc.MarksOptions{Log: a.log, Metrics: a.gcMetrics, Off: a.cfg.GC.UnsafeSkipMarkers, Window: window}); err != nil {
 		return err
 	}

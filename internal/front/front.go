@@ -316,7 +316,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	h.registry.ServeHTTP(sw, r)
 	if sw.status == http.StatusCreated {
 		if h.gc != nil {
-			h.gc.Remember(vouched)
+			h.gc.Settle(vouched)
 		}
 		if h.guard != nil {
 			h.guard.auditWrite(r, rt, sw.status, dgst.String())

@@ -21,8 +21,10 @@ type Collection interface {
 	Active() bool
 	// Vouch marks content and waits until it is not being deleted.
 	Vouch(ctx context.Context, v gc.Vouch) error
-	// Remember notes content a successful request vouched for.
+	// Remember notes the blobs of a push step that succeeded.
 	Remember(v gc.Vouch)
+	// Settle forgets the blobs a stored manifest refers to.
+	Settle(v gc.Vouch)
 }
 
 // Pulls records manifest pulls for retention (gc.Pulls).
@@ -40,8 +42,8 @@ type Pulls interface {
 // answered. The writer remembers the vouch when the answer is a success.
 func (h *Handler) vouch(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, http.ResponseWriter, bool) {
 	r, v, ok := h.vouchFor(w, r, rt)
-	if !ok || v == nil {
-		return r, w, ok
+	if !ok || v == nil || len(v.Blobs) == 0 {
+		return r, w, ok // manifest reads are no push step
 	}
 	return r, &rememberWriter{statusWriter: statusWriter{ResponseWriter: w}, gc: h.gc, v: *v}, true
 }

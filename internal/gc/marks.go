@@ -88,10 +88,12 @@ type MarksOptions struct {
 	// Off turns markers off (gc.unsafeSkipMarkers): only for tests that
 	// show what they prevent.
 	Off bool
-	// Window: what this replica vouched for this recently before it
-	// learns of a collection is marked for it too, so that a client that
-	// checked a blob just before the collection began and refers to it
-	// after is covered. The registry sets min(gc.grace, 15m).
+	// Window: the blobs of push steps this replica answered this recently
+	// before it learns of a collection (and that no manifest referred to
+	// since) are marked for it too, so that a client that checked or
+	// uploaded a blob just before the collection began and sends its
+	// manifest after is covered. The registry sets max(1m, min(gc.grace,
+	// 15m)).
 	Window time.Duration
 }
 
@@ -414,13 +416,19 @@ func (v Vouch) digests() []digest.Digest {
 	return append(all, v.Blobs...)
 }
 
-// Remember notes content a request told a client exists (its answer was a
-// success), so that the next collection beginning within Window marks it.
+// Remember notes the blobs of a push step that succeeded (a blob HEAD
+// that found it, a finished upload, a mount), so that a collection
+// beginning within Window marks them: the push's manifest may come after
+// the collection decided. Settle forgets them once a manifest refers to
+// them.
 func (m *Marks) Remember(v Vouch) {
 	if m == nil || m.off || m.window <= 0 {
 		return
 	}
-	ds := v.digests()
+	ds := v.Blobs
+	if len(ds) == 0 {
+		return
+	}
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -436,6 +444,19 @@ func (m *Marks) Remember(v Vouch) {
 	}
 	for _, d := range ds {
 		m.recent[d] = now
+	}
+}
+
+// Settle forgets the blobs a stored manifest refers to: the push that
+// checked them is done, and from now on the manifest keeps them.
+func (m *Marks) Settle(v Vouch) {
+	if m == nil || m.off || len(v.Blobs) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range v.Blobs {
+		delete(m.recent, d)
 	}
 }
 

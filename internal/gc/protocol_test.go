@@ -119,8 +119,10 @@ func TestRecentVouchesAreMarkedWhenARunBegins(t *testing.T) {
 	s := newStore(t)
 	m := startReplicaWith(t, s, MarksOptions{Window: time.Minute})
 	d := s.blob("app", "checked just before the run")
+	settled := s.blob("app", "checked, then referred to by a stored manifest")
 	time.Sleep(100 * time.Millisecond)
-	m.Remember(Vouch{Repository: "app", Blobs: []digest.Digest{d}})
+	m.Remember(Vouch{Repository: "app", Blobs: []digest.Digest{d, settled}})
+	m.Settle(Vouch{Repository: "app", Blobs: []digest.Digest{settled}})
 	s.put(runPath, []byte(`{"id":"r3","holder":"test"}`))
 	ack := acksRoot + "/r3/" + m.ID()
 	deadline := time.Now().Add(5 * time.Second)
@@ -132,6 +134,9 @@ func TestRecentVouchesAreMarkedWhenARunBegins(t *testing.T) {
 	}
 	if !s.exists(markPath(d)) {
 		t.Error("a blob vouched for just before the run was not marked before the acknowledgement")
+	}
+	if s.exists(markPath(settled)) {
+		t.Error("a blob a stored manifest referred to since was marked: its push was done")
 	}
 }
 

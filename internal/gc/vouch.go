@@ -133,7 +133,7 @@ func (s *vouchingManifests) Put(ctx context.Context, m distribution.Manifest, op
 	}
 	d, err := s.ManifestService.Put(ctx, m, options...)
 	if err == nil {
-		s.r.m.Remember(v)
+		s.r.m.Settle(v)
 	}
 	return d, err
 }
