@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
 // kind names one of the two registries under test.
@@ -78,7 +80,7 @@ type registry struct {
 // startRegistry returns an error together with a non-nil registry.
 func startRegistry(ctx context.Context, t target, bin, work string, run int, b *bucket, a *authFiles) (*registry, error) {
 	k := t.kind
-	port, err := freePort()
+	port, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -334,14 +336,4 @@ func (r *registry) stop() (u usage, err error) {
 		r.dir = ""
 	}
 	return u, err
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
