@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
 func main() {
@@ -315,7 +317,7 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 			t.cpus = append(t.cpus, (after - before).Seconds())
 		}
 	}
-	sec := func(v []float64) time.Duration { return time.Duration(median(v) * float64(time.Second)) }
+	sec := func(v []float64) time.Duration { return time.Duration(benchstat.Median(v) * float64(time.Second)) }
 	res.warm, res.warmCPU = sec(cache.walls), sec(cache.cpus)
 	res.direct, res.directCPU = sec(dir.walls), sec(dir.cpus)
 	res.proxyWarm = sec(prx.walls)

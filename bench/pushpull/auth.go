@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
 // benchUser is the one user of the registries with token auth on.
@@ -311,10 +313,10 @@ func writeTokenTable(out io.Writer, off, on []tokenResult, tokens, heads, n int)
 		offCell, ratio := "", ""
 		if !m.onOnly {
 			vOff := tokenValues(off, m)
-			offCell = cell(vOff)
-			ratio = fmt.Sprintf("%.2f", median(vOn)/median(vOff))
+			offCell = benchstat.Cell(vOff)
+			ratio = fmt.Sprintf("%.2f", benchstat.Median(vOn)/benchstat.Median(vOff))
 		}
-		fmt.Fprintf(out, "| %s | %s | %s | %s |\n", m.label, offCell, cell(vOn), ratio)
+		fmt.Fprintf(out, "| %s | %s | %s | %s |\n", m.label, offCell, benchstat.Cell(vOn), ratio)
 	}
 }
 
