@@ -127,3 +127,15 @@ func joinMatchers(ms []matcher) string {
 	}
 	return out
 }
+
+// Immutable reports whether an immutable tag rule covers the tag in the
+// repository: nobody may move or delete it, retention included.
+func (p *Policy) Immutable(repository, tag string) bool {
+	for i := range p.tagRules {
+		r := &p.tagRules[i]
+		if r.immutable && r.repos.Match(repository) && slices.ContainsFunc(r.tags, func(g policy.Glob) bool { return g.Match(tag) }) {
+			return true
+		}
+	}
+	return false
+}

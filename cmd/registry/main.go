@@ -49,6 +49,7 @@ const usage = `usage:
   registry robot list|revoke [NAME] [--config FILE] [--data DIR]
   registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
   registry vulndb import DIR [--config FILE] [--data DIR]
+  registry gc [--dry-run] [--json] [--config FILE] [--data DIR]
   registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY]
   registry version`
 
@@ -76,6 +77,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return vulndbCmd(ctx, args[1:], stdout, stderr)
 	case "scan":
 		return scanCmd(ctx, args[1:], stdout, stderr)
+	case "gc":
+		return gcCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

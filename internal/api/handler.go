@@ -70,6 +70,8 @@ type Options struct {
 	Manifests Manifests
 	// Caches serves /api/v1/caches; nil when no cache is configured.
 	Caches Caches
+	// Collections serves /api/v1/gc/runs; nil: no runs.
+	Collections Collections
 	// Log receives internal errors; default none.
 	Log *slog.Logger
 	// Now is the clock of ?wait; default time.Now.
@@ -84,6 +86,7 @@ type Handler struct {
 	withheld  func(ctx context.Context, repo string, d digest.Digest, login string) error
 	manifests Manifests
 	caches    Caches
+	gc        Collections
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -97,7 +100,7 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, manifests: o.Manifests,
-		caches: o.Caches, log: o.Log, now: o.Now}, nil
+		caches: o.Caches, gc: o.Collections, log: o.Log, now: o.Now}, nil
 }
 
 // ServeHTTP serves, to clients that may pull the repository,
@@ -106,6 +109,10 @@ func New(o Options) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == cachesPath && r.Method == http.MethodGet {
 		h.serveCaches(w, r)
+		return
+	}
+	if r.URL.Path == gcRunsPath && r.Method == http.MethodGet {
+		h.serveGCRuns(w, r)
 		return
 	}
 	repo, d, what, ok := ParsePath(r.URL.Path)

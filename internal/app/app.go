@@ -30,6 +30,7 @@ import (
 	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/cache"
 	"github.com/portcullis/portcullis/internal/front"
+	"github.com/portcullis/portcullis/internal/gc"
 	"github.com/portcullis/portcullis/internal/metadb"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/internal/referrers"
@@ -49,7 +50,12 @@ type App struct {
 	auth    *authParts       // nil when auth is off
 	scanner *scanner.Service // nil in token-only mode
 	caches  *cache.Set       // nil without pull-through caches
-	opts    Options
+	// Garbage collection: this replica's markers, pull times and
+	// background collector (nil in token-only mode).
+	marks     *gc.Marks
+	pulls     *gc.Pulls
+	collector *gc.Collector
+	opts      Options
 }
 
 // Options are the run-time choices that are not configuration.
@@ -181,6 +187,10 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	opts.Cache = a.caches
+	if err := a.buildGC(); err != nil {
+		return err
+	}
+	opts.Collection, opts.Pulls = a.marks, a.pulls
 	gate, err := a.buildAdmission(repos, refs)
 	if err != nil {
 		return err
@@ -195,6 +205,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if a.caches != nil {
 		apiOpts.Caches = a.caches
 	}
+	apiOpts.Collections = a.collector
 	fr, err := front.New(dist, refs, repos, opts)
 	if err != nil {
 		return err
@@ -324,6 +335,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}()
 	}
+	a.runGC(scanCtx)
 	mirrors, err := a.serveCacheListeners(ctx)
 	if err != nil {
 		return err

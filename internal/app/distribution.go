@@ -86,7 +86,9 @@ func distributionConfig(c *config.Config, driver storagedriver.StorageDriver, id
 		driverName: configuration.Parameters{optDriver: driver},
 		"delete":   configuration.Parameters{"enabled": c.Storage.Delete.On(true)},
 		"redirect": configuration.Parameters{"disable": c.Storage.S3 == nil || !c.Storage.S3.Redirect},
-		"cache":    configuration.Parameters{"blobdescriptor": "inmemory"},
+		// No blob descriptor cache: a replica must not answer from its
+		// memory that a blob exists after garbage collection (or another
+		// replica) deleted it.
 		"maintenance": configuration.Parameters{
 			// distribution requires exactly map[any]any here.
 			"uploadpurging": map[any]any{

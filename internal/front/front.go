@@ -49,6 +49,8 @@ type Handler struct {
 	admission Admission
 	events    Events
 	cache     *cache.Set
+	gc        Collection
+	pulls     Pulls
 	hidden    []string
 	log       *slog.Logger
 }
@@ -73,6 +75,11 @@ type Options struct {
 	Reserved []string
 	// Cache serves the pull-through cache namespaces; nil: none.
 	Cache *cache.Set
+	// Collection marks what requests vouch for while garbage collection
+	// runs; nil: no collections.
+	Collection Collection
+	// Pulls records manifest pulls; nil: not recorded.
+	Pulls Pulls
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
@@ -91,7 +98,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, cache: o.Cache, log: o.Log}, nil
+		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -137,6 +144,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = h.gateMount(r, rt)
+	if h.gc != nil {
+		done := h.gc.Begin()
+		defer done()
+		if r, ok = h.vouch(w, r, rt); !ok {
+			return
+		}
+	}
 	//nolint:staticcheck // distribution looks this value up by its exact string key.
 	ctx := context.WithValue(r.Context(), distributionRequestIDKey, server.RequestID(r.Context()))
 	r = r.WithContext(ctx)
@@ -147,7 +161,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.monolithicPost(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest:
 		if h.fillManifest(w, r, rt) && h.allowPull(w, r, rt) {
-			h.registry.ServeHTTP(w, r)
+			sw := &statusWriter{ResponseWriter: w}
+			h.registry.ServeHTTP(sw, r)
+			if r.Method == http.MethodGet && sw.status == http.StatusOK {
+				h.recordPull(r, rt.Name, sw.Header())
+			}
 		}
 	case r.Method == http.MethodGet && rt.Kind == KindCatalog:
 		h.serveCatalog(w, r)
@@ -288,6 +306,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		dgst = digest.FromBytes(body)
 	}
 	if !h.admitTag(w, r, rt, body, dgst) {
+		return
+	}
+	if !h.vouchManifest(w, r, rt, body, dgst) {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}

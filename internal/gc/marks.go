@@ -1,0 +1,402 @@
+package gc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"sync"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+)
+
+// Timings of the protocol between the collector and the serving replicas.
+const (
+	// pollEvery is how often a replica reads the run object.
+	pollEvery = time.Second
+	// staleAfter: a replica that could not read the run object for this
+	// long marks as though a run were in progress.
+	staleAfter = 5 * time.Second
+	// heartbeatEvery is how often a replica says it is alive.
+	heartbeatEvery = 5 * time.Second
+	// aliveWithin: a replica whose heartbeat is older is not waited for.
+	aliveWithin = 20 * time.Second
+	// drainAtMost bounds how long a replica waits for the requests it
+	// began before it learned of a run.
+	drainAtMost = 2 * time.Minute
+	// tombstoneTTL: an older tombstone belongs to a collector that died
+	// and blocks nothing.
+	tombstoneTTL = 2 * time.Minute
+	// sweepWithin: the sweeper deletes a tombstoned candidate only this
+	// soon after writing its tombstone, well within tombstoneTTL.
+	sweepWithin = 30 * time.Second
+	// waitClearAtMost bounds how long a write waits for a tombstone on
+	// what it writes to go away.
+	waitClearAtMost = tombstoneTTL + 10*time.Second
+	// markedMax bounds the digests a replica remembers having marked in
+	// the current run.
+	markedMax = 1 << 20
+)
+
+// runInfo is the content of the run object.
+type runInfo struct {
+	ID      string    `json:"id"`
+	Holder  string    `json:"holder"`
+	Started time.Time `json:"started"`
+}
+
+// Marks is a serving replica's side of the protocol: it learns of runs,
+// acknowledges them, and writes markers for what it vouches for.
+type Marks struct {
+	driver  storagedriver.StorageDriver
+	id      string
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *Metrics
+	off     bool
+
+	mu       sync.Mutex
+	run      string    // the run in progress as last read; "" none
+	polled   time.Time // last successful read of the run object
+	gen      *generation
+	marked   map[digest.Digest]struct{}
+	acked    string
+	draining string
+}
+
+// generation counts the requests begun while a given run state was known.
+type generation struct {
+	wg sync.WaitGroup
+}
+
+// MarksOptions configure a replica's markers.
+type MarksOptions struct {
+	Log     *slog.Logger
+	Metrics *Metrics
+	Now     func() time.Time
+	// Off turns markers off (gc.unsafeSkipMarkers): only for tests that
+	// show what they prevent.
+	Off bool
+}
+
+// NewMarks returns the marker side for a replica over driver. Run must be
+// running for it to learn of collections.
+func NewMarks(driver storagedriver.StorageDriver, o MarksOptions) (*Marks, error) {
+	if driver == nil {
+		return nil, errors.New("gc marks: nil storage driver")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Metrics == nil {
+		o.Metrics = newMetrics()
+	}
+	id, err := replicaID()
+	if err != nil {
+		return nil, err
+	}
+	m := &Marks{driver: driver, id: id, log: o.Log, now: o.Now, metrics: o.Metrics, off: o.Off,
+		gen: &generation{}, marked: map[digest.Digest]struct{}{}}
+	return m, nil
+}
+
+func replicaID() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("replica id: %w", err)
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "replica"
+	}
+	return path.Base(host) + "-" + hex.EncodeToString(b), nil
+}
+
+// ID names this replica in heartbeats and acknowledgements.
+func (m *Marks) ID() string { return m.id }
+
+// Run polls the run object and heartbeats until ctx ends.
+func (m *Marks) Run(ctx context.Context) error {
+	m.heartbeat(ctx)
+	m.poll(ctx)
+	poll := time.NewTicker(pollEvery)
+	defer poll.Stop()
+	beat := time.NewTicker(heartbeatEvery)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = m.driver.Delete(context.WithoutCancel(ctx), path.Join(replicasRoot, m.id))
+			return nil
+		case <-poll.C:
+			m.poll(ctx)
+		case <-beat.C:
+			m.heartbeat(ctx)
+		}
+	}
+}
+
+func (m *Marks) heartbeat(ctx context.Context) {
+	b, _ := json.Marshal(map[string]any{"id": m.id, "seen": m.now().UTC()})
+	if err := m.driver.PutContent(ctx, path.Join(replicasRoot, m.id), b); err != nil && ctx.Err() == nil {
+		m.log.WarnContext(ctx, "gc heartbeat not written", "err", err)
+	}
+}
+
+// poll reads the run object; on a new run it starts a new generation of
+// requests and acknowledges the run once the previous generation is done.
+func (m *Marks) poll(ctx context.Context) {
+	run, err := readRun(ctx, m.driver)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.WarnContext(ctx, "gc run state not read; marking as though a collection were running", "err", err)
+		}
+		return
+	}
+	m.mu.Lock()
+	m.polled = m.now()
+	if run.ID == m.run {
+		m.mu.Unlock()
+		return
+	}
+	m.run = run.ID
+	old := m.gen
+	m.gen = &generation{}
+	m.marked = map[digest.Digest]struct{}{}
+	start := run.ID != "" && m.draining != run.ID && m.acked != run.ID
+	if start {
+		m.draining = run.ID
+	}
+	m.mu.Unlock()
+	if start {
+		go m.acknowledge(context.WithoutCancel(ctx), run.ID, old)
+	}
+}
+
+// acknowledge waits for the requests begun before the replica knew of run
+// (bounded), then writes its acknowledgement.
+func (m *Marks) acknowledge(ctx context.Context, run string, old *generation) {
+	done := make(chan struct{})
+	go func() { old.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainAtMost):
+		m.log.WarnContext(ctx, "gc: requests begun before the collection still running; acknowledging without them", "run", run)
+	}
+	if err := m.driver.PutContent(ctx, path.Join(acksRoot, run, m.id), []byte(m.now().UTC().Format(time.RFC3339Nano))); err != nil {
+		m.log.WarnContext(ctx, "gc acknowledgement not written", "run", run, "err", err)
+		m.mu.Lock()
+		m.draining = ""
+		m.run = "" // read again, and acknowledge again, at the next poll
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Lock()
+	m.acked = run
+	m.mu.Unlock()
+}
+
+func readRun(ctx context.Context, d storagedriver.StorageDriver) (runInfo, error) {
+	b, err := d.GetContent(ctx, runPath)
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return runInfo{}, nil
+	}
+	if err != nil {
+		return runInfo{}, err
+	}
+	var r runInfo
+	if err := json.Unmarshal(b, &r); err != nil {
+		return runInfo{}, fmt.Errorf("gc run object: %w", err)
+	}
+	return r, nil
+}
+
+// Begin registers a request that may vouch for content; call the returned
+// function when it has finished writing. A replica acknowledges a run only
+// after the requests begun before it knew of the run have finished.
+func (m *Marks) Begin() func() {
+	if m == nil {
+		return func() {}
+	}
+	m.mu.Lock()
+	g := m.gen
+	g.wg.Add(1)
+	m.mu.Unlock()
+	return g.wg.Done
+}
+
+// Vouch is what one request vouches for.
+type Vouch struct {
+	// Repository is where the manifests are.
+	Repository string
+	// Manifests are manifests of the repository the request reads or
+	// refers to.
+	Manifests []digest.Digest
+	// Blobs are blobs (configs, layers) the request reads or refers to.
+	Blobs []digest.Digest
+	// Wait makes Vouch wait for a tombstone to go away instead of
+	// refusing: for writes of the very content being collected.
+	Wait bool
+}
+
+// TombstonedError says that content is being deleted: the client must
+// upload it again.
+type TombstonedError struct {
+	Digest   digest.Digest
+	Manifest bool
+}
+
+func (e *TombstonedError) Error() string {
+	return fmt.Sprintf("%s is being deleted by garbage collection", e.Digest)
+}
+
+// active returns whether markers are needed and the run they are for ("":
+// a run is assumed because the run object could not be read lately).
+func (m *Marks) active() (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.off {
+		return false, ""
+	}
+	if m.run != "" {
+		return true, m.run
+	}
+	return m.now().Sub(m.polled) > staleAfter, ""
+}
+
+// Vouch marks what v names while a collection runs, then checks that none
+// of it is tombstoned: a *TombstonedError names the first that is (unless
+// v.Wait, which waits for the tombstones to go). Outside collections it
+// does nothing.
+func (m *Marks) Vouch(ctx context.Context, v Vouch) error {
+	if m == nil {
+		return nil
+	}
+	on, run := m.active()
+	if !on {
+		return nil
+	}
+	all := make([]digest.Digest, 0, len(v.Manifests)+len(v.Blobs))
+	all = append(all, v.Manifests...)
+	all = append(all, v.Blobs...)
+	if err := m.mark(ctx, run, all); err != nil {
+		return err
+	}
+	deadline := m.now().Add(waitClearAtMost)
+	for {
+		err := m.checkTombstones(ctx, v)
+		var te *TombstonedError
+		if err == nil || !errors.As(err, &te) || !v.Wait || m.now().After(deadline) {
+			if te != nil {
+				m.metrics.refusals.Inc()
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (m *Marks) mark(ctx context.Context, run string, ds []digest.Digest) error {
+	var todo []digest.Digest
+	m.mu.Lock()
+	for _, d := range ds {
+		if _, ok := m.marked[d]; run != "" && run == m.run && ok {
+			continue
+		}
+		todo = append(todo, d)
+	}
+	m.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	stamp := []byte(m.id)
+	for _, d := range todo {
+		g.Go(func() error {
+			if err := m.driver.PutContent(gctx, markPath(d), stamp); err != nil {
+				return fmt.Errorf("gc marker for %s: %w", d, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	m.metrics.markers.Add(float64(len(todo)))
+	m.mu.Lock()
+	if run != "" && run == m.run && len(m.marked)+len(todo) <= markedMax {
+		for _, d := range todo {
+			m.marked[d] = struct{}{}
+		}
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Marks) checkTombstones(ctx context.Context, v Vouch) error {
+	type check struct {
+		path     string
+		d        digest.Digest
+		manifest bool
+	}
+	var checks []check
+	for _, d := range v.Manifests {
+		checks = append(checks, check{manifestTombstone(v.Repository, d), d, true}, check{blobTombstone(d), d, true})
+	}
+	for _, d := range v.Blobs {
+		checks = append(checks, check{blobTombstone(d), d, false})
+	}
+	found := make([]bool, len(checks))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, c := range checks {
+		g.Go(func() error {
+			fi, err := m.driver.Stat(gctx, c.path)
+			var nf storagedriver.PathNotFoundError
+			if errors.As(err, &nf) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("gc tombstone of %s: %w", c.d, err)
+			}
+			found[i] = m.now().Sub(fi.ModTime()) < tombstoneTTL
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for i, c := range checks {
+		if found[i] {
+			return &TombstonedError{Digest: c.d, Manifest: c.manifest}
+		}
+	}
+	return nil
+}
+
+// Active reports whether requests must vouch now: a collection runs, or
+// the replica could not tell lately.
+func (m *Marks) Active() bool {
+	if m == nil {
+		return false
+	}
+	on, _ := m.active()
+	return on
+}
