@@ -128,6 +128,9 @@ func request(ctx context.Context, method, url string, body []byte) (int, error) 
 	if body != nil {
 		req.Header.Set("Content-Type", ocispec.MediaTypeImageManifest)
 	}
+	// Without it a manifest HEAD answers 404: the registry serves an OCI
+	// manifest only to a client that accepts one.
+	req.Header.Set("Accept", ocispec.MediaTypeImageManifest)
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
@@ -220,6 +223,9 @@ func cmpErr(first, err error) error {
 // sweep. Afterwards it checks that every PUT manifest and the blobs it
 // refers to are still there.
 func measureLatency(ctx context.Context, bin string, st store, d *dataset, work string, n, workers int, progress func(string, ...any)) (l latency, err error) {
+	if err := os.MkdirAll(work, 0o750); err != nil {
+		return l, err
+	}
 	srv, err := startServer(ctx, bin, st, work)
 	defer func() { err = errors.Join(err, srv.stop()) }()
 	if err != nil {
