@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
@@ -294,7 +295,7 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 			if err != nil {
 				return err
 			}
-			before, err := cpuTime(t.reg.cmd.Process.Pid)
+			before, err := benchproc.CPUTime(t.reg.cmd.Process.Pid)
 			if err != nil {
 				return err
 			}
@@ -302,7 +303,7 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 			if err != nil {
 				return fmt.Errorf("warm pull %d from the %s registry: %w", j+1, t.reg.role, err)
 			}
-			after, err := cpuTime(t.reg.cmd.Process.Pid)
+			after, err := benchproc.CPUTime(t.reg.cmd.Process.Pid)
 			if err != nil {
 				return err
 			}

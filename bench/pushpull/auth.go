@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
@@ -218,7 +219,7 @@ func tokenOnce(ctx context.Context, t target, bin, work string, i int, a *authFi
 // time and the CPU time of the registry process pid over the loop.
 func timeLoop(client *http.Client, pid, n int, newReq func() (*http.Request, error)) (loop, error) {
 	l := loop{latencies: make([]time.Duration, 0, n)}
-	cpu0, err := cpuTime(pid)
+	cpu0, err := benchproc.CPUTime(pid)
 	if err != nil {
 		return loop{}, err
 	}
@@ -244,7 +245,7 @@ func timeLoop(client *http.Client, pid, n int, newReq func() (*http.Request, err
 		}
 	}
 	l.elapsed = time.Since(start)
-	cpu1, err := cpuTime(pid)
+	cpu1, err := benchproc.CPUTime(pid)
 	if err != nil {
 		return loop{}, err
 	}

@@ -48,7 +48,7 @@ func (m *minioServer) removeBucket(ctx context.Context, b *bucket) error {
 
 // cpu returns the CPU time MinIO has used so far.
 func (m *minioServer) cpu() (time.Duration, error) {
-	return cpuTime(m.Pid())
+	return benchproc.CPUTime(m.Pid())
 }
 
 // stop ends MinIO. It is safe to call on a server that failed to start.
