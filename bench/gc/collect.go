@@ -30,7 +30,11 @@ type collection struct {
 	sweep time.Duration
 	// deletes counts manifests and blobs deleted (not links or tags).
 	deletes int
-	peakRSS int64 // bytes, the child's ru_maxrss
+	peakRSS int64         // bytes, the child's ru_maxrss
+	cpu     time.Duration // the child's user + system time
+	// minioCPU is the CPU time MinIO used during the run (S3 only): the
+	// work the collector asked of the object store.
+	minioCPU time.Duration
 	// left is what the store held afterwards.
 	blobsLeft, manifestsLeft int
 	// missing are live blobs that are gone (lost data); extra are
@@ -206,7 +210,7 @@ func runChild(ctx context.Context, cmd *exec.Cmd, env []string, stdout io.Writer
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
 	err = cmd.Wait()
 	stop()
-	c := collection{wall: time.Since(start)}
+	c := collection{wall: time.Since(start), cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		c.peakRSS = ru.Maxrss << 10 // KiB on Linux
 	}

@@ -202,6 +202,12 @@ func collectOnce(ctx context.Context, who, bin, storage string, m *benchproc.Min
 	// The collector should not pay for writing back the seeding.
 	syscall.Sync()
 	progress("%-28s seeded in %v", name, took.Round(time.Millisecond))
+	var minioStart time.Duration
+	if m != nil && storage == s3 {
+		if minioStart, err = benchproc.CPUTime(m.Pid()); err != nil {
+			return c, err
+		}
+	}
 	if who == ours {
 		c, _, err = runOurs(ctx, bin, st, work, name)
 	} else {
@@ -209,6 +215,13 @@ func collectOnce(ctx context.Context, who, bin, storage string, m *benchproc.Min
 	}
 	if err != nil {
 		return c, err
+	}
+	if m != nil && storage == s3 {
+		end, err := benchproc.CPUTime(m.Pid())
+		if err != nil {
+			return c, err
+		}
+		c.minioCPU = end - minioStart
 	}
 	blobs, revisions, err := st.scan(ctx)
 	if err != nil {
@@ -225,8 +238,9 @@ func collectOnce(ctx context.Context, who, bin, storage string, m *benchproc.Min
 			c.extra++
 		}
 	}
-	progress("%-28s wall %v  mark %v  sweep %v (%d deletes, %.0f/s)  peak RSS %d MiB  left %d blobs, %d manifests  lost %d  not collected %d",
+	progress("%-28s wall %v  mark %v  sweep %v (%d deletes, %.0f/s)  CPU %v  peak RSS %d MiB  MinIO CPU %v  left %d blobs, %d manifests  lost %d  not collected %d",
 		name, c.wall.Round(time.Millisecond), c.mark.Round(time.Millisecond), c.sweep.Round(time.Millisecond),
-		c.deletes, c.deletesPerSecond(), c.peakRSS>>20, c.blobsLeft, c.manifestsLeft, c.missing, c.extra)
+		c.deletes, c.deletesPerSecond(), c.cpu.Round(time.Millisecond), c.peakRSS>>20, c.minioCPU.Round(time.Millisecond),
+		c.blobsLeft, c.manifestsLeft, c.missing, c.extra)
 	return c, nil
 }

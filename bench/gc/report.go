@@ -16,6 +16,8 @@ type row struct {
 	// exact rows print counts that must agree, with "same" or "differ"
 	// in place of a ratio.
 	exact bool
+	// s3Only rows are left out for the filesystem.
+	s3Only bool
 }
 
 var rows = []row{
@@ -23,6 +25,8 @@ var rows = []row{
 	{label: "mark, s ↓", value: func(c collection) float64 { return c.mark.Seconds() }},
 	{label: "sweep, s ↓", value: func(c collection) float64 { return c.sweep.Seconds() }},
 	{label: "sweep, manifests + blobs deleted/s ↑", value: collection.deletesPerSecond},
+	{label: "collector CPU time, s ↓", value: func(c collection) float64 { return c.cpu.Seconds() }},
+	{label: "MinIO CPU time, s ↓", value: func(c collection) float64 { return c.minioCPU.Seconds() }, s3Only: true},
 	{label: "peak RSS, MiB ↓", value: func(c collection) float64 { return float64(c.peakRSS) / (1 << 20) }},
 	{label: "manifests + blobs deleted (as each counts them)", value: func(c collection) float64 { return float64(c.deletes) }, exact: true},
 	{label: "blobs left (manifests included)", value: func(c collection) float64 { return float64(c.blobsLeft) }, exact: true},
@@ -38,6 +42,9 @@ func writeTables(out io.Writer, o options, ds *dataset, liveBlobs int, storages 
 	fmt.Fprintln(out, "|---|---:|---:|---:|")
 	for _, storage := range storages {
 		for _, r := range rows {
+			if r.s3Only && storage != s3 {
+				continue
+			}
 			a := values(results[storage][ours], r.value)
 			b := values(results[storage][upstream], r.value)
 			var ratio string
