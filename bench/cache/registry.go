@@ -64,7 +64,7 @@ type binaries struct {
 // must call stop, also when startRegistry returns an error together with a
 // non-nil registry.
 func startRegistry(ctx context.Context, ro role, bins binaries, work, tag, upstreamAddr string) (*registry, error) {
-	port, err := freePort()
+	port, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -257,14 +257,4 @@ func (r *registry) stop() (err error) {
 		r.dir = ""
 	}
 	return err
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
