@@ -162,11 +162,11 @@ func (d *dataset) put(phase string, i int) (put, error) {
 }
 
 // putPhase PUTs manifests from workers goroutines: at least n, and then
-// on until more() is false. It returns each PUT's latency and the PUTs
-// that were answered 201; l counts the others.
-func putPhase(ctx context.Context, addr string, d *dataset, phase string, n, workers int, more func() bool, l *latency) ([]time.Duration, []put, error) {
+// on until more() is false, counting the PUTs begun in next. It returns
+// each PUT's latency and the PUTs that were answered 201; l counts the
+// others.
+func putPhase(ctx context.Context, addr string, d *dataset, phase string, n, workers int, more func() bool, l *latency, next *atomic.Int64) ([]time.Duration, []put, error) {
 	var (
-		next  atomic.Int64
 		mu    sync.Mutex
 		lat   []time.Duration
 		puts  []put
@@ -233,7 +233,7 @@ func measureLatency(ctx context.Context, bin string, st store, d *dataset, work 
 	}
 	progress("latency: %d PUTs without a collection", n)
 	var puts []put
-	l.without, puts, err = putPhase(ctx, srv.addr, d, "idle", n, workers, func() bool { return false }, &l)
+	l.without, puts, err = putPhase(ctx, srv.addr, d, "idle", n, workers, func() bool { return false }, &l, new(atomic.Int64))
 	if err != nil {
 		return l, err
 	}
@@ -244,8 +244,11 @@ func measureLatency(ctx context.Context, bin string, st store, d *dataset, work 
 		stopGC atomic.Bool
 		loop   sync.WaitGroup
 	)
+	var issued atomic.Int64 // PUTs begun in the phase with collections
 	loop.Go(func() {
-		for k := 0; !stopGC.Load() && ctx.Err() == nil; k++ {
+		// One more collection while the PUTs go on: the phase ends once n
+		// PUTs were made and a collection finished.
+		for k := 0; !stopGC.Load() && ctx.Err() == nil && (runs.Load() < 1 || issued.Load() < int64(n)); k++ {
 			c, r, err := runOurs(ctx, bin, st, work, fmt.Sprintf("gc-loop-%d", k))
 			if err != nil {
 				l.gcErrors++
@@ -262,7 +265,7 @@ func measureLatency(ctx context.Context, bin string, st store, d *dataset, work 
 		}
 	})
 	var more []put
-	l.with, more, err = putPhase(ctx, srv.addr, d, "gc", n, workers, func() bool { return runs.Load() < 1 }, &l)
+	l.with, more, err = putPhase(ctx, srv.addr, d, "gc", n, workers, func() bool { return runs.Load() < 1 }, &l, &issued)
 	stopGC.Store(true)
 	loop.Wait()
 	l.gcRuns = int(min(runs.Load(), 1<<20))
@@ -276,9 +279,10 @@ func measureLatency(ctx context.Context, bin string, st store, d *dataset, work 
 
 	// Nothing runs now: every PUT that was answered 201 must have left its
 	// manifest and blobs.
+	var urls []string
 	checked := map[string]bool{}
 	for _, p := range puts {
-		urls := []string{"http://" + srv.addr + "/v2/" + p.repo + "/manifests/" + p.tag}
+		urls = append(urls, "http://"+srv.addr+"/v2/"+p.repo+"/manifests/"+p.tag)
 		for _, b := range p.blobs {
 			u := "http://" + srv.addr + "/v2/" + p.repo + "/blobs/" + string(b)
 			if !checked[u] {
@@ -286,17 +290,29 @@ func measureLatency(ctx context.Context, bin string, st store, d *dataset, work 
 				urls = append(urls, u)
 			}
 		}
-		for _, u := range urls {
-			code, err := request(ctx, http.MethodHead, u, nil)
-			if err != nil {
-				return l, err
+	}
+	var (
+		next, lost atomic.Int64
+		check      sync.WaitGroup
+		errs       = make([]error, workers)
+	)
+	for w := range workers {
+		check.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(urls) && errs[w] == nil; i = int(next.Add(1) - 1) {
+				code, err := request(ctx, http.MethodHead, urls[i], nil)
+				if err != nil {
+					errs[w] = err
+				} else if code != http.StatusOK {
+					lost.Add(1)
+					progress("latency: after the collections, HEAD %s: %d", urls[i], code)
+				}
 			}
-			l.checked++
-			if code != http.StatusOK {
-				l.lost++
-				progress("latency: after the collections, HEAD %s: %d", u, code)
-			}
-		}
+		})
+	}
+	check.Wait()
+	l.checked, l.lost = len(urls), int(lost.Load())
+	if err := errors.Join(errs...); err != nil {
+		return l, err
 	}
 	return l, nil
 }
