@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -262,4 +263,27 @@ func (d *driver) removeObjects(ctx context.Context, objects func(func(minio.Obje
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DeleteFiles removes the objects at paths (files, not directories) with
+// multi-object DELETE requests of up to 1000 keys: what garbage
+// collection deletes by the thousand. A path with no object is not an
+// error.
+func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
+	for _, p := range paths {
+		if !storagedriver.PathRegexp.MatchString(p) {
+			return storagedriver.InvalidPathError{Path: p, DriverName: driverName}
+		}
+	}
+	objects := func(yield func(minio.ObjectInfo) bool) {
+		for _, p := range paths {
+			if !yield(minio.ObjectInfo{Key: d.d.key(p)}) {
+				return
+			}
+		}
+	}
+	if err := d.d.removeObjects(ctx, objects); err != nil {
+		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
+	}
+	return nil
 }

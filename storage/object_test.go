@@ -13,6 +13,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/portcullis/portcullis/storage/miniotest"
 )
 
 // breakingS3 serves one object and cuts the connection in the middle of the
@@ -144,5 +146,38 @@ func TestReaderGivesUp(t *testing.T) {
 	}
 	if n := s3.requests.Load(); n != maxResumes+1 {
 		t.Fatalf("%d requests, want %d", n, maxResumes+1)
+	}
+}
+
+func TestDeleteFiles(t *testing.T) {
+	srv := miniotest.Start(t)
+	d := newTestDriver(t, srv, Options{Prefix: "batch"})
+	ctx := t.Context()
+	var paths []string
+	for i := range 1500 {
+		p := fmt.Sprintf("/blobs/%04d/data", i)
+		if err := d.PutContent(ctx, p, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			paths = append(paths, p)
+		}
+	}
+	paths = append(paths, "/blobs/never/data")
+	if err := d.DeleteFiles(ctx, paths); err != nil {
+		t.Fatalf("DeleteFiles: %v", err)
+	}
+	left, err := d.List(ctx, "/blobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 750 {
+		t.Errorf("%d directories left, want 750", len(left))
+	}
+	if _, err := d.Stat(ctx, "/blobs/0001/data"); err != nil {
+		t.Errorf("a file not named was deleted: %v", err)
+	}
+	if err := d.DeleteFiles(ctx, []string{"relative/path"}); err == nil {
+		t.Error("an invalid path was accepted")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portcullis/portcullis/config"
@@ -29,6 +30,9 @@ type Users struct {
 	// highest cost among the users, so an unknown user costs as much as
 	// the most expensive known one.
 	dummy []byte
+	// fingerprints holds the credential fingerprints of the users whose
+	// hash was made here from a password file (see passwordFingerprint).
+	fingerprints map[string]string
 }
 
 // WeakCost is the bcrypt cost below which a hash is reported by Weak.
@@ -83,6 +87,7 @@ type WeakUser struct {
 // defined twice.
 func LoadUsers(cfg config.Auth) (*Users, error) {
 	hashes := map[string][]byte{}
+	fingerprints := map[string]string{}
 	add := func(name string, h []byte) error {
 		if _, dup := hashes[name]; dup {
 			return fmt.Errorf("user %s defined twice", name)
@@ -107,6 +112,7 @@ func LoadUsers(cfg config.Auth) (*Users, error) {
 			if h, err = bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost); err != nil {
 				return nil, fmt.Errorf("user %s: hash password: %w", u.Name, err)
 			}
+			fingerprints[u.Name] = passwordFingerprint(u.Name, pw)
 		}
 		if err := add(u.Name, h); err != nil {
 			return nil, err
@@ -127,7 +133,12 @@ func LoadUsers(cfg config.Auth) (*Users, error) {
 			}
 		}
 	}
-	return NewUsers(hashes)
+	users, err := NewUsers(hashes)
+	if err != nil {
+		return nil, err
+	}
+	users.fingerprints = fingerprints
+	return users, nil
 }
 
 // ParseHtpasswd parses an htpasswd file of bcrypt entries (htpasswd -B).
@@ -171,7 +182,15 @@ func (u *Users) Authenticate(name, password string) (string, error) {
 	if bcrypt.CompareHashAndPassword(h, []byte(password)) != nil {
 		return "", ErrBadCredentials
 	}
-	return fingerprint(h), nil
+	return u.fingerprint(name, h), nil
+}
+
+// fingerprint returns the credential fingerprint of a user whose hash is h.
+func (u *Users) fingerprint(name string, h []byte) string {
+	if f, ok := u.fingerprints[name]; ok {
+		return f
+	}
+	return fingerprint(h)
 }
 
 // credential returns the current fingerprint of a user's password, for
@@ -181,7 +200,7 @@ func (u *Users) credential(name string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return fingerprint(h), true
+	return u.fingerprint(name, h), true
 }
 
 // Has reports whether the user exists.
@@ -193,4 +212,15 @@ func (u *Users) Has(name string) bool {
 func fingerprint(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// passwordFingerprint is the credential fingerprint of a password read
+// from a file. The bcrypt hash made of it at load has a random salt, so
+// its fingerprint would differ between replicas and between restarts, and
+// a refresh token (docker login's identity token) would work only on the
+// process that issued it. This one is the same wherever the same password
+// is read, and as costly to guess a password from as a bcrypt hash
+// (Argon2id, with the user's name in the salt).
+func passwordFingerprint(name string, password []byte) string {
+	return fingerprint(argon2.IDKey(password, []byte("portcullis credential fingerprint\x00"+name), 2, 19*1024, 1, 32))
 }

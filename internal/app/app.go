@@ -55,6 +55,7 @@ type App struct {
 	marks     *gc.Marks
 	pulls     *gc.Pulls
 	collector *gc.Collector
+	gcMetrics *gc.Metrics
 	opts      Options
 }
 
@@ -148,6 +149,10 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
+	if err := a.buildMarks(); err != nil {
+		return err
+	}
+	indexed.marks = a.marks
 	repos, idx := indexed.ns, indexed.idx
 	dc := distributionConfig(a.cfg, driver, idx, indexed.links, secret)
 	if a.auth != nil {
@@ -177,19 +182,25 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	a.scanner, err = scanner.New(scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
-		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates})
+	so := scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
+		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates}
+	if a.cfg.Storage.S3 != nil {
+		// Replicas share an S3 bucket (the filesystem backend serves one):
+		// each claims in it the images it scans.
+		so.Shared = driver
+	}
+	a.scanner, err = scanner.New(so)
 	if err != nil {
 		return err
 	}
 	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
+	if err := a.buildCollector(opts.Events); err != nil {
+		return err
+	}
 	if a.caches, err = a.buildCaches(indexed, refs, events); err != nil {
 		return err
 	}
 	opts.Cache = a.caches
-	if err := a.buildGC(); err != nil {
-		return err
-	}
 	opts.Collection, opts.Pulls = a.marks, a.pulls
 	gate, err := a.buildAdmission(repos, refs)
 	if err != nil {

@@ -47,7 +47,7 @@ func (a *App) buildCaches(repos indexedRepos, refs *referrers.Handler, events *o
 			TagTTL: c.TagTTL.D(), StaleIfError: c.StaleFor(), MaxAge: c.MaxAge.D(), MaxSize: int64(c.MaxSize)})
 	}
 	set, err := cache.New(specs, cache.Options{
-		Repos: repos, Driver: a.driver, Events: events, Referrers: refs, Metrics: a.metrics, Log: a.log,
+		Repos: repos, Driver: a.driver, Events: events, Referrers: refs, Metrics: a.metrics, Log: a.log, Pulls: a.pulls,
 		SpoolDir:   filepath.Join(a.cfg.DataDir, "cache-spool"),
 		WriteError: func(w http.ResponseWriter, r *http.Request, err error) { api.WriteError(w, r, a.log, err) },
 	})

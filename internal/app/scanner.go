@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/digests"
+	"github.com/portcullis/portcullis/internal/gc"
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/scanner"
 	"github.com/portcullis/portcullis/policy"
@@ -27,6 +28,9 @@ type indexedRepos struct {
 	ns    distribution.Namespace
 	idx   *referrers.Index
 	links *digests.Links
+	// marks makes the registry's own writes vouch while garbage
+	// collection runs; nil outside a serving registry.
+	marks *gc.Marks
 }
 
 func (r indexedRepos) Repository(ctx context.Context, name reference.Named) (distribution.Repository, error) {
@@ -34,7 +38,7 @@ func (r indexedRepos) Repository(ctx context.Context, name reference.Named) (dis
 	if err != nil {
 		return nil, err
 	}
-	return referrers.Wrap(digests.Wrap(repo, r.links), r.idx), nil
+	return r.marks.Wrap(name.Name(), referrers.Wrap(digests.Wrap(repo, r.links), r.idx)), nil
 }
 
 // Enumerate calls ingester with each repository's name, for the

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portcullis/portcullis/internal/gc"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/replication"
 )
@@ -84,6 +85,9 @@ type Options struct {
 	// alone: what it holds at start is removed); default a new temporary
 	// directory.
 	SpoolDir string
+	// Pulls records manifest pulls, shared with retention; default one of
+	// the cache's own over Driver.
+	Pulls *gc.Pulls
 	// Metrics registers the cache metrics when set.
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
@@ -143,6 +147,13 @@ func New(specs []Spec, o Options) (*Set, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Pulls == nil {
+		p, err := gc.NewPulls(o.Driver, o.Now, 0)
+		if err != nil {
+			return nil, err
+		}
+		o.Pulls = p
+	}
 	if o.SpoolDir == "" {
 		dir, err := os.MkdirTemp("", "portcullis-cache-spool-")
 		if err != nil {
@@ -169,7 +180,7 @@ func New(specs []Spec, o Options) (*Set, error) {
 	if o.EvictEvery <= 0 {
 		o.EvictEvery = evictEvery
 	}
-	s := &Set{repos: o.Repos, events: o.Events, refs: o.Referrers, driver: o.Driver, errWriter: o.WriteError, evictEvery: o.EvictEvery, state: &stateStore{driver: o.Driver, now: o.Now, written: map[string]time.Time{}},
+	s := &Set{repos: o.Repos, events: o.Events, refs: o.Referrers, driver: o.Driver, errWriter: o.WriteError, evictEvery: o.EvictEvery, state: &stateStore{driver: o.Driver, now: o.Now, pulls: o.Pulls},
 		metrics: m, log: o.Log, now: o.Now, ctx: context.Background(), checks: map[string]time.Time{}}
 	s.blobs = &fetcher{set: s, dir: o.SpoolDir, slots: make(chan struct{}, maxFetches), inflight: map[string]*fetch{}}
 	for i, sp := range specs {

@@ -10,6 +10,8 @@ import (
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/internal/gc"
 )
 
 // The state of the caches in the storage backend, shared by replicas:
@@ -40,6 +42,8 @@ type tagState struct {
 }
 
 type manifestState struct {
+	// Pulled is when the manifest was stored; its pulls are recorded by
+	// gc.Pulls, and the later of the two counts.
 	Pulled time.Time `json:"pulled"`
 	// Size is the manifest's and its blobs' bytes, 0 until its blobs
 	// are all stored.
@@ -51,10 +55,9 @@ type manifestState struct {
 type stateStore struct {
 	driver storagedriver.StorageDriver
 	now    func() time.Time
+	pulls  *gc.Pulls
 
-	mu      sync.Mutex
-	written map[string]time.Time // pulled records written by this replica
-	tags    sync.Map             // name:tag → tagState, this replica's latest knowledge
+	tags sync.Map // name:tag → tagState, this replica's latest knowledge
 }
 
 func tagPath(name, tag string) string { return path.Join(stateRoot, name, "_tags", tag) }
@@ -100,21 +103,9 @@ func (st *stateStore) check(ctx context.Context, name, tag string, d digest.Dige
 }
 
 // pulled records that manifest d of name was read, at most once per
-// every per replica.
+// every, where retention finds pull times too.
 func (st *stateStore) pulled(ctx context.Context, every time.Duration, name string, d digest.Digest) {
-	key := name + "@" + d.String()
-	now := st.now()
-	st.mu.Lock()
-	last, ok := st.written[key]
-	if ok && now.Sub(last) < every {
-		st.mu.Unlock()
-		return
-	}
-	st.written[key] = now
-	st.mu.Unlock()
-	ms := st.read(ctx, name, d)
-	ms.Pulled = now.UTC()
-	st.write(ctx, name, d, ms)
+	_ = st.pulls.RecordEvery(ctx, name, d, every)
 }
 
 // sized records the bytes manifest d of name holds.
@@ -147,9 +138,7 @@ func (st *stateStore) forget(ctx context.Context, name string, d digest.Digest, 
 		st.tags.Delete(name + ":" + t)
 		_ = st.driver.Delete(ctx, tagPath(name, t))
 	}
-	st.mu.Lock()
-	delete(st.written, name+"@"+d.String())
-	st.mu.Unlock()
+	st.pulls.Forget(ctx, name, d)
 }
 
 // cachedManifest is one manifest record of a cache.
@@ -184,7 +173,11 @@ func (st *stateStore) manifests(ctx context.Context, prefix string) ([]cachedMan
 		if b, err := st.driver.GetContent(ctx, p); err == nil {
 			_ = json.Unmarshal(b, &ms)
 		}
-		out = append(out, cachedManifest{Repository: strings.TrimPrefix(p[:i], stateRoot+"/"), Digest: d, manifestState: ms})
+		repo := strings.TrimPrefix(p[:i], stateRoot+"/")
+		if last, err := st.pulls.Last(ctx, repo, d); err == nil && last.After(ms.Pulled) {
+			ms.Pulled = last
+		}
+		out = append(out, cachedManifest{Repository: repo, Digest: d, manifestState: ms})
 		return nil
 	})
 	if _, ok := err.(storagedriver.PathNotFoundError); ok {

@@ -65,6 +65,8 @@ var rules = []rule{
 		why: "the remote client stands alone: no registry core, no other part of Portcullis"},
 	{pkgs: "internal/cache", imports: []string{mod + "internal/front", mod + "internal/api", mod + "internal/app", mod + "internal/admission"},
 		why: "the cache fills storage; the front handler decides who reads, and the API how errors look"},
+	{pkgs: "internal/gc", imports: []string{mod + "internal/", "net/http"},
+		why: "the collector works on storage alone: the front handler and the API call it, never the reverse"},
 
 	// auth: the policy stays pure, audit and ratelimit stay independent of
 	// HTTP and of each other.

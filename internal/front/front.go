@@ -147,7 +147,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.gc != nil {
 		done := h.gc.Begin()
 		defer done()
-		if r, ok = h.vouch(w, r, rt); !ok {
+		if r, w, ok = h.vouch(w, r, rt); !ok {
 			return
 		}
 	}
@@ -308,12 +308,16 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	if !h.admitTag(w, r, rt, body, dgst) {
 		return
 	}
-	if !h.vouchManifest(w, r, rt, body, dgst) {
+	vouched, ok := h.vouchManifest(w, r, rt, body, dgst)
+	if !ok {
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	h.registry.ServeHTTP(sw, r)
 	if sw.status == http.StatusCreated {
+		if h.gc != nil {
+			h.gc.Remember(vouched)
+		}
 		if h.guard != nil {
 			h.guard.auditWrite(r, rt, sw.status, dgst.String())
 		}

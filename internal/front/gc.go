@@ -19,8 +19,10 @@ type Collection interface {
 	Begin() func()
 	// Active reports whether requests must vouch now.
 	Active() bool
-	// Vouch marks content and checks it is not being deleted.
+	// Vouch marks content and waits until it is not being deleted.
 	Vouch(ctx context.Context, v gc.Vouch) error
+	// Remember notes content a successful request vouched for.
+	Remember(v gc.Vouch)
 }
 
 // Pulls records manifest pulls for retention (gc.Pulls).
@@ -30,18 +32,51 @@ type Pulls interface {
 
 // vouch marks, while a collection runs, the content a request tells the
 // client exists or finishes storing: a blob HEAD, a manifest GET or HEAD
-// by digest, a cross-repository mount, a finished upload. Content being
-// deleted answers as absent (the client uploads it again); a mount of it
-// becomes an ordinary upload; an upload of it waits until the deletion
-// is over. It returns the request to go on with, and false when it
-// answered.
-func (h *Handler) vouch(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, bool) {
-	if h.gc == nil || !h.gc.Active() {
-		return r, true
+// by digest, a cross-repository mount, a finished upload; then it waits
+// until none of it is being deleted, so that the registry core answers
+// with what is there. Content still tombstoned after the wait answers as
+// absent (the client uploads it again), and its mount becomes an upload.
+// It returns the request and the writer to go on with, and false when it
+// answered. The writer remembers the vouch when the answer is a success.
+func (h *Handler) vouch(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, http.ResponseWriter, bool) {
+	r, v, ok := h.vouchFor(w, r, rt)
+	if !ok || v == nil {
+		return r, w, ok
+	}
+	return r, &rememberWriter{statusWriter: statusWriter{ResponseWriter: w}, gc: h.gc, v: *v}, true
+}
+
+// rememberWriter remembers a vouch once the response is a success.
+type rememberWriter struct {
+	statusWriter
+	gc Collection
+	v  gc.Vouch
+}
+
+func (w *rememberWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 && code < 300 {
+		w.gc.Remember(w.v)
+	}
+	w.statusWriter.WriteHeader(code)
+}
+
+func (w *rememberWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.statusWriter.Write(p)
+}
+
+func (w *rememberWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (h *Handler) vouchFor(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, *gc.Vouch, bool) {
+	if h.gc == nil {
+		return r, nil, true
 	}
 	q := r.URL.Query()
 	var v gc.Vouch
 	action := "pull"
+	mount := false
 	switch {
 	case r.Method == http.MethodHead && rt.Kind == KindBlob:
 		v = gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{rt.Digest}}
@@ -50,79 +85,87 @@ func (h *Handler) vouch(w http.ResponseWriter, r *http.Request, rt Route) (*http
 	case r.Method == http.MethodPost && rt.Kind == KindUpload && q.Get("mount") != "" && q.Get("from") != "":
 		d, err := digest.Parse(q.Get("mount"))
 		if err != nil {
-			return r, true
+			return r, nil, true
 		}
-		v = gc.Vouch{Repository: q.Get("from"), Blobs: []digest.Digest{d}}
+		v, mount = gc.Vouch{Repository: q.Get("from"), Blobs: []digest.Digest{d}}, true
 	case (r.Method == http.MethodPut || r.Method == http.MethodPost) && rt.Kind == KindUpload && q.Get("digest") != "":
 		d, err := digest.Parse(q.Get("digest"))
 		if err != nil {
-			return r, true
+			return r, nil, true
 		}
-		v = gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{d}, Wait: true}
+		v = gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{d}}
 		action = "push"
 	default:
-		return r, true
+		return r, nil, true
+	}
+	if !h.gc.Active() {
+		return r, &v, true
 	}
 	if h.guard != nil {
 		// Nothing is written for a caller the core will refuse.
 		if c := api.Resolve(r, h.guard.Auth, rt.Name, action); !c.Granted() {
-			return r, true
+			return r, nil, true
 		}
 	}
 	err := h.gc.Vouch(r.Context(), v)
 	var te *gc.TombstonedError
 	switch {
 	case err == nil:
-		return r, true
-	case errors.As(err, &te) && rt.Kind == KindUpload && !v.Wait:
-		// A mount of a blob being deleted: start an ordinary upload.
+		return r, &v, true
+	case errors.As(err, &te) && mount:
 		q.Del("mount")
 		q.Del("from")
 		r2 := r.Clone(r.Context())
 		r2.URL.RawQuery = q.Encode()
-		return r2, true
-	case errors.As(err, &te) && rt.Kind == KindBlob:
-		h.writeError(w, r, v2.ErrorCodeBlobUnknown.WithDetail(te.Digest))
-	case errors.As(err, &te):
+		return r2, nil, true
+	case errors.As(err, &te) && rt.Kind == KindManifest:
 		h.writeError(w, r, v2.ErrorCodeManifestUnknown.WithDetail(te.Digest))
+	case errors.As(err, &te):
+		h.writeError(w, r, v2.ErrorCodeBlobUnknown.WithDetail(te.Digest))
 	default:
-		h.log.ErrorContext(r.Context(), "gc marker not written", "repo", rt.Name, "err", err)
-		h.writeError(w, r, api.Status(http.StatusServiceUnavailable, "UNAVAILABLE", "the storage backend did not answer; try again"))
+		h.writeGCError(w, r, rt, err)
 	}
-	return r, false
+	return r, nil, false
 }
 
 // vouchManifest marks, while a collection runs, a pushed manifest and what
-// it refers to. A reference being deleted is refused as unknown, so the
-// client uploads it again; the manifest itself, if a collection is
-// deleting the same digest, waits for the deletion to end.
-func (h *Handler) vouchManifest(w http.ResponseWriter, r *http.Request, rt Route, body []byte, dgst digest.Digest) bool {
-	if h.gc == nil || !h.gc.Active() {
-		return true
+// it refers to, and waits until none of it is being deleted: the registry
+// core then checks the references against what is there.
+// It returns the vouch, for putManifest to remember on success.
+func (h *Handler) vouchManifest(w http.ResponseWriter, r *http.Request, rt Route, body []byte, dgst digest.Digest) (gc.Vouch, bool) {
+	if h.gc == nil {
+		return gc.Vouch{}, true
 	}
 	manifests, blobs := gc.References(body)
-	err := h.gc.Vouch(r.Context(), gc.Vouch{Repository: rt.Name, Manifests: manifests, Blobs: blobs})
-	if err == nil {
-		own := []digest.Digest{dgst}
-		if c := digest.FromBytes(body); c != dgst {
-			own = append(own, c) // stored under its canonical digest
-		}
-		err = h.gc.Vouch(r.Context(), gc.Vouch{Repository: rt.Name, Manifests: own, Wait: true})
+	manifests = append(manifests, dgst)
+	if c := digest.FromBytes(body); c != dgst {
+		manifests = append(manifests, c) // stored under its canonical digest
 	}
+	v := gc.Vouch{Repository: rt.Name, Manifests: manifests, Blobs: blobs}
+	err := h.gc.Vouch(r.Context(), v)
 	var te *gc.TombstonedError
 	switch {
 	case err == nil:
-		return true
+		return v, true
 	case errors.As(err, &te):
 		h.writeError(w, r, v2.ErrorCodeManifestBlobUnknown.WithDetail(te.Digest))
 	default:
-		h.log.ErrorContext(r.Context(), "gc marker not written", "repo", rt.Name, "err", err)
-		h.writeError(w, r, api.Status(http.StatusServiceUnavailable, "UNAVAILABLE", "the storage backend did not answer; try again"))
+		h.writeGCError(w, r, rt, err)
 	}
-	return false
+	return v, false
 }
 
-// recordPull notes a successful manifest GET for retention's pulledWithin.
+func (h *Handler) writeGCError(w http.ResponseWriter, r *http.Request, rt Route, err error) {
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	h.log.ErrorContext(r.Context(), "gc marker not written", "repo", rt.Name, "err", err)
+	h.writeError(w, r, api.Status(http.StatusServiceUnavailable, "UNAVAILABLE", "the storage backend did not answer; try again"))
+}
+
+// recordPull notes a successful manifest GET for retention's pulledWithin
+// (a storage write at most once an hour per manifest), once the response
+// is written.
 func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 	if h.pulls == nil {
 		return
@@ -132,9 +175,7 @@ func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
-	go func() {
-		if err := h.pulls.Record(ctx, repo, d); err != nil {
-			h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
-		}
-	}()
+	if err := h.pulls.Record(ctx, repo, d); err != nil {
+		h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
+	}
 }

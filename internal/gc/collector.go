@@ -44,7 +44,10 @@ type Options struct {
 	Reserved []string
 	// Holder names the collector in the lease and reports; default the
 	// host name.
-	Holder  string
+	Holder string
+	// Deleted, when set, is told of each tag and manifest deleted, after
+	// the deletion (the registry records them as events).
+	Deleted func(ctx context.Context, d Deleted)
 	Log     *slog.Logger
 	Metrics *Metrics
 	Now     func() time.Time
@@ -60,9 +63,12 @@ type Collector struct {
 	protected func(repo, tag string) bool
 	reserved  []string
 	holder    string
+	deleted   func(ctx context.Context, d Deleted)
 	log       *slog.Logger
 	metrics   *Metrics
 	now       func() time.Time
+	// afterPlan, when set, runs between marking and sweeping (tests).
+	afterPlan func(ctx context.Context)
 }
 
 // New returns a collector over driver.
@@ -100,7 +106,7 @@ func New(driver storagedriver.StorageDriver, o Options) (*Collector, error) {
 		o.Now = time.Now
 	}
 	return &Collector{driver: driver, grace: o.Grace, untagged: o.DeleteUntagged, workers: o.Workers, retention: ret,
-		protected: o.Protected, reserved: o.Reserved, holder: o.Holder, log: o.Log, metrics: o.Metrics, now: o.Now}, nil
+		protected: o.Protected, reserved: o.Reserved, holder: o.Holder, deleted: o.Deleted, log: o.Log, metrics: o.Metrics, now: o.Now}, nil
 }
 
 // Collect runs one collection; a dry run decides the same way and deletes
@@ -164,6 +170,9 @@ func (c *Collector) collect(ctx context.Context, rep *Report) error {
 	p, err := c.plan(ctx, inv)
 	if err != nil {
 		return err
+	}
+	if c.afterPlan != nil {
+		c.afterPlan(ctx)
 	}
 	rep.Repositories = len(inv.repos)
 	rep.MarkSeconds = c.now().Sub(markStart).Seconds()

@@ -44,6 +44,8 @@ const (
 	// markedMax bounds the digests a replica remembers having marked in
 	// the current run.
 	markedMax = 1 << 20
+	// recentMax bounds the recent vouches a replica remembers.
+	recentMax = 200000
 )
 
 // runInfo is the content of the run object.
@@ -62,10 +64,12 @@ type Marks struct {
 	now     func() time.Time
 	metrics *Metrics
 	off     bool
+	window  time.Duration
 
 	mu       sync.Mutex
-	run      string    // the run in progress as last read; "" none
-	polled   time.Time // last successful read of the run object
+	recent   map[digest.Digest]time.Time // vouched for within window
+	run      string                      // the run in progress as last read; "" none
+	polled   time.Time                   // last successful read of the run object
 	gen      *generation
 	marked   map[digest.Digest]struct{}
 	acked    string
@@ -85,6 +89,11 @@ type MarksOptions struct {
 	// Off turns markers off (gc.unsafeSkipMarkers): only for tests that
 	// show what they prevent.
 	Off bool
+	// Window: what this replica vouched for this recently before it
+	// learns of a collection is marked for it too, so that a client that
+	// checked a blob just before the collection began and refers to it
+	// after is covered. The registry sets min(gc.grace, 15m).
+	Window time.Duration
 }
 
 // NewMarks returns the marker side for a replica over driver. Run must be
@@ -106,8 +115,8 @@ func NewMarks(driver storagedriver.StorageDriver, o MarksOptions) (*Marks, error
 	if err != nil {
 		return nil, err
 	}
-	m := &Marks{driver: driver, id: id, log: o.Log, now: o.Now, metrics: o.Metrics, off: o.Off,
-		gen: &generation{}, marked: map[digest.Digest]struct{}{}}
+	m := &Marks{driver: driver, id: id, log: o.Log, now: o.Now, metrics: o.Metrics, off: o.Off, window: o.Window,
+		gen: &generation{}, marked: map[digest.Digest]struct{}{}, recent: map[digest.Digest]time.Time{}}
 	return m, nil
 }
 
@@ -126,10 +135,15 @@ func replicaID() (string, error) {
 // ID names this replica in heartbeats and acknowledgements.
 func (m *Marks) ID() string { return m.id }
 
-// Run polls the run object and heartbeats until ctx ends.
-func (m *Marks) Run(ctx context.Context) error {
+// Start announces the replica and reads the run state once, so that it
+// serves knowing whether a collection runs; Run goes on from there.
+func (m *Marks) Start(ctx context.Context) {
 	m.heartbeat(ctx)
 	m.poll(ctx)
+}
+
+// Run polls the run object and heartbeats until ctx ends.
+func (m *Marks) Run(ctx context.Context) error {
 	poll := time.NewTicker(pollEvery)
 	defer poll.Stop()
 	beat := time.NewTicker(heartbeatEvery)
@@ -194,6 +208,14 @@ func (m *Marks) acknowledge(ctx context.Context, run string, old *generation) {
 	case <-time.After(drainAtMost):
 		m.log.WarnContext(ctx, "gc: requests begun before the collection still running; acknowledging without them", "run", run)
 	}
+	if err := m.mark(ctx, run, m.recentVouches()); err != nil {
+		m.log.WarnContext(ctx, "gc: recent vouches not marked; acknowledging later", "run", run, "err", err)
+		m.mu.Lock()
+		m.draining = ""
+		m.run = ""
+		m.mu.Unlock()
+		return
+	}
 	if err := m.driver.PutContent(ctx, path.Join(acksRoot, run, m.id), []byte(m.now().UTC().Format(time.RFC3339Nano))); err != nil {
 		m.log.WarnContext(ctx, "gc acknowledgement not written", "run", run, "err", err)
 		m.mu.Lock()
@@ -246,9 +268,6 @@ type Vouch struct {
 	Manifests []digest.Digest
 	// Blobs are blobs (configs, layers) the request reads or refers to.
 	Blobs []digest.Digest
-	// Wait makes Vouch wait for a tombstone to go away instead of
-	// refusing: for writes of the very content being collected.
-	Wait bool
 }
 
 // TombstonedError says that content is being deleted: the client must
@@ -276,21 +295,20 @@ func (m *Marks) active() (bool, string) {
 	return m.now().Sub(m.polled) > staleAfter, ""
 }
 
-// Vouch marks what v names while a collection runs, then checks that none
-// of it is tombstoned: a *TombstonedError names the first that is (unless
-// v.Wait, which waits for the tombstones to go). Outside collections it
-// does nothing.
+// Vouch marks what v names while a collection runs, then waits until none
+// of it is tombstoned (the sweeper deletes it or spares it within
+// seconds): the caller then finds it as it is. A *TombstonedError names
+// content still tombstoned after waitClearAtMost. Outside collections it
+// does nothing; call Remember once the request succeeded.
 func (m *Marks) Vouch(ctx context.Context, v Vouch) error {
-	if m == nil {
+	if m == nil || m.off {
 		return nil
 	}
+	all := v.digests()
 	on, run := m.active()
 	if !on {
 		return nil
 	}
-	all := make([]digest.Digest, 0, len(v.Manifests)+len(v.Blobs))
-	all = append(all, v.Manifests...)
-	all = append(all, v.Blobs...)
 	if err := m.mark(ctx, run, all); err != nil {
 		return err
 	}
@@ -298,7 +316,7 @@ func (m *Marks) Vouch(ctx context.Context, v Vouch) error {
 	for {
 		err := m.checkTombstones(ctx, v)
 		var te *TombstonedError
-		if err == nil || !errors.As(err, &te) || !v.Wait || m.now().After(deadline) {
+		if err == nil || !errors.As(err, &te) || m.now().After(deadline) {
 			if te != nil {
 				m.metrics.refusals.Inc()
 			}
@@ -399,4 +417,51 @@ func (m *Marks) Active() bool {
 	}
 	on, _ := m.active()
 	return on
+}
+
+func (v Vouch) digests() []digest.Digest {
+	all := make([]digest.Digest, 0, len(v.Manifests)+len(v.Blobs))
+	all = append(all, v.Manifests...)
+	return append(all, v.Blobs...)
+}
+
+// Remember notes content a request told a client exists (its answer was a
+// success), so that the next collection beginning within Window marks it.
+func (m *Marks) Remember(v Vouch) {
+	if m == nil || m.off || m.window <= 0 {
+		return
+	}
+	ds := v.digests()
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.recent)+len(ds) > recentMax {
+		for d, t := range m.recent {
+			if now.Sub(t) > m.window {
+				delete(m.recent, d)
+			}
+		}
+		if len(m.recent)+len(ds) > recentMax {
+			clear(m.recent) // beyond the bound: the grace period alone protects
+		}
+	}
+	for _, d := range ds {
+		m.recent[d] = now
+	}
+}
+
+// recentVouches returns what was vouched for within the window.
+func (m *Marks) recentVouches() []digest.Digest {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []digest.Digest
+	for d, t := range m.recent {
+		if now.Sub(t) <= m.window {
+			out = append(out, d)
+		} else {
+			delete(m.recent, d)
+		}
+	}
+	return out
 }

@@ -98,6 +98,9 @@ func (c *Collector) plan(ctx context.Context, inv *inventory) (*plan, error) {
 	}
 	for _, name := range names {
 		r := inv.repos[name]
+		// Manifests of cosign's tags for deleted subjects: their tag names
+		// the subject, their content does not.
+		ofDeleted := map[digest.Digest]bool{}
 		tags := make([]*tagState, 0, len(r.tags))
 		for _, t := range r.tags {
 			tags = append(tags, t)
@@ -109,6 +112,7 @@ func (c *Collector) plan(ctx context.Context, inv *inventory) (*plan, error) {
 				p.tags = append(p.tags, Deleted{Kind: "tag", Repository: name, Tag: t.name, Digest: t.digest, Reason: ReasonRetention})
 			case cosign[name][t.name] != "" && !m.isLive(name, t.digest):
 				p.tags = append(p.tags, Deleted{Kind: "tag", Repository: name, Tag: t.name, Digest: t.digest, Reason: ReasonSubjectDeleted})
+				ofDeleted[t.digest] = true
 			default:
 				p.kept.Tags.Kept++
 			}
@@ -124,7 +128,7 @@ func (c *Collector) plan(ctx context.Context, inv *inventory) (*plan, error) {
 				continue
 			}
 			reason := ReasonUntagged
-			if refs, err := m.contents.get(ctx, stored(r, d)); err == nil && refs.subject != "" {
+			if refs, err := m.contents.get(ctx, stored(r, d)); ofDeleted[d] || (err == nil && refs.subject != "") {
 				reason = ReasonSubjectDeleted
 			}
 			p.manifests = append(p.manifests, Deleted{Kind: "manifest", Repository: name, Digest: d, Reason: reason})

@@ -69,6 +69,7 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 		rep.add(d)
 		c.metrics.deleted.WithLabelValues("tag").Inc()
 		mu.Unlock()
+		c.tell(ctx, d)
 		return nil
 	})
 	for _, d := range moved {
@@ -84,7 +85,7 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 	rep.Manifests.Kept = p.kept.Manifests.Kept + len(p.manifests) - len(manifests)
 	for batch := range slices.Chunk(manifests, sweepBatch) {
 		spared, err := c.tombstoned(ctx, batch, func(d Deleted) string { return manifestTombstone(d.Repository, d.Digest) },
-			func(ctx context.Context, d Deleted) error { return c.deleteManifest(ctx, p, d) }, forEach, rep)
+			func(d Deleted) []target { return c.manifestTargets(ctx, p, d) }, forEach, rep)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -103,7 +104,7 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 	rep.Blobs.Kept = p.kept.Blobs.Kept + len(p.blobs) - len(blobs)
 	for batch := range slices.Chunk(blobs, sweepBatch) {
 		spared, err := c.tombstoned(ctx, batch, func(d Deleted) string { return blobTombstone(d.Digest) },
-			func(ctx context.Context, d Deleted) error { return c.deleteBlob(ctx, p, d) }, forEach, rep)
+			func(d Deleted) []target { return blobTargets(p, d) }, forEach, rep)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
@@ -131,7 +132,7 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 // sweepWithin of their tombstone, then remove the tombstones. It returns
 // the candidates it spared.
 func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(Deleted) string,
-	del func(context.Context, Deleted) error, forEach func([]Deleted, func(context.Context, Deleted) error), rep *Report) ([]Deleted, error) {
+	targets func(Deleted) []target, forEach func([]Deleted, func(context.Context, Deleted) error), rep *Report) ([]Deleted, error) {
 	written := c.now()
 	var werr error
 	var mu sync.Mutex
@@ -143,18 +144,25 @@ func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(D
 		}
 		return nil
 	})
-	defer forEach(batch, func(ctx context.Context, d Deleted) error {
-		return c.deleteTree(context.WithoutCancel(ctx), tomb(d))
-	})
+	removeTombstones := func(ds []Deleted) {
+		ts := make([]target, 0, len(ds))
+		for _, d := range ds {
+			ts = append(ts, target{file: tomb(d)})
+		}
+		if err := c.deleteTargets(context.WithoutCancel(ctx), ts); err != nil {
+			c.log.WarnContext(ctx, "gc tombstones not removed; they expire", "err", err)
+		}
+	}
 	if werr != nil {
+		removeTombstones(batch)
 		return nil, werr
 	}
 	marked, err := c.markers(ctx)
 	if err != nil {
+		removeTombstones(batch)
 		return nil, err
 	}
-	var spared []Deleted
-	var todo []Deleted
+	var spared, todo []Deleted
 	for _, d := range batch {
 		if marked[d.Digest] {
 			spared = append(spared, d)
@@ -162,29 +170,70 @@ func (c *Collector) tombstoned(ctx context.Context, batch []Deleted, tomb func(D
 			todo = append(todo, d)
 		}
 	}
-	var late []Deleted
-	forEach(todo, func(ctx context.Context, d Deleted) error {
-		if c.now().Sub(written) > sweepWithin {
-			// Replicas stop honouring a tombstone after tombstoneTTL:
-			// too late to delete safely; the next run will.
-			mu.Lock()
-			late = append(late, d)
-			mu.Unlock()
-			return nil
-		}
-		if err := del(ctx, d); err != nil {
-			return err
-		}
-		mu.Lock()
+	// What is spared is released at once: requests wait on its tombstone.
+	removeTombstones(spared)
+	defer removeTombstones(todo)
+	if c.now().Sub(written) > sweepWithin {
+		// Replicas stop honouring a tombstone after tombstoneTTL: too late
+		// to delete safely; the next run will.
+		return append(spared, todo...), nil
+	}
+	var ts []target
+	for _, d := range todo {
+		ts = append(ts, targets(d)...)
+	}
+	if err := c.deleteTargets(ctx, ts); err != nil {
+		return nil, err
+	}
+	for _, d := range todo {
 		rep.add(d)
 		c.metrics.deleted.WithLabelValues(d.Kind).Inc()
 		if d.Kind == "blob" {
 			c.metrics.reclaimed.Add(float64(d.Size))
 		}
-		mu.Unlock()
-		return nil
-	})
-	return append(spared, late...), nil
+		c.tell(ctx, d)
+	}
+	return spared, nil
+}
+
+// tell passes a deleted tag or manifest to Options.Deleted.
+func (c *Collector) tell(ctx context.Context, d Deleted) {
+	if c.deleted != nil && (d.Kind == "tag" || d.Kind == "manifest") {
+		c.deleted(ctx, d)
+	}
+}
+
+// target is one thing to delete: a file, and the tree to delete instead
+// where the driver cannot delete files in batches ("" for the file).
+type target struct {
+	file, tree string
+}
+
+// fileDeleter is a driver that deletes many files per request (S3).
+type fileDeleter interface {
+	DeleteFiles(ctx context.Context, paths []string) error
+}
+
+// deleteTargets deletes ts: in batches when the driver can, else each
+// tree concurrently.
+func (c *Collector) deleteTargets(ctx context.Context, ts []target) error {
+	if fd, ok := c.driver.(fileDeleter); ok {
+		paths := make([]string, len(ts))
+		for i, t := range ts {
+			paths[i] = t.file
+		}
+		return fd.DeleteFiles(ctx, paths)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.workers)
+	for _, t := range ts {
+		p := t.tree
+		if p == "" {
+			p = t.file
+		}
+		g.Go(func() error { return c.deleteTree(gctx, p) })
+	}
+	return g.Wait()
 }
 
 // markers returns the digests marked so far in this run.
@@ -200,43 +249,34 @@ func (c *Collector) markers(ctx context.Context) (map[digest.Digest]bool, error)
 	return out, err
 }
 
-// deleteManifest removes a manifest from its repository: the revision
-// link, the tag index entries naming it, its entry in its subject's
-// referrers and its own referrers list.
-func (c *Collector) deleteManifest(ctx context.Context, p *plan, d Deleted) error {
+// manifestTargets are what removes a manifest from its repository: the
+// revision link, the tag index entries naming it, its entry in its
+// subject's referrers, the entries of its own referrers, and its pull time.
+func (c *Collector) manifestTargets(ctx context.Context, p *plan, d Deleted) []target {
 	r := p.inv.repos[d.Repository]
-	if err := c.deleteTree(ctx, revisionDir(d.Repository, d.Digest)); err != nil {
-		return err
-	}
+	rev := revisionDir(d.Repository, d.Digest)
+	ts := []target{{file: path.Join(rev, "link"), tree: rev}, {file: pullPath(d.Repository, d.Digest)}}
 	for _, tag := range r.tagIndex[d.Digest] {
-		if err := c.deleteTree(ctx, tagIndexDir(d.Repository, tag, d.Digest)); err != nil {
-			return err
-		}
+		ix := tagIndexDir(d.Repository, tag, d.Digest)
+		ts = append(ts, target{file: path.Join(ix, "link"), tree: ix})
 	}
 	if refs, err := p.marking.contents.get(ctx, stored(r, d.Digest)); err == nil && refs.subject != "" {
-		if err := c.deleteTree(ctx, referrerEntry(d.Repository, refs.subject, d.Digest)); err != nil {
-			return err
-		}
+		ts = append(ts, target{file: referrerEntry(d.Repository, refs.subject, d.Digest)})
 	}
-	if len(r.referrers[d.Digest]) > 0 {
-		if err := c.deleteTree(ctx, referrerSubjectDir(d.Repository, d.Digest)); err != nil {
-			return err
-		}
+	for _, ref := range r.referrers[d.Digest] {
+		ts = append(ts, target{file: referrerEntry(d.Repository, d.Digest, ref), tree: referrerSubjectDir(d.Repository, d.Digest)})
 	}
-	return nil
+	return ts
 }
 
-// deleteBlob removes a blob's data, then the repositories' links to it.
-func (c *Collector) deleteBlob(ctx context.Context, p *plan, d Deleted) error {
-	if err := c.deleteTree(ctx, blobDir(d.Digest)); err != nil {
-		return err
-	}
+// blobTargets are a blob's data and the repositories' links to it.
+func blobTargets(p *plan, d Deleted) []target {
+	ts := []target{{file: blobData(d.Digest), tree: blobDir(d.Digest)}}
 	for _, l := range p.links[d.Digest] {
-		if err := c.deleteTree(ctx, layerDir(l.repo, l.d)); err != nil {
-			return err
-		}
+		dir := layerDir(l.repo, l.d)
+		ts = append(ts, target{file: path.Join(dir, "link"), tree: dir})
 	}
-	return nil
+	return ts
 }
 
 type link struct {

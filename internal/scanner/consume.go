@@ -92,6 +92,23 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 	if err != nil || done {
 		return err
 	}
+	timeout := s.scanTimeout(ev.Repository)
+	if s.replicas != nil {
+		// Another replica may be scanning it (its reconcile pass, or a
+		// retry of an entry of its own), or may just have stored its
+		// report.
+		unclaim, held, err := s.replicas.acquire(ctx, ev.Repository, ev.Digest, timeout+claimMargin)
+		if err != nil {
+			return &storageError{err}
+		}
+		if !held {
+			return errScannedElsewhere
+		}
+		defer unclaim()
+		if done, err := s.hasVerdict(ctx, ev.Repository, ev.Digest); err != nil || done {
+			return err
+		}
+	}
 	r, err := s.open(ctx, ev.Repository)
 	if err != nil {
 		return err
@@ -111,7 +128,6 @@ func (s *Service) handle(ctx context.Context, e outbox.Entry) (err error) {
 	default:
 		return nil // an artifact
 	}
-	timeout := s.scanTimeout(ev.Repository)
 	errc := make(chan error, 1)
 	job := func(ctx context.Context) { errc <- s.runScan(ctx, r, ev.Repository, ev.Digest, mt, payload, timeout) }
 	if err := s.pool.Do(ctx, job); err != nil {

@@ -48,15 +48,40 @@ func (s *Service) rematchAll(ctx context.Context) error {
 		if it.e.Report != nil && it.e.Report.DB.Digest == matcher.DB().Digest {
 			continue // matched with this database already (restored since it loaded)
 		}
-		report, change := matcher.Rematch(it.e.Inventory, it.e.Report, s.policy)
+		prev, prevCreated := it.e.Report, it.e.Created
+		release := func() {}
+		if s.replicas != nil {
+			var latest storedReport
+			var found bool
+			if release, latest, found, err = s.claimForRematch(ctx, it.repo, it.e.Subject.Digest); err != nil {
+				return err
+			}
+			if found && latest.report.DB.Digest == matcher.DB().Digest {
+				// Another replica re-matched it with this database.
+				it.e.Report, it.e.Created = latest.report, latest.created
+				err := s.store.remember(it.repo, it.e, latest.digest)
+				release()
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if found {
+				prev, prevCreated = latest.report, latest.created
+			}
+		}
+		report, change := matcher.Rematch(it.e.Inventory, prev, s.policy)
 		if !change.Changed() {
+			release()
 			continue
 		}
 		r, err := s.open(ctx, it.repo)
 		if err != nil {
+			release()
 			return err
 		}
-		stored, created, err := s.storeRematch(ctx, r, it.repo, it.e.Subject, report, change, it.e.Created)
+		stored, created, err := s.storeRematch(ctx, r, it.repo, it.e.Subject, report, change, prevCreated)
+		release()
 		if err != nil {
 			return err
 		}
@@ -119,7 +144,22 @@ func (s *Service) restore(ctx context.Context, repo string, d digest.Digest, rep
 	e := scanned{Subject: subject, Inventory: stored, Report: prev, Created: prevCreated}
 	referrers := []digest.Digest{invDesc.Digest, reportDesc.Digest}
 	changed := false
-	if matcher := s.matching(); matcher != nil && (prev == nil || prev.DB.Digest != matcher.DB().Digest) {
+	matcher := s.matching()
+	if matcher != nil && (prev == nil || prev.DB.Digest != matcher.DB().Digest) && s.replicas != nil {
+		// Another replica may be re-matching it, or just have stored the
+		// report of this database.
+		release, latest, found, err := s.claimForRematch(ctx, repo, d)
+		if err != nil {
+			return false, err
+		}
+		defer release()
+		if found && latest.digest != reportDesc.Digest {
+			prev, prevCreated = latest.report, latest.created
+			e.Report, e.Created = prev, prevCreated
+			referrers = append(referrers, latest.digest)
+		}
+	}
+	if matcher != nil && (prev == nil || prev.DB.Digest != matcher.DB().Digest) {
 		report, change := matcher.Rematch(stored, prev, s.policy)
 		if changed = change.Changed(); changed {
 			reportDigest, created, err := s.storeRematch(ctx, r, repo, subject, report, change, prevCreated)

@@ -66,9 +66,12 @@ type Service struct {
 	minScanTimeout time.Duration
 
 	claims *claims
-	store  *metaStore
-	gates  Gates
-	now    func() time.Time
+	// replicas claims images across the replicas over one storage
+	// backend; nil with a single replica.
+	replicas *replicaClaims
+	store    *metaStore
+	gates    Gates
+	now      func() time.Time
 
 	scans     *prometheus.CounterVec
 	duration  prometheus.Histogram
@@ -98,6 +101,10 @@ type Options struct {
 	// PollInterval is how often the imported vulnerability database is
 	// checked for a new one; default 5s.
 	PollInterval time.Duration
+	// Shared is the storage several replicas share, where each claims
+	// the images it scans so that an image is scanned once, not once per
+	// replica; nil for a registry that runs alone.
+	Shared SharedStorage
 }
 
 // New returns a scanner service; Run starts it. It returns an error when
@@ -152,6 +159,11 @@ func New(o Options) (*Service, error) {
 			Namespace: "portcullis", Subsystem: "scan", Name: "restored_inventories_total",
 			Help: "Scanned images the metadata database did not know (lost, or scanned by another replica) whose inventory was read back from storage and re-matched.",
 		}),
+	}
+	if o.Shared != nil {
+		if s.replicas, err = newReplicaClaims(o.Shared, o.Now); err != nil {
+			return nil, err
+		}
 	}
 	s.dbw = newDBWatcher(s.open, o.Log, o.PollInterval)
 	s.recon = &reconciler{catalog: o.Catalog, open: s.open, store: s.store, box: o.Outbox, claims: s.claims,
