@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
+	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
 func main() {
@@ -80,10 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	progress := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
 
 	var bins binaries
-	if bins.portcullis, err = portcullisBinary(ctx, o.portcullis, work, progress); err != nil {
+	if bins.portcullis, err = benchproc.Portcullis(ctx, o.portcullis, work, progress); err != nil {
 		return err
 	}
-	if bins.distribution, err = distributionBinary(o.distribution); err != nil {
+	if bins.distribution, err = benchproc.Tool(o.distribution, "distribution-registry"); err != nil {
 		return err
 	}
 
@@ -292,7 +292,7 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 			if err != nil {
 				return err
 			}
-			before, err := cpuTime(t.reg.cmd.Process.Pid)
+			before, err := benchproc.CPUTime(t.reg.cmd.Process.Pid)
 			if err != nil {
 				return err
 			}
@@ -300,7 +300,7 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 			if err != nil {
 				return fmt.Errorf("warm pull %d from the %s registry: %w", j+1, t.reg.role, err)
 			}
-			after, err := cpuTime(t.reg.cmd.Process.Pid)
+			after, err := benchproc.CPUTime(t.reg.cmd.Process.Pid)
 			if err != nil {
 				return err
 			}
@@ -315,7 +315,7 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 			t.cpus = append(t.cpus, (after - before).Seconds())
 		}
 	}
-	sec := func(v []float64) time.Duration { return time.Duration(median(v) * float64(time.Second)) }
+	sec := func(v []float64) time.Duration { return time.Duration(benchstat.Median(v) * float64(time.Second)) }
 	res.warm, res.warmCPU = sec(cache.walls), sec(cache.cpus)
 	res.direct, res.directCPU = sec(dir.walls), sec(dir.cpus)
 	res.proxyWarm = sec(prx.walls)
@@ -323,47 +323,3 @@ func warmPhase(ctx context.Context, w *workload, regs *running, i, pulls int, re
 }
 
 func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-
-// portcullisBinary returns path, or builds ./cmd/registry into work.
-func portcullisBinary(ctx context.Context, path, work string, progress func(string, ...any)) (string, error) {
-	if path != "" {
-		return path, nil
-	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the Portcullis module: run from the repository root")
-	}
-	bin := filepath.Join(work, "portcullis")
-	progress("building %s", bin)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/registry")
-	cmd.Dir = filepath.Dir(mod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/registry: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// distributionBinary returns path, or distribution-registry in the tools
-// directory of scripts/install-tools.sh ($PORTCULLIS_TOOLS, by default
-// ~/.cache/portcullis-tools).
-func distributionBinary(path string) (string, error) {
-	if path == "" {
-		tools := os.Getenv("PORTCULLIS_TOOLS")
-		if tools == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", err
-			}
-			tools = filepath.Join(home, ".cache", "portcullis-tools")
-		}
-		path = filepath.Join(tools, "bin", "distribution-registry")
-	}
-	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("distribution binary: %w (build it with scripts/install-tools.sh distribution, or pass -distribution)", err)
-	}
-	return path, nil
-}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
 // role is what a registry process does in a run.
@@ -62,7 +64,7 @@ type binaries struct {
 // must call stop, also when startRegistry returns an error together with a
 // non-nil registry.
 func startRegistry(ctx context.Context, ro role, bins binaries, work, tag, upstreamAddr string) (*registry, error) {
-	port, err := freePort()
+	port, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -124,10 +126,10 @@ func startRegistry(ctx context.Context, ro role, bins binaries, work, tag, upstr
 	if err := r.waitReady(ctx, 30*time.Second); err != nil {
 		return r, fmt.Errorf("%s not ready (log: %s): %w", ro, r.log.Name(), err)
 	}
-	if r.idleRSS, err = procStatus(r.cmd.Process.Pid, "VmRSS"); err != nil {
+	if r.idleRSS, err = benchproc.ProcStatus(r.cmd.Process.Pid, "VmRSS"); err != nil {
 		return r, err
 	}
-	if r.readyCPU, err = cpuTime(r.cmd.Process.Pid); err != nil {
+	if r.readyCPU, err = benchproc.CPUTime(r.cmd.Process.Pid); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -219,8 +221,8 @@ func (r *registry) usage() (usage, error) {
 	default:
 	}
 	pid := r.cmd.Process.Pid
-	peak, err := procStatus(pid, "VmHWM")
-	cpu, cpuErr := cpuTime(pid)
+	peak, err := benchproc.ProcStatus(pid, "VmHWM")
+	cpu, cpuErr := benchproc.CPUTime(pid)
 	return usage{peakRSS: peak, idleRSS: r.idleRSS, cpu: cpu - r.readyCPU}, errors.Join(err, cpuErr)
 }
 
@@ -255,66 +257,4 @@ func (r *registry) stop() (err error) {
 		r.dir = ""
 	}
 	return err
-}
-
-// procStatus returns the field of /proc/PID/status named field (VmHWM,
-// VmRSS), in bytes.
-func procStatus(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read status: %w", err)
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, field+":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse %s %q: %w", field, rest, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("no %s in /proc status", field)
-}
-
-// cpuTime returns the user plus system CPU time the process pid has used.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read stat: %w", err)
-	}
-	// The command name, in parentheses, may hold spaces: count fields
-	// after it. utime and stime are fields 14 and 15, in clock ticks.
-	_, rest, ok := strings.Cut(string(b), ") ")
-	if !ok {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		t, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse /proc stat: %w", err)
-		}
-		ticks += t
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc CPU times: 100 on every Linux
-// architecture Go supports.
-const clockTicks = 100
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

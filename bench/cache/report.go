@@ -4,10 +4,10 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"math"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
 // metric is one row of the table: a value of each run of a workload, and
@@ -147,9 +147,9 @@ func writeTable(out io.Writer, ws []*workload, results map[*workload][]runResult
 				for i, r := range results[w] {
 					v[i] = m.value(w, r)
 				}
-				c := cell(v)
+				c := benchstat.Cell(v)
 				if m.target != nil && len(v) > 0 {
-					if m.target.met(median(v)) {
+					if m.target.met(benchstat.Median(v)) {
 						c += " ✓"
 					} else {
 						c += " ✗"
@@ -185,34 +185,5 @@ func sha256Throughput(w *workload, rounds int) float64 {
 		h.Sum(nil)
 		speeds[i] = float64(n) / time.Since(start).Seconds() / 1e6
 	}
-	return median(speeds)
-}
-
-func cell(v []float64) string {
-	if len(v) == 0 || math.IsNaN(v[0]) {
-		return ""
-	}
-	if len(v) == 1 {
-		return num(v[0])
-	}
-	return fmt.Sprintf("%s (%s–%s)", num(median(v)), num(slices.Min(v)), num(slices.Max(v)))
-}
-
-// num prints v with two decimals below 10, as a whole number above.
-func num(v float64) string {
-	if v < 10 {
-		return fmt.Sprintf("%.2f", v)
-	}
-	return fmt.Sprintf("%.0f", v)
-}
-
-// median returns the middle value of v (the mean of the middle two for an
-// even count).
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return benchstat.Median(speeds)
 }

@@ -21,6 +21,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
+	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
 // benchUser is the one user of the registries with token auth on.
@@ -216,7 +219,7 @@ func tokenOnce(ctx context.Context, t target, bin, work string, i int, a *authFi
 // time and the CPU time of the registry process pid over the loop.
 func timeLoop(client *http.Client, pid, n int, newReq func() (*http.Request, error)) (loop, error) {
 	l := loop{latencies: make([]time.Duration, 0, n)}
-	cpu0, err := cpuTime(pid)
+	cpu0, err := benchproc.CPUTime(pid)
 	if err != nil {
 		return loop{}, err
 	}
@@ -242,7 +245,7 @@ func timeLoop(client *http.Client, pid, n int, newReq func() (*http.Request, err
 		}
 	}
 	l.elapsed = time.Since(start)
-	cpu1, err := cpuTime(pid)
+	cpu1, err := benchproc.CPUTime(pid)
 	if err != nil {
 		return loop{}, err
 	}
@@ -311,10 +314,10 @@ func writeTokenTable(out io.Writer, off, on []tokenResult, tokens, heads, n int)
 		offCell, ratio := "", ""
 		if !m.onOnly {
 			vOff := tokenValues(off, m)
-			offCell = cell(vOff)
-			ratio = fmt.Sprintf("%.2f", median(vOn)/median(vOff))
+			offCell = benchstat.Cell(vOff)
+			ratio = fmt.Sprintf("%.2f", benchstat.Median(vOn)/benchstat.Median(vOff))
 		}
-		fmt.Fprintf(out, "| %s | %s | %s | %s |\n", m.label, offCell, cell(vOn), ratio)
+		fmt.Fprintf(out, "| %s | %s | %s | %s |\n", m.label, offCell, benchstat.Cell(vOn), ratio)
 	}
 }
 

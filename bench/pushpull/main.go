@@ -34,9 +34,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
 func main() {
@@ -139,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	progress := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
 
 	bins := map[kind]string{}
-	if bins[ours], err = portcullisBinary(ctx, o.portcullis, work, progress); err != nil {
+	if bins[ours], err = benchproc.Portcullis(ctx, o.portcullis, work, progress); err != nil {
 		return err
 	}
 	var af *authFiles
@@ -161,12 +162,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if err != nil {
 			return err
 		}
-		progress("minio at %s", mc.endpoint)
+		progress("minio at %s", mc.Endpoint)
 		if o.s3log != "" {
 			if err := os.MkdirAll(o.s3log, 0o750); err != nil {
 				return err
 			}
-			if mc.proxy, err = startS3Logger(mc.endpoint); err != nil {
+			if mc.proxy, err = startS3Logger(mc.Endpoint); err != nil {
 				return err
 			}
 			defer mc.proxy.close()
@@ -357,44 +358,21 @@ func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int
 	return w.run(ctx, reg)
 }
 
-// portcullisBinary returns path, or builds ./cmd/registry into work.
-func portcullisBinary(ctx context.Context, path, work string, progress func(string, ...any)) (string, error) {
-	if path != "" {
-		return path, nil
-	}
-	root, err := repoRoot(ctx)
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(work, "portcullis")
-	progress("building %s", bin)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/registry")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/registry: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
 // toolBinary returns path, or the tool name as scripts/install-tools.sh
 // builds it into its cache, running the script for tool if it is missing.
 func toolBinary(ctx context.Context, path, name, tool string, progress func(string, ...any)) (string, error) {
 	if path != "" {
 		return path, nil
 	}
-	tools := os.Getenv("PORTCULLIS_TOOLS")
-	if tools == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", err
-		}
-		tools = filepath.Join(home, ".cache", "portcullis-tools")
+	tools, err := benchproc.ToolsBin()
+	if err != nil {
+		return "", err
 	}
-	bin := filepath.Join(tools, "bin", name)
+	bin := filepath.Join(tools, name)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
-	root, err := repoRoot(ctx)
+	root, err := benchproc.RepoRoot(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -405,17 +383,4 @@ func toolBinary(ctx context.Context, path, name, tool string, progress func(stri
 		return "", fmt.Errorf("scripts/install-tools.sh %s: %w\n%s", tool, err, out)
 	}
 	return bin, nil
-}
-
-// repoRoot is the directory of the main module's go.mod.
-func repoRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the Portcullis module: run from the repository root")
-	}
-	return filepath.Dir(mod), nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
 // kind names one of the two registries under test.
@@ -78,7 +80,7 @@ type registry struct {
 // startRegistry returns an error together with a non-nil registry.
 func startRegistry(ctx context.Context, t target, bin, work string, run int, b *bucket, a *authFiles) (*registry, error) {
 	k := t.kind
-	port, err := freePort()
+	port, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +150,7 @@ func startRegistry(ctx context.Context, t target, bin, work string, run int, b *
 	if err := r.waitReady(ctx, 30*time.Second); err != nil {
 		return r, fmt.Errorf("%s not ready (log: %s): %w", k, r.log.Name(), err)
 	}
-	if r.idleRSS, err = procStatus(r.cmd.Process.Pid, "VmRSS"); err != nil {
+	if r.idleRSS, err = benchproc.ProcStatus(r.cmd.Process.Pid, "VmRSS"); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -240,58 +242,6 @@ func (r *registry) waitReady(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// procStatus returns the field of /proc/PID/status named field (VmHWM,
-// VmRSS), in bytes.
-func procStatus(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read status: %w", err)
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, field+":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse %s %q: %w", field, rest, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("no %s in /proc status", field)
-}
-
-// cpuTime returns the user plus system CPU time the process pid has used.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read stat: %w", err)
-	}
-	// The command name, in parentheses, may hold spaces: count fields
-	// after it. utime and stime are fields 14 and 15, in clock ticks.
-	_, rest, ok := strings.Cut(string(b), ") ")
-	if !ok {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		t, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse /proc stat: %w", err)
-		}
-		ticks += t
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc CPU times: 100 on every Linux
-// architecture Go supports.
-const clockTicks = 100
-
 // usage is what the kernel counted for a registry process over its life.
 type usage struct {
 	peakRSS int64 // VmHWM, bytes
@@ -312,8 +262,8 @@ func (r *registry) stop() (u usage, err error) {
 			err = fmt.Errorf("%s exited early: %v (log: %s)", r.kind, r.err, r.log.Name())
 		default:
 			u.idleRSS = r.idleRSS
-			u.peakRSS, err = procStatus(r.cmd.Process.Pid, "VmHWM")
-			cpu, cpuErr := cpuTime(r.cmd.Process.Pid)
+			u.peakRSS, err = benchproc.ProcStatus(r.cmd.Process.Pid, "VmHWM")
+			cpu, cpuErr := benchproc.CPUTime(r.cmd.Process.Pid)
 			u.cpu = cpu
 			err = errors.Join(err, cpuErr)
 			_ = r.cmd.Process.Signal(syscall.SIGTERM)
@@ -334,14 +284,4 @@ func (r *registry) stop() (u usage, err error) {
 		r.dir = ""
 	}
 	return u, err
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

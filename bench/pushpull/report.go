@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
 // sha256Throughput hashes the layers of w rounds times and returns the
@@ -28,7 +30,7 @@ func sha256Throughput(w *workload, rounds int) float64 {
 		h.Sum(nil)
 		speeds[i] = float64(n) / time.Since(start).Seconds() / 1e6
 	}
-	return median(speeds)
+	return benchstat.Median(speeds)
 }
 
 // metric is one row of the table.
@@ -130,8 +132,8 @@ func writeTable(out io.Writer, t table, ws []*workload, results map[string]map[t
 			meds := make([]float64, len(t.columns))
 			for i, c := range t.columns {
 				v := values(w, results[w.name][c.target], m)
-				meds[i] = median(v)
-				fmt.Fprintf(out, " %s |", cell(v))
+				meds[i] = benchstat.Median(v)
+				fmt.Fprintf(out, " %s |", benchstat.Cell(v))
 			}
 			ratio := ""
 			if r := meds[t.ratio[0]] / meds[t.ratio[1]]; !math.IsNaN(r) && !math.IsInf(r, 0) {
@@ -149,33 +151,4 @@ func values(w *workload, rs []result, m metric) []float64 {
 		v[i] = m.value(w, r)
 	}
 	return v
-}
-
-func cell(v []float64) string {
-	if len(v) == 0 || math.IsNaN(v[0]) {
-		return ""
-	}
-	if len(v) == 1 {
-		return num(v[0])
-	}
-	return fmt.Sprintf("%s (%s–%s)", num(median(v)), num(slices.Min(v)), num(slices.Max(v)))
-}
-
-// num prints v with two decimals below 10, as a whole number above.
-func num(v float64) string {
-	if v < 10 {
-		return fmt.Sprintf("%.2f", v)
-	}
-	return fmt.Sprintf("%.0f", v)
-}
-
-// median returns the middle value of v (the mean of the middle two for an
-// even count).
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
