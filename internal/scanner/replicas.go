@@ -2,8 +2,6 @@ package scanner
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/portcullis/portcullis/internal/lease"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
 )
@@ -69,11 +68,11 @@ type replicaClaims struct {
 }
 
 func newReplicaClaims(store SharedStorage, now func() time.Time) (*replicaClaims, error) {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
+	id, err := lease.ReplicaID()
+	if err != nil {
 		return nil, fmt.Errorf("replica claims: %w", err)
 	}
-	return &replicaClaims{store: store, holder: hex.EncodeToString(b), now: now}, nil
+	return &replicaClaims{store: store, holder: id, now: now}, nil
 }
 
 // acquire claims repo@d for ttl. held is false when another replica holds
