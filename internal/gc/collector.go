@@ -191,6 +191,9 @@ func (c *Collector) collect(ctx context.Context, rep *Report) error {
 		p.count(rep)
 		return nil
 	}
+	if err := c.sweepPhase(ctx, rep.ID); err != nil {
+		return err
+	}
 	return c.sweep(ctx, p, rep)
 }
 
@@ -209,9 +212,27 @@ func (c *Collector) announce(ctx context.Context, id string) error {
 	if err := c.driver.PutContent(ctx, runPath, b); err != nil {
 		return fmt.Errorf("announce collection: %w", err)
 	}
+	return c.awaitAcks(ctx, id, "")
+}
+
+// sweepPhase tells the replicas the sweep begins (they read tombstones
+// from then on) and waits until every live replica has acknowledged it.
+func (c *Collector) sweepPhase(ctx context.Context, id string) error {
+	b, err := json.Marshal(runInfo{ID: id, Holder: c.holder, Started: c.now().UTC(), Phase: phaseSweep})
+	if err != nil {
+		return err
+	}
+	if err := c.driver.PutContent(ctx, runPath, b); err != nil {
+		return fmt.Errorf("announce the sweep: %w", err)
+	}
+	return c.awaitAcks(ctx, id, phaseSweep)
+}
+
+// awaitAcks waits until every live replica acknowledged phase of run id.
+func (c *Collector) awaitAcks(ctx context.Context, id, phase string) error {
 	deadline := c.now().Add(drainAtMost + 30*time.Second)
 	for {
-		missing, err := c.unacknowledged(ctx, id)
+		missing, err := c.unacknowledged(ctx, id, phase)
 		if err != nil {
 			return err
 		}
@@ -231,9 +252,9 @@ func (c *Collector) announce(ctx context.Context, id string) error {
 
 // unacknowledged returns the live replicas that have not acknowledged run
 // id; it forgets replicas silent for an hour.
-func (c *Collector) unacknowledged(ctx context.Context, id string) ([]string, error) {
+func (c *Collector) unacknowledged(ctx context.Context, id, phase string) ([]string, error) {
 	acked := map[string]bool{}
-	if err := walk(ctx, c.driver, path.Join(acksRoot, id), func(fi storagedriver.FileInfo) {
+	if err := walk(ctx, c.driver, ackDir(id, phase), func(fi storagedriver.FileInfo) {
 		acked[path.Base(fi.Path())] = true
 	}); err != nil {
 		return nil, err

@@ -52,6 +52,28 @@ type runInfo struct {
 	ID      string    `json:"id"`
 	Holder  string    `json:"holder"`
 	Started time.Time `json:"started"`
+	// Phase is "" while the collector marks and phaseSweep once it may
+	// tombstone: replicas read tombstones only then.
+	Phase string `json:"phase,omitempty"`
+}
+
+// phaseSweep is the run phase in which the collector tombstones.
+const phaseSweep = "sweep"
+
+// ackDir is where replicas acknowledge a phase of a run.
+func ackDir(run, phase string) string {
+	if phase == "" {
+		phase = "mark"
+	}
+	return path.Join(acksRoot, run, phase)
+}
+
+// key names a run's phase: what replicas acknowledge.
+func (r runInfo) key() string {
+	if r.ID == "" {
+		return ""
+	}
+	return r.ID + "/" + r.Phase
 }
 
 // Marks is a serving replica's side of the protocol: it learns of runs,
@@ -68,11 +90,13 @@ type Marks struct {
 	mu       sync.Mutex
 	recent   map[digest.Digest]time.Time // vouched for within window
 	run      string                      // the run in progress as last read; "" none
+	phase    string                      // its phase
+	key      string                      // run/phase as last read
 	polled   time.Time                   // last successful read of the run object
 	gen      *generation
 	marked   map[digest.Digest]struct{}
-	acked    string
-	draining string
+	acked    string // run/phase acknowledged last
+	draining string // run/phase being acknowledged
 }
 
 // generation counts the requests begun while a given run state was known.
@@ -171,27 +195,32 @@ func (m *Marks) poll(ctx context.Context) {
 	}
 	m.mu.Lock()
 	m.polled = m.now()
-	if run.ID == m.run {
+	key := run.key()
+	if key == m.key {
 		m.mu.Unlock()
 		return
 	}
-	m.run = run.ID
+	if run.ID != m.run {
+		m.marked = map[digest.Digest]struct{}{}
+	}
+	m.key, m.run, m.phase = key, run.ID, run.Phase
 	old := m.gen
 	m.gen = &generation{}
-	m.marked = map[digest.Digest]struct{}{}
-	start := run.ID != "" && m.draining != run.ID && m.acked != run.ID
+	start := key != "" && m.draining != key && m.acked != key
 	if start {
-		m.draining = run.ID
+		m.draining = key
 	}
 	m.mu.Unlock()
 	if start {
-		go m.acknowledge(context.WithoutCancel(ctx), run.ID, old)
+		go m.acknowledge(context.WithoutCancel(ctx), run, old)
 	}
 }
 
-// acknowledge waits for the requests begun before the replica knew of run
-// (bounded), then writes its acknowledgement.
-func (m *Marks) acknowledge(ctx context.Context, run string, old *generation) {
+// acknowledge waits for the requests begun before the replica knew of the
+// run's phase (bounded), then writes its acknowledgement; for the marking
+// phase, after marking its recent push steps.
+func (m *Marks) acknowledge(ctx context.Context, info runInfo, old *generation) {
+	run, key := info.ID, info.key()
 	done := make(chan struct{})
 	go func() { old.wg.Wait(); close(done) }()
 	select {
@@ -199,24 +228,26 @@ func (m *Marks) acknowledge(ctx context.Context, run string, old *generation) {
 	case <-time.After(drainAtMost):
 		m.log.WarnContext(ctx, "gc: requests begun before the collection still running; acknowledging without them", "run", run)
 	}
-	if err := m.mark(ctx, run, m.recentVouches()); err != nil {
-		m.log.WarnContext(ctx, "gc: recent vouches not marked; acknowledging later", "run", run, "err", err)
+	retry := func() {
 		m.mu.Lock()
 		m.draining = ""
-		m.run = ""
+		m.key = "" // read again, and acknowledge again, at the next poll
 		m.mu.Unlock()
-		return
 	}
-	if err := m.driver.PutContent(ctx, path.Join(acksRoot, run, m.id), []byte(m.now().UTC().Format(time.RFC3339Nano))); err != nil {
+	if info.Phase == "" {
+		if err := m.mark(ctx, run, m.recentVouches()); err != nil {
+			m.log.WarnContext(ctx, "gc: recent vouches not marked; acknowledging later", "run", run, "err", err)
+			retry()
+			return
+		}
+	}
+	if err := m.driver.PutContent(ctx, path.Join(ackDir(run, info.Phase), m.id), []byte(m.now().UTC().Format(time.RFC3339Nano))); err != nil {
 		m.log.WarnContext(ctx, "gc acknowledgement not written", "run", run, "err", err)
-		m.mu.Lock()
-		m.draining = ""
-		m.run = "" // read again, and acknowledge again, at the next poll
-		m.mu.Unlock()
+		retry()
 		return
 	}
 	m.mu.Lock()
-	m.acked = run
+	m.acked = key
 	m.mu.Unlock()
 }
 
@@ -272,18 +303,20 @@ func (e *TombstonedError) Error() string {
 	return fmt.Sprintf("%s is being deleted by garbage collection", e.Digest)
 }
 
-// active returns whether markers are needed and the run they are for ("":
-// a run is assumed because the run object could not be read lately).
-func (m *Marks) active() (bool, string) {
+// active returns whether markers are needed, the run they are for ("": a
+// run is assumed because the run object could not be read lately), and
+// whether tombstones may exist (the run sweeps, or the state is unknown).
+func (m *Marks) active() (on bool, run string, sweeping bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.off {
-		return false, ""
+		return false, "", false
 	}
 	if m.run != "" {
-		return true, m.run
+		return true, m.run, m.phase == phaseSweep
 	}
-	return m.now().Sub(m.polled) > staleAfter, ""
+	stale := m.now().Sub(m.polled) > staleAfter
+	return stale, "", stale
 }
 
 // Vouch marks what v names while a collection runs, then waits until none
@@ -296,12 +329,15 @@ func (m *Marks) Vouch(ctx context.Context, v Vouch) error {
 		return nil
 	}
 	all := v.digests()
-	on, run := m.active()
+	on, run, sweeping := m.active()
 	if !on {
 		return nil
 	}
 	if err := m.mark(ctx, run, all); err != nil {
 		return err
+	}
+	if !sweeping {
+		return nil // no tombstone before every replica knows the sweep began
 	}
 	deadline := m.now().Add(waitClearAtMost)
 	for {
@@ -406,7 +442,7 @@ func (m *Marks) Active() bool {
 	if m == nil {
 		return false
 	}
-	on, _ := m.active()
+	on, _, _ := m.active()
 	return on
 }
 

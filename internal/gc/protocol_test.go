@@ -77,7 +77,7 @@ func TestVouchWaitsForTheTombstone(t *testing.T) {
 	replica := startReplica(t, s, false)
 	d := s.blob("app", "being deleted")
 	// A run in progress, as the collector announces it.
-	s.put(runPath, []byte(`{"id":"r1","holder":"test"}`))
+	s.put(runPath, []byte(`{"id":"r1","holder":"test","phase":"sweep"}`))
 	deadline := time.Now().Add(5 * time.Second)
 	for !replica.Active() {
 		if time.Now().After(deadline) {
@@ -124,7 +124,7 @@ func TestRecentVouchesAreMarkedWhenARunBegins(t *testing.T) {
 	m.Remember(Vouch{Repository: "app", Blobs: []digest.Digest{d, settled}})
 	m.Settle(Vouch{Repository: "app", Blobs: []digest.Digest{settled}})
 	s.put(runPath, []byte(`{"id":"r3","holder":"test"}`))
-	ack := acksRoot + "/r3/" + m.ID()
+	ack := acksRoot + "/r3/mark/" + m.ID()
 	deadline := time.Now().Add(5 * time.Second)
 	for !s.exists(ack) {
 		if time.Now().After(deadline) {
@@ -172,7 +172,7 @@ func TestAcknowledgeAfterEarlierRequests(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the first poll: no run
 	done := replica.Begin()
 	s.put(runPath, []byte(`{"id":"r2","holder":"test"}`))
-	ack := acksRoot + "/r2/" + replica.ID()
+	ack := acksRoot + "/r2/mark/" + replica.ID()
 	time.Sleep(3 * pollEvery)
 	if s.exists(ack) {
 		t.Fatal("the replica acknowledged the run while a request begun before it was still running")
@@ -184,5 +184,52 @@ func TestAcknowledgeAfterEarlierRequests(t *testing.T) {
 			t.Fatal("no acknowledgement after the earlier request finished")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTombstonesReadOnlyWhileSweeping: while the collector marks, requests
+// write markers but read no tombstone (there is none yet); once every
+// replica acknowledged the sweep, they do.
+func TestTombstonesReadOnlyWhileSweeping(t *testing.T) {
+	s := newStore(t)
+	replica := startReplica(t, s, false)
+	d := s.blob("app", "candidate")
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	s.put(runPath, []byte(`{"id":"r4","holder":"test"}`))
+	waitFor("the marking acknowledgement", func() bool { return s.exists(acksRoot + "/r4/mark/" + replica.ID()) })
+	s.put(blobTombstone(d), []byte("test")) // as a misbehaving collector would
+	start := time.Now()
+	if err := replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}}); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > time.Second {
+		t.Error("a vouch while the collector marks waited on a tombstone")
+	}
+	if !s.exists(markPath(d)) {
+		t.Error("no marker while the collector marks")
+	}
+	s.put(runPath, []byte(`{"id":"r4","holder":"test","phase":"sweep"}`))
+	waitFor("the sweep acknowledgement", func() bool { return s.exists(acksRoot + "/r4/sweep/" + replica.ID()) })
+	returned := make(chan error, 1)
+	go func() { returned <- replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}}) }()
+	select {
+	case err := <-returned:
+		t.Fatalf("a vouch during the sweep did not wait for the tombstone: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := s.d.Delete(context.Background(), blobTombstone(d)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-returned; err != nil {
+		t.Errorf("vouch once the tombstone went: %v", err)
 	}
 }
