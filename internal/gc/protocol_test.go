@@ -220,7 +220,9 @@ func TestTombstonesReadOnlyWhileSweeping(t *testing.T) {
 	s.put(runPath, []byte(`{"id":"r4","holder":"test","phase":"sweep"}`))
 	waitFor("the sweep acknowledgement", func() bool { return s.exists(acksRoot + "/r4/sweep/" + replica.ID()) })
 	returned := make(chan error, 1)
-	go func() { returned <- replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}}) }()
+	go func() {
+		returned <- replica.Vouch(context.Background(), Vouch{Repository: "app", Blobs: []digest.Digest{d}})
+	}()
 	select {
 	case err := <-returned:
 		t.Fatalf("a vouch during the sweep did not wait for the tombstone: %v", err)
