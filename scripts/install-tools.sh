@@ -68,20 +68,27 @@ scratch_tool() {
   ln -sf "$dir/$name" "$bin/$name"
 }
 
-# apt_tool NAME PACKAGE: install from Debian's packages when missing.
-apt_tool() {
-  local name=$1 pkg=$2
-  if ! command -v "$name" >/dev/null 2>&1; then
-    log "installing $pkg from Debian"
-    if [ ! -f "$root/.apt-updated" ]; then
-      apt-get update -qq >&2 && touch "$root/.apt-updated"
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >&2
+# apt_install PACKAGE: install from Debian's packages.
+apt_install() {
+  log "installing $1 from Debian"
+  if [ ! -f "$root/.apt-updated" ]; then
+    apt-get update -qq >&2 && touch "$root/.apt-updated"
   fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >&2
+}
+
+# apt_tool NAME PACKAGE: install PACKAGE when the command NAME is missing.
+apt_tool() {
+  command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+}
+
+# apt_file FILE PACKAGE: install PACKAGE when FILE is missing.
+apt_file() {
+  [ -s "$1" ] || apt_install "$2"
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl distribution helm minio cosign notation osv-scanner skopeo podman)
+[ ${#tools[@]} -gt 0 ] || tools=(conformance crane oras regctl distribution helm minio cosign notation osv-scanner skopeo podman ca-certificates)
 for t in "${tools[@]}"; do
   case $t in
     conformance) scratch_tool conformance conformance.test github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION" \
@@ -98,6 +105,8 @@ for t in "${tools[@]}"; do
     osv-scanner) go_tool osv-scanner github.com/google/osv-scanner/v2/cmd/osv-scanner "$OSV_SCANNER_VERSION" ;;
     skopeo) apt_tool skopeo skopeo ;;
     podman) apt_tool podman podman ;;
+    # scripts/image.sh copies the CA bundle into the image (e2e TestImage, TestHA).
+    ca-certificates) apt_file /etc/ssl/certs/ca-certificates.crt ca-certificates ;;
     *) log "unknown tool $t"; exit 2 ;;
   esac
 done
