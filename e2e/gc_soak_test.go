@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/gc"
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
@@ -53,32 +54,7 @@ const (
 const soakSkipMarkersEnv = "PORTCULLIS_SOAK_SKIP_MARKERS"
 
 // soakReport is the part of `registry gc --json` the tests read.
-type soakReport struct {
-	ID        string    `json:"id"`
-	DryRun    bool      `json:"dryRun"`
-	Started   time.Time `json:"started"`
-	Finished  time.Time `json:"finished"`
-	Sweep     float64   `json:"sweepSeconds"`
-	Manifests struct {
-		Kept    int `json:"kept"`
-		Deleted int `json:"deleted"`
-	} `json:"manifests"`
-	Blobs struct {
-		Kept    int `json:"kept"`
-		Deleted int `json:"deleted"`
-		Spared  int `json:"spared"`
-	} `json:"blobs"`
-	BytesReclaimed int64 `json:"bytesReclaimed"`
-	Deleted        []struct {
-		Kind       string `json:"kind"`
-		Repository string `json:"repository"`
-		Tag        string `json:"tag"`
-		Digest     string `json:"digest"`
-		Reason     string `json:"reason"`
-	} `json:"deleted"`
-	DeletedTruncated bool   `json:"deletedTruncated"`
-	Error            string `json:"error"`
-}
+type soakReport = gc.Report
 
 // soakImage is an image a test pushed.
 type soakImage struct {
@@ -215,7 +191,7 @@ func soakWhoDeleted(reports []soakReport, d string) string {
 	var runs []string
 	for _, r := range reports {
 		for _, e := range r.Deleted {
-			if e.Digest == d {
+			if string(e.Digest) == d {
 				runs = append(runs, fmt.Sprintf("run %s (%s to %s) deleted %s %s%s (%s)",
 					r.ID, r.Started.Format(time.RFC3339Nano), r.Finished.Format(time.RFC3339Nano), e.Kind, e.Repository, e.Digest, e.Reason))
 			}
@@ -881,7 +857,7 @@ func TestGCKilledMidSweep(t *testing.T) {
 
 	rep, waited := soakGCWhenFree(t, nil, gcConfig, 90*time.Second)
 	t.Logf("the next collection started after %s: %d blobs and %d manifests deleted, %d blobs kept, %d bytes reclaimed, sweep %.2fs",
-		waited.Round(time.Second), rep.Blobs.Deleted, rep.Manifests.Deleted, rep.Blobs.Kept, rep.BytesReclaimed, rep.Sweep)
+		waited.Round(time.Second), rep.Blobs.Deleted, rep.Manifests.Deleted, rep.Blobs.Kept, rep.BytesReclaimed, rep.SweepSeconds)
 	if rep.Error != "" || rep.DryRun {
 		t.Errorf("run %s: dryRun=%v error %q", rep.ID, rep.DryRun, rep.Error)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/portcullis/portcullis/internal/gc"
 	"io"
 	"os"
 	"os/exec"
@@ -49,23 +50,8 @@ func (c collection) deletesPerSecond() float64 {
 	return float64(c.deletes) / c.sweep.Seconds()
 }
 
-// report is the part of `registry gc --json` the benchmark reads.
-type report struct {
-	DurationSeconds float64 `json:"durationSeconds"`
-	MarkSeconds     float64 `json:"markSeconds"`
-	SweepSeconds    float64 `json:"sweepSeconds"`
-	Manifests       struct {
-		Kept    int `json:"kept"`
-		Deleted int `json:"deleted"`
-	} `json:"manifests"`
-	Blobs struct {
-		Kept    int `json:"kept"`
-		Deleted int `json:"deleted"`
-		Spared  int `json:"spared"`
-	} `json:"blobs"`
-	BytesReclaimed int64  `json:"bytesReclaimed"`
-	Error          string `json:"error"`
-}
+// report is what `registry gc --json` prints.
+type report = gc.Report
 
 // oursConfig is the configuration `registry gc` reads: st's storage, no
 // background collector, nothing protected by age (the dataset was written

@@ -120,7 +120,6 @@ func TestRecentVouchesAreMarkedWhenARunBegins(t *testing.T) {
 	m := startReplicaWith(t, s, MarksOptions{Window: time.Minute})
 	d := s.blob("app", "checked just before the run")
 	settled := s.blob("app", "checked, then referred to by a stored manifest")
-	time.Sleep(100 * time.Millisecond)
 	m.Remember(Vouch{Repository: "app", Blobs: []digest.Digest{d, settled}})
 	m.Settle(Vouch{Repository: "app", Blobs: []digest.Digest{settled}})
 	s.put(runPath, []byte(`{"id":"r3","holder":"test"}`))
@@ -168,8 +167,7 @@ func TestOneCollectorAtATime(t *testing.T) {
 // markers) have finished.
 func TestAcknowledgeAfterEarlierRequests(t *testing.T) {
 	s := newStore(t)
-	replica := startReplica(t, s, false)
-	time.Sleep(100 * time.Millisecond) // the first poll: no run
+	replica := startReplica(t, s, false) // has read the run state: none
 	done := replica.Begin()
 	s.put(runPath, []byte(`{"id":"r2","holder":"test"}`))
 	ack := acksRoot + "/r2/mark/" + replica.ID()
