@@ -145,9 +145,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = h.gateMount(r, rt)
 	if h.gc != nil {
-		done := h.gc.Begin()
+		var done func()
+		r, w, done, ok = h.vouch(w, r, rt)
 		defer done()
-		if r, w, ok = h.vouch(w, r, rt); !ok {
+		if !ok {
 			return
 		}
 	}
@@ -307,6 +308,10 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 	}
 	if !h.admitTag(w, r, rt, body, dgst) {
 		return
+	}
+	if h.gc != nil {
+		done := h.gc.Begin()
+		defer done()
 	}
 	vouched, ok := h.vouchManifest(w, r, rt, body, dgst)
 	if !ok {

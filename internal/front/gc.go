@@ -38,14 +38,21 @@ type Pulls interface {
 // until none of it is being deleted, so that the registry core answers
 // with what is there. Content still tombstoned after the wait answers as
 // absent (the client uploads it again), and its mount becomes an upload.
-// It returns the request and the writer to go on with, and false when it
-// answered. The writer remembers the vouch when the answer is a success.
-func (h *Handler) vouch(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, http.ResponseWriter, bool) {
-	r, v, ok := h.vouchFor(w, r, rt)
-	if !ok || v == nil || len(v.Blobs) == 0 {
-		return r, w, ok // manifest reads are no push step
+// It returns the request and the writer to go on with, the function that
+// ends the request for the collector (call it when the request is done),
+// and false when it answered. The writer remembers the vouch when the
+// answer is a success. Requests that vouch for nothing cost nothing.
+func (h *Handler) vouch(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, http.ResponseWriter, func(), bool) {
+	v, ok := vouchOf(r, rt)
+	if !ok {
+		return r, w, func() {}, true
 	}
-	return r, &rememberWriter{statusWriter: statusWriter{ResponseWriter: w}, gc: h.gc, v: *v}, true
+	done := h.gc.Begin()
+	r, ok = h.vouchFor(w, r, rt, v)
+	if !ok || len(v.Blobs) == 0 {
+		return r, w, done, ok // manifest reads are no push step
+	}
+	return r, &rememberWriter{statusWriter: statusWriter{ResponseWriter: w}, gc: h.gc, v: v.Vouch}, done, true
 }
 
 // rememberWriter remembers a vouch once the response is a success.
@@ -71,55 +78,60 @@ func (w *rememberWriter) Write(p []byte) (int, error) {
 
 func (w *rememberWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (h *Handler) vouchFor(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, *gc.Vouch, bool) {
-	if h.gc == nil {
-		return r, nil, true
-	}
+// vouching is what one request vouches for, with the access it needs.
+type vouching struct {
+	gc.Vouch
+	action string // pull or push
+	mount  bool
+}
+
+// vouchOf returns what the request vouches for; false for a request that
+// vouches for nothing.
+func vouchOf(r *http.Request, rt Route) (vouching, bool) {
 	q := r.URL.Query()
-	var v gc.Vouch
-	action := "pull"
-	mount := false
 	switch {
 	case r.Method == http.MethodHead && rt.Kind == KindBlob:
-		v = gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{rt.Digest}}
+		return vouching{Vouch: gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{rt.Digest}}, action: "pull"}, true
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest && rt.Digest != "":
-		v = gc.Vouch{Repository: rt.Name, Manifests: []digest.Digest{rt.Digest}}
+		return vouching{Vouch: gc.Vouch{Repository: rt.Name, Manifests: []digest.Digest{rt.Digest}}, action: "pull"}, true
 	case r.Method == http.MethodPost && rt.Kind == KindUpload && q.Get("mount") != "" && q.Get("from") != "":
 		d, err := digest.Parse(q.Get("mount"))
 		if err != nil {
-			return r, nil, true
+			return vouching{}, false
 		}
-		v, mount = gc.Vouch{Repository: q.Get("from"), Blobs: []digest.Digest{d}}, true
+		return vouching{Vouch: gc.Vouch{Repository: q.Get("from"), Blobs: []digest.Digest{d}}, action: "pull", mount: true}, true
 	case (r.Method == http.MethodPut || r.Method == http.MethodPost) && rt.Kind == KindUpload && q.Get("digest") != "":
 		d, err := digest.Parse(q.Get("digest"))
 		if err != nil {
-			return r, nil, true
+			return vouching{}, false
 		}
-		v = gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{d}}
-		action = "push"
-	default:
-		return r, nil, true
+		return vouching{Vouch: gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{d}}, action: "push"}, true
 	}
+	return vouching{}, false
+}
+
+func (h *Handler) vouchFor(w http.ResponseWriter, r *http.Request, rt Route, v vouching) (*http.Request, bool) {
 	if !h.gc.Active() {
-		return r, &v, true
+		return r, true
 	}
 	if h.guard != nil {
 		// Nothing is written for a caller the core will refuse.
-		if c := api.Resolve(r, h.guard.Auth, rt.Name, action); !c.Granted() {
-			return r, nil, true
+		if c := api.Resolve(r, h.guard.Auth, rt.Name, v.action); !c.Granted() {
+			return r, true
 		}
 	}
-	err := h.gc.Vouch(r.Context(), v)
+	err := h.gc.Vouch(r.Context(), v.Vouch)
 	var te *gc.TombstonedError
 	switch {
 	case err == nil:
-		return r, &v, true
-	case errors.As(err, &te) && mount:
+		return r, true
+	case errors.As(err, &te) && v.mount:
+		q := r.URL.Query()
 		q.Del("mount")
 		q.Del("from")
 		r2 := r.Clone(r.Context())
 		r2.URL.RawQuery = q.Encode()
-		return r2, nil, true
+		return r2, true
 	case errors.As(err, &te) && rt.Kind == KindManifest:
 		h.writeError(w, r, v2.ErrorCodeManifestUnknown.WithDetail(te.Digest))
 	case errors.As(err, &te):
@@ -127,7 +139,7 @@ func (h *Handler) vouchFor(w http.ResponseWriter, r *http.Request, rt Route) (*h
 	default:
 		h.writeGCError(w, r, rt, err)
 	}
-	return r, nil, false
+	return r, false
 }
 
 // vouchManifest marks, while a collection runs, a pushed manifest and what
