@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// Explain evaluates one scope (repository:team/app:pull,push or
-// registry:catalog:*) for the subject and returns a printable explanation
+// Explain evaluates one scope (repository:team/app:pull,push,
+// registry:catalog:* or registry:admin:*) for the subject and returns a printable explanation
 // naming the rule behind each action, for `registry policy explain`, and
 // whether every action asked for is allowed. It returns an error for a
 // malformed scope or an unknown action.
@@ -25,8 +25,11 @@ func (p *Policy) Explain(s Subject, scope string) (string, bool, error) {
 	case "registry":
 		fmt.Fprintf(&b, "resource:   registry:%s\n", sc.Name)
 		r := Ruling{Reason: "unknown registry resource"}
-		if sc.Name == "catalog" {
+		switch sc.Name {
+		case "catalog":
 			r = p.Catalog(s)
+		case "admin":
+			r = p.Admin(s)
 		}
 		writeRuling(&b, "*", r)
 		return b.String(), r.Allowed, nil

@@ -14,6 +14,7 @@ type Policy struct {
 	rules         []rule
 	tagRules      []tagRule
 	catalog       []matcher
+	admins        []matcher
 	anonymousPull bool
 	groups        map[string][]string // user → groups, in configuration order
 }
@@ -44,6 +45,9 @@ func NewPolicy(cfg config.Auth) (*Policy, error) {
 	var err error
 	if p.catalog, err = parseMatchers(cfg.Catalog); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if p.admins, err = parseMatchers(cfg.Admins); err != nil {
+		return nil, fmt.Errorf("admins: %w", err)
 	}
 	for i, r := range cfg.Rules {
 		name := r.Name
@@ -174,4 +178,13 @@ func (p *Policy) Catalog(s Subject) Ruling {
 		return Ruling{Allowed: true, Rule: "catalog", Reason: "listed in catalog"}
 	}
 	return Ruling{Reason: "not listed in catalog"}
+}
+
+// Admin decides whether the subject may use the management API (the scope
+// registry:admin:*). Anonymous subjects never may.
+func (p *Policy) Admin(s Subject) Ruling {
+	if s.Kind != Anonymous && matchAny(p.admins, s) {
+		return Ruling{Allowed: true, Rule: "admins", Reason: "listed in admins"}
+	}
+	return Ruling{Reason: "not listed in admins"}
 }

@@ -28,8 +28,12 @@ type Auth struct {
 	// that no deny rule protects.
 	AnonymousPull bool `yaml:"anonymousPull"`
 	// Catalog lists the subjects allowed to call GET /v2/_catalog.
-	Catalog []string   `yaml:"catalog"`
-	Robots  AuthRobots `yaml:"robots"`
+	Catalog []string `yaml:"catalog"`
+	// Admins lists the subjects allowed the management API (repositories
+	// and tags with their state, robot accounts over HTTP): the scope
+	// registry:admin:*. Empty: nobody.
+	Admins []string   `yaml:"admins"`
+	Robots AuthRobots `yaml:"robots"`
 	// Rules grant and deny repository actions; see AccessRule.
 	Rules []AccessRule `yaml:"rules"`
 	// TagRules restrict who may create, move and delete tags.
@@ -217,6 +221,7 @@ func (a *Auth) Validate(prefix string) []error {
 	users := a.validateUsers(bad)
 	subjects := subjectChecker{bad: bad, groups: a.validateGroups(bad, users)}
 	subjects.check("catalog", a.Catalog)
+	subjects.check("admins", a.Admins)
 	a.Robots.validate(bad)
 	for i, r := range a.Rules {
 		r.validate(bad, fmt.Sprintf("rules[%d]", i), subjects)

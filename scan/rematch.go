@@ -38,7 +38,7 @@ func diffReports(r, prev *Report) (*Report, Change) {
 		return r, Change{Verdict: true, Findings: true, Added: slices.Clone(r.Findings)}
 	}
 	var c Change
-	c.Verdict = prev.Policy.Failed != r.Policy.Failed
+	c.Verdict = prev.Policy.failed() != r.Policy.failed()
 	c.Coverage = !slices.EqualFunc(prev.Unchecked, r.Unchecked, func(a, b Unchecked) bool {
 		return a.Ecosystem == b.Ecosystem && a.Type == b.Type && a.Packages == b.Packages // not the reason's wording
 	})
@@ -76,3 +76,6 @@ func sameFinding(a, b Finding) bool {
 		a.FixedVersion == b.FixedVersion && a.Severity == b.Severity && a.Summary == b.Summary &&
 		slices.Equal(a.Aliases, b.Aliases) && slices.Equal(a.Locations, b.Locations)
 }
+
+// failed reports whether a threshold was given and failed.
+func (p *PolicyResult) failed() bool { return p != nil && p.Failed }

@@ -26,8 +26,14 @@ type Report struct {
 	// Unchecked counts the packages no record could match, because the database has no
 	// archive for their ecosystem or OSV has no ecosystem for their distribution. A report
 	// without findings is only as good as this list is empty.
-	Unchecked []Unchecked  `json:"unchecked,omitempty"`
-	Policy    PolicyResult `json:"policy"`
+	Unchecked []Unchecked `json:"unchecked,omitempty"`
+	// Policy is the result of a severity threshold given to the scan
+	// (registry scan --fail-on); absent without one.
+	Policy *PolicyResult `json:"policy,omitempty"`
+	// RepositoryPolicy is the judgement of the repository's scan policy
+	// (scan.policies), in a report the registry stores: as judged when the
+	// report was stored; absent when no policy applies.
+	RepositoryPolicy *GateSummary `json:"repositoryPolicy,omitempty"`
 }
 
 // Unchecked is a group of packages of one ecosystem and package type that were not checked.
@@ -96,9 +102,10 @@ func newReport(inv *inventory.Image, db *vulndb.DB, policy Policy, findings []Fi
 		r.Image.OS, r.Image.Ecosystem = inv.OS.PrettyName, inv.OS.Ecosystem()
 	}
 	r.Unchecked = unchecked(inv, db)
-	r.Policy.Policy = policy
-	r.Policy.Violations = policy.Violations(r.Findings)
-	r.Policy.Failed = r.Policy.Violations > 0
+	if policy.FailOn != "" {
+		n := policy.Violations(r.Findings)
+		r.Policy = &PolicyResult{Policy: policy, Violations: n, Failed: n > 0}
+	}
 	return r
 }
 
@@ -177,7 +184,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(bw)
 	}
 	switch {
-	case r.Policy.FailOn == "":
+	case r.Policy == nil:
 		fmt.Fprintln(bw, "policy: none")
 	case r.Policy.Failed:
 		fmt.Fprintf(bw, "policy: FAILED, %d findings at or above %s\n", r.Policy.Violations, r.Policy.FailOn)

@@ -108,7 +108,7 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 	if err != nil {
 		return ExitFailed, &FailedError{fmt.Errorf("write report: %w", err)}
 	}
-	if report.Policy.Failed {
+	if report.Policy != nil && report.Policy.Failed {
 		return ExitPolicy, nil
 	}
 	return ExitOK, nil

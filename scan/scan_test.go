@@ -311,7 +311,7 @@ func TestRunOutput(t *testing.T) {
 	if !strings.HasPrefix(r.DB.Digest, "sha256:") || r.DB.Records == 0 || r.DB.Modified.IsZero() {
 		t.Errorf("db info = %+v", r.DB)
 	}
-	if !r.Policy.Failed || r.Policy.Violations != len(debianWant()) {
+	if r.Policy == nil || !r.Policy.Failed || r.Policy.Violations != len(debianWant()) {
 		t.Errorf("policy = %+v", r.Policy)
 	}
 	if len(r.Image.Layers) != 2 {

@@ -29,6 +29,9 @@ const (
 	KindDecision       = "decision"
 	KindWrite          = "write"
 	KindRobot          = "robot"
+	// KindScan is a stored vulnerability report that fails its
+	// repository's scan policy.
+	KindScan = "scan"
 	// KindSuppressed summarises events of one client address left out
 	// over its rate; Suppressed says how many.
 	KindSuppressed = "suppressed"

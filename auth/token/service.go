@@ -550,6 +550,13 @@ func (s *Service) grant(ctx context.Context, req request) []ResourceActions {
 			if ru.Allowed {
 				access = append(access, ResourceActions{Type: "registry", Name: "catalog", Actions: []string{"*"}})
 			}
+		case r.typ == "registry" && r.name == "admin" && contains(want[r], "*"):
+			ru := s.policy.Admin(req.subject)
+			ev.Action, ev.Repository, ev.Rule, ev.Reason, ev.Result = "admin", "", ru.Rule, ru.Reason, result(ru.Allowed)
+			record(ev)
+			if ru.Allowed {
+				access = append(access, ResourceActions{Type: "registry", Name: "admin", Actions: []string{"*"}})
+			}
 		}
 	}
 	return access

@@ -190,6 +190,9 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	}
 	so := scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
 		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates}
+	if a.auth != nil {
+		so.Audit = a.auth.audit
+	}
 	if a.cfg.Storage.S3 != nil {
 		// Replicas share an S3 bucket (the filesystem backend serves one):
 		// each claims in it the images it scans.

@@ -357,6 +357,7 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 	s.rematchMu.Lock()
 	defer s.rematchMu.Unlock()
 	report := s.matching().Report(stored, s.policy)
+	judged := s.judgeStored(repo, report)
 	reportArt, err := artifact.ReportArtifact(subject, report, now)
 	if err != nil {
 		return err
@@ -370,6 +371,7 @@ func (s *Service) scanImage(ctx context.Context, r distribution.Repository, repo
 	}
 	s.scans.WithLabelValues("ok").Inc()
 	s.duration.Observe(s.now().Sub(start).Seconds())
+	s.notePolicy(ctx, repo, d, judged)
 	for _, f := range report.Findings {
 		s.findings.WithLabelValues(strings.ToLower(string(f.Severity.Level))).Inc()
 	}

@@ -71,6 +71,8 @@ func (s *Service) rematchAll(ctx context.Context) error {
 			}
 		}
 		report, change := matcher.Rematch(it.e.Inventory, prev, s.policy)
+		judged := s.judgeStored(it.repo, report)
+		change.Verdict = change.Verdict || policyChanged(prev, report)
 		if !change.Changed() {
 			release()
 			continue
@@ -85,6 +87,7 @@ func (s *Service) rematchAll(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.notePolicy(ctx, it.repo, it.e.Subject.Digest, judged)
 		it.e.Report, it.e.Created = report, created
 		if err := s.store.remember(it.repo, it.e, stored); err != nil {
 			return err
@@ -161,11 +164,14 @@ func (s *Service) restore(ctx context.Context, repo string, d digest.Digest, rep
 	}
 	if matcher != nil && (prev == nil || prev.DB.Digest != matcher.DB().Digest) {
 		report, change := matcher.Rematch(stored, prev, s.policy)
+		judged := s.judgeStored(repo, report)
+		change.Verdict = change.Verdict || policyChanged(prev, report)
 		if changed = change.Changed(); changed {
 			reportDigest, created, err := s.storeRematch(ctx, r, repo, subject, report, change, prevCreated)
 			if err != nil {
 				return false, err
 			}
+			s.notePolicy(ctx, repo, d, judged)
 			e.Report, e.Created = report, created
 			referrers = append(referrers, reportDigest)
 		}
@@ -291,6 +297,6 @@ func (s *Service) storeRematch(ctx context.Context, r distribution.Repository, r
 	s.rematches.Inc()
 	s.log.InfoContext(ctx, "vulnerability report changed", "repo", repo, "digest", subject.Digest,
 		"db", report.DB.Digest, "added", len(change.Added), "removed", len(change.Removed),
-		"verdictChanged", change.Verdict, "policyFailed", report.Policy.Failed, "coverageChanged", change.Coverage)
+		"verdictChanged", change.Verdict, "policyPassed", report.RepositoryPolicy == nil || report.RepositoryPolicy.Passed, "coverageChanged", change.Coverage)
 	return a.Descriptor.Digest, created, nil
 }

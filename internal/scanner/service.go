@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/scan"
 	"github.com/portcullis/portcullis/scan/artifact"
@@ -79,6 +80,10 @@ type Service struct {
 	rematches prometheus.Counter
 	retries   prometheus.Counter
 	restored  prometheus.Counter
+	// policyResults counts the judgements of stored reports by their
+	// repositories' scan policies.
+	policyResults *prometheus.CounterVec
+	audit         *audit.Log
 }
 
 // Options are a Service's dependencies.
@@ -105,6 +110,9 @@ type Options struct {
 	// the images it scans so that an image is scanned once, not once per
 	// replica; nil for a registry that runs alone.
 	Shared SharedStorage
+	// Audit receives a line for each stored report that fails its
+	// repository's scan policy; nil: none.
+	Audit *audit.Log
 }
 
 // New returns a scanner service; Run starts it. It returns an error when
@@ -133,7 +141,11 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{minScanTimeout: defaultScanTimeout,
 		repos: o.Repos, refs: o.Refs, pool: pool, box: o.Outbox, log: o.Log,
-		store: &metaStore{db: o.Metadata}, gates: o.Gates, now: o.Now, claims: newClaims(),
+		store: &metaStore{db: o.Metadata}, gates: o.Gates, now: o.Now, claims: newClaims(), audit: o.Audit,
+		policyResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "scan", Name: "policy_results_total",
+			Help: "Stored scan reports judged by their repository's scan policy, by policy, mode (enforce, quarantine, audit) and result (passed, failed).",
+		}, []string{"policy", "mode", "result"}),
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
@@ -189,7 +201,7 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.recon.runs, s.recon.enqueued, s.restored, pending} {
+	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.recon.runs, s.recon.enqueued, s.restored, s.policyResults, pending} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
