@@ -132,8 +132,8 @@ func TestSummarizeKeepsTheWorst(t *testing.T) {
 		findings = append(findings, finding(fmt.Sprintf("CVE-CRIT-%02d", i), "pkg", osv.Critical, 9, "2.0"))
 	}
 	s := summarize(scan.Outcome{Status: scan.StatusScanned, Report: report(findings...)})
-	if len(s.Findings) != maxReviewFindings {
-		t.Fatalf("%d findings listed, want %d", len(s.Findings), maxReviewFindings)
+	if len(s.Findings) != reviewFindings {
+		t.Fatalf("%d findings listed, want %d", len(s.Findings), reviewFindings)
 	}
 	for i, f := range s.Findings {
 		want := "critical"
@@ -148,3 +148,6 @@ func TestSummarizeKeepsTheWorst(t *testing.T) {
 		t.Errorf("counts %+v, want 5 critical and 30 low", *s.Counts)
 	}
 }
+
+// reviewFindings is how many findings a review lists, as the README says.
+const reviewFindings = 20

@@ -13,6 +13,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/trust"
 )
 
@@ -75,6 +76,16 @@ type Options struct {
 	Collections Collections
 	// Replication serves /api/v1/replication; nil: no rules.
 	Replication Replication
+	// Stored lists repositories and tags for the management API; nil:
+	// none.
+	Stored Stored
+	// Scans summarizes scans in tag listings; nil: not running.
+	Scans Scans
+	// Robots serves /api/v1/robots; nil when robot accounts are off.
+	Robots Robots
+	// Audit receives the management API's robot creations and
+	// revocations; nil: none.
+	Audit *audit.Log
 	// Log receives internal errors; default none.
 	Log *slog.Logger
 	// Now is the clock of ?wait; default time.Now.
@@ -91,6 +102,10 @@ type Handler struct {
 	caches      Caches
 	gc          Collections
 	replication Replication
+	stored      Stored
+	scans       Scans
+	robots      Robots
+	audit       *audit.Log
 	log         *slog.Logger
 	now         func() time.Time
 }
@@ -104,7 +119,8 @@ func New(o Options) (*Handler, error) {
 		o.Now = time.Now
 	}
 	return &Handler{auth: o.Auth, verdicts: o.Verdicts, docs: o.Documents, withheld: o.Withheld, manifests: o.Manifests,
-		caches: o.Caches, gc: o.Collections, replication: o.Replication, log: o.Log, now: o.Now}, nil
+		caches: o.Caches, gc: o.Collections, replication: o.Replication, stored: o.Stored, scans: o.Scans, robots: o.Robots,
+		audit: o.Audit, log: o.Log, now: o.Now}, nil
 }
 
 // ServeHTTP serves, to clients that may pull the repository,
@@ -121,6 +137,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Path == replicationPath || strings.HasPrefix(r.URL.Path, replicationPath+"/") {
 		h.serveReplication(w, r)
+		return
+	}
+	if r.URL.Path == robotsPath || strings.HasPrefix(r.URL.Path, robotsPath+"/") {
+		h.serveRobots(w, r)
+		return
+	}
+	if r.URL.Path == strings.TrimSuffix(repositoriesPath, "/") && r.Method == http.MethodGet {
+		h.serveRepositories(w, r)
+		return
+	}
+	if repo, ok := parseTagsPath(r.URL.Path); ok && r.Method == http.MethodGet {
+		h.serveTags(w, r, repo)
 		return
 	}
 	repo, d, what, ok := ParsePath(r.URL.Path)

@@ -240,6 +240,13 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 		apiOpts.Caches = a.caches
 	}
 	apiOpts.Collections = a.collector
+	apiOpts.Stored, apiOpts.Scans = newStoredContent(indexed, driver), a.scanner
+	if a.auth != nil {
+		apiOpts.Audit = a.auth.audit
+		if a.auth.Robots != nil {
+			apiOpts.Robots = a.auth.Robots
+		}
+	}
 	if a.replicator != nil {
 		apiOpts.Replication = a.replicator
 	}

@@ -59,3 +59,14 @@ func (s *Service) notePolicy(ctx context.Context, repo string, d digest.Digest, 
 	s.audit.Record(ctx, audit.Event{Kind: audit.KindScan, Action: "scan", Repository: repo, Digest: d.String(),
 		Result: audit.ResultFailure, Rule: o.Name, Reason: reason})
 }
+
+// Summary returns what is known of repo@d's scan, in brief, for listings:
+// the report this node remembers (kept current by re-matching), else what
+// storage holds (StoredOutcome), judged by the repository's scan policy as
+// it is configured now.
+func (s *Service) Summary(ctx context.Context, repo string, d digest.Digest, mediaType string, manifest []byte) *scan.Summary {
+	if report := s.store.report(repo, d); report != nil {
+		return scan.Summarize(judge(s.gateFor(repo), report, s.now()))
+	}
+	return scan.Summarize(s.StoredOutcome(ctx, repo, d, manifest, mediaType))
+}

@@ -266,3 +266,20 @@ func (m *metaStore) failure(repo string, d digest.Digest) string {
 	})
 	return reason
 }
+
+// report returns the report of repo@d this node remembers, nil when it
+// remembers none. It decodes the report alone, not the inventory.
+func (m *metaStore) report(repo string, d digest.Digest) *scan.Report {
+	var e struct {
+		Report *scan.Report `json:"report"`
+	}
+	_ = m.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketScanned); b != nil {
+			if v := b.Get(scannedKey(repo, d)); v != nil {
+				_ = json.Unmarshal(v, &e)
+			}
+		}
+		return nil
+	})
+	return e.Report
+}
