@@ -369,18 +369,9 @@ func (s *gcE2EStore) referrers(t *testing.T, repo, d string) []gcE2EReferrer {
 // "". It returns the status and, on 200, the runs as raw JSON objects.
 func gcE2ERuns(t *testing.T, reg *Registry, token string) (int, []map[string]json.RawMessage) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/api/v1/gc/runs", nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, nil
+	code, body, _ := apiCall(t, http.MethodGet, reg.URL()+"/api/v1/gc/runs", token, "")
+	if code != http.StatusOK {
+		return code, nil
 	}
 	var runs struct {
 		Runs []map[string]json.RawMessage `json:"runs"`
@@ -388,7 +379,7 @@ func gcE2ERuns(t *testing.T, reg *Registry, token string) (int, []map[string]jso
 	if err := json.Unmarshal(body, &runs); err != nil {
 		t.Fatalf("gc runs: %v\n%s", err, trim(body))
 	}
-	return resp.StatusCode, runs.Runs
+	return code, runs.Runs
 }
 
 // gcE2EWantRuns checks that the runs API lists the given reports first,

@@ -45,8 +45,21 @@ func newSigners(t *testing.T) *signers {
 
 func (s *signers) cosignSign(t *testing.T, key, ref string, extra ...string) (string, error) {
 	t.Helper()
+	return s.cosignSignEnv(nil, key, ref, extra...)
+}
+
+// cosignSignAs signs with the credentials in env, failing the test when
+// cosign fails.
+func (s *signers) cosignSignAs(t *testing.T, env []string, key, ref string) {
+	t.Helper()
+	if out, err := s.cosignSignEnv(env, key, ref); err != nil {
+		t.Fatalf("cosign sign %s: %v\n%s", ref, err, out)
+	}
+}
+
+func (s *signers) cosignSignEnv(env []string, key, ref string, extra ...string) (string, error) {
 	args := append([]string{"sign", "--key", key, "--tlog-upload=false", "--use-signing-config=false", "--allow-http-registry", "-y"}, extra...)
-	return runErr(nil, s.cosign, append(args, ref)...)
+	return runErr(env, s.cosign, append(args, ref)...)
 }
 
 func (s *signers) trustConfig(mode string) string {

@@ -249,14 +249,14 @@ func robotCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // policyCmd: registry policy explain --subject S --scope SCOPE.
 func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "explain" {
-		return usageError{"policy: expected \"explain --subject SUBJECT --scope SCOPE\""}
+		return usageError{"policy: expected \"explain --subject SUBJECT --scope SCOPE [--config FILE] [--data DIR]\""}
 	}
 	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "configuration file")
-	data := fs.String("data", "", "data directory, overrides dataDir")
+	data := fs.String("data", "", "data directory, overrides dataDir (where filesystem storage keeps robots, for robot:NAME)")
 	subject := fs.String("subject", "", "user:NAME, robot:NAME or anonymous")
-	scope := fs.String("scope", "", "repository:NAME:ACTIONS, e.g. repository:team/app:push")
+	scope := fs.String("scope", "", "repository:NAME:ACTIONS (e.g. repository:team/app:push), registry:catalog:* or registry:admin:*")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageError{err.Error()}
 	}

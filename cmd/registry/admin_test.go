@@ -109,3 +109,75 @@ func TestAuthTokens(t *testing.T) {
 		t.Errorf("revoke --all --user: %v, want a usage error", err)
 	}
 }
+
+// TestPolicyExplain: a denial exits 1, an allowance 0; the admin scope is
+// explained; a robot is read from the storage --data names.
+func TestPolicyExplain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key.pem")
+	if err := token.GenerateKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgFile, []byte(`version: 1
+auth:
+  enabled: true
+  token:
+    signingKeyFile: `+key+`
+  admins: [user:root]
+  rules:
+    - name: devs
+      subjects: [user:alice]
+      repositories: ["team/**"]
+      actions: [pull]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	explain := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		args = append(append([]string{"policy", "explain"}, args...), "--config", cfgFile, "--data", data)
+		err := run(context.Background(), args, strings.NewReader(""), &out, new(bytes.Buffer))
+		return out.String(), err
+	}
+	exitCode := func(err error) int {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		if err != nil {
+			return -1
+		}
+		return 0
+	}
+	if out, err := runOutput(t, "robot", "create", "ci", "--repo", "team/**", "--action", "pull", "--config", cfgFile, "--data", data); err != nil {
+		t.Fatalf("robot create: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		subject, scope string
+		want           int
+		says           string
+	}{
+		{"user:alice", "repository:team/app:pull", 0, `rule "devs"`},
+		{"user:alice", "repository:team/app:push", 1, "default deny"},
+		{"user:root", "registry:admin:*", 0, "listed in admins"},
+		{"user:alice", "registry:admin:*", 1, "not listed in admins"},
+		{"anonymous", "registry:admin:*", 1, "not listed in admins"},
+		{"robot:ci", "repository:team/app:pull", 0, "robot's scope"},
+		{"robot:ci", "repository:team/app:push", 1, "outside the robot's scope"},
+	} {
+		out, err := explain("--subject", tt.subject, "--scope", tt.scope)
+		if got := exitCode(err); got != tt.want || !strings.Contains(out, tt.says) {
+			t.Errorf("%s %s: exit %d (%v), want %d; output:\n%s", tt.subject, tt.scope, got, err, tt.want, out)
+		}
+	}
+}
+
+// runOutput runs the command line and returns its output.
+func runOutput(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(""), &out, new(bytes.Buffer))
+	return out.String(), err
+}

@@ -47,7 +47,7 @@ const usage = `usage:
   registry auth tokens revoke ID|--user USER|--all [--config FILE] [--data DIR]
   registry robot create NAME --repo PATTERN --action ACTION [--expires 720h] [--config FILE] [--data DIR]
   registry robot list|revoke [NAME] [--config FILE] [--data DIR]
-  registry policy explain --subject user:NAME --scope repository:NAME:ACTIONS [--config FILE]
+  registry policy explain --subject user:NAME|robot:NAME|anonymous --scope repository:NAME:ACTIONS|registry:catalog:*|registry:admin:* [--config FILE] [--data DIR]
   registry vulndb import DIR [--config FILE] [--data DIR]
   registry gc [--dry-run] [--json] [--config FILE] [--data DIR]
   registry replicate status|run RULE [--url URL] [--username USER --password-file FILE] [--json]
