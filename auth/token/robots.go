@@ -37,7 +37,20 @@ var (
 	ErrRobotExists = errors.New("robot already exists")
 	// ErrRobotNotFound is returned by Get and Revoke for an unknown robot.
 	ErrRobotNotFound = errors.New("robot not found")
+	// ErrInvalidRobot is returned (wrapped, with the reason) by Create for
+	// an invalid name, scope or lifetime.
+	ErrInvalidRobot = errors.New("invalid robot")
 )
+
+// invalidRobotError is a refusal of a RobotSpec: its message is the reason
+// alone, and it is ErrInvalidRobot.
+type invalidRobotError struct{ err error }
+
+func (e invalidRobotError) Error() string   { return e.err.Error() }
+func (e invalidRobotError) Unwrap() []error { return []error{e.err, ErrInvalidRobot} }
+func invalidRobot(format string, args ...any) error {
+	return invalidRobotError{fmt.Errorf(format, args...)}
+}
 
 // Robot is a robot account as stored: never its secret, only a hash.
 type Robot struct {
@@ -126,23 +139,24 @@ const secretPrefix = "pcr_"
 
 // Create stores a new robot and returns it with its secret, which is shown
 // this once and never stored. It returns ErrRobotExists for a taken name
-// and an error for an invalid name, scope or lifetime.
+// and an error wrapping ErrInvalidRobot for an invalid name, scope or
+// lifetime.
 func (rs *Robots) Create(ctx context.Context, spec RobotSpec) (Robot, string, error) {
 	if !robotNameRE.MatchString(spec.Name) {
-		return Robot{}, "", fmt.Errorf("invalid robot name %q (lower-case letters, digits, . _ -)", spec.Name)
+		return Robot{}, "", invalidRobot("invalid robot name %q (lower-case letters, digits, . _ -)", spec.Name)
 	}
 	if len(spec.Access) == 0 {
-		return Robot{}, "", errors.New("robot needs at least one access grant")
+		return Robot{}, "", invalidRobot("robot needs at least one access grant")
 	}
 	if spec.Lifetime < 0 {
-		return Robot{}, "", errors.New("robot lifetime must not be negative")
+		return Robot{}, "", invalidRobot("robot lifetime must not be negative")
 	}
 	if max := rs.opts.MaxLifetime; max > 0 {
 		if spec.Lifetime == 0 {
 			spec.Lifetime = max
 		}
 		if spec.Lifetime > max {
-			return Robot{}, "", fmt.Errorf("robot lifetime %s exceeds the maximum %s", spec.Lifetime, max)
+			return Robot{}, "", invalidRobot("robot lifetime %s exceeds the maximum %s", spec.Lifetime, max)
 		}
 	}
 	now := rs.opts.Now().UTC()
@@ -151,7 +165,7 @@ func (rs *Robots) Create(ctx context.Context, spec RobotSpec) (Robot, string, er
 		r.ExpiresAt = now.Add(spec.Lifetime)
 	}
 	if _, err := r.Subject(); err != nil {
-		return Robot{}, "", err
+		return Robot{}, "", invalidRobotError{err}
 	}
 	if _, err := rs.Get(ctx, spec.Name); err == nil {
 		return Robot{}, "", fmt.Errorf("create robot %s: %w", spec.Name, ErrRobotExists)

@@ -130,7 +130,7 @@ func (h *Handler) createRobot(w http.ResponseWriter, r *http.Request, caller str
 	case errors.Is(err, token.ErrRobotExists):
 		h.writeError(w, r, Status(http.StatusConflict, "DENIED", "robot "+quoteShort(req.Name)+" already exists; revoke it first"))
 		return
-	case err != nil && rb.Name == "" && isSpecError(err):
+	case errors.Is(err, token.ErrInvalidRobot):
 		h.writeError(w, r, Status(http.StatusBadRequest, "INVALID_REQUEST", oneLine(err.Error())))
 		return
 	case err != nil:
@@ -139,13 +139,6 @@ func (h *Handler) createRobot(w http.ResponseWriter, r *http.Request, caller str
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, map[string]any{"robot": viewRobot(rb), "login": "robot+" + rb.Name, "secret": secret})
-}
-
-// isSpecError tells Create's refusals of a spec (a name, scope or lifetime)
-// from failures to store it, which wrap a storage error.
-func isSpecError(err error) bool {
-	return !strings.HasPrefix(err.Error(), "store robot") && !strings.HasPrefix(err.Error(), "read robot") &&
-		!strings.HasPrefix(err.Error(), "robot secret") && !strings.HasPrefix(err.Error(), "encode robot")
 }
 
 // auditRobot records a robot's creation or revocation by caller.
