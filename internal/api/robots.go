@@ -177,8 +177,11 @@ func oneLine(s string) string {
 }
 
 // adminScope answers the request with an error and returns false when
-// auth is on and the caller lacks the admin scope (registry:admin:*);
-// otherwise it returns the caller's login ("" with auth off).
+// auth is on and the caller lacks the admin scope (registry:admin:*): the
+// challenge (401) without a valid token, 403 DENIED with a token that does
+// not grant the scope (the token service granted what the caller may, and
+// another token would not grant more). Otherwise it returns the caller's
+// login ("" with auth off).
 func (h *Handler) adminScope(w http.ResponseWriter, r *http.Request, what string) (string, bool) {
 	if h.auth == nil {
 		return "", true
@@ -186,7 +189,7 @@ func (h *Handler) adminScope(w http.ResponseWriter, r *http.Request, what string
 	grant, err := h.auth.Authorize(r, adminAccess)
 	var ch dauth.Challenge
 	switch {
-	case errors.As(err, &ch):
+	case errors.As(err, &ch) && !errors.Is(err, token.ErrInsufficientScope):
 		h.writeError(w, r, err)
 		return "", false
 	case err != nil:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -132,6 +133,7 @@ func TestRobotsAPIRefusals(t *testing.T) {
 	}{
 		{"anonymous", &fakeAuth{err: challenge{}}, http.MethodGet, "/api/v1/robots", "", 401, "UNAUTHORIZED"},
 		{"not an admin", &fakeAuth{err: errors.New("no")}, http.MethodPost, "/api/v1/robots", `{"name":"x"}`, 403, "DENIED"},
+		{"token without the scope", &fakeAuth{err: fmt.Errorf("%w", scopeChallenge{})}, http.MethodDelete, "/api/v1/robots/x", "", 403, "DENIED"},
 		{"not JSON", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `name=x`, 400, "INVALID_REQUEST"},
 		{"unknown field", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `{"name":"x","secret":"mine"}`, 400, "INVALID_REQUEST"},
 		{"no access", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `{"name":"x"}`, 400, "INVALID_REQUEST"},
@@ -162,3 +164,9 @@ func TestRobotsAPIRefusals(t *testing.T) {
 		})
 	}
 }
+
+// scopeChallenge is the controller's answer to a valid token that lacks
+// the scope asked for.
+type scopeChallenge struct{ challenge }
+
+func (scopeChallenge) Unwrap() error { return token.ErrInsufficientScope }
