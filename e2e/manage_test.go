@@ -196,6 +196,11 @@ scan:
 	if tags, _ := listTags(t, base, admin, "prod/deb", "?vulnerable=critical"); tagNames(tags) != "v1" {
 		t.Errorf("prod/deb ?vulnerable=critical: %s", tagNames(tags))
 	}
+	code, body, _ = apiCall(t, http.MethodGet, base+"/api/v1/tags?vulnerable=critical", admin, "")
+	var all struct{ Tags []struct{ Repository, Tag string } }
+	if code != 200 || json.Unmarshal(body, &all) != nil || len(all.Tags) != 1 || all.Tags[0].Repository != "prod/deb" || all.Tags[0].Tag != "v1" {
+		t.Errorf("every repository ?vulnerable=critical: %d %s", code, body)
+	}
 	if tags, _ := listTags(t, base, admin, "prod/app", "?vulnerable=low"); len(tags) != 0 {
 		t.Errorf("prod/app ?vulnerable=low: %s", tagNames(tags))
 	}

@@ -147,6 +147,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveRepositories(w, r)
 		return
 	}
+	if r.URL.Path == allTagsPath && r.Method == http.MethodGet {
+		h.serveAllTags(w, r)
+		return
+	}
 	if repo, ok := parseTagsPath(r.URL.Path); ok && r.Method == http.MethodGet {
 		h.serveTags(w, r, repo)
 		return

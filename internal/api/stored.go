@@ -29,6 +29,9 @@ const (
 	maxJudged   = 1000
 )
 
+// allTagsPath lists the tags of every repository.
+const allTagsPath = Prefix + "tags"
+
 // ErrRepositoryUnknown is returned by Stored.Tags for a repository that
 // does not exist.
 var ErrRepositoryUnknown = errors.New("repository unknown")
@@ -194,38 +197,114 @@ func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, repo string)
 		h.writeError(w, r, Internal("could not list the repository's tags", err))
 		return
 	}
-	start, _ := slices.BinarySearch(tags, l.last)
-	if l.last != "" && start < len(tags) && tags[start] == l.last {
-		start++
+	out, budget := []tagState{}, maxJudged
+	last, done, err := h.judgeTags(ctx, repo, tags, l.last, l, &out, &budget)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
 	}
-	out := []tagState{}
-	judged, next := 0, ""
-	for i := start; i < len(tags) && len(out) < l.n; i++ {
-		if judged == maxJudged {
-			next = tags[i-1]
+	if !done {
+		setNext(w, r, last)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"repository": repo, "tags": out})
+}
+
+// serveAllTags answers GET /api/v1/tags: serveTags across every
+// repository, in the order of the repositories and then of their tags;
+// last is REPOSITORY:TAG.
+func (h *Handler) serveAllTags(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.adminScope(w, r, "tag listings"); !ok {
+		return
+	}
+	l, err := parseListing(r.URL.Query())
+	var repo, after string
+	if err == nil && l.last != "" {
+		var ok bool
+		if repo, after, ok = strings.Cut(l.last, ":"); !ok || !pauth.ValidRepository(repo) {
+			err = errors.New("last must be REPOSITORY:TAG, as the Link header gives it")
+		}
+	}
+	if err != nil {
+		h.writeError(w, r, Status(http.StatusBadRequest, "INVALID_REQUEST", err.Error()))
+		return
+	}
+	// The page resumes in the cursor's repository, after its tag ("" from
+	// the first tag), and goes on with the repositories after it.
+	ctx := r.Context()
+	out, budget := []tagState{}, maxJudged
+	var queue []string
+	if repo != "" {
+		queue = []string{repo}
+	}
+	listed := repo
+	for h.stored != nil {
+		if len(queue) == 0 {
+			if queue, err = h.stored.Repositories(ctx, listed, defaultPage); err != nil {
+				h.writeError(w, r, Internal("could not list the repositories", err))
+				return
+			}
+			if len(queue) == 0 {
+				break // every repository judged
+			}
+			listed = queue[len(queue)-1]
+		}
+		repo, queue = queue[0], queue[1:]
+		if len(out) == l.n || budget == 0 {
+			setNext(w, r, repo+":")
 			break
 		}
-		judged++
-		st, err := h.tagState(ctx, repo, tags[i])
+		tags, err := h.stored.Tags(ctx, repo)
+		if errors.Is(err, ErrRepositoryUnknown) {
+			after = ""
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			h.writeError(w, r, Internal("could not list the tags of "+repo, err))
+			return
+		}
+		last, done, err := h.judgeTags(ctx, repo, tags, after, l, &out, &budget)
+		if err != nil {
+			h.writeError(w, r, err)
+			return
+		}
+		if !done {
+			setNext(w, r, repo+":"+last)
+			break
+		}
+		after = ""
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tags": out})
+}
+
+// judgeTags appends to out the tags of repo (in order) after the tag
+// after that pass l's filters, until out holds l.n tags or budget tags
+// were judged. It returns the last tag judged (after when none was), and
+// done true when repo has no tag left to judge.
+func (h *Handler) judgeTags(ctx context.Context, repo string, tags []string, after string, l listing, out *[]tagState, budget *int) (string, bool, error) {
+	start, _ := slices.BinarySearch(tags, after)
+	if after != "" && start < len(tags) && tags[start] == after {
+		start++
+	}
+	last := after
+	for _, tag := range tags[start:] {
+		if len(*out) == l.n || *budget == 0 {
+			return last, false, nil
+		}
+		*budget--
+		last = tag
+		st, err := h.tagState(ctx, repo, tag)
 		if errors.Is(err, trust.ErrNotFound) {
 			continue // deleted meanwhile
 		}
 		if err != nil {
-			h.writeError(w, r, Internal("could not read the tag "+tags[i], err))
-			return
+			return "", false, Internal("could not read the tag "+repo+":"+tag, err)
 		}
 		if (l.vulnerable != "" && !st.Scan.Reaches(l.vulnerable)) || (l.unsigned && st.Signature.Status == "trusted") {
 			continue
 		}
-		out = append(out, st)
-		if len(out) == l.n && i+1 < len(tags) {
-			next = tags[i]
-		}
+		*out = append(*out, st)
 	}
-	if next != "" {
-		setNext(w, r, next)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"repository": repo, "tags": out})
+	return last, true, nil
 }
 
 // tagState reads repo:tag and its state.

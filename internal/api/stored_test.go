@@ -174,3 +174,68 @@ func TestTagListing(t *testing.T) {
 		}
 	}
 }
+
+// TestAllTags: GET /api/v1/tags walks every repository's tags in order;
+// following the Link headers with any page size yields each tag once.
+func TestAllTags(t *testing.T) {
+	t.Parallel()
+	stored := fakeStored{"a/empty": {}, "team/app": {"crit-1", "crit-signed", "plain", "signed", "unrated"}, "team/db": {"v1"}, "zz": {"crit-z"}}
+	names := map[digest.Digest]string{}
+	for repo, tags := range stored {
+		for _, tag := range tags {
+			names[tagDigest(repo, tag)] = tag
+		}
+	}
+	h, err := New(Options{Auth: &fakeAuth{}, Stored: stored, Scans: fakeScans{names}, Verdicts: signedVerdicts{names}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk := func(query string) ([]string, int) {
+		var got []string
+		pages := 0
+		for next := "/api/v1/tags" + query; next != ""; pages++ {
+			if pages > 20 {
+				t.Fatalf("%s: more than 20 pages", query)
+			}
+			rec := call(h, http.MethodGet, next, "")
+			if rec.Code != http.StatusOK {
+				t.Fatalf("%s: %d %s", next, rec.Code, rec.Body)
+			}
+			var out struct {
+				Tags []struct{ Repository, Tag string }
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+				t.Fatal(err)
+			}
+			for _, tg := range out.Tags {
+				got = append(got, tg.Repository+":"+tg.Tag)
+			}
+			next = ""
+			if link := rec.Header().Get("Link"); link != "" {
+				next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+			}
+		}
+		return got, pages
+	}
+	all := []string{"team/app:crit-1", "team/app:crit-signed", "team/app:plain", "team/app:signed", "team/app:unrated", "team/db:v1", "zz:crit-z"}
+	for _, n := range []string{"", "?n=1", "?n=2", "?n=3", "?n=6", "?n=7"} {
+		got, _ := walk(n)
+		if diff := cmp.Diff(all, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", n, diff)
+		}
+	}
+	if got, pages := walk("?n=1"); len(got) != 7 || pages < 7 {
+		t.Errorf("?n=1: %d tags in %d pages", len(got), pages)
+	}
+	got, _ := walk("?vulnerable=critical&n=2")
+	if diff := cmp.Diff([]string{"team/app:crit-1", "team/app:crit-signed", "team/app:unrated", "zz:crit-z"}, got); diff != "" {
+		t.Errorf("vulnerable=critical (-want +got):\n%s", diff)
+	}
+	got, _ = walk("?unsigned=true&last=team%2Fapp%3Aplain")
+	if diff := cmp.Diff([]string{"team/app:unrated", "team/db:v1", "zz:crit-z"}, got); diff != "" {
+		t.Errorf("unsigned after team/app:plain (-want +got):\n%s", diff)
+	}
+	if rec := call(h, http.MethodGet, "/api/v1/tags?last=nocolon", ""); rec.Code != http.StatusBadRequest {
+		t.Errorf("a cursor without a tag: %d", rec.Code)
+	}
+}
