@@ -54,6 +54,7 @@ func TestConfigValidate(t *testing.T) {
 			)
 			a.TagRules = append(a.TagRules, config.TagRule{Tags: []string{"["}, Create: []string{"robot:r"}}, config.TagRule{Tags: []string{"x"}})
 			a.RateLimit.MaxBackoff = config.Duration(1)
+			a.Admins = []string{"group:devs", "anonymous", "group:ghosts"}
 		}, want: []string{
 			`auth.token.realm: must be an absolute http or https URL`,
 			`auth.token.lifetime: must be between 1s and 24h, got 0s`,
@@ -71,6 +72,8 @@ func TestConfigValidate(t *testing.T) {
 			`auth.tagRules[1].tags[0]: invalid pattern "[": syntax error in pattern`,
 			`auth.tagRules[2]: restricts nothing: set immutable, create, overwrite or delete`,
 			`auth.rateLimit.maxBackoff: must be at least rateLimit.backoff`,
+			`auth.admins[1]: anonymous clients are never admins: name users, groups or robots`,
+			`auth.admins[2]: unknown group "ghosts"`,
 		}},
 	}
 	for _, tt := range tests {

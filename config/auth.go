@@ -222,6 +222,11 @@ func (a *Auth) Validate(prefix string) []error {
 	subjects := subjectChecker{bad: bad, groups: a.validateGroups(bad, users)}
 	subjects.check("catalog", a.Catalog)
 	subjects.check("admins", a.Admins)
+	for i, s := range a.Admins {
+		if s == "anonymous" {
+			bad(fmt.Sprintf("admins[%d]", i), "anonymous clients are never admins: name users, groups or robots")
+		}
+	}
 	a.Robots.validate(bad)
 	for i, r := range a.Rules {
 		r.validate(bad, fmt.Sprintf("rules[%d]", i), subjects)

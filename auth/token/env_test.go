@@ -89,6 +89,7 @@ func testAuthConfig() config.Auth {
 			{Name: "admins", Members: []string{"root"}},
 		},
 		Catalog: []string{"group:admins"},
+		Admins:  []string{"group:admins", "anonymous"},
 		Rules: []config.AccessRule{
 			{Name: "devs-team", Subjects: []string{"group:devs"}, Repositories: []string{"team/**"}, Actions: []string{"pull", "push"}},
 			{Name: "admins", Subjects: []string{"group:admins"}, Repositories: []string{"**"}, Actions: []string{"*"}},
