@@ -29,6 +29,9 @@ const (
 	KindDecision       = "decision"
 	KindWrite          = "write"
 	KindRobot          = "robot"
+	// KindAdmin is a call of the management API (/api/v1/ listings and
+	// robot accounts) by a caller it was granted to.
+	KindAdmin = "admin"
 	// KindScan is a stored vulnerability report that fails its
 	// repository's scan policy.
 	KindScan = "scan"

@@ -196,5 +196,7 @@ func (h *Handler) adminScope(w http.ResponseWriter, r *http.Request, what string
 		h.writeError(w, r, Status(http.StatusForbidden, "DENIED", fmt.Sprintf("%s need the admin scope (registry:admin:*): list the caller under auth.admins", what)))
 		return "", false
 	}
+	h.audit.Record(r.Context(), audit.Event{Kind: audit.KindAdmin, Subject: subjectOf(grant.Login), Addr: token.RemoteHost(r),
+		Action: r.Method, Repository: r.URL.Path, Result: audit.ResultAllowed, RequestID: server.RequestID(r.Context())})
 	return grant.Login, true
 }

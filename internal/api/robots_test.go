@@ -114,6 +114,9 @@ func TestRobotsAPI(t *testing.T) {
 			t.Errorf("audit log lacks %s:\n%s", want, audited)
 		}
 	}
+	if !strings.Contains(audited, `"kind":"admin","subject":"user:alice","addr":"192.0.2.1","action":"GET","repository":"/api/v1/robots","result":"allowed"`) {
+		t.Errorf("the listing is not audited:\n%s", audited)
+	}
 	if !strings.Contains(audited, `"subject":"user:alice"`) {
 		t.Errorf("audit lines do not name the caller:\n%s", audited)
 	}
