@@ -22,8 +22,11 @@ const robotsPath = Prefix + "robots"
 // adminAccess is the scope of the management API.
 var adminAccess = dauth.Access{Resource: dauth.Resource{Type: "registry", Name: "admin"}, Action: "*"}
 
-// maxRobotBody bounds the body of a robot creation.
-const maxRobotBody = 64 << 10
+// Bounds of a robot creation: its body, and the description it stores.
+const (
+	maxRobotBody        = 64 << 10
+	maxRobotDescription = 1024
+)
 
 // Robots manages robot accounts: the store `registry robot` uses.
 type Robots interface {
@@ -108,6 +111,10 @@ func (h *Handler) createRobot(w http.ResponseWriter, r *http.Request, caller str
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		h.writeError(w, r, Status(http.StatusBadRequest, "INVALID_REQUEST", "the body must be one JSON object {name, description, access: [{repositories, actions}], expires} of at most 64 KiB: "+oneLine(err.Error())))
+		return
+	}
+	if len(req.Description) > maxRobotDescription {
+		h.writeError(w, r, Status(http.StatusBadRequest, "INVALID_REQUEST", fmt.Sprintf("description is longer than %d bytes", maxRobotDescription)))
 		return
 	}
 	var lifetime time.Duration

@@ -144,6 +144,7 @@ func TestRobotsAPIRefusals(t *testing.T) {
 		{"bad action", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `{"name":"x","access":[{"repositories":["a"],"actions":["own"]}]}`, 400, "INVALID_REQUEST"},
 		{"bad expiry", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `{"name":"x","access":[{"repositories":["a"],"actions":["pull"]}],"expires":"soon"}`, 400, "INVALID_REQUEST"},
 		{"huge body", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `{"name":"` + strings.Repeat("x", 100<<10) + `"}`, 400, "INVALID_REQUEST"},
+		{"long description", &fakeAuth{}, http.MethodPost, "/api/v1/robots", `{"name":"x","description":"` + strings.Repeat("d", 2000) + `","access":[{"repositories":["a"],"actions":["pull"]}]}`, 400, "INVALID_REQUEST"},
 		{"PUT", &fakeAuth{}, http.MethodPut, "/api/v1/robots/x", "", 404, "UNSUPPORTED"},
 	}
 	for _, tt := range tests {
