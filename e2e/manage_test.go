@@ -123,12 +123,7 @@ scan:
 	aliceEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
 	runStdinOK(t, aliceEnv, "alice-pw", docker, "login", "-u", "alice", "--password-stdin", h)
 	admin := bearer(t, base, "alice", "alice-pw", "registry:admin:*")
-	if !eventually(60*time.Second, func() bool {
-		code, body, _ := apiCall(t, http.MethodGet, base+"/metrics", admin, "")
-		return code == 200 && strings.Contains(string(body), "portcullis_scan_reconcile_runs_total 1")
-	}) {
-		t.Fatalf("the vulnerability database was not loaded\n%s", reg.Logs())
-	}
+	dbLoaded(t, reg)
 
 	// Two images in prod/app, one signed; a Debian image in prod/deb.
 	signed := pushByDigestAs(t, aliceEnv, crane, h, "prod/app")
