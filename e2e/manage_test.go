@@ -192,7 +192,9 @@ scan:
 		t.Errorf("prod/deb ?vulnerable=critical: %s", tagNames(tags))
 	}
 	code, body, _ = apiCall(t, http.MethodGet, base+"/api/v1/tags?vulnerable=critical", admin, "")
-	var all struct{ Tags []struct{ Repository, Tag string } }
+	var all struct {
+		Tags []struct{ Repository, Tag string }
+	}
 	if code != 200 || json.Unmarshal(body, &all) != nil || len(all.Tags) != 1 || all.Tags[0].Repository != "prod/deb" || all.Tags[0].Tag != "v1" {
 		t.Errorf("every repository ?vulnerable=critical: %d %s", code, body)
 	}

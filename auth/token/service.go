@@ -543,19 +543,20 @@ func (s *Service) grant(ctx context.Context, req request) []ResourceActions {
 			if granted != 0 {
 				access = append(access, ResourceActions{Type: r.typ, Class: r.class, Name: r.name, Actions: granted.Names()})
 			}
-		case r.typ == "registry" && r.name == "catalog" && contains(want[r], "*"):
-			ru := s.policy.Catalog(req.subject)
-			ev.Action, ev.Repository, ev.Rule, ev.Reason, ev.Result = "catalog", "", ru.Rule, ru.Reason, result(ru.Allowed)
-			record(ev)
-			if ru.Allowed {
-				access = append(access, ResourceActions{Type: "registry", Name: "catalog", Actions: []string{"*"}})
+		case r.typ == "registry" && contains(want[r], "*"):
+			var ru pauth.Ruling
+			switch r.name {
+			case "catalog":
+				ru = s.policy.Catalog(req.subject)
+			case "admin":
+				ru = s.policy.Admin(req.subject)
+			default:
+				continue
 			}
-		case r.typ == "registry" && r.name == "admin" && contains(want[r], "*"):
-			ru := s.policy.Admin(req.subject)
-			ev.Action, ev.Repository, ev.Rule, ev.Reason, ev.Result = "admin", "", ru.Rule, ru.Reason, result(ru.Allowed)
+			ev.Action, ev.Repository, ev.Rule, ev.Reason, ev.Result = r.name, "", ru.Rule, ru.Reason, result(ru.Allowed)
 			record(ev)
 			if ru.Allowed {
-				access = append(access, ResourceActions{Type: "registry", Name: "admin", Actions: []string{"*"}})
+				access = append(access, ResourceActions{Type: "registry", Name: r.name, Actions: []string{"*"}})
 			}
 		}
 	}
