@@ -98,10 +98,11 @@ func (a *App) serveCacheListeners(ctx context.Context) ([]*http.Server, error) {
 		ln = server.LimitListener(ln, a.cfg.HTTP.MaxConnsPerAddress)
 		go func() {
 			var err error
-			if tls := a.cfg.HTTP.TLS; tls.Enabled() {
+			if a.certs != nil {
 				// The same certificate as the main address: the
 				// mirror carries the same credentials.
-				err = hs.ServeTLS(ln, tls.CertFile, tls.KeyFile)
+				hs.TLSConfig = a.tlsConfig()
+				err = hs.ServeTLS(ln, "", "")
 			} else {
 				err = hs.Serve(ln)
 			}
