@@ -34,4 +34,3 @@ func (a *App) buildAdmission(g *generation) (*admission.Gate, error) {
 		ReadOnly: a.caches.Owns, Log: a.log, Metrics: a.metrics,
 	})
 }
-
