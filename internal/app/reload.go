@@ -94,11 +94,13 @@ func (a *App) nextGeneration(running *generation) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	var restart error
 	if keys := restartKeys(running.cfg, cfg); len(keys) > 0 {
-		return nil, fmt.Errorf("these settings cannot change while the registry runs; restart it to change them: %s", strings.Join(keys, ", "))
+		restart = fmt.Errorf("these settings cannot change while the registry runs; restart it to change them: %s", strings.Join(keys, ", "))
 	}
+	// Built even when a restart is needed, to report its problems too.
 	g, err := a.newGeneration(cfg, running)
-	if err != nil {
+	if err := errors.Join(restart, err); err != nil {
 		return nil, err
 	}
 	g.watched = watchSum(file, g.sums)

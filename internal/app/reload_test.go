@@ -152,7 +152,8 @@ func TestReloadAuth(t *testing.T) {
 			c.Storage.Filesystem.RootDirectory = dir
 			c.GC.Workers = 3
 			c.Auth.Rules[0].Actions = []string{"pull", "push"}
-		}, want: []string{"http.addr", "storage.filesystem.rootDirectory", "gc.workers"}},
+			c.Auth.Users[0].PasswordFile = filepath.Join(dir, "gone")
+		}, want: []string{"http.addr", "storage.filesystem.rootDirectory", "gc.workers", "gone"}},
 		{name: "invalid", change: func(c *config.Config) {
 			c.Auth.Rules[0].Actions = []string{"fly"}
 			c.Auth.Users[0].Name = "bad name"
