@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -156,19 +155,9 @@ func TestReload(t *testing.T) {
 	q := loc.Query()
 	q.Set("digest", dgst)
 	loc.RawQuery = q.Encode()
-	pr, pw := io.Pipe()
-	put, _ := http.NewRequest(http.MethodPut, loc.String(), pr)
-	put.ContentLength = int64(len(blob))
+	put, _ := http.NewRequest(http.MethodPut, loc.String(), nil)
 	put.Header.Set("Authorization", "Bearer "+tok)
-	put.Header.Set("Content-Type", "application/octet-stream")
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(put)
-		if err != nil {
-			t.Errorf("PUT under way: %v", err)
-		}
-		done <- resp
-	}()
+	pw, done := sendPiped(t, put, int64(len(blob)))
 	half := len(blob) / 2
 	if _, err := pw.Write(blob[:half]); err != nil {
 		t.Fatal(err)
