@@ -203,3 +203,38 @@ func TestReloadAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadTrust: a trust policy added by a reload gates the next tag
+// push; removed by the next reload, it gates nothing.
+func TestReloadTrust(t *testing.T) {
+	t.Parallel()
+	key := trustKeyFile(t)
+	r := startReloadable(t, func(*config.Config) {})
+	push := func(tag string) error {
+		img, err := random.Image(512, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return remote.Write(mustRef(t, r.host+"/team/app:"+tag), img)
+	}
+	if err := push("v1"); err != nil {
+		t.Fatalf("push without a policy: %v", err)
+	}
+	r.change = func(c *config.Config) {
+		c.Trust.Keys = []config.TrustKey{{Name: "release", File: key}}
+		c.Trust.Policies = []config.TrustPolicy{{Repositories: []string{"team/**"}, Mode: "enforce", Signers: []string{"release"}}}
+	}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := push("v2"); err == nil || !strings.Contains(err.Error(), "DENIED") {
+		t.Errorf("unsigned tag push under the reloaded enforce policy: %v, want DENIED", err)
+	}
+	r.change = nil
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := push("v3"); err != nil {
+		t.Errorf("push after the policy was removed: %v", err)
+	}
+}
