@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
@@ -328,4 +329,70 @@ func TestReloadTLS(t *testing.T) {
 	if !bytes.Equal(servedCert(t, reg.Addr), fileCert(t, otherCert)) {
 		t.Error("a refused reload changed the served certificate")
 	}
+}
+
+// TestReloadWatch: with reload.watch on, a changed htpasswd file and a
+// changed configuration file take effect without a signal; a broken
+// change is refused and logged once, however many checks see it.
+func TestReloadWatch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	run(t, nil, registryBin, "auth", "keygen", filepath.Join(dir, "key.pem"))
+	htpasswd, cfgFile := filepath.Join(dir, "htpasswd"), filepath.Join(dir, "config.yml")
+	writeHtpasswd(t, htpasswd, map[string]string{"alice": "alice-first", "bob": "bob-pw"})
+	watch := "reload:\n  watch: true\n  interval: 1s\n"
+	writeFile(t, cfgFile, reloadConfig(dir, []string{"pull", "push"}, []string{"pull"})+watch)
+	reg := startRegistry(t, startOptions{args: []string{"--config", cfgFile}})
+	within := func(what string, ok func() bool) {
+		t.Helper()
+		if !eventually(20*time.Second, ok) {
+			t.Fatalf("%s: not after 20s\n%s", what, reg.Logs())
+		}
+	}
+	token := func(user, pw, scope string) string {
+		tok, _ := tryBearer(t, reg.URL(), user, pw, scope)
+		return tok
+	}
+
+	writeHtpasswd(t, htpasswd, map[string]string{"alice": "alice-second", "bob": "bob-pw"})
+	within("the new password works", func() bool { return token("alice", "alice-second", "") != "" })
+	if token("alice", "alice-first", "") != "" {
+		t.Error("the old password still works")
+	}
+
+	writeFile(t, cfgFile, "version: 1\nauth:\n  enabled: true\n  rulez: []\n"+watch)
+	waitLog(t, reg, "configuration reload refused", 1)
+	time.Sleep(3 * time.Second) // three more checks of the same broken file
+	if n := len(logLines(t, reg, "configuration reload refused")); n != 1 {
+		t.Errorf("a broken change was refused %d times, want once", n)
+	}
+
+	// bob may push once the fixed file is seen.
+	writeFile(t, cfgFile, reloadConfig(dir, []string{"pull", "push"}, []string{"pull", "push"})+watch)
+	within("bob's new rule", func() bool {
+		return strings.Contains(grantedActions(t, token("bob", "bob-pw", "repository:team/app:pull,push")), "push")
+	})
+	if n := metric(t, reg, "portcullis_config_generation"); n != 3 {
+		t.Errorf("generation %v, want 3 (start, htpasswd, rules)", n)
+	}
+}
+
+// grantedActions returns the actions a token grants, as printed.
+func grantedActions(t *testing.T, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Access []struct{ Actions []string } `json:"access"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(claims.Access)
 }
