@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3"
-
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -80,10 +79,9 @@ type App struct {
 	opts          Options
 }
 
-// core is the registry core every generation's routes share: storage,
-// distribution, the referrers API and the event outbox.
+// core is what every generation's routes share beside distribution: the
+// referrers API, storage, the event outbox and who pushed what.
 type core struct {
-	dist    *handlers.App
 	refs    *referrers.Handler
 	repos   distribution.Namespace
 	content *admission.Content
@@ -272,7 +270,7 @@ func (a *App) buildRegistry(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.core = &core{dist: dist, refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
+	a.core = &core{refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
 		events: all, pushers: pushers}
 	return nil
 }
@@ -429,7 +427,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		errc <- err
 	}()
 	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn, "storage", a.storageName(),
-		"auth", a.cfg.Auth.Enabled, "generation", a.gen.Load().id, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
+		"auth", a.cfg.Auth.Enabled, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
 		"webhooks", len(a.cfg.Admission.Webhooks), "caches", len(a.cfg.Cache), "replication_rules", len(a.cfg.Replication.Rules), "metadata", a.cfg.MetadataPath())
 	select {
 	case err := <-errc:

@@ -96,12 +96,14 @@ func (a *App) serveCacheListeners(ctx context.Context) ([]*http.Server, error) {
 		hs := &http.Server{Handler: mirrorHandler(c.Prefix, a.handler), ReadHeaderTimeout: a.cfg.HTTP.ReadHeaderTimeout.D(),
 			IdleTimeout: a.cfg.HTTP.IdleTimeout.D(), BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 		ln = server.LimitListener(ln, a.cfg.HTTP.MaxConnsPerAddress)
+		if a.certs != nil {
+			// The same certificate as the main address: the mirror
+			// carries the same credentials.
+			hs.TLSConfig = a.tlsConfig()
+		}
 		go func() {
 			var err error
 			if a.certs != nil {
-				// The same certificate as the main address: the
-				// mirror carries the same credentials.
-				hs.TLSConfig = a.tlsConfig()
 				err = hs.ServeTLS(ln, "", "")
 			} else {
 				err = hs.Serve(ln)

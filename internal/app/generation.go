@@ -144,7 +144,7 @@ func (a *App) buildRoutes(g *generation) error {
 	if a.replicator != nil {
 		apiOpts.Replication = a.replicator
 	}
-	fr, err := front.New(c.dist, c.refs, c.repos, opts)
+	fr, err := front.New(a.dist, c.refs, c.repos, opts)
 	if err != nil {
 		return err
 	}
