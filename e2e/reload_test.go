@@ -3,8 +3,8 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
