@@ -61,14 +61,20 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 	}
 	c := &Components{}
 	var err error
+	// The policy, the keys and the users are read independently, so that
+	// one error names every file that is wrong.
+	var errs []error
 	if c.Policy, err = pauth.NewPolicy(cfg); err != nil {
-		return nil, fmt.Errorf("auth policy: %w", err)
+		errs = append(errs, fmt.Errorf("auth policy: %w", err))
 	}
 	if c.Keys, err = LoadKeySet(cfg.Token.SigningKeyFile, cfg.Token.VerificationKeyFiles...); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	if c.Users, err = LoadUsers(cfg); err != nil {
-		return nil, err
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	logger := deps.Logger
 	if logger == nil {

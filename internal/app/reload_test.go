@@ -160,9 +160,10 @@ func TestReloadAuth(t *testing.T) {
 		}, want: []string{"auth.rules[0].actions[0]", "auth.users[0].name"}},
 		{name: "missing files", change: func(c *config.Config) {
 			c.Auth.Users[0].PasswordFile = filepath.Join(dir, "missing-password")
+			c.Auth.Token.SigningKeyFile = filepath.Join(dir, "missing-signing.pem")
 			c.Trust.Keys = []config.TrustKey{{Name: "k", File: filepath.Join(dir, "missing-key.pub")}}
 			c.Trust.Policies = []config.TrustPolicy{{Repositories: []string{"team/**"}, Signers: []string{"k"}}}
-		}, want: []string{"missing-password", "missing-key.pub"}},
+		}, want: []string{"missing-password", "missing-signing.pem", "missing-key.pub"}},
 	}
 	for _, tc := range refusals {
 		r.change = tc.change
