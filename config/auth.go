@@ -22,7 +22,8 @@ type Auth struct {
 	// Groups name sets of users that rules can refer to.
 	Groups []AuthGroup `yaml:"groups"`
 	// HtpasswdFile is an Apache htpasswd file with bcrypt entries, read at
-	// start; its users live beside Users (a name in both is an error at load).
+	// start and at each reload; its users live beside Users (a name in both
+	// is an error at load).
 	HtpasswdFile string `yaml:"htpasswdFile"`
 	// AnonymousPull lets clients without credentials pull every repository
 	// that no deny rule protects.

@@ -55,6 +55,8 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	// Replication copies images to and from other sites.
 	Replication Replication `yaml:"replication"`
+	// Reload configures reloading while the registry runs.
+	Reload Reload `yaml:"reload"`
 }
 
 // HTTP configures the listener and server.
@@ -246,6 +248,7 @@ func (c *Config) Provision() {
 	provisionRemotes(c.Remotes, c.Cache)
 	c.GC.provision()
 	c.Replication.provision()
+	c.Reload.provision()
 	defaultTrue(&c.Log.AccessLog)
 	defaultTrue(&c.Storage.Delete.Enabled)
 	defaultTrue(&c.Storage.UploadPurging.Enabled)
@@ -384,6 +387,7 @@ func (c *Config) Validate() error {
 	c.GC.validate(bad)
 	c.Retention.validate(bad)
 	c.Replication.validate(bad, c.Remotes)
+	c.Reload.validate(bad)
 	for i, p := range c.Scan.Policies {
 		if p.Mode == "quarantine" && !c.Auth.Enabled {
 			bad(fmt.Sprintf("scan.policies[%d].mode", i), "quarantine needs auth.enabled: without identities nobody can be told apart from the pusher")

@@ -75,20 +75,8 @@ func TestGracefulShutdown(t *testing.T) {
 	loc := reg.startUpload(t, "shutdown/app")
 	data := make([]byte, 4<<20)
 	_, _ = rand.Read(data)
-	pr, pw := io.Pipe()
-	req, _ := http.NewRequest(http.MethodPatch, loc, pr)
-	req.ContentLength = int64(len(data))
-	req.Header.Set("Content-Type", "application/octet-stream")
-	result := make(chan *http.Response, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Errorf("PATCH during shutdown: %v", err)
-			result <- nil
-			return
-		}
-		result <- resp
-	}()
+	req, _ := http.NewRequest(http.MethodPatch, loc, nil)
+	pw, result := sendPiped(t, req, int64(len(data)))
 	_, _ = pw.Write(data[:1<<20])
 	if err := reg.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -313,4 +301,22 @@ func (r *Registry) startUpload(t testing.TB, repo string) string {
 		loc = r.URL() + loc
 	}
 	return loc
+}
+
+// sendPiped sends req with a body of size bytes written, as slowly as the
+// caller likes, to the returned pipe; the response (nil when the request
+// failed) arrives on the channel.
+func sendPiped(t testing.TB, req *http.Request, size int64) (*io.PipeWriter, <-chan *http.Response) {
+	pr, pw := io.Pipe()
+	req.Body, req.ContentLength = pr, size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	result := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("%s under way: %v", req.Method, err)
+		}
+		result <- resp
+	}()
+	return pw, result
 }

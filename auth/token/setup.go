@@ -28,6 +28,10 @@ type Deps struct {
 	Now func() time.Time
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Limiter rate-limits failed logins; default a new one from
+	// cfg.RateLimit. Passing the previous one keeps its lockouts across a
+	// reload of the configuration.
+	Limiter *ratelimit.Limiter
 }
 
 // Components are the auth parts built from one configuration.
@@ -41,6 +45,8 @@ type Components struct {
 	Refreshes  *Refreshes
 	Service    *Service
 	Controller *AccessController
+	// Limiter is the login rate limiter the service uses.
+	Limiter *ratelimit.Limiter
 }
 
 // FromConfig builds every auth component from a provisioned, validated
@@ -55,14 +61,20 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 	}
 	c := &Components{}
 	var err error
+	// The policy, the keys and the users are read independently, so that
+	// one error names every file that is wrong.
+	var errs []error
 	if c.Policy, err = pauth.NewPolicy(cfg); err != nil {
-		return nil, fmt.Errorf("auth policy: %w", err)
+		errs = append(errs, fmt.Errorf("auth policy: %w", err))
 	}
 	if c.Keys, err = LoadKeySet(cfg.Token.SigningKeyFile, cfg.Token.VerificationKeyFiles...); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	if c.Users, err = LoadUsers(cfg); err != nil {
-		return nil, err
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	logger := deps.Logger
 	if logger == nil {
@@ -82,14 +94,13 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 			return nil, err
 		}
 	}
-	rl := cfg.RateLimit
-	limiter, err := ratelimit.New(ratelimit.Options{
-		AddressFailures: rl.AddressFailures, UserFailures: rl.UserFailures,
-		Backoff: rl.Backoff.D(), MaxBackoff: rl.MaxBackoff.D(), Window: rl.Window.D(), Now: deps.Now,
-	})
-	if err != nil {
-		return nil, err
+	limiter := deps.Limiter
+	if limiter == nil {
+		if limiter, err = NewLimiter(cfg.RateLimit, deps.Now); err != nil {
+			return nil, err
+		}
 	}
+	c.Limiter = limiter
 	c.Service, err = NewService(c.Keys, c.Policy, c.Users, Options{
 		Issuer: cfg.Token.Issuer, Service: cfg.Token.Service,
 		Lifetime: cfg.Token.Lifetime.D(), RefreshLifetime: cfg.Token.RefreshLifetime.D(), Leeway: cfg.Token.Leeway.D(),
@@ -110,4 +121,13 @@ func FromConfig(cfg config.Auth, deps Deps) (*Components, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// NewLimiter returns the login rate limiter the rateLimit section
+// describes, on clock now (nil: time.Now).
+func NewLimiter(rl config.AuthRateLimit, now func() time.Time) (*ratelimit.Limiter, error) {
+	return ratelimit.New(ratelimit.Options{
+		AddressFailures: rl.AddressFailures, UserFailures: rl.UserFailures,
+		Backoff: rl.Backoff.D(), MaxBackoff: rl.MaxBackoff.D(), Window: rl.Window.D(), Now: now,
+	})
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/app"
@@ -25,20 +27,33 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
 	}
-	cfg := config.Default()
-	if *file != "" {
-		var err error
-		if cfg, err = config.LoadFile(*file); err != nil {
-			return err
+	// The same file and overrides at start and at each reload.
+	load := func() (*config.Config, error) {
+		cfg := config.Default()
+		if *file != "" {
+			var err error
+			if cfg, err = config.LoadFile(*file); err != nil {
+				return nil, err
+			}
 		}
+		if *addr != "" {
+			cfg.HTTP.Addr = *addr
+		}
+		if *data != "" {
+			cfg.DataDir = *data
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		return cfg, nil
 	}
-	if *addr != "" {
-		cfg.HTTP.Addr = *addr
-	}
-	if *data != "" {
-		cfg.DataDir = *data
-	}
-	if err := cfg.Validate(); err != nil {
+	// SIGHUP reloads; caught from the start, so that one sent while the
+	// registry starts does not end it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg, err := load()
+	if err != nil {
 		return err
 	}
 	// Tracing is opt-in: nothing is exported unless the operator asks.
@@ -49,10 +64,22 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg, log, app.Options{TokenOnly: *tokenOnly})
+	a, err := app.New(ctx, cfg, log, app.Options{TokenOnly: *tokenOnly, Load: load, ConfigFile: *file})
 	if err != nil {
 		return err
 	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				// Reload logs its result, and a refusal keeps the
+				// running configuration: nothing more to do here.
+				_ = a.Reload(ctx)
+			}
+		}
+	}()
 	ln, err := a.Listen(ctx)
 	if err != nil {
 		return errors.Join(err, a.Close())

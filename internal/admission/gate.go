@@ -136,8 +136,19 @@ func New(o Options) (*Gate, error) {
 			Help: "Admission webhook reviews by webhook name and result (allowed, denied, failed).",
 		}, []string{"webhook", "result"}),
 	}
-	for _, c := range []prometheus.Collector{g.verdicts, g.sigs, g.webhookc} {
-		if err := o.Metrics.Register(c); err != nil {
+	// A Gate built again from a reloaded configuration counts on in the
+	// series the first one registered.
+	for _, c := range []**prometheus.CounterVec{&g.verdicts, &g.sigs, &g.webhookc} {
+		err := o.Metrics.Register(*c)
+		var are prometheus.AlreadyRegisteredError
+		switch {
+		case errors.As(err, &are):
+			existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+			if !ok {
+				return nil, err
+			}
+			*c = existing
+		case err != nil:
 			return nil, err
 		}
 	}

@@ -1,48 +1,36 @@
 package app
 
 import (
-	"context"
-
-	"github.com/distribution/distribution/v3"
-	"github.com/distribution/reference"
-
-	"github.com/portcullis/portcullis/auth/audit"
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/admission"
-	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/trust"
 )
 
-// buildAdmission builds the trust verifier and admission gate when the
-// configuration has trust policies, scan policies or webhooks; nil otherwise.
-func (a *App) buildAdmission(repos admissionRepos, refs *referrers.Handler) (*admission.Gate, error) {
-	cfg := a.cfg
+// buildVerifier builds the trust verifier of cfg's trust section, reading
+// every key, trust store and trusted root it names; nil without trust
+// policies or without a registry core (token-only).
+func (a *App) buildVerifier(cfg *config.Config) (*trust.Verifier, error) {
+	if len(cfg.Trust.Policies) == 0 || a.core == nil {
+		return nil, nil
+	}
+	return trust.New(cfg.Trust, a.core.content, trust.Options{Logger: a.log, Aliases: a.caches.Aliases})
+}
+
+// buildAdmission builds the admission gate of generation g when its
+// configuration has trust policies, scan policies or webhooks; nil
+// otherwise.
+func (a *App) buildAdmission(g *generation) (*admission.Gate, error) {
+	cfg := g.cfg
 	if len(cfg.Trust.Policies) == 0 && len(cfg.Admission.Webhooks) == 0 && len(cfg.Scan.Policies) == 0 {
 		return nil, nil
 	}
-	content := &admission.Content{Repos: repos, Refs: refs}
 	var verifier admission.Verifier
-	if len(cfg.Trust.Policies) > 0 {
-		v, err := trust.New(cfg.Trust, content, trust.Options{Logger: a.log, Aliases: a.caches.Aliases})
-		if err != nil {
-			return nil, err
-		}
-		verifier = v
-	}
-	pushers, err := admission.NewPushers(a.db.Bolt())
-	if err != nil {
-		return nil, err
-	}
-	var log *audit.Log
-	if a.auth != nil {
-		log = a.auth.audit
+	if g.verifier != nil {
+		verifier = g.verifier
 	}
 	return admission.New(admission.Options{
-		Verifier: verifier, Parents: content, Manifests: content, Scans: a.scanner, Webhooks: cfg.Admission.Webhooks, Pushers: pushers, Audit: log,
+		Verifier: verifier, Parents: a.core.content, Manifests: a.core.content, Scans: a.scanner.Under(g.gates),
+		Webhooks: cfg.Admission.Webhooks, Pushers: a.core.pushers, Audit: a.audit,
 		ReadOnly: a.caches.Owns, Log: a.log, Metrics: a.metrics,
 	})
-}
-
-// admissionRepos opens repositories (distribution's storage namespace).
-type admissionRepos = interface {
-	Repository(ctx context.Context, name reference.Named) (distribution.Repository, error)
 }

@@ -15,8 +15,11 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -25,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/admission"
 	"github.com/portcullis/portcullis/internal/api"
@@ -42,6 +46,8 @@ import (
 
 // App is a configured registry: its components and the HTTP handler over them.
 type App struct {
+	// cfg is the configuration at start: what cannot change live is read
+	// from it; what can is read from the current generation.
 	cfg     *config.Config
 	log     *slog.Logger
 	db      *metadb.DB
@@ -49,9 +55,17 @@ type App struct {
 	dist    *handlers.App
 	handler http.Handler
 	metrics *prometheus.Registry
-	auth    *authParts       // nil when auth is off
-	scanner *scanner.Service // nil in token-only mode
-	caches  *cache.Set       // nil without pull-through caches
+	// gen is the generation served now; reloadMu serializes reloads.
+	gen      atomic.Pointer[generation]
+	reloadMu sync.Mutex
+	reloads  *reloadMetrics
+	certs    *server.Certificate // nil without TLS
+	// audit is the audit log (nil when auth is off or it has no file).
+	audit      *audit.Log
+	closeAudit func() error
+	core       *core            // nil in token-only mode
+	scanner    *scanner.Service // nil in token-only mode
+	caches     *cache.Set       // nil without pull-through caches
 	// Garbage collection: this replica's markers, pull times and
 	// background collector (nil in token-only mode).
 	marks     *gc.Marks
@@ -65,11 +79,29 @@ type App struct {
 	opts          Options
 }
 
+// core is what every generation's routes share beside distribution: the
+// referrers API, storage, the event outbox and who pushed what.
+type core struct {
+	refs    *referrers.Handler
+	repos   distribution.Namespace
+	content *admission.Content
+	events  front.Events
+	pushers *admission.Pushers
+	stored  *storedContent
+}
+
 // Options are the run-time choices that are not configuration.
 type Options struct {
 	// TokenOnly serves the token service alone (and health and metrics),
 	// for sites that put one token service in front of several registries.
 	TokenOnly bool
+	// Load reads the configuration again for a reload, provisioned and
+	// validated, with the same command-line overrides; nil: the
+	// configuration cannot be reloaded.
+	Load func() (*config.Config, error)
+	// ConfigFile is the file Load reads, watched for changes when
+	// reload.watch is on; empty: none.
+	ConfigFile string
 }
 
 // New builds the registry described by cfg (already provisioned and
@@ -86,6 +118,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	a := &App{cfg: cfg, log: log, db: db, opts: opts}
 	if err := a.build(ctx); err != nil {
+		if a.closeAudit != nil {
+			_ = a.closeAudit()
+		}
 		db.Close()
 		return nil, err
 	}
@@ -101,18 +136,27 @@ func (a *App) build(ctx context.Context) error {
 	a.driver = driver
 	a.metrics = prometheus.NewRegistry()
 	if cfg.Auth.Enabled {
-		if a.auth, err = a.buildAuth(driver); err != nil {
+		if err := a.openAudit(); err != nil {
 			return err
 		}
 	}
-
-	mux := http.NewServeMux()
-	if a.opts.TokenOnly {
-		if a.auth == nil {
-			return errors.New("--token-only needs auth.enabled: true")
+	if a.opts.TokenOnly && !cfg.Auth.Enabled {
+		return errors.New("--token-only needs auth.enabled: true")
+	}
+	if !a.opts.TokenOnly {
+		if err := a.buildRegistry(ctx); err != nil {
+			return err
 		}
-	} else if err := a.buildRegistry(ctx, mux); err != nil {
+	}
+	file := a.configFile()
+	g, err := a.newGeneration(cfg, nil)
+	if err != nil {
 		return err
+	}
+	g.id, g.watched = 1, watchSum(file, g.sums)
+	a.gen.Store(g)
+	if g.tls != nil {
+		a.certs = server.NewCertificate(g.tls, a.log)
 	}
 
 	reg := a.metrics
@@ -121,6 +165,10 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
+	if a.reloads, err = newReloadMetrics(reg, g); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	mux := http.NewServeMux()
 	// distribution's own metrics (storage actions, caches) live in the
 	// default registry; serve both without serving anything else of it.
 	gatherers := prometheus.Gatherers{reg, distributionGatherer{}}
@@ -130,19 +178,26 @@ func (a *App) build(ctx context.Context) error {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
-	if a.auth != nil {
-		mux.Handle("/token", a.auth.Service)
+	if cfg.Auth.Enabled {
+		mux.Handle("/token", route(func(g *generation) http.Handler { return g.token }))
+	}
+	if !a.opts.TokenOnly {
+		mux.Handle("/v2/", route(func(g *generation) http.Handler { return g.registry }))
+		mux.Handle(api.Prefix, route(func(g *generation) http.Handler { return g.api }))
+		mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, a.log, errcode.Error{Code: errcode.ErrorCodeUnsupported, Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
-	a.handler = server.Wrap(mux, server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled(),
+	a.handler = server.Wrap(a.serveGeneration(mux), server.Options{Log: a.log, Metrics: metrics, AccessLog: cfg.Log.AccessLogEnabled(),
 		Pace: server.BodyPace{MinRate: cfg.HTTP.MinBodyRate, Grace: cfg.HTTP.BodyGrace.D()}})
 	return nil
 }
 
-// buildRegistry builds the registry core and the /v2/ front handler.
-func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
+// buildRegistry builds the registry core and the services beside it
+// (scanner, replication, collector, caches); each generation builds its
+// /v2/ front handler over them.
+func (a *App) buildRegistry(ctx context.Context) error {
 	driver := a.driver
 	secret, err := a.uploadSecret()
 	if err != nil {
@@ -161,8 +216,8 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	indexed.marks = a.marks
 	repos, idx := indexed.ns, indexed.idx
 	dc := distributionConfig(a.cfg, driver, idx, indexed.links, secret)
-	if a.auth != nil {
-		dc.Auth = distributionAuth(a.auth.Controller)
+	if a.cfg.Auth.Enabled {
+		dc.Auth = distributionAuth(liveController{})
 	}
 	dist, err := newDistributionApp(ctx, dc)
 	if err != nil {
@@ -174,24 +229,16 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	var opts front.Options
-	if a.auth != nil {
-		opts.Guard = &front.Guard{Auth: a.auth.Controller, Tags: a.auth.Policy, Repos: repos, Audit: a.auth.audit}
-	}
 	// Each successful push, tag and delete is recorded in the scan outbox,
 	// which the scanner consumes.
 	events, err := outbox.New(a.db.Bolt(), "scan")
 	if err != nil {
 		return err
 	}
-	gates, err := compileScanGates(a.cfg.Scan)
-	if err != nil {
-		return err
-	}
 	so := scanner.Options{Repos: indexed, Refs: refs, Catalog: indexed, Outbox: events,
-		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: gates}
-	if a.auth != nil {
-		so.Audit = a.auth.audit
+		Metadata: a.db.Bolt(), Log: a.log, Metrics: a.metrics, Gates: liveGates{a}}
+	if a.audit != nil {
+		so.Audit = a.audit
 	}
 	if a.cfg.Storage.S3 != nil {
 		// Replicas share an S3 bucket (the filesystem backend serves one):
@@ -202,66 +249,33 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	opts.Events, opts.Log, opts.Reserved = events, a.log, []string{scanner.DBRepository}
+	var all front.Events = events
 	if len(a.cfg.Replication.Rules) > 0 {
 		// Each write is recorded for the scanner and for replication.
 		replicationEvents, err := outbox.New(a.db.Bolt(), replicate.OutboxName)
 		if err != nil {
 			return err
 		}
-		opts.Events = outbox.Fanout{events, replicationEvents}
-		if a.replicator, err = a.buildReplication(indexed, refs, opts.Events); err != nil {
+		all = outbox.Fanout{events, replicationEvents}
+		if a.replicator, err = a.buildReplication(indexed, refs, all); err != nil {
 			return err
 		}
 		if err := a.replicator.Follow(replicationEvents); err != nil {
 			return err
 		}
 	}
-	if err := a.buildCollector(opts.Events); err != nil {
+	if err := a.buildCollector(all); err != nil {
 		return err
 	}
 	if a.caches, err = a.buildCaches(indexed, refs, events); err != nil {
 		return err
 	}
-	opts.Cache = a.caches
-	opts.Collection, opts.Pulls = a.marks, a.pulls
-	gate, err := a.buildAdmission(repos, refs)
+	pushers, err := admission.NewPushers(a.db.Bolt())
 	if err != nil {
 		return err
 	}
-	apiOpts := api.Options{Documents: a.scanner, Manifests: &admission.Content{Repos: repos, Refs: refs}, Log: a.log}
-	if gate != nil {
-		opts.Admission, apiOpts.Verdicts = gate, gate
-	}
-	if a.auth != nil {
-		apiOpts.Auth = a.auth.Controller
-	}
-	if a.caches != nil {
-		apiOpts.Caches = a.caches
-	}
-	apiOpts.Collections = a.collector
-	apiOpts.Stored, apiOpts.Scans = newStoredContent(indexed, driver), a.scanner
-	if a.auth != nil {
-		apiOpts.Audit = a.auth.audit
-		if a.auth.Robots != nil {
-			apiOpts.Robots = a.auth.Robots
-		}
-	}
-	if a.replicator != nil {
-		apiOpts.Replication = a.replicator
-	}
-	fr, err := front.New(dist, refs, repos, opts)
-	if err != nil {
-		return err
-	}
-	apiOpts.Withheld = fr.Withheld
-	apiHandler, err := api.New(apiOpts)
-	if err != nil {
-		return err
-	}
-	mux.Handle("/v2/", fr)
-	mux.Handle(api.Prefix, apiHandler)
-	mux.Handle("/v2", http.RedirectHandler("/v2/", http.StatusMovedPermanently))
+	a.core = &core{refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
+		events: all, pushers: pushers, stored: newStoredContent(indexed, driver)}
 	return nil
 }
 
@@ -328,8 +342,8 @@ func (a *App) Close() error {
 	if a.dist != nil {
 		errs = append(errs, a.dist.Shutdown())
 	}
-	if a.auth != nil {
-		errs = append(errs, a.auth.closeAudit())
+	if a.closeAudit != nil {
+		errs = append(errs, a.closeAudit())
 	}
 	if a.caches != nil {
 		// Cache fills and fetches write to the storage and the outbox.
@@ -350,9 +364,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	tlsOn := a.cfg.HTTP.TLS.Enabled()
+	tlsOn := a.certs != nil
 	if tlsOn {
-		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		hs.TLSConfig = a.tlsConfig()
 	}
 	// The scanner stops with the server, before the caller closes the
 	// metadata database it writes to.
@@ -393,6 +407,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 	a.runGC(scanCtx)
+	go a.watch(scanCtx)
 	mirrors, err := a.serveCacheListeners(ctx)
 	if err != nil {
 		return err
@@ -407,7 +422,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		var err error
 		if tlsOn {
-			err = hs.ServeTLS(ln, a.cfg.HTTP.TLS.CertFile, a.cfg.HTTP.TLS.KeyFile)
+			// The certificate comes from the current generation, or
+			// from its files once they change (GetCertificate).
+			err = hs.ServeTLS(ln, "", "")
 		} else {
 			err = hs.Serve(ln)
 		}
@@ -447,6 +464,12 @@ func (a *App) storageName() string {
 		return "s3 " + endpoint + "/" + s3.Bucket
 	}
 	return "filesystem " + a.cfg.FilesystemRoot()
+}
+
+// tlsConfig is the TLS configuration of every listener: the certificate
+// of the current generation, or newer files.
+func (a *App) tlsConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: a.certs.GetCertificate}
 }
 
 // Listen opens the configured listen address.

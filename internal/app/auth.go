@@ -3,12 +3,12 @@ package app
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/distribution/distribution/v3/configuration"
 	dauth "github.com/distribution/distribution/v3/registry/auth"
-	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/auth/token"
@@ -30,35 +30,38 @@ func preparedController(options map[string]any) (dauth.AccessController, error) 
 	return c, nil
 }
 
-// authParts are the auth components of a running App.
-type authParts struct {
-	*token.Components
-	audit      *audit.Log
-	closeAudit func() error
-}
-
-// buildAuth builds the token service, access controller, policy and audit
-// log from the auth section.
-func (a *App) buildAuth(driver storagedriver.StorageDriver) (*authParts, error) {
-	cfg := a.cfg
-	w, closeAudit, err := audit.Open(cfg.Auth.Audit.File,
-		audit.Rotation{MaxSize: int64(cfg.Auth.Audit.MaxSize), MaxFiles: cfg.Auth.Audit.MaxFiles}, os.Stdout, os.Stderr)
+// openAudit opens the audit log of the auth section; it lives as long as
+// the App (auth.audit changes need a restart).
+func (a *App) openAudit() error {
+	cfg := a.cfg.Auth.Audit
+	w, closeAudit, err := audit.Open(cfg.File, audit.Rotation{MaxSize: int64(cfg.MaxSize), MaxFiles: cfg.MaxFiles}, os.Stdout, os.Stderr)
 	if err != nil {
-		return nil, fmt.Errorf("auth.audit.file: %w", err)
+		return fmt.Errorf("auth.audit.file: %w", err)
 	}
-	var log *audit.Log
+	a.closeAudit = closeAudit
 	if w != nil {
-		if log, err = audit.New(w, audit.Options{Logger: a.log}); err != nil {
-			_ = closeAudit()
-			return nil, err
+		if a.audit, err = audit.New(w, audit.Options{Logger: a.log}); err != nil {
+			return err
 		}
 	}
-	c, err := token.FromConfig(cfg.Auth, token.Deps{Realm: Realm(cfg), Store: driver, Audit: log, Logger: a.log})
+	return nil
+}
+
+// buildAuth builds the token service, access controller and policy of
+// cfg's auth section, reading its key files, password files and htpasswd
+// file. The login rate limiter of prev (the running generation, nil at
+// start) is kept while auth.rateLimit stays the same, and with it the
+// lockouts under way.
+func (a *App) buildAuth(cfg *config.Config, prev *generation) (*token.Components, error) {
+	deps := token.Deps{Realm: Realm(cfg), Store: a.driver, Audit: a.audit, Logger: a.log}
+	if prev != nil && prev.auth != nil && prev.cfg.Auth.RateLimit == cfg.Auth.RateLimit {
+		deps.Limiter = prev.auth.Limiter
+	}
+	c, err := token.FromConfig(cfg.Auth, deps)
 	if err != nil {
-		_ = closeAudit()
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	return &authParts{Components: c, audit: log, closeAudit: closeAudit}, nil
+	return c, nil
 }
 
 // Realm returns the token endpoint URL announced to clients: auth.token.realm,
@@ -80,4 +83,20 @@ func Realm(cfg *config.Config) string {
 // distributionAuth is distribution's auth section for our controller.
 func distributionAuth(c dauth.AccessController) configuration.Auth {
 	return configuration.Auth{accessControllerName: configuration.Parameters{optController: c}}
+}
+
+// liveController is the access controller distribution holds for the
+// life of the App: it checks each request with the controller of the
+// generation the request started under.
+type liveController struct{}
+
+var _ dauth.AccessController = liveController{}
+
+// Authorized implements distribution's auth.AccessController.
+func (liveController) Authorized(r *http.Request, access ...dauth.Access) (*dauth.Grant, error) {
+	g := generationOf(r.Context())
+	if g == nil || g.auth == nil {
+		return nil, errors.New("no configuration generation in the request context")
+	}
+	return g.auth.Controller.Authorized(r, access...)
 }

@@ -96,12 +96,15 @@ func (a *App) serveCacheListeners(ctx context.Context) ([]*http.Server, error) {
 		hs := &http.Server{Handler: mirrorHandler(c.Prefix, a.handler), ReadHeaderTimeout: a.cfg.HTTP.ReadHeaderTimeout.D(),
 			IdleTimeout: a.cfg.HTTP.IdleTimeout.D(), BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 		ln = server.LimitListener(ln, a.cfg.HTTP.MaxConnsPerAddress)
+		if a.certs != nil {
+			// The same certificate as the main address: the mirror
+			// carries the same credentials.
+			hs.TLSConfig = a.tlsConfig()
+		}
 		go func() {
 			var err error
-			if tls := a.cfg.HTTP.TLS; tls.Enabled() {
-				// The same certificate as the main address: the
-				// mirror carries the same credentials.
-				err = hs.ServeTLS(ln, tls.CertFile, tls.KeyFile)
+			if a.certs != nil {
+				err = hs.ServeTLS(ln, "", "")
 			} else {
 				err = hs.Serve(ln)
 			}

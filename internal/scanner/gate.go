@@ -26,19 +26,36 @@ type Gates interface {
 }
 
 // gateFor returns the scan policy of repo, or nil when none applies.
-func (s *Service) gateFor(repo string) *scan.RepoGate {
-	if s.gates == nil {
+func (s *Service) gateFor(repo string) *scan.RepoGate { return s.Under(s.gates).gateFor(repo) }
+
+// Policies are the scanner's checks under one set of scan policies: a
+// request keeps the policies it started with while the configuration is
+// reloaded. The Service's own methods use the policies it was given.
+type Policies struct {
+	s     *Service
+	gates Gates
+}
+
+// Under returns the scanner's checks under gates (nil: no scan policy).
+func (s *Service) Under(gates Gates) Policies { return Policies{s: s, gates: gates} }
+
+// gateFor returns the scan policy of repo, or nil when none applies.
+func (p Policies) gateFor(repo string) *scan.RepoGate {
+	if p.gates == nil {
 		return nil
 	}
-	if g, ok := s.gates.For(repo); ok {
+	if g, ok := p.gates.For(repo); ok {
 		return g
 	}
 	return nil
 }
 
+// ScanMode is Policies.ScanMode under the service's own scan policies.
+func (s *Service) ScanMode(repo string) policy.Mode { return s.Under(s.gates).ScanMode(repo) }
+
 // ScanMode returns the scan policy mode of repo, or "" when none applies.
-func (s *Service) ScanMode(repo string) policy.Mode {
-	if g := s.gateFor(repo); g != nil {
+func (p Policies) ScanMode(repo string) policy.Mode {
+	if g := p.gateFor(repo); g != nil {
 		return policy.Mode(g.Mode)
 	}
 	return ""
@@ -50,14 +67,20 @@ const defaultPushTimeout = 60 * time.Second
 // noDatabase is the reason nothing is scanned before a database is imported.
 const noDatabase = "no vulnerability database has been imported, so nothing can be scanned (registry vulndb import DIR)"
 
+// ScanPush is Policies.ScanPush under the service's own scan policies.
+func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scan.Outcome, error) {
+	return s.Under(s.gates).ScanPush(ctx, repo, d, manifest, mediaType)
+}
+
 // ScanPush scans a manifest being tagged (its blobs are already stored)
 // within the timeout of the repository's scan policy (60s without one),
 // and judges the report by that policy. It returns an error only when the
 // repository cannot be opened; a scan that fails or runs out of time is an
 // scan.Outcome with scan.StatusFailed, and no database or a manifest that is not an
 // image one with scan.StatusNotScanned.
-func (s *Service) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scan.Outcome, error) {
-	g := s.gateFor(repo)
+func (p Policies) ScanPush(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) (scan.Outcome, error) {
+	s := p.s
+	g := p.gateFor(repo)
 	timeout := defaultPushTimeout
 	if g != nil && g.Timeout > 0 {
 		timeout = g.Timeout
@@ -112,12 +135,18 @@ func transientReason(err error) string {
 	return ""
 }
 
+// StoredOutcome is Policies.StoredOutcome under the service's own scan policies.
+func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scan.Outcome {
+	return s.Under(s.gates).StoredOutcome(ctx, repo, d, manifest, mediaType)
+}
+
 // StoredOutcome returns what is known of repo@d's scan without scanning:
 // its newest stored report judged by the repository's scan policy, a
 // recorded scan failure, not scanned (no database; not a container image)
 // or pending. manifest and mediaType are repo@d's, which need not be
 // stored yet (a tag push that uploads the manifest).
-func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scan.Outcome {
+func (p Policies) StoredOutcome(ctx context.Context, repo string, d digest.Digest, manifest []byte, mediaType string) scan.Outcome {
+	s := p.s
 	if classify(mediaType, manifest) != kindImage {
 		return notImage(mediaType, manifest)
 	}
@@ -130,7 +159,7 @@ func (s *Service) StoredOutcome(ctx context.Context, repo string, d digest.Diges
 		s.log.WarnContext(ctx, "read scan report", "repo", repo, "digest", d, "err", err)
 		return scan.Outcome{Status: scan.StatusPending, Reason: "the stored scan report could not be read"}
 	case report != nil:
-		return judge(s.gateFor(repo), report, s.now())
+		return judge(p.gateFor(repo), report, s.now())
 	case reason != "":
 		return scan.Outcome{Status: scan.StatusFailed, Reason: reason}
 	}
@@ -161,10 +190,16 @@ func judge(g *scan.RepoGate, report *scan.Report, now time.Time) scan.Outcome {
 	return o
 }
 
+// CheckStored is Policies.CheckStored under the service's own scan policies.
+func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest) (pass, decided bool, reason string) {
+	return s.Under(s.gates).CheckStored(ctx, repo, d)
+}
+
 // CheckStored evaluates the newest stored report of repo@d. decided is
 // false while the image has not been scanned yet.
-func (s *Service) CheckStored(ctx context.Context, repo string, d digest.Digest) (pass, decided bool, reason string) {
-	g := s.gateFor(repo)
+func (p Policies) CheckStored(ctx context.Context, repo string, d digest.Digest) (pass, decided bool, reason string) {
+	s := p.s
+	g := p.gateFor(repo)
 	if g == nil {
 		return true, true, ""
 	}

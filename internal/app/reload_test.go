@@ -1,0 +1,241 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/portcullis/portcullis/auth/token"
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/app"
+	"github.com/portcullis/portcullis/internal/testenv"
+)
+
+// reloadable is an in-process registry whose configuration is rebuilt by
+// base and then change at each reload.
+type reloadable struct {
+	app    *app.App
+	url    string
+	host   string
+	change func(c *config.Config)
+}
+
+func startReloadable(t *testing.T, base func(c *config.Config)) *reloadable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	r := &reloadable{host: ln.Addr().String()}
+	load := func() (*config.Config, error) {
+		cfg := config.Default()
+		cfg.DataDir, cfg.HTTP.Addr = dataDir, r.host
+		base(cfg)
+		if r.change != nil {
+			r.change(cfg)
+		}
+		cfg.Provision()
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := app.NewLogger(cfg.Log, &testenv.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.app, err = app.New(context.Background(), cfg, log, app.Options{Load: load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(r.app.Handler())
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := r.app.Close(); err != nil {
+			t.Errorf("close app: %v", err)
+		}
+	})
+	r.url = srv.URL
+	return r
+}
+
+// TestReloadAuth: a changed password file and a changed rule take effect
+// at the reload, not before; a configuration that needs a restart, or
+// whose files are missing, is refused whole, naming every problem, and the
+// running one stays in effect.
+func TestReloadAuth(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key, pwFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "alice")
+	if err := token.GenerateKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	writePW := func(pw string) {
+		if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePW("first-password")
+	actions := []string{"pull", "push"}
+	r := startReloadable(t, func(c *config.Config) {
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Auth.Rules = []config.AccessRule{{Subjects: []string{"user:alice"}, Repositories: []string{"team/**"}, Actions: actions}}
+	})
+	push := func(pw string) error {
+		img, err := random.Image(512, 1) // new each time: a push of what is there writes nothing
+		if err != nil {
+			t.Fatal(err)
+		}
+		return remote.Write(mustRef(t, r.host+"/team/app:v1"), img, remote.WithAuth(&authn.Basic{Username: "alice", Password: pw}))
+	}
+	pull := func(pw string) error {
+		_, err := remote.Head(mustRef(t, r.host+"/team/app:v1"), remote.WithAuth(&authn.Basic{Username: "alice", Password: pw}))
+		return err
+	}
+	if err := push("first-password"); err != nil {
+		t.Fatalf("push before any reload: %v", err)
+	}
+
+	writePW("second-password")
+	if err := push("second-password"); err == nil {
+		t.Fatal("a new password took effect without a reload")
+	}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := push("first-password"); err == nil {
+		t.Error("the old password still works after the reload")
+	}
+	if err := push("second-password"); err != nil {
+		t.Errorf("the new password does not work after the reload: %v", err)
+	}
+
+	actions = []string{"pull"}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := push("second-password"); err == nil {
+		t.Error("alice still pushes after the rule lost push")
+	}
+	if err := pull("second-password"); err != nil {
+		t.Errorf("alice no longer pulls: %v", err)
+	}
+
+	refusals := []struct {
+		name   string
+		change func(c *config.Config)
+		want   []string
+	}{
+		{name: "restart needed", change: func(c *config.Config) {
+			c.HTTP.Addr = "127.0.0.1:1"
+			c.Storage.Filesystem.RootDirectory = dir
+			c.GC.Workers = 3
+			c.Auth.Rules[0].Actions = []string{"pull", "push"}
+			c.Auth.Users[0].PasswordFile = filepath.Join(dir, "gone")
+		}, want: []string{"http.addr", "storage.filesystem.rootDirectory", "gc.workers", "gone"}},
+		{name: "invalid", change: func(c *config.Config) {
+			c.Auth.Rules[0].Actions = []string{"fly"}
+			c.Auth.Users[0].Name = "bad name"
+		}, want: []string{"auth.rules[0].actions[0]", "auth.users[0].name"}},
+		{name: "missing files", change: func(c *config.Config) {
+			c.Auth.Users[0].PasswordFile = filepath.Join(dir, "missing-password")
+			c.Auth.Token.SigningKeyFile = filepath.Join(dir, "missing-signing.pem")
+			c.Trust.Keys = []config.TrustKey{{Name: "k", File: filepath.Join(dir, "missing-key.pub")}}
+			c.Trust.Policies = []config.TrustPolicy{{Repositories: []string{"team/**"}, Signers: []string{"k"}}}
+		}, want: []string{"missing-password", "missing-signing.pem", "missing-key.pub"}},
+	}
+	for _, tc := range refusals {
+		r.change = tc.change
+		err := r.app.Reload(context.Background())
+		if !errors.Is(err, app.ErrRefused) {
+			t.Fatalf("%s: reload = %v, want a refusal", tc.name, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: refusal does not name %s: %v", tc.name, w, err)
+			}
+		}
+		// The running configuration stays whole: the rule without push,
+		// the second password.
+		if err := pull("second-password"); err != nil {
+			t.Errorf("%s: alice no longer pulls: %v", tc.name, err)
+		}
+		if err := push("second-password"); err == nil {
+			t.Errorf("%s: part of the refused configuration took effect", tc.name)
+		}
+	}
+
+	resp, err := http.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		"portcullis_config_generation 3",
+		`portcullis_config_reloads_total{result="success"} 2`,
+		`portcullis_config_reloads_total{result="failure"} 3`,
+		"portcullis_config_last_reload_successful 0",
+		"portcullis_config_last_reload_success_timestamp_seconds ",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestReloadTrust: a trust policy added by a reload gates the next tag
+// push; removed by the next reload, it gates nothing.
+func TestReloadTrust(t *testing.T) {
+	t.Parallel()
+	key := trustKeyFile(t)
+	r := startReloadable(t, func(*config.Config) {})
+	push := func(tag string) error {
+		img, err := random.Image(512, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return remote.Write(mustRef(t, r.host+"/team/app:"+tag), img)
+	}
+	if err := push("v1"); err != nil {
+		t.Fatalf("push without a policy: %v", err)
+	}
+	r.change = func(c *config.Config) {
+		c.Trust.Keys = []config.TrustKey{{Name: "release", File: key}}
+		c.Trust.Policies = []config.TrustPolicy{{Repositories: []string{"team/**"}, Mode: "enforce", Signers: []string{"release"}}}
+	}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := push("v2"); err == nil || !strings.Contains(err.Error(), "DENIED") {
+		t.Errorf("unsigned tag push under the reloaded enforce policy: %v, want DENIED", err)
+	}
+	r.change = nil
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if err := push("v3"); err != nil {
+		t.Errorf("push after the policy was removed: %v", err)
+	}
+}
