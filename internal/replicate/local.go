@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/replication"
+	"github.com/portcullis/portcullis/scan/artifact"
 )
 
 // Repositories opens this registry's repositories in storage.
@@ -249,6 +250,11 @@ func (l *Local) PutManifest(ctx context.Context, repo, ref, mediaType string, bo
 	r, err := l.open(ctx, repo)
 	if err != nil {
 		return "", wrap(what, err)
+	}
+	if t := artifact.ReservedIn(body); t != "" {
+		// Only this registry's scanner writes these: content from a remote
+		// is never taken for its own.
+		return "", &localError{fmt.Errorf("local %s: %w: %s is reserved for the registry's scanner", what, replication.ErrDenied, t)}
 	}
 	m, desc, err := distribution.UnmarshalManifest(mediaType, body)
 	if err != nil {

@@ -305,3 +305,17 @@ func TestRunRuleReconcilesAndPulls(t *testing.T) {
 		t.Errorf("RunRule of an unknown rule: %v", err)
 	}
 }
+
+// TestLocalRefusesScannerArtifacts: a manifest of a type reserved for the
+// scanner (a remote's scan report) is never stored here by a copy.
+func TestLocalRefusesScannerArtifacts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	report := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+		`"artifactType":"application/vnd.portcullis.scan.report.v1+json",` +
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`
+	_, err := h.local.PutManifest(t.Context(), "prod/app", digest.FromString(report).String(), "application/vnd.oci.image.manifest.v1+json", []byte(report))
+	if !errors.Is(err, replication.ErrDenied) || !replication.Permanent(err) {
+		t.Errorf("PutManifest of a scan report: %v, want a permanent refusal", err)
+	}
+}
