@@ -31,7 +31,15 @@ type replStatus struct {
 		Pending int    `json:"pending"`
 		// RemoteAvailable is false while the remote's breaker is open.
 		RemoteAvailable bool `json:"remoteAvailable"`
-		Failures        []struct {
+		LastRun         *struct {
+			Started time.Time `json:"started"`
+			Checked int       `json:"checked"`
+			Copied  int       `json:"copied"`
+			Deleted int       `json:"deleted"`
+			Failed  int       `json:"failed"`
+			Error   string    `json:"error"`
+		} `json:"lastRun"`
+		Failures []struct {
 			Repository string `json:"repository"`
 			Tag        string `json:"tag"`
 			Digest     string `json:"digest"`
