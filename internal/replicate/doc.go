@@ -18,7 +18,8 @@
 //   - Every push rule reconciles every reconcileEvery (and a schedule rule
 //     every interval): the tags here that match are copied where they
 //     differ, which repairs what events missed. A pull rule lists the
-//     remote's tags and fetches those that differ. Scheduled work holds a
+//     remote's tags and fetches those that differ, and the referrers
+//     (signatures, SBOMs) the remote has and this registry lacks. Scheduled work holds a
 //     lease per rule in the storage backend, so one replica runs it.
 //   - Status (pending events, failures per image) is node-local, in the
 //     metadata database.

@@ -26,12 +26,12 @@ type RunReport struct {
 }
 
 // RunRule runs the rule once now, on this replica, under the rule's lease:
-// a push rule copies each tag here that it matches and the remote lacks or
-// has at another digest (a tag the destination refused for good is tried
-// again only when its digest changes); a pull rule does the same the other
-// way. With deletes on, tags gone from the source are deleted. It returns
-// a *lease.BusyError when another replica is running the rule, and
-// ErrUnknownRule.
+// a push rule copies each tag here that it matches, with its referrers,
+// where the remote lacks them or has the tag at another digest (a tag the
+// destination refused for good is tried again only when its digest
+// changes); a pull rule does the same the other way. With deletes on,
+// tags gone from the source are deleted. It returns a *lease.BusyError
+// when another replica is running the rule, and ErrUnknownRule.
 func (s *Service) RunRule(ctx context.Context, name string) (RunReport, error) {
 	r := s.byName[name]
 	if r == nil {
@@ -102,7 +102,7 @@ func (s *Service) syncPush(ctx context.Context, r *rule, rep *RunReport) error {
 		}
 		tags := tagSet(r, local)
 		for _, tag := range tags {
-			if err := s.syncTag(ctx, r, s.local, r.remote, repo, tag, rep); err != nil {
+			if err := s.syncTag(ctx, r, s.local, repo, tag, rep); err != nil {
 				return err
 			}
 		}
@@ -120,9 +120,10 @@ type headSide interface {
 	HeadManifest(ctx context.Context, repo, ref string) (replication.Descriptor, error)
 }
 
-// syncTag copies repo:tag from src to dst when they differ. It returns an
-// error only when the run should stop (ctx ended).
-func (s *Service) syncTag(ctx context.Context, r *rule, src, dst headSide, repo, tag string, rep *RunReport) error {
+// syncTag copies repo:tag from src to the other side of the rule with its
+// referrers, where they differ. It returns an error only when the run
+// should stop (ctx ended).
+func (s *Service) syncTag(ctx context.Context, r *rule, src headSide, repo, tag string, rep *RunReport) error {
 	rep.Checked++
 	want, err := src.HeadManifest(ctx, repo, tag)
 	if err != nil {
@@ -133,12 +134,9 @@ func (s *Service) syncTag(ctx context.Context, r *rule, src, dst headSide, repo,
 		_ = s.outcome(ctx, r, repo, tag, replication.Result{}, err, time.Time{})
 		return ctx.Err()
 	}
-	if have, err := dst.HeadManifest(ctx, repo, tag); err == nil && have.Digest == want.Digest {
-		// The tag is there; copying again repairs missing referrers.
-		if !r.push() {
-			return nil
-		}
-	}
+	// The tag may be there already: copying again still repairs missing
+	// referrers (a signature made since), and sends nothing the other side
+	// has.
 	if f, ok := s.status.failure(r.cfg.Name, repo, tag); ok && f.Permanent && f.Digest == want.Digest {
 		return nil // refused for good: tried again when it changes
 	}
@@ -161,6 +159,7 @@ func (s *Service) syncDeletes(ctx context.Context, r *rule, here []string, repo 
 		_ = s.outcome(ctx, r, repo, "", replication.Result{}, err, time.Time{})
 		return ctx.Err()
 	}
+	_ = s.outcome(ctx, r, repo, "", replication.Result{}, nil, time.Time{})
 	keep := map[string]bool{}
 	for _, t := range here {
 		keep[t] = true
@@ -193,9 +192,11 @@ func (s *Service) syncPull(ctx context.Context, r *rule, rep *RunReport) error {
 			}
 			continue
 		}
+		// Listed: a failure to list recorded earlier is over.
+		_ = s.outcome(ctx, r, repo, "", replication.Result{}, nil, time.Time{})
 		tags := tagSet(r, remote)
 		for _, tag := range tags {
-			if err := s.syncTag(ctx, r, r.remote, s.local, repo, tag, rep); err != nil {
+			if err := s.syncTag(ctx, r, r.remote, repo, tag, rep); err != nil {
 				return err
 			}
 		}
