@@ -141,3 +141,105 @@ replication:
 		}
 	}
 }
+
+// replAttach attaches an artifact of type to ref at a registry with oras
+// and returns the referrer's digest.
+func replAttach(t *testing.T, oras, ref, artifactType string) string {
+	t.Helper()
+	work := t.TempDir()
+	writeFile(t, filepath.Join(work, "doc.json"), fmt.Sprintf(`{"type":%q,"at":%q}`, artifactType, time.Now().String()))
+	out := runIn(t, work, oras, "attach", "--plain-http", "--artifact-type", artifactType, "--format", "go-template={{.digest}}", ref, "doc.json")
+	return strings.TrimSpace(out)
+}
+
+// TestReplicationOneWay: A only pulls from B (a one-way link) on a short
+// schedule. While B is unreachable, A's status shows the failure; pushes
+// at B meanwhile (a new tag, referrers of an image A has, a referrer of a
+// referrer) all arrive once B is back.
+func TestReplicationOneWay(t *testing.T) {
+	t.Parallel()
+	crane, oras := tool(t, "crane"), tool(t, "oras")
+	b := startRegistry(t, startOptions{})
+	link := startFaultProxy(t, b.URL())
+	a := startRegistry(t, startOptions{config: fmt.Sprintf(`version: 1
+remotes:
+  - name: site-b
+    url: %s
+    dialTimeout: 1s
+    timeout: 5s
+    failureThreshold: 2
+    openFor: 1s
+replication:
+  rules:
+    - name: from-b
+      mode: pull
+      remote: site-b
+      repositories: [one/app]
+      trigger: schedule
+      interval: 1s
+`, link.URL())})
+	st := &replSites{crane: crane}
+
+	_, tarPath := imageTarball(t)
+	run(t, nil, crane, "push", "--insecure", tarPath, b.Addr+"/one/app:v1")
+	d1 := st.replDigest(nil, b.Addr+"/one/app:v1")
+	replAttach(t, oras, b.Addr+"/one/app@"+d1, "application/spdx+json")
+	replWait(t, "one/app:v1 at A", func() (bool, string) {
+		got := st.replDigest(nil, a.Addr+"/one/app:v1")
+		return got == d1, fmt.Sprintf("A has %q", got)
+	})
+
+	// The link is cut: B refuses every connection from A's side.
+	link.setMode(refuse)
+	cut := time.Now()
+	_, tarPath = imageTarball(t)
+	run(t, nil, crane, "push", "--insecure", tarPath, b.Addr+"/one/app:v2")
+	d2 := st.replDigest(nil, b.Addr+"/one/app:v2")
+	sbom := replAttach(t, oras, b.Addr+"/one/app@"+d2, "application/spdx+json")
+	replAttach(t, oras, b.Addr+"/one/app@"+sbom, "application/vnd.example.signature")
+	replAttach(t, oras, b.Addr+"/one/app@"+d1, "application/vnd.example.signature")
+	replWait(t, "A's status shows the unreachable remote", func() (bool, string) {
+		for _, r := range replStatusOf(t, a.URL()).Rules {
+			if r.Name != "from-b" {
+				continue
+			}
+			for _, f := range r.Failures {
+				if f.Repository == "one/app" && f.Error != "" && !f.Permanent && r.LastRun != nil && r.LastRun.Started.After(cut) {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%+v", r)
+		}
+		return false, "no rule from-b"
+	})
+	time.Sleep(3 * time.Second) // the outage goes on over several scheduled runs
+	if got := st.replDigest(nil, a.Addr+"/one/app:v2"); got != "" {
+		t.Fatalf("A has one/app:v2 (%s) through a cut link", got)
+	}
+
+	link.setMode(passThrough)
+	replWait(t, "A caught up with B", func() (bool, string) {
+		var behind []string
+		for tag, d := range map[string]string{"v1": d1, "v2": d2} {
+			if got := st.replDigest(nil, a.Addr+"/one/app:"+tag); got != d {
+				behind = append(behind, tag+" "+got)
+				continue
+			}
+			if wantRefs, got := replReferrers(t, oras, nil, b.Addr, "one/app", d), replReferrers(t, oras, nil, a.Addr, "one/app", d); !slices.Equal(got, wantRefs) {
+				behind = append(behind, fmt.Sprintf("referrers of %s: %v, want %v", tag, got, wantRefs))
+			}
+		}
+		if wantRefs, got := replReferrers(t, oras, nil, b.Addr, "one/app", sbom), replReferrers(t, oras, nil, a.Addr, "one/app", sbom); !slices.Equal(got, wantRefs) {
+			behind = append(behind, fmt.Sprintf("referrers of the SBOM: %v, want %v", got, wantRefs))
+		}
+		return len(behind) == 0, strings.Join(behind, "; ")
+	})
+	replWait(t, "A's status clear", func() (bool, string) {
+		for _, r := range replStatusOf(t, a.URL()).Rules {
+			if len(r.Failures) != 0 || !r.RemoteAvailable {
+				return false, fmt.Sprintf("%+v", r)
+			}
+		}
+		return true, ""
+	})
+}
