@@ -23,18 +23,7 @@ func TestReplicationCrashMidBlob(t *testing.T) {
 	crane := tool(t, "crane")
 	b := startRegistry(t, startOptions{})
 	link := startFaultProxy(t, b.URL())
-	cfg := fmt.Sprintf(`version: 1
-remotes:
-  - name: site-b
-    url: %s
-replication:
-  reconcileEvery: 0s
-  rules:
-    - name: to-b
-      mode: push
-      remote: site-b
-      repositories: ["prod/**"]
-`, link.URL())
+	cfg := replPushConfig(link.URL(), "0s", `["prod/**"]`)
 	a := startRegistry(t, startOptions{config: cfg})
 	st := &replSites{crane: crane}
 

@@ -428,6 +428,24 @@ func TestReplicationBothWays(t *testing.T) {
 	}
 }
 
+// replPushConfig is site A's configuration with one push rule, to-b, of
+// repos (a YAML list) to the remote site-b at url, reconciling every
+// reconcileEvery ("0s": never).
+func replPushConfig(url, reconcileEvery, repos string) string {
+	return fmt.Sprintf(`version: 1
+remotes:
+  - name: site-b
+    url: %s
+replication:
+  reconcileEvery: %s
+  rules:
+    - name: to-b
+      mode: push
+      remote: site-b
+      repositories: %s
+`, url, reconcileEvery, repos)
+}
+
 // replKill kills a registry process the hard way (no shutdown).
 func replKill(t *testing.T, r *Registry) {
 	t.Helper()
@@ -446,19 +464,7 @@ func TestReplicationCrash(t *testing.T) {
 	crane := tool(t, "crane")
 	b := startRegistry(t, startOptions{})
 	proxy := startFaultProxy(t, b.URL())
-	cfg := fmt.Sprintf(`version: 1
-remotes:
-  - name: site-b
-    url: %s
-    timeout: 5s
-replication:
-  reconcileEvery: 0s
-  rules:
-    - name: to-b
-      mode: push
-      remote: site-b
-      repositories: ["prod/**"]
-`, proxy.URL())
+	cfg := replPushConfig(proxy.URL(), "0s", `["prod/**"]`)
 	a := startRegistry(t, startOptions{config: cfg})
 	st := &replSites{crane: crane}
 
