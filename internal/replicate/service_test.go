@@ -319,3 +319,75 @@ func TestLocalRefusesScannerArtifacts(t *testing.T) {
 		t.Errorf("PutManifest of a scan report: %v, want a permanent refusal", err)
 	}
 }
+
+// pushSite stores a random image as repo:tag at the site.
+func (h *harness) pushSite(repo, tag string) string {
+	h.t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(h.site.srv.URL, "http://") + "/" + repo + ":" + tag)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		h.t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d.String()
+}
+
+// TestPullPatterns: a pull rule with a pattern fetches the repositories of
+// the remote's catalog it matches (never a reserved one), and says in its
+// status when the remote refuses its catalog.
+func TestPullPatterns(t *testing.T) {
+	t.Parallel()
+	pull := config.ReplicationRule{Name: "from-b", Mode: "pull", Remote: "site-b", Repositories: []string{"team/**", "named/app"}, Trigger: "manual"}
+	h := newHarness(t, pull)
+	h.local.Reserved = []string{"portcullis/vulndb"}
+	want := map[string]string{"team/a": h.pushSite("team/a", "v1"), "team/sub/b": h.pushSite("team/sub/b", "v1"), "named/app": h.pushSite("named/app", "v1")}
+	h.pushSite("other/c", "v1")
+	h.pushSite("portcullis/vulndb", "latest")
+	ctx := t.Context()
+	rep, err := h.svc.RunRule(ctx, "from-b")
+	if err != nil || rep.Copied != 3 || rep.Failed != 0 {
+		t.Errorf("run: %+v %v, want 3 copied", rep, err)
+	}
+	for repo, d := range want {
+		if got, err := h.local.HeadManifest(ctx, repo, "v1"); err != nil || string(got.Digest) != d {
+			t.Errorf("%s:v1 here: %v %v, want %s", repo, got.Digest, err, d)
+		}
+	}
+	for _, ref := range []string{"other/c:v1", "portcullis/vulndb:latest"} {
+		repo, tag, _ := strings.Cut(ref, ":")
+		if _, err := h.local.HeadManifest(ctx, repo, tag); !errors.Is(err, replication.ErrNotFound) {
+			t.Errorf("%s here: %v, want not fetched", ref, err)
+		}
+	}
+
+	// The remote refuses its catalog: the status says so, and the named
+	// repository is still fetched.
+	h.site.refuse = func(r *http.Request) bool { return r.URL.Path == "/v2/_catalog" }
+	d2 := h.pushSite("named/app", "v2")
+	if rep, err = h.svc.RunRule(ctx, "from-b"); err != nil || rep.Failed != 1 || rep.Copied != 1 {
+		t.Errorf("run with the catalog refused: %+v %v, want 1 copied and 1 failed", rep, err)
+	}
+	if got, err := h.local.HeadManifest(ctx, "named/app", "v2"); err != nil || string(got.Digest) != d2 {
+		t.Errorf("named/app:v2 here: %v %v, want %s", got.Digest, err, d2)
+	}
+	f := h.svc.Status(ctx)[0].Failures
+	if len(f) != 1 || f[0].Repository != "team/**" || f[0].Error != "list the remote's catalog: DENIED: no trusted signature" {
+		t.Errorf("failures: %+v, want the catalog's refusal under team/**", f)
+	}
+	h.site.refuse = nil
+	if _, err := h.svc.RunRule(ctx, "from-b"); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.svc.Status(ctx)[0].Failures; len(f) != 0 {
+		t.Errorf("failures after the catalog is listed again: %+v", f)
+	}
+}

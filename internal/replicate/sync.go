@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/replication"
@@ -178,10 +179,54 @@ func (s *Service) syncDeletes(ctx context.Context, r *rule, here []string, repo 
 	return ctx.Err()
 }
 
-func (s *Service) syncPull(ctx context.Context, r *rule, rep *RunReport) error {
-	for _, repo := range r.cfg.Repositories {
-		if !literal(repo) {
+// pullRepositories returns the repositories a pull rule fetches: those it
+// names, and those of the remote's catalog its patterns match. A catalog
+// the remote refuses (or fails to list) is recorded as the failure of the
+// patterns, and the named repositories are still returned.
+func (s *Service) pullRepositories(ctx context.Context, r *rule, rep *RunReport) []string {
+	var out, patterns []string
+	seen := map[string]bool{}
+	for _, p := range r.cfg.Repositories {
+		if literal(p) {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
 			continue
+		}
+		patterns = append(patterns, p)
+	}
+	if len(patterns) == 0 {
+		return out
+	}
+	// The failure of a listing is recorded under the patterns it was for.
+	key := strings.Join(patterns, " ")
+	catalog, err := r.remote.Catalog(ctx)
+	if err != nil {
+		rep.Failed++
+		if ctx.Err() == nil {
+			s.metrics.failures.WithLabelValues(r.cfg.Name, reason(err)).Inc()
+			f := Failure{Repository: key, Error: "list the remote's catalog: " + replication.Reason(err), Last: s.now()}
+			if serr := s.status.fail(r.cfg.Name, f); serr != nil {
+				s.log.WarnContext(ctx, "record replication status", "rule", r.cfg.Name, "err", serr)
+			}
+		}
+		return out
+	}
+	_ = s.outcome(ctx, r, key, "", replication.Result{}, nil, time.Time{})
+	for _, repo := range catalog {
+		if !seen[repo] && r.repos.Match(repo) && !s.local.reserved(repo) {
+			seen[repo] = true
+			out = append(out, repo)
+		}
+	}
+	return out
+}
+
+func (s *Service) syncPull(ctx context.Context, r *rule, rep *RunReport) error {
+	for _, repo := range s.pullRepositories(ctx, r, rep) {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		remote, err := r.remote.Tags(ctx, repo)
 		if err != nil {
