@@ -243,3 +243,96 @@ replication:
 		return true, ""
 	})
 }
+
+// TestReplicationPullPatterns: pull rules name repositories by pattern; A
+// lists B's catalog (as the rule's remote account may see it) and fetches
+// the repositories that match. A rule whose account B refuses the catalog
+// says so in A's status.
+func TestReplicationPullPatterns(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	users := usersAliceAndBob(t, `    - name: alice-team
+      subjects: [user:alice]
+      repositories: ["team/**", "other/**"]
+      actions: [pull, push]
+    - name: bob-pulls
+      subjects: [user:bob]
+      repositories: ["**"]
+      actions: [pull]
+`)
+	users = strings.Replace(users, "  rules:\n", "  catalog: [user:alice]\n  rules:\n", 1)
+	b := startRegistry(t, startOptions{config: "version: 1\n" + users})
+	dir := t.TempDir()
+	for _, u := range []string{"alice", "bob"} {
+		writeFile(t, filepath.Join(dir, u+"-user"), u)
+		writeFile(t, filepath.Join(dir, u+"-password"), u+"-pw")
+	}
+	a := startRegistry(t, startOptions{config: fmt.Sprintf(`version: 1
+remotes:
+  - name: b-as-alice
+    url: %[1]s
+    usernameFile: %[2]s/alice-user
+    passwordFile: %[2]s/alice-password
+  - name: b-as-bob
+    url: %[1]s
+    usernameFile: %[2]s/bob-user
+    passwordFile: %[2]s/bob-password
+replication:
+  rules:
+    - name: team-from-b
+      mode: pull
+      remote: b-as-alice
+      repositories: ["team/**"]
+      interval: 1s
+    - name: other-from-b
+      mode: pull
+      remote: b-as-bob
+      repositories: ["other/**", "team/named"]
+      interval: 1s
+`, b.URL(), dir)})
+	st := &replSites{crane: crane}
+	bEnv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	run(t, bEnv, crane, "auth", "login", "--insecure", b.Addr, "-u", "alice", "-p", "alice-pw")
+	want := map[string]string{}
+	for _, repo := range []string{"team/a", "team/x/y", "team/named", "other/c"} {
+		_, tarPath := imageTarball(t)
+		run(t, bEnv, crane, "push", "--insecure", tarPath, b.Addr+"/"+repo+":v1")
+		want[repo] = st.replDigest(bEnv, b.Addr+"/"+repo+":v1")
+	}
+	replWait(t, "team/** at A", func() (bool, string) {
+		var missing []string
+		for _, repo := range []string{"team/a", "team/x/y", "team/named"} {
+			if got := st.replDigest(nil, a.Addr+"/"+repo+":v1"); got != want[repo] {
+				missing = append(missing, repo)
+			}
+		}
+		return len(missing) == 0, fmt.Sprintf("missing %v", missing)
+	})
+	replWait(t, "other-from-b's refused catalog in A's status", func() (bool, string) {
+		for _, r := range replStatusOf(t, a.URL()).Rules {
+			if r.Name != "other-from-b" {
+				continue
+			}
+			for _, f := range r.Failures {
+				if f.Repository == "other/**" && strings.HasPrefix(f.Error, "list the remote's catalog: ") {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%+v", r)
+		}
+		return false, "no rule other-from-b"
+	})
+	if got := st.replDigest(nil, a.Addr+"/other/c:v1"); got != "" {
+		t.Errorf("A has other/c:v1 (%s) though B refused bob its catalog", got)
+	}
+	out := run(t, nil, registryBin, "replicate", "status", "--url", a.URL())
+	if !strings.Contains(out, "other/**") || !strings.Contains(out, "list the remote's catalog") {
+		t.Errorf("registry replicate status does not name the refused catalog:\n%s", out)
+	}
+	t.Logf("A's status:\n%s", out)
+	for _, r := range replStatusOf(t, a.URL()).Rules {
+		if r.Name == "team-from-b" && len(r.Failures) != 0 {
+			t.Errorf("team-from-b failures: %+v", r.Failures)
+		}
+	}
+}
