@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/lease"
+	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/replication"
 	"github.com/portcullis/portcullis/scan/artifact"
@@ -24,6 +25,12 @@ type rule struct {
 	lease  *lease.Lease
 	// run asks the scheduler for a run now (manual trigger).
 	run chan struct{}
+	// box holds the events this rule has yet to replicate (event rules,
+	// once the service follows the registry's events), and disp hands
+	// them out: each rule makes progress of its own, so a remote that is
+	// down delays no other rule.
+	box  *outbox.Outbox
+	disp *outbox.Dispatcher
 }
 
 func compileRule(c config.ReplicationRule, remote *replication.Remote, local *Local, l *lease.Lease) (*rule, error) {

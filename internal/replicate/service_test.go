@@ -3,6 +3,7 @@ package replicate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -97,9 +98,16 @@ type harness struct {
 	local *replicate.Local
 	site  *site
 	rem   *replication.Remote
+	meta  *bolt.DB
 }
 
 func newHarness(t *testing.T, rules ...config.ReplicationRule) *harness {
+	t.Helper()
+	return newHarnessWith(t, nil, rules...)
+}
+
+// newHarnessWith is newHarness with more remotes, by name.
+func newHarnessWith(t *testing.T, more map[string]*replication.Remote, rules ...config.ReplicationRule) *harness {
 	t.Helper()
 	ctx := t.Context()
 	driver := inmemory.New()
@@ -131,15 +139,20 @@ func newHarness(t *testing.T, rules ...config.ReplicationRule) *harness {
 	cfg := config.Replication{Rules: append([]config.ReplicationRule(nil), rules...), Accounts: []string{"site-b-robot"}}
 	c := config.Default()
 	c.Remotes = []config.Remote{{Name: "site-b", URL: st.srv.URL}}
+	remotes := map[string]*replication.Remote{"site-b": rem}
+	for name, r := range more {
+		c.Remotes = append(c.Remotes, config.Remote{Name: name, URL: r.URL()})
+		remotes[name] = r
+	}
 	c.Replication = cfg
 	c.Provision()
 	local := &replicate.Local{Repos: repos, Refs: refs}
-	svc, err := replicate.New(replicate.Options{Config: c.Replication, Remotes: map[string]*replication.Remote{"site-b": rem}, Local: local,
+	svc, err := replicate.New(replicate.Options{Config: c.Replication, Remotes: remotes, Local: local,
 		Catalog: repos, Driver: driver, Metadata: meta})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, svc: svc, local: local, site: st, rem: rem}
+	return &harness{t: t, svc: svc, local: local, site: st, rem: rem, meta: meta}
 }
 
 // pushLocal stores a random image as repo:tag here, as a pull would.
@@ -389,5 +402,73 @@ func TestPullPatterns(t *testing.T) {
 	}
 	if f := h.svc.Status(ctx)[0].Failures; len(f) != 0 {
 		t.Errorf("failures after the catalog is listed again: %+v", f)
+	}
+}
+
+// TestRulesProgressApart: two event rules over the same repositories, one
+// to a remote that never answers: the other rule's events all arrive
+// meanwhile, and the dead rule's stay pending in its own outbox.
+func TestRulesProgressApart(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(dead.Close)
+	t.Cleanup(func() { close(release) })
+	deadRemote, err := replication.New(replication.Options{Name: "dead", URL: dead.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toDead := config.ReplicationRule{Name: "to-dead", Mode: "push", Remote: "dead", Repositories: []string{"prod/**"}}
+	toB := config.ReplicationRule{Name: "to-b", Mode: "push", Remote: "site-b", Repositories: []string{"prod/**"}}
+	h := newHarnessWith(t, map[string]*replication.Remote{"dead": deadRemote}, toDead, toB)
+	box, err := outbox.New(h.meta, replicate.OutboxName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Follow(box); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	want := map[string]string{}
+	for i := range 12 {
+		repo := fmt.Sprintf("prod/app-%d", i)
+		want[repo] = h.pushLocal(repo, "v1")
+		if _, err := box.Append(ctx, tagEvent(repo, "v1", "alice").Event); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		missing := 0
+		for repo, d := range want {
+			if h.remoteDigest(repo, "v1") != d {
+				missing++
+			}
+		}
+		pending := map[string]int{}
+		for _, st := range h.svc.Status(ctx) {
+			pending[st.Name] = st.Pending
+		}
+		if missing == 0 && pending["to-b"] == 0 && pending["to-dead"] == 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 12 images missing at site-b while the other remote hangs; pending %v (want to-b 0, to-dead 12)", missing, pending)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

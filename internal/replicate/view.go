@@ -33,13 +33,22 @@ type pendingCount struct {
 	oldest time.Time
 }
 
-// pending counts the outbox entries each event rule still has to handle.
+// pending counts the events each event rule still has to handle: those
+// in its own outbox, and those of the shared outbox not yet passed on.
 func (s *Service) pending(ctx context.Context) map[string]pendingCount {
 	out := map[string]pendingCount{}
 	for _, r := range s.rules {
-		if r.events() {
-			out[r.cfg.Name] = pendingCount{}
+		if !r.events() {
+			continue
 		}
+		var p pendingCount
+		if r.box != nil {
+			p.count = r.box.Len()
+			if first, err := r.box.Read(ctx, 0, 1); err == nil && len(first) == 1 {
+				p.oldest = first[0].Event.Time
+			}
+		}
+		out[r.cfg.Name] = p
 	}
 	if s.box == nil || s.box.Len() == 0 {
 		return out
