@@ -156,12 +156,13 @@ func (s *Service) Follow(box *outbox.Outbox) error {
 func (s *Service) route(ctx context.Context, e outbox.Entry) error {
 	var errs []error
 	for _, r := range s.rulesFor(e.Event) {
-		if _, err := r.box.Append(ctx, e.Event); err != nil {
+		if err := r.box.Pass(ctx, e); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	// A failure keeps the event, which goes again to every rule: a rule
-	// that has it twice copies nothing the second time.
+	// A failure (or a crash before the event is deleted) keeps the event,
+	// which goes again to every rule: a rule that has it already keeps
+	// one.
 	return errors.Join(errs...)
 }
 
