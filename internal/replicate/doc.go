@@ -25,8 +25,12 @@
 //   - The scanner's own artifacts (reports, inventories, its SBOMs) are
 //     never copied: each site scans what arrives itself. Scheduled work holds a
 //     lease per rule in the storage backend, so one replica runs it.
-//   - Status (pending events, failures per image) is node-local, in the
-//     metadata database.
+//   - Each event rule has an outbox of its own (in the metadata database),
+//     which the shared one's events are passed on to, with its own retries
+//     and backoff: a remote that is down or hangs delays no other rule.
+//   - The failures per image and the last run of each rule are objects in
+//     the storage backend, the same for every replica; pending events and
+//     the last success are this replica's.
 //
 // Caveats: content a pull rule fetches is written to storage directly and
 // recorded as events (the scanner scans it, push rules may pass it on); it

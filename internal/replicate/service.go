@@ -36,9 +36,10 @@ type Options struct {
 	// Local is this registry's storage; Catalog lists its repositories.
 	Local   *Local
 	Catalog Catalog
-	// Driver holds the rules' leases.
+	// Driver holds the rules' leases, failures and last runs, shared by
+	// the replicas over one bucket.
 	Driver storagedriver.StorageDriver
-	// Metadata keeps the failures per image; nil: in memory.
+	// Metadata holds each event rule's outbox; Follow needs it.
 	Metadata *bolt.DB
 	// Holder names this replica in leases; default the host name.
 	Holder  string
@@ -77,12 +78,8 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	st, err := newStatusStore(o.Metadata)
-	if err != nil {
-		return nil, err
-	}
 	s := &Service{byName: map[string]*rule{}, accounts: map[string]bool{}, local: o.Local, catalog: o.Catalog,
-		db: o.Metadata, status: st, log: o.Log, now: o.Now}
+		db: o.Metadata, status: newStatusStore(o.Driver), log: o.Log, now: o.Now}
 	if o.Config.ReconcileEvery != nil {
 		s.reconcileEvery = o.Config.ReconcileEvery.D()
 	}
@@ -105,6 +102,7 @@ func New(o Options) (*Service, error) {
 		s.rules = append(s.rules, r)
 		s.byName[c.Name] = r
 	}
+	var err error
 	if s.metrics, err = newMetrics(o.Metrics); err != nil {
 		return nil, err
 	}
@@ -363,7 +361,7 @@ func (s *Service) outcome(ctx context.Context, r *rule, repo, tag string, res re
 		if !since.IsZero() {
 			s.metrics.lag.WithLabelValues(name).Observe(now.Sub(since).Seconds())
 		}
-		if serr := s.status.ok(name, repo, tag, now); serr != nil {
+		if serr := s.status.ok(ctx, name, repo, tag, now); serr != nil {
 			s.log.WarnContext(ctx, "record replication status", "rule", name, "err", serr)
 		}
 		return nil
@@ -381,7 +379,7 @@ func (s *Service) outcome(ctx context.Context, r *rule, repo, tag string, res re
 		msg = replication.Reason(err)
 	}
 	f := Failure{Repository: repo, Tag: tag, Digest: res.Digest, Error: msg, Permanent: permanent, Last: now}
-	if serr := s.status.fail(name, f); serr != nil {
+	if serr := s.status.fail(ctx, name, f); serr != nil {
 		s.log.WarnContext(ctx, "record replication status", "rule", name, "err", serr)
 	}
 	if permanent {

@@ -99,6 +99,7 @@ type harness struct {
 	site  *site
 	rem   *replication.Remote
 	meta  *bolt.DB
+	opts  replicate.Options
 }
 
 func newHarness(t *testing.T, rules ...config.ReplicationRule) *harness {
@@ -147,12 +148,22 @@ func newHarnessWith(t *testing.T, more map[string]*replication.Remote, rules ...
 	c.Replication = cfg
 	c.Provision()
 	local := &replicate.Local{Repos: repos, Refs: refs}
-	svc, err := replicate.New(replicate.Options{Config: c.Replication, Remotes: remotes, Local: local,
-		Catalog: repos, Driver: driver, Metadata: meta})
+	opts := replicate.Options{Config: c.Replication, Remotes: remotes, Local: local, Catalog: repos, Driver: driver, Metadata: meta}
+	svc, err := replicate.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, svc: svc, local: local, site: st, rem: rem, meta: meta}
+	return &harness{t: t, svc: svc, local: local, site: st, rem: rem, meta: meta, opts: opts}
+}
+
+// replica returns another replica's service over the same storage.
+func (h *harness) replica() *replicate.Service {
+	h.t.Helper()
+	svc, err := replicate.New(h.opts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return svc
 }
 
 // pushLocal stores a random image as repo:tag here, as a pull would.
@@ -470,5 +481,38 @@ func TestRulesProgressApart(t *testing.T) {
 			t.Fatalf("%d of 12 images missing at site-b while the other remote hangs; pending %v (want to-b 0, to-dead 12)", missing, pending)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStatusSharedByReplicas: a failure one replica records shows in every
+// replica's status, with the last run, and a success on another replica
+// clears it.
+func TestStatusSharedByReplicas(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, pushRule)
+	other := h.replica()
+	d := h.pushLocal("prod/app", "v1")
+	h.site.refuse = func(r *http.Request) bool { return r.Method == http.MethodPut }
+	if err := h.svc.Handle(t.Context(), tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.RunRule(t.Context(), "to-b"); err != nil {
+		t.Fatal(err)
+	}
+	want := []replicate.Failure{{Repository: "prod/app", Tag: "v1", Digest: digest.Digest(d),
+		Error: "DENIED: no trusted signature", Permanent: true, Attempts: 1}}
+	st := other.Status(t.Context())[0]
+	if diff := cmp.Diff(want, st.Failures, cmpIgnoreTimes); diff != "" {
+		t.Errorf("the other replica's failures (-want +got):\n%s", diff)
+	}
+	if st.LastRun == nil || st.LastRun.Checked != 1 {
+		t.Errorf("the other replica's last run: %+v, want the first replica's", st.LastRun)
+	}
+	h.site.refuse = nil
+	if err := other.Handle(t.Context(), tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.svc.Status(t.Context())[0].Failures; len(f) != 0 {
+		t.Errorf("failures left after the other replica's success: %+v", f)
 	}
 }

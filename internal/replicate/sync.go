@@ -63,7 +63,9 @@ func (s *Service) RunRule(ctx context.Context, name string) (RunReport, error) {
 	if err != nil {
 		rep.Error = err.Error()
 	}
-	s.status.ran(name, rep)
+	if serr := s.status.ran(context.WithoutCancel(ctx), name, rep); serr != nil {
+		s.log.WarnContext(ctx, "record replication status", "rule", name, "err", serr)
+	}
 	return rep, err
 }
 
@@ -138,7 +140,7 @@ func (s *Service) syncTag(ctx context.Context, r *rule, src headSide, repo, tag 
 	// The tag may be there already: copying again still repairs missing
 	// referrers (a signature made since), and sends nothing the other side
 	// has.
-	if f, ok := s.status.failure(r.cfg.Name, repo, tag); ok && f.Permanent && f.Digest == want.Digest {
+	if f, ok := s.status.failure(ctx, r.cfg.Name, repo, tag); ok && f.Permanent && f.Digest == want.Digest {
 		return nil // refused for good: tried again when it changes
 	}
 	res, err := r.copier.Copy(ctx, repo, repo, tag)
@@ -207,7 +209,7 @@ func (s *Service) pullRepositories(ctx context.Context, r *rule, rep *RunReport)
 		if ctx.Err() == nil {
 			s.metrics.failures.WithLabelValues(r.cfg.Name, reason(err)).Inc()
 			f := Failure{Repository: key, Error: "list the remote's catalog: " + replication.Reason(err), Last: s.now()}
-			if serr := s.status.fail(r.cfg.Name, f); serr != nil {
+			if serr := s.status.fail(ctx, r.cfg.Name, f); serr != nil {
 				s.log.WarnContext(ctx, "record replication status", "rule", r.cfg.Name, "err", serr)
 			}
 		}
