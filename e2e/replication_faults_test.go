@@ -84,3 +84,62 @@ func TestReplicationCrashMidBlob(t *testing.T) {
 	}
 	t.Logf("sent to B: %d MiB before the kill, %d MiB in all", cutAt>>20, total>>20)
 }
+
+// TestReplicationDeadRemote: A pushes prod/** to C and to B. C's link
+// accepts connections and never answers: every image still arrives at B
+// while C hangs, and A's status shows C's rule with all its events
+// pending and B's with none.
+func TestReplicationDeadRemote(t *testing.T) {
+	t.Parallel()
+	crane := tool(t, "crane")
+	b, c := startRegistry(t, startOptions{}), startRegistry(t, startOptions{})
+	toB, toC := startFaultProxy(t, b.URL()), startFaultProxy(t, c.URL())
+	toC.setMode(hangAfterAccept)
+	a := startRegistry(t, startOptions{config: fmt.Sprintf(`version: 1
+remotes:
+  - name: site-b
+    url: %s
+  - name: site-c
+    url: %s
+    timeout: 5m
+replication:
+  reconcileEvery: 0s
+  rules:
+    - name: to-c
+      mode: push
+      remote: site-c
+      repositories: ["prod/**"]
+    - name: to-b
+      mode: push
+      remote: site-b
+      repositories: ["prod/**"]
+`, toB.URL(), toC.URL())})
+	st := &replSites{crane: crane}
+	want := map[string]string{}
+	for i := range 10 {
+		_, tarPath := imageTarball(t)
+		ref := fmt.Sprintf("prod/app-%d:v1", i)
+		run(t, nil, crane, "push", "--insecure", tarPath, a.Addr+"/"+ref)
+		want[ref] = st.replDigest(nil, a.Addr+"/"+ref)
+	}
+	replWait(t, "every image at B while C hangs", func() (bool, string) {
+		missing := 0
+		for ref, d := range want {
+			if st.replDigest(nil, b.Addr+"/"+ref) != d {
+				missing++
+			}
+		}
+		pending := map[string]int{}
+		for _, r := range replStatusOf(t, a.URL()).Rules {
+			pending[r.Name] = r.Pending
+		}
+		return missing == 0 && pending["to-b"] == 0 && pending["to-c"] == 10,
+			fmt.Sprintf("%d of 10 missing at B; pending %v (want to-b 0, to-c 10)", missing, pending)
+	})
+	if toC.acceptedConns() == 0 {
+		t.Error("A never tried C")
+	}
+	if got := st.replDigest(nil, c.Addr+"/prod/app-0:v1"); got != "" {
+		t.Errorf("C has prod/app-0:v1 (%s) through a hung link", got)
+	}
+}
