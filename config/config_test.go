@@ -183,7 +183,6 @@ func TestLoad(t *testing.T) {
 				"replication.rules[0].tags[0]: ",
 				`replication.rules[1].name: "r" is also the name of replication.rules[0]`,
 				"replication.rules[1].trigger: a pull rule has no events",
-				`replication.rules[1].repositories[0]: "prod/**": a pull rule names each repository`,
 				"replication.rules[2].name: required",
 				`replication.rules[2].mode: must be push or pull, got "mirror"`,
 				"replication.rules[2].repositories: must list at least one",

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/policy"
@@ -46,8 +45,10 @@ type ReplicationRule struct {
 	Mode string `yaml:"mode"`
 	// Remote names an entry of remotes.
 	Remote string `yaml:"remote"`
-	// Repositories are patterns as in auth rules (prod/**); a pull rule
-	// names each repository (no wildcards).
+	// Repositories are patterns as in auth rules (prod/**). A pull rule
+	// fetches the repositories named without wildcards, and those of the
+	// remote's catalog (GET /v2/_catalog) that a pattern matches: the
+	// catalog is listed only when a pattern has wildcards.
 	Repositories []string `yaml:"repositories"`
 	// Tags are optional glob patterns on the tag name; none means every tag.
 	Tags []string `yaml:"tags"`
@@ -139,8 +140,6 @@ func (r *Replication) validate(bad func(key, format string, args ...any), remote
 		for j, s := range rule.Repositories {
 			if _, err := policy.ParsePattern(s); err != nil {
 				bad(fmt.Sprintf("%s.repositories[%d]", key, j), "%v", err)
-			} else if rule.Mode == ReplicationPull && strings.ContainsAny(s, "*?[{") {
-				bad(fmt.Sprintf("%s.repositories[%d]", key, j), "%q: a pull rule names each repository to fetch (the remote's catalog is not listed)", s)
 			}
 		}
 		for j, s := range rule.Tags {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,8 @@ type faultProxy struct {
 	mu         sync.Mutex
 	mode       faultMode
 	rate       int64 // response body bytes per second; 0: unthrottled
+	upRate     int64 // request body bytes per second; 0: unthrottled
+	upBytes    int64 // request body bytes passed on so far
 	resetAfter int64
 	accepted   int
 	requests   map[string]int // "METHOD /path"
@@ -122,6 +125,55 @@ func (p *faultProxy) throttle(bytesPerSecond int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rate = bytesPerSecond
+}
+
+// throttleUploads limits every request body (blob uploads) to
+// bytesPerSecond; 0 lifts the limit.
+func (p *faultProxy) throttleUploads(bytesPerSecond int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.upRate = bytesPerSecond
+}
+
+// uploaded returns how many request body bytes the proxy passed on.
+func (p *faultProxy) uploaded() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.upBytes
+}
+
+// pacedBody passes a request body on at the proxy's upload rate, counting
+// what it passes.
+type pacedBody struct {
+	io.ReadCloser
+	p     *faultProxy
+	ctx   context.Context
+	start time.Time
+	sent  int64
+}
+
+func (b *pacedBody) Read(buf []byte) (int, error) {
+	b.p.mu.Lock()
+	rate := b.p.upRate
+	b.p.mu.Unlock()
+	if rate > 0 && len(buf) > 32<<10 {
+		buf = buf[:32<<10]
+	}
+	n, err := b.ReadCloser.Read(buf)
+	b.sent += int64(n)
+	b.p.mu.Lock()
+	b.p.upBytes += int64(n)
+	b.p.mu.Unlock()
+	if rate > 0 && n > 0 {
+		due := time.Duration(float64(b.sent) / float64(rate) * float64(time.Second))
+		if wait := due - time.Since(b.start); wait > 0 {
+			select {
+			case <-time.After(wait): // pacing the stream, not synchronising
+			case <-b.ctx.Done():
+			}
+		}
+	}
+	return n, err
 }
 
 // resetBlobsAfter switches to resetMidBody, cutting blob bodies after n bytes.
@@ -265,6 +317,8 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out.Host = r.Host
 	if r.ContentLength == 0 {
 		out.Body = nil
+	} else {
+		out.Body = &pacedBody{ReadCloser: r.Body, p: p, ctx: r.Context(), start: time.Now()}
 	}
 	resp, err := p.client.RoundTrip(out)
 	if err != nil {

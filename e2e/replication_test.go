@@ -31,7 +31,15 @@ type replStatus struct {
 		Pending int    `json:"pending"`
 		// RemoteAvailable is false while the remote's breaker is open.
 		RemoteAvailable bool `json:"remoteAvailable"`
-		Failures        []struct {
+		LastRun         *struct {
+			Started time.Time `json:"started"`
+			Checked int       `json:"checked"`
+			Copied  int       `json:"copied"`
+			Deleted int       `json:"deleted"`
+			Failed  int       `json:"failed"`
+			Error   string    `json:"error"`
+		} `json:"lastRun"`
+		Failures []struct {
 			Repository string `json:"repository"`
 			Tag        string `json:"tag"`
 			Digest     string `json:"digest"`
@@ -420,6 +428,24 @@ func TestReplicationBothWays(t *testing.T) {
 	}
 }
 
+// replPushConfig is site A's configuration with one push rule, to-b, of
+// repos (a YAML list) to the remote site-b at url, reconciling every
+// reconcileEvery ("0s": never).
+func replPushConfig(url, reconcileEvery, repos string) string {
+	return fmt.Sprintf(`version: 1
+remotes:
+  - name: site-b
+    url: %s
+replication:
+  reconcileEvery: %s
+  rules:
+    - name: to-b
+      mode: push
+      remote: site-b
+      repositories: %s
+`, url, reconcileEvery, repos)
+}
+
 // replKill kills a registry process the hard way (no shutdown).
 func replKill(t *testing.T, r *Registry) {
 	t.Helper()
@@ -438,19 +464,7 @@ func TestReplicationCrash(t *testing.T) {
 	crane := tool(t, "crane")
 	b := startRegistry(t, startOptions{})
 	proxy := startFaultProxy(t, b.URL())
-	cfg := fmt.Sprintf(`version: 1
-remotes:
-  - name: site-b
-    url: %s
-    timeout: 5s
-replication:
-  reconcileEvery: 0s
-  rules:
-    - name: to-b
-      mode: push
-      remote: site-b
-      repositories: ["prod/**"]
-`, proxy.URL())
+	cfg := replPushConfig(proxy.URL(), "0s", `["prod/**"]`)
 	a := startRegistry(t, startOptions{config: cfg})
 	st := &replSites{crane: crane}
 

@@ -554,26 +554,34 @@ func dbLoaded(t *testing.T, reg *Registry) {
 // reportCount counts repo@d's scan reports through the referrers API.
 func reportCount(t *testing.T, reg *Registry, repo, d string) int {
 	t.Helper()
-	resp, err := http.Get(reg.URL() + "/v2/" + repo + "/referrers/" + d + "?artifactType=application/vnd.portcullis.scan.report.v1%2Bjson")
+	return len(reportDigests(t, reg.URL(), repo, d))
+}
+
+// reportDigests lists the digests of repo@d's scan reports at base, through
+// the referrers API.
+func reportDigests(t *testing.T, base, repo, d string) []string {
+	t.Helper()
+	resp, err := http.Get(base + "/v2/" + repo + "/referrers/" + d + "?artifactType=application/vnd.portcullis.scan.report.v1%2Bjson")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var idx struct {
 		Manifests []struct {
+			Digest       string `json:"digest"`
 			ArtifactType string `json:"artifactType"`
 		} `json:"manifests"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&idx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("referrers of %s@%s: %v", repo, d, err)
 	}
-	n := 0
+	var out []string
 	for _, m := range idx.Manifests {
 		if m.ArtifactType == "application/vnd.portcullis.scan.report.v1+json" {
-			n++
+			out = append(out, m.Digest)
 		}
 	}
-	return n
+	return out
 }
 
 // metric returns a sample's value from /metrics (0 when absent); name

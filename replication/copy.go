@@ -51,18 +51,35 @@ type Copier struct {
 	dst Destination
 	// Blobs is how many blobs of one image are copied at once.
 	blobs int
+	// skip tells the referrers that are not copied.
+	skip func(body []byte) bool
 	// mounts remembers, per blob, a destination repository that holds it,
 	// so another repository can mount it instead of uploading it again.
 	mu     sync.Mutex
 	mounts map[digest.Digest]string
 }
 
+// CopierOptions configure a Copier; the zero value copies every referrer.
+type CopierOptions struct {
+	// SkipReferrer, when set, is asked about each referrer's manifest
+	// (its bytes as the source stores them): a referrer it reports true
+	// for is not copied, nor what refers to it. Registries keep artifacts
+	// of their own among referrers (a scanner's reports) that another
+	// registry must make itself.
+	SkipReferrer func(body []byte) bool
+}
+
 // maxMounts bounds the blobs whose destination repository is remembered.
 const maxMounts = 100_000
 
-// NewCopier returns a Copier from src to dst.
-func NewCopier(src Source, dst Destination) *Copier {
-	return &Copier{src: src, dst: dst, blobs: 4, mounts: map[digest.Digest]string{}}
+// NewCopier returns a Copier from src to dst, configured by the first of
+// opts when given.
+func NewCopier(src Source, dst Destination, opts ...CopierOptions) *Copier {
+	c := &Copier{src: src, dst: dst, blobs: 4, mounts: map[digest.Digest]string{}}
+	if len(opts) > 0 {
+		c.skip = opts[0].SkipReferrer
+	}
+	return c
 }
 
 // Result says what one copy did.
@@ -232,14 +249,18 @@ func (r *copyRun) copyBlob(ctx context.Context, b v1.Descriptor) error {
 }
 
 // graph copies the manifest d with what it references and its
-// referrers. A manifest the source does not have is skipped when optional.
-func (r *copyRun) graph(ctx context.Context, d digest.Digest, optional bool) error {
+// referrers. A manifest the source does not have is skipped when optional,
+// and so is a referrer the Copier's SkipReferrer refuses.
+func (r *copyRun) graph(ctx context.Context, d digest.Digest, referrer bool) error {
 	desc, body, err := r.c.src.GetManifest(ctx, r.srcRepo, string(d))
-	if optional && errors.Is(err, ErrNotFound) {
+	if referrer && errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if referrer && r.c.skip != nil && r.c.skip(body) {
+		return nil
 	}
 	if err := r.manifestTree(ctx, desc.Digest, desc.MediaType, body); err != nil {
 		return err
@@ -271,6 +292,9 @@ func (r *copyRun) referrers(ctx context.Context, d digest.Digest) error {
 		}
 		if err != nil {
 			return err
+		}
+		if r.c.skip != nil && r.c.skip(body) {
+			continue
 		}
 		if err := r.manifestTree(ctx, desc.Digest, desc.MediaType, body); err != nil {
 			return err

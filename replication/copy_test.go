@@ -184,3 +184,43 @@ func TestTagsAndDeleteTag(t *testing.T) {
 		t.Errorf("tags of a missing repository: %v %v, want none", tags, err)
 	}
 }
+
+// TestCopySkipReferrer: a referrer SkipReferrer refuses is not copied, the
+// others are, and the tag lands.
+func TestCopySkipReferrer(t *testing.T) {
+	t.Parallel()
+	src := newUpstream(t, authNone, true)
+	dst := newUpstream(t, authNone, true)
+	subj := subjectOf(t, src, "prod/app")
+	sbom := pushReferrer(t, src, "prod/app", subj)
+	sd := digest.Digest(subj.Digest.String())
+	sigTag := "sha256-" + sd.Encoded() + ".sig"
+	src.seed("prod/app", sigTag, randomImage(t))
+
+	skipped := 0
+	c := NewCopier(newRemote(t, src, Options{Name: "a"}), newRemote(t, dst, Options{Name: "b"}), CopierOptions{
+		SkipReferrer: func(body []byte) bool {
+			if strings.Contains(string(body), "application/vnd.example.sbom") {
+				skipped++
+				return true
+			}
+			return false
+		},
+	})
+	if _, err := c.Copy(t.Context(), "prod/app", "prod/app", "subject"); err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	to := newRemote(t, dst, Options{Name: "b"})
+	if _, err := to.HeadManifest(t.Context(), "prod/app", string(sbom.Digest)); err == nil {
+		t.Errorf("the skipped referrer %s is at the destination", sbom.Digest)
+	}
+	if _, err := to.HeadManifest(t.Context(), "prod/app", sigTag); err != nil {
+		t.Errorf("the cosign signature tag is missing: %v", err)
+	}
+	if h, err := to.HeadManifest(t.Context(), "prod/app", "subject"); err != nil || h.Digest != sd {
+		t.Errorf("destination tag: %v %v, want %s", h.Digest, err, sd)
+	}
+	if skipped != 1 {
+		t.Errorf("SkipReferrer refused %d manifests, want 1", skipped)
+	}
+}

@@ -60,7 +60,8 @@ type Options struct {
 
 // Request is one HTTP exchange with the remote, for metrics.
 type Request struct {
-	// Op is "manifest", "blob", "referrers", "tags", "token" or "ping".
+	// Op is "manifest", "blob", "referrers", "tags", "catalog", "token" or
+	// "ping".
 	Op string
 	// Method is the HTTP method.
 	Method string

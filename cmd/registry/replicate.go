@@ -109,7 +109,11 @@ func printReplication(w io.Writer, rules []replicate.RuleStatus) {
 			if f.Tag != "" {
 				ref += ":" + f.Tag
 			}
-			fmt.Fprintf(w, "  %s %s (%s, %d attempts since %s): %s\n", kind, ref, f.Digest, f.Attempts, f.Since.Format(time.RFC3339), f.Error)
+			about := fmt.Sprintf("%d attempts since %s", f.Attempts, f.Since.Format(time.RFC3339))
+			if f.Digest != "" {
+				about = string(f.Digest) + ", " + about
+			}
+			fmt.Fprintf(w, "  %s %s (%s): %s\n", kind, ref, about, f.Error)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"github.com/portcullis/portcullis/internal/referrers"
 	"github.com/portcullis/portcullis/internal/replicate"
+	"github.com/portcullis/portcullis/internal/scanner"
 )
 
 // buildReplication builds the replication service.
@@ -13,7 +14,7 @@ func (a *App) buildReplication(repos indexedRepos, refs *referrers.Handler, even
 		return nil, err
 	}
 	return replicate.New(replicate.Options{
-		Config: a.cfg.Replication, Remotes: remotes, Local: &replicate.Local{Repos: repos, Refs: refs, Events: events}, Catalog: repos,
+		Config: a.cfg.Replication, Remotes: remotes, Local: &replicate.Local{Repos: repos, Refs: refs, Events: events, Reserved: []string{scanner.DBRepository}}, Catalog: repos,
 		Driver: a.driver, Metadata: a.db.Bolt(), Log: a.log.With("component", "replication"), Metrics: a.metrics,
 	})
 }

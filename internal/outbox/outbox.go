@@ -127,6 +127,45 @@ func (o *Outbox) Append(ctx context.Context, e Event) (uint64, error) {
 	return seq, nil
 }
 
+// Pass stores e, an entry of another outbox passed on to this one, under
+// its own sequence number: passing the same entry again (its first outbox
+// kept it after a crash) stores nothing more. An outbox that entries are
+// passed on to takes no Append. It returns ErrInvalidEvent for an entry
+// without a sequence number, ctx's error, or the database's.
+func (o *Outbox) Pass(ctx context.Context, e Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if e.Seq == 0 {
+		return fmt.Errorf("%w: no sequence number", ErrInvalidEvent)
+	}
+	data, err := json.Marshal(e.Event)
+	if err != nil {
+		return fmt.Errorf("encode outbox event: %w", err)
+	}
+	added := false
+	err = o.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(o.bucket)
+		k := key(e.Seq)
+		if b.Get(k) != nil {
+			return nil
+		}
+		added = true
+		return b.Put(k, data)
+	})
+	if err != nil {
+		return fmt.Errorf("pass %d to %s: %w", e.Seq, o.bucket, err)
+	}
+	if added {
+		o.pending.Add(1)
+		select {
+		case o.appended <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
 // Read returns up to limit entries after sequence number after, oldest
 // first. An entry that cannot be decoded is returned with a zero Event (its
 // consumer drops it). It returns ctx's error or the database's.

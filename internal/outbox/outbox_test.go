@@ -490,3 +490,36 @@ func appendEvents(t *testing.T, box *Outbox, n int) {
 		}
 	}
 }
+
+// TestPass: an entry passed on twice (its first outbox kept it after a
+// crash) is stored once, under its own sequence number.
+func TestPass(t *testing.T) {
+	t.Parallel()
+	first, err := New(openDB(t, filepath.Join(t.TempDir(), "meta.db")), "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := New(first.db, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := first.Append(ctx, event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries := readAll(t, first)
+	for _, e := range append(entries, entries[1]) {
+		if err := box.Pass(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readAll(t, box)
+	if diff := cmp.Diff(entries, got); diff != "" || box.Len() != 3 {
+		t.Errorf("passed entries (-want +got):\n%s\nLen %d, want 3", diff, box.Len())
+	}
+	if err := box.Pass(ctx, Entry{Event: event(9)}); !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("Pass without a sequence number: %v, want ErrInvalidEvent", err)
+	}
+}

@@ -18,15 +18,25 @@
 //   - Every push rule reconciles every reconcileEvery (and a schedule rule
 //     every interval): the tags here that match are copied where they
 //     differ, which repairs what events missed. A pull rule lists the
-//     remote's tags and fetches those that differ. Scheduled work holds a
+//     remote's tags of the repositories it names and of those in the
+//     remote's catalog its patterns match, and fetches those that differ,
+//     and the referrers (signatures, SBOMs) the remote has and this
+//     registry lacks.
+//   - The scanner's own artifacts (reports, inventories, its SBOMs) are
+//     never copied: each site scans what arrives itself. Scheduled work holds a
 //     lease per rule in the storage backend, so one replica runs it.
-//   - Status (pending events, failures per image) is node-local, in the
-//     metadata database.
+//   - Each event rule has an outbox of its own (in the metadata database),
+//     which the shared one's events are passed on to, with its own retries
+//     and backoff: a remote that is down or hangs delays no other rule.
+//   - The failures per image and the last run of each rule are objects in
+//     the storage backend, the same for every replica; pending events and
+//     the last success are this replica's.
 //
 // Caveats: content a pull rule fetches is written to storage directly and
 // recorded as events (the scanner scans it, push rules may pass it on); it
 // is read through the pull gates like any image, but admission does not
-// see it as a push.
+// see it as a push. A repository gone from the remote's catalog keeps its
+// tags here, deletes or not.
 //
 // The package must not import internal/app or any HTTP wiring.
 package replicate

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/distribution/distribution/v3"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/replication"
+	"github.com/portcullis/portcullis/scan/artifact"
 )
 
 // Repositories opens this registry's repositories in storage.
@@ -45,6 +47,20 @@ type Local struct {
 	Refs  ReferrerLister
 	// Events, when set, receives each manifest stored here.
 	Events Events
+	// Reserved are repositories this registry writes itself (its
+	// vulnerability database): a pull never writes to them.
+	Reserved []string
+}
+
+// reserved reports whether repo is one of l.Reserved.
+func (l *Local) reserved(repo string) bool { return slices.Contains(l.Reserved, repo) }
+
+// writable refuses writes to a reserved repository, for good.
+func (l *Local) writable(what, repo string) error {
+	if l.reserved(repo) {
+		return &localError{fmt.Errorf("local %s: %w: %s is written by this registry only", what, replication.ErrDenied, repo)}
+	}
+	return nil
 }
 
 var (
@@ -223,6 +239,9 @@ func (l *Local) MountBlob(context.Context, string, string, digest.Digest) (bool,
 // UploadBlob stores a blob, verifying its digest.
 func (l *Local) UploadBlob(ctx context.Context, repo string, d digest.Digest, size int64, body io.Reader) error {
 	what := "upload blob " + repo + "@" + string(d)
+	if err := l.writable(what, repo); err != nil {
+		return err
+	}
 	r, err := l.open(ctx, repo)
 	if err != nil {
 		return wrap(what, err)
@@ -246,9 +265,17 @@ func (l *Local) UploadBlob(ctx context.Context, repo string, d digest.Digest, si
 // PutManifest stores a manifest by digest, or tags it.
 func (l *Local) PutManifest(ctx context.Context, repo, ref, mediaType string, body []byte) (digest.Digest, error) {
 	what := "put manifest " + repo + ":" + ref
+	if err := l.writable(what, repo); err != nil {
+		return "", err
+	}
 	r, err := l.open(ctx, repo)
 	if err != nil {
 		return "", wrap(what, err)
+	}
+	if t := artifact.ReservedIn(body); t != "" {
+		// Only this registry's scanner writes these: content from a remote
+		// is never taken for its own.
+		return "", &localError{fmt.Errorf("local %s: %w: %s is reserved for the registry's scanner", what, replication.ErrDenied, t)}
 	}
 	m, desc, err := distribution.UnmarshalManifest(mediaType, body)
 	if err != nil {
@@ -291,6 +318,9 @@ func subjectOf(body []byte) digest.Digest {
 
 // DeleteTag removes a tag here (pull rules with deletes).
 func (l *Local) DeleteTag(ctx context.Context, repo, tag string) error {
+	if err := l.writable("delete tag "+repo+":"+tag, repo); err != nil {
+		return err
+	}
 	r, err := l.open(ctx, repo)
 	if err != nil {
 		return wrap("delete tag "+repo+":"+tag, err)

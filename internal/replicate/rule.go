@@ -8,8 +8,10 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/lease"
+	"github.com/portcullis/portcullis/internal/outbox"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/replication"
+	"github.com/portcullis/portcullis/scan/artifact"
 )
 
 // rule is one compiled replication rule.
@@ -23,6 +25,12 @@ type rule struct {
 	lease  *lease.Lease
 	// run asks the scheduler for a run now (manual trigger).
 	run chan struct{}
+	// box holds the events this rule has yet to replicate (event rules,
+	// once the service follows the registry's events), and disp hands
+	// them out: each rule makes progress of its own, so a remote that is
+	// down delays no other rule.
+	box  *outbox.Outbox
+	disp *outbox.Dispatcher
 }
 
 func compileRule(c config.ReplicationRule, remote *replication.Remote, local *Local, l *lease.Lease) (*rule, error) {
@@ -35,13 +43,20 @@ func compileRule(c config.ReplicationRule, remote *replication.Remote, local *Lo
 		return nil, fmt.Errorf("replication rule %s: %w", c.Name, err)
 	}
 	r := &rule{cfg: c, repos: repos, tags: tags, remote: remote, lease: l, run: make(chan struct{}, 1)}
+	// Each site's scanner makes its own reports and inventories: they are
+	// never copied, either way (a destination refuses them from clients).
+	opts := replication.CopierOptions{SkipReferrer: scannerOwn}
 	if c.Mode == config.ReplicationPull {
-		r.copier = replication.NewCopier(remote, local)
+		r.copier = replication.NewCopier(remote, local, opts)
 	} else {
-		r.copier = replication.NewCopier(local, remote)
+		r.copier = replication.NewCopier(local, remote, opts)
 	}
 	return r, nil
 }
+
+// scannerOwn reports whether a manifest is one a registry's scanner
+// stores itself (a reserved type or annotation).
+func scannerOwn(body []byte) bool { return artifact.ReservedIn(body) != "" }
 
 func (r *rule) push() bool { return r.cfg.Mode == config.ReplicationPush }
 

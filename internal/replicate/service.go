@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -19,7 +20,8 @@ import (
 )
 
 // OutboxName is the outbox the front handler records events in for
-// replication.
+// replication. Each event rule has its own, OutboxName/<rule>, which the
+// events of the first are passed on to.
 const OutboxName = "replication"
 
 // leaseRoot is where the rules' leases live in the storage backend.
@@ -34,9 +36,10 @@ type Options struct {
 	// Local is this registry's storage; Catalog lists its repositories.
 	Local   *Local
 	Catalog Catalog
-	// Driver holds the rules' leases.
+	// Driver holds the rules' leases, failures and last runs, shared by
+	// the replicas over one bucket.
 	Driver storagedriver.StorageDriver
-	// Metadata keeps the failures per image; nil: in memory.
+	// Metadata holds each event rule's outbox; Follow needs it.
 	Metadata *bolt.DB
 	// Holder names this replica in leases; default the host name.
 	Holder  string
@@ -52,6 +55,7 @@ type Service struct {
 	accounts       map[string]bool
 	local          *Local
 	catalog        Catalog
+	db             *bolt.DB
 	box            *outbox.Outbox
 	disp           *outbox.Dispatcher
 	status         *statusStore
@@ -74,12 +78,8 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	st, err := newStatusStore(o.Metadata)
-	if err != nil {
-		return nil, err
-	}
 	s := &Service{byName: map[string]*rule{}, accounts: map[string]bool{}, local: o.Local, catalog: o.Catalog,
-		status: st, log: o.Log, now: o.Now}
+		db: o.Metadata, status: newStatusStore(o.Driver), log: o.Log, now: o.Now}
 	if o.Config.ReconcileEvery != nil {
 		s.reconcileEvery = o.Config.ReconcileEvery.D()
 	}
@@ -102,6 +102,7 @@ func New(o Options) (*Service, error) {
 		s.rules = append(s.rules, r)
 		s.byName[c.Name] = r
 	}
+	var err error
 	if s.metrics, err = newMetrics(o.Metrics); err != nil {
 		return nil, err
 	}
@@ -110,11 +111,37 @@ func New(o Options) (*Service, error) {
 }
 
 // Follow makes Run consume box, the outbox the front handler records
-// events in for replication. Without it, rules run on their schedules
-// only (a command-line run).
+// events in for replication: each event is passed on to the outbox of
+// every event rule that matches its repository, where the rule's own
+// dispatcher replicates it, with its own retries and backoff. Without
+// Follow, rules run on their schedules only (a command-line run). It
+// needs the metadata database (Options.Metadata).
 func (s *Service) Follow(box *outbox.Outbox) error {
-	d, err := outbox.NewDispatcher(box, s.Handle, outbox.DispatcherOptions{
-		Concurrency: s.concurrency, MinBackoff: time.Second, MaxBackoff: time.Minute, Log: s.log, Now: s.now})
+	if s.db == nil {
+		return errors.New("replicate: following events needs the metadata database")
+	}
+	opts := outbox.DispatcherOptions{Concurrency: s.concurrency, MinBackoff: time.Second, MaxBackoff: time.Minute, Log: s.log, Now: s.now}
+	for _, r := range s.rules {
+		if !r.events() {
+			continue
+		}
+		b, err := outbox.New(s.db, OutboxName+"/"+r.cfg.Name)
+		if err != nil {
+			return err
+		}
+		d, err := outbox.NewDispatcher(b, func(ctx context.Context, e outbox.Entry) error {
+			return s.handleRule(ctx, r, e.Event)
+		}, opts)
+		if err != nil {
+			return err
+		}
+		r.box, r.disp = b, d
+	}
+	// Passing events on touches the metadata database only: one at a
+	// time keeps them in order.
+	route := opts
+	route.Concurrency = 1
+	d, err := outbox.NewDispatcher(box, s.route, route)
 	if err != nil {
 		return err
 	}
@@ -122,32 +149,45 @@ func (s *Service) Follow(box *outbox.Outbox) error {
 	return nil
 }
 
+// route passes an event on to the outbox of each event rule that matches
+// its repository. An event pushed by another site's account goes nowhere.
+func (s *Service) route(ctx context.Context, e outbox.Entry) error {
+	var errs []error
+	for _, r := range s.rulesFor(e.Event) {
+		if err := r.box.Pass(ctx, e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// A failure (or a crash before the event is deleted) keeps the event,
+	// which goes again to every rule: a rule that has it already keeps
+	// one.
+	return errors.Join(errs...)
+}
+
 // Run follows the outbox and runs each rule's schedule until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	done := make(chan struct{})
-	n := 0
+	var wg sync.WaitGroup
 	for _, r := range s.rules {
-		n++
-		go func() {
-			defer func() { done <- struct{}{} }()
-			s.schedule(ctx, r)
-		}()
+		wg.Go(func() { s.schedule(ctx, r) })
 	}
-	n++
-	go func() {
-		defer func() { done <- struct{}{} }()
-		s.refreshPending(ctx)
-	}()
-	var err error
+	wg.Go(func() { s.refreshPending(ctx) })
+	errs := make(chan error, len(s.rules)+1)
 	if s.disp != nil {
-		err = s.disp.Run(ctx)
-	} else {
-		<-ctx.Done()
+		wg.Go(func() { errs <- s.disp.Run(ctx) })
+		for _, r := range s.rules {
+			if r.disp != nil {
+				wg.Go(func() { errs <- r.disp.Run(ctx) })
+			}
+		}
 	}
-	for range n {
-		<-done
+	<-ctx.Done()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
 	}
-	return err
+	return errors.Join(all...)
 }
 
 // ErrUnknownRule is returned by Trigger and RunRule for a rule that is not
@@ -207,25 +247,33 @@ func (s *Service) schedule(ctx context.Context, r *rule) {
 	}
 }
 
-// Handle is the replication outbox's consumer: it copies what an event changes
-// for every push rule with trigger event that matches. It returns nil when
-// the event is done (also when the destination refused it for good), an
-// error to have it retried.
+// Handle copies what an event changes for every push rule with trigger
+// event that matches, now (Run hands each rule its events by itself). It
+// returns nil when the event is done (also when the destination refused
+// it for good), an error when it should be tried again.
 func (s *Service) Handle(ctx context.Context, e outbox.Entry) error {
-	ev := e.Event
-	if ev.Repository == "" || s.accounts[ev.Pusher] {
-		return nil
-	}
 	var errs []error
-	for _, r := range s.rules {
-		if !r.events() || !r.repos.Match(ev.Repository) {
-			continue
-		}
-		if err := s.handleRule(ctx, r, ev); err != nil {
+	for _, r := range s.rulesFor(e.Event) {
+		if err := s.handleRule(ctx, r, e.Event); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// rulesFor returns the event rules that replicate ev: none for an event
+// pushed by another site's account.
+func (s *Service) rulesFor(ev outbox.Event) []*rule {
+	if ev.Repository == "" || s.accounts[ev.Pusher] {
+		return nil
+	}
+	var out []*rule
+	for _, r := range s.rules {
+		if r.events() && r.repos.Match(ev.Repository) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (s *Service) handleRule(ctx context.Context, r *rule, ev outbox.Event) error {
@@ -313,7 +361,7 @@ func (s *Service) outcome(ctx context.Context, r *rule, repo, tag string, res re
 		if !since.IsZero() {
 			s.metrics.lag.WithLabelValues(name).Observe(now.Sub(since).Seconds())
 		}
-		if serr := s.status.ok(name, repo, tag, now); serr != nil {
+		if serr := s.status.ok(ctx, name, repo, tag, now); serr != nil {
 			s.log.WarnContext(ctx, "record replication status", "rule", name, "err", serr)
 		}
 		return nil
@@ -331,7 +379,7 @@ func (s *Service) outcome(ctx context.Context, r *rule, repo, tag string, res re
 		msg = replication.Reason(err)
 	}
 	f := Failure{Repository: repo, Tag: tag, Digest: res.Digest, Error: msg, Permanent: permanent, Last: now}
-	if serr := s.status.fail(name, f); serr != nil {
+	if serr := s.status.fail(ctx, name, f); serr != nil {
 		s.log.WarnContext(ctx, "record replication status", "rule", name, "err", serr)
 	}
 	if permanent {

@@ -3,6 +3,7 @@ package replicate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -97,9 +98,17 @@ type harness struct {
 	local *replicate.Local
 	site  *site
 	rem   *replication.Remote
+	meta  *bolt.DB
+	opts  replicate.Options
 }
 
 func newHarness(t *testing.T, rules ...config.ReplicationRule) *harness {
+	t.Helper()
+	return newHarnessWith(t, nil, rules...)
+}
+
+// newHarnessWith is newHarness with more remotes, by name.
+func newHarnessWith(t *testing.T, more map[string]*replication.Remote, rules ...config.ReplicationRule) *harness {
 	t.Helper()
 	ctx := t.Context()
 	driver := inmemory.New()
@@ -131,15 +140,30 @@ func newHarness(t *testing.T, rules ...config.ReplicationRule) *harness {
 	cfg := config.Replication{Rules: append([]config.ReplicationRule(nil), rules...), Accounts: []string{"site-b-robot"}}
 	c := config.Default()
 	c.Remotes = []config.Remote{{Name: "site-b", URL: st.srv.URL}}
+	remotes := map[string]*replication.Remote{"site-b": rem}
+	for name, r := range more {
+		c.Remotes = append(c.Remotes, config.Remote{Name: name, URL: r.URL()})
+		remotes[name] = r
+	}
 	c.Replication = cfg
 	c.Provision()
 	local := &replicate.Local{Repos: repos, Refs: refs}
-	svc, err := replicate.New(replicate.Options{Config: c.Replication, Remotes: map[string]*replication.Remote{"site-b": rem}, Local: local,
-		Catalog: repos, Driver: driver, Metadata: meta})
+	opts := replicate.Options{Config: c.Replication, Remotes: remotes, Local: local, Catalog: repos, Driver: driver, Metadata: meta}
+	svc, err := replicate.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, svc: svc, local: local, site: st, rem: rem}
+	return &harness{t: t, svc: svc, local: local, site: st, rem: rem, meta: meta, opts: opts}
+}
+
+// replica returns another replica's service over the same storage.
+func (h *harness) replica() *replicate.Service {
+	h.t.Helper()
+	svc, err := replicate.New(h.opts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return svc
 }
 
 // pushLocal stores a random image as repo:tag here, as a pull would.
@@ -303,5 +327,192 @@ func TestRunRuleReconcilesAndPulls(t *testing.T) {
 	}
 	if _, err := h.svc.RunRule(t.Context(), "nope"); !errors.Is(err, replicate.ErrUnknownRule) {
 		t.Errorf("RunRule of an unknown rule: %v", err)
+	}
+}
+
+// TestLocalRefusesScannerArtifacts: a manifest of a type reserved for the
+// scanner (a remote's scan report) is never stored here by a copy.
+func TestLocalRefusesScannerArtifacts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	report := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+		`"artifactType":"application/vnd.portcullis.scan.report.v1+json",` +
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`
+	_, err := h.local.PutManifest(t.Context(), "prod/app", digest.FromString(report).String(), "application/vnd.oci.image.manifest.v1+json", []byte(report))
+	if !errors.Is(err, replication.ErrDenied) || !replication.Permanent(err) {
+		t.Errorf("PutManifest of a scan report: %v, want a permanent refusal", err)
+	}
+}
+
+// pushSite stores a random image as repo:tag at the site.
+func (h *harness) pushSite(repo, tag string) string {
+	h.t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(h.site.srv.URL, "http://") + "/" + repo + ":" + tag)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		h.t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d.String()
+}
+
+// TestPullPatterns: a pull rule with a pattern fetches the repositories of
+// the remote's catalog it matches (never a reserved one), and says in its
+// status when the remote refuses its catalog.
+func TestPullPatterns(t *testing.T) {
+	t.Parallel()
+	pull := config.ReplicationRule{Name: "from-b", Mode: "pull", Remote: "site-b", Repositories: []string{"team/**", "named/app"}, Trigger: "manual"}
+	h := newHarness(t, pull)
+	h.local.Reserved = []string{"portcullis/vulndb"}
+	want := map[string]string{"team/a": h.pushSite("team/a", "v1"), "team/sub/b": h.pushSite("team/sub/b", "v1"), "named/app": h.pushSite("named/app", "v1")}
+	h.pushSite("other/c", "v1")
+	h.pushSite("portcullis/vulndb", "latest")
+	ctx := t.Context()
+	rep, err := h.svc.RunRule(ctx, "from-b")
+	if err != nil || rep.Copied != 3 || rep.Failed != 0 {
+		t.Errorf("run: %+v %v, want 3 copied", rep, err)
+	}
+	for repo, d := range want {
+		if got, err := h.local.HeadManifest(ctx, repo, "v1"); err != nil || string(got.Digest) != d {
+			t.Errorf("%s:v1 here: %v %v, want %s", repo, got.Digest, err, d)
+		}
+	}
+	for _, ref := range []string{"other/c:v1", "portcullis/vulndb:latest"} {
+		repo, tag, _ := strings.Cut(ref, ":")
+		if _, err := h.local.HeadManifest(ctx, repo, tag); !errors.Is(err, replication.ErrNotFound) {
+			t.Errorf("%s here: %v, want not fetched", ref, err)
+		}
+	}
+
+	// The remote refuses its catalog: the status says so, and the named
+	// repository is still fetched.
+	h.site.refuse = func(r *http.Request) bool { return r.URL.Path == "/v2/_catalog" }
+	d2 := h.pushSite("named/app", "v2")
+	if rep, err = h.svc.RunRule(ctx, "from-b"); err != nil || rep.Failed != 1 || rep.Copied != 1 {
+		t.Errorf("run with the catalog refused: %+v %v, want 1 copied and 1 failed", rep, err)
+	}
+	if got, err := h.local.HeadManifest(ctx, "named/app", "v2"); err != nil || string(got.Digest) != d2 {
+		t.Errorf("named/app:v2 here: %v %v, want %s", got.Digest, err, d2)
+	}
+	f := h.svc.Status(ctx)[0].Failures
+	if len(f) != 1 || f[0].Repository != "team/**" || f[0].Error != "list the remote's catalog: DENIED: no trusted signature" {
+		t.Errorf("failures: %+v, want the catalog's refusal under team/**", f)
+	}
+	h.site.refuse = nil
+	if _, err := h.svc.RunRule(ctx, "from-b"); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.svc.Status(ctx)[0].Failures; len(f) != 0 {
+		t.Errorf("failures after the catalog is listed again: %+v", f)
+	}
+}
+
+// TestRulesProgressApart: two event rules over the same repositories, one
+// to a remote that never answers: the other rule's events all arrive
+// meanwhile, and the dead rule's stay pending in its own outbox.
+func TestRulesProgressApart(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(dead.Close)
+	t.Cleanup(func() { close(release) })
+	deadRemote, err := replication.New(replication.Options{Name: "dead", URL: dead.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toDead := config.ReplicationRule{Name: "to-dead", Mode: "push", Remote: "dead", Repositories: []string{"prod/**"}}
+	toB := config.ReplicationRule{Name: "to-b", Mode: "push", Remote: "site-b", Repositories: []string{"prod/**"}}
+	h := newHarnessWith(t, map[string]*replication.Remote{"dead": deadRemote}, toDead, toB)
+	box, err := outbox.New(h.meta, replicate.OutboxName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Follow(box); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	want := map[string]string{}
+	for i := range 12 {
+		repo := fmt.Sprintf("prod/app-%d", i)
+		want[repo] = h.pushLocal(repo, "v1")
+		if _, err := box.Append(ctx, tagEvent(repo, "v1", "alice").Event); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		missing := 0
+		for repo, d := range want {
+			if h.remoteDigest(repo, "v1") != d {
+				missing++
+			}
+		}
+		pending := map[string]int{}
+		for _, st := range h.svc.Status(ctx) {
+			pending[st.Name] = st.Pending
+		}
+		if missing == 0 && pending["to-b"] == 0 && pending["to-dead"] == 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 12 images missing at site-b while the other remote hangs; pending %v (want to-b 0, to-dead 12)", missing, pending)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStatusSharedByReplicas: a failure one replica records shows in every
+// replica's status, with the last run, and a success on another replica
+// clears it.
+func TestStatusSharedByReplicas(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, pushRule)
+	other := h.replica()
+	d := h.pushLocal("prod/app", "v1")
+	h.site.refuse = func(r *http.Request) bool { return r.Method == http.MethodPut }
+	if err := h.svc.Handle(t.Context(), tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.RunRule(t.Context(), "to-b"); err != nil {
+		t.Fatal(err)
+	}
+	want := []replicate.Failure{{Repository: "prod/app", Tag: "v1", Digest: digest.Digest(d),
+		Error: "DENIED: no trusted signature", Permanent: true, Attempts: 1}}
+	st := other.Status(t.Context())[0]
+	if diff := cmp.Diff(want, st.Failures, cmpIgnoreTimes); diff != "" {
+		t.Errorf("the other replica's failures (-want +got):\n%s", diff)
+	}
+	if st.LastRun == nil || st.LastRun.Checked != 1 {
+		t.Errorf("the other replica's last run: %+v, want the first replica's", st.LastRun)
+	}
+	h.site.refuse = nil
+	if err := other.Handle(t.Context(), tagEvent("prod/app", "v1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if f := h.svc.Status(t.Context())[0].Failures; len(f) != 0 {
+		t.Errorf("failures left after the other replica's success: %+v", f)
 	}
 }

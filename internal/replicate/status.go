@@ -1,20 +1,20 @@
 package replicate
 
 import (
-	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"sync"
 	"time"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
-
-// statusBucket holds the last failure of each image per rule, keyed
-// rule NUL repository:tag.
-var statusBucket = []byte("replication/status")
 
 // Failure is the last failed copy of one image by one rule.
 type Failure struct {
@@ -31,129 +31,108 @@ type Failure struct {
 	Attempts  int       `json:"attempts"`
 }
 
-// statusStore keeps failures in the metadata database (nil: in memory),
-// and the last success per rule in memory.
+// maxFailuresRead bounds the failure records read for one rule's status.
+const maxFailuresRead = 1000
+
+// statusStore keeps each rule's failures, one object per image, and its
+// last run in the storage backend, so that every replica over the bucket
+// sees them:
+//
+//	<leaseRoot>/<rule>/failures/<sha256 of repository:tag>.json
+//	<leaseRoot>/<rule>/lastrun.json
+//
+// The last success of each rule is this replica's own, in memory.
 type statusStore struct {
-	db *bolt.DB
-	mu sync.Mutex
-	// mem holds failures without a database.
-	mem         map[string]Failure
+	driver      storagedriver.StorageDriver
+	mu          sync.Mutex
 	lastSuccess map[string]time.Time
-	lastRun     map[string]RunReport
 }
 
-func newStatusStore(db *bolt.DB) (*statusStore, error) {
-	s := &statusStore{db: db, mem: map[string]Failure{}, lastSuccess: map[string]time.Time{}, lastRun: map[string]RunReport{}}
-	if db != nil {
-		if err := db.Update(func(tx *bolt.Tx) error {
-			_, err := tx.CreateBucketIfNotExists(statusBucket)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("replication status: %w", err)
-		}
+func newStatusStore(driver storagedriver.StorageDriver) *statusStore {
+	return &statusStore{driver: driver, lastSuccess: map[string]time.Time{}}
+}
+
+func failuresDir(rule string) string { return leaseRoot + "/" + rule + "/failures" }
+
+func failurePath(rule, repo, tag string) string {
+	sum := sha256.Sum256([]byte(repo + ":" + tag))
+	return failuresDir(rule) + "/" + hex.EncodeToString(sum[:]) + ".json"
+}
+
+func isNotFound(err error) bool {
+	var nf storagedriver.PathNotFoundError
+	return errors.As(err, &nf)
+}
+
+// fail records a failed copy, counting the attempts at the same digest.
+func (s *statusStore) fail(ctx context.Context, rule string, f Failure) error {
+	p := failurePath(rule, f.Repository, f.Tag)
+	prev, ok, err := s.read(ctx, p)
+	if err != nil {
+		return err
 	}
-	return s, nil
-}
-
-func statusKey(rule, repo, tag string) string { return rule + "\x00" + repo + ":" + tag }
-
-// fail records a failed copy.
-func (s *statusStore) fail(rule string, f Failure) error {
-	key := statusKey(rule, f.Repository, f.Tag)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
-		prev, ok := s.mem[key]
-		s.mem[key] = merge(prev, ok, f)
-		return nil
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(statusBucket)
-		var prev Failure
-		ok := false
-		if v := b.Get([]byte(key)); v != nil {
-			ok = json.Unmarshal(v, &prev) == nil
-		}
-		data, err := json.Marshal(merge(prev, ok, f))
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(key), data)
-	})
-}
-
-func merge(prev Failure, ok bool, f Failure) Failure {
-	f.Attempts = 1
-	f.Since = f.Last
+	f.Attempts, f.Since = 1, f.Last
 	if ok && prev.Digest == f.Digest {
-		f.Attempts = prev.Attempts + 1
-		f.Since = prev.Since
+		f.Attempts, f.Since = prev.Attempts+1, prev.Since
 	}
-	return f
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	if err := s.driver.PutContent(ctx, p, data); err != nil {
+		return fmt.Errorf("record replication failure: %w", err)
+	}
+	return nil
 }
 
-// ok clears the failure of an image and notes the rule's success.
-func (s *statusStore) ok(rule, repo, tag string, now time.Time) error {
-	key := statusKey(rule, repo, tag)
+// read returns the failure stored at p; ok is false when there is none
+// (or it cannot be decoded).
+func (s *statusStore) read(ctx context.Context, p string) (f Failure, ok bool, err error) {
+	b, err := s.driver.GetContent(ctx, p)
+	if isNotFound(err) {
+		return Failure{}, false, nil
+	}
+	if err != nil {
+		return Failure{}, false, fmt.Errorf("read replication failure: %w", err)
+	}
+	return f, json.Unmarshal(b, &f) == nil, nil
+}
+
+// ok clears the failure of an image, whichever replica recorded it, and
+// notes the rule's success.
+func (s *statusStore) ok(ctx context.Context, rule, repo, tag string, now time.Time) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.lastSuccess[rule] = now
-	if s.db == nil {
-		delete(s.mem, key)
-		return nil
+	s.mu.Unlock()
+	if err := s.driver.Delete(ctx, failurePath(rule, repo, tag)); err != nil && !isNotFound(err) {
+		return fmt.Errorf("clear replication failure: %w", err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(statusBucket)
-		if b.Get([]byte(key)) == nil {
-			return nil
-		}
-		return b.Delete([]byte(key))
-	})
+	return nil
 }
 
-// failure returns the recorded failure of an image.
-func (s *statusStore) failure(rule, repo, tag string) (Failure, bool) {
-	key := statusKey(rule, repo, tag)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
-		f, ok := s.mem[key]
-		return f, ok
+// failures returns the failures of rule, by repository and tag (at most
+// maxFailuresRead of them).
+func (s *statusStore) failures(ctx context.Context, rule string) ([]Failure, error) {
+	paths, err := s.driver.List(ctx, failuresDir(rule))
+	if isNotFound(err) {
+		return []Failure{}, nil
 	}
-	var f Failure
-	ok := false
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(statusBucket).Get([]byte(key)); v != nil {
-			ok = json.Unmarshal(v, &f) == nil
-		}
-		return nil
-	})
-	return f, ok
-}
-
-// failures returns the failures of rule, by repository and tag.
-func (s *statusStore) failures(rule string) []Failure {
-	prefix := []byte(rule + "\x00")
+	if err != nil {
+		return nil, fmt.Errorf("list replication failures: %w", err)
+	}
+	sort.Strings(paths)
 	out := []Failure{}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.db == nil {
-		for k, f := range s.mem {
-			if bytes.HasPrefix([]byte(k), prefix) {
-				out = append(out, f)
-			}
+	for _, p := range paths[:min(len(paths), maxFailuresRead)] {
+		if path.Ext(p) != ".json" {
+			continue
 		}
-	} else {
-		_ = s.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(statusBucket).Cursor()
-			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-				var f Failure
-				if json.Unmarshal(v, &f) == nil {
-					out = append(out, f)
-				}
-			}
-			return nil
-		})
+		f, ok, err := s.read(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, f)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Repository != out[j].Repository {
@@ -161,21 +140,43 @@ func (s *statusStore) failures(rule string) []Failure {
 		}
 		return out[i].Tag < out[j].Tag
 	})
-	return out
+	return out, nil
 }
 
-func (s *statusStore) ran(rule string, r RunReport) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastRun[rule] = r
-}
+func lastRunPath(rule string) string { return leaseRoot + "/" + rule + "/lastrun.json" }
 
-func (s *statusStore) summary(rule string) (time.Time, *RunReport) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.lastRun[rule]
-	if !ok {
-		return s.lastSuccess[rule], nil
+// ran records the report of a rule's run.
+func (s *statusStore) ran(ctx context.Context, rule string, r RunReport) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
 	}
-	return s.lastSuccess[rule], &r
+	if err := s.driver.PutContent(ctx, lastRunPath(rule), data); err != nil {
+		return fmt.Errorf("record replication run: %w", err)
+	}
+	return nil
+}
+
+// summary returns this replica's last success of rule and the last run of
+// the rule by any replica.
+func (s *statusStore) summary(ctx context.Context, rule string) (time.Time, *RunReport) {
+	s.mu.Lock()
+	last := s.lastSuccess[rule]
+	s.mu.Unlock()
+	b, err := s.driver.GetContent(ctx, lastRunPath(rule))
+	if err != nil {
+		return last, nil
+	}
+	var r RunReport
+	if json.Unmarshal(b, &r) != nil {
+		return last, nil
+	}
+	return last, &r
+}
+
+// failure returns the recorded failure of an image; ok is false when there
+// is none or it cannot be read.
+func (s *statusStore) failure(ctx context.Context, rule, repo, tag string) (Failure, bool) {
+	f, ok, err := s.read(ctx, failurePath(rule, repo, tag))
+	return f, ok && err == nil
 }

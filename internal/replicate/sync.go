@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/portcullis/portcullis/replication"
@@ -26,12 +27,12 @@ type RunReport struct {
 }
 
 // RunRule runs the rule once now, on this replica, under the rule's lease:
-// a push rule copies each tag here that it matches and the remote lacks or
-// has at another digest (a tag the destination refused for good is tried
-// again only when its digest changes); a pull rule does the same the other
-// way. With deletes on, tags gone from the source are deleted. It returns
-// a *lease.BusyError when another replica is running the rule, and
-// ErrUnknownRule.
+// a push rule copies each tag here that it matches, with its referrers,
+// where the remote lacks them or has the tag at another digest (a tag the
+// destination refused for good is tried again only when its digest
+// changes); a pull rule does the same the other way. With deletes on,
+// tags gone from the source are deleted. It returns a *lease.BusyError
+// when another replica is running the rule, and ErrUnknownRule.
 func (s *Service) RunRule(ctx context.Context, name string) (RunReport, error) {
 	r := s.byName[name]
 	if r == nil {
@@ -62,7 +63,9 @@ func (s *Service) RunRule(ctx context.Context, name string) (RunReport, error) {
 	if err != nil {
 		rep.Error = err.Error()
 	}
-	s.status.ran(name, rep)
+	if serr := s.status.ran(context.WithoutCancel(ctx), name, rep); serr != nil {
+		s.log.WarnContext(ctx, "record replication status", "rule", name, "err", serr)
+	}
 	return rep, err
 }
 
@@ -102,7 +105,7 @@ func (s *Service) syncPush(ctx context.Context, r *rule, rep *RunReport) error {
 		}
 		tags := tagSet(r, local)
 		for _, tag := range tags {
-			if err := s.syncTag(ctx, r, s.local, r.remote, repo, tag, rep); err != nil {
+			if err := s.syncTag(ctx, r, s.local, repo, tag, rep); err != nil {
 				return err
 			}
 		}
@@ -120,9 +123,10 @@ type headSide interface {
 	HeadManifest(ctx context.Context, repo, ref string) (replication.Descriptor, error)
 }
 
-// syncTag copies repo:tag from src to dst when they differ. It returns an
-// error only when the run should stop (ctx ended).
-func (s *Service) syncTag(ctx context.Context, r *rule, src, dst headSide, repo, tag string, rep *RunReport) error {
+// syncTag copies repo:tag from src to the other side of the rule with its
+// referrers, where they differ. It returns an error only when the run
+// should stop (ctx ended).
+func (s *Service) syncTag(ctx context.Context, r *rule, src headSide, repo, tag string, rep *RunReport) error {
 	rep.Checked++
 	want, err := src.HeadManifest(ctx, repo, tag)
 	if err != nil {
@@ -133,13 +137,10 @@ func (s *Service) syncTag(ctx context.Context, r *rule, src, dst headSide, repo,
 		_ = s.outcome(ctx, r, repo, tag, replication.Result{}, err, time.Time{})
 		return ctx.Err()
 	}
-	if have, err := dst.HeadManifest(ctx, repo, tag); err == nil && have.Digest == want.Digest {
-		// The tag is there; copying again repairs missing referrers.
-		if !r.push() {
-			return nil
-		}
-	}
-	if f, ok := s.status.failure(r.cfg.Name, repo, tag); ok && f.Permanent && f.Digest == want.Digest {
+	// The tag may be there already: copying again still repairs missing
+	// referrers (a signature made since), and sends nothing the other side
+	// has.
+	if f, ok := s.status.failure(ctx, r.cfg.Name, repo, tag); ok && f.Permanent && f.Digest == want.Digest {
 		return nil // refused for good: tried again when it changes
 	}
 	res, err := r.copier.Copy(ctx, repo, repo, tag)
@@ -161,6 +162,7 @@ func (s *Service) syncDeletes(ctx context.Context, r *rule, here []string, repo 
 		_ = s.outcome(ctx, r, repo, "", replication.Result{}, err, time.Time{})
 		return ctx.Err()
 	}
+	_ = s.outcome(ctx, r, repo, "", replication.Result{}, nil, time.Time{})
 	keep := map[string]bool{}
 	for _, t := range here {
 		keep[t] = true
@@ -179,10 +181,54 @@ func (s *Service) syncDeletes(ctx context.Context, r *rule, here []string, repo 
 	return ctx.Err()
 }
 
-func (s *Service) syncPull(ctx context.Context, r *rule, rep *RunReport) error {
-	for _, repo := range r.cfg.Repositories {
-		if !literal(repo) {
+// pullRepositories returns the repositories a pull rule fetches: those it
+// names, and those of the remote's catalog its patterns match. A catalog
+// the remote refuses (or fails to list) is recorded as the failure of the
+// patterns, and the named repositories are still returned.
+func (s *Service) pullRepositories(ctx context.Context, r *rule, rep *RunReport) []string {
+	var out, patterns []string
+	seen := map[string]bool{}
+	for _, p := range r.cfg.Repositories {
+		if literal(p) {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
 			continue
+		}
+		patterns = append(patterns, p)
+	}
+	if len(patterns) == 0 {
+		return out
+	}
+	// The failure of a listing is recorded under the patterns it was for.
+	key := strings.Join(patterns, " ")
+	catalog, err := r.remote.Catalog(ctx)
+	if err != nil {
+		rep.Failed++
+		if ctx.Err() == nil {
+			s.metrics.failures.WithLabelValues(r.cfg.Name, reason(err)).Inc()
+			f := Failure{Repository: key, Error: "list the remote's catalog: " + replication.Reason(err), Last: s.now()}
+			if serr := s.status.fail(ctx, r.cfg.Name, f); serr != nil {
+				s.log.WarnContext(ctx, "record replication status", "rule", r.cfg.Name, "err", serr)
+			}
+		}
+		return out
+	}
+	_ = s.outcome(ctx, r, key, "", replication.Result{}, nil, time.Time{})
+	for _, repo := range catalog {
+		if !seen[repo] && r.repos.Match(repo) && !s.local.reserved(repo) {
+			seen[repo] = true
+			out = append(out, repo)
+		}
+	}
+	return out
+}
+
+func (s *Service) syncPull(ctx context.Context, r *rule, rep *RunReport) error {
+	for _, repo := range s.pullRepositories(ctx, r, rep) {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		remote, err := r.remote.Tags(ctx, repo)
 		if err != nil {
@@ -193,9 +239,11 @@ func (s *Service) syncPull(ctx context.Context, r *rule, rep *RunReport) error {
 			}
 			continue
 		}
+		// Listed: a failure to list recorded earlier is over.
+		_ = s.outcome(ctx, r, repo, "", replication.Result{}, nil, time.Time{})
 		tags := tagSet(r, remote)
 		for _, tag := range tags {
-			if err := s.syncTag(ctx, r, r.remote, s.local, repo, tag, rep); err != nil {
+			if err := s.syncTag(ctx, r, r.remote, repo, tag, rep); err != nil {
 				return err
 			}
 		}

@@ -33,13 +33,22 @@ type pendingCount struct {
 	oldest time.Time
 }
 
-// pending counts the outbox entries each event rule still has to handle.
+// pending counts the events each event rule still has to handle: those
+// in its own outbox, and those of the shared outbox not yet passed on.
 func (s *Service) pending(ctx context.Context) map[string]pendingCount {
 	out := map[string]pendingCount{}
 	for _, r := range s.rules {
-		if r.events() {
-			out[r.cfg.Name] = pendingCount{}
+		if !r.events() {
+			continue
 		}
+		var p pendingCount
+		if r.box != nil {
+			p.count = r.box.Len()
+			if first, err := r.box.Read(ctx, 0, 1); err == nil && len(first) == 1 {
+				p.oldest = first[0].Event.Time
+			}
+		}
+		out[r.cfg.Name] = p
 	}
 	if s.box == nil || s.box.Len() == 0 {
 		return out
@@ -87,8 +96,12 @@ type RuleStatus struct {
 	LastSuccess     *time.Time `json:"lastSuccess,omitempty"`
 	LastRun         *RunReport `json:"lastRun,omitempty"`
 	// Failures are the images whose last copy failed, each with the error
-	// (the destination's reason for a refusal).
+	// (the destination's reason for a refusal), as recorded by any replica
+	// (at most 1,000).
 	Failures []Failure `json:"failures"`
+	// StatusError says why Failures could not be read (the storage
+	// backend failed).
+	StatusError string `json:"statusError,omitempty"`
 }
 
 // Status returns the state of every rule, in configuration order.
@@ -98,14 +111,19 @@ func (s *Service) Status(ctx context.Context) []RuleStatus {
 	out := make([]RuleStatus, 0, len(s.rules))
 	for _, r := range s.rules {
 		st := RuleStatus{Name: r.cfg.Name, Mode: r.cfg.Mode, Remote: r.cfg.Remote, Trigger: r.cfg.Trigger,
-			RemoteAvailable: r.remote.State().Available, Failures: s.status.failures(r.cfg.Name)}
+			RemoteAvailable: r.remote.State().Available}
+		var err error
+		if st.Failures, err = s.status.failures(ctx, r.cfg.Name); err != nil {
+			st.Failures = []Failure{}
+			st.StatusError = "the failures could not be read: " + err.Error()
+		}
 		if p, ok := pend[r.cfg.Name]; ok {
 			st.Pending = p.count
 			if !p.oldest.IsZero() {
 				st.OldestPendingSeconds = now.Sub(p.oldest).Seconds()
 			}
 		}
-		last, run := s.status.summary(r.cfg.Name)
+		last, run := s.status.summary(ctx, r.cfg.Name)
 		if !last.IsZero() {
 			l := last.UTC()
 			st.LastSuccess = &l
