@@ -22,8 +22,6 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/admission"
@@ -70,6 +68,11 @@ type Options struct {
 	// TokenOnly serves the token service alone (and health and metrics),
 	// for sites that put one token service in front of several registries.
 	TokenOnly bool
+	// Version is the build's version, for portcullis_build_info; "" is dev.
+	Version string
+	// ConfigFile is the configuration file in effect, for the start-up
+	// line; "" means the built-in defaults.
+	ConfigFile string
 }
 
 // New builds the registry described by cfg (already provisioned and
@@ -117,14 +120,25 @@ func (a *App) build(ctx context.Context) error {
 
 	reg := a.metrics
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := registerBuildInfo(reg, a.opts.Version); err != nil {
+		return err
+	}
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	// distribution's own metrics (storage actions, caches) live in the
-	// default registry; serve both without serving anything else of it.
-	gatherers := prometheus.Gatherers{reg, distributionGatherer{}}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{}))
+	// /metrics is on a listener of its own when http.metricsAddr is set,
+	// else here, behind auth when auth is on.
+	switch {
+	case cfg.HTTP.MetricsAddr != "":
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			api.WriteError(w, r, a.log, api.Status(http.StatusNotFound, "UNSUPPORTED", "metrics are served on their own listener (http.metricsAddr)"))
+		})
+	case a.auth != nil:
+		mux.Handle("GET /metrics", a.guardMetrics(a.metricsHandler()))
+	default:
+		mux.Handle("GET /metrics", a.metricsHandler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -276,12 +290,6 @@ func (a *App) uploadSecret() (string, error) {
 	return base64.StdEncoding.EncodeToString(b), nil
 }
 
-// distributionGatherer serves only distribution's metric families from the
-// default registry.
-type distributionGatherer struct{}
-
-func (distributionGatherer) Gather() ([]*dto.MetricFamily, error) { return gatherDistribution() }
-
 // ready answers 200 when the storage backend answers.
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -383,6 +391,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 	a.runGC(scanCtx)
+	if a.cfg.HTTP.MetricsAddr != "" {
+		stopMetrics, err := a.serveMetrics(ctx)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	mirrors, err := a.serveCacheListeners(ctx)
 	if err != nil {
 		return err
@@ -404,7 +419,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		errc <- err
 	}()
 	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn, "storage", a.storageName(),
-		"auth", a.cfg.Auth.Enabled, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
+		"config", a.configName(), "auth", a.authMode(), "metrics", a.metricsMode(), "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
 		"webhooks", len(a.cfg.Admission.Webhooks), "caches", len(a.cfg.Cache), "replication_rules", len(a.cfg.Replication.Rules), "metadata", a.cfg.MetadataPath())
 	select {
 	case err := <-errc:
@@ -437,6 +452,38 @@ func (a *App) storageName() string {
 		return "s3 " + endpoint + "/" + s3.Bucket
 	}
 	return "filesystem " + a.cfg.FilesystemRoot()
+}
+
+// configName names the configuration in effect, for the start-up line.
+func (a *App) configName() string {
+	if a.opts.ConfigFile == "" {
+		return "built-in defaults"
+	}
+	return a.opts.ConfigFile
+}
+
+// authMode says how requests are authorized, for the start-up line.
+func (a *App) authMode() string {
+	switch {
+	case a.auth == nil:
+		return "off: anyone may pull and push"
+	case a.opts.TokenOnly:
+		return "token service only"
+	case a.cfg.Auth.AnonymousPull:
+		return "token, anonymous pull"
+	}
+	return "token"
+}
+
+// metricsMode says where /metrics is served, for the start-up line.
+func (a *App) metricsMode() string {
+	switch {
+	case a.cfg.HTTP.MetricsAddr != "":
+		return "on http.metricsAddr " + a.cfg.HTTP.MetricsAddr
+	case a.auth != nil:
+		return "on http.addr, catalog scope required"
+	}
+	return "on http.addr, open"
 }
 
 // Listen opens the configured listen address.
