@@ -296,6 +296,7 @@ auth:
       passwordFile: %[1]s/alice
     - name: bob
       passwordFile: %[1]s/bob
+  catalog: [user:alice]
   rules:
     - name: alice-all
       subjects: [user:alice]
@@ -626,7 +627,7 @@ func haReferrers(t *testing.T, addr, token, repo, d string) []string {
 // haMetric reads one sample from a replica's /metrics (0 when absent).
 func haMetric(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	code, body, _ := haDo(t, http.MethodGet, addr, "/metrics", "", nil)
+	code, body, _ := haDo(t, http.MethodGet, addr, "/metrics", "", nil, "Authorization", basic("alice", "alice-pw"))
 	if code != http.StatusOK {
 		t.Fatalf("metrics of %s: %d", addr, code)
 	}
