@@ -1,0 +1,70 @@
+package admission
+
+import (
+	"context"
+	"errors"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// gateMetrics are what an operator graphs of the gate's refusals and of the
+// admission webhooks' latency.
+type gateMetrics struct {
+	refusals       *prometheus.CounterVec
+	webhookSeconds *prometheus.HistogramVec
+}
+
+func newGateMetrics() gateMetrics {
+	return gateMetrics{
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "portcullis", Subsystem: "admission", Name: "refusals_total",
+			Help: "Requests the gate refused (403 DENIED), by check (tag: a tag push; pull: a manifest read; blob: a blob read) and mode (enforce, quarantine).",
+		}, []string{"check", "mode"}),
+		webhookSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "portcullis", Subsystem: "admission", Name: "webhook_duration_seconds",
+			Help:    "Time an admission webhook took to answer (or fail), by webhook name.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"webhook"}),
+	}
+}
+
+// AdmitTag decides a tag push (see admitTag): nil to accept, or an errcode
+// error (DENIED) whose message tells the client what to do.
+func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
+	err := g.admitTag(ctx, p)
+	g.countRefusal(err, "tag", policy.ModeEnforce)
+	return err
+}
+
+// AllowPull decides a manifest read in a gated repository (see allowPull).
+// It returns nil or a DENIED errcode error.
+func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
+	err := g.allowPull(ctx, p)
+	g.countRefusal(err, "pull", g.readMode(p.Repository))
+	return err
+}
+
+// AllowBlob decides a blob read in a gated repository (see allowBlob).
+// It returns nil or a DENIED errcode error.
+func (g *Gate) AllowBlob(ctx context.Context, b BlobRead) error {
+	err := g.allowBlob(ctx, b)
+	g.countRefusal(err, "blob", g.readMode(b.Repository))
+	return err
+}
+
+// readMode is the mode that gates reads of repo: quarantine, else enforce.
+func (g *Gate) readMode(repo string) policy.Mode {
+	if g.quarantined(repo) {
+		return policy.ModeQuarantine
+	}
+	return policy.ModeEnforce
+}
+
+func (g *Gate) countRefusal(err error, check string, mode policy.Mode) {
+	var e errcode.Error
+	if errors.As(err, &e) && e.Code == errcode.ErrorCodeDenied {
+		g.obs.refusals.WithLabelValues(check, string(mode)).Inc()
+	}
+}
