@@ -123,6 +123,11 @@ func (a *App) build(ctx context.Context) error {
 	if err := registerBuildInfo(reg, a.opts.Version); err != nil {
 		return err
 	}
+	if cfg.HTTP.TLS.Enabled() {
+		if err := reg.Register(newCertExpiry(cfg.HTTP.TLS.CertFile)); err != nil {
+			return fmt.Errorf("register certificate metrics: %w", err)
+		}
+	}
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)

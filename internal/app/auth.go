@@ -41,22 +41,31 @@ type authParts struct {
 // log from the auth section.
 func (a *App) buildAuth(driver storagedriver.StorageDriver) (*authParts, error) {
 	cfg := a.cfg
+	metrics, err := newAuthMetrics(a.metrics)
+	if err != nil {
+		return nil, err
+	}
 	w, closeAudit, err := audit.Open(cfg.Auth.Audit.File,
 		audit.Rotation{MaxSize: int64(cfg.Auth.Audit.MaxSize), MaxFiles: cfg.Auth.Audit.MaxFiles}, os.Stdout, os.Stderr)
 	if err != nil {
 		return nil, fmt.Errorf("auth.audit.file: %w", err)
 	}
-	var log *audit.Log
-	if w != nil {
-		if log, err = audit.New(w, audit.Options{Logger: a.log}); err != nil {
-			_ = closeAudit()
-			return nil, err
-		}
+	// Without an audit file the log writes nothing and only counts.
+	log, err := audit.New(w, audit.Options{Logger: a.log, Observe: metrics.observe})
+	if err != nil {
+		_ = closeAudit()
+		return nil, err
 	}
 	c, err := token.FromConfig(cfg.Auth, token.Deps{Realm: Realm(cfg), Store: driver, Audit: log, Logger: a.log})
 	if err != nil {
 		_ = closeAudit()
 		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if c.Robots != nil {
+		if err := a.metrics.Register(newRobotExpiry(c.Robots)); err != nil {
+			_ = closeAudit()
+			return nil, fmt.Errorf("register robot metrics: %w", err)
+		}
 	}
 	return &authParts{Components: c, audit: log, closeAudit: closeAudit}, nil
 }

@@ -1,0 +1,92 @@
+package app
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/portcullis/portcullis/auth/audit"
+)
+
+// TestAuthMetricsLabels checks that audit events become counts whose
+// labels come from a fixed set, whatever a client put in the event.
+func TestAuthMetricsLabels(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := newAuthMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []audit.Event{
+		{Kind: audit.KindAuthentication, Action: "login", Result: audit.ResultSuccess},
+		{Kind: audit.KindAuthentication, Action: "login", Result: audit.ResultFailure},
+		{Kind: audit.KindAuthentication, Action: "login", Result: audit.ResultLocked},
+		{Kind: audit.KindAuthentication, Action: "refresh", Result: audit.ResultFailure},
+		{Kind: audit.KindDecision, Action: "push", Result: audit.ResultDenied},
+		{Kind: audit.KindDecision, Action: "push", Result: audit.ResultAllowed},
+		{Kind: audit.KindDecision, Action: "made-up-by-a-client", Result: audit.ResultDenied},
+		{Kind: audit.KindWrite, Action: "push", Result: audit.ResultDenied, Rule: "releases"},
+	} {
+		m.observe(e)
+	}
+	want := `
+# HELP portcullis_auth_denials_total Authorization denials, by action (pull, push, delete, catalog: a scope the token service refused; access: a request whose token was invalid or lacked the scope; tag: a tag rule's refusal).
+# TYPE portcullis_auth_denials_total counter
+portcullis_auth_denials_total{action="other"} 1
+portcullis_auth_denials_total{action="push"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "portcullis_auth_denials_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.ToFloat64(m.logins.WithLabelValues("login", "locked")); n != 1 {
+		t.Errorf("lockouts %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.logins.WithLabelValues("refresh", "failure")); n != 1 {
+		t.Errorf("refresh failures %v, want 1", n)
+	}
+}
+
+// TestCertExpiry checks that the certificate's expiry is read from the
+// file at each scrape, so a renewed certificate shows.
+func TestCertExpiry(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "cert.pem")
+	write := func(notAfter time.Time) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "registry"},
+			NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	write(first)
+	c := newCertExpiry(file)
+	if got := testutil.ToFloat64(c); got != float64(first.Unix()) {
+		t.Errorf("expiry %v, want %v", got, first.Unix())
+	}
+	renewed := first.Add(90 * 24 * time.Hour)
+	write(renewed)
+	if got := testutil.ToFloat64(c); got != float64(renewed.Unix()) {
+		t.Errorf("expiry after renewal %v, want %v", got, renewed.Unix())
+	}
+}
