@@ -60,7 +60,10 @@ type App struct {
 	remotes       map[string]*replication.Remote
 	observeRemote func(remote string) func(replication.Request)
 	replicator    *replicate.Service
-	opts          Options
+	// stored is what the storage holds, counted on a schedule (nil in
+	// token-only mode).
+	stored *storedGauges
+	opts   Options
 }
 
 // Options are the run-time choices that are not configuration.
@@ -97,12 +100,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 
 func (a *App) build(ctx context.Context) error {
 	cfg := a.cfg
+	a.metrics = prometheus.NewRegistry()
 	driver, err := newDriver(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	if driver, err = countStorageErrors(driver, a.metrics); err != nil {
+		return err
+	}
 	a.driver = driver
-	a.metrics = prometheus.NewRegistry()
 	if cfg.Auth.Enabled {
 		if a.auth, err = a.buildAuth(driver); err != nil {
 			return err
@@ -114,8 +120,13 @@ func (a *App) build(ctx context.Context) error {
 		if a.auth == nil {
 			return errors.New("--token-only needs auth.enabled: true")
 		}
-	} else if err := a.buildRegistry(ctx, mux); err != nil {
-		return err
+	} else {
+		if err := a.buildRegistry(ctx, mux); err != nil {
+			return err
+		}
+		if a.stored, err = newStoredGauges(a.metrics); err != nil {
+			return err
+		}
 	}
 
 	reg := a.metrics
@@ -396,6 +407,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 	a.runGC(scanCtx)
+	a.runStoredCount(scanCtx)
 	if a.cfg.HTTP.MetricsAddr != "" {
 		stopMetrics, err := a.serveMetrics(ctx)
 		if err != nil {
