@@ -69,20 +69,28 @@ func (d *countingDriver) Ping(ctx context.Context) error {
 }
 
 func (d *countingDriver) count(op string, err error) error {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return err
+	if err != nil && !answer(err) {
+		d.errs.WithLabelValues(op).Inc()
+	}
+	return err
+}
+
+// answer reports whether err is the backend's answer rather than its
+// failure: a path not found, a bad path or offset, a method the driver
+// does not have, or a request cancelled by its client. distribution's
+// drivers wrap other causes in a storagedriver.Error that does not unwrap.
+func answer(err error) bool {
+	var se storagedriver.Error
+	if errors.As(err, &se) && se.Detail != nil {
+		err = se.Detail
 	}
 	var (
-		nf  storagedriver.PathNotFoundError
-		ip  storagedriver.InvalidPathError
-		io  storagedriver.InvalidOffsetError
-		nf2 *storagedriver.PathNotFoundError
+		nf storagedriver.PathNotFoundError
+		ip storagedriver.InvalidPathError
+		io storagedriver.InvalidOffsetError
+		um storagedriver.ErrUnsupportedMethod
 	)
-	if errors.As(err, &nf) || errors.As(err, &nf2) || errors.As(err, &ip) || errors.As(err, &io) {
-		return err
-	}
-	d.errs.WithLabelValues(op).Inc()
-	return err
+	return errors.Is(err, context.Canceled) || errors.As(err, &nf) || errors.As(err, &ip) || errors.As(err, &io) || errors.As(err, &um)
 }
 
 func (d *countingDriver) GetContent(ctx context.Context, path string) ([]byte, error) {
@@ -127,7 +135,8 @@ func (d *countingDriver) RedirectURL(r *http.Request, path string) (string, erro
 	return u, d.count("read", err)
 }
 
-// Walk counts the walk's own errors, not those its callback returns.
+// Walk counts the walk's own errors: once the callback has returned an
+// error, the walk's error is the callback's (wrapped or not).
 func (d *countingDriver) Walk(ctx context.Context, path string, f storagedriver.WalkFn, options ...func(*storagedriver.WalkOptions)) error {
 	var (
 		mu    sync.Mutex // a driver may call f from several goroutines
@@ -144,8 +153,8 @@ func (d *countingDriver) Walk(ctx context.Context, path string, f storagedriver.
 	}, options...)
 	mu.Lock()
 	defer mu.Unlock()
-	if err == nil || (fnErr != nil && errors.Is(err, fnErr)) || errors.Is(err, storagedriver.ErrSkipDir) || errors.Is(err, storagedriver.ErrFilledBuffer) {
-		return err
+	if fnErr != nil {
+		return err // the walk stopped because the callback did
 	}
 	return d.count("walk", err)
 }
