@@ -150,6 +150,7 @@ func New(o Options) (*Gate, error) {
 			return nil, err
 		}
 		g.webhooks = append(g.webhooks, w)
+		g.obs.webhookSeconds.WithLabelValues(wc.Name)
 	}
 	return g, nil
 }

@@ -17,7 +17,7 @@ type gateMetrics struct {
 }
 
 func newGateMetrics() gateMetrics {
-	return gateMetrics{
+	m := gateMetrics{
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "refusals_total",
 			Help: "Requests the gate refused (403 DENIED), by check (tag: a tag push; pull: a manifest read; blob: a blob read) and mode (enforce, quarantine).",
@@ -28,6 +28,14 @@ func newGateMetrics() gateMetrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"webhook"}),
 	}
+	// Every refusal series exists from the start, at 0, so that rates
+	// and alerts see the first refusal.
+	for _, check := range []string{"tag", "pull", "blob"} {
+		for _, mode := range []policy.Mode{policy.ModeEnforce, policy.ModeQuarantine} {
+			m.refusals.WithLabelValues(check, string(mode))
+		}
+	}
+	return m
 }
 
 // AdmitTag decides a tag push (see admitTag): nil to accept, or an errcode

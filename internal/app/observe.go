@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,8 +40,21 @@ func newAuthMetrics(reg prometheus.Registerer) (*authMetrics, error) {
 			return nil, fmt.Errorf("register auth metrics: %w", err)
 		}
 	}
+	// Every series exists from the start, at 0, so that rates and alerts
+	// see the first one.
+	for _, kind := range []string{"login", "refresh"} {
+		for _, result := range []string{audit.ResultSuccess, audit.ResultFailure, audit.ResultLocked} {
+			m.logins.WithLabelValues(kind, result)
+		}
+	}
+	for _, action := range denialActions {
+		m.denials.WithLabelValues(action)
+	}
 	return m, nil
 }
+
+// denialActions are the values of portcullis_auth_denials_total's action.
+var denialActions = []string{"pull", "push", "delete", "catalog", "access", "tag", "other"}
 
 // observe counts one audit event; every label value is from a fixed set.
 func (m *authMetrics) observe(e audit.Event) {
@@ -55,15 +69,12 @@ func (m *authMetrics) observe(e audit.Event) {
 			m.logins.WithLabelValues(kind, e.Result).Inc()
 		}
 	case e.Result == audit.ResultDenied && (e.Kind == audit.KindDecision || e.Kind == audit.KindWrite):
-		action := e.Action
-		switch action {
-		case "pull", "push", "delete", "catalog", "access", "tag":
-		default:
-			if e.Kind == audit.KindWrite {
-				action = "tag"
-			} else {
-				action = "other"
-			}
+		action := "other"
+		switch {
+		case slices.Contains(denialActions, e.Action):
+			action = e.Action
+		case e.Kind == audit.KindWrite:
+			action = "tag"
 		}
 		m.denials.WithLabelValues(action).Inc()
 	}

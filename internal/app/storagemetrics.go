@@ -48,6 +48,9 @@ func countStorageErrors(d storagedriver.StorageDriver, reg prometheus.Registerer
 	if err := reg.Register(errs); err != nil {
 		return nil, fmt.Errorf("register storage metrics: %w", err)
 	}
+	for _, op := range []string{"read", "write", "stat", "list", "move", "delete", "walk"} {
+		errs.WithLabelValues(op) // at 0 from the start, for rates and alerts
+	}
 	c := &countingDriver{StorageDriver: d, errs: errs}
 	if b, ok := d.(batchDeleter); ok {
 		return countingBatchDriver{countingDriver: c, batch: b}, nil
