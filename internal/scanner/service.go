@@ -189,6 +189,9 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, result := range []string{"ok", "failed"} {
+		s.scans.WithLabelValues(result) // at 0 from the start, for rates and alerts
+	}
 	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.recon.runs, s.recon.enqueued, s.restored, pending, newStateCollector(s)} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
