@@ -31,8 +31,17 @@ func TestLogsOfANormalSession(t *testing.T) {
 	run(t, env, crane, "append", "--new_tag", image, "--new_layer", writeLayer(t))
 	run(t, env, crane, "pull", image, filepath.Join(t.TempDir(), "image.tar"))
 
-	access := 0
+	access, listening := 0, false
 	for _, line := range logLines(t, reg.Logs()) {
+		if line["msg"] == "listening" {
+			// The start-up line says what is in effect.
+			listening = true
+			for _, k := range []string{"storage", "config", "auth", "metrics"} {
+				if s, _ := line[k].(string); s == "" {
+					t.Errorf("the start-up line does not say which %s is in effect: %v", k, line)
+				}
+			}
+		}
 		if lvl := line["level"]; lvl != "INFO" && lvl != "DEBUG" {
 			t.Errorf("a %v line in a normal session: %v", lvl, line)
 		}
@@ -59,8 +68,8 @@ func TestLogsOfANormalSession(t *testing.T) {
 			t.Errorf("access line without request_id: %v", line)
 		}
 	}
-	if access < 5 {
-		t.Errorf("%d access lines for a login, push and pull", access)
+	if access < 5 || !listening {
+		t.Errorf("%d access lines for a login, push and pull; start-up line: %v", access, listening)
 	}
 }
 
