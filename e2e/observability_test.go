@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -134,9 +135,18 @@ func TestMetricsBehindAuth(t *testing.T) {
       subjects: [user:alice]
       repositories: ["**"]
       actions: [pull, push]
-  catalog: [user:alice]
+  catalog: [user:alice, robot:metrics]
 `)
-	reg := startRegistry(t, startOptions{config: "version: 1\n" + auth})
+	o := startOptions{config: "version: 1\n" + auth, dataDir: t.TempDir()}
+	cfgFile := filepath.Join(t.TempDir(), "config.yml")
+	writeFile(t, cfgFile, o.config)
+	out := run(t, nil, registryBin, "robot", "create", "metrics", "--repo", "none", "--action", "pull",
+		"--config", cfgFile, "--data", o.dataDir)
+	m := regexp.MustCompile(`secret: (pcr_\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("robot create printed no secret:\n%s", out)
+	}
+	reg := startRegistry(t, o)
 	for _, c := range []struct {
 		name, authorization string
 		want                int
@@ -147,6 +157,7 @@ func TestMetricsBehindAuth(t *testing.T) {
 		{"repository token", "Bearer " + bearerOrFail(t, reg.URL(), "alice", "alice-pw", "repository:team/app:pull"), http.StatusUnauthorized},
 		{"catalog token", "Bearer " + bearerOrFail(t, reg.URL(), "alice", "alice-pw", url.QueryEscape("registry:catalog:*")), http.StatusOK},
 		{"catalog subject", basic("alice", "alice-pw"), http.StatusOK},
+		{"catalog robot", basic("robot+metrics", m[1]), http.StatusOK},
 	} {
 		code, body := scrape(t, reg.URL(), c.authorization)
 		if code != c.want {
@@ -165,7 +176,7 @@ func TestMetricsBehindAuth(t *testing.T) {
 			t.Error("bob's token without the catalog scope was served metrics")
 		}
 	}
-	if strings.Contains(reg.Logs(), "alice-pw") {
+	if strings.Contains(reg.Logs(), "alice-pw") || strings.Contains(reg.Logs(), m[1]) {
 		t.Error("a password reached the logs")
 	}
 }
