@@ -12,7 +12,7 @@ import (
 	"testing"
 )
 
-// TestLogsOfANormalSession logs in, pushes and pulls with crane at log
+// TestLogsOfANormalSession logs in, pushes and pulls with crane and docker at log
 // level info and checks what an operator reads: no line above info, one
 // request id per line, durations named with their unit.
 func TestLogsOfANormalSession(t *testing.T) {
@@ -31,6 +31,21 @@ func TestLogsOfANormalSession(t *testing.T) {
 	image := reg.Addr + "/team/app:v1"
 	run(t, env, crane, "append", "--new_tag", image, "--new_layer", writeLayer(t))
 	run(t, env, crane, "pull", image, filepath.Join(t.TempDir(), "image.tar"))
+
+	// The same with docker: login (the 401 challenge first), push, pull.
+	docker := tool(t, "docker")
+	denv := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	if out, err := runStdin(denv, "alice-pw", docker, "login", "-u", "alice", "--password-stdin", reg.Addr); err != nil {
+		t.Fatalf("docker login: %v\n%s", err, out)
+	}
+	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
+	writeRootfsTar(t, tarPath, "logs "+reg.Addr)
+	dimage := reg.Addr + "/team/docker:v1"
+	id := strings.TrimSpace(run(t, denv, docker, "import", tarPath, dimage))
+	t.Cleanup(func() { _, _ = runErr(denv, docker, "rmi", "-f", id) })
+	run(t, denv, docker, "push", dimage)
+	run(t, denv, docker, "rmi", dimage)
+	run(t, denv, docker, "pull", dimage)
 
 	access, listening := 0, false
 	for _, line := range logLines(t, reg.Logs()) {
