@@ -52,9 +52,10 @@ func (distributionGatherer) Gather() ([]*dto.MetricFamily, error) { return gathe
 
 // metricsHandler serves the Prometheus exposition: our registry's metrics
 // and distribution's storage metrics, nothing else of the default registry.
+// A few scrapes run at once; more are answered 503 at once.
 func (a *App) metricsHandler() http.Handler {
 	gatherers := prometheus.Gatherers{a.metrics, distributionGatherer{}}
-	return promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{MaxRequestsInFlight: 4})
 }
 
 // catalogAccess is the scope /metrics needs on the registry port when auth
