@@ -200,6 +200,45 @@ replication:
 	if len(missing) > 0 {
 		t.Errorf("the dashboard and alert rules use metrics the registry does not export: %v", missing)
 	}
+
+	// What the storage holds is counted at start-up: after a restart it
+	// counts the two images pushed (the refused tag stored nothing).
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	a = startRegistry(t, o)
+	deadline = time.Now().Add(30 * time.Second)
+	for sampleOf(t, scrapeTLS(t, a), "portcullis_stored_counted_timestamp_seconds") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("what the storage holds was not counted within 30s of start-up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	exposition := scrapeTLS(t, a)
+	for name, want := range map[string]float64{"portcullis_stored_tags": 2, "portcullis_stored_manifests": 2, "portcullis_stored_repositories": 2} {
+		if got := sampleOf(t, exposition, name); got != want {
+			t.Errorf("%s %v, want %v", name, got, want)
+		}
+	}
+	if got := sampleOf(t, exposition, "portcullis_stored_bytes"); got < 2*256 {
+		t.Errorf("portcullis_stored_bytes %v, want at least the two images' layers", got)
+	}
+}
+
+// sampleOf returns the value of an unlabelled sample in exposition, 0 when
+// absent.
+func sampleOf(t *testing.T, exposition, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // exposes reports whether exposition has a sample of metric name.

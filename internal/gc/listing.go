@@ -76,8 +76,22 @@ func walk(ctx context.Context, d storagedriver.StorageDriver, root string, f fun
 // times and, last, the blobs: a blob stored after the repositories were
 // read is a candidate only if markers do not protect it.
 func (c *Collector) list(ctx context.Context, pulls bool) (*inventory, error) {
-	inv := newInventory()
-	aliasLinks, err := listRepos(ctx, c.driver, inv)
+	inv := &inventory{repos: map[string]*repoState{}, blobs: map[digest.Digest]blobState{}}
+	var aliasLinks []aliasLink
+	err := walk(ctx, c.driver, reposRoot, func(fi storagedriver.FileInfo) {
+		rel := strings.TrimPrefix(fi.Path(), reposRoot+"/")
+		segs := strings.Split(rel, "/")
+		for i, s := range segs {
+			if i == 0 || !strings.HasPrefix(s, "_") {
+				continue
+			}
+			repo := strings.Join(segs[:i], "/")
+			if a, ok := inv.record(repo, s, segs[i+1:], fi); ok {
+				aliasLinks = append(aliasLinks, a)
+			}
+			return
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -106,40 +120,7 @@ func (c *Collector) list(ctx context.Context, pulls bool) (*inventory, error) {
 			return nil, err
 		}
 	}
-	if err := listBlobs(ctx, c.driver, inv); err != nil {
-		return nil, err
-	}
-	return inv, nil
-}
-
-func newInventory() *inventory {
-	return &inventory{repos: map[string]*repoState{}, blobs: map[digest.Digest]blobState{}}
-}
-
-// listRepos files every path below the repositories into inv and returns
-// the sha512 links, whose targets are read afterwards.
-func listRepos(ctx context.Context, d storagedriver.StorageDriver, inv *inventory) ([]aliasLink, error) {
-	var aliasLinks []aliasLink
-	err := walk(ctx, d, reposRoot, func(fi storagedriver.FileInfo) {
-		rel := strings.TrimPrefix(fi.Path(), reposRoot+"/")
-		segs := strings.Split(rel, "/")
-		for i, s := range segs {
-			if i == 0 || !strings.HasPrefix(s, "_") {
-				continue
-			}
-			repo := strings.Join(segs[:i], "/")
-			if a, ok := inv.record(repo, s, segs[i+1:], fi); ok {
-				aliasLinks = append(aliasLinks, a)
-			}
-			return
-		}
-	})
-	return aliasLinks, err
-}
-
-// listBlobs files every blob with its size into inv.
-func listBlobs(ctx context.Context, d storagedriver.StorageDriver, inv *inventory) error {
-	return walk(ctx, d, blobsRoot, func(fi storagedriver.FileInfo) {
+	err = walk(ctx, c.driver, blobsRoot, func(fi storagedriver.FileInfo) {
 		rel := strings.TrimPrefix(fi.Path(), blobsRoot+"/")
 		segs := strings.Split(rel, "/")
 		if len(segs) != 4 || segs[3] != "data" {
@@ -149,6 +130,10 @@ func listBlobs(ctx context.Context, d storagedriver.StorageDriver, inv *inventor
 			inv.blobs[d] = blobState{size: fi.Size(), modified: fi.ModTime()}
 		}
 	})
+	if err != nil {
+		return nil, err
+	}
+	return inv, nil
 }
 
 type aliasLink struct {
