@@ -223,10 +223,21 @@ replication:
 	if got := sampleOf(t, exposition, "portcullis_stored_bytes"); got < 2*256 {
 		t.Errorf("portcullis_stored_bytes %v, want at least the two images' layers", got)
 	}
+	// The certificate (24 hours) and the robot (720 hours) expire when
+	// they say.
+	for name, want := range map[string]time.Duration{
+		"portcullis_tls_certificate_expiry_timestamp_seconds":   24 * time.Hour,
+		`portcullis_robot_expiry_timestamp_seconds{robot="ci"}`: 720 * time.Hour,
+	} {
+		got := time.Unix(int64(sampleOf(t, exposition, name)), 0)
+		if d := time.Until(got); d < want-time.Hour || d > want {
+			t.Errorf("%s: expires in %v, want about %v", name, d, want)
+		}
+	}
 }
 
-// sampleOf returns the value of an unlabelled sample in exposition, 0 when
-// absent.
+// sampleOf returns the value of a sample in exposition, named with its
+// labels as printed; 0 when absent.
 func sampleOf(t *testing.T, exposition, name string) float64 {
 	t.Helper()
 	for _, line := range strings.Split(exposition, "\n") {

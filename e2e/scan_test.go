@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -77,6 +78,18 @@ func TestScanOnPush(t *testing.T) {
 	}
 	if !perl {
 		t.Errorf("no finding for perl (matched by source package): %v", report.ids())
+	}
+	// "Vulnerable images now": this one image, under its worst severity;
+	// the database's age is known.
+	vulnerable := 0.0
+	for _, sev := range []string{"critical", "high", "medium", "low", "unknown"} {
+		vulnerable += metric(t, reg, `portcullis_scan_vulnerable_images{severity="`+sev+`"}`)
+	}
+	if vulnerable != 1 {
+		t.Errorf("portcullis_scan_vulnerable_images sums to %v, want 1", vulnerable)
+	}
+	if age := metric(t, reg, "portcullis_scan_db_age_seconds"); age <= 0 || math.IsInf(age, 1) {
+		t.Errorf("portcullis_scan_db_age_seconds %v with a database loaded", age)
 	}
 
 	resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/deb/manifests/" + d + "/sbom")
