@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -242,8 +243,8 @@ func sampleOf(t *testing.T, exposition, name string) float64 {
 	t.Helper()
 	for _, line := range strings.Split(exposition, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err != nil {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
 				t.Fatalf("%s: %v", line, err)
 			}
 			return f

@@ -631,16 +631,7 @@ func haMetric(t *testing.T, addr, name string) float64 {
 	if code != http.StatusOK {
 		t.Fatalf("metrics of %s: %d", addr, code)
 	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return sampleOf(t, string(body), name)
 }
 
 const haReportType = "application/vnd.portcullis.scan.report.v1+json"
