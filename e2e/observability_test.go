@@ -17,13 +17,22 @@ import (
 // request id per line, durations named with their unit.
 func TestLogsOfANormalSession(t *testing.T) {
 	t.Parallel()
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testLogsOfANormalSession(t, b)
+		})
+	}
+}
+
+func testLogsOfANormalSession(t *testing.T, b backend) {
 	crane := tool(t, "crane")
 	auth := usersAliceAndBob(t, `    - name: alice-pushes
       subjects: [user:alice]
       repositories: ["**"]
       actions: [pull, push]
 `)
-	reg := startRegistry(t, startOptions{config: "version: 1\nlog:\n  level: info\n" + auth})
+	reg := startRegistry(t, b.options(t, "log:\n  level: info\n"+auth))
 	env := []string{"DOCKER_CONFIG=" + t.TempDir()}
 	if out, err := runStdin(env, "alice-pw", crane, "auth", "login", reg.Addr, "-u", "alice", "--password-stdin"); err != nil {
 		t.Fatalf("crane auth login: %v\n%s", err, out)
