@@ -182,10 +182,13 @@ replication:
 		t.Fatalf("push to replicate: %v", err)
 	}
 
-	var missing []string
+	var (
+		missing    []string
+		exposition string
+	)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		exposition := scrapeTLS(t, a)
+		exposition = scrapeTLS(t, a)
 		missing = missing[:0]
 		for _, n := range want {
 			if !exposes(exposition, n) {
@@ -201,6 +204,21 @@ replication:
 	if len(missing) > 0 {
 		t.Errorf("the dashboard and alert rules use metrics the registry does not export: %v", missing)
 	}
+	// What the session did is counted: the logins (each push logs in),
+	// the tag refused in the enforce repository, the webhook's review.
+	for name, want := range map[string]float64{
+		`portcullis_admission_refusals_total{check="tag",mode="enforce"}`:               1,
+		`portcullis_admission_webhook_reviews_total{result="allowed",webhook="review"}`: 1,
+		`portcullis_admission_webhook_duration_seconds_count{webhook="review"}`:         1,
+		`portcullis_auth_logins_total{kind="login",result="failure"}`:                   0,
+	} {
+		if got := sampleOf(t, exposition, name); got != want {
+			t.Errorf("%s %v, want %v", name, got, want)
+		}
+	}
+	if got := sampleOf(t, exposition, `portcullis_auth_logins_total{kind="login",result="success"}`); got < 3 {
+		t.Errorf("successful logins %v, want one per push at least", got)
+	}
 
 	// What the storage holds is counted at start-up: after a restart it
 	// counts the two images pushed (the refused tag stored nothing).
@@ -215,7 +233,7 @@ replication:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	exposition := scrapeTLS(t, a)
+	exposition = scrapeTLS(t, a)
 	for name, want := range map[string]float64{"portcullis_stored_tags": 2, "portcullis_stored_manifests": 2, "portcullis_stored_repositories": 2} {
 		if got := sampleOf(t, exposition, name); got != want {
 			t.Errorf("%s %v, want %v", name, got, want)
