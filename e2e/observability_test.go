@@ -143,6 +143,19 @@ func scrape(t *testing.T, base, authorization string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// scrapeMetrics returns reg's exposition, scraped as alice (with
+// password alice-pw, as usersAliceAndBob sets them up: the default
+// auth.catalog, authenticated, lets her), which a registry with auth off
+// ignores. A refused scrape fails the test.
+func scrapeMetrics(t *testing.T, reg *Registry) string {
+	t.Helper()
+	code, body := scrape(t, reg.URL(), basic("alice", "alice-pw"))
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	return body
+}
+
 func basic(user, pw string) string {
 	req, _ := http.NewRequest(http.MethodGet, "/", nil)
 	req.SetBasicAuth(user, pw)

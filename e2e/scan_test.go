@@ -592,16 +592,7 @@ func reportCount(t *testing.T, reg *Registry, repo, d string) int {
 // includes its labels as printed.
 func metric(t *testing.T, reg *Registry, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(reg.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sampleOf(t, string(body), name)
+	return sampleOf(t, scrapeMetrics(t, reg), name)
 }
 
 // waitMetric waits until a metric reaches want (counters: at least want;
