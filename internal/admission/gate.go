@@ -138,8 +138,7 @@ func New(o Options) (*Gate, error) {
 			Help: "Admission webhook reviews by webhook name and result (allowed, denied, failed).",
 		}, []string{"webhook", "result"}),
 	}
-	g.obs = newGateMetrics()
-	for _, c := range []prometheus.Collector{g.verdicts, g.sigs, g.webhookc, g.obs.refusals, g.obs.webhookSeconds} {
+	for _, c := range []prometheus.Collector{g.verdicts, g.sigs, g.webhookc} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
@@ -150,8 +149,12 @@ func New(o Options) (*Gate, error) {
 			return nil, err
 		}
 		g.webhooks = append(g.webhooks, w)
-		g.obs.webhookSeconds.WithLabelValues(wc.Name)
 	}
+	obs, err := newGateMetrics(o.Metrics, o.Webhooks)
+	if err != nil {
+		return nil, err
+	}
+	g.obs = obs
 	return g, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,7 +17,10 @@ type gateMetrics struct {
 	webhookSeconds *prometheus.HistogramVec
 }
 
-func newGateMetrics() gateMetrics {
+// newGateMetrics registers the gate's metrics with reg. A gate built again
+// (from a reloaded configuration) counts on in the series the first one
+// registered.
+func newGateMetrics(reg prometheus.Registerer, webhooks []config.Webhook) (gateMetrics, error) {
 	m := gateMetrics{
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "admission", Name: "refusals_total",
@@ -28,14 +32,36 @@ func newGateMetrics() gateMetrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"webhook"}),
 	}
-	// Every refusal series exists from the start, at 0, so that rates
-	// and alerts see the first refusal.
+	var are prometheus.AlreadyRegisteredError
+	if err := reg.Register(m.refusals); errors.As(err, &are) {
+		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return gateMetrics{}, err
+		}
+		m.refusals = existing
+	} else if err != nil {
+		return gateMetrics{}, err
+	}
+	if err := reg.Register(m.webhookSeconds); errors.As(err, &are) {
+		existing, ok := are.ExistingCollector.(*prometheus.HistogramVec)
+		if !ok {
+			return gateMetrics{}, err
+		}
+		m.webhookSeconds = existing
+	} else if err != nil {
+		return gateMetrics{}, err
+	}
+	// Every series exists from the start, at 0, so that rates and alerts
+	// see the first refusal and each webhook's first call.
 	for _, check := range []string{"tag", "pull", "blob"} {
 		for _, mode := range []policy.Mode{policy.ModeEnforce, policy.ModeQuarantine} {
 			m.refusals.WithLabelValues(check, string(mode))
 		}
 	}
-	return m
+	for _, w := range webhooks {
+		m.webhookSeconds.WithLabelValues(w.Name)
+	}
+	return m, nil
 }
 
 // AdmitTag decides a tag push (see admitTag): nil to accept, or an errcode

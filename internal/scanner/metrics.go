@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
 )
 
 // stateCollector exports what the scanner knows now, as gauges computed at
@@ -48,4 +49,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range severities {
 		ch <- prometheus.MustNewConstMetric(c.vulnerable, prometheus.GaugeValue, float64(counts[l]), strings.ToLower(string(l)))
 	}
+}
+
+// observeState registers what the scanner knows now (the database's age,
+// the vulnerable images, counted from the metadata database meta) and puts
+// the scan counts at 0 from the start, for rates and alerts.
+func (s *Service) observeState(reg prometheus.Registerer, meta *bolt.DB) error {
+	s.store.vuln = &vulnerable{db: meta}
+	for _, result := range []string{"ok", "failed"} {
+		s.scans.WithLabelValues(result)
+	}
+	return reg.Register(newStateCollector(s))
 }

@@ -133,7 +133,7 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{minScanTimeout: defaultScanTimeout,
 		repos: o.Repos, refs: o.Refs, pool: pool, box: o.Outbox, log: o.Log,
-		store: &metaStore{db: o.Metadata, vuln: &vulnerable{db: o.Metadata}}, gates: o.Gates, now: o.Now, claims: newClaims(),
+		store: &metaStore{db: o.Metadata}, gates: o.Gates, now: o.Now, claims: newClaims(),
 		rematches: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "portcullis", Subsystem: "scan", Name: "rematched_reports_total",
 			Help: "New reports stored because a new vulnerability database changed an image's findings.",
@@ -189,13 +189,13 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, result := range []string{"ok", "failed"} {
-		s.scans.WithLabelValues(result) // at 0 from the start, for rates and alerts
-	}
-	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.recon.runs, s.recon.enqueued, s.restored, pending, newStateCollector(s)} {
+	for _, c := range []prometheus.Collector{s.scans, s.duration, s.findings, s.rematches, s.retries, s.recon.runs, s.recon.enqueued, s.restored, pending} {
 		if err := o.Metrics.Register(c); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.observeState(o.Metrics, o.Metadata); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
