@@ -120,41 +120,20 @@ func (a *App) build(ctx context.Context) error {
 		if a.auth == nil {
 			return errors.New("--token-only needs auth.enabled: true")
 		}
-	} else {
-		if err := a.buildRegistry(ctx, mux); err != nil {
-			return err
-		}
-		if a.stored, err = newStoredGauges(a.metrics); err != nil {
-			return err
-		}
+	} else if err := a.buildRegistry(ctx, mux); err != nil {
+		return err
 	}
 
 	reg := a.metrics
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := registerBuildInfo(reg, a.opts.Version); err != nil {
+	if err := a.registerOperatorMetrics(); err != nil {
 		return err
-	}
-	if cfg.HTTP.TLS.Enabled() {
-		if err := reg.Register(newCertExpiry(cfg.HTTP.TLS.CertFile)); err != nil {
-			return fmt.Errorf("register certificate metrics: %w", err)
-		}
 	}
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	// /metrics is on a listener of its own when http.metricsAddr is set,
-	// else here, behind auth when auth is on.
-	switch {
-	case cfg.HTTP.MetricsAddr != "":
-		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-			api.WriteError(w, r, a.log, api.Status(http.StatusNotFound, "UNSUPPORTED", "metrics are served on their own listener (http.metricsAddr)"))
-		})
-	case a.auth != nil:
-		mux.Handle("GET /metrics", a.guardMetrics(a.metricsHandler()))
-	default:
-		mux.Handle("GET /metrics", a.metricsHandler())
-	}
+	mux.Handle("GET /metrics", a.metricsRoute())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -469,38 +448,6 @@ func (a *App) storageName() string {
 		return "s3 " + endpoint + "/" + s3.Bucket
 	}
 	return "filesystem " + a.cfg.FilesystemRoot()
-}
-
-// configName names the configuration in effect, for the start-up line.
-func (a *App) configName() string {
-	if a.opts.ConfigFile == "" {
-		return "built-in defaults"
-	}
-	return a.opts.ConfigFile
-}
-
-// authMode says how requests are authorized, for the start-up line.
-func (a *App) authMode() string {
-	switch {
-	case a.auth == nil:
-		return "off: anyone may pull and push"
-	case a.opts.TokenOnly:
-		return "token service only"
-	case a.cfg.Auth.AnonymousPull:
-		return "token, anonymous pull"
-	}
-	return "token"
-}
-
-// metricsMode says where /metrics is served, for the start-up line.
-func (a *App) metricsMode() string {
-	switch {
-	case a.cfg.HTTP.MetricsAddr != "":
-		return "on http.metricsAddr " + a.cfg.HTTP.MetricsAddr
-	case a.auth != nil:
-		return "on http.addr, catalog scope required"
-	}
-	return "on http.addr, open"
 }
 
 // Listen opens the configured listen address.

@@ -155,3 +155,38 @@ func registerBuildInfo(reg prometheus.Registerer, version string) error {
 	}
 	return nil
 }
+
+// registerOperatorMetrics registers what an operator graphs besides the
+// components' own metrics: the build, the serving certificate's expiry and
+// what the storage holds.
+func (a *App) registerOperatorMetrics() error {
+	if err := registerBuildInfo(a.metrics, a.opts.Version); err != nil {
+		return err
+	}
+	if tls := a.cfg.HTTP.TLS; tls.Enabled() {
+		if err := a.metrics.Register(newCertExpiry(tls.CertFile)); err != nil {
+			return fmt.Errorf("register certificate metrics: %w", err)
+		}
+	}
+	if a.opts.TokenOnly {
+		return nil
+	}
+	var err error
+	a.stored, err = newStoredGauges(a.metrics)
+	return err
+}
+
+// metricsRoute is /metrics on the registry port: a pointer to
+// http.metricsAddr when metrics have a listener of their own, else the
+// exposition, behind auth when auth is on.
+func (a *App) metricsRoute() http.Handler {
+	switch {
+	case a.cfg.HTTP.MetricsAddr != "":
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			api.WriteError(w, r, a.log, api.Status(http.StatusNotFound, "UNSUPPORTED", "metrics are served on their own listener (http.metricsAddr)"))
+		})
+	case a.auth != nil:
+		return a.guardMetrics(a.metricsHandler())
+	}
+	return a.metricsHandler()
+}
