@@ -32,7 +32,7 @@ func newAuthMetrics(reg prometheus.Registerer) (*authMetrics, error) {
 		}, []string{"kind", "result"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portcullis_auth_denials_total",
-			Help: "Authorization denials, by action (pull, push, delete, catalog: a scope the token service refused; access: a request whose token was invalid or lacked the scope; tag: a tag rule's refusal).",
+			Help: "Authorization denials, by action (pull, push, delete, catalog, admin: a scope the token service refused; access: a request whose token was invalid or lacked the scope; tag: a tag rule's refusal).",
 		}, []string{"action"}),
 	}
 	for _, c := range []prometheus.Collector{m.logins, m.denials} {
@@ -54,7 +54,7 @@ func newAuthMetrics(reg prometheus.Registerer) (*authMetrics, error) {
 }
 
 // denialActions are the values of portcullis_auth_denials_total's action.
-var denialActions = []string{"pull", "push", "delete", "catalog", "access", "tag", "other"}
+var denialActions = []string{"pull", "push", "delete", "catalog", "admin", "access", "tag", "other"}
 
 // observe counts one audit event; every label value is from a fixed set.
 func (m *authMetrics) observe(e audit.Event) {
