@@ -91,6 +91,11 @@ type HTTP struct {
 	// load balancer every client shares its address: raise it, or set 0
 	// (no bound) and bound connections at the proxy.
 	MaxConnsPerAddress int `yaml:"maxConnsPerAddress"`
+	// MetricsAddr, when set, serves /metrics alone on a listener of its
+	// own (host:port, plain HTTP, no auth: bind it to a private address)
+	// and not on Addr. Empty: /metrics is on Addr, behind auth when auth
+	// is on.
+	MetricsAddr string `yaml:"metricsAddr"`
 }
 
 // TLS configures HTTPS. Both files set means TLS (and HTTP/2) is on.
@@ -330,6 +335,13 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
 		bad("http.addr", "must be host:port: %v", err)
+	}
+	if m := c.HTTP.MetricsAddr; m != "" {
+		if _, _, err := net.SplitHostPort(m); err != nil {
+			bad("http.metricsAddr", "must be host:port: %v", err)
+		} else if m == c.HTTP.Addr {
+			bad("http.metricsAddr", "is http.addr: give metrics an address of their own, or leave it empty to serve them on http.addr")
+		}
 	}
 	if c.HTTP.Host != "" && !strings.HasPrefix(c.HTTP.Host, "http://") && !strings.HasPrefix(c.HTTP.Host, "https://") {
 		bad("http.host", "must be an absolute http or https URL")

@@ -170,6 +170,8 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{name: "negative duration", yaml: "version: 1\nhttp:\n  idleTimeout: -1s\n", wantErr: []string{"http.idleTimeout: must not be negative"}},
+		{name: "metrics address not host:port", yaml: "version: 1\nhttp:\n  metricsAddr: metrics\n", wantErr: []string{"http.metricsAddr: must be host:port"}},
+		{name: "metrics address is the registry's", yaml: "version: 1\nhttp:\n  addr: 127.0.0.1:5000\n  metricsAddr: 127.0.0.1:5000\n", wantErr: []string{"http.metricsAddr: is http.addr"}},
 		{
 			name: "replication rules, every problem at once",
 			yaml: "version: 1\nremotes:\n  - name: b\n    url: https://b.example\nreplication:\n  concurrency: -1\n  rules:\n" +

@@ -138,13 +138,8 @@ func errorCodes(body []byte) (codes, messages []string) {
 // one of labels (each as printed: cache="hub").
 func metricSum(t *testing.T, reg *Registry, name string, labels ...string) float64 {
 	t.Helper()
-	resp, err := http.Get(reg.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var sum float64
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(strings.NewReader(scrapeMetrics(t, reg)))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 next:
 	for sc.Scan() {

@@ -296,6 +296,7 @@ auth:
       passwordFile: %[1]s/alice
     - name: bob
       passwordFile: %[1]s/bob
+  catalog: [user:alice]
   rules:
     - name: alice-all
       subjects: [user:alice]
@@ -626,20 +627,11 @@ func haReferrers(t *testing.T, addr, token, repo, d string) []string {
 // haMetric reads one sample from a replica's /metrics (0 when absent).
 func haMetric(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	code, body, _ := haDo(t, http.MethodGet, addr, "/metrics", "", nil)
+	code, body, _ := haDo(t, http.MethodGet, addr, "/metrics", "", nil, "Authorization", basic("alice", "alice-pw"))
 	if code != http.StatusOK {
 		t.Fatalf("metrics of %s: %d", addr, code)
 	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return sampleOf(t, string(body), name)
 }
 
 const haReportType = "application/vnd.portcullis.scan.report.v1+json"

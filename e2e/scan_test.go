@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +77,18 @@ func TestScanOnPush(t *testing.T) {
 	}
 	if !perl {
 		t.Errorf("no finding for perl (matched by source package): %v", report.ids())
+	}
+	// "Vulnerable images now": this one image, under its worst severity;
+	// the database's age is known.
+	vulnerable := 0.0
+	for _, sev := range []string{"critical", "high", "medium", "low", "unknown"} {
+		vulnerable += metric(t, reg, `portcullis_scan_vulnerable_images{severity="`+sev+`"}`)
+	}
+	if vulnerable != 1 {
+		t.Errorf("portcullis_scan_vulnerable_images sums to %v, want 1", vulnerable)
+	}
+	if age := metric(t, reg, "portcullis_scan_db_age_seconds"); age <= 0 || math.IsInf(age, 1) {
+		t.Errorf("portcullis_scan_db_age_seconds %v with a database loaded", age)
 	}
 
 	resp, err := http.Get(reg.URL() + "/api/v1/repositories/team/deb/manifests/" + d + "/sbom")
@@ -588,25 +600,7 @@ func reportDigests(t *testing.T, base, repo, d string) []string {
 // includes its labels as printed.
 func metric(t *testing.T, reg *Registry, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(reg.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return sampleOf(t, scrapeMetrics(t, reg), name)
 }
 
 // waitMetric waits until a metric reaches want (counters: at least want;

@@ -104,6 +104,10 @@ type Options struct {
 	// MaxAddresses bounds the client addresses tracked for the rate;
 	// default 10000.
 	MaxAddresses int
+	// Observe, when set, sees every event before the rate limit and before
+	// its fields are bounded (metrics count them); it must be quick and
+	// must not keep the event.
+	Observe func(Event)
 }
 
 // Defaults of Options.
@@ -125,14 +129,17 @@ type Log struct {
 	maxField  int
 	maxScopes int
 	limit     *suppressor // nil: no rate limit
+	observe   func(Event) // nil: none
 }
 
-// New returns a Log writing to w. It returns an error if w is nil.
+// New returns a Log writing to w. w may be nil when opts.Observe is set:
+// the Log then writes nothing and only observes. It returns an error if
+// both are nil.
 func New(w io.Writer, opts Options) (*Log, error) {
-	if w == nil {
+	if w == nil && opts.Observe == nil {
 		return nil, errors.New("audit: nil writer")
 	}
-	l := &Log{w: w, now: opts.Now, logger: opts.Logger, maxField: opts.MaxField, maxScopes: opts.MaxScopes}
+	l := &Log{w: w, now: opts.Now, logger: opts.Logger, maxField: opts.MaxField, maxScopes: opts.MaxScopes, observe: opts.Observe}
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -167,6 +174,12 @@ func New(w io.Writer, opts Options) (*Log, error) {
 // must not fail the request it records).
 func (l *Log) Record(ctx context.Context, e Event) {
 	if l == nil {
+		return
+	}
+	if l.observe != nil {
+		l.observe(e)
+	}
+	if l.w == nil {
 		return
 	}
 	if e.Time.IsZero() {

@@ -279,6 +279,19 @@ func parseScopes(values []string) ([]pauth.Scope, *httpError) {
 	return out, nil
 }
 
+// Login authenticates user (a user, or robot+NAME) with pass for a request
+// that is not a token request (basic credentials on /metrics), as the token
+// endpoint does: under the login rate limit of addr, and audited. It returns
+// the subject, or an error wrapping ErrBadCredentials when the credentials
+// are wrong or the login is rate limited, which are not told apart.
+func (s *Service) Login(ctx context.Context, user, pass, addr string) (pauth.Subject, error) {
+	subject, _, herr := s.login(ctx, user, pass, addr)
+	if herr != nil {
+		return pauth.Subject{}, fmt.Errorf("%w: %s", ErrBadCredentials, herr.msg)
+	}
+	return subject, nil
+}
+
 // login authenticates a user or robot+NAME, under the rate limit.
 func (s *Service) login(ctx context.Context, user, pass, addr string) (pauth.Subject, string, *httpError) {
 	ev := audit.Event{Kind: audit.KindAuthentication, Subject: attempted(user), Addr: addr, Action: "login"}

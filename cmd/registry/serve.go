@@ -64,7 +64,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg, log, app.Options{TokenOnly: *tokenOnly, Load: load, ConfigFile: *file})
+	a, err := app.New(ctx, cfg, log, app.Options{TokenOnly: *tokenOnly, Load: load, Version: version, ConfigFile: *file})
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ type BlobRead struct {
 	Fetchable bool
 }
 
-// AllowBlob decides a blob read in a gated repository (quarantine, or
+// allowBlob decides a blob read in a gated repository (quarantine, or
 // trust enforce): the manifest revision served as a blob, a config or a
 // layer is readable only when a released manifest of the repository is, or
 // uses, that blob (or the reader may read withheld content: its pusher, or
@@ -53,7 +53,7 @@ type BlobRead struct {
 // registry core (404) unless it is Fetchable; one that no manifest uses is
 // withheld. The refusal
 // does not name manifests.
-func (g *Gate) AllowBlob(ctx context.Context, b BlobRead) error {
+func (g *Gate) allowBlob(ctx context.Context, b BlobRead) error {
 	if !g.gated(b.Repository) || b.CanPush || g.owners.src == nil {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
@@ -86,6 +87,7 @@ type Gate struct {
 	verdicts *prometheus.CounterVec
 	sigs     *prometheus.CounterVec
 	webhookc *prometheus.CounterVec
+	obs      gateMetrics
 	owners   *ownerIndex
 	content  manifestSource
 	readOnly func(repo string) bool
@@ -159,6 +161,11 @@ func New(o Options) (*Gate, error) {
 		}
 		g.webhooks = append(g.webhooks, w)
 	}
+	obs, err := newGateMetrics(o.Metrics, o.Webhooks)
+	if err != nil {
+		return nil, err
+	}
+	g.obs = obs
 	return g, nil
 }
 
@@ -191,9 +198,9 @@ type TagPush struct {
 	Host string
 }
 
-// AdmitTag decides a tag push. It returns nil to accept, or an errcode
+// admitTag decides a tag push. It returns nil to accept, or an errcode
 // error (DENIED) whose message tells the client what to do.
-func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
+func (g *Gate) admitTag(ctx context.Context, p TagPush) error {
 	var verdict *trust.Verdict
 	if g.verifier != nil {
 		if mode := g.mode(p.Repository); mode != "" {
@@ -247,7 +254,9 @@ func (g *Gate) AdmitTag(ctx context.Context, p TagPush) error {
 	rv := Review{APIVersion: ReviewAPIVersion, RequestID: p.RequestID, Repository: p.Repository, Tag: p.Tag,
 		Digest: p.Digest.String(), MediaType: p.MediaType, Pusher: p.Pusher, Verdict: verdict, Scan: g.scanSummary(ctx, p, scanned)}
 	for _, w := range hooks {
+		start := time.Now()
 		resp, err := w.review(ctx, rv)
+		g.obs.webhookSeconds.WithLabelValues(w.cfg.Name).Observe(time.Since(start).Seconds())
 		if err != nil {
 			g.webhookc.WithLabelValues(w.cfg.Name, "failed").Inc()
 			attrs := append([]any{"webhook", w.cfg.Name, "repo", p.Repository, "digest", p.Digest}, failureAttrs(err)...)
@@ -390,14 +399,14 @@ type Pull struct {
 	CanPush bool
 }
 
-// AllowPull decides a manifest read in a repository whose content is
+// allowPull decides a manifest read in a repository whose content is
 // gated on reads: a quarantine repository (trust or scan), where content
 // that is not released yet is withheld, and an enforce repository, where
 // content that is no longer trusted (its signature deleted or replaced, its
 // signer's key no longer trusted) is withheld from then on. Its pusher and
 // those who may push (and so sign) may read it. It returns nil or a DENIED
 // errcode error.
-func (g *Gate) AllowPull(ctx context.Context, p Pull) error {
+func (g *Gate) allowPull(ctx context.Context, p Pull) error {
 	if !g.gated(p.Repository) || p.CanPush {
 		return nil
 	}

@@ -25,8 +25,6 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/portcullis/portcullis/auth/audit"
 	"github.com/portcullis/portcullis/config"
@@ -76,7 +74,10 @@ type App struct {
 	remotes       map[string]*replication.Remote
 	observeRemote func(remote string) func(replication.Request)
 	replicator    *replicate.Service
-	opts          Options
+	// stored is what the storage holds, counted on a schedule (nil in
+	// token-only mode).
+	stored *storedGauges
+	opts   Options
 }
 
 // core is what every generation's routes share beside distribution: the
@@ -99,7 +100,9 @@ type Options struct {
 	// validated, with the same command-line overrides; nil: the
 	// configuration cannot be reloaded.
 	Load func() (*config.Config, error)
-	// ConfigFile is the file Load reads, watched for changes when
+	// Version is the build's version, for portcullis_build_info; "" is dev.
+	Version string
+	// ConfigFile is the file Load reads (named in the start-up line), watched for changes when
 	// reload.watch is on; empty: none.
 	ConfigFile string
 }
@@ -129,12 +132,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 
 func (a *App) build(ctx context.Context) error {
 	cfg := a.cfg
+	a.metrics = prometheus.NewRegistry()
 	driver, err := newDriver(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	if driver, err = countStorageErrors(driver, a.metrics); err != nil {
+		return err
+	}
 	a.driver = driver
-	a.metrics = prometheus.NewRegistry()
 	if cfg.Auth.Enabled {
 		if err := a.openAudit(); err != nil {
 			return err
@@ -161,6 +167,9 @@ func (a *App) build(ctx context.Context) error {
 
 	reg := a.metrics
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := a.registerOperatorMetrics(); err != nil {
+		return err
+	}
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
@@ -169,10 +178,7 @@ func (a *App) build(ctx context.Context) error {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	mux := http.NewServeMux()
-	// distribution's own metrics (storage actions, caches) live in the
-	// default registry; serve both without serving anything else of it.
-	gatherers := prometheus.Gatherers{reg, distributionGatherer{}}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", a.metricsRoute())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -300,12 +306,6 @@ func (a *App) uploadSecret() (string, error) {
 	return base64.StdEncoding.EncodeToString(b), nil
 }
 
-// distributionGatherer serves only distribution's metric families from the
-// default registry.
-type distributionGatherer struct{}
-
-func (distributionGatherer) Gather() ([]*dto.MetricFamily, error) { return gatherDistribution() }
-
 // ready answers 200 when the storage backend answers.
 func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -408,6 +408,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	a.runGC(scanCtx)
 	go a.watch(scanCtx)
+	a.runStoredCount(scanCtx)
+	if a.cfg.HTTP.MetricsAddr != "" {
+		stopMetrics, err := a.serveMetrics(ctx)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	mirrors, err := a.serveCacheListeners(ctx)
 	if err != nil {
 		return err
@@ -431,7 +439,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		errc <- err
 	}()
 	a.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "tls", tlsOn, "storage", a.storageName(),
-		"auth", a.cfg.Auth.Enabled, "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
+		"config", a.configName(), "auth", a.authMode(), "metrics", a.metricsMode(), "trust_policies", len(a.cfg.Trust.Policies), "scan_policies", len(a.cfg.Scan.Policies),
 		"webhooks", len(a.cfg.Admission.Webhooks), "caches", len(a.cfg.Cache), "replication_rules", len(a.cfg.Replication.Rules), "metadata", a.cfg.MetadataPath())
 	select {
 	case err := <-errc:

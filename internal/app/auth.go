@@ -31,18 +31,21 @@ func preparedController(options map[string]any) (dauth.AccessController, error) 
 }
 
 // openAudit opens the audit log of the auth section; it lives as long as
-// the App (auth.audit changes need a restart).
+// the App (auth.audit changes need a restart). Without an audit file the
+// log writes nothing and only counts, for the auth metrics.
 func (a *App) openAudit() error {
 	cfg := a.cfg.Auth.Audit
+	metrics, err := newAuthMetrics(a.metrics)
+	if err != nil {
+		return err
+	}
 	w, closeAudit, err := audit.Open(cfg.File, audit.Rotation{MaxSize: int64(cfg.MaxSize), MaxFiles: cfg.MaxFiles}, os.Stdout, os.Stderr)
 	if err != nil {
 		return fmt.Errorf("auth.audit.file: %w", err)
 	}
 	a.closeAudit = closeAudit
-	if w != nil {
-		if a.audit, err = audit.New(w, audit.Options{Logger: a.log}); err != nil {
-			return err
-		}
+	if a.audit, err = audit.New(w, audit.Options{Logger: a.log, Observe: metrics.observe}); err != nil {
+		return err
 	}
 	return nil
 }

@@ -49,5 +49,8 @@ func newMetrics() *Metrics {
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_gc_tombstone_refusals_total",
 			Help: "Requests answered as though content were absent because garbage collection was deleting it."}),
 	}
+	for _, result := range []string{"ok", "error"} {
+		m.runs.WithLabelValues(result) // at 0 from the start, for alerts
+	}
 	return m
 }

@@ -49,7 +49,8 @@ func (s *Service) notePolicy(ctx context.Context, repo string, d digest.Digest, 
 	if !o.Result.Pass {
 		result = "failed"
 	}
-	s.policyResults.WithLabelValues(o.Name, o.Mode, result).Inc()
+	// Counted last, once the failure is logged and audited.
+	defer s.policyResults.WithLabelValues(o.Name, o.Mode, result).Inc()
 	if o.Result.Pass {
 		return
 	}

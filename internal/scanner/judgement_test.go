@@ -35,6 +35,10 @@ func TestAuditModeJudgementRecorded(t *testing.T) {
 	other := h.pushImage("other/deb", "v1", debianImage(t))
 	h.appendEvent(outbox.KindTag, "other/deb", other, "v1")
 	h.waitFor("the reports", func() bool { return h.reports("team/deb", d) == 1 && h.reports("other/deb", other) == 1 })
+	// The judgement is counted after the report is stored, logged and audited.
+	h.waitFor("the judgement", func() bool {
+		return testutil.ToFloat64(h.svc.policyResults.WithLabelValues("prod", "audit", "failed")) >= 1
+	})
 
 	report, _, err := h.svc.storedVerdict(ctx, "team/deb", d)
 	if err != nil || report == nil {

@@ -206,6 +206,9 @@ func New(o Options) (*Service, error) {
 			return nil, err
 		}
 	}
+	if err := s.observeState(o.Metrics, o.Metadata); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

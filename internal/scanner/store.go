@@ -19,7 +19,11 @@ import (
 // the "scan failed" verdicts, the manifests that are no images, and the
 // database the remembered reports were matched with. All of it is a cache
 // of storage, rebuilt by the reconcile pass when the file is lost.
-type metaStore struct{ db *bolt.DB }
+type metaStore struct {
+	db *bolt.DB
+	// vuln counts the remembered images by severity; nil counts nothing.
+	vuln *vulnerable
+}
 
 // scannedImage is a remembered image of a repository.
 type scannedImage struct {
@@ -76,7 +80,7 @@ func (m *metaStore) remember(repo string, e scanned, referrers ...digest.Digest)
 	if err != nil {
 		return err
 	}
-	return m.db.Update(func(tx *bolt.Tx) error {
+	err = m.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketScanned)
 		if err != nil {
 			return err
@@ -92,6 +96,10 @@ func (m *metaStore) remember(repo string, e scanned, referrers ...digest.Digest)
 		}
 		return putKinds(tx, repo, kindOther, referrers...)
 	})
+	if err == nil {
+		m.vuln.set(string(scannedKey(repo, e.Subject.Digest)), e.Report)
+	}
+	return err
 }
 
 var bucketKinds = []byte("scan/kinds")
@@ -242,6 +250,7 @@ func currentInventory(v []byte) bool {
 
 // forget drops what the node remembers of a deleted manifest repo@d.
 func (m *metaStore) forget(repo string, d digest.Digest) error {
+	m.vuln.drop(string(scannedKey(repo, d)))
 	return m.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketScanned, bucketFailed, bucketKinds} {
 			if b := tx.Bucket(name); b != nil {

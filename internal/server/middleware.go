@@ -89,7 +89,7 @@ func Wrap(next http.Handler, o Options) http.Handler {
 					slog.Int("status", code),
 					slog.Int64("bytes_in", in),
 					slog.Int64("bytes_out", rec.written),
-					slog.Duration("duration", elapsed),
+					slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 					slog.String("remote", r.RemoteAddr),
 					slog.String("user_agent", r.UserAgent()),
 				)

@@ -239,3 +239,9 @@ directory, the TLS files, and the paths of the mounted credentials.
 {{- fail "secrets.token.signingKey: name the file in the Secret that signs tokens." -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The port of config.http.metricsAddr, "" when /metrics is on the registry port. */}}
+{{- define "portcullis.metricsPort" -}}
+{{- $http := default dict .Values.config.http -}}
+{{- with $http.metricsAddr -}}{{ splitList ":" . | last }}{{- end -}}
+{{- end }}

@@ -62,6 +62,11 @@ spec:
         - name: registry
           containerPort: {{ .Values.service.port }}
           protocol: TCP
+        {{- with include "portcullis.metricsPort" . }}
+        - name: metrics
+          containerPort: {{ . }}
+          protocol: TCP
+        {{- end }}
       startupProbe:
         httpGet:
           path: /healthz
