@@ -78,23 +78,33 @@ func startReloadable(t *testing.T, base func(c *config.Config)) *reloadable {
 	return r
 }
 
+// authFiles returns a directory holding a token signing key and alice's
+// password file, with their paths.
+func authFiles(t *testing.T, password string) (dir, key, pwFile string) {
+	t.Helper()
+	dir = t.TempDir()
+	key, pwFile = filepath.Join(dir, "key.pem"), filepath.Join(dir, "alice")
+	if err := token.GenerateKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, key, pwFile
+}
+
 // TestReloadAuth: a changed password file and a changed rule take effect
 // at the reload, not before; a configuration that needs a restart, or
 // whose files are missing, is refused whole, naming every problem, and the
 // running one stays in effect.
 func TestReloadAuth(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	key, pwFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "alice")
-	if err := token.GenerateKeyFile(key); err != nil {
-		t.Fatal(err)
-	}
+	dir, key, pwFile := authFiles(t, "first-password")
 	writePW := func(pw string) {
 		if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writePW("first-password")
 	actions := []string{"pull", "push"}
 	r := startReloadable(t, func(c *config.Config) {
 		c.Auth.Enabled = true
@@ -186,12 +196,28 @@ func TestReloadAuth(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get(r.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// /metrics is behind auth and follows the reloaded password too.
+	scrape := func(pw string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, r.url+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	if code, _ := scrape("first-password"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with the password the reload replaced: %d, want 401", code)
+	}
+	code, body := scrape("second-password")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics with the reloaded password: %d %s", code, body)
+	}
 	for _, want := range []string{
 		"portcullis_config_generation 3",
 		`portcullis_config_reloads_total{result="success"} 2`,
@@ -199,7 +225,7 @@ func TestReloadAuth(t *testing.T) {
 		"portcullis_config_last_reload_successful 0",
 		"portcullis_config_last_reload_success_timestamp_seconds ",
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
