@@ -265,3 +265,45 @@ func TestReloadTrust(t *testing.T) {
 		t.Errorf("push after the policy was removed: %v", err)
 	}
 }
+
+// TestReloadImmutableTagsBindRetention: an immutable tag rule added by a
+// reload keeps its tags from the background collector's retention, as it
+// keeps them from clients.
+func TestReloadImmutableTagsBindRetention(t *testing.T) {
+	t.Parallel()
+	_, key, pwFile := authFiles(t, "alice-password")
+	grace := config.Duration(0)
+	r := startReloadable(t, func(c *config.Config) {
+		c.GC.Grace = &grace
+		c.Retention.Policies = []config.RetentionPolicy{{Repositories: []string{"team/**"}, Keep: []config.KeepRule{{Tags: []string{"latest"}}}}}
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Auth.Rules = []config.AccessRule{{Subjects: []string{"user:alice"}, Repositories: []string{"team/**"}, Actions: []string{"pull", "push"}}}
+	})
+	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-password"})
+	for _, tag := range []string{"latest", "v1"} {
+		img, err := random.Image(512, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(mustRef(t, r.host+"/team/app:"+tag), img, alice); err != nil {
+			t.Fatalf("push %s: %v", tag, err)
+		}
+	}
+	r.change = func(c *config.Config) {
+		c.Auth.TagRules = []config.TagRule{{Repositories: []string{"team/**"}, Tags: []string{"v*"}, Immutable: true}}
+	}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := app.CollectNow(context.Background(), r.app); err != nil {
+		t.Fatalf("collect: %v", err)
+	}
+	if _, err := remote.Head(mustRef(t, r.host+"/team/app:v1"), alice); err != nil {
+		t.Errorf("a tag made immutable by the reload was deleted by retention: %v", err)
+	}
+	if _, err := remote.Head(mustRef(t, r.host+"/team/app:latest"), alice); err != nil {
+		t.Errorf("the kept tag: %v", err)
+	}
+}
