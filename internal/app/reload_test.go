@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -305,5 +306,65 @@ func TestReloadImmutableTagsBindRetention(t *testing.T) {
 	}
 	if _, err := remote.Head(mustRef(t, r.host+"/team/app:latest"), alice); err != nil {
 		t.Errorf("the kept tag: %v", err)
+	}
+}
+
+// TestReloadAdminsAndRobots: a robot created over the management API
+// outlives a reload; auth.admins changed by a reload decides the next
+// token's admin scope.
+func TestReloadAdminsAndRobots(t *testing.T) {
+	t.Parallel()
+	_, key, pwFile := authFiles(t, "alice-password")
+	admins := []string{"user:alice"}
+	r := startReloadable(t, func(c *config.Config) {
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Auth.Admins = admins
+	})
+	tokenFor := func(user, pw, scope string) string {
+		req, err := http.NewRequest(http.MethodGet, r.url+"/token?service=portcullis&scope="+scope, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(user, pw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Token string }
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil {
+			t.Fatalf("token for %s: %s", user, resp.Status)
+		}
+		return out.Token
+	}
+	createRobot := func(name string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, r.url+"/api/v1/robots",
+			strings.NewReader(`{"name":"`+name+`","access":[{"repositories":["team/**"],"actions":["pull"]}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokenFor("alice", "alice-password", "registry:admin:*"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Login, Secret string }
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Secret
+	}
+	code, secret := createRobot("ci")
+	if code != http.StatusCreated || secret == "" {
+		t.Fatalf("create a robot as an admin: %d", code)
+	}
+	admins = []string{"user:bob"}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	tokenFor("robot+ci", secret, "repository:team/app:pull") // fails the test when refused
+	if code, _ := createRobot("ci2"); code != http.StatusForbidden {
+		t.Errorf("create a robot after the reload took alice out of auth.admins: %d, want 403", code)
 	}
 }
