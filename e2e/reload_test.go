@@ -56,15 +56,11 @@ func writeHtpasswd(t *testing.T, path string, users map[string]string) {
 	writeFile(t, path, b.String())
 }
 
-// logLines returns the registry's JSON log lines whose msg starts with msg.
-func logLines(t *testing.T, r *Registry, msg string) []map[string]any {
+// logged returns the registry's log lines whose msg starts with msg.
+func logged(t *testing.T, r *Registry, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, line := range strings.Split(r.Logs(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) != nil {
-			continue
-		}
+	for _, rec := range logLines(t, r.Logs()) {
 		if m, _ := rec["msg"].(string); strings.HasPrefix(m, msg) {
 			out = append(out, rec)
 		}
@@ -78,7 +74,7 @@ func waitLog(t *testing.T, r *Registry, msg string, n int) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if lines := logLines(t, r, msg); len(lines) >= n {
+		if lines := logged(t, r, msg); len(lines) >= n {
 			return lines[len(lines)-1]
 		}
 		if time.Now().After(deadline) {
@@ -215,7 +211,7 @@ func TestReload(t *testing.T) {
 		writeFile(t, cfgFile, b.config)
 		hup()
 		waitMetric(t, reg, `portcullis_config_reloads_total{result="failure"}`, float64(i+1))
-		refusals := logLines(t, reg, "configuration reload refused")
+		refusals := logged(t, reg, "configuration reload refused")
 		if len(refusals) != i+1 {
 			t.Fatalf("%d refusal lines, want %d", len(refusals), i+1)
 		}
@@ -238,7 +234,7 @@ func TestReload(t *testing.T) {
 	if err := cranePush("bob", "bob-pw", "team/bob:v2"); err != nil {
 		t.Errorf("bob's push after the refusals: %v", err)
 	}
-	if lines := logLines(t, reg, "configuration reloaded"); len(lines) != 1 || fmt.Sprint(lines[0]["changed"]) != "[auth]" {
+	if lines := logged(t, reg, "configuration reloaded"); len(lines) != 1 || fmt.Sprint(lines[0]["changed"]) != "[auth]" {
 		t.Errorf("reload lines %v, want one naming auth", lines)
 	}
 	if strings.Contains(reg.Logs(), "alice-second") || strings.Contains(reg.Logs(), "alice-first") {
@@ -303,7 +299,7 @@ func TestReloadTLS(t *testing.T) {
 	if !bytes.Equal(servedCert(t, reg.Addr), renewed) {
 		t.Error("a broken renewal replaced the served certificate")
 	}
-	if len(logLines(t, reg, "tls certificate files changed but do not load")) != 1 {
+	if len(logged(t, reg, "tls certificate files changed but do not load")) != 1 {
 		t.Error("the broken renewal is not logged once")
 	}
 
@@ -363,7 +359,7 @@ func TestReloadWatch(t *testing.T) {
 	writeFile(t, cfgFile, "version: 1\nauth:\n  enabled: true\n  rulez: []\n"+watch)
 	waitLog(t, reg, "configuration reload refused", 1)
 	time.Sleep(3 * time.Second) // three more checks of the same broken file
-	if n := len(logLines(t, reg, "configuration reload refused")); n != 1 {
+	if n := len(logged(t, reg, "configuration reload refused")); n != 1 {
 		t.Errorf("a broken change was refused %d times, want once", n)
 	}
 
