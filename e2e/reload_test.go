@@ -163,7 +163,7 @@ func TestReload(t *testing.T) {
 	writeHtpasswd(t, htpasswd, map[string]string{"alice": "alice-second", "bob": "bob-pw"})
 	writeFile(t, cfgFile, reloadConfig(dir, []string{"pull"}, []string{"pull", "push"}))
 	hup()
-	waitMetric(t, reg, "portcullis_config_generation", 2)
+	waitMetricAs(t, reg, "bob", "bob-pw", "portcullis_config_generation", 2)
 	time.Sleep(200 * time.Millisecond)
 	if _, err := pw.Write(blob[half:]); err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestReload(t *testing.T) {
 	for i, b := range broken {
 		writeFile(t, cfgFile, b.config)
 		hup()
-		waitMetric(t, reg, `portcullis_config_reloads_total{result="failure"}`, float64(i+1))
+		waitMetricAs(t, reg, "bob", "bob-pw", `portcullis_config_reloads_total{result="failure"}`, float64(i+1))
 		refusals := logged(t, reg, "configuration reload refused")
 		if len(refusals) != i+1 {
 			t.Fatalf("%d refusal lines, want %d", len(refusals), i+1)
@@ -225,7 +225,7 @@ func TestReload(t *testing.T) {
 			t.Errorf("refusal %d: generation %v, want 2 (kept)", i, g)
 		}
 	}
-	if got := metric(t, reg, "portcullis_config_generation"); got != 2 {
+	if got := metricAs(t, reg, "bob", "bob-pw", "portcullis_config_generation"); got != 2 {
 		t.Errorf("generation %v after refusals, want 2", got)
 	}
 	if err := login("alice", "alice-second"); err != nil {
@@ -368,7 +368,7 @@ func TestReloadWatch(t *testing.T) {
 	within("bob's new rule", func() bool {
 		return strings.Contains(grantedActions(t, token("bob", "bob-pw", "repository:team/app:pull,push")), "push")
 	})
-	if n := metric(t, reg, "portcullis_config_generation"); n != 3 {
+	if n := metricAs(t, reg, "bob", "bob-pw", "portcullis_config_generation"); n != 3 {
 		t.Errorf("generation %v, want 3 (start, htpasswd, rules)", n)
 	}
 }
