@@ -283,7 +283,7 @@ func TestReloadImmutableTagsBindRetention(t *testing.T) {
 		c.Auth.Rules = []config.AccessRule{{Subjects: []string{"user:alice"}, Repositories: []string{"team/**"}, Actions: []string{"pull", "push"}}}
 	})
 	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-password"})
-	for _, tag := range []string{"latest", "v1"} {
+	for _, tag := range []string{"latest", "v1", "old"} {
 		img, err := random.Image(512, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -306,6 +306,9 @@ func TestReloadImmutableTagsBindRetention(t *testing.T) {
 	}
 	if _, err := remote.Head(mustRef(t, r.host+"/team/app:latest"), alice); err != nil {
 		t.Errorf("the kept tag: %v", err)
+	}
+	if _, err := remote.Head(mustRef(t, r.host+"/team/app:old"), alice); err == nil {
+		t.Error("retention kept a tag no rule keeps or protects")
 	}
 }
 
