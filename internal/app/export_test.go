@@ -11,3 +11,6 @@ import (
 func CollectNow(ctx context.Context, a *App) (*gc.Report, error) {
 	return a.collector.Collect(ctx, false)
 }
+
+// CheckFiles runs one check of the watch, as reload.interval would.
+func CheckFiles(ctx context.Context, a *App) { a.checkFiles(ctx) }

@@ -79,6 +79,24 @@ func startReloadable(t *testing.T, base func(c *config.Config)) *reloadable {
 	return r
 }
 
+// getAs GETs path with user's basic credentials and returns the status
+// and body.
+func (r *reloadable) getAs(t *testing.T, path, user, pw string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, r.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
 // authFiles returns a directory holding a token signing key and alice's
 // password file, with their paths.
 func authFiles(t *testing.T, password string) (dir, key, pwFile string) {
@@ -198,20 +216,7 @@ func TestReloadAuth(t *testing.T) {
 	}
 
 	// /metrics is behind auth and follows the reloaded password too.
-	scrape := func(pw string) (int, string) {
-		req, err := http.NewRequest(http.MethodGet, r.url+"/metrics", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.SetBasicAuth("alice", pw)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	scrape := func(pw string) (int, string) { return r.getAs(t, "/metrics", "alice", pw) }
 	if code, _ := scrape("first-password"); code != http.StatusUnauthorized {
 		t.Errorf("/metrics with the password the reload replaced: %d, want 401", code)
 	}
@@ -326,19 +331,10 @@ func TestReloadAdminsAndRobots(t *testing.T) {
 		c.Auth.Admins = admins
 	})
 	tokenFor := func(user, pw, scope string) string {
-		req, err := http.NewRequest(http.MethodGet, r.url+"/token?service=portcullis&scope="+scope, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.SetBasicAuth(user, pw)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, body := r.getAs(t, "/token?service=portcullis&scope="+scope, user, pw)
 		var out struct{ Token string }
-		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil {
-			t.Fatalf("token for %s: %s", user, resp.Status)
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &out) != nil {
+			t.Fatalf("token for %s: %d %s", user, code, body)
 		}
 		return out.Token
 	}
@@ -369,5 +365,48 @@ func TestReloadAdminsAndRobots(t *testing.T) {
 	tokenFor("robot+ci", secret, "repository:team/app:pull") // fails the test when refused
 	if code, _ := createRobot("ci2"); code != http.StatusForbidden {
 		t.Errorf("create a robot after the reload took alice out of auth.admins: %d, want 403", code)
+	}
+}
+
+// TestWatchLeavesARefusalAlone: files a SIGHUP's reload refused are not
+// reloaded again by the watch (one refusal logged and counted), until they
+// change.
+func TestWatchLeavesARefusalAlone(t *testing.T) {
+	t.Parallel()
+	_, key, pwFile := authFiles(t, "alice-password")
+	r := startReloadable(t, func(c *config.Config) {
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Reload.Watch = true
+	})
+	failures := func(pw string) string {
+		code, body := r.getAs(t, "/metrics", "alice", pw)
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, `portcullis_config_reloads_total{result="failure"} `); ok {
+				return v
+			}
+		}
+		t.Fatalf("/metrics: %d %s", code, body)
+		return ""
+	}
+	// A password file longer than bcrypt takes is refused.
+	if err := os.WriteFile(pwFile, []byte(strings.Repeat("x", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.app.Reload(context.Background()); !errors.Is(err, app.ErrRefused) {
+		t.Fatalf("reload = %v, want a refusal", err)
+	}
+	app.CheckFiles(context.Background(), r.app)
+	app.CheckFiles(context.Background(), r.app)
+	if got := failures("alice-password"); got != "1" {
+		t.Errorf("refused reloads after a refused SIGHUP and two checks of the same files: %s, want 1", got)
+	}
+	if err := os.WriteFile(pwFile, []byte("alice-new\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app.CheckFiles(context.Background(), r.app) // the fixed file is reloaded
+	if got := failures("alice-new"); got != "1" {
+		t.Errorf("refused reloads after the files were fixed: %s, want 1", got)
 	}
 }
