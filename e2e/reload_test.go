@@ -211,6 +211,9 @@ func TestReload(t *testing.T) {
 		writeFile(t, cfgFile, b.config)
 		hup()
 		waitMetricAs(t, reg, "bob", "bob-pw", `portcullis_config_reloads_total{result="failure"}`, float64(i+1))
+		// The line is logged before the reload is counted, but read from
+		// the process's output after.
+		waitLog(t, reg, "configuration reload refused", i+1)
 		refusals := logged(t, reg, "configuration reload refused")
 		if len(refusals) != i+1 {
 			t.Fatalf("%d refusal lines, want %d", len(refusals), i+1)
