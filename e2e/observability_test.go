@@ -149,7 +149,14 @@ func scrape(t *testing.T, base, authorization string) (int, string) {
 // ignores. A refused scrape fails the test.
 func scrapeMetrics(t *testing.T, reg *Registry) string {
 	t.Helper()
-	code, body := scrape(t, reg.URL(), basic("alice", "alice-pw"))
+	return scrapeMetricsAs(t, reg, "alice", "alice-pw")
+}
+
+// scrapeMetricsAs reads /metrics with user's basic credentials and fails
+// the test on a refused scrape.
+func scrapeMetricsAs(t *testing.T, reg *Registry, user, pw string) string {
+	t.Helper()
+	code, body := scrape(t, reg.URL(), basic(user, pw))
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", code, body)
 	}

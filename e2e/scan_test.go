@@ -603,13 +603,25 @@ func metric(t *testing.T, reg *Registry, name string) float64 {
 	return sampleOf(t, scrapeMetrics(t, reg), name)
 }
 
+// metricAs is metric scraped with user's basic credentials.
+func metricAs(t *testing.T, reg *Registry, user, pw, name string) float64 {
+	t.Helper()
+	return sampleOf(t, scrapeMetricsAs(t, reg, user, pw), name)
+}
+
 // waitMetric waits until a metric reaches want (counters: at least want;
 // want 0: exactly 0).
 func waitMetric(t *testing.T, reg *Registry, name string, want float64) {
 	t.Helper()
+	waitMetricAs(t, reg, "alice", "alice-pw", name, want)
+}
+
+// waitMetricAs is waitMetric scraped with user's basic credentials.
+func waitMetricAs(t *testing.T, reg *Registry, user, pw, name string, want float64) {
+	t.Helper()
 	var got float64
 	if !eventually(60*time.Second, func() bool {
-		got = metric(t, reg, name)
+		got = metricAs(t, reg, user, pw, name)
 		return (want == 0 && got == 0) || (want > 0 && got >= want)
 	}) {
 		t.Fatalf("%s is %v after 60s, want %v\n%s", name, got, want, reg.Logs())

@@ -141,16 +141,8 @@ func New(o Options) (*Gate, error) {
 	// A Gate built again from a reloaded configuration counts on in the
 	// series the first one registered.
 	for _, c := range []**prometheus.CounterVec{&g.verdicts, &g.sigs, &g.webhookc} {
-		err := o.Metrics.Register(*c)
-		var are prometheus.AlreadyRegisteredError
-		switch {
-		case errors.As(err, &are):
-			existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-			if !ok {
-				return nil, err
-			}
-			*c = existing
-		case err != nil:
+		var err error
+		if *c, err = registerOrAdopt(o.Metrics, *c); err != nil {
 			return nil, err
 		}
 	}

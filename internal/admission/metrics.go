@@ -32,23 +32,11 @@ func newGateMetrics(reg prometheus.Registerer, webhooks []config.Webhook) (gateM
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"webhook"}),
 	}
-	var are prometheus.AlreadyRegisteredError
-	if err := reg.Register(m.refusals); errors.As(err, &are) {
-		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return gateMetrics{}, err
-		}
-		m.refusals = existing
-	} else if err != nil {
+	var err error
+	if m.refusals, err = registerOrAdopt(reg, m.refusals); err != nil {
 		return gateMetrics{}, err
 	}
-	if err := reg.Register(m.webhookSeconds); errors.As(err, &are) {
-		existing, ok := are.ExistingCollector.(*prometheus.HistogramVec)
-		if !ok {
-			return gateMetrics{}, err
-		}
-		m.webhookSeconds = existing
-	} else if err != nil {
+	if m.webhookSeconds, err = registerOrAdopt(reg, m.webhookSeconds); err != nil {
 		return gateMetrics{}, err
 	}
 	// Every series exists from the start, at 0, so that rates and alerts
@@ -62,6 +50,20 @@ func newGateMetrics(reg prometheus.Registerer, webhooks []config.Webhook) (gateM
 		m.webhookSeconds.WithLabelValues(w.Name)
 	}
 	return m, nil
+}
+
+// registerOrAdopt registers c with reg and returns it or, when a gate built
+// before (from the configuration before a reload) registered the same
+// metric, the collector that one registered, to count on in its series.
+func registerOrAdopt[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
 }
 
 // AdmitTag decides a tag push (see admitTag): nil to accept, or an errcode

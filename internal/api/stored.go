@@ -21,8 +21,10 @@ import (
 )
 
 // Page sizes of the listings: ?n defaults to defaultPage and is capped at
-// maxPage. A filtered listing judges at most maxJudged tags per request: a
-// page may then hold fewer than n, with a Link to the next.
+// maxPage. A filtered listing judges at most maxJudged tags per request,
+// and the listing of every tag lists the tags of at most maxJudged
+// repositories, each counted as a tag judged: a page may then hold fewer
+// than n, with a Link to the next.
 const (
 	defaultPage = 100
 	maxPage     = 1000
@@ -253,6 +255,7 @@ func (h *Handler) serveAllTags(w http.ResponseWriter, r *http.Request) {
 			setNext(w, r, repo+":")
 			break
 		}
+		budget--
 		tags, err := h.stored.Tags(ctx, repo)
 		if errors.Is(err, ErrRepositoryUnknown) {
 			after = ""

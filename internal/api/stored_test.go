@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -190,33 +191,7 @@ func TestAllTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	walk := func(query string) ([]string, int) {
-		var got []string
-		pages := 0
-		for next := "/api/v1/tags" + query; next != ""; pages++ {
-			if pages > 20 {
-				t.Fatalf("%s: more than 20 pages", query)
-			}
-			rec := call(h, http.MethodGet, next, "")
-			if rec.Code != http.StatusOK {
-				t.Fatalf("%s: %d %s", next, rec.Code, rec.Body)
-			}
-			var out struct {
-				Tags []struct{ Repository, Tag string }
-			}
-			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-				t.Fatal(err)
-			}
-			for _, tg := range out.Tags {
-				got = append(got, tg.Repository+":"+tg.Tag)
-			}
-			next = ""
-			if link := rec.Header().Get("Link"); link != "" {
-				next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
-			}
-		}
-		return got, pages
-	}
+	walk := func(query string) ([]string, int) { return walkAllTags(t, h, query, nil) }
 	all := []string{"team/app:crit-1", "team/app:crit-signed", "team/app:plain", "team/app:signed", "team/app:unrated", "team/db:v1", "zz:crit-z"}
 	for _, n := range []string{"", "?n=1", "?n=2", "?n=3", "?n=6", "?n=7"} {
 		got, _ := walk(n)
@@ -238,4 +213,76 @@ func TestAllTags(t *testing.T) {
 	if rec := call(h, http.MethodGet, "/api/v1/tags?last=nocolon", ""); rec.Code != http.StatusBadRequest {
 		t.Errorf("a cursor without a tag: %d", rec.Code)
 	}
+}
+
+// countingStored counts the repositories whose tags are listed.
+type countingStored struct {
+	fakeStored
+	listed int
+}
+
+func (c *countingStored) Tags(ctx context.Context, repo string) ([]string, error) {
+	c.listed++
+	return c.fakeStored.Tags(ctx, repo)
+}
+
+// TestAllTagsBoundsRepositories: a page lists the tags of at most
+// maxJudged repositories, tags or none: many empty repositories cost
+// pages, not one unbounded request.
+func TestAllTagsBoundsRepositories(t *testing.T) {
+	t.Parallel()
+	stored := &countingStored{fakeStored: fakeStored{"zz/app": {"v1"}}}
+	for i := range 2*maxJudged + 10 {
+		stored.fakeStored[fmt.Sprintf("empty/%05d", i)] = []string{}
+	}
+	h, err := New(Options{Auth: &fakeAuth{}, Stored: stored})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := walkAllTags(t, h, "", func(page string, call func()) {
+		stored.listed = 0
+		call()
+		if stored.listed > maxJudged {
+			t.Errorf("%s: one page listed the tags of %d repositories, want at most %d", page, stored.listed, maxJudged)
+		}
+	})
+	if diff := cmp.Diff([]string{"zz/app:v1"}, got); diff != "" {
+		t.Errorf("tags (-want +got):\n%s", diff)
+	}
+}
+
+// walkAllTags follows the Links of GET /api/v1/tags?query and returns
+// every REPOSITORY:TAG listed and the number of pages; around, when set,
+// wraps each page's request.
+func walkAllTags(t *testing.T, h http.Handler, query string, around func(page string, call func())) ([]string, int) {
+	t.Helper()
+	if around == nil {
+		around = func(_ string, call func()) { call() }
+	}
+	var got []string
+	pages := 0
+	for next := "/api/v1/tags" + query; next != ""; pages++ {
+		if pages > 20 {
+			t.Fatalf("%s: more than 20 pages", query)
+		}
+		var rec *httptest.ResponseRecorder
+		around(next, func() { rec = call(h, http.MethodGet, next, "") })
+		if rec.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", next, rec.Code, rec.Body)
+		}
+		var out struct {
+			Tags []struct{ Repository, Tag string }
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, tg := range out.Tags {
+			got = append(got, tg.Repository+":"+tg.Tag)
+		}
+		next = ""
+		if link := rec.Header().Get("Link"); link != "" {
+			next = strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`)
+		}
+	}
+	return got, pages
 }

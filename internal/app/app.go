@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -53,9 +54,12 @@ type App struct {
 	dist    *handlers.App
 	handler http.Handler
 	metrics *prometheus.Registry
-	// gen is the generation served now; reloadMu serializes reloads.
+	// gen is the generation served now; reloadMu serializes reloads and
+	// guards refused, the watch's sum of the files the last refused reload
+	// read.
 	gen      atomic.Pointer[generation]
 	reloadMu sync.Mutex
+	refused  [sha256.Size]byte
 	reloads  *reloadMetrics
 	certs    *server.Certificate // nil without TLS
 	// audit is the audit log (nil when auth is off or it has no file).

@@ -18,11 +18,13 @@ import (
 )
 
 // newCollector builds the garbage collector the configuration describes;
-// deleted, when set, is told of each tag and manifest it deletes.
+// deleted, when set, is told of each tag and manifest it deletes, and no
+// retention rule deletes the tags protected reports (immutable tags).
 func newCollector(cfg *config.Config, driver storagedriver.StorageDriver, log *slog.Logger, metrics *gc.Metrics,
-	deleted func(context.Context, gc.Deleted)) (*gc.Collector, error) {
-	o := gc.Options{
+	deleted func(context.Context, gc.Deleted), protected func(repo, tag string) bool) (*gc.Collector, error) {
+	return gc.New(driver, gc.Options{
 		Deleted:        deleted,
+		Protected:      protected,
 		Grace:          cfg.GC.Grace.D(),
 		DeleteUntagged: *cfg.GC.DeleteUntagged,
 		Workers:        cfg.GC.Workers,
@@ -30,16 +32,20 @@ func newCollector(cfg *config.Config, driver storagedriver.StorageDriver, log *s
 		Reserved:       []string{scanner.DBRepository},
 		Log:            log,
 		Metrics:        metrics,
+	})
+}
+
+// immutableTags returns the immutable tag rules of cfg, nil without tag
+// rules.
+func immutableTags(cfg *config.Config) (func(repo, tag string) bool, error) {
+	if len(cfg.Auth.TagRules) == 0 {
+		return nil, nil
 	}
-	if len(cfg.Auth.TagRules) > 0 {
-		// Immutable tag rules bind retention whether or not auth is on.
-		p, err := auth.NewPolicy(cfg.Auth)
-		if err != nil {
-			return nil, fmt.Errorf("auth.tagRules: %w", err)
-		}
-		o.Protected = p.Immutable
+	p, err := auth.NewPolicy(cfg.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("auth.tagRules: %w", err)
 	}
-	return gc.New(driver, o)
+	return p.Immutable, nil
 }
 
 // buildMarks builds this replica's markers and pull times.
@@ -68,8 +74,14 @@ func (a *App) buildCollector(events front.Events) error {
 			a.log.WarnContext(ctx, "deletion by garbage collection not recorded", "repo", d.Repository, "err", err)
 		}
 	}
+	// The tag rules are the current generation's: a reload that makes a
+	// tag immutable protects it from the next collection too.
+	protected := func(repo, tag string) bool {
+		g := a.gen.Load()
+		return g.auth != nil && g.auth.Policy.Immutable(repo, tag)
+	}
 	var err error
-	a.collector, err = newCollector(a.cfg, a.driver, a.log, a.gcMetrics, deleted)
+	a.collector, err = newCollector(a.cfg, a.driver, a.log, a.gcMetrics, deleted, protected)
 	return err
 }
 
@@ -105,7 +117,11 @@ func Collect(ctx context.Context, cfg *config.Config, log *slog.Logger, dryRun b
 	if err != nil {
 		return nil, err
 	}
-	c, err := newCollector(cfg, driver, log, m, nil)
+	protected, err := immutableTags(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newCollector(cfg, driver, log, m, nil, protected)
 	if err != nil {
 		return nil, err
 	}

@@ -52,10 +52,13 @@ func (distributionGatherer) Gather() ([]*dto.MetricFamily, error) { return gathe
 
 // metricsHandler serves the Prometheus exposition: our registry's metrics
 // and distribution's storage metrics, nothing else of the default registry.
-// A few scrapes run at once; more are answered 503 at once.
+// A few scrapes run at once; more are answered 503 at once. A series that
+// cannot be read (the certificate file gone, the robots' listing failed)
+// is logged and left out: the scrape serves every other one.
 func (a *App) metricsHandler() http.Handler {
 	gatherers := prometheus.Gatherers{a.metrics, distributionGatherer{}}
-	return promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{MaxRequestsInFlight: 4})
+	return promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{MaxRequestsInFlight: 4,
+		ErrorHandling: promhttp.ContinueOnError, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)})
 }
 
 // catalogAccess is the scope /metrics needs on the registry port when auth

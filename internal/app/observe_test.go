@@ -7,9 +7,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
+	"log/slog"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +91,34 @@ func TestCertExpiry(t *testing.T) {
 	write(renewed)
 	if got := testutil.ToFloat64(c); got != float64(renewed.Unix()) {
 		t.Errorf("expiry after renewal %v, want %v", got, renewed.Unix())
+	}
+}
+
+// TestScrapeOutlivesAFailedCollector: a series that cannot be read (the
+// certificate file gone, the robot listing failed) is left out of the
+// exposition; every other series is still served.
+func TestScrapeOutlivesAFailedCollector(t *testing.T) {
+	t.Parallel()
+	var logged strings.Builder
+	a := &App{metrics: prometheus.NewRegistry(), log: slog.New(slog.NewTextHandler(&logged, nil))}
+	reloads := prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_test_reloads_total", Help: "A series that reads."})
+	reloads.Inc()
+	a.metrics.MustRegister(reloads, newCertExpiry(func() string { return filepath.Join(t.TempDir(), "gone.pem") }))
+	srv := httptest.NewServer(a.metricsHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "portcullis_test_reloads_total 1") {
+		t.Errorf("scrape with the certificate file gone: %s\n%s", resp.Status, body)
+	}
+	if strings.Contains(string(body), "portcullis_tls_certificate_expiry_timestamp_seconds ") {
+		t.Errorf("an expiry was served for a certificate file that is gone:\n%s", body)
+	}
+	if !strings.Contains(logged.String(), "http.tls.certFile") {
+		t.Errorf("the series left out was not logged: %q", logged.String())
 	}
 }

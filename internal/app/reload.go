@@ -62,12 +62,16 @@ func (a *App) reload(ctx context.Context, trigger string) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	running := a.gen.Load()
+	// What the watch would see of the files now: a refusal is not tried
+	// again by the watch until they change (a refused SIGHUP included).
+	seen := watchSum(a.configFile(), fingerprints(running.cfg))
 	g, err := a.nextGeneration(running)
 	if err != nil {
 		problems := strings.Split(err.Error(), "\n")
 		a.log.ErrorContext(ctx, "configuration reload refused; the running configuration stays in effect",
 			"trigger", trigger, "generation", running.id, "problems", problems)
 		a.reloads.failed()
+		a.refused = seen
 		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
 	g.id = running.id + 1
@@ -126,30 +130,37 @@ func changedSections(old, next *generation) []string {
 // sections name: a change reloads. A change that is refused is logged
 // once, not on every check.
 func (a *App) watch(ctx context.Context) {
-	var refused [sha256.Size]byte
 	for {
-		g := a.gen.Load()
-		t := time.NewTimer(g.cfg.Reload.Interval.D())
+		t := time.NewTimer(a.gen.Load().cfg.Reload.Interval.D())
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		if a.certs != nil {
-			a.certs.Refresh(ctx)
-		}
-		if !g.cfg.Reload.Watch {
-			continue
-		}
-		now := watchSum(a.configFile(), fingerprints(g.cfg))
-		if now == g.watched || now == refused {
-			continue
-		}
-		if err := a.reload(ctx, "watch"); err != nil {
-			refused = now
-		}
+		a.checkFiles(ctx)
 	}
+}
+
+// checkFiles is one check of the watch: the TLS pair's files and, when
+// reload.watch is on, a reload when the files changed since the current
+// generation was built and since the last refusal.
+func (a *App) checkFiles(ctx context.Context) {
+	if a.certs != nil {
+		a.certs.Refresh(ctx)
+	}
+	g := a.gen.Load()
+	if !g.cfg.Reload.Watch {
+		return
+	}
+	now := watchSum(a.configFile(), fingerprints(g.cfg))
+	a.reloadMu.Lock()
+	refused := a.refused
+	a.reloadMu.Unlock()
+	if now == g.watched || now == refused {
+		return
+	}
+	_ = a.reload(ctx, "watch") // logged and counted by reload
 }
 
 // configFile returns the configuration file's contents, or its error,

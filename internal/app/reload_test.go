@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -78,23 +79,51 @@ func startReloadable(t *testing.T, base func(c *config.Config)) *reloadable {
 	return r
 }
 
+// getAs GETs path with user's basic credentials and returns the status
+// and body.
+func (r *reloadable) getAs(t *testing.T, path, user, pw string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, r.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// authFiles returns a directory holding a token signing key and alice's
+// password file, with their paths.
+func authFiles(t *testing.T, password string) (dir, key, pwFile string) {
+	t.Helper()
+	dir = t.TempDir()
+	key, pwFile = filepath.Join(dir, "key.pem"), filepath.Join(dir, "alice")
+	if err := token.GenerateKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, key, pwFile
+}
+
 // TestReloadAuth: a changed password file and a changed rule take effect
 // at the reload, not before; a configuration that needs a restart, or
 // whose files are missing, is refused whole, naming every problem, and the
 // running one stays in effect.
 func TestReloadAuth(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	key, pwFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "alice")
-	if err := token.GenerateKeyFile(key); err != nil {
-		t.Fatal(err)
-	}
+	dir, key, pwFile := authFiles(t, "first-password")
 	writePW := func(pw string) {
 		if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writePW("first-password")
 	actions := []string{"pull", "push"}
 	r := startReloadable(t, func(c *config.Config) {
 		c.Auth.Enabled = true
@@ -186,12 +215,15 @@ func TestReloadAuth(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get(r.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// /metrics is behind auth and follows the reloaded password too.
+	scrape := func(pw string) (int, string) { return r.getAs(t, "/metrics", "alice", pw) }
+	if code, _ := scrape("first-password"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with the password the reload replaced: %d, want 401", code)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	code, body := scrape("second-password")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics with the reloaded password: %d %s", code, body)
+	}
 	for _, want := range []string{
 		"portcullis_config_generation 3",
 		`portcullis_config_reloads_total{result="success"} 2`,
@@ -199,7 +231,7 @@ func TestReloadAuth(t *testing.T) {
 		"portcullis_config_last_reload_successful 0",
 		"portcullis_config_last_reload_success_timestamp_seconds ",
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
@@ -237,5 +269,144 @@ func TestReloadTrust(t *testing.T) {
 	}
 	if err := push("v3"); err != nil {
 		t.Errorf("push after the policy was removed: %v", err)
+	}
+}
+
+// TestReloadImmutableTagsBindRetention: an immutable tag rule added by a
+// reload keeps its tags from the background collector's retention, as it
+// keeps them from clients.
+func TestReloadImmutableTagsBindRetention(t *testing.T) {
+	t.Parallel()
+	_, key, pwFile := authFiles(t, "alice-password")
+	grace := config.Duration(0)
+	r := startReloadable(t, func(c *config.Config) {
+		c.GC.Grace = &grace
+		c.Retention.Policies = []config.RetentionPolicy{{Repositories: []string{"team/**"}, Keep: []config.KeepRule{{Tags: []string{"latest"}}}}}
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Auth.Rules = []config.AccessRule{{Subjects: []string{"user:alice"}, Repositories: []string{"team/**"}, Actions: []string{"pull", "push"}}}
+	})
+	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-password"})
+	for _, tag := range []string{"latest", "v1", "old"} {
+		img, err := random.Image(512, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(mustRef(t, r.host+"/team/app:"+tag), img, alice); err != nil {
+			t.Fatalf("push %s: %v", tag, err)
+		}
+	}
+	r.change = func(c *config.Config) {
+		c.Auth.TagRules = []config.TagRule{{Repositories: []string{"team/**"}, Tags: []string{"v*"}, Immutable: true}}
+	}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := app.CollectNow(context.Background(), r.app); err != nil {
+		t.Fatalf("collect: %v", err)
+	}
+	if _, err := remote.Head(mustRef(t, r.host+"/team/app:v1"), alice); err != nil {
+		t.Errorf("a tag made immutable by the reload was deleted by retention: %v", err)
+	}
+	if _, err := remote.Head(mustRef(t, r.host+"/team/app:latest"), alice); err != nil {
+		t.Errorf("the kept tag: %v", err)
+	}
+	if _, err := remote.Head(mustRef(t, r.host+"/team/app:old"), alice); err == nil {
+		t.Error("retention kept a tag no rule keeps or protects")
+	}
+}
+
+// TestReloadAdminsAndRobots: a robot created over the management API
+// outlives a reload; auth.admins changed by a reload decides the next
+// token's admin scope.
+func TestReloadAdminsAndRobots(t *testing.T) {
+	t.Parallel()
+	_, key, pwFile := authFiles(t, "alice-password")
+	admins := []string{"user:alice"}
+	r := startReloadable(t, func(c *config.Config) {
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Auth.Admins = admins
+	})
+	tokenFor := func(user, pw, scope string) string {
+		code, body := r.getAs(t, "/token?service=portcullis&scope="+scope, user, pw)
+		var out struct{ Token string }
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &out) != nil {
+			t.Fatalf("token for %s: %d %s", user, code, body)
+		}
+		return out.Token
+	}
+	createRobot := func(name string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, r.url+"/api/v1/robots",
+			strings.NewReader(`{"name":"`+name+`","access":[{"repositories":["team/**"],"actions":["pull"]}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokenFor("alice", "alice-password", "registry:admin:*"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Login, Secret string }
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Secret
+	}
+	code, secret := createRobot("ci")
+	if code != http.StatusCreated || secret == "" {
+		t.Fatalf("create a robot as an admin: %d", code)
+	}
+	admins = []string{"user:bob"}
+	if err := r.app.Reload(context.Background()); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	tokenFor("robot+ci", secret, "repository:team/app:pull") // fails the test when refused
+	if code, _ := createRobot("ci2"); code != http.StatusForbidden {
+		t.Errorf("create a robot after the reload took alice out of auth.admins: %d, want 403", code)
+	}
+}
+
+// TestWatchLeavesARefusalAlone: files a SIGHUP's reload refused are not
+// reloaded again by the watch (one refusal logged and counted), until they
+// change.
+func TestWatchLeavesARefusalAlone(t *testing.T) {
+	t.Parallel()
+	_, key, pwFile := authFiles(t, "alice-password")
+	r := startReloadable(t, func(c *config.Config) {
+		c.Auth.Enabled = true
+		c.Auth.Token.SigningKeyFile = key
+		c.Auth.Users = []config.AuthUser{{Name: "alice", PasswordFile: pwFile}}
+		c.Reload.Watch = true
+	})
+	failures := func(pw string) string {
+		code, body := r.getAs(t, "/metrics", "alice", pw)
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, `portcullis_config_reloads_total{result="failure"} `); ok {
+				return v
+			}
+		}
+		t.Fatalf("/metrics: %d %s", code, body)
+		return ""
+	}
+	// A password file longer than bcrypt takes is refused.
+	if err := os.WriteFile(pwFile, []byte(strings.Repeat("x", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.app.Reload(context.Background()); !errors.Is(err, app.ErrRefused) {
+		t.Fatalf("reload = %v, want a refusal", err)
+	}
+	app.CheckFiles(context.Background(), r.app)
+	app.CheckFiles(context.Background(), r.app)
+	if got := failures("alice-password"); got != "1" {
+		t.Errorf("refused reloads after a refused SIGHUP and two checks of the same files: %s, want 1", got)
+	}
+	if err := os.WriteFile(pwFile, []byte("alice-new\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app.CheckFiles(context.Background(), r.app) // the fixed file is reloaded
+	if got := failures("alice-new"); got != "1" {
+		t.Errorf("refused reloads after the files were fixed: %s, want 1", got)
 	}
 }

@@ -21,9 +21,10 @@ import (
 	"github.com/portcullis/portcullis/trust"
 )
 
-// maxCachedManifests bounds the manifests storedContent keeps: content
-// addressed, so never stale.
-const maxCachedManifests = 4096
+// maxCachedManifestBytes bounds the bytes of the manifests storedContent
+// keeps (content addressed, so never stale): a manifest may be 4 MiB, a
+// bound on their number alone would let a few thousand hold gigabytes.
+const maxCachedManifestBytes = 16 << 20
 
 // storedContent is api.Stored over the registry's storage: the catalog,
 // the tags and their link files' times, manifests read once per digest.
@@ -33,6 +34,7 @@ type storedContent struct {
 
 	mu        sync.Mutex
 	manifests map[digest.Digest]manifestInfo
+	cached    int // bytes of the payloads in manifests
 }
 
 var _ api.Stored = (*storedContent)(nil)
@@ -154,13 +156,24 @@ func (s *storedContent) manifest(ctx context.Context, r distribution.Repository,
 		return manifestInfo{}, err
 	}
 	m = manifestInfo{mediaType: mt, size: int64(len(payload)) + listedSize(payload), payload: payload}
+	s.remember(d, m)
+	return m, nil
+}
+
+// remember keeps m, emptying the cache first when m would take it over
+// maxCachedManifestBytes.
+func (s *storedContent) remember(d digest.Digest, m manifestInfo) {
 	s.mu.Lock()
-	if len(s.manifests) >= maxCachedManifests {
+	defer s.mu.Unlock()
+	if _, ok := s.manifests[d]; ok {
+		return
+	}
+	if s.cached+len(m.payload) > maxCachedManifestBytes {
 		clear(s.manifests)
+		s.cached = 0
 	}
 	s.manifests[d] = m
-	s.mu.Unlock()
-	return m, nil
+	s.cached += len(m.payload)
 }
 
 // listedSize sums the sizes of the descriptors a manifest lists: an

@@ -82,22 +82,6 @@ func (c *Certificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	return c.cur.Load().cert, nil
 }
 
-// Watch reads the current pair's files every interval until ctx is done,
-// and serves them once they changed and load. A pair that does not load is
-// logged and the previous one kept.
-func (c *Certificate) Watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.Refresh(ctx)
-		}
-	}
-}
-
 // Refresh reads the current pair's files once and serves them when they
 // changed and load. It reports whether it served a new pair.
 func (c *Certificate) Refresh(ctx context.Context) bool {

@@ -1,0 +1,16 @@
+package app
+
+import (
+	"context"
+
+	"github.com/portcullis/portcullis/internal/gc"
+)
+
+// CollectNow runs one collection with the registry's background collector,
+// as its schedule would.
+func CollectNow(ctx context.Context, a *App) (*gc.Report, error) {
+	return a.collector.Collect(ctx, false)
+}
+
+// CheckFiles runs one check of the watch, as reload.interval would.
+func CheckFiles(ctx context.Context, a *App) { a.checkFiles(ctx) }
