@@ -202,6 +202,37 @@ func TestCLI(t *testing.T) {
 			t.Errorf("validate bad: output lacks %q:\n%s", want, out)
 		}
 	}
+	// The files a configuration names are read as serve reads them: every
+	// missing or unusable one is named, each under its key.
+	files := filepath.Join(dir, "files.yml")
+	notKey := filepath.Join(dir, "not-a-key.pem")
+	writeFile(t, notKey, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	writeFile(t, files, fmt.Sprintf(`version: 1
+http:
+  addr: 127.0.0.1:5999
+  tls:
+    certFile: %[1]s/missing.crt
+    keyFile: %[1]s/missing.key
+auth:
+  enabled: true
+  token:
+    signingKeyFile: %[2]s
+  users:
+    - name: alice
+      passwordFile: %[1]s/alice.pw
+`, dir, notKey))
+	out, err = exec.Command(registryBin, "config", "validate", files).CombinedOutput()
+	if !errorsAs(err, &ee) || ee.ExitCode() == 0 {
+		t.Errorf("validate with missing files: %v %s", err, out)
+	}
+	for _, want := range []string{"http.tls", "missing.crt", "not-a-key.pem", "alice.pw"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("validate with missing files: output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(registryBin, "config", "validate", "--skip-files", files).CombinedOutput(); err != nil {
+		t.Errorf("validate --skip-files: %v %s", err, out)
+	}
 	typo := filepath.Join(dir, "typo.yml")
 	writeFile(t, typo, "version: 1\nhtttp:\n  addr: x\n")
 	if out, err := exec.Command(registryBin, "config", "validate", typo).CombinedOutput(); err == nil || !strings.Contains(string(out), "htttp") {

@@ -40,7 +40,7 @@ func (e usageError) Error() string { return e.msg }
 
 const usage = `usage:
   registry serve [--config FILE] [--addr HOST:PORT] [--data DIR] [--token-only]
-  registry config validate FILE
+  registry config validate [--skip-files] FILE
   registry auth keygen FILE
   registry auth hash [--cost 12] < PASSWORD
   registry auth tokens list [--user USER] [--config FILE] [--data DIR]

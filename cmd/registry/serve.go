@@ -89,12 +89,24 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 }
 
 func validateConfig(args []string, stdout io.Writer) error {
-	if len(args) != 1 {
-		return usageError{"config validate: expected exactly one FILE"}
+	fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	skipFiles := fs.Bool("skip-files", false, "check the configuration alone, not the files it names")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		return usageError{"config validate: expected [--skip-files] FILE"}
 	}
-	if _, err := config.LoadFile(args[0]); err != nil {
+	file := fs.Arg(0)
+	cfg, err := config.LoadFile(file)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: valid\n", args[0])
+	// The files the configuration names, read as serve would read them;
+	// --skip-files for a configuration made for another machine.
+	if !*skipFiles {
+		if err := app.CheckFiles(cfg); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", file)
 	return nil
 }

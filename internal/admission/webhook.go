@@ -433,3 +433,16 @@ func snippet(b []byte) string {
 	}
 	return sb.String()
 }
+
+// CheckWebhooks builds each configured webhook as the gate does, reading
+// its secret, CA and client certificate files, and returns every problem,
+// joined. It calls no webhook.
+func CheckWebhooks(cfgs []config.Webhook) error {
+	var errs []error
+	for _, wc := range cfgs {
+		if _, err := newWebhook(wc, slog.New(slog.DiscardHandler)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
