@@ -72,6 +72,10 @@
 //   - A process that dies between completing a data object and storing its
 //     alias, and a Move or Commit that replaces an alias, leave a data object
 //     that nothing names (the same lifecycle rule does not remove it).
+//   - A driver without aliases (an older Portcullis) reads an alias as the
+//     68 bytes it holds. Replicas over one bucket must all run a driver
+//     with aliases before any of them commits a large upload, and a bucket
+//     that holds aliases cannot go back to such a driver.
 //   - MinIO refuses an object key below another object ("a" and "a/b"), an
 //     S3 bucket accepts both; distribution's layout never creates such pairs.
 package storage
