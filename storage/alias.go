@@ -49,6 +49,12 @@ type alias struct {
 	size int64
 }
 
+// errMalformedAlias is returned by reads of an object whose alias metadata
+// is incomplete or names a key outside the data prefix. Such an object was
+// not written by the driver: reads refuse it, Walk reports it as it is, and
+// deletes remove it without following it.
+var errMalformedAlias = errors.New("malformed alias object")
+
 // aliasOf returns the alias that an object's metadata records, if any. An
 // object whose metadata names a key outside the data prefix is an error, not
 // an alias to follow.
@@ -60,7 +66,7 @@ func (d *driver) aliasOf(meta http.Header) (alias, bool, error) {
 	key := d.root + target
 	size, err := strconv.ParseInt(meta.Get(headerMetaPrefix+metaAliasSize), 10, 64)
 	if err != nil || size < 0 || !d.isDataKey(key) {
-		return alias{}, false, errors.New("malformed alias object")
+		return alias{}, false, errMalformedAlias
 	}
 	return alias{key: key, size: size}, true, nil
 }
@@ -90,6 +96,16 @@ func (d *driver) statAlias(ctx context.Context, key string) (alias, bool, error)
 		return alias{}, false, err
 	}
 	return d.aliasOf(info.Metadata)
+}
+
+// statAliasOrPlain is statAlias for Walk and deletes: a malformed alias is
+// an object like any other.
+func (d *driver) statAliasOrPlain(ctx context.Context, key string) (alias, bool, error) {
+	a, ok, err := d.statAlias(ctx, key)
+	if errors.Is(err, errMalformedAlias) {
+		return alias{}, false, nil
+	}
+	return a, ok, err
 }
 
 // maybeAlias reports whether an object of this size, as a listing shows it,

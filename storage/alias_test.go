@@ -197,6 +197,26 @@ func TestAliasForeignKey(t *testing.T) {
 	if _, err := d.Stat(t.Context(), "/a"); err == nil {
 		t.Fatal("Stat of a foreign alias: no error")
 	}
+	// Walk and deletes treat it as the object it is, and never follow it.
+	var walked int64 = -1
+	err = d.Walk(ctx, "/", func(fi storagedriver.FileInfo) error {
+		if fi.Path() == "/a" {
+			walked = fi.Size()
+		}
+		return nil
+	})
+	if err != nil || walked != int64(len(aliasBody)) {
+		t.Fatalf("Walk size of a foreign alias = %d, %v; want %d", walked, err, len(aliasBody))
+	}
+	if err := d.DeleteFiles(ctx, []string{"/a"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.GetContent(ctx, "/secret"); err != nil || string(got) != "not for aliases" {
+		t.Fatalf("the key a foreign alias named: %q, %v", got, err)
+	}
+	if _, err := d.Stat(ctx, "/a"); !isPathNotFound(err) {
+		t.Fatalf("Stat after DeleteFiles: %v, want PathNotFoundError", err)
+	}
 }
 
 func isPathNotFound(err error) bool {

@@ -260,12 +260,7 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 		info, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
 		switch {
 		case err == nil:
-			a, ok, err := d.aliasOf(info.Metadata)
-			if err != nil {
-				listErr = err
-				return
-			}
-			if ok {
+			if a, ok, _ := d.aliasOf(info.Metadata); ok {
 				data = append(data, a.key)
 			}
 			found++
@@ -285,7 +280,7 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 				return
 			}
 			if maybeAlias(obj.Size) {
-				a, ok, err := d.statAlias(ctx, obj.Key)
+				a, ok, err := d.statAliasOrPlain(ctx, obj.Key)
 				if err != nil {
 					listErr = err
 					return
@@ -391,7 +386,7 @@ func (d *driver) aliasesOf(ctx context.Context, keys []string) ([]string, error)
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			a, ok, err := d.statAlias(ctx, k)
+			a, ok, err := d.statAliasOrPlain(ctx, k)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
