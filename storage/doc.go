@@ -27,10 +27,14 @@
 //	    │           ├── startedat
 //	    │           └── hashstates/sha256/<offset>
 //	    └── ~pending/                              writer state, never listed
-//	        └── docker/registry/v2/repositories/<name>/_uploads/<id>/data
-//	                                               the tail (< 5 MiB) not yet in a part, with
-//	                                               metadata naming the multipart upload ID
-//	                                               and the offset at which the tail starts
+//	        ├── docker/registry/v2/repositories/<name>/_uploads/<id>/data
+//	        │                                      the tail (< 5 MiB) not yet in a part, with
+//	        │                                      metadata naming the multipart upload ID,
+//	        │                                      its data object and the offset at which
+//	        │                                      the tail starts
+//	        └── ~data/<random>                     the data of a writer that sent parts:
+//	                                               first its multipart upload, then, once
+//	                                               committed, the object an alias names
 //
 // # Writers
 //
@@ -44,12 +48,34 @@
 // puts it in one request) and removes the tail; Cancel aborts the upload and
 // removes the tail.
 //
+// # Aliases
+//
+// A Writer that sends parts uploads them to a fresh data object under
+// ~pending/~data, not to its path's key. Commit completes that upload and
+// stores at the path a small alias object whose metadata names the data
+// object and its size. Move of an alias copies the small object, so a
+// committed upload becomes a blob (distribution commits uploads by Move)
+// without its data being written a second time. Every read follows an
+// alias: GetContent, Reader and RedirectURL read the data object, Stat and
+// Walk report its size (Walk sends a HEAD for each object as small as an
+// alias). Delete and DeleteFiles remove an alias first and its data object
+// after, so that a failure in between leaves data nothing names rather than
+// an alias without data. Objects a Writer never sent as parts (under
+// Options.PartSize) are stored at their path as before.
+//
 // # Caveats
 //
 //   - A process that dies while a Writer has uploaded parts it has not yet
 //     recorded leaves a multipart upload that nothing refers to. Give the
 //     bucket a lifecycle rule that aborts incomplete multipart uploads after a
 //     few days.
+//   - A process that dies between completing a data object and storing its
+//     alias, and a Move or Commit that replaces an alias, leave a data object
+//     that nothing names (the same lifecycle rule does not remove it).
+//   - A driver without aliases (an older Portcullis) reads an alias as the
+//     68 bytes it holds. Replicas over one bucket must all run a driver
+//     with aliases before any of them commits a large upload, and a bucket
+//     that holds aliases cannot go back to such a driver.
 //   - MinIO refuses an object key below another object ("a" and "a/b"), an
 //     S3 bucket accepts both; distribution's layout never creates such pairs.
 package storage

@@ -213,23 +213,29 @@ func (d *driver) isPending(key string) bool {
 }
 
 // RedirectURL returns a presigned URL for GET and HEAD requests when
-// Options.Redirect is set, else "".
+// Options.Redirect is set, else "". The URL of an alias is that of its data
+// object, found with one HEAD request.
 func (d *driver) RedirectURL(r *http.Request, path string) (string, error) {
 	if !d.redirect {
 		return "", nil
 	}
 	const expiry = 20 * time.Minute
-	var (
-		u   *url.URL
-		err error
-	)
-	switch r.Method {
-	case http.MethodGet:
-		u, err = d.client.PresignedGetObject(r.Context(), d.bucket, d.key(path), expiry, nil)
-	case http.MethodHead:
-		u, err = d.client.PresignedHeadObject(r.Context(), d.bucket, d.key(path), expiry, nil)
-	default:
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return "", nil
+	}
+	key := d.key(path)
+	a, ok, err := d.statAlias(r.Context(), key)
+	if err != nil {
+		return "", translate("presign", path, err)
+	}
+	if ok {
+		key = a.key
+	}
+	var u *url.URL
+	if r.Method == http.MethodGet {
+		u, err = d.client.PresignedGetObject(r.Context(), d.bucket, key, expiry, nil)
+	} else {
+		u, err = d.client.PresignedHeadObject(r.Context(), d.bucket, key, expiry, nil)
 	}
 	if err != nil {
 		return "", translate("presign", path, err)

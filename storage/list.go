@@ -39,7 +39,8 @@ func (d *driver) List(ctx context.Context, dir string) ([]string, error) {
 // Walk calls f for every directory and object under from, depth first in
 // lexical order, listing 1000 keys per request. Directories are inferred
 // from the keys. f may return storagedriver.ErrSkipDir to skip the rest of a
-// directory and storagedriver.ErrFilledBuffer to stop. Walk returns
+// directory and storagedriver.ErrFilledBuffer to stop. The size of an
+// object that may be an alias costs one HEAD request. Walk returns
 // storagedriver.PathNotFoundError when from holds nothing.
 func (d *driver) Walk(ctx context.Context, from string, f storagedriver.WalkFn, options ...func(*storagedriver.WalkOptions)) error {
 	var opts storagedriver.WalkOptions
@@ -91,9 +92,19 @@ func (d *driver) Walk(ctx context.Context, from string, f storagedriver.WalkFn, 
 				return err
 			}
 		}
+		size := obj.Size
+		if maybeAlias(size) {
+			a, ok, err := d.statAliasOrPlain(ctx, obj.Key)
+			if err != nil {
+				return translate("walk", file, err)
+			}
+			if ok {
+				size = a.size
+			}
+		}
 		fi := storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
 			Path:    file,
-			Size:    obj.Size,
+			Size:    size,
 			ModTime: obj.LastModified,
 		}}
 		if stop, err := visit(fi); stop {

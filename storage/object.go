@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/minio/minio-go/v7"
@@ -17,7 +18,7 @@ const contentType = "application/octet-stream"
 // GetContent returns the whole object at path, or
 // storagedriver.PathNotFoundError.
 func (d *driver) GetContent(ctx context.Context, path string) ([]byte, error) {
-	body, info, err := d.getObject(ctx, d.key(path), minio.GetObjectOptions{})
+	body, info, _, err := d.openObject(ctx, d.key(path), minio.GetObjectOptions{})
 	if err != nil {
 		return nil, translate("get", path, err)
 	}
@@ -36,6 +37,26 @@ func (d *driver) GetContent(ctx context.Context, path string) ([]byte, error) {
 func (d *driver) getObject(ctx context.Context, key string, opts minio.GetObjectOptions) (io.ReadCloser, minio.ObjectInfo, error) {
 	body, info, _, err := minio.Core{Client: d.client}.GetObject(ctx, d.bucket, key, opts)
 	return body, info, err
+}
+
+// openObject is getObject for a driver path's key: when the object there is
+// an alias, it returns the body and metadata of the data object it names,
+// read with the same options. It also returns the key it read.
+func (d *driver) openObject(ctx context.Context, key string, opts minio.GetObjectOptions) (io.ReadCloser, minio.ObjectInfo, string, error) {
+	body, info, err := d.getObject(ctx, key, opts)
+	if err != nil {
+		return nil, info, key, err
+	}
+	a, ok, err := d.aliasOf(info.Metadata)
+	if err != nil || !ok {
+		if err != nil {
+			body.Close()
+		}
+		return body, info, key, err
+	}
+	body.Close()
+	body, info, err = d.getObject(ctx, a.key, opts)
+	return body, info, a.key, err
 }
 
 // PutContent replaces the object at path with content in one request.
@@ -58,14 +79,25 @@ func (d *driver) Reader(ctx context.Context, path string, offset int64) (io.Read
 			return nil, storagedriver.InvalidOffsetError{Path: path, Offset: offset, DriverName: driverName}
 		}
 	}
-	body, info, err := d.getObject(ctx, d.key(path), opts)
+	key := d.key(path)
+	body, info, key, err := d.openObject(ctx, key, opts)
 	if errorCode(err) == codeInvalidRange {
-		return io.NopCloser(bytes.NewReader(nil)), nil
+		// Past the end of the object at key, which may be an alias of a
+		// larger one.
+		a, ok, serr := d.statAlias(ctx, key)
+		if serr != nil {
+			return nil, translate("read", path, serr)
+		}
+		if !ok || offset >= a.size {
+			return io.NopCloser(bytes.NewReader(nil)), nil
+		}
+		key = a.key
+		body, info, err = d.getObject(ctx, key, opts)
 	}
 	if err != nil {
 		return nil, translate("read", path, err)
 	}
-	return &resumingReader{ctx: ctx, d: d, key: d.key(path), path: path, offset: offset, etag: info.ETag, body: body}, nil
+	return &resumingReader{ctx: ctx, d: d, key: key, path: path, offset: offset, etag: info.ETag, body: body}, nil
 }
 
 // maxResumes bounds how often one Reader re-requests its object after the
@@ -131,9 +163,17 @@ func (d *driver) Stat(ctx context.Context, path string) (storagedriver.FileInfo,
 	if path != "/" {
 		info, err := d.client.StatObject(ctx, d.bucket, d.key(path), minio.StatObjectOptions{})
 		if err == nil {
+			size := info.Size
+			a, ok, err := d.aliasOf(info.Metadata)
+			if err != nil {
+				return nil, translate("stat", path, err)
+			}
+			if ok {
+				size = a.size
+			}
 			return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
 				Path:    path,
-				Size:    info.Size,
+				Size:    size,
 				ModTime: info.LastModified,
 			}}, nil
 		}
@@ -175,7 +215,9 @@ func (d *driver) hasChildren(ctx context.Context, path string) (bool, error) {
 
 // Move copies the object at sourcePath to destPath on the server, replacing
 // what was there, then removes the source. Objects over MaxPartSize are
-// copied in parts, Options.Concurrency at a time.
+// copied in parts, Options.Concurrency at a time. An alias is copied as the
+// small object it is: its data stays where it is, named now by destPath
+// alone. The data of an alias that destPath held before is left behind.
 func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	srcKey := d.key(sourcePath)
 	info, err := d.client.StatObject(ctx, d.bucket, srcKey, minio.StatObjectOptions{})
@@ -209,12 +251,18 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 		return err
 	}
 	key := d.key(path)
-	var listErr error
-	found := 0
+	var (
+		listErr error
+		found   int
+		data    []string // the data objects of the aliases removed
+	)
 	objects := func(yield func(minio.ObjectInfo) bool) {
-		_, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
+		info, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
 		switch {
 		case err == nil:
+			if a, ok, _ := d.aliasOf(info.Metadata); ok {
+				data = append(data, a.key)
+			}
 			found++
 			if !yield(minio.ObjectInfo{Key: key}) {
 				return
@@ -231,6 +279,16 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 				listErr = obj.Err
 				return
 			}
+			if maybeAlias(obj.Size) {
+				a, ok, err := d.statAliasOrPlain(ctx, obj.Key)
+				if err != nil {
+					listErr = err
+					return
+				}
+				if ok {
+					data = append(data, a.key)
+				}
+			}
 			found++
 			if !yield(minio.ObjectInfo{Key: obj.Key}) {
 				return
@@ -242,6 +300,11 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 	}
 	if listErr != nil {
 		return translate("delete", path, listErr)
+	}
+	// Only now that no alias names them: a failure before this leaves data
+	// objects that nothing reads, never an alias without its data.
+	if err := d.removeKeys(ctx, data); err != nil {
+		return translate("delete: remove aliased data", path, err)
 	}
 	if found == 0 && pending == 0 {
 		return storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
@@ -275,15 +338,65 @@ func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
 			return storagedriver.InvalidPathError{Path: p, DriverName: driverName}
 		}
 	}
-	objects := func(yield func(minio.ObjectInfo) bool) {
-		for _, p := range paths {
-			if !yield(minio.ObjectInfo{Key: d.d.key(p)}) {
+	keys := make([]string, len(paths))
+	for i, p := range paths {
+		keys[i] = d.d.key(p)
+	}
+	data, err := d.d.aliasesOf(ctx, keys)
+	if err != nil {
+		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
+	}
+	if err := d.d.removeKeys(ctx, keys); err != nil {
+		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
+	}
+	if err := d.d.removeKeys(ctx, data); err != nil {
+		return translate("delete: remove aliased data", fmt.Sprintf("%d files", len(paths)), err)
+	}
+	return nil
+}
+
+// removeKeys deletes the objects at keys with multi-object DELETE requests.
+func (d *driver) removeKeys(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	return d.removeObjects(ctx, func(yield func(minio.ObjectInfo) bool) {
+		for _, k := range keys {
+			if !yield(minio.ObjectInfo{Key: k}) {
 				return
 			}
 		}
+	})
+}
+
+// statParallel is how many HEAD requests aliasesOf sends at once.
+const statParallel = 8
+
+// aliasesOf returns the data objects that the aliases among keys name.
+// A missing key is not an error.
+func (d *driver) aliasesOf(ctx context.Context, keys []string) ([]string, error) {
+	var (
+		mu   sync.Mutex
+		data []string
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, statParallel)
+	)
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			a, ok, err := d.statAliasOrPlain(ctx, k)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case ok:
+				data = append(data, a.key)
+			}
+		})
 	}
-	if err := d.d.removeObjects(ctx, objects); err != nil {
-		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
-	}
-	return nil
+	wg.Wait()
+	return data, errors.Join(errs...)
 }

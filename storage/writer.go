@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/minio/minio-go/v7"
@@ -17,6 +18,7 @@ import (
 const (
 	metaUploadID     = "Portcullis-Upload-Id"
 	metaOffset       = "Portcullis-Offset"
+	metaDataKey      = "Portcullis-Data-Key"
 	headerMetaPrefix = "X-Amz-Meta-"
 )
 
@@ -37,6 +39,7 @@ func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (stor
 		ctx:     ctx,
 		path:    path,
 		key:     d.key(path),
+		dataKey: d.key(path),
 		tailKey: d.pendingKey(path),
 	}
 	if appendMode {
@@ -54,9 +57,13 @@ type writer struct {
 	d *driver
 	// ctx is the context of the Writer call. io.Writer and io.Closer take
 	// none, so Write uses it and Close uses it without its cancellation.
-	ctx     context.Context
-	path    string
-	key     string // the data object
+	ctx  context.Context
+	path string
+	key  string // the object at path
+	// dataKey is the key of the multipart upload: a fresh data object,
+	// which Commit makes key an alias of, or key itself for an upload a
+	// writer without data objects started.
+	dataKey string
 	tailKey string // the pending tail object
 
 	uploadID  string // "" until the first part is sent
@@ -83,6 +90,12 @@ func (w *writer) resume(ctx context.Context) error {
 	defer body.Close()
 
 	w.uploadID = info.Metadata.Get(headerMetaPrefix + metaUploadID)
+	if k := info.Metadata.Get(headerMetaPrefix + metaDataKey); k != "" {
+		if !w.d.isDataKey(w.d.root + k) {
+			return fmt.Errorf("open writer %s: pending tail names a data key outside the data prefix", w.path)
+		}
+		w.dataKey = w.d.root + k
+	}
 	offset, err := strconv.ParseInt(info.Metadata.Get(headerMetaPrefix+metaOffset), 10, 64)
 	if err != nil {
 		return fmt.Errorf("open writer %s: pending tail has no valid offset: %w", w.path, err)
@@ -126,7 +139,7 @@ func (w *writer) listParts(ctx context.Context) error {
 	core := minio.Core{Client: w.d.client}
 	marker := 0
 	for {
-		res, err := core.ListObjectParts(ctx, w.d.bucket, w.key, w.uploadID, marker, 1000)
+		res, err := core.ListObjectParts(ctx, w.d.bucket, w.dataKey, w.uploadID, marker, 1000)
 		if errorCode(err) == codeNoSuchUpload {
 			return fmt.Errorf("open writer %s: multipart upload %s is gone", w.path, w.uploadID)
 		}
@@ -233,14 +246,18 @@ func (w *writer) release() {
 func (w *writer) sendPart(ctx context.Context) error {
 	core := minio.Core{Client: w.d.client}
 	if w.uploadID == "" {
-		id, err := core.NewMultipartUpload(ctx, w.d.bucket, w.key, minio.PutObjectOptions{ContentType: contentType})
+		dataKey, err := w.d.newDataKey()
+		if err != nil {
+			return err
+		}
+		id, err := core.NewMultipartUpload(ctx, w.d.bucket, dataKey, minio.PutObjectOptions{ContentType: contentType})
 		if err != nil {
 			return translate("write: start upload", w.path, err)
 		}
-		w.uploadID = id
+		w.uploadID, w.dataKey = id, dataKey
 	}
 	number := len(w.parts) + 1
-	part, err := core.PutObjectPart(ctx, w.d.bucket, w.key, w.uploadID, number,
+	part, err := core.PutObjectPart(ctx, w.d.bucket, w.dataKey, w.uploadID, number,
 		bytes.NewReader(w.buf), int64(len(w.buf)), minio.PutObjectPartOptions{})
 	if err != nil {
 		return translate(fmt.Sprintf("write: part %d", number), w.path, err)
@@ -278,15 +295,15 @@ func (w *writer) Close() error {
 	if w.tailStored {
 		return nil
 	}
+	meta := map[string]string{
+		metaUploadID: w.uploadID,
+		metaOffset:   strconv.FormatInt(w.partsSize, 10),
+	}
+	if w.dataKey != w.key {
+		meta[metaDataKey] = strings.TrimPrefix(w.dataKey, w.d.root)
+	}
 	_, err := w.d.client.PutObject(ctx, w.d.bucket, w.tailKey, bytes.NewReader(w.buf), int64(len(w.buf)),
-		minio.PutObjectOptions{
-			ContentType:      contentType,
-			DisableMultipart: true,
-			UserMetadata: map[string]string{
-				metaUploadID: w.uploadID,
-				metaOffset:   strconv.FormatInt(w.partsSize, 10),
-			},
-		})
+		minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true, UserMetadata: meta})
 	if err != nil {
 		return translate("close: store tail", w.path, err)
 	}
@@ -314,8 +331,15 @@ func (w *writer) Commit(ctx context.Context) error {
 			}
 		}
 		core := minio.Core{Client: w.d.client}
-		if _, err := core.CompleteMultipartUpload(ctx, w.d.bucket, w.key, w.uploadID, w.parts, minio.PutObjectOptions{}); err != nil {
+		if _, err := core.CompleteMultipartUpload(ctx, w.d.bucket, w.dataKey, w.uploadID, w.parts, minio.PutObjectOptions{}); err != nil {
 			return translate("commit", w.path, err)
+		}
+		if w.dataKey != w.key {
+			if err := w.d.putAlias(ctx, w.key, alias{key: w.dataKey, size: w.partsSize}); err != nil {
+				// Nothing names the data object yet.
+				_ = w.d.client.RemoveObject(context.WithoutCancel(ctx), w.d.bucket, w.dataKey, minio.RemoveObjectOptions{})
+				return translate("commit: store alias", w.path, err)
+			}
 		}
 	}
 	w.committed = true
@@ -339,7 +363,7 @@ func (w *writer) Cancel(ctx context.Context) error {
 	w.cancelled = true
 	w.release()
 	if w.uploadID != "" {
-		err := minio.Core{Client: w.d.client}.AbortMultipartUpload(ctx, w.d.bucket, w.key, w.uploadID)
+		err := minio.Core{Client: w.d.client}.AbortMultipartUpload(ctx, w.d.bucket, w.dataKey, w.uploadID)
 		if err != nil && errorCode(err) != codeNoSuchUpload {
 			return translate("cancel", w.path, err)
 		}
@@ -378,6 +402,9 @@ func (d *driver) deletePending(ctx context.Context, path string) (int, error) {
 			continue
 		}
 		dataKey := d.root + key[len(d.pendingRoot):]
+		if k := info.Metadata.Get(headerMetaPrefix + metaDataKey); k != "" && d.isDataKey(d.root+k) {
+			dataKey = d.root + k
+		}
 		if err := core.AbortMultipartUpload(ctx, d.bucket, dataKey, id); err != nil && errorCode(err) != codeNoSuchUpload {
 			return 0, translate("delete: abort upload", path, err)
 		}

@@ -24,17 +24,37 @@ func randomBytes(n int) []byte {
 }
 
 // leftovers returns the keys and incomplete uploads in bucket that are not
-// committed data: pending tails and multipart uploads.
+// committed data: pending tails, multipart uploads and data objects that no
+// alias names.
 func leftovers(t *testing.T, srv *miniotest.Server, bucket string) []string {
 	t.Helper()
 	client := srv.Client(t)
 	var out []string
+	named := map[string]bool{} // data keys, relative to the prefix, that aliases name
+	var data []string
 	for obj := range client.ListObjectsIter(t.Context(), bucket, minio.ListObjectsOptions{Recursive: true}) {
 		if obj.Err != nil {
 			t.Fatal(obj.Err)
 		}
-		if strings.Contains(obj.Key, pendingDir) {
+		switch {
+		case strings.Contains(obj.Key, pendingDir+"/"+dataDir+"/"):
+			data = append(data, obj.Key)
+		case strings.Contains(obj.Key, pendingDir):
 			out = append(out, obj.Key)
+		case maybeAlias(obj.Size):
+			info, err := client.StatObject(t.Context(), bucket, obj.Key, minio.StatObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k := info.Metadata.Get(headerMetaPrefix + metaAliasOf); k != "" {
+				named[k] = true
+			}
+		}
+	}
+	for _, k := range data {
+		_, rel, _ := strings.Cut(k, "/"+pendingDir+"/")
+		if !named[pendingDir+"/"+rel] && !named[k] {
+			out = append(out, k)
 		}
 	}
 	for up := range client.ListIncompleteUploads(t.Context(), bucket, "", true) {
