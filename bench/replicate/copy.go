@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// method is one way of copying from A to B: a column of the copy tables.
+type method string
+
+const (
+	viaRule    method = "rule"   // A's push rule
+	viaCrane   method = "crane"  // crane copy, one image after another
+	viaRegctl  method = "regctl" // regctl image copy, one after another
+	viaCraneP4 method = "crane4" // crane copy, four at once
+)
+
+// copySample is what one sample of the big or small workload measured.
+type copySample struct {
+	wall time.Duration
+	// aCPU and bCPU are the sites' CPU time over the sample; clientCPU the
+	// peers' processes' (zero for the rule).
+	aCPU, bCPU, clientCPU time.Duration
+	// copierPeak is the peak RSS of what copies: A for the rule, the
+	// largest client process for the peers.
+	copierPeak int64
+	// tagging is, for the rule on the small workload, how long the 200 tag
+	// PUTs at A took (part of wall).
+	tagging time.Duration
+	load    float64
+}
+
+// prepareRegctl writes regctl's configuration: plain HTTP to both sites,
+// and the account at B.
+func (b *bench) prepareRegctl() error {
+	if b.regctlPrepared {
+		return nil
+	}
+	dir := filepath.Join(b.work, "home", ".regctl")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	cfg := map[string]any{"hosts": map[string]any{
+		b.aAddr: map[string]string{"tls": "disabled", "hostname": b.aAddr},
+		b.bAddr: map[string]string{"tls": "disabled", "hostname": b.bAddr, "user": account, "pass": b.password},
+	}}
+	body, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	b.regctlPrepared = true
+	return os.WriteFile(filepath.Join(dir, "config.json"), body, 0o600)
+}
+
+// toolRun is what the peers' processes of one sample used.
+type toolRun struct {
+	mu   sync.Mutex
+	cpu  time.Duration
+	peak int64
+}
+
+// copyWith runs the peer m once to copy src (at A) to dst (at B).
+func (b *bench) copyWith(ctx context.Context, m method, src, dst string, tr *toolRun) error {
+	var cmd *exec.Cmd
+	switch m {
+	case viaCrane, viaCraneP4:
+		cmd = exec.CommandContext(ctx, b.crane, "copy", "--insecure", b.aAddr+"/"+src, b.bAddr+"/"+dst)
+	case viaRegctl:
+		cmd = exec.CommandContext(ctx, b.regctl, "image", "copy", b.aAddr+"/"+src, b.bAddr+"/"+dst)
+	default:
+		return fmt.Errorf("no client for %s", m)
+	}
+	cmd.Env = b.toolEnv
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", cmd, err, out)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	st := cmd.ProcessState
+	tr.cpu += st.UserTime() + st.SystemTime()
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+		tr.peak = max(tr.peak, ru.Maxrss<<10)
+	}
+	return nil
+}
+
+// window measures the sites from the start of a timed part of a sample.
+type window struct {
+	p          *pair
+	start      time.Time
+	aCPU, bCPU time.Duration
+	load       float64
+	perf       *exec.Cmd
+}
+
+// open starts a window, and, with -perf, a perf recording of A for the
+// rule's samples.
+func (b *bench) open(p *pair, m method, name string) (*window, error) {
+	w := &window{p: p, load: loadavg()}
+	var err error
+	if w.aCPU, err = p.a.cpu(); err != nil {
+		return nil, err
+	}
+	if w.bCPU, err = p.b.cpu(); err != nil {
+		return nil, err
+	}
+	if err := p.a.resetPeak(); err != nil {
+		return nil, err
+	}
+	if b.perfDir != "" && m == viaRule {
+		w.perf = exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(p.a.pid()),
+			"-o", filepath.Join(b.perfDir, name+".perf.data"))
+		if err := w.perf.Start(); err != nil {
+			return nil, fmt.Errorf("perf record: %w", err)
+		}
+	}
+	w.start = time.Now()
+	return w, nil
+}
+
+// close ends the window at end and fills s with what the sites used.
+func (w *window) close(end time.Time, m method, tr *toolRun) (copySample, error) {
+	s := copySample{wall: end.Sub(w.start), load: w.load}
+	if w.perf != nil {
+		_ = w.perf.Process.Signal(os.Interrupt)
+		_ = w.perf.Wait()
+	}
+	a, err := w.p.a.cpu()
+	if err != nil {
+		return s, err
+	}
+	bc, err := w.p.b.cpu()
+	if err != nil {
+		return s, err
+	}
+	s.aCPU, s.bCPU = a-w.aCPU, bc-w.bCPU
+	if m == viaRule {
+		if s.copierPeak, err = w.p.a.peak(); err != nil {
+			return s, err
+		}
+	} else {
+		s.clientCPU, s.copierPeak = tr.cpu, tr.peak
+	}
+	return s, nil
+}
+
+// bigSample copies img once with m between a fresh pair of sites.
+func (b *bench) bigSample(ctx context.Context, m method, img v1.Image, run int) (s copySample, err error) {
+	syscall.Sync() // no sample pays for the writeback of the one before
+	p, err := b.startPair(ctx)
+	if err != nil {
+		return s, err
+	}
+	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx))) }()
+	a, err := newSiteA(b.aAddr)
+	if err != nil {
+		return s, err
+	}
+	defer a.close()
+	bc := newSiteB(b.bAddr, b.password)
+	defer bc.close()
+	d, err := img.Digest()
+	if err != nil {
+		return s, err
+	}
+	src, dst := "src/big", string(m)+"/big"
+	if m == viaRule {
+		src, dst = "repl/big", "repl/big"
+	}
+	// The token for polling B is fetched before the clock starts.
+	if _, err := bc.head(ctx, dst, "v1"); err != nil {
+		return s, err
+	}
+	if err := a.push(ctx, src, "v1", img); err != nil {
+		return s, err
+	}
+	w, err := b.open(p, m, fmt.Sprintf("big-%d", run))
+	if err != nil {
+		return s, err
+	}
+	tr := &toolRun{}
+	var end time.Time
+	if m == viaRule {
+		end, err = bc.waitTag(ctx, dst, "v1", d.String(), 20*time.Millisecond)
+	} else {
+		err = b.copyWith(ctx, m, src+":v1", dst+":v1", tr)
+		end = time.Now()
+	}
+	if err != nil {
+		return s, err
+	}
+	if s, err = w.close(end, m, tr); err != nil {
+		return s, err
+	}
+	if got, err := bc.head(ctx, dst, "v1"); err != nil || got != d.String() {
+		return s, errors.Join(fmt.Errorf("%s:v1 at B is %q, pushed %s", dst, got, d), err)
+	}
+	return s, nil
+}
+
+// smallRef is where the i-th small image goes: 20 repositories of 10 tags.
+func smallRef(i int) (repo, tag string) {
+	return fmt.Sprintf("app-%02d", i/10), fmt.Sprintf("v%d", i%10)
+}
+
+// smallSample copies imgs once with m between a fresh pair of sites.
+func (b *bench) smallSample(ctx context.Context, m method, imgs []v1.Image, run int) (s copySample, err error) {
+	syscall.Sync()
+	p, err := b.startPair(ctx)
+	if err != nil {
+		return s, err
+	}
+	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx))) }()
+	a, err := newSiteA(b.aAddr)
+	if err != nil {
+		return s, err
+	}
+	defer a.close()
+	bc := newSiteB(b.bAddr, b.password)
+	defer bc.close()
+	srcNS, dstNS := "src/", string(m)+"/"
+	if m == viaRule {
+		srcNS, dstNS = "repl/", "repl/"
+	}
+	// Not timed: the rule's images are pushed by digest (no event yet), the
+	// peers' by tag; and B's tokens for polling are fetched.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i, img := range imgs {
+		g.Go(func() error {
+			repo, tag := smallRef(i)
+			if m == viaRule {
+				d, err := img.Digest()
+				if err != nil {
+					return err
+				}
+				tag = d.String()
+			}
+			return a.push(gctx, srcNS+repo, tag, img)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return s, err
+	}
+	for i := 0; i < len(imgs); i += 10 {
+		repo, _ := smallRef(i)
+		if _, err := bc.client(ctx, dstNS+repo); err != nil {
+			return s, err
+		}
+	}
+
+	w, err := b.open(p, m, fmt.Sprintf("small-%d", run))
+	if err != nil {
+		return s, err
+	}
+	tr := &toolRun{}
+	var end time.Time
+	var tagging time.Duration
+	switch m {
+	case viaRule:
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(8)
+		for i, img := range imgs {
+			g.Go(func() error {
+				repo, tag := smallRef(i)
+				return a.tag(gctx, srcNS+repo, tag, img)
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return s, err
+		}
+		tagging = time.Since(w.start)
+		end, err = b.waitAllTags(ctx, bc, dstNS, len(imgs))
+	default:
+		jobs := 1
+		if m == viaCraneP4 {
+			jobs = 4
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(jobs)
+		for i := range imgs {
+			g.Go(func() error {
+				repo, tag := smallRef(i)
+				return b.copyWith(gctx, m, srcNS+repo+":"+tag, dstNS+repo+":"+tag, tr)
+			})
+		}
+		err = g.Wait()
+		end = time.Now()
+	}
+	if err != nil {
+		return s, err
+	}
+	if s, err = w.close(end, m, tr); err != nil {
+		return s, err
+	}
+	s.tagging = tagging
+	for i, img := range imgs {
+		repo, tag := smallRef(i)
+		d, err := img.Digest()
+		if err != nil {
+			return s, err
+		}
+		if got, err := bc.head(ctx, dstNS+repo, tag); err != nil || got != d.String() {
+			return s, errors.Join(fmt.Errorf("%s%s:%s at B is %q, pushed %s", dstNS, repo, tag, got, d), err)
+		}
+	}
+	return s, nil
+}
+
+// waitAllTags polls B's tag lists every 100 ms until every repository of
+// ns holds its ten tags, and returns when it first did.
+func (b *bench) waitAllTags(ctx context.Context, bc *siteB, ns string, n int) (time.Time, error) {
+	left := map[string]bool{}
+	for i := 0; i < n; i += 10 {
+		repo, _ := smallRef(i)
+		left[ns+repo] = true
+	}
+	for {
+		for repo := range left {
+			tags, err := bc.tags(ctx, repo)
+			if err != nil {
+				return time.Time{}, err
+			}
+			if len(tags) >= 10 {
+				delete(left, repo)
+			}
+		}
+		if len(left) == 0 {
+			return time.Now(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("waiting for the tags at B: %d repositories incomplete: %w", len(left), ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
