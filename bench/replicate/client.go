@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,39 +15,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/portcullis/portcullis/bench/internal/benchimage"
 )
-
-// randomLayer is a layer of n incompressible bytes (not a tar: registries
-// store layers without looking inside).
-func randomLayer(n int) v1.Layer {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails on Linux
-	return static.NewLayer(b, types.OCIUncompressedLayer)
-}
-
-// newImage builds an OCI image of layers with every digest computed, so
-// that no hashing of ours happens while a sample is timed.
-func newImage(layers ...v1.Layer) (v1.Image, error) {
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layers...)
-	if err != nil {
-		return nil, fmt.Errorf("build image: %w", err)
-	}
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	if _, err := img.Digest(); err != nil {
-		return nil, fmt.Errorf("digest image: %w", err)
-	}
-	return img, nil
-}
 
 // smallImage is an image of three 4 KiB random layers.
 func smallImage() (v1.Image, error) {
-	return newImage(randomLayer(4<<10), randomLayer(4<<10), randomLayer(4<<10))
+	return benchimage.New(benchimage.RandomLayer(4<<10), benchimage.RandomLayer(4<<10), benchimage.RandomLayer(4<<10))
 }
 
 // siteA pushes to site A, which has no auth.
@@ -71,7 +47,13 @@ func newSiteA(addr string) (*siteA, error) {
 	return &siteA{addr: addr, tr: tr, client: &http.Client{Transport: tr, Timeout: time.Minute}, pusher: p}, nil
 }
 
-func (a *siteA) close() { a.tr.CloseIdleConnections() }
+// close drops A's idle connections; a nil client is fine.
+func (a *siteA) close() error {
+	if a != nil {
+		a.tr.CloseIdleConnections()
+	}
+	return nil
+}
 
 // push pushes img to repo at A, by tag or, when ref is a digest, by digest.
 func (a *siteA) push(ctx context.Context, repo, ref string, img v1.Image) error {
@@ -173,7 +155,11 @@ func newSiteB(addr, password string) *siteB {
 	return &siteB{addr: addr, auth: &authn.Basic{Username: account, Password: password}, tr: tr, repo: map[string]*http.Client{}}
 }
 
-func (b *siteB) close() { b.tr.CloseIdleConnections() }
+// close drops B's idle connections.
+func (b *siteB) close() error {
+	b.tr.CloseIdleConnections()
+	return nil
+}
 
 func (b *siteB) client(ctx context.Context, repo string) (*http.Client, error) {
 	b.mu.Lock()

@@ -158,19 +158,11 @@ func (w *window) close(end time.Time, m method, tr *toolRun) (copySample, error)
 
 // bigSample copies img once with m between a fresh pair of sites.
 func (b *bench) bigSample(ctx context.Context, m method, img v1.Image, run int) (s copySample, err error) {
-	syscall.Sync() // no sample pays for the writeback of the one before
-	p, err := b.startPair(ctx)
+	p, a, bc, err := b.session(ctx)
 	if err != nil {
 		return s, err
 	}
-	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx))) }()
-	a, err := newSiteA(b.aAddr)
-	if err != nil {
-		return s, err
-	}
-	defer a.close()
-	bc := newSiteB(b.bAddr, b.password)
-	defer bc.close()
+	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx)), a.close(), bc.close()) }()
 	d, err := img.Digest()
 	if err != nil {
 		return s, err
@@ -217,19 +209,11 @@ func smallRef(i int) (repo, tag string) {
 
 // smallSample copies imgs once with m between a fresh pair of sites.
 func (b *bench) smallSample(ctx context.Context, m method, imgs []v1.Image, run int) (s copySample, err error) {
-	syscall.Sync()
-	p, err := b.startPair(ctx)
+	p, a, bc, err := b.session(ctx)
 	if err != nil {
 		return s, err
 	}
-	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx))) }()
-	a, err := newSiteA(b.aAddr)
-	if err != nil {
-		return s, err
-	}
-	defer a.close()
-	bc := newSiteB(b.bAddr, b.password)
-	defer bc.close()
+	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx)), a.close(), bc.close()) }()
 	srcNS, dstNS := "src/", string(m)+"/"
 	if m == viaRule {
 		srcNS, dstNS = "repl/", "repl/"

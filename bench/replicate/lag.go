@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,19 +23,11 @@ type lagResult struct {
 // lagRun pushes imgs to repl/lag at A, rate images a second, and polls B
 // for each tag every 10 ms from the end of its push.
 func (b *bench) lagRun(ctx context.Context, imgs []v1.Image, rate float64) (res lagResult, err error) {
-	syscall.Sync()
-	p, err := b.startPair(ctx)
+	p, a, bc, err := b.session(ctx)
 	if err != nil {
 		return res, err
 	}
-	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx))) }()
-	a, err := newSiteA(b.aAddr)
-	if err != nil {
-		return res, err
-	}
-	defer a.close()
-	bc := newSiteB(b.bAddr, b.password)
-	defer bc.close()
+	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx)), a.close(), bc.close()) }()
 	const repo = "repl/lag"
 	if _, err := bc.client(ctx, repo); err != nil {
 		return res, err

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/portcullis/portcullis/bench/internal/benchimage"
 	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
@@ -150,22 +151,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	rep := &report{o: o}
 	if want["big"] {
 		progress("generating the 256 MiB image")
-		img, err := newImage(randomLayer(64<<20), randomLayer(64<<20), randomLayer(64<<20), randomLayer(64<<20))
+		img, err := benchimage.New(benchimage.RandomLayer(64<<20), benchimage.RandomLayer(64<<20), benchimage.RandomLayer(64<<20), benchimage.RandomLayer(64<<20))
 		if err != nil {
 			return err
 		}
-		methods := []method{viaRule, viaCrane, viaRegctl}
-		rep.big = map[method][]copySample{}
-		for i := range o.n {
-			for _, m := range rotate(methods, i) {
-				s, err := b.bigSample(ctx, m, img, i+1)
-				if err != nil {
-					return fmt.Errorf("big, sample %d, %s: %w", i+1, m, err)
-				}
-				progress("big    sample %d %-8s %8v  A CPU %6v  B CPU %6v  client CPU %6v  copier peak RSS %4d MiB  load %.1f",
-					i+1, m, s.wall.Round(time.Millisecond), s.aCPU, s.bCPU, s.clientCPU, s.copierPeak>>20, s.load)
-				rep.big[m] = append(rep.big[m], s)
-			}
+		rep.big, err = copySamples(o.n, "big", []method{viaRule, viaCrane, viaRegctl}, progress,
+			func(m method, i int) (copySample, error) { return b.bigSample(ctx, m, img, i) })
+		if err != nil {
+			return err
 		}
 	}
 	if want["small"] {
@@ -175,18 +168,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				return err
 			}
 		}
-		methods := []method{viaRule, viaCrane, viaRegctl, viaCraneP4}
-		rep.small = map[method][]copySample{}
-		for i := range o.n {
-			for _, m := range rotate(methods, i) {
-				s, err := b.smallSample(ctx, m, imgs, i+1)
-				if err != nil {
-					return fmt.Errorf("small, sample %d, %s: %w", i+1, m, err)
-				}
-				progress("small  sample %d %-8s %8v  A CPU %6v  B CPU %6v  client CPU %6v  copier peak RSS %4d MiB  load %.1f",
-					i+1, m, s.wall.Round(time.Millisecond), s.aCPU, s.bCPU, s.clientCPU, s.copierPeak>>20, s.load)
-				rep.small[m] = append(rep.small[m], s)
-			}
+		rep.small, err = copySamples(o.n, "small", []method{viaRule, viaCrane, viaRegctl, viaCraneP4}, progress,
+			func(m method, i int) (copySample, error) { return b.smallSample(ctx, m, imgs, i) })
+		if err != nil {
+			return err
 		}
 	}
 	if want["lag"] {
@@ -222,4 +207,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 func rotate(ms []method, i int) []method {
 	k := i % len(ms)
 	return append(slices.Clone(ms[k:]), ms[:k]...)
+}
+
+// copySamples takes n samples of each method with sample, the methods
+// taking each place in turn.
+func copySamples(n int, what string, methods []method, progress func(string, ...any), sample func(m method, i int) (copySample, error)) (map[method][]copySample, error) {
+	out := map[method][]copySample{}
+	for i := range n {
+		for _, m := range rotate(methods, i) {
+			s, err := sample(m, i+1)
+			if err != nil {
+				return nil, fmt.Errorf("%s, sample %d, %s: %w", what, i+1, m, err)
+			}
+			progress("%-6s sample %d %-8s %8v  A CPU %6v  B CPU %6v  client CPU %6v  copier peak RSS %4d MiB  load %.1f",
+				what, i+1, m, s.wall.Round(time.Millisecond), s.aCPU, s.bCPU, s.clientCPU, s.copierPeak>>20, s.load)
+			out[m] = append(out[m], s)
+		}
+	}
+	return out, nil
 }

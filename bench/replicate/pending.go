@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/portcullis/portcullis/bench/internal/benchimage"
 )
 
 // pendingResult is what the pending workload measured.
@@ -38,19 +39,11 @@ type pendingResult struct {
 // (8 at a time), lets A settle for settle with them pending, then starts B
 // and waits until A has nothing pending.
 func (b *bench) pendingRun(ctx context.Context, events int, settle time.Duration) (res pendingResult, err error) {
-	syscall.Sync()
-	p, err := b.startPair(ctx)
+	p, a, bc, err := b.session(ctx)
 	if err != nil {
 		return res, err
 	}
-	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx))) }()
-	a, err := newSiteA(b.aAddr)
-	if err != nil {
-		return res, err
-	}
-	defer a.close()
-	bc := newSiteB(b.bAddr, b.password)
-	defer bc.close()
+	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx)), a.close(), bc.close()) }()
 	const repo = "repl/pending"
 	res.events, res.load = events, loadavg()
 	if err := p.b.stop(); err != nil {
@@ -59,7 +52,7 @@ func (b *bench) pendingRun(ctx context.Context, events int, settle time.Duration
 
 	// One image's blobs, by digest; then events manifests that differ by
 	// an annotation, each PUT by a tag of its own.
-	img, err := newImage(randomLayer(1 << 10))
+	img, err := benchimage.New(benchimage.RandomLayer(1 << 10))
 	if err != nil {
 		return res, err
 	}

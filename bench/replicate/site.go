@@ -247,29 +247,9 @@ func (s *site) start(ctx context.Context) error {
 }
 
 func (s *site) waitReady(ctx context.Context, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/v2/", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || (s.auth && resp.StatusCode == http.StatusUnauthorized) {
-				return nil
-			}
-		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("exited: %v", s.err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return benchproc.WaitHTTP(ctx, "http://"+s.addr+"/v2/", limit, func(status int) bool {
+		return status == http.StatusOK || (s.auth && status == http.StatusUnauthorized)
+	}, s.done, func() error { return s.err })
 }
 
 // pid is the process id of the running site.
@@ -302,13 +282,7 @@ func (s *site) stop() error {
 	case <-s.done:
 		err = fmt.Errorf("site %s exited early: %v (log: %s)", s.name, s.err, s.logf.Name())
 	default:
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
+		benchproc.Terminate(s.cmd.Process, s.done)
 	}
 	s.cmd = nil
 	return err
@@ -345,4 +319,21 @@ func loadavg() float64 {
 	}
 	v, _ := strconv.ParseFloat(f[0], 64)
 	return v
+}
+
+// session starts a fresh pair of sites, after syncing so that no sample
+// pays for the writeback of the one before, with a client of each. The
+// caller removes the pair and closes the clients, also on an error.
+func (b *bench) session(ctx context.Context) (*pair, *siteA, *siteB, error) {
+	syscall.Sync()
+	a, err := newSiteA(b.aAddr)
+	if err != nil {
+		return &pair{}, a, newSiteB(b.bAddr, b.password), err
+	}
+	bc := newSiteB(b.bAddr, b.password)
+	p, err := b.startPair(ctx)
+	if p == nil {
+		p = &pair{}
+	}
+	return p, a, bc, err
 }
