@@ -60,6 +60,9 @@ type Service struct {
 	log            *slog.Logger
 	metrics        *metrics
 	now            func() time.Time
+
+	// down holds the remotes to probe until they answer again.
+	down downSet
 }
 
 // New builds the service for o. It fails when a rule names a remote that
@@ -137,6 +140,11 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		defer func() { done <- struct{}{} }()
 		s.refreshPending(ctx)
+	}()
+	n++
+	go func() {
+		defer func() { done <- struct{}{} }()
+		s.probe(ctx)
 	}()
 	var err error
 	if s.disp != nil {
@@ -323,6 +331,9 @@ func (s *Service) outcome(ctx context.Context, r *rule, repo, tag string, res re
 	}
 	if errors.Is(err, replication.ErrNotFound) && isLocal(err) {
 		return nil // gone here since the event: nothing to copy
+	}
+	if errors.Is(err, replication.ErrUnavailable) && !isLocal(err) {
+		s.down.add(r.remote)
 	}
 	permanent := replication.Permanent(err)
 	s.metrics.failures.WithLabelValues(name, reason(err)).Inc()
