@@ -102,11 +102,11 @@ type window struct {
 	start      time.Time
 	aCPU, bCPU time.Duration
 	load       float64
-	perf       *exec.Cmd
+	perf       []*exec.Cmd
 }
 
-// open starts a window, and, with -perf, a perf recording of A for the
-// rule's samples.
+// open starts a window, and, with -perf, a perf recording of A and B for
+// the rule's samples.
 func (b *bench) open(p *pair, m method, name string) (*window, error) {
 	w := &window{p: p, load: loadavg()}
 	var err error
@@ -120,10 +120,13 @@ func (b *bench) open(p *pair, m method, name string) (*window, error) {
 		return nil, err
 	}
 	if b.perfDir != "" && m == viaRule {
-		w.perf = exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(p.a.pid()),
-			"-o", filepath.Join(b.perfDir, name+".perf.data"))
-		if err := w.perf.Start(); err != nil {
-			return nil, fmt.Errorf("perf record: %w", err)
+		for _, s := range []*site{p.a, p.b} {
+			cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(s.pid()),
+				"-o", filepath.Join(b.perfDir, name+"-"+s.name+".perf.data"))
+			if err := cmd.Start(); err != nil {
+				return nil, fmt.Errorf("perf record: %w", err)
+			}
+			w.perf = append(w.perf, cmd)
 		}
 	}
 	w.start = time.Now()
@@ -133,9 +136,9 @@ func (b *bench) open(p *pair, m method, name string) (*window, error) {
 // close ends the window at end and fills s with what the sites used.
 func (w *window) close(end time.Time, m method, tr *toolRun) (copySample, error) {
 	s := copySample{wall: end.Sub(w.start), load: w.load}
-	if w.perf != nil {
-		_ = w.perf.Process.Signal(os.Interrupt)
-		_ = w.perf.Wait()
+	for _, cmd := range w.perf {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
 	}
 	a, err := w.p.a.cpu()
 	if err != nil {

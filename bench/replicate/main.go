@@ -31,22 +31,22 @@ func main() {
 
 // options are the command-line flags.
 type options struct {
-	n                  int
-	workloads          string
-	portcullis         string
-	crane, regctl      string
-	minio              string
-	storage            string
-	concurrency        int
-	small              int
-	lagImages          int
-	lagRate            float64
-	events             int
-	settle             time.Duration
-	perf               string
-	timeout            time.Duration
-	keep               bool
-	methods, smallPeer []method
+	n             int
+	workloads     string
+	portcullis    string
+	crane, regctl string
+	minio         string
+	storage       string
+	concurrency   int
+	small         int
+	lagImages     int
+	lagRate       float64
+	events        int
+	settle        time.Duration
+	perf          string
+	timeout       time.Duration
+	keep          bool
+	peers         bool
 }
 
 // workloadNames are the workloads in the order they run.
@@ -69,9 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.Float64Var(&o.lagRate, "lag-rate", 2, "images pushed a second in the lag workload")
 	fs.IntVar(&o.events, "events", 10000, "tags PUT at A while B is down in the pending workload")
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "how long A stays with the events pending before B is started")
-	fs.StringVar(&o.perf, "perf", "", "a directory: record site A with perf record -g during the rule's samples (big, small, lag)")
+	fs.StringVar(&o.perf, "perf", "", "a directory: record sites A and B with perf record -g during the rule's samples (big, small, lag)")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (site configs and logs)")
+	fs.BoolVar(&o.peers, "peers", true, "also copy with crane and regctl (false: the push rule alone, to profile it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -155,7 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if err != nil {
 			return err
 		}
-		rep.big, err = copySamples(o.n, "big", []method{viaRule, viaCrane, viaRegctl}, progress,
+		rep.big, err = copySamples(o.n, "big", o.methods(viaRule, viaCrane, viaRegctl), progress,
 			func(m method, i int) (copySample, error) { return b.bigSample(ctx, m, img, i) })
 		if err != nil {
 			return err
@@ -168,7 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				return err
 			}
 		}
-		rep.small, err = copySamples(o.n, "small", []method{viaRule, viaCrane, viaRegctl, viaCraneP4}, progress,
+		rep.small, err = copySamples(o.n, "small", o.methods(viaRule, viaCrane, viaRegctl, viaCraneP4), progress,
 			func(m method, i int) (copySample, error) { return b.smallSample(ctx, m, imgs, i) })
 		if err != nil {
 			return err
@@ -225,4 +226,12 @@ func copySamples(n int, what string, methods []method, progress func(string, ...
 		}
 	}
 	return out, nil
+}
+
+// methods returns ms, or the push rule alone without -peers.
+func (o options) methods(ms ...method) []method {
+	if !o.peers {
+		return ms[:1]
+	}
+	return ms
 }

@@ -47,9 +47,10 @@ func (r *report) write(out io.Writer) {
 			{label: "client CPU, s", value: func(s copySample) float64 { return s.clientCPU.Seconds() }, peerOnly: true},
 			{label: "peak RSS of the copier (A / the client), MiB", value: func(s copySample) float64 { return mib(s.copierPeak) }},
 		})
-		fast := fasterPeer(r.big, viaCrane, viaRegctl)
-		fmt.Fprintf(out, "\nPush rule against the faster peer (%s): %.2f× its speed (target ≥ 0.9×).\n",
-			columnNames[fast], median(r.big[fast])/median(r.big[viaRule]))
+		if fast, ok := fasterPeer(r.big, viaCrane, viaRegctl); ok {
+			fmt.Fprintf(out, "\nPush rule against the faster peer (%s): %.2f× its speed (target ≥ 0.9×).\n",
+				columnNames[fast], median(r.big[fast])/median(r.big[viaRule]))
+		}
 	}
 	if r.small != nil {
 		n := r.o.small
@@ -64,9 +65,10 @@ func (r *report) write(out io.Writer) {
 			{label: "client CPU, s", value: func(s copySample) float64 { return s.clientCPU.Seconds() }, peerOnly: true},
 			{label: "peak RSS of the copier (A / the largest client), MiB", value: func(s copySample) float64 { return mib(s.copierPeak) }},
 		})
-		fast := fasterPeer(r.small, viaCrane, viaRegctl)
-		fmt.Fprintf(out, "\nPush rule against the faster peer one by one (%s): %.2f× its speed (target ≥ 2×); against `crane copy` 4 at once: %.2f×.\n",
-			columnNames[fast], median(r.small[fast])/median(r.small[viaRule]), median(r.small[viaCraneP4])/median(r.small[viaRule]))
+		if fast, ok := fasterPeer(r.small, viaCrane, viaRegctl); ok {
+			fmt.Fprintf(out, "\nPush rule against the faster peer one by one (%s): %.2f× its speed (target ≥ 2×); against `crane copy` 4 at once: %.2f×.\n",
+				columnNames[fast], median(r.small[fast])/median(r.small[viaRule]), median(r.small[viaCraneP4])/median(r.small[viaRule]))
+		}
 	}
 	if l := r.lag; l != nil {
 		mean := time.Duration(0)
@@ -108,6 +110,7 @@ func (r *report) write(out io.Writer) {
 
 // copyTable prints a table of rows with a column per method.
 func (r *report) copyTable(out io.Writer, res map[method][]copySample, ms []method, rows []copyRow) {
+	ms = slices.DeleteFunc(slices.Clone(ms), func(m method) bool { return len(res[m]) == 0 })
 	fmt.Fprint(out, "| |")
 	for _, m := range ms {
 		fmt.Fprintf(out, " %s |", columnNames[m])
@@ -150,12 +153,16 @@ func median(ss []copySample) float64 {
 	return benchstat.Median(values(ss, func(s copySample) float64 { return s.wall.Seconds() }))
 }
 
-// fasterPeer is the peer with the lower median time.
-func fasterPeer(res map[method][]copySample, a, b method) method {
-	if median(res[b]) < median(res[a]) {
-		return b
+// fasterPeer is the peer with the lower median time; false when the
+// peers did not run.
+func fasterPeer(res map[method][]copySample, a, b method) (method, bool) {
+	if len(res[a]) == 0 || len(res[b]) == 0 {
+		return "", false
 	}
-	return a
+	if median(res[b]) < median(res[a]) {
+		return b, true
+	}
+	return a, true
 }
 
 // loadRange prints the range of the load averages at the samples' starts.
