@@ -117,12 +117,16 @@ type site struct {
 type pair struct {
 	a, b *site
 	m    *benchproc.MinIO
+	// trash is where remove moves the data directories: deleting tens of
+	// thousands of files takes minutes on a busy disk, so it is left to the
+	// end of the program, after the tables.
+	trash string
 }
 
 // startPair starts a fresh B and a fresh A with a push rule to it.
 func (b *bench) startPair(ctx context.Context) (p *pair, err error) {
 	b.pairs++
-	p = &pair{m: b.minio}
+	p = &pair{m: b.minio, trash: filepath.Join(b.work, "trash", strconv.Itoa(b.pairs))}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, p.remove(context.WithoutCancel(ctx)))
@@ -288,7 +292,8 @@ func (s *site) stop() error {
 	return err
 }
 
-// remove stops both sites and deletes their data and buckets.
+// remove stops both sites, moves their data to the trash and deletes
+// their buckets.
 func (p *pair) remove(ctx context.Context) error {
 	var err error
 	for _, s := range []*site{p.a, p.b} {
@@ -299,7 +304,11 @@ func (p *pair) remove(ctx context.Context) error {
 		if s.logf != nil {
 			err = errors.Join(err, s.logf.Close())
 		}
-		err = errors.Join(err, os.RemoveAll(s.dir))
+		if e := os.MkdirAll(p.trash, 0o750); e != nil {
+			err = errors.Join(err, e)
+		} else {
+			err = errors.Join(err, os.Rename(s.dir, filepath.Join(p.trash, s.name)))
+		}
 		if s.bucket != "" {
 			err = errors.Join(err, p.m.RemoveBucket(ctx, s.bucket))
 		}
