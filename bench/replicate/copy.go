@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
 // method is one way of copying from A to B: a column of the copy tables.
@@ -82,18 +86,55 @@ func (b *bench) copyWith(ctx context.Context, m method, src, dst string, tr *too
 		return fmt.Errorf("no client for %s", m)
 	}
 	cmd.Env = b.toolEnv
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	peak := watchPeak(cmd.Process.Pid, filepath.Base(cmd.Path))
+	err := cmd.Wait()
+	hwm := peak()
 	if err != nil {
-		return fmt.Errorf("%s: %w\n%s", cmd, err, out)
+		return fmt.Errorf("%s: %w\n%s", cmd, err, out.Bytes())
 	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	st := cmd.ProcessState
 	tr.cpu += st.UserTime() + st.SystemTime()
-	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-		tr.peak = max(tr.peak, ru.Maxrss<<10)
-	}
+	tr.peak = max(tr.peak, hwm)
 	return nil
+}
+
+// watchPeak reads the VmHWM of process pid every 5 ms, once it runs the
+// program name, until the returned function is called, which returns the
+// last value read. The child's rusage cannot serve: its ru_maxrss starts
+// from this program's RSS at the fork.
+func watchPeak(pid int, name string) func() int64 {
+	done := make(chan struct{})
+	var last atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil &&
+				strings.HasPrefix(string(b), "Name:\t"+name[:min(len(name), 15)]+"\n") {
+				if v, err := benchproc.ProcStatus(pid, "VmHWM"); err == nil {
+					last.Store(max(last.Load(), v))
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() int64 {
+		close(done)
+		wg.Wait()
+		return last.Load()
+	}
 }
 
 // window measures the sites from the start of a timed part of a sample.

@@ -54,8 +54,8 @@ func (r *report) write(out io.Writer) {
 	}
 	if r.small != nil {
 		n := r.o.small
-		fmt.Fprintf(out, "\n%d small images (3 × 4 KiB layers each, 20 repositories), A → B on %s, %s; load average %s:\n\n",
-			n, r.o.storage, heading(r.o.n), loadRange(r.small))
+		fmt.Fprintf(out, "\n%d small images (3 × 4 KiB layers each, %d repositories), A → B on %s, %s; load average %s:\n\n",
+			n, n/10, r.o.storage, heading(r.o.n), loadRange(r.small))
 		r.copyTable(out, r.small, []method{viaRule, viaCrane, viaRegctl, viaCraneP4}, []copyRow{
 			{label: "time, s ↓", value: func(s copySample) float64 { return s.wall.Seconds() }},
 			{label: "images/s ↑", value: func(s copySample) float64 { return float64(n) / s.wall.Seconds() }},
