@@ -25,10 +25,14 @@ type method string
 
 const (
 	viaRule    method = "rule"   // A's push rule
+	viaBase    method = "base"   // the push rule of the -baseline binary
 	viaCrane   method = "crane"  // crane copy, one image after another
 	viaRegctl  method = "regctl" // regctl image copy, one after another
 	viaCraneP4 method = "crane4" // crane copy, four at once
 )
+
+// rule reports whether m is a push rule (of this binary or the baseline).
+func (m method) rule() bool { return m == viaRule || m == viaBase }
 
 // copySample is what one sample of the big or small workload measured.
 type copySample struct {
@@ -160,7 +164,7 @@ func (b *bench) open(p *pair, m method, name string) (*window, error) {
 	if err := p.a.resetPeak(); err != nil {
 		return nil, err
 	}
-	if b.perfDir != "" && m == viaRule {
+	if b.perfDir != "" && m.rule() {
 		for _, s := range []*site{p.a, p.b} {
 			cmd := exec.Command("perf", "record", "-F", "499", "-g", "-p", fmt.Sprint(s.pid()),
 				"-o", filepath.Join(b.perfDir, name+"-"+s.name+".perf.data"))
@@ -190,7 +194,7 @@ func (w *window) close(end time.Time, m method, tr *toolRun) (copySample, error)
 		return s, err
 	}
 	s.aCPU, s.bCPU = a-w.aCPU, bc-w.bCPU
-	if m == viaRule {
+	if m.rule() {
 		if s.copierPeak, err = w.p.a.peak(); err != nil {
 			return s, err
 		}
@@ -202,7 +206,7 @@ func (w *window) close(end time.Time, m method, tr *toolRun) (copySample, error)
 
 // bigSample copies img once with m between a fresh pair of sites.
 func (b *bench) bigSample(ctx context.Context, m method, img v1.Image, run int) (s copySample, err error) {
-	p, a, bc, err := b.session(ctx)
+	p, a, bc, err := b.session(ctx, m)
 	if err != nil {
 		return s, err
 	}
@@ -212,7 +216,7 @@ func (b *bench) bigSample(ctx context.Context, m method, img v1.Image, run int) 
 		return s, err
 	}
 	src, dst := "src/big", string(m)+"/big"
-	if m == viaRule {
+	if m.rule() {
 		src, dst = "repl/big", "repl/big"
 	}
 	// The token for polling B is fetched before the clock starts.
@@ -228,7 +232,7 @@ func (b *bench) bigSample(ctx context.Context, m method, img v1.Image, run int) 
 	}
 	tr := &toolRun{}
 	var end time.Time
-	if m == viaRule {
+	if m.rule() {
 		end, err = bc.waitTag(ctx, dst, "v1", d.String(), 20*time.Millisecond)
 	} else {
 		err = b.copyWith(ctx, m, src+":v1", dst+":v1", tr)
@@ -253,13 +257,13 @@ func smallRef(i int) (repo, tag string) {
 
 // smallSample copies imgs once with m between a fresh pair of sites.
 func (b *bench) smallSample(ctx context.Context, m method, imgs []v1.Image, run int) (s copySample, err error) {
-	p, a, bc, err := b.session(ctx)
+	p, a, bc, err := b.session(ctx, m)
 	if err != nil {
 		return s, err
 	}
 	defer func() { err = errors.Join(err, p.remove(context.WithoutCancel(ctx)), a.close(), bc.close()) }()
 	srcNS, dstNS := "src/", string(m)+"/"
-	if m == viaRule {
+	if m.rule() {
 		srcNS, dstNS = "repl/", "repl/"
 	}
 	// Not timed: the rule's images are pushed by digest (no event yet), the
@@ -269,7 +273,7 @@ func (b *bench) smallSample(ctx context.Context, m method, imgs []v1.Image, run 
 	for i, img := range imgs {
 		g.Go(func() error {
 			repo, tag := smallRef(i)
-			if m == viaRule {
+			if m.rule() {
 				d, err := img.Digest()
 				if err != nil {
 					return err
@@ -297,7 +301,7 @@ func (b *bench) smallSample(ctx context.Context, m method, imgs []v1.Image, run 
 	var end time.Time
 	var tagging time.Duration
 	switch m {
-	case viaRule:
+	case viaRule, viaBase:
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(8)
 		for i, img := range imgs {

@@ -23,7 +23,7 @@ type lagResult struct {
 // lagRun pushes imgs to repl/lag at A, rate images a second, and polls B
 // for each tag every 10 ms from the end of its push.
 func (b *bench) lagRun(ctx context.Context, imgs []v1.Image, rate float64) (res lagResult, err error) {
-	p, a, bc, err := b.session(ctx)
+	p, a, bc, err := b.session(ctx, viaRule)
 	if err != nil {
 		return res, err
 	}

@@ -47,6 +47,7 @@ type options struct {
 	timeout       time.Duration
 	keep          bool
 	peers         bool
+	baseline      string
 }
 
 // workloadNames are the workloads in the order they run.
@@ -72,6 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.StringVar(&o.perf, "perf", "", "a directory: record sites A and B with perf record -g during the rule's samples (big, small, lag)")
 	fs.DurationVar(&o.timeout, "timeout", time.Hour, "give up after this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (site configs and logs)")
+	fs.StringVar(&o.baseline, "baseline", "", "another Portcullis binary: its push rule (both sites run it) as one more column of big and small")
 	fs.BoolVar(&o.peers, "peers", true, "also copy with crane and regctl (false: the push rule alone, to profile it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		err = errors.Join(err, os.RemoveAll(work))
 	}()
-	b := &bench{work: work, storage: o.storage, concurrency: o.concurrency, perfDir: o.perf, progress: progress}
+	b := &bench{work: work, storage: o.storage, concurrency: o.concurrency, perfDir: o.perf, progress: progress, baseline: o.baseline}
 	if b.bin, err = benchproc.Portcullis(ctx, o.portcullis, work, progress); err != nil {
 		return err
 	}
@@ -228,10 +230,14 @@ func copySamples(n int, what string, methods []method, progress func(string, ...
 	return out, nil
 }
 
-// methods returns ms, or the push rule alone without -peers.
+// methods returns ms, or the push rule alone without -peers, with the
+// baseline's push rule after the rule with -baseline.
 func (o options) methods(ms ...method) []method {
 	if !o.peers {
-		return ms[:1]
+		ms = ms[:1]
+	}
+	if o.baseline != "" {
+		ms = slices.Insert(slices.Clone(ms), 1, viaBase)
 	}
 	return ms
 }

@@ -39,7 +39,7 @@ type pendingResult struct {
 // (8 at a time), lets A settle for settle with them pending, then starts B
 // and waits until A has nothing pending.
 func (b *bench) pendingRun(ctx context.Context, events int, settle time.Duration) (res pendingResult, err error) {
-	p, a, bc, err := b.session(ctx)
+	p, a, bc, err := b.session(ctx, viaRule)
 	if err != nil {
 		return res, err
 	}

@@ -20,6 +20,7 @@ type report struct {
 // columnNames are the headings of the copy tables.
 var columnNames = map[method]string{
 	viaRule:    "push rule (A → B)",
+	viaBase:    "push rule, baseline binary",
 	viaCrane:   "`crane copy`",
 	viaRegctl:  "`regctl image copy`",
 	viaCraneP4: "`crane copy`, 4 at once",
@@ -39,7 +40,7 @@ func (r *report) write(out io.Writer) {
 		bytes := float64(256 << 20)
 		fmt.Fprintf(out, "\nOne 256 MiB image (4 × 64 MiB layers), A → B on %s, %s; load average %s:\n\n",
 			r.o.storage, heading(r.o.n), loadRange(r.big))
-		r.copyTable(out, r.big, []method{viaRule, viaCrane, viaRegctl}, []copyRow{
+		r.copyTable(out, r.big, []method{viaRule, viaBase, viaCrane, viaRegctl}, []copyRow{
 			{label: "time, s ↓", value: func(s copySample) float64 { return s.wall.Seconds() }},
 			{label: "MB/s ↑", value: func(s copySample) float64 { return bytes / 1e6 / s.wall.Seconds() }},
 			{label: "site A CPU, s", value: func(s copySample) float64 { return s.aCPU.Seconds() }},
@@ -56,7 +57,7 @@ func (r *report) write(out io.Writer) {
 		n := r.o.small
 		fmt.Fprintf(out, "\n%d small images (3 × 4 KiB layers each, %d repositories), A → B on %s, %s; load average %s:\n\n",
 			n, n/10, r.o.storage, heading(r.o.n), loadRange(r.small))
-		r.copyTable(out, r.small, []method{viaRule, viaCrane, viaRegctl, viaCraneP4}, []copyRow{
+		r.copyTable(out, r.small, []method{viaRule, viaBase, viaCrane, viaRegctl, viaCraneP4}, []copyRow{
 			{label: "time, s ↓", value: func(s copySample) float64 { return s.wall.Seconds() }},
 			{label: "images/s ↑", value: func(s copySample) float64 { return float64(n) / s.wall.Seconds() }},
 			{label: "of which the tag PUTs at A, s", value: func(s copySample) float64 { return s.tagging.Seconds() }, ruleOnly: true},
@@ -124,7 +125,7 @@ func (r *report) copyTable(out io.Writer, res map[method][]copySample, ms []meth
 		fmt.Fprintf(out, "| %s |", row.label)
 		for _, m := range ms {
 			cell := ""
-			if !(row.ruleOnly && m != viaRule) && !(row.peerOnly && m == viaRule) {
+			if !(row.ruleOnly && !m.rule()) && !(row.peerOnly && m.rule()) {
 				cell = benchstat.Cell(values(res[m], row.value))
 			}
 			fmt.Fprintf(out, " %s |", cell)

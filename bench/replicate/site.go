@@ -41,7 +41,8 @@ type bench struct {
 	toolEnv        []string // HOME and DOCKER_CONFIG of crane and regctl
 	storage        string
 	minio          *benchproc.MinIO
-	concurrency    int // replication.concurrency at A; 0: the default
+	concurrency    int    // replication.concurrency at A; 0: the default
+	baseline       string // the Portcullis binary of viaBase
 	perfDir        string
 	progress       func(string, ...any)
 	pairs          int // pairs of sites started so far
@@ -123,8 +124,9 @@ type pair struct {
 	trash string
 }
 
-// startPair starts a fresh B and a fresh A with a push rule to it.
-func (b *bench) startPair(ctx context.Context) (p *pair, err error) {
+// startPair starts a fresh B and a fresh A with a push rule to it, both
+// running bin.
+func (b *bench) startPair(ctx context.Context, bin string) (p *pair, err error) {
 	b.pairs++
 	p = &pair{m: b.minio, trash: filepath.Join(b.work, "trash", strconv.Itoa(b.pairs))}
 	defer func() {
@@ -134,14 +136,14 @@ func (b *bench) startPair(ctx context.Context) (p *pair, err error) {
 		}
 	}()
 	dir := filepath.Join(b.work, fmt.Sprintf("pair-%d", b.pairs))
-	if p.b, err = b.newSite(ctx, dir, "b", b.bAddr, b.configB()); err != nil {
+	if p.b, err = b.newSite(ctx, bin, dir, "b", b.bAddr, b.configB()); err != nil {
 		return p, err
 	}
 	p.b.auth = true
 	if err := p.b.start(ctx); err != nil {
 		return p, err
 	}
-	if p.a, err = b.newSite(ctx, dir, "a", b.aAddr, b.configA()); err != nil {
+	if p.a, err = b.newSite(ctx, bin, dir, "a", b.aAddr, b.configA()); err != nil {
 		return p, err
 	}
 	return p, p.a.start(ctx)
@@ -149,8 +151,8 @@ func (b *bench) startPair(ctx context.Context) (p *pair, err error) {
 
 // newSite prepares a site: its data directory, its bucket on S3, its
 // configuration file (storage appended to cfg) and its log file.
-func (b *bench) newSite(ctx context.Context, dir, name, addr, cfg string) (*site, error) {
-	s := &site{name: name, addr: addr, dir: filepath.Join(dir, name), bin: b.bin, env: os.Environ()}
+func (b *bench) newSite(ctx context.Context, bin, dir, name, addr, cfg string) (*site, error) {
+	s := &site{name: name, addr: addr, dir: filepath.Join(dir, name), bin: bin, env: os.Environ()}
 	if err := os.MkdirAll(s.dir, 0o750); err != nil {
 		return s, err
 	}
@@ -330,17 +332,21 @@ func loadavg() float64 {
 	return v
 }
 
-// session starts a fresh pair of sites, after syncing so that no sample
+// session starts a fresh pair of sites for m, after syncing so that no sample
 // pays for the writeback of the one before, with a client of each. The
 // caller removes the pair and closes the clients, also on an error.
-func (b *bench) session(ctx context.Context) (*pair, *siteA, *siteB, error) {
+func (b *bench) session(ctx context.Context, m method) (*pair, *siteA, *siteB, error) {
 	syscall.Sync()
 	a, err := newSiteA(b.aAddr)
 	if err != nil {
 		return &pair{}, a, newSiteB(b.bAddr, b.password), err
 	}
 	bc := newSiteB(b.bAddr, b.password)
-	p, err := b.startPair(ctx)
+	bin := b.bin
+	if m == viaBase {
+		bin = b.baseline
+	}
+	p, err := b.startPair(ctx, bin)
 	if p == nil {
 		p = &pair{}
 	}
