@@ -102,12 +102,17 @@ func (s *statusStore) ok(rule, repo, tag string, now time.Time) error {
 		delete(s.mem, key)
 		return nil
 	}
+	// Most copies had no failure to clear: a read, not a write
+	// transaction (a disk sync) per copy.
+	failed := false
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		failed = tx.Bucket(statusBucket).Get([]byte(key)) != nil
+		return nil
+	}); err != nil || !failed {
+		return err
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(statusBucket)
-		if b.Get([]byte(key)) == nil {
-			return nil
-		}
-		return b.Delete([]byte(key))
+		return tx.Bucket(statusBucket).Delete([]byte(key))
 	})
 }
 
