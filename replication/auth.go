@@ -144,6 +144,13 @@ func (r *Remote) upfront(ctx context.Context, c call, user, pass string, gen uin
 			return "Bearer " + cached.token, key, nil
 		}
 		token, err := r.token(ctx, c.what, realm, service, key, key, user, pass, gen, hasCreds)
+		if err != nil && key != c.scope && !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			// A token service that refuses the push scope outright
+			// (rather than granting what the account may) still gives
+			// the pull token asked for.
+			key = c.scope
+			token, err = r.token(ctx, c.what, realm, service, key, key, user, pass, gen, hasCreds)
+		}
 		if err != nil {
 			return "", key, err
 		}
