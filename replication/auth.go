@@ -39,6 +39,10 @@ type authState struct {
 	service string
 	tokens  map[string]cachedToken // by scope
 	flights map[string]*tokenFlight
+	// writes is set once a call needed a push token: the remote is a
+	// destination, and a pull token is then asked for with push too (see
+	// tokenKey).
+	writes bool
 }
 
 type cachedToken struct {
@@ -74,7 +78,7 @@ func (r *Remote) sendAuthed(ctx context.Context, c call) (*http.Response, error)
 	}
 	hasCreds := r.creds != nil
 
-	authorization, err := r.upfront(ctx, c, user, pass, gen, hasCreds)
+	authorization, key, err := r.upfront(ctx, c, user, pass, gen, hasCreds)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +92,7 @@ func (r *Remote) sendAuthed(ctx context.Context, c call) (*http.Response, error)
 		drain(resp.Body)
 		r.rememberBearer(bc)
 		if token, ok := strings.CutPrefix(authorization, "Bearer "); ok {
-			r.dropToken(c.scope, token)
+			r.dropToken(key, token)
 		}
 		scope := bc.scope
 		if scope == "" {
@@ -121,29 +125,57 @@ func (r *Remote) credentials() (user, pass string, gen uint64, err error) {
 }
 
 // upfront returns the Authorization header to send before any challenge:
-// basic credentials or a token, when the remote asked for them before.
-func (r *Remote) upfront(ctx context.Context, c call, user, pass string, gen uint64, hasCreds bool) (string, error) {
+// basic credentials or a token, when the remote asked for them before;
+// and the scope the token was asked for.
+func (r *Remote) upfront(ctx context.Context, c call, user, pass string, gen uint64, hasCreds bool) (string, string, error) {
 	a := r.auth
 	a.mu.Lock()
 	scheme, realm, service := a.scheme, a.realm, a.service
-	cached, ok := a.tokens[c.scope]
+	key := a.tokenKey(c.scope, hasCreds)
+	cached, ok := a.tokens[key]
 	a.mu.Unlock()
 	switch scheme {
 	case schemeBasic:
 		if hasCreds {
-			return basicAuth(user, pass), nil
+			return basicAuth(user, pass), key, nil
 		}
 	case schemeBearer:
 		if ok && cached.gen == gen && r.now().Before(cached.expires.Add(-tokenEarly)) {
-			return "Bearer " + cached.token, nil
+			return "Bearer " + cached.token, key, nil
 		}
-		token, err := r.token(ctx, c.what, realm, service, c.scope, c.scope, user, pass, gen, hasCreds)
+		token, err := r.token(ctx, c.what, realm, service, key, key, user, pass, gen, hasCreds)
+		if err != nil && key != c.scope && !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+			// A token service that refuses the push scope outright
+			// (rather than granting what the account may) still gives
+			// the pull token asked for.
+			key = c.scope
+			token, err = r.token(ctx, c.what, realm, service, key, key, user, pass, gen, hasCreds)
+		}
 		if err != nil {
-			return "", err
+			return "", key, err
 		}
-		return "Bearer " + token, nil
+		return "Bearer " + token, key, nil
 	}
-	return "", nil
+	return "", key, nil
+}
+
+// tokenKey is the scope to ask a token for scope with (a.mu held). On a
+// remote this client writes to, with credentials, a repository's pull
+// scope becomes its push scope: the copy that checks what the destination
+// has is about to write there, and one token then serves both (a token
+// service grants the actions the account has, so a read-only repository
+// still gets its pull token). Each token costs the remote a password check.
+func (a *authState) tokenKey(scope string, hasCreds bool) string {
+	if strings.HasSuffix(scope, ":pull,push") {
+		a.writes = true
+	}
+	if !a.writes || !hasCreds || strings.Contains(scope, " ") {
+		return scope
+	}
+	if repo, ok := strings.CutSuffix(scope, ":pull"); ok && strings.HasPrefix(repo, "repository:") {
+		return repo + ":pull,push"
+	}
+	return scope
 }
 
 func (r *Remote) rememberScheme(scheme string) {

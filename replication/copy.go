@@ -102,6 +102,9 @@ type copyRun struct {
 	uploaded         atomic.Int64
 	mounted          atomic.Int64
 	bytes            atomic.Int64
+
+	// stored are the manifests this copy PUT at the destination.
+	stored map[digest.Digest]bool
 }
 
 // Copy copies the manifest ref (a tag or a digest) of srcRepo to dstRepo at
@@ -114,7 +117,7 @@ type copyRun struct {
 // tag. What the destination already has is not sent again. Errors are
 // the Source's and the Destination's (see Permanent).
 func (c *Copier) Copy(ctx context.Context, srcRepo, dstRepo, ref string) (Result, error) {
-	run := &copyRun{c: c, srcRepo: srcRepo, dstRepo: dstRepo, seen: map[digest.Digest]bool{}}
+	run := &copyRun{c: c, srcRepo: srcRepo, dstRepo: dstRepo, seen: map[digest.Digest]bool{}, stored: map[digest.Digest]bool{}}
 	desc, body, err := c.src.GetManifest(ctx, srcRepo, ref)
 	if err != nil {
 		return Result{}, err
@@ -126,8 +129,11 @@ func (c *Copier) Copy(ctx context.Context, srcRepo, dstRepo, ref string) (Result
 		return run.result(desc.Digest), err
 	}
 	if tag, _, _ := parseRef(ref); tag != "" {
-		if have, err := c.dst.HeadManifest(ctx, dstRepo, tag); err == nil && have.Digest == desc.Digest {
-			return run.result(desc.Digest), nil
+		// A manifest this copy stored was not there: no tag names it yet.
+		if !run.stored[desc.Digest] {
+			if have, err := c.dst.HeadManifest(ctx, dstRepo, tag); err == nil && have.Digest == desc.Digest {
+				return run.result(desc.Digest), nil
+			}
 		}
 		if _, err := c.dst.PutManifest(ctx, dstRepo, tag, desc.MediaType, body); err != nil {
 			return run.result(desc.Digest), err
@@ -192,6 +198,7 @@ func (r *copyRun) manifestTree(ctx context.Context, d digest.Digest, mediaType s
 	if _, err := r.c.dst.PutManifest(ctx, r.dstRepo, string(d), mediaType, body); err != nil {
 		return err
 	}
+	r.stored[d] = true
 	r.manifests++
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/portcullis/portcullis/bench/internal/benchimage"
 	"github.com/portcullis/portcullis/bench/internal/benchproc"
 	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
@@ -151,7 +152,7 @@ func tokenOnce(ctx context.Context, t target, bin, work string, i int, a *authFi
 	if err != nil {
 		return tokenResult{}, err
 	}
-	img, err := newImage(randomLayer(4 << 10))
+	img, err := benchimage.New(benchimage.RandomLayer(4 << 10))
 	if err != nil {
 		return tokenResult{}, err
 	}

@@ -215,31 +215,10 @@ func upstreamConfig(addr, dir string, b *bucket) string {
 }
 
 func (r *registry) waitReady(ctx context.Context, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	url := "http://" + r.addr + "/v2/"
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			// With auth on, /v2/ answers 401 and a challenge once ready.
-			if resp.StatusCode == http.StatusOK || (r.auth != nil && resp.StatusCode == http.StatusUnauthorized) {
-				return nil
-			}
-		}
-		select {
-		case <-r.done:
-			return fmt.Errorf("exited: %v", r.err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	// With auth on, /v2/ answers 401 and a challenge once ready.
+	return benchproc.WaitHTTP(ctx, "http://"+r.addr+"/v2/", limit, func(status int) bool {
+		return status == http.StatusOK || (r.auth != nil && status == http.StatusUnauthorized)
+	}, r.done, func() error { return r.err })
 }
 
 // usage is what the kernel counted for a registry process over its life.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -12,11 +11,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/portcullis/portcullis/bench/internal/benchimage"
 )
 
 // workload is a set of images pushed, then pulled, in one run.
@@ -45,9 +42,9 @@ type result struct {
 func bigWorkload(layers, layerSize int) (*workload, error) {
 	ls := make([]v1.Layer, layers)
 	for i := range ls {
-		ls[i] = randomLayer(layerSize)
+		ls[i] = benchimage.RandomLayer(layerSize)
 	}
-	img, err := newImage(ls...)
+	img, err := benchimage.New(ls...)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +56,7 @@ func bigWorkload(layers, layerSize int) (*workload, error) {
 func concurrentWorkload(count, layerSize int) (*workload, error) {
 	w := &workload{name: "concurrent", images: make([]v1.Image, count), bytes: int64(count * layerSize), concurrent: true}
 	for i := range w.images {
-		img, err := newImage(randomLayer(layerSize))
+		img, err := benchimage.New(benchimage.RandomLayer(layerSize))
 		if err != nil {
 			return nil, err
 		}
@@ -72,35 +69,13 @@ func concurrentWorkload(count, layerSize int) (*workload, error) {
 func smallWorkload(count, layerSize int) (*workload, error) {
 	w := &workload{name: "small", images: make([]v1.Image, count), bytes: int64(count * layerSize)}
 	for i := range w.images {
-		img, err := newImage(randomLayer(layerSize))
+		img, err := benchimage.New(benchimage.RandomLayer(layerSize))
 		if err != nil {
 			return nil, err
 		}
 		w.images[i] = img
 	}
 	return w, nil
-}
-
-// randomLayer is an uncompressed layer of n incompressible bytes. Its blob is
-// not a tar; registries store layers without looking inside.
-func randomLayer(n int) v1.Layer {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // never fails on Linux
-	return static.NewLayer(b, types.OCIUncompressedLayer)
-}
-
-// newImage builds an OCI image of layers and computes every digest, so
-// that no hashing of our own happens while a run is timed.
-func newImage(layers ...v1.Layer) (v1.Image, error) {
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layers...)
-	if err != nil {
-		return nil, fmt.Errorf("build image: %w", err)
-	}
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	if _, err := img.Digest(); err != nil {
-		return nil, fmt.Errorf("digest image: %w", err)
-	}
-	return img, nil
 }
 
 // run pushes every image of w to reg, then pulls every one back, reading

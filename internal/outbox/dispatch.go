@@ -91,8 +91,9 @@ func NewDispatcher(box *Outbox, h Handler, opts DispatcherOptions) (*Dispatcher,
 	return &Dispatcher{box: box, h: h, opts: opts, wake: make(chan struct{}, 1)}, nil
 }
 
-// Wake ends a pause (after ErrNotReady or repeated failures) and makes the
-// dispatcher start again from the oldest entry. It never blocks.
+// Wake ends a pause (after ErrNotReady or repeated failures) and the
+// backoff of the entries kept for a retry, and makes the dispatcher start
+// again from the oldest entry. It never blocks.
 func (d *Dispatcher) Wake() {
 	d.wakes.Add(1)
 	select {
@@ -169,9 +170,12 @@ func newRunState() *runState {
 	return &runState{inflight: map[uint64]bool{}, retry: map[uint64]retryState{}}
 }
 
-// woken ends a pause and starts a pass from the oldest entry.
+// woken ends a pause and the retries' backoff, and starts a pass from the
+// oldest entry. The retries' attempts are forgotten too: an entry that
+// fails again starts over at MinBackoff.
 func (st *runState) woken() {
 	st.paused, st.failures, st.cursor = time.Time{}, 0, 0
+	clear(st.retry)
 }
 
 // dispatch starts handlers for the due entries after the cursor until the

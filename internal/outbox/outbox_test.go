@@ -428,6 +428,62 @@ func TestNotReadyPausesUntilWake(t *testing.T) {
 	}
 }
 
+// TestWakeEndsRetryBackoff: entries that failed wait for their backoff,
+// and Wake (the consumer's dependency is back) has them tried at once.
+func TestWakeEndsRetryBackoff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	box := newBox(t)
+	appendEvents(t, box, 3)
+	var up atomic.Bool
+	var calls atomic.Int32
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d, err := NewDispatcher(box, func(context.Context, Entry) error {
+		calls.Add(1)
+		if !up.Load() {
+			return errors.New("remote down")
+		}
+		return nil
+	}, DispatcherOptions{Concurrency: 3, MinBackoff: time.Hour, MaxBackoff: time.Hour,
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newRunState()
+	results := make(chan result, 3)
+	var wg sync.WaitGroup
+	step := func() {
+		d.dispatch(ctx, st, results, &wg)
+		for len(st.inflight) > 0 {
+			d.finish(ctx, st, <-results)
+		}
+		if st.atEnd {
+			st.atEnd, st.cursor = false, 0
+		}
+	}
+	step()
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("%d calls, want 3", n)
+	}
+	now = now.Add(time.Minute)
+	step()
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d calls within the backoff, want 3", n)
+	}
+	up.Store(true)
+	d.Wake()
+	<-d.wake
+	st.woken()
+	step()
+	wg.Wait()
+	if n := calls.Load(); n != 6 {
+		t.Errorf("%d calls after Wake, want 6: every entry tried again at once", n)
+	}
+	if box.Len() != 0 {
+		t.Errorf("Len %d after Wake, want 0", box.Len())
+	}
+}
+
 func TestShutdownKeepsUnfinished(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -14,7 +14,10 @@
 //     retried with backoff; a refusal by the destination (its admission
 //     denied the image, or found it invalid) is recorded with the
 //     destination's reason and the event is done. A later event for the
-//     same image (a signature) tries again.
+//     same image (a signature) tries again. A remote that failed as
+//     unavailable is pinged every second (its circuit breaker lets one
+//     call through every openFor); once it answers, every event kept for
+//     a retry is tried again at once, not after its own backoff.
 //   - Every push rule reconciles every reconcileEvery (and a schedule rule
 //     every interval): the tags here that match are copied where they
 //     differ, which repairs what events missed. A pull rule lists the

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -173,6 +174,11 @@ func (l *Local) HeadManifest(ctx context.Context, repo, ref string) (replication
 	return replication.Descriptor{Digest: d, Size: -1}, nil
 }
 
+// smallBlob is the size up to which GetBlob reads a blob whole: storage's
+// streaming reader allocates a 4 MiB buffer for every blob it opens, which
+// for a config or a small layer costs more than the blob.
+const smallBlob = 1 << 20
+
 // GetBlob opens a blob.
 func (l *Local) GetBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error) {
 	what := "get blob " + repo + "@" + string(d)
@@ -183,6 +189,13 @@ func (l *Local) GetBlob(ctx context.Context, repo string, d digest.Digest) (io.R
 	desc, err := r.Blobs(ctx).Stat(ctx, d)
 	if err != nil {
 		return nil, 0, wrap(what, err)
+	}
+	if desc.Size <= smallBlob {
+		b, err := r.Blobs(ctx).Get(ctx, d)
+		if err != nil {
+			return nil, 0, wrap(what, err)
+		}
+		return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 	}
 	rc, err := r.Blobs(ctx).Open(ctx, d)
 	if err != nil {

@@ -64,6 +64,9 @@ type Service struct {
 	log            *slog.Logger
 	metrics        *metrics
 	now            func() time.Time
+
+	// down holds the remotes to probe until they answer again.
+	down downSet
 }
 
 // New builds the service for o. It fails when a rule names a remote that
@@ -171,6 +174,7 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Go(func() { s.schedule(ctx, r) })
 	}
 	wg.Go(func() { s.refreshPending(ctx) })
+	wg.Go(func() { s.probe(ctx) })
 	errs := make(chan error, len(s.rules)+1)
 	if s.disp != nil {
 		wg.Go(func() { errs <- s.disp.Run(ctx) })
@@ -371,6 +375,9 @@ func (s *Service) outcome(ctx context.Context, r *rule, repo, tag string, res re
 	}
 	if errors.Is(err, replication.ErrNotFound) && isLocal(err) {
 		return nil // gone here since the event: nothing to copy
+	}
+	if errors.Is(err, replication.ErrUnavailable) && !isLocal(err) {
+		s.down.add(r.remote)
 	}
 	permanent := replication.Permanent(err)
 	s.metrics.failures.WithLabelValues(name, reason(err)).Inc()

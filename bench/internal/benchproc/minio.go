@@ -99,29 +99,8 @@ func StartMinIO(ctx context.Context, bin, dir string) (*MinIO, error) {
 }
 
 func (m *MinIO) waitReady(ctx context.Context, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/ready", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-m.done:
-			return fmt.Errorf("exited: %v", m.err)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return WaitHTTP(ctx, m.Endpoint+"/minio/health/ready", limit,
+		func(status int) bool { return status == http.StatusOK }, m.done, func() error { return m.err })
 }
 
 // Pid is the MinIO process id.
@@ -160,13 +139,7 @@ func (m *MinIO) Stop() error {
 		case <-m.done:
 			err = fmt.Errorf("minio exited early: %v (log: %s)", m.err, m.log.Name())
 		default:
-			_ = m.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-m.done:
-			case <-time.After(10 * time.Second):
-				_ = m.cmd.Process.Kill()
-				<-m.done
-			}
+			Terminate(m.cmd.Process, m.done)
 		}
 		m.cmd = nil
 	}

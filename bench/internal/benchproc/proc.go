@@ -1,11 +1,14 @@
 package benchproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -60,3 +63,44 @@ func CPUTime(pid int) (time.Duration, error) {
 // clockTicks is USER_HZ, the unit of /proc CPU times: 100 on every Linux
 // architecture Go supports.
 const clockTicks = 100
+
+// WaitHTTP sends GET url every 20 ms until ready holds for the answer's
+// status. It fails when exited is closed first (the process behind url
+// ended; why says how), or after limit.
+func WaitHTTP(ctx context.Context, url string, limit time.Duration, ready func(status int) bool, exited <-chan struct{}, why func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if ready(resp.StatusCode) {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("exited: %v", why())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Terminate ends p: SIGTERM, then SIGKILL when done is not closed within
+// 10 s. It returns once done is closed.
+func Terminate(p *os.Process, done <-chan struct{}) {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.Kill()
+		<-done
+	}
+}
