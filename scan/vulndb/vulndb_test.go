@@ -176,3 +176,101 @@ func TestLookupProductStreams(t *testing.T) {
 		t.Errorf("SLES 15 SP5 (-want +got):\n%s", diff)
 	}
 }
+
+func TestOpenAgreesWithLoad(t *testing.T) {
+	t.Parallel()
+	full, err := Load(t.Context(), "../../../shared/vulndb", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(t.Context(), "../../../shared/vulndb", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Digest != full.Digest || db.Records != full.Records || !slices.Equal(db.Ecosystems, full.Ecosystems) {
+		t.Errorf("index: got %s %d %v, want %s %d %v", db.Digest, db.Records, db.Ecosystems, full.Digest, full.Records, full.Ecosystems)
+	}
+	pkgs := []osv.Package{
+		{Ecosystem: "Debian:12", Name: "perl"}, {Ecosystem: "Debian:12", Name: "apt"}, {Ecosystem: "Debian:11", Name: "perl"},
+		{Ecosystem: "Go", Name: "stdlib"}, {Ecosystem: "Go", Name: "golang.org/x/text"},
+		{Ecosystem: "npm", Name: "lodash"}, {Ecosystem: "PyPI", Name: "requests"},
+	}
+	if err := db.Need(t.Context(), pkgs); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(es []Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Record.ID+" "+e.Affected.Package.Ecosystem+" "+e.Affected.Package.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, p := range pkgs {
+		want := ids(full.Lookup(p.Ecosystem, p.Name))
+		if diff := cmp.Diff(want, ids(db.Lookup(p.Ecosystem, p.Name))); diff != "" {
+			t.Errorf("Lookup(%q, %q) (-Load +Open):\n%s", p.Ecosystem, p.Name, diff)
+		}
+		if db.Covers(p.Ecosystem) != full.Covers(p.Ecosystem) || db.CoversBase(p.Ecosystem) != full.CoversBase(p.Ecosystem) {
+			t.Errorf("Covers(%q) = %v, Load's %v", p.Ecosystem, db.Covers(p.Ecosystem), full.Covers(p.Ecosystem))
+		}
+	}
+	if db.Covers("Alpine:v3.20") {
+		t.Error("the Alpine archive was loaded though no package needed it")
+	}
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "Alpine:v3.20", Name: "openssl"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := ids(full.Lookup("Alpine:v3.20", "openssl"))
+	if diff := cmp.Diff(want, ids(db.Lookup("Alpine:v3.20", "openssl"))); diff != "" || len(want) == 0 || !db.Covers("Alpine:v3.20") {
+		t.Errorf("Alpine after a second Need (-Load +Open), %d records:\n%s", len(want), diff)
+	}
+	if !db.Modified.Equal(full.Modified) {
+		t.Errorf("modified %v, Load's %v (every archive with records loaded)", db.Modified, full.Modified)
+	}
+}
+
+func TestNeedErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeZip(t, filepath.Join(dir, "npm", "all.zip"), map[string]string{
+		"GOOD.json": `{"id":"GOOD","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"y"},"ranges":[{"type":"SEMVER","events":[{"introduced":"0"}]}]}]}`,
+		"BAD.json":  `{"id":"BAD","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"x"},"ranges":[{"type":"SEMVER","events":[{"fixed":"1"}]}]}]}`,
+	})
+	writeZip(t, filepath.Join(dir, "Go", "all.zip"), map[string]string{"NOTJSON.json": `{"id":`})
+
+	db, err := Open(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "y"}}); err != nil {
+		t.Errorf("an invalid record of a package not needed failed the load: %v", err)
+	}
+	err = db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "x"}})
+	if !errors.Is(err, osv.ErrInvalidRecord) || !strings.Contains(err.Error(), "npm/all.zip") || !strings.Contains(err.Error(), "BAD.json") {
+		t.Errorf("invalid record of a needed package: err = %v; want it to name the archive and the file", err)
+	}
+	err = db.Need(t.Context(), []osv.Package{{Ecosystem: "Go", Name: "stdlib"}})
+	if !errors.Is(err, osv.ErrInvalidRecord) || !strings.Contains(err.Error(), "Go/all.zip") || !strings.Contains(err.Error(), "NOTJSON.json") {
+		t.Errorf("record that is not JSON: err = %v", err)
+	}
+
+	db, err = Open(t.Context(), dir, Options{SkipInvalid: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "x"}, {Ecosystem: "npm", Name: "y"}, {Ecosystem: "Go", Name: "stdlib"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(db.Rejected) != 2 || len(db.Lookup("npm", "x")) != 0 || len(db.Lookup("npm", "y")) != 1 {
+		t.Errorf("SkipInvalid: rejected %v, x %v, y %v", db.Rejected, db.Lookup("npm", "x"), db.Lookup("npm", "y"))
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "npm", "all.zip"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(t.Context(), dir, Options{})
+	if err == nil {
+		t.Errorf("a file that is not a zip opened: %+v", db)
+	}
+}

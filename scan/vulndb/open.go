@@ -1,0 +1,342 @@
+package vulndb
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/flate"
+
+	"github.com/portcullis/portcullis/scan/osv"
+)
+
+// Open reads the index of the bundle in dir and no record: the archives it holds (found as
+// Load finds them), their digests and how many records each lists. The DB it returns has
+// Load's Digest and Records; Need then loads what a scan looks up, and Lookup, Covers and
+// CoversBase answer for the ecosystems Need was given. Modified is the latest modified time
+// of the records of the archives loaded so far.
+//
+// It returns Load's errors for a missing or unreadable bundle; malformed records are found
+// by Need, and only in the archives it loads.
+func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
+	files, err := FindArchives(dir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxTotalBytes <= 0 {
+		opts.MaxTotalBytes = 4 << 30
+	}
+	db := &DB{
+		index: make(map[key][]Entry), keys: make(map[string]bool), bases: make(map[string]bool),
+		lazy: &lazyIndex{opts: opts, budget: opts.MaxTotalBytes, archives: make(map[string]*lazyArchive), entries: make(map[key][]lazyEntry)},
+	}
+	sums := make(map[string]string, len(files))
+	for _, af := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sum, n, err := indexArchive(af.Path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: load %s/all.zip: %w", dir, af.Ecosystem, err)
+		}
+		sums[af.Ecosystem] = sum
+		db.Records += n
+		db.Ecosystems = append(db.Ecosystems, af.Ecosystem)
+		db.lazy.archives[af.Ecosystem] = &lazyArchive{ecosystem: af.Ecosystem, path: af.Path, sum: sum}
+	}
+	db.Digest = BundleDigest(sums)
+	return db, nil
+}
+
+// indexArchive returns the sha256 (hex) of the zip at path and the number of files its
+// central directory lists.
+func indexArchive(path string) (string, int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	zr, err := zip.NewReader(f, size)
+	if err != nil {
+		return "", 0, err
+	}
+	n := 0
+	for _, zf := range zr.File {
+		if !zf.FileInfo().IsDir() {
+			n++
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// lazyIndex is what an opened DB has loaded: the archives read so far, and the records
+// filed under each package name, decoded on first look-up.
+type lazyIndex struct {
+	opts     Options
+	budget   int64
+	archives map[string]*lazyArchive
+	entries  map[key][]lazyEntry
+}
+
+type lazyArchive struct {
+	ecosystem, path, sum string
+	loaded               bool
+}
+
+// lazyEntry is the i-th affected entry of a record not decoded yet.
+type lazyEntry struct {
+	rec *lazyRecord
+	i   int
+}
+
+// lazyRecord is one record's compressed bytes, decoded once when first looked up.
+type lazyRecord struct {
+	archive, file string
+	method        uint16
+	raw           []byte
+	crc           uint32
+	size          int
+
+	once sync.Once
+	rec  *osv.Record
+	err  error
+	// rejected is set once Need has kept err in DB.Rejected.
+	rejected bool
+}
+
+// header is the part of a record that indexing reads.
+type header struct {
+	Modified  time.Time  `json:"modified"`
+	Withdrawn *time.Time `json:"withdrawn"`
+	Affected  []struct {
+		Package osv.Package `json:"package"`
+	} `json:"affected"`
+}
+
+// Need loads what look-ups of pkgs read: the archive of each package's ecosystem, named by
+// the ecosystem without its release ("Debian" for "Debian:12"), as osv-scanner reads a
+// bundle, and the records filed under each package's name. An ecosystem without an archive
+// loads nothing. A DB from Load or LoadArchives has everything loaded already.
+//
+// Errors name the archive and the file: a record that is not JSON (in an archive loaded),
+// or an invalid record filed under one of pkgs (kept in Rejected instead under
+// Options.SkipInvalid); ErrTooLarge when the records read cross the size limits. Need must
+// not run concurrently with the DB's other methods.
+func (db *DB) Need(ctx context.Context, pkgs []osv.Package) error {
+	if db.lazy == nil {
+		return nil
+	}
+	for _, p := range pkgs {
+		a := db.lazy.archives[Base(p.Ecosystem)]
+		if a == nil || a.loaded {
+			continue
+		}
+		if err := db.loadLazy(ctx, a); err != nil {
+			return fmt.Errorf("load %s/all.zip: %w", a.ecosystem, err)
+		}
+		a.loaded = true
+	}
+	for _, p := range pkgs {
+		for _, k := range db.lookupKeys(p.Ecosystem, p.Name) {
+			list := db.lazy.entries[k]
+			kept := list[:0]
+			for _, le := range list {
+				if _, err := le.rec.decode(); err != nil {
+					if !db.lazy.opts.SkipInvalid || !errors.Is(err, osv.ErrInvalidRecord) {
+						return fmt.Errorf("load %s/all.zip: %s: %w", le.rec.archive, le.rec.file, err)
+					}
+					if !le.rec.rejected {
+						le.rec.rejected = true
+						db.Rejected = append(db.Rejected, fmt.Errorf("%s/all.zip: %s: %w", le.rec.archive, le.rec.file, err))
+					}
+					continue
+				}
+				kept = append(kept, le)
+			}
+			db.lazy.entries[k] = kept
+		}
+	}
+	return nil
+}
+
+// lookupKeys are the index keys Lookup reads for a package.
+func (db *DB) lookupKeys(ecosystem, name string) []key {
+	name = NormalizeName(ecosystem, name)
+	keys := []key{{ecosystem, name}}
+	if base := Base(ecosystem); base != ecosystem {
+		keys = append(keys, key{base, name})
+	}
+	return keys
+}
+
+// loadLazy indexes every record of archive a by the packages it affects: each record is
+// decompressed once, its header decoded, and its compressed bytes kept for Lookup.
+func (db *DB) loadLazy(ctx context.Context, a *lazyArchive) error {
+	data, err := os.ReadFile(a.path)
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != a.sum {
+		return errors.New("the archive changed since the database was opened")
+	}
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return err
+	}
+	fr := flate.NewReader(nil)
+	defer fr.Close()
+	var buf []byte
+	for _, zf := range zr.File {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if zf.FileInfo().IsDir() {
+			continue
+		}
+		lr, err := newLazyRecord(a.ecosystem, zf, data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", zf.Name, err)
+		}
+		buf, err = lr.inflate(fr, buf)
+		if err != nil {
+			return fmt.Errorf("%s: %w", zf.Name, err)
+		}
+		db.lazy.budget -= int64(len(buf))
+		if db.lazy.budget < 0 {
+			return fmt.Errorf("%w: total uncompressed size", ErrTooLarge)
+		}
+		var h header
+		if err := json.Unmarshal(buf, &h); err != nil {
+			err = fmt.Errorf("%w: %v", osv.ErrInvalidRecord, err)
+			if !db.lazy.opts.SkipInvalid {
+				return fmt.Errorf("%s: %w", zf.Name, err)
+			}
+			db.Rejected = append(db.Rejected, fmt.Errorf("%s/all.zip: %s: %w", a.ecosystem, zf.Name, err))
+			continue
+		}
+		if h.Modified.After(db.Modified) {
+			db.Modified = h.Modified
+		}
+		if h.Withdrawn != nil {
+			continue
+		}
+		for i, af := range h.Affected {
+			if af.Package.Name == "" {
+				continue
+			}
+			k := key{IndexEcosystem(af.Package.Ecosystem), NormalizeName(af.Package.Ecosystem, af.Package.Name)}
+			db.lazy.entries[k] = append(db.lazy.entries[k], lazyEntry{rec: lr, i: i})
+			if !db.keys[k.ecosystem] {
+				db.keys[k.ecosystem] = true
+				db.bases[Base(k.ecosystem)] = true
+			}
+		}
+	}
+	return nil
+}
+
+// newLazyRecord returns the record of zf, whose compressed bytes lie in data (the whole zip).
+func newLazyRecord(archive string, zf *zip.File, data []byte) (*lazyRecord, error) {
+	if zf.UncompressedSize64 > osv.MaxRecordBytes {
+		return nil, fmt.Errorf("%w: record of %d bytes", ErrTooLarge, zf.UncompressedSize64)
+	}
+	if zf.Method != zip.Store && zf.Method != zip.Deflate {
+		return nil, zip.ErrAlgorithm
+	}
+	off, err := zf.DataOffset()
+	if err != nil {
+		return nil, err
+	}
+	if off < 0 || zf.CompressedSize64 > uint64(len(data)) || off > int64(len(data))-int64(zf.CompressedSize64) {
+		return nil, zip.ErrFormat
+	}
+	return &lazyRecord{
+		archive: archive, file: zf.Name, method: zf.Method,
+		raw: data[off : off+int64(zf.CompressedSize64)], crc: zf.CRC32, size: int(zf.UncompressedSize64),
+	}, nil
+}
+
+// inflate decompresses the record into buf (reused) with fr and checks its size and CRC.
+func (r *lazyRecord) inflate(fr io.ReadCloser, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	if r.method == zip.Store {
+		buf = append(buf, r.raw...)
+	} else {
+		if err := fr.(flate.Resetter).Reset(bytes.NewReader(r.raw), nil); err != nil {
+			return nil, err
+		}
+		// The size in the zip header may lie; read at most one byte past the limit.
+		var err error
+		buf, err = readAllInto(buf, io.LimitReader(fr, osv.MaxRecordBytes+1))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(buf) > osv.MaxRecordBytes {
+		return nil, fmt.Errorf("%w: record over %d bytes", ErrTooLarge, osv.MaxRecordBytes)
+	}
+	if len(buf) != r.size || crc32.ChecksumIEEE(buf) != r.crc {
+		return nil, zip.ErrChecksum
+	}
+	return buf, nil
+}
+
+// readAllInto appends all of rd to buf.
+func readAllInto(buf []byte, rd io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// decode decompresses and parses the record, once.
+func (r *lazyRecord) decode() (*osv.Record, error) {
+	r.once.Do(func() {
+		fr := flate.NewReader(nil)
+		defer fr.Close()
+		var data []byte
+		data, r.err = r.inflate(fr, nil)
+		if r.err == nil {
+			r.rec, r.err = osv.Parse(data)
+		}
+		r.raw = nil
+	})
+	return r.rec, r.err
+}
+
+// lookup appends to out the entries of the opened records filed under k; records that do not
+// decode are left out.
+func (l *lazyIndex) lookup(k key, out []Entry) []Entry {
+	for _, le := range l.entries[k] {
+		rec, err := le.rec.decode()
+		if err != nil || le.i >= len(rec.Affected) {
+			continue
+		}
+		out = append(out, Entry{Record: rec, Affected: &rec.Affected[le.i]})
+	}
+	return out
+}
