@@ -43,3 +43,16 @@ func BenchmarkServerScanSmallImage(b *testing.B) {
 	}
 	b.ReportMetric(float64(findings), "findings")
 }
+
+// BenchmarkRunLanguageImage is BenchmarkRunSmallImage on an image with a Go binary, npm,
+// Python and Java packages (the languages fixture): the Go archive, the largest one these
+// packages need, is loaded.
+func BenchmarkRunLanguageImage(b *testing.B) {
+	dir := testVulnDB(b)
+	archive := writeDockerTar(b, imageOf(b, languageLayers(b)...))
+	for b.Loop() {
+		if _, err := Run(b.Context(), ScanOptions{Archive: archive, VulnDB: dir, Format: "json"}, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -96,6 +97,8 @@ type lazyIndex struct {
 type lazyArchive struct {
 	ecosystem, path, sum string
 	loaded               bool
+	// pending are the records no Need has decoded yet.
+	pending []*lazyRecord
 }
 
 // lazyEntry is the i-th affected entry of a record not decoded yet.
@@ -133,23 +136,39 @@ type header struct {
 // bundle, and the records filed under each package's name. An ecosystem without an archive
 // loads nothing. A DB from Load or LoadArchives has everything loaded already.
 //
-// Errors name the archive and the file: a record that is not JSON (in an archive loaded),
-// or an invalid record filed under one of pkgs (kept in Rejected instead under
+// Each record of an archive is decompressed once, and decoded only when it may concern a
+// package of pkgs: it holds one of their names, or an escape that could spell one. Lookup,
+// Covers and CoversBase are exact for the packages and ecosystems Need was given.
+//
+// Errors name the archive and the file: a record that is not JSON (where it had to be
+// decoded), or an invalid record filed under one of pkgs (kept in Rejected instead under
 // Options.SkipInvalid); ErrTooLarge when the records read cross the size limits. Need must
 // not run concurrently with the DB's other methods.
 func (db *DB) Need(ctx context.Context, pkgs []osv.Package) error {
 	if db.lazy == nil {
 		return nil
 	}
+	wants := make(map[*lazyArchive]*want)
 	for _, p := range pkgs {
 		a := db.lazy.archives[Base(p.Ecosystem)]
-		if a == nil || a.loaded {
+		if a == nil {
 			continue
 		}
-		if err := db.loadLazy(ctx, a); err != nil {
+		w := wants[a]
+		if w == nil {
+			w = &want{}
+			wants[a] = w
+		}
+		w.ecosystems = append(w.ecosystems, p.Ecosystem)
+		if NormalizeName(p.Ecosystem, p.Name) != p.Name || p.Ecosystem != Base(p.Ecosystem) && NormalizeName(Base(p.Ecosystem), p.Name) != p.Name || Base(p.Ecosystem) == "PyPI" {
+			w.all = true // names compared after normalizing: no byte search finds them all
+		}
+		w.names = append(w.names, []byte(strconv.Quote(p.Name)))
+	}
+	for a, w := range wants {
+		if err := db.loadLazy(ctx, a, w); err != nil {
 			return fmt.Errorf("load %s/all.zip: %w", a.ecosystem, err)
 		}
-		a.loaded = true
 	}
 	for _, p := range pkgs {
 		for _, k := range db.lookupKeys(p.Ecosystem, p.Name) {
@@ -174,6 +193,41 @@ func (db *DB) Need(ctx context.Context, pkgs []osv.Package) error {
 	return nil
 }
 
+// want is what Need looks for in one archive.
+type want struct {
+	// names are the package names, JSON-quoted as a record writes them.
+	names [][]byte
+	// ecosystems are the packages' ecosystems, whose Covers and CoversBase must be exact.
+	ecosystems []string
+	// all: decode every record.
+	all bool
+}
+
+// covered reports whether Covers and CoversBase are true for every ecosystem of w: once
+// they are, no record not holding a name needs decoding.
+func (db *DB) covered(w *want) bool {
+	for _, e := range w.ecosystems {
+		if !db.Covers(e) || !db.CoversBase(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// concerns reports whether a record may be filed under one of w's names: it holds one of
+// them as a JSON string, or an escape (\u, \/) that could spell one.
+func (w *want) concerns(rec []byte) bool {
+	if w.all || bytes.Contains(rec, []byte(`\u`)) || bytes.Contains(rec, []byte(`\/`)) {
+		return true
+	}
+	for _, n := range w.names {
+		if bytes.Contains(rec, n) {
+			return true
+		}
+	}
+	return false
+}
+
 // lookupKeys are the index keys Lookup reads for a package.
 func (db *DB) lookupKeys(ecosystem, name string) []key {
 	name = NormalizeName(ecosystem, name)
@@ -184,52 +238,63 @@ func (db *DB) lookupKeys(ecosystem, name string) []key {
 	return keys
 }
 
-// loadLazy indexes every record of archive a by the packages it affects: each record is
-// decompressed once, its header decoded, and its compressed bytes kept for Lookup.
-func (db *DB) loadLazy(ctx context.Context, a *lazyArchive) error {
-	data, err := os.ReadFile(a.path)
-	if err != nil {
-		return err
+// loadLazy indexes the records of archive a that concern w by the packages they affect,
+// each decompressed once and its header decoded; their compressed bytes are kept for
+// Lookup. The first time, it reads the archive and takes every record's modified time; the
+// records left aside wait for a later call.
+func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
+	records := a.pending
+	first := !a.loaded
+	if first {
+		var err error
+		if records, err = a.records(); err != nil {
+			return err
+		}
+		a.loaded = true
 	}
-	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != a.sum {
-		return errors.New("the archive changed since the database was opened")
-	}
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return err
-	}
+	a.pending = nil
 	fr := flate.NewReader(nil)
 	defer fr.Close()
 	var buf []byte
-	for _, zf := range zr.File {
+	covered := db.covered(w)
+	for _, lr := range records {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if zf.FileInfo().IsDir() {
-			continue
-		}
-		lr, err := newLazyRecord(a.ecosystem, zf, data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", zf.Name, err)
-		}
+		var err error
 		buf, err = lr.inflate(fr, buf)
 		if err != nil {
-			return fmt.Errorf("%s: %w", zf.Name, err)
+			return fmt.Errorf("%s: %w", lr.file, err)
 		}
-		db.lazy.budget -= int64(len(buf))
-		if db.lazy.budget < 0 {
-			return fmt.Errorf("%w: total uncompressed size", ErrTooLarge)
+		if first {
+			db.lazy.budget -= int64(len(buf))
+			if db.lazy.budget < 0 {
+				return fmt.Errorf("%w: total uncompressed size", ErrTooLarge)
+			}
+		}
+		decode := !covered || w.concerns(buf)
+		if first && !decode {
+			m, ok := topLevelTime(buf, "modified")
+			if !ok {
+				decode = true // let the decoder find it, or say what is wrong
+			} else if m.After(db.Modified) {
+				db.Modified = m
+			}
+		}
+		if !decode {
+			a.pending = append(a.pending, lr)
+			continue
 		}
 		var h header
 		if err := json.Unmarshal(buf, &h); err != nil {
 			err = fmt.Errorf("%w: %v", osv.ErrInvalidRecord, err)
 			if !db.lazy.opts.SkipInvalid {
-				return fmt.Errorf("%s: %w", zf.Name, err)
+				return fmt.Errorf("%s: %w", lr.file, err)
 			}
-			db.Rejected = append(db.Rejected, fmt.Errorf("%s/all.zip: %s: %w", a.ecosystem, zf.Name, err))
+			db.Rejected = append(db.Rejected, fmt.Errorf("%s/all.zip: %s: %w", a.ecosystem, lr.file, err))
 			continue
 		}
-		if h.Modified.After(db.Modified) {
+		if first && h.Modified.After(db.Modified) {
 			db.Modified = h.Modified
 		}
 		if h.Withdrawn != nil {
@@ -244,10 +309,38 @@ func (db *DB) loadLazy(ctx context.Context, a *lazyArchive) error {
 			if !db.keys[k.ecosystem] {
 				db.keys[k.ecosystem] = true
 				db.bases[Base(k.ecosystem)] = true
+				covered = db.covered(w)
 			}
 		}
 	}
 	return nil
+}
+
+// records reads the archive, checks that it is the one Open hashed, and returns its records.
+func (a *lazyArchive) records() ([]*lazyRecord, error) {
+	data, err := os.ReadFile(a.path)
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != a.sum {
+		return nil, errors.New("the archive changed since the database was opened")
+	}
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*lazyRecord, 0, len(zr.File))
+	for _, zf := range zr.File {
+		if zf.FileInfo().IsDir() {
+			continue
+		}
+		lr, err := newLazyRecord(a.ecosystem, zf, data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", zf.Name, err)
+		}
+		out = append(out, lr)
+	}
+	return out, nil
 }
 
 // newLazyRecord returns the record of zf, whose compressed bytes lie in data (the whole zip).
@@ -339,4 +432,70 @@ func (l *lazyIndex) lookup(k key, out []Entry) []Entry {
 		out = append(out, Entry{Record: rec, Affected: &rec.Affected[le.i]})
 	}
 	return out
+}
+
+// topLevelTime returns the RFC 3339 time of the member name of the JSON object rec, without
+// decoding the rest. It reports false when it cannot tell for sure: rec is not an object it
+// can walk, the member is missing, or the member's name or value holds an escape.
+func topLevelTime(rec []byte, name string) (time.Time, bool) {
+	depth, i := 0, 0
+	for i < len(rec) {
+		switch c := rec[i]; c {
+		case '{', '[':
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			i++
+		case '"':
+			end, escaped, ok := stringEnd(rec, i)
+			if !ok {
+				return time.Time{}, false
+			}
+			j := skipSpace(rec, end)
+			isKey := j < len(rec) && rec[j] == ':'
+			if depth == 1 && isKey && (escaped || string(rec[i+1:end-1]) == name) {
+				if escaped {
+					return time.Time{}, false
+				}
+				k := skipSpace(rec, j+1)
+				if k >= len(rec) || rec[k] != '"' {
+					return time.Time{}, false
+				}
+				vend, vesc, ok := stringEnd(rec, k)
+				if !ok || vesc {
+					return time.Time{}, false
+				}
+				t, err := time.Parse(time.RFC3339, string(rec[k+1:vend-1]))
+				return t, err == nil
+			}
+			i = end
+		default:
+			i++
+		}
+	}
+	return time.Time{}, false
+}
+
+// stringEnd returns the index just past the JSON string starting at rec[i] (a quote), and
+// whether it holds an escape.
+func stringEnd(rec []byte, i int) (int, bool, bool) {
+	escaped := false
+	for j := i + 1; j < len(rec); j++ {
+		switch rec[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j + 1, escaped, true
+		}
+	}
+	return 0, false, false
+}
+
+func skipSpace(rec []byte, i int) int {
+	for i < len(rec) && (rec[i] == ' ' || rec[i] == '\t' || rec[i] == '\n' || rec[i] == '\r') {
+		i++
+	}
+	return i
 }
