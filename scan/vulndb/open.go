@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -241,7 +242,8 @@ func (db *DB) lookupKeys(ecosystem, name string) []key {
 // loadLazy indexes the records of archive a that concern w by the packages they affect,
 // each decompressed once and its header decoded; their compressed bytes are kept for
 // Lookup. The first time, it reads the archive and takes every record's modified time; the
-// records left aside wait for a later call.
+// records left aside wait for a later call. Records are decompressed on one goroutine per
+// CPU and indexed in the archive's order.
 func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
 	records := a.pending
 	first := !a.loaded
@@ -253,49 +255,53 @@ func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
 		a.loaded = true
 	}
 	a.pending = nil
-	fr := flate.NewReader(nil)
-	defer fr.Close()
-	var buf []byte
+	peeks := make([]peek, len(records))
+	workers := min(runtime.GOMAXPROCS(0), 4, len(records)/64+1)
+	var wg sync.WaitGroup
+	for n := range workers {
+		lo, hi := n*len(records)/workers, (n+1)*len(records)/workers
+		wg.Go(func() {
+			fr := flate.NewReader(nil)
+			defer fr.Close()
+			var buf []byte
+			for i := lo; i < hi && ctx.Err() == nil; i++ {
+				buf, peeks[i] = records[i].peek(fr, buf, w)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	covered := db.covered(w)
-	for _, lr := range records {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var err error
-		buf, err = lr.inflate(fr, buf)
-		if err != nil {
-			return fmt.Errorf("%s: %w", lr.file, err)
+	for i, lr := range records {
+		p := &peeks[i]
+		if p.err != nil && !errors.Is(p.err, osv.ErrInvalidRecord) {
+			return fmt.Errorf("%s: %w", lr.file, p.err)
 		}
 		if first {
-			db.lazy.budget -= int64(len(buf))
+			db.lazy.budget -= int64(p.size)
 			if db.lazy.budget < 0 {
 				return fmt.Errorf("%w: total uncompressed size", ErrTooLarge)
 			}
 		}
-		decode := !covered || w.concerns(buf)
-		if first && !decode {
-			m, ok := topLevelTime(buf, "modified")
-			if !ok {
-				decode = true // let the decoder find it, or say what is wrong
-			} else if m.After(db.Modified) {
-				db.Modified = m
-			}
+		if p.err == nil && p.header == nil && !covered {
+			p.header, p.err = lr.header() // a record read before the ecosystems were known
 		}
-		if !decode {
+		if p.err != nil {
+			if !db.lazy.opts.SkipInvalid {
+				return fmt.Errorf("%s: %w", lr.file, p.err)
+			}
+			db.Rejected = append(db.Rejected, fmt.Errorf("%s/all.zip: %s: %w", a.ecosystem, lr.file, p.err))
+			continue
+		}
+		if first && p.modified.After(db.Modified) {
+			db.Modified = p.modified
+		}
+		h := p.header
+		if h == nil {
 			a.pending = append(a.pending, lr)
 			continue
-		}
-		var h header
-		if err := json.Unmarshal(buf, &h); err != nil {
-			err = fmt.Errorf("%w: %v", osv.ErrInvalidRecord, err)
-			if !db.lazy.opts.SkipInvalid {
-				return fmt.Errorf("%s: %w", lr.file, err)
-			}
-			db.Rejected = append(db.Rejected, fmt.Errorf("%s/all.zip: %s: %w", a.ecosystem, lr.file, err))
-			continue
-		}
-		if first && h.Modified.After(db.Modified) {
-			db.Modified = h.Modified
 		}
 		if h.Withdrawn != nil {
 			continue
@@ -314,6 +320,56 @@ func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
 		}
 	}
 	return nil
+}
+
+// peek is what loadLazy learns of a record before indexing it.
+type peek struct {
+	size     int
+	modified time.Time
+	// header is the decoded header of a record that concerns the want, or whose modified
+	// time could not be read without decoding it.
+	header *header
+	err    error
+}
+
+// peek decompresses the record into buf (reused) with fr and reads what loadLazy needs.
+func (r *lazyRecord) peek(fr io.ReadCloser, buf []byte, w *want) ([]byte, peek) {
+	var p peek
+	buf, p.err = r.inflate(fr, buf)
+	if p.err != nil {
+		return buf, p
+	}
+	p.size = len(buf)
+	if !w.concerns(buf) {
+		var ok bool
+		if p.modified, ok = topLevelTime(buf, "modified"); ok {
+			return buf, p
+		}
+	}
+	p.header, p.err = decodeHeader(buf)
+	if p.err == nil {
+		p.modified = p.header.Modified
+	}
+	return buf, p
+}
+
+// header decompresses the record again and decodes its header.
+func (r *lazyRecord) header() (*header, error) {
+	fr := flate.NewReader(nil)
+	defer fr.Close()
+	buf, err := r.inflate(fr, nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeHeader(buf)
+}
+
+func decodeHeader(rec []byte) (*header, error) {
+	var h header
+	if err := json.Unmarshal(rec, &h); err != nil {
+		return nil, fmt.Errorf("%w: %v", osv.ErrInvalidRecord, err)
+	}
+	return &h, nil
 }
 
 // records reads the archive, checks that it is the one Open hashed, and returns its records.

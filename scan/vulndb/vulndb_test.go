@@ -3,11 +3,13 @@ package vulndb
 import (
 	"archive/zip"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -272,5 +274,52 @@ func TestNeedErrors(t *testing.T) {
 	db, err = Open(t.Context(), dir, Options{})
 	if err == nil {
 		t.Errorf("a file that is not a zip opened: %+v", db)
+	}
+}
+
+func TestTopLevelTime(t *testing.T) {
+	t.Parallel()
+	day := time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)
+	for in, want := range map[string]bool{
+		`{"id":"A","modified":"2024-01-02T00:00:00Z"}`:                                                true,
+		`{"database_specific":{"modified":"1999-01-01T00:00:00Z"},"modified":"2024-01-02T00:00:00Z"}`: true,
+		`{"details":"\"modified\":\"1999-01-01T00:00:00Z\"","modified" : "2024-01-02T00:00:00Z"}`:     true,
+		`{"affected":[{"modified":"1999-01-01T00:00:00Z"}],"modified":"2024-01-02T00:00:00Z"}`:        true,
+		`{"modifi\u0065d":"2024-01-02T00:00:00Z"}`:                                                    false,
+		`{"modified":"2024-01-02T00:00:00\u005a"}`:                                                    false,
+		`{"id":"A"}`:                    false,
+		`{"modified":"yesterday"}`:      false,
+		`{"modified":"2024-01-02T00:00`: false,
+	} {
+		got, ok := topLevelTime([]byte(in), "modified")
+		if ok != want || ok && !got.Equal(day) {
+			t.Errorf("%s: got %v %v, want ok=%v", in, got, ok, want)
+		}
+	}
+	// Every record of the shared bundle: the same time as the decoder's.
+	for _, eco := range []string{"Alpine", "Debian", "Go", "npm"} {
+		zr, err := zip.OpenReader(filepath.Join("../../../shared/vulndb/osv", eco, "all.zip"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, zf := range zr.File {
+			rc, err := zf.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := decodeHeader(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := topLevelTime(b, "modified"); !ok || !got.Equal(h.Modified) {
+				t.Errorf("%s/%s: got %v %v, decoder %v", eco, zf.Name, got, ok, h.Modified)
+			}
+		}
+		zr.Close()
 	}
 }
