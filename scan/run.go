@@ -38,7 +38,8 @@ func (e *FailedError) Unwrap() error { return e.Err }
 type ScanOptions struct {
 	// Archive is a docker save / crane pull tarball, an OCI layout directory or a tar of one.
 	Archive string
-	// VulnDB is the OSV bundle directory (see vulndb.Load).
+	// VulnDB is the OSV bundle directory (see vulndb.Open: only the archives of the
+	// image's ecosystems are read).
 	VulnDB string
 	// Format is "table" (the default when "") or "json".
 	Format string
