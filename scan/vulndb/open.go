@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
 
@@ -138,7 +137,7 @@ type header struct {
 // loads nothing. A DB from Load or LoadArchives has everything loaded already.
 //
 // Each record of an archive is decompressed once, and decoded only when it may concern a
-// package of pkgs: it holds one of their names, or an escape that could spell one. Lookup,
+// package of pkgs: one of its JSON strings is one of their names. Lookup,
 // Covers and CoversBase are exact for the packages and ecosystems Need was given.
 //
 // Errors name the archive and the file: a record that is not JSON (where it had to be
@@ -157,14 +156,14 @@ func (db *DB) Need(ctx context.Context, pkgs []osv.Package) error {
 		}
 		w := wants[a]
 		if w == nil {
-			w = &want{}
+			w = &want{names: make(map[string]bool)}
 			wants[a] = w
 		}
 		w.ecosystems = append(w.ecosystems, p.Ecosystem)
 		if NormalizeName(p.Ecosystem, p.Name) != p.Name || p.Ecosystem != Base(p.Ecosystem) && NormalizeName(Base(p.Ecosystem), p.Name) != p.Name || Base(p.Ecosystem) == "PyPI" {
 			w.all = true // names compared after normalizing: no byte search finds them all
 		}
-		w.names = append(w.names, []byte(strconv.Quote(p.Name)))
+		w.names[p.Name] = true
 	}
 	for a, w := range wants {
 		if err := db.loadLazy(ctx, a, w); err != nil {
@@ -196,8 +195,8 @@ func (db *DB) Need(ctx context.Context, pkgs []osv.Package) error {
 
 // want is what Need looks for in one archive.
 type want struct {
-	// names are the package names, JSON-quoted as a record writes them.
-	names [][]byte
+	// names are the package names.
+	names map[string]bool
 	// ecosystems are the packages' ecosystems, whose Covers and CoversBase must be exact.
 	ecosystems []string
 	// all: decode every record.
@@ -215,18 +214,32 @@ func (db *DB) covered(w *want) bool {
 	return true
 }
 
-// concerns reports whether a record may be filed under one of w's names: it holds one of
-// them as a JSON string, or an escape (\u, \/) that could spell one.
+// concerns reports whether a record may be filed under one of w's names: one of its JSON
+// strings is one of them. It reads each string once, whatever the number of names.
 func (w *want) concerns(rec []byte) bool {
-	if w.all || bytes.Contains(rec, []byte(`\u`)) || bytes.Contains(rec, []byte(`\/`)) {
+	if w.all {
 		return true
 	}
-	for _, n := range w.names {
-		if bytes.Contains(rec, n) {
+	for i := 0; ; {
+		j := bytes.IndexByte(rec[i:], '"')
+		if j < 0 {
+			return false
+		}
+		start := i + j
+		end, escaped, ok := stringEnd(rec, start)
+		if !ok {
+			return true // not JSON: let the decoder say so
+		}
+		if escaped {
+			var v string
+			if err := json.Unmarshal(rec[start:end], &v); err != nil || w.names[v] {
+				return true
+			}
+		} else if w.names[string(rec[start+1:end-1])] {
 			return true
 		}
+		i = end
 	}
-	return false
 }
 
 // lookupKeys are the index keys Lookup reads for a package.
@@ -537,14 +550,17 @@ func topLevelTime(rec []byte, name string) (time.Time, bool) {
 // whether it holds an escape.
 func stringEnd(rec []byte, i int) (int, bool, bool) {
 	escaped := false
-	for j := i + 1; j < len(rec); j++ {
-		switch rec[j] {
-		case '\\':
-			escaped = true
-			j++
-		case '"':
-			return j + 1, escaped, true
+	for j := i + 1; j < len(rec); {
+		k := bytes.IndexByte(rec[j:], '"')
+		if k < 0 {
+			break
 		}
+		b := bytes.IndexByte(rec[j:j+k], '\\')
+		if b < 0 {
+			return j + k + 1, escaped, true
+		}
+		escaped = true
+		j += b + 2 // past the escaped character
 	}
 	return 0, false, false
 }
