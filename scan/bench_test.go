@@ -11,9 +11,12 @@ import (
 // BenchmarkRunSmallImage measures `registry scan` on a small Debian image (the dpkg status
 // and os-release of the debian fixture) against the test bundle: the database is read on
 // every run, as the command does.
-func BenchmarkRunSmallImage(b *testing.B) {
+func BenchmarkRunSmallImage(b *testing.B) { benchRun(b, debianLayers(b)) }
+
+// benchRun measures Run on an image of layers against the test bundle.
+func benchRun(b *testing.B, layers [][]byte) {
 	dir := testVulnDB(b)
-	archive := writeDockerTar(b, imageOf(b, debianLayers(b)...))
+	archive := writeDockerTar(b, imageOf(b, layers...))
 	for b.Loop() {
 		if _, err := Run(b.Context(), ScanOptions{Archive: archive, VulnDB: dir, Format: "json"}, io.Discard); err != nil {
 			b.Fatal(err)
@@ -47,12 +50,4 @@ func BenchmarkServerScanSmallImage(b *testing.B) {
 // BenchmarkRunLanguageImage is BenchmarkRunSmallImage on an image with a Go binary, npm,
 // Python and Java packages (the languages fixture): the Go archive, the largest one these
 // packages need, is loaded.
-func BenchmarkRunLanguageImage(b *testing.B) {
-	dir := testVulnDB(b)
-	archive := writeDockerTar(b, imageOf(b, languageLayers(b)...))
-	for b.Loop() {
-		if _, err := Run(b.Context(), ScanOptions{Archive: archive, VulnDB: dir, Format: "json"}, io.Discard); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkRunLanguageImage(b *testing.B) { benchRun(b, languageLayers(b)) }
