@@ -72,17 +72,78 @@ func indexArchive(path string) (string, int, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	zr, err := zip.NewReader(f, size)
-	if err != nil {
-		return "", 0, err
-	}
-	n := 0
-	for _, zf := range zr.File {
-		if !zf.FileInfo().IsDir() {
-			n++
+	n, ok := countFiles(f, size)
+	if !ok {
+		// What countFiles does not walk (zip64, a damaged directory), archive/zip reads or
+		// refuses.
+		zr, err := zip.NewReader(f, size)
+		if err != nil {
+			return "", 0, err
+		}
+		n = 0
+		for _, zf := range zr.File {
+			if !zf.FileInfo().IsDir() {
+				n++
+			}
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// countFiles counts the entries of a zip's central directory that are not directories,
+// reading only the directory's fixed headers and names (archive/zip builds a File for each).
+// It reports false for what it does not walk: a zip64 archive, or a directory that does not
+// hold the entries its end record announces.
+func countFiles(r io.ReaderAt, size int64) (int, bool) {
+	const (
+		endLen  = 22
+		endSig  = 0x06054b50
+		dirSig  = 0x02014b50
+		headLen = 46
+	)
+	le16 := func(b []byte) int { return int(b[0]) | int(b[1])<<8 }
+	le32 := func(b []byte) int { return le16(b) | le16(b[2:])<<16 }
+	tail := make([]byte, min(size, endLen+0xffff))
+	if len(tail) < endLen {
+		return 0, false
+	}
+	if _, err := r.ReadAt(tail, size-int64(len(tail))); err != nil {
+		return 0, false
+	}
+	end := -1
+	for i := len(tail) - endLen; i >= 0; i-- {
+		if le32(tail[i:]) == endSig && i+endLen+le16(tail[i+20:]) == len(tail) {
+			end = i
+			break
+		}
+	}
+	if end < 0 {
+		return 0, false
+	}
+	entries, dirSize, off := le16(tail[end+10:]), le32(tail[end+12:]), le32(tail[end+16:])
+	if entries == 0xffff || dirSize == 0xffffffff || off == 0xffffffff || int64(off)+int64(dirSize) > size-int64(len(tail)-end) {
+		return 0, false // zip64, or not where it says
+	}
+	dir := make([]byte, dirSize)
+	if _, err := r.ReadAt(dir, int64(off)); err != nil {
+		return 0, false
+	}
+	n := 0
+	for range entries {
+		if len(dir) < headLen || le32(dir) != dirSig {
+			return 0, false
+		}
+		nameLen, extraLen, commentLen := le16(dir[28:]), le16(dir[30:]), le16(dir[32:])
+		total := headLen + nameLen + extraLen + commentLen
+		if len(dir) < total {
+			return 0, false
+		}
+		if name := dir[headLen : headLen+nameLen]; len(name) == 0 || name[len(name)-1] != '/' {
+			n++
+		}
+		dir = dir[total:]
+	}
+	return n, len(dir) == 0
 }
 
 // lazyIndex is what an opened DB has loaded: the archives read so far, and the records

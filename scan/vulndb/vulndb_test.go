@@ -2,6 +2,7 @@ package vulndb
 
 import (
 	"archive/zip"
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -321,5 +322,54 @@ func TestTopLevelTime(t *testing.T) {
 			}
 		}
 		zr.Close()
+	}
+}
+
+func TestCountFiles(t *testing.T) {
+	t.Parallel()
+	count := func(data []byte) int {
+		zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, zf := range zr.File {
+			if !zf.FileInfo().IsDir() {
+				n++
+			}
+		}
+		return n
+	}
+	for _, eco := range []string{"Alpine", "Debian", "Go", "npm"} {
+		data, err := os.ReadFile(filepath.Join("../../../shared/vulndb/osv", eco, "all.zip"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := countFiles(bytes.NewReader(data), int64(len(data))); !ok || n != count(data) {
+			t.Errorf("%s: %d %v, archive/zip %d", eco, n, ok, count(data))
+		}
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, name := range []string{"dir/", "dir/A.json", "B.json"} {
+		if _, err := zw.Create(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zw.SetComment("a comment")
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := countFiles(bytes.NewReader(buf.Bytes()), int64(buf.Len())); !ok || n != 2 {
+		t.Errorf("a directory and a comment: %d %v, want 2", n, ok)
+	}
+	data := buf.Bytes()
+	for cut := 1; cut < len(data); cut += 7 {
+		countFiles(bytes.NewReader(data[:len(data)-cut]), int64(len(data)-cut)) // must not panic
+		bad := bytes.Clone(data)
+		bad[cut] ^= 0xff
+		if n, ok := countFiles(bytes.NewReader(bad), int64(len(bad))); ok && n > 3 {
+			t.Errorf("damaged at %d: %d entries", cut, n)
+		}
 	}
 }
