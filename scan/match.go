@@ -107,6 +107,26 @@ func matchOne(found map[findingKey]*Finding, pkg inventory.Package, name, versio
 	}
 }
 
+// needed lists the packages, by ecosystem and name, that matching img looks up (see
+// vulndb.DB.Need).
+func needed(img *inventory.Image) []osv.Package {
+	seen := make(map[osv.Package]bool)
+	var out []osv.Package
+	for _, pkg := range img.Packages {
+		if pkg.Ecosystem == "" {
+			continue
+		}
+		for _, mk := range matchKeys(pkg) {
+			p := osv.Package{Ecosystem: pkg.Ecosystem, Name: mk.name}
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
 type matchName struct{ name, version string }
 
 // matchKeys are the package names and versions that records are looked up and compared

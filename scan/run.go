@@ -38,7 +38,8 @@ func (e *FailedError) Unwrap() error { return e.Err }
 type ScanOptions struct {
 	// Archive is a docker save / crane pull tarball, an OCI layout directory or a tar of one.
 	Archive string
-	// VulnDB is the OSV bundle directory (see vulndb.Load).
+	// VulnDB is the OSV bundle directory (see vulndb.Open: only the archives of the
+	// image's ecosystems are read).
 	VulnDB string
 	// Format is "table" (the default when "") or "json".
 	Format string
@@ -72,8 +73,9 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 		return ExitUsage, fmt.Errorf("%w: an archive and a vulnerability database are both required", ErrUsage)
 	}
 
-	// The database loads while the layers are read: on two cores this hides most of the
-	// load. A failure of either stops the other.
+	// The database's index is read while the layers are read; then only the archives of
+	// the image's ecosystems are loaded, and only the records of its packages decoded. A
+	// failure of either stops the other.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type loaded struct {
@@ -82,7 +84,7 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 	}
 	dbc := make(chan loaded, 1)
 	go func() {
-		db, err := vulndb.Load(ctx, opts.VulnDB, vulndb.Options{})
+		db, err := vulndb.Open(ctx, opts.VulnDB, vulndb.Options{})
 		if err != nil {
 			cancel()
 		}
@@ -98,6 +100,9 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 	}
 	if scanErr != nil {
 		return ExitFailed, &FailedError{scanErr}
+	}
+	if err := l.db.Need(ctx, needed(stored.Inventory)); err != nil {
+		return ExitFailed, &FailedError{fmt.Errorf("load vulnerability database: %w", err)}
 	}
 	report := stored.Report(l.db, policy)
 	if format == "json" {

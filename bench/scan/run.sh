@@ -7,6 +7,7 @@
 #   RUNS=5 bench/scan/run.sh     # runs of each scanner per image (median is reported)
 #   NPM_PACKAGES=1000            # size of the npm image
 #   BASE_TAR=/path/rootfs.tar    # reuse a debootstrap rootfs tar instead of running debootstrap
+#   KEEP=1                       # keep the temp dir (images, database, binary) and say where
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -22,7 +23,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 log() { echo "[bench/scan] $*" >&2; }
 
 WORK=$(mktemp -d /tmp/bench-scan.XXXXXX)
-cleanup() { rm -rf "$WORK"; }
+cleanup() { if [ -n "${KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -38,12 +39,16 @@ log "building ./cmd/registry"
 OURS=$WORK/portcullis
 
 # One bundle both tools read: osv-scanner wants DBDIR/osv-scalibr/<Eco>/all.zip, ours reads that too.
+# The shared bundle has no PyPI archive; the two PyPI records of scan/testdata/osv-extra make one,
+# so that both tools can look up the Python packages of image (d) offline.
 DB=$WORK/db
 for z in "$SHARED_DB"/*/all.zip; do
   eco=$(basename "$(dirname "$z")")
   mkdir -p "$DB/osv-scalibr/$eco"
   cp "$z" "$DB/osv-scalibr/$eco/all.zip"
 done
+mkdir -p "$DB/osv-scalibr/PyPI"
+(cd "$REPO/scan/testdata/osv-extra/PyPI" && python3 -m zipfile -c "$DB/osv-scalibr/PyPI/all.zip" ./*.json)
 
 IMAGES=()
 # (a) Debian 12 minbase.
@@ -66,6 +71,33 @@ else
   rm -rf "$ROOTFS"
   BASE_LAYER=()
 fi
+
+# (c) A small Debian image: only what a scanner reads of (a), os-release and the dpkg status
+# file (the shape of a distroless base), where the fixed cost of a scan dominates.
+if [ ${#BASE_LAYER[@]} -gt 0 ]; then
+  mkdir -p "$WORK/small"
+  tar -C "$WORK/small" -xf "$WORK/layer.tar" ./usr/lib/os-release ./etc/os-release ./var/lib/dpkg/status
+  tar -C "$WORK/small" -cf "$WORK/small-layer.tar" .
+  rm -rf "$WORK/small"
+  "$CRANE" append -f "$WORK/small-layer.tar" --new_tag example.invalid/debian-small:12 -o "$WORK/debian-small.tar" >/dev/null
+  IMAGES+=(debian-small)
+  SMALL_LAYER=(-f "$WORK/small-layer.tar")
+else
+  SMALL_LAYER=()
+fi
+
+# (d) The small Debian layer plus a layer with a Go binary (scan/testdata/goapp, built with its
+# module dependency), 200 npm packages and Python distributions (dist-info and egg-info).
+log "building the Go binary of image (d)"
+mkdir -p "$WORK/poly/usr/local/bin"
+(cd "$REPO/scan/testdata/goapp" && CGO_ENABLED=0 go build -trimpath -o "$WORK/poly/usr/local/bin/goapp" .)
+python3 "$HERE/gen_npm.py" "$WORK/poly" 200
+python3 "$HERE/gen_python.py" "$WORK/poly"
+tar -C "$WORK/poly" -cf "$WORK/poly-layer.tar" .
+rm -rf "$WORK/poly"
+"$CRANE" append "${SMALL_LAYER[@]}" -f "$WORK/poly-layer.tar" --new_tag example.invalid/go-npm-python:1 \
+  -o "$WORK/go-npm-python.tar" >/dev/null
+IMAGES+=(go-npm-python)
 
 # (b) The Debian layer (if any) plus a layer with /app holding $NPM_PACKAGES npm packages.
 log "generating $NPM_PACKAGES npm packages"

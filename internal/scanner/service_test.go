@@ -160,7 +160,7 @@ func (d *faultyDriver) blobReads(ds ...digest.Digest) int {
 
 // harness is a scanner over in-memory storage, as the registry runs it.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	driver  *faultyDriver
 	repos   testRepos
 	svc     *Service
@@ -173,7 +173,7 @@ type harness struct {
 
 // newHarness starts a scanner on driver (a new in-memory one when nil)
 // with a fresh metadata database, as after the database file was deleted.
-func newHarness(t *testing.T, driver *faultyDriver) *harness {
+func newHarness(t testing.TB, driver *faultyDriver) *harness {
 	t.Helper()
 	ctx := context.Background()
 	if driver == nil {
@@ -382,7 +382,7 @@ func (h *harness) findings(repo string, d digest.Digest) int {
 	return len(r.Findings)
 }
 
-func testImage(t *testing.T, files map[string]string) v1.Image {
+func testImage(t testing.TB, files map[string]string) v1.Image {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -412,7 +412,7 @@ func testImage(t *testing.T, files map[string]string) v1.Image {
 	return img
 }
 
-func debianImage(t *testing.T) v1.Image {
+func debianImage(t testing.TB) v1.Image {
 	t.Helper()
 	status, err := os.ReadFile("../../scan/testdata/images/debian-status")
 	if err != nil {

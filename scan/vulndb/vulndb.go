@@ -55,6 +55,8 @@ type DB struct {
 	Rejected []error `json:"-"`
 
 	index map[key][]Entry
+	// lazy is set for a DB from Open: what it has loaded of the bundle.
+	lazy *lazyIndex
 	// keys holds every ecosystem entries are indexed under, bases their names before
 	// the first colon.
 	keys, bases map[string]bool
@@ -148,13 +150,20 @@ func (db *DB) add(r *osv.Record) {
 // the exact ecosystem string, release included ("Debian:12", "Alpine:v3.20", "npm"), or for
 // Red Hat and SUSE the release key IndexEcosystem files their streams under; records whose
 // ecosystem carries no release ("Debian") apply to every release and are returned too.
-// The result must not be modified.
+// For a DB from Open it returns what Need loaded for the package. The result must not be
+// modified.
 func (db *DB) Lookup(ecosystem, name string) []Entry {
 	name = NormalizeName(ecosystem, name)
 	out := db.index[key{ecosystem, name}]
 	if base := Base(ecosystem); base != ecosystem {
 		if more := db.index[key{base, name}]; len(more) > 0 {
 			out = append(slices.Clip(out), more...)
+		}
+	}
+	if db.lazy != nil {
+		out = slices.Clip(out)
+		for _, k := range db.lookupKeys(ecosystem, name) {
+			out = db.lazy.lookup(k, out)
 		}
 	}
 	return out

@@ -2,12 +2,15 @@ package vulndb
 
 import (
 	"archive/zip"
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -174,5 +177,199 @@ func TestLookupProductStreams(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"E"}, ids(db.Lookup("SUSE:15 SP5", "openssl-libs"))); diff != "" {
 		t.Errorf("SLES 15 SP5 (-want +got):\n%s", diff)
+	}
+}
+
+func TestOpenAgreesWithLoad(t *testing.T) {
+	t.Parallel()
+	full, err := Load(t.Context(), "../../../shared/vulndb", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(t.Context(), "../../../shared/vulndb", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Digest != full.Digest || db.Records != full.Records || !slices.Equal(db.Ecosystems, full.Ecosystems) {
+		t.Errorf("index: got %s %d %v, want %s %d %v", db.Digest, db.Records, db.Ecosystems, full.Digest, full.Records, full.Ecosystems)
+	}
+	pkgs := []osv.Package{
+		{Ecosystem: "Debian:12", Name: "perl"}, {Ecosystem: "Debian:12", Name: "apt"}, {Ecosystem: "Debian:11", Name: "perl"},
+		{Ecosystem: "Go", Name: "stdlib"}, {Ecosystem: "Go", Name: "golang.org/x/text"},
+		{Ecosystem: "npm", Name: "lodash"}, {Ecosystem: "PyPI", Name: "requests"},
+	}
+	if err := db.Need(t.Context(), pkgs); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(es []Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Record.ID+" "+e.Affected.Package.Ecosystem+" "+e.Affected.Package.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, p := range pkgs {
+		want := ids(full.Lookup(p.Ecosystem, p.Name))
+		if diff := cmp.Diff(want, ids(db.Lookup(p.Ecosystem, p.Name))); diff != "" {
+			t.Errorf("Lookup(%q, %q) (-Load +Open):\n%s", p.Ecosystem, p.Name, diff)
+		}
+		if db.Covers(p.Ecosystem) != full.Covers(p.Ecosystem) || db.CoversBase(p.Ecosystem) != full.CoversBase(p.Ecosystem) {
+			t.Errorf("Covers(%q) = %v, Load's %v", p.Ecosystem, db.Covers(p.Ecosystem), full.Covers(p.Ecosystem))
+		}
+	}
+	if db.Covers("Alpine:v3.20") {
+		t.Error("the Alpine archive was loaded though no package needed it")
+	}
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "Alpine:v3.20", Name: "openssl"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := ids(full.Lookup("Alpine:v3.20", "openssl"))
+	if diff := cmp.Diff(want, ids(db.Lookup("Alpine:v3.20", "openssl"))); diff != "" || len(want) == 0 || !db.Covers("Alpine:v3.20") {
+		t.Errorf("Alpine after a second Need (-Load +Open), %d records:\n%s", len(want), diff)
+	}
+	if !db.Modified.Equal(full.Modified) {
+		t.Errorf("modified %v, Load's %v (every archive with records loaded)", db.Modified, full.Modified)
+	}
+}
+
+func TestNeedErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeZip(t, filepath.Join(dir, "npm", "all.zip"), map[string]string{
+		"GOOD.json": `{"id":"GOOD","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"y"},"ranges":[{"type":"SEMVER","events":[{"introduced":"0"}]}]}]}`,
+		"BAD.json":  `{"id":"BAD","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"x"},"ranges":[{"type":"SEMVER","events":[{"fixed":"1"}]}]}]}`,
+	})
+	writeZip(t, filepath.Join(dir, "Go", "all.zip"), map[string]string{"NOTJSON.json": `{"id":`})
+
+	db, err := Open(t.Context(), dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "y"}}); err != nil {
+		t.Errorf("an invalid record of a package not needed failed the load: %v", err)
+	}
+	err = db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "x"}})
+	if !errors.Is(err, osv.ErrInvalidRecord) || !strings.Contains(err.Error(), "npm/all.zip") || !strings.Contains(err.Error(), "BAD.json") {
+		t.Errorf("invalid record of a needed package: err = %v; want it to name the archive and the file", err)
+	}
+	err = db.Need(t.Context(), []osv.Package{{Ecosystem: "Go", Name: "stdlib"}})
+	if !errors.Is(err, osv.ErrInvalidRecord) || !strings.Contains(err.Error(), "Go/all.zip") || !strings.Contains(err.Error(), "NOTJSON.json") {
+		t.Errorf("record that is not JSON: err = %v", err)
+	}
+
+	db, err = Open(t.Context(), dir, Options{SkipInvalid: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "x"}, {Ecosystem: "npm", Name: "y"}, {Ecosystem: "Go", Name: "stdlib"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(db.Rejected) != 2 || len(db.Lookup("npm", "x")) != 0 || len(db.Lookup("npm", "y")) != 1 {
+		t.Errorf("SkipInvalid: rejected %v, x %v, y %v", db.Rejected, db.Lookup("npm", "x"), db.Lookup("npm", "y"))
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "npm", "all.zip"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(t.Context(), dir, Options{})
+	if err == nil {
+		t.Errorf("a file that is not a zip opened: %+v", db)
+	}
+}
+
+func TestTopLevelTime(t *testing.T) {
+	t.Parallel()
+	day := time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)
+	for in, want := range map[string]bool{
+		`{"id":"A","modified":"2024-01-02T00:00:00Z"}`:                                                true,
+		`{"database_specific":{"modified":"1999-01-01T00:00:00Z"},"modified":"2024-01-02T00:00:00Z"}`: true,
+		`{"details":"\"modified\":\"1999-01-01T00:00:00Z\"","modified" : "2024-01-02T00:00:00Z"}`:     true,
+		`{"affected":[{"modified":"1999-01-01T00:00:00Z"}],"modified":"2024-01-02T00:00:00Z"}`:        true,
+		`{"modifi\u0065d":"2024-01-02T00:00:00Z"}`:                                                    false,
+		`{"modified":"2024-01-02T00:00:00\u005a"}`:                                                    false,
+		`{"id":"A"}`:                    false,
+		`{"modified":"yesterday"}`:      false,
+		`{"modified":"2024-01-02T00:00`: false,
+	} {
+		got, ok := topLevelTime([]byte(in), "modified")
+		if ok != want || ok && !got.Equal(day) {
+			t.Errorf("%s: got %v %v, want ok=%v", in, got, ok, want)
+		}
+	}
+	// Every record of the shared bundle: the same time as the decoder's.
+	for _, eco := range []string{"Alpine", "Debian", "Go", "npm"} {
+		zr, err := zip.OpenReader(filepath.Join("../../../shared/vulndb/osv", eco, "all.zip"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, zf := range zr.File {
+			rc, err := zf.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := decodeHeader(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := topLevelTime(b, "modified"); !ok || !got.Equal(h.Modified) {
+				t.Errorf("%s/%s: got %v %v, decoder %v", eco, zf.Name, got, ok, h.Modified)
+			}
+		}
+		zr.Close()
+	}
+}
+
+func TestCountFiles(t *testing.T) {
+	t.Parallel()
+	count := func(data []byte) int {
+		zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, zf := range zr.File {
+			if !zf.FileInfo().IsDir() {
+				n++
+			}
+		}
+		return n
+	}
+	for _, eco := range []string{"Alpine", "Debian", "Go", "npm"} {
+		data, err := os.ReadFile(filepath.Join("../../../shared/vulndb/osv", eco, "all.zip"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := countFiles(bytes.NewReader(data), int64(len(data))); !ok || n != count(data) {
+			t.Errorf("%s: %d %v, archive/zip %d", eco, n, ok, count(data))
+		}
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, name := range []string{"dir/", "dir/A.json", "B.json"} {
+		if _, err := zw.Create(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zw.SetComment("a comment")
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := countFiles(bytes.NewReader(buf.Bytes()), int64(buf.Len())); !ok || n != 2 {
+		t.Errorf("a directory and a comment: %d %v, want 2", n, ok)
+	}
+	data := buf.Bytes()
+	for cut := 1; cut < len(data); cut += 7 {
+		countFiles(bytes.NewReader(data[:len(data)-cut]), int64(len(data)-cut)) // must not panic
+		bad := bytes.Clone(data)
+		bad[cut] ^= 0xff
+		if n, ok := countFiles(bytes.NewReader(bad), int64(len(bad))); ok && n > 3 {
+			t.Errorf("damaged at %d: %d entries", cut, n)
+		}
 	}
 }
