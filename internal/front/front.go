@@ -163,7 +163,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest:
 		if h.fillManifest(w, r, rt) && h.allowPull(w, r, rt) {
 			sw := &statusWriter{ResponseWriter: w}
-			h.registry.ServeHTTP(sw, r)
+			if !h.serveManifest(sw, r, rt) {
+				h.registry.ServeHTTP(sw, r)
+			}
 			if r.Method == http.MethodGet && sw.status == http.StatusOK {
 				h.recordPull(r, rt.Name, sw.Header())
 			}
