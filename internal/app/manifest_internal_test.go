@@ -143,4 +143,25 @@ func TestManifestReadsMatchDistribution(t *testing.T) {
 	if served == 0 {
 		t.Error("no request was answered with 200")
 	}
+
+	// A deleted manifest is gone from every read, though its bytes were
+	// read (and kept) just before.
+	del := httptest.NewRecorder()
+	a.handler.ServeHTTP(del, httptest.NewRequest(http.MethodDelete, "/v2/team/app/manifests/"+digests["oci"].String(), nil))
+	if del.Code != http.StatusAccepted {
+		t.Fatalf("DELETE: %d %s", del.Code, del.Body)
+	}
+	for _, ref := range []string{"oci", digests["oci"].String()} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			header := http.Header{"Accept": accepts["all"]}
+			path := "/v2/team/app/manifests/" + ref
+			got := serve(a.handler, method, path, header)
+			if got.Status != http.StatusNotFound {
+				t.Errorf("%s %s after DELETE: %d, want 404", method, ref, got.Status)
+			}
+			if diff := cmp.Diff(serve(a.dist, method, path, header), got); diff != "" {
+				t.Errorf("%s %s after DELETE (-distribution +ours):\n%s", method, ref, diff)
+			}
+		}
+	}
 }

@@ -52,6 +52,7 @@ type Handler struct {
 	gc        Collection
 	pulls     Pulls
 	hidden    []string
+	manifests *manifestCache
 	log       *slog.Logger
 }
 
@@ -97,8 +98,12 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	manifests, err := newManifestCache()
+	if err != nil {
+		return nil, err
+	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, log: o.Log}, nil
+		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,8 @@
 package front
 
 import (
+	"context"
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"github.com/distribution/distribution/v3/manifest/manifestlist"
 	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/manifest/schema2"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -62,17 +65,11 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 	if err != nil {
 		return false
 	}
-	m, err := ms.Get(ctx, d)
-	if err != nil {
+	m, ok := h.manifests.get(ctx, ms, d)
+	if !ok || !m.accepted(r, rt.Tag != "") {
 		return false
 	}
-	if !accepts(r, m, rt.Tag != "") {
-		return false
-	}
-	ct, payload, err := m.Payload()
-	if err != nil {
-		return false
-	}
+	ct, payload := m.contentType, m.payload
 	hd := w.Header()
 	hd.Set(apiVersionHeader, apiVersion)
 	hd.Set("Content-Type", ct)
@@ -103,35 +100,101 @@ func etagMatch(r *http.Request, d digest.Digest, etag string) bool {
 	return false
 }
 
-// accepts reports whether distribution would serve m as it is stored to a
-// request with r's Accept headers: an OCI manifest or index only when
-// accepted; a Docker manifest list by tag only when accepted (otherwise
-// distribution picks the linux/amd64 image from it).
-func accepts(r *http.Request, m distribution.Manifest, byTag bool) bool {
-	var want string
+// storedManifest is a manifest as the fast path serves it: its bytes,
+// their content type, and the media type an Accept header must name for
+// distribution to serve them as they are.
+type storedManifest struct {
+	contentType string
+	payload     []byte
+	// accept is the media type the client must accept, "" for none;
+	// acceptByTag only applies it to reads by tag.
+	accept      string
+	acceptByTag bool
+}
+
+// newStoredManifest classifies m as distribution's handler does: an OCI
+// manifest or index is served only when accepted; a Docker manifest list
+// read by tag only when accepted (otherwise distribution picks the
+// linux/amd64 image from it); a Docker manifest always. It returns false for
+// any other type, which is left to distribution.
+func newStoredManifest(m distribution.Manifest) (*storedManifest, bool) {
+	ct, payload, err := m.Payload()
+	if err != nil {
+		return nil, false
+	}
+	sm := &storedManifest{contentType: ct, payload: payload}
 	switch m := m.(type) {
 	case *ocischema.DeserializedManifest:
-		want = v1.MediaTypeImageManifest
+		sm.accept = v1.MediaTypeImageManifest
 	case *manifestlist.DeserializedManifestList:
-		switch {
-		case m.MediaType == v1.MediaTypeImageIndex:
-			want = v1.MediaTypeImageIndex
-		case m.MediaType == manifestlist.MediaTypeManifestList && byTag:
-			want = manifestlist.MediaTypeManifestList
+		switch m.MediaType {
+		case v1.MediaTypeImageIndex:
+			sm.accept = v1.MediaTypeImageIndex
+		case manifestlist.MediaTypeManifestList:
+			sm.accept, sm.acceptByTag = manifestlist.MediaTypeManifestList, true
 		}
 	case *schema2.DeserializedManifest:
 	default:
-		return false
+		return nil, false
 	}
-	if want == "" {
+	return sm, true
+}
+
+// accepted reports whether distribution would serve m as it is stored to r
+// (a read by tag when byTag).
+func (m *storedManifest) accepted(r *http.Request, byTag bool) bool {
+	if m.accept == "" || (m.acceptByTag && !byTag) {
 		return true
 	}
 	for _, h := range r.Header["Accept"] {
 		for mt := range strings.SplitSeq(h, ",") {
-			if mt, _, err := mime.ParseMediaType(mt); err == nil && mt == want {
+			if mt, _, err := mime.ParseMediaType(mt); err == nil && mt == m.accept {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// Bounds of the manifest cache: at most manifestCacheEntries manifests of at
+// most manifestCacheMaxSize bytes each (4 MiB in all).
+const (
+	manifestCacheEntries = 256
+	manifestCacheMaxSize = 16 << 10
+)
+
+// manifestCache keeps the bytes and classification of recently read
+// manifests by digest, so that a read does not load and parse them again.
+// A digest names the same bytes on every replica and forever, so an entry
+// never goes stale; whether the repository still has the manifest is asked
+// of storage on every read (Exists: its revision link and its blob, the
+// checks distribution's Get makes), never of the cache.
+type manifestCache struct {
+	entries *lru.Cache[digest.Digest, *storedManifest]
+}
+
+func newManifestCache() (*manifestCache, error) {
+	c, err := lru.New[digest.Digest, *storedManifest](manifestCacheEntries)
+	if err != nil {
+		return nil, fmt.Errorf("manifest cache: %w", err)
+	}
+	return &manifestCache{entries: c}, nil
+}
+
+// get returns manifest d of ms, false when ms does not have it, on a
+// storage error, or when its type is left to distribution.
+func (c *manifestCache) get(ctx context.Context, ms distribution.ManifestService, d digest.Digest) (*storedManifest, bool) {
+	if sm, ok := c.entries.Get(d); ok {
+		exists, err := ms.Exists(ctx, d)
+		return sm, err == nil && exists
+	}
+	m, err := ms.Get(ctx, d)
+	if err != nil {
+		return nil, false
+	}
+	sm, ok := newStoredManifest(m)
+	if ok && len(sm.payload) <= manifestCacheMaxSize {
+		c.entries.Add(d, sm)
+	}
+	return sm, ok
 }
