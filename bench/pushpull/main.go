@@ -34,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -360,7 +361,7 @@ func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int
 			}
 		}()
 		if mc.proxy != nil {
-			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("%s-%s-%s-%d.log", w.name, t.kind, t.storage, i+1)))
+			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("%s-%s-%d.log", w.name, strings.NewReplacer("/", "-", "+", "-").Replace(t.String()), i+1)))
 			if err != nil {
 				return result{}, err
 			}
