@@ -2,6 +2,7 @@ package front
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/distribution/distribution/v3/manifest/manifestlist"
 	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/manifest/schema2"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -27,8 +29,9 @@ import (
 // again). It returns false, having written nothing, for every request it
 // leaves to distribution, which then answers as it always did: a caller who
 // may not pull (distribution sends the challenge), another digest algorithm,
-// an unknown tag or manifest, a storage error, and an Accept header the
-// manifest's type does not satisfy (distribution refuses or converts).
+// an unknown manifest, a storage error, and an Accept header the manifest's
+// type does not satisfy (distribution refuses or converts). An unknown tag
+// it answers itself, with distribution's error.
 func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route) bool {
 	if rt.Tag == "" && !digests.Canonical(rt.Digest) {
 		return false
@@ -50,6 +53,14 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 	d := rt.Digest
 	if rt.Tag != "" {
 		desc, err := repo.Tags(ctx).Get(ctx, rt.Tag)
+		var unknown distribution.ErrTagUnknown
+		if errors.As(err, &unknown) {
+			// What distribution answers, without reading the tag again:
+			// clients ask for tags they are about to push.
+			w.Header().Set(apiVersionHeader, apiVersion)
+			h.writeError(w, r, errcode.ErrorCodeManifestUnknown.WithDetail(unknown))
+			return true
+		}
 		if err != nil {
 			return false
 		}
