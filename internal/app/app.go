@@ -47,6 +47,7 @@ type App struct {
 	db      *metadb.DB
 	driver  storagedriver.StorageDriver
 	dist    *handlers.App
+	front   *front.Handler
 	handler http.Handler
 	metrics *prometheus.Registry
 	auth    *authParts       // nil when auth is off
@@ -244,6 +245,7 @@ func (a *App) buildRegistry(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
+	a.front = fr
 	apiOpts.Withheld = fr.Withheld
 	apiHandler, err := api.New(apiOpts)
 	if err != nil {
@@ -324,6 +326,9 @@ func (a *App) Close() error {
 	if a.caches != nil {
 		// Cache fills and fetches write to the storage and the outbox.
 		a.caches.Wait()
+	}
+	if a.front != nil {
+		a.front.Wait() // pull records
 	}
 	errs = append(errs, a.db.Close())
 	return errors.Join(errs...)

@@ -53,6 +53,7 @@ type Handler struct {
 	pulls     Pulls
 	hidden    []string
 	manifests *manifestCache
+	pullSlots chan struct{}
 	log       *slog.Logger
 }
 
@@ -103,7 +104,8 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 		return nil, err
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, log: o.Log}, nil
+		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests,
+		pullSlots: make(chan struct{}, pullRecorders), log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -177,9 +177,25 @@ func (h *Handler) writeGCError(w http.ResponseWriter, r *http.Request, rt Route,
 	h.writeError(w, r, api.Status(http.StatusServiceUnavailable, "UNAVAILABLE", "the storage backend did not answer; try again"))
 }
 
+// pullRecorders bounds the pull records written beside the requests that
+// caused them; beyond it a request writes its own before it ends.
+const pullRecorders = 32
+
+// Wait returns once the pull records being written in the background are
+// written; call it after the server stopped serving.
+func (h *Handler) Wait() {
+	for range pullRecorders {
+		h.pullSlots <- struct{}{}
+	}
+	for range pullRecorders {
+		<-h.pullSlots
+	}
+}
+
 // recordPull notes a successful manifest GET for retention's pulledWithin
-// (a storage write at most once an hour per manifest), once the response
-// is written.
+// (a storage write at most once an hour per manifest) once the response is
+// written, in the background: the client does not wait for it, nor does
+// the next request on its connection.
 func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 	if h.pulls == nil {
 		return
@@ -189,7 +205,18 @@ func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
-	if err := h.pulls.Record(ctx, repo, d); err != nil {
-		h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
+	record := func() {
+		if err := h.pulls.Record(ctx, repo, d); err != nil {
+			h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
+		}
+	}
+	select {
+	case h.pullSlots <- struct{}{}:
+		go func() {
+			defer func() { <-h.pullSlots }()
+			record()
+		}()
+	default:
+		record()
 	}
 }
