@@ -378,13 +378,18 @@ func (w *writer) Cancel(ctx context.Context) error {
 // deletePending aborts the uploads of the uncommitted writers on path and
 // under it, removes their tails, and returns how many there were.
 func (d *driver) deletePending(ctx context.Context, path string) (int, error) {
+	// One listing finds the tail of path and those under it (and keys that
+	// merely start like it, skipped): the pending keys are few, and the
+	// common case, no writer left, costs this one request.
 	tail := d.pendingKey(path)
-	tails := []string{tail}
-	for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{Prefix: tail + "/", Recursive: true}) {
+	var tails []string
+	for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{Prefix: tail, Recursive: true}) {
 		if obj.Err != nil {
 			return 0, translate("delete: list pending", path, obj.Err)
 		}
-		tails = append(tails, obj.Key)
+		if obj.Key == tail || strings.HasPrefix(obj.Key, tail+"/") {
+			tails = append(tails, obj.Key)
+		}
 	}
 	core := minio.Core{Client: d.client}
 	var found []string

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +22,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/portcullis/portcullis/bench/internal/benchimage"
-	"github.com/portcullis/portcullis/bench/internal/benchproc"
 	"github.com/portcullis/portcullis/bench/internal/benchstat"
 )
 
@@ -95,39 +93,6 @@ type tokenResult struct {
 	head      loop // HEAD of a manifest, with a cached bearer token when auth is on
 }
 
-// loop is a run of sequential requests: each one's latency, and the CPU
-// time the registry spent on all of them.
-type loop struct {
-	latencies []time.Duration
-	elapsed   time.Duration
-	cpu       time.Duration
-}
-
-func (l loop) perSec() float64 {
-	if len(l.latencies) == 0 {
-		return 0
-	}
-	return float64(len(l.latencies)) / l.elapsed.Seconds()
-}
-
-func (l loop) cpuPer() time.Duration {
-	if len(l.latencies) == 0 {
-		return 0
-	}
-	return l.cpu / time.Duration(len(l.latencies))
-}
-
-// quantile returns the q-quantile (nearest rank) of the latencies.
-func (l loop) quantile(q float64) time.Duration {
-	if len(l.latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(l.latencies)
-	slices.Sort(s)
-	i := int(float64(len(s))*q+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
-
 // tokenOnce starts a fresh registry of t, pushes one small image to
 // bench/x:latest and measures on it: with auth on, tokens requests for a
 // token with Basic credentials and tokens without any; then, on both, heads
@@ -182,10 +147,10 @@ func tokenOnce(ctx context.Context, t target, bin, work string, i int, a *authFi
 		anonymous := func() (*http.Request, error) {
 			return http.NewRequestWithContext(ctx, http.MethodGet, tokenURL, nil)
 		}
-		if res.basic, err = timeLoop(client, pid, tokens, basic); err != nil {
+		if res.basic, err = timeLoop(client, pid, tokens, 1, basic); err != nil {
 			return tokenResult{}, fmt.Errorf("token with Basic auth: %w", err)
 		}
-		if res.anonymous, err = timeLoop(client, pid, tokens, anonymous); err != nil {
+		if res.anonymous, err = timeLoop(client, pid, tokens, 1, anonymous); err != nil {
 			return tokenResult{}, fmt.Errorf("anonymous token: %w", err)
 		}
 		if bearer, err = fetchToken(client, basic); err != nil {
@@ -206,52 +171,13 @@ func tokenOnce(ctx context.Context, t target, bin, work string, i int, a *authFi
 	}
 	// Warm up (connection, the verified-token cache, the blob descriptor
 	// cache), untimed.
-	if _, err := timeLoop(client, pid, 100, head); err != nil {
+	if _, err := timeLoop(client, pid, 100, 1, head); err != nil {
 		return tokenResult{}, fmt.Errorf("HEAD manifest: %w", err)
 	}
-	if res.head, err = timeLoop(client, pid, heads, head); err != nil {
+	if res.head, err = timeLoop(client, pid, heads, 1, head); err != nil {
 		return tokenResult{}, fmt.Errorf("HEAD manifest: %w", err)
 	}
 	return res, nil
-}
-
-// timeLoop sends n requests made by newReq one after another on client,
-// each of which must answer 200, and returns their latencies, the total
-// time and the CPU time of the registry process pid over the loop.
-func timeLoop(client *http.Client, pid, n int, newReq func() (*http.Request, error)) (loop, error) {
-	l := loop{latencies: make([]time.Duration, 0, n)}
-	cpu0, err := benchproc.CPUTime(pid)
-	if err != nil {
-		return loop{}, err
-	}
-	start := time.Now()
-	for range n {
-		req, err := newReq()
-		if err != nil {
-			return loop{}, err
-		}
-		begin := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return loop{}, err
-		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		l.latencies = append(l.latencies, time.Since(begin))
-		if err != nil {
-			return loop{}, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return loop{}, fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
-		}
-	}
-	l.elapsed = time.Since(start)
-	cpu1, err := benchproc.CPUTime(pid)
-	if err != nil {
-		return loop{}, err
-	}
-	l.cpu = cpu1 - cpu0
-	return l, nil
 }
 
 // fetchToken gets one token with newReq, as a client would before the

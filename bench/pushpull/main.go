@@ -34,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,6 +66,8 @@ type options struct {
 	auth       bool
 	tokens     int
 	heads      int
+	zot        string
+	manifests  int
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -84,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	fs.BoolVar(&o.auth, "auth", false, "compare Portcullis on the filesystem with token auth off and on (no distribution), and measure the token service")
 	fs.IntVar(&o.tokens, "tokens", 1000, "with -auth: token requests of each kind per run")
 	fs.IntVar(&o.heads, "heads", 5000, "with -auth: HEAD manifest requests per run")
+	fs.StringVar(&o.zot, "zot", "", "zot binary: adds zot as a column (not built or installed by this program)")
+	fs.IntVar(&o.manifests, "manifests", 20000, "manifest workload: GET requests, then as many HEAD requests, per run")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -93,13 +98,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.n < 1 {
 		return errors.New("-n must be at least 1")
 	}
-	if o.storage != filesystem && o.storage != s3 {
-		return fmt.Errorf("-storage %q: want filesystem or s3", o.storage)
+	if o.storage != filesystem && o.storage != s3 && o.storage != "all" {
+		return fmt.Errorf("-storage %q: want filesystem, s3 or all", o.storage)
 	}
-	var (
-		tbl    table
-		orders func(run int) []target
-	)
+	if o.manifests < 16 {
+		return errors.New("-manifests must be at least 16")
+	}
+	var plans []plan
 	if o.auth {
 		if o.storage != filesystem {
 			return errors.New("-auth runs on the filesystem only")
@@ -113,15 +118,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if o.workload != "all" && o.workload != "big" && o.workload != "small" && o.workload != "tokens" {
 			return fmt.Errorf("-workload %q: with -auth, want big, small, tokens or all", o.workload)
 		}
-		tbl, orders = planAuth(o.first == "on")
+		plans = []plan{planAuth(o.first == "on")}
 	} else {
 		if kind(o.first) != ours && kind(o.first) != upstream {
 			return fmt.Errorf("-first %q: want portcullis or distribution", o.first)
 		}
 		if o.workload != "all" && rows[o.workload] == nil {
-			return fmt.Errorf("-workload %q: want big, small, concurrent or all", o.workload)
+			return fmt.Errorf("-workload %q: want big, small, smallpar, manifest, concurrent or all", o.workload)
 		}
-		tbl, orders = plan(o.storage, kind(o.first))
+		for _, st := range []string{filesystem, s3} {
+			if o.storage == st || o.storage == "all" {
+				plans = append(plans, planFor(st, kind(o.first), o.zot != ""))
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -139,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}()
 	progress := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
 
-	bins := map[kind]string{}
+	bins := map[kind]string{zot: o.zot}
 	if bins[ours], err = benchproc.Portcullis(ctx, o.portcullis, work, progress); err != nil {
 		return err
 	}
@@ -152,7 +161,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	var mc *minioServer
-	if o.storage == s3 {
+	if o.storage != filesystem {
 		bin, err := toolBinary(ctx, o.minio, "minio", "minio", progress)
 		if err != nil {
 			return err
@@ -176,58 +185,61 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	progress("generating random layers")
-	big, err := bigWorkload(4, 64<<20)
-	if err != nil {
+	all := map[string]*workload{}
+	if all["big"], err = bigWorkload(4, 64<<20); err != nil {
 		return err
 	}
-	small, err := smallWorkload(200, 4<<10)
-	if err != nil {
+	if all["small"], err = smallWorkload(200, 4<<10, 1); err != nil {
 		return err
 	}
-	shaMBps := sha256Throughput(big, 3)
+	if all["smallpar"], err = smallWorkload(200, 4<<10, 8); err != nil {
+		return err
+	}
+	if all["manifest"], err = manifestWorkload(o.manifests, 16); err != nil {
+		return err
+	}
+	shaMBps := sha256Throughput(all["big"], 3)
 	progress("sha256: %.0f MB/s", shaMBps)
-
-	ws := []*workload{big, small}
-	if (o.storage == s3 && o.workload == "all") || o.workload == "concurrent" {
+	if (o.storage != filesystem && o.workload == "all") || o.workload == "concurrent" {
 		progress("generating random layers for the concurrent workload")
-		c, err := concurrentWorkload(8, 64<<20)
-		if err != nil {
+		if all["concurrent"], err = concurrentWorkload(8, 64<<20); err != nil {
 			return err
 		}
-		ws = append(ws, c)
 	}
-	ws = slices.DeleteFunc(ws, func(w *workload) bool { return o.workload != "all" && o.workload != w.name })
 
-	results := map[string]map[target][]result{}
-	for _, w := range ws {
-		results[w.name] = map[target][]result{}
-		for i := range o.n {
-			for _, t := range orders(i) {
-				res, err := runOnce(ctx, w, t, bins[t.kind], work, i, mc, o.s3log, af)
-				if err != nil {
-					return fmt.Errorf("%s workload, run %d, %s: %w", w.name, i+1, t, err)
-				}
-				minio := ""
-				if t.storage == s3 {
-					minio = fmt.Sprintf("  MinIO CPU %7v", res.minioCPU)
-				}
-				progress("%-10s run %d %-26s push %8v  pull %8v  registry CPU %7v  peak RSS %4d MiB (idle %3d)%s",
-					w.name, i+1, t, res.push.Round(time.Millisecond), res.pull.Round(time.Millisecond),
-					res.cpu, res.peakRSS>>20, res.idleRSS>>20, minio)
-				if res.s3Requests != "" {
-					progress("%-10s run %d %-26s %s", w.name, i+1, t, res.s3Requests)
-				}
-				results[w.name][t] = append(results[w.name][t], res)
+	for _, p := range plans {
+		var ws []*workload
+		for _, name := range p.workloads {
+			if all[name] != nil && (o.workload == name || o.workload == "all" || o.workload == "tokens") {
+				ws = append(ws, all[name])
 			}
 		}
-	}
-	if o.workload != "tokens" {
-		writeTable(stdout, tbl, ws, results, shaMBps, o.n)
+		if o.workload == "tokens" {
+			ws = nil
+		}
+		results := map[string]map[target][]result{}
+		for _, w := range ws {
+			results[w.name] = map[target][]result{}
+			for i := range o.n {
+				for _, t := range p.order(i) {
+					res, err := runOnce(ctx, w, t, bins[t.kind], work, i, mc, o.s3log, af)
+					if err != nil {
+						return fmt.Errorf("%s workload, run %d, %s: %w", w.name, i+1, t, err)
+					}
+					logRun(progress, w, i, t, res)
+					results[w.name][t] = append(results[w.name][t], res)
+				}
+			}
+		}
+		if len(ws) > 0 {
+			writeTable(stdout, p.table, ws, results, shaMBps, o.n)
+			fmt.Fprintln(stdout)
+		}
 	}
 	if o.auth && (o.workload == "all" || o.workload == "tokens") {
 		tokens := map[bool][]tokenResult{}
 		for i := range o.n {
-			for _, t := range orders(i) {
+			for _, t := range plans[0].order(i) {
 				res, err := tokenOnce(ctx, t, bins[t.kind], work, i, af, o.tokens, o.heads)
 				if err != nil {
 					return fmt.Errorf("token measurements, run %d, %s: %w", i+1, t, err)
@@ -248,56 +260,88 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return nil
 }
 
-// planAuth returns the table of -auth and the order of its two targets,
-// Portcullis on the filesystem with auth off and on, in each run: they
-// swap places every run, on first in the first run when onFirst.
-func planAuth(onFirst bool) (table, func(run int) []target) {
-	off, on := target{ours, filesystem, false}, target{ours, filesystem, true}
+// plan is one table: its columns, the workloads it runs and the order of
+// its targets in each run.
+type plan struct {
+	table     table
+	workloads []string
+	order     func(run int) []target
+}
+
+// planAuth returns the plan of -auth, Portcullis on the filesystem with
+// auth off and on: they swap places every run, on first in the first run
+// when onFirst.
+func planAuth(onFirst bool) plan {
+	off, on := target{kind: ours, storage: filesystem}, target{kind: ours, storage: filesystem, auth: true}
 	t := table{
-		columns:      []column{{off, "Portcullis, auth off"}, {on, "Portcullis, auth on"}},
-		ratio:        [2]int{1, 0},
-		ratioHeading: "on/off",
+		columns: []column{{off, "Portcullis, auth off"}, {on, "Portcullis, auth on"}},
+		ratios:  []ratio{{1, 0, "on/off"}},
 	}
-	return t, func(run int) []target {
+	return plan{table: t, workloads: []string{"big", "small"}, order: func(run int) []target {
 		if (run%2 == 0) == onFirst {
 			return []target{on, off}
 		}
 		return []target{off, on}
-	}
+	}}
 }
 
-// plan returns the table for storage and the order of the targets in each
-// run. On the filesystem the two registries alternate, first going first in
-// every run. On S3 the three targets rotate, so that each takes each place in
-// turn; first goes first in the first run.
-func plan(storage string, first kind) (table, func(run int) []target) {
-	if storage == filesystem {
-		p, d := target{ours, filesystem, false}, target{upstream, filesystem, false}
-		t := table{
-			columns:      []column{{p, "Portcullis"}, {d, "distribution v3.1.2"}},
-			ratio:        [2]int{0, 1},
-			ratioHeading: "ours/upstream",
-		}
-		order := []target{p, d}
-		if first == upstream {
-			order = []target{d, p}
-		}
-		return t, func(int) []target { return order }
-	}
-	p, d, f := target{ours, s3, false}, target{upstream, s3, false}, target{ours, filesystem, false}
+// planFor returns the plan for storage, with zot as a column when withZot.
+// On the filesystem the registries alternate, first going first in every
+// run. On S3 the targets rotate, so that each takes each place in turn;
+// first goes first in the first run. The S3 table has Portcullis on the
+// filesystem as a column, and Portcullis and distribution with redirect on.
+func planFor(storage string, first kind, withZot bool) plan {
+	p, d, z := target{kind: ours, storage: storage}, target{kind: upstream, storage: storage}, target{kind: zot, storage: storage}
 	t := table{
-		columns:      []column{{p, "Portcullis on S3"}, {d, "distribution v3.1.2 on S3"}, {f, "Portcullis on filesystem"}},
-		ratio:        [2]int{0, 1},
-		ratioHeading: "ours-s3/upstream-s3",
-		minio:        true,
+		columns: []column{{p, "Portcullis"}, {d, "distribution v3.1.2"}},
+		ratios:  []ratio{{0, 1, "ours/upstream"}},
 	}
-	base := []target{p, d, f}
+	order := []target{p, d}
 	if first == upstream {
-		base = []target{d, f, p}
+		order = []target{d, p}
 	}
-	return t, func(run int) []target {
+	if withZot {
+		t.columns = append(t.columns, column{z, "zot"})
+		t.ratios = append(t.ratios, ratio{2, 1, "zot/upstream"}, ratio{0, 2, "ours/zot"})
+		order = append(order, z)
+	}
+	if storage == filesystem {
+		return plan{table: t, workloads: []string{"big", "small", "smallpar", "manifest", "concurrent"}, order: func(int) []target { return order }}
+	}
+	for i := range t.columns {
+		t.columns[i].heading += " on S3"
+	}
+	t.ratios[0].heading = "ours-s3/upstream-s3"
+	t.minio = true
+	f := target{kind: ours, storage: filesystem}
+	pr, dr := target{kind: ours, storage: s3, redirect: true}, target{kind: upstream, storage: s3, redirect: true}
+	n := len(t.columns)
+	t.columns = append(t.columns, column{f, "Portcullis on filesystem"}, column{pr, "Portcullis on S3, redirect"}, column{dr, "distribution on S3, redirect"})
+	t.ratios = append(t.ratios, ratio{n + 1, n + 2, "ours/upstream, redirect"})
+	base := append(order, f, pr, dr)
+	return plan{table: t, workloads: []string{"big", "small", "smallpar", "concurrent"}, order: func(run int) []target {
 		k := run % len(base)
 		return append(slices.Clone(base[k:]), base[:k]...)
+	}}
+}
+
+// logRun reports one run's result on progress.
+func logRun(progress func(string, ...any), w *workload, i int, t target, res result) {
+	minio := ""
+	if t.storage == s3 {
+		minio = fmt.Sprintf("  MinIO CPU %7v", res.minioCPU)
+	}
+	if w.manifestRequests > 0 {
+		progress("%-10s run %d %-30s GET %6.0f/s p99 %v  HEAD %6.0f/s p99 %v  registry CPU %7v  peak RSS %4d MiB",
+			w.name, i+1, t, res.get.perSec(), res.get.quantile(0.99).Round(time.Microsecond),
+			res.head.perSec(), res.head.quantile(0.99).Round(time.Microsecond), res.cpu, res.peakRSS>>20)
+		return
+	}
+	progress("%-10s run %d %-30s push %8v  pull %8v  registry CPU %7v  peak RSS %4d MiB (idle %3d)%s",
+		w.name, i+1, t, res.push.Round(time.Millisecond), res.pull.Round(time.Millisecond),
+		res.cpu, res.peakRSS>>20, res.idleRSS>>20, minio)
+	if res.s3Requests != "" {
+		progress("%-10s run %d %-30s %s", w.name, i+1, t, res.s3Requests)
 	}
 }
 
@@ -317,7 +361,7 @@ func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int
 			}
 		}()
 		if mc.proxy != nil {
-			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("%s-%s-%s-%d.log", w.name, t.kind, t.storage, i+1)))
+			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("%s-%s-%d.log", w.name, strings.NewReplacer("/", "-", "+", "-").Replace(t.String()), i+1)))
 			if err != nil {
 				return result{}, err
 			}

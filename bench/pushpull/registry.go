@@ -19,12 +19,14 @@ import (
 	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
-// kind names one of the two registries under test.
+// kind names one of the registries under test.
 type kind string
 
 const (
 	ours     kind = "portcullis"
 	upstream kind = "distribution"
+	// zot is project-zot's registry, tested only when -zot names its binary.
+	zot kind = "zot"
 )
 
 // Storage backends a registry can run on.
@@ -39,13 +41,19 @@ type target struct {
 	storage string // filesystem or s3
 	// auth turns Portcullis's token auth on (with -auth only).
 	auth bool
+	// redirect sends blob downloads to presigned S3 URLs (on S3 only).
+	redirect bool
 }
 
 func (t target) String() string {
+	s := string(t.kind) + "/" + t.storage
 	if t.auth {
-		return string(t.kind) + "/" + t.storage + "+auth"
+		s += "+auth"
 	}
-	return string(t.kind) + "/" + t.storage
+	if t.redirect {
+		s += "+redirect"
+	}
+	return s
 }
 
 // bucket is where a registry on S3 keeps its data: a bucket of its own on
@@ -88,6 +96,9 @@ func startRegistry(ctx context.Context, t target, bin, work string, run int, b *
 	if t.auth {
 		name = fmt.Sprintf("%s-%s-auth-%d", k, t.storage, run)
 	}
+	if t.redirect {
+		name = fmt.Sprintf("%s-%s-redirect-%d", k, t.storage, run)
+	}
 	r := &registry{
 		kind: k,
 		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -119,13 +130,19 @@ func startRegistry(ctx context.Context, t target, bin, work string, run int, b *
 		args = []string{"serve", "--addr", r.addr, "--data", r.dir}
 	case k == ours:
 		// The data directory still holds the metadata database.
-		if err := os.WriteFile(cfg, []byte(oursS3Config(b)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(oursS3Config(b, t.redirect)), 0o600); err != nil {
 			return r, fmt.Errorf("portcullis config: %w", err)
 		}
 		args = []string{"serve", "--config", cfg, "--addr", r.addr, "--data", r.dir}
 		env = append(env, "AWS_ACCESS_KEY_ID="+b.accessKey, "AWS_SECRET_ACCESS_KEY="+b.secretKey)
+	case k == zot:
+		cfg = filepath.Join(work, name+".json")
+		if err := os.WriteFile(cfg, []byte(zotConfig(r.addr, r.dir, b)), 0o600); err != nil {
+			return r, fmt.Errorf("zot config: %w", err)
+		}
+		args = []string{"serve", cfg}
 	default:
-		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.addr, r.dir, b)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.addr, r.dir, b, t.redirect)), 0o600); err != nil {
 			return r, fmt.Errorf("upstream config: %w", err)
 		}
 		args = []string{"serve", cfg}
@@ -157,24 +174,28 @@ func startRegistry(ctx context.Context, t target, bin, work string, run int, b *
 }
 
 // oursS3Config is Portcullis's configuration for b, with every other
-// setting at its default (part size 16 MiB, blobs served by the registry).
-// The credentials go in the environment.
-func oursS3Config(b *bucket) string {
-	return strings.Join([]string{
+// setting at its default (part size 16 MiB, blobs served by the registry
+// unless redirect). The credentials go in the environment.
+func oursS3Config(b *bucket, redirect bool) string {
+	lines := []string{
 		"version: 1",
 		"storage:",
 		"  s3:",
 		"    endpoint: " + b.endpoint,
 		"    region: us-east-1",
 		"    bucket: " + b.name,
-		"",
-	}, "\n")
+	}
+	if redirect {
+		lines = append(lines, "    redirect: true")
+	}
+	return strings.Join(append(lines, ""), "\n")
 }
 
 // upstreamConfig is the smallest configuration distribution's own registry
 // needs on addr, with filesystem storage in dir, or, when b is not nil,
-// its s3 driver on b serving blobs itself (no redirects), as Portcullis does.
-func upstreamConfig(addr, dir string, b *bucket) string {
+// its s3 driver on b serving blobs itself (no redirects, as Portcullis does
+// by default) or, when redirect, sending downloads to presigned URLs.
+func upstreamConfig(addr, dir string, b *bucket, redirect bool) string {
 	lines := []string{
 		"version: 0.1",
 		"log:",
@@ -200,9 +221,13 @@ func upstreamConfig(addr, dir string, b *bucket) string {
 			"    forcepathstyle: true",
 			"    v4auth: true",
 			"    rootdirectory: /",
-			"  redirect:",
-			"    disable: true",
 		)
+		if !redirect {
+			lines = append(lines,
+				"  redirect:",
+				"    disable: true",
+			)
+		}
 	}
 	lines = append(lines,
 		"  delete:",

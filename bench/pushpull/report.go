@@ -78,6 +78,21 @@ var rows = map[string][]metric{
 		{"200 small images: registry CPU time, s ↓", cpuSeconds},
 		{"200 small images: registry peak RSS, MiB ↓", peakMiB},
 	},
+	"smallpar": {
+		{"200 small images, 8 pushers at once, images/s ↑", imagesPerSec(pushTime)},
+		{"200 small images, 8 pullers at once, images/s ↑", imagesPerSec(pullTime)},
+		{"200 small images, 8 at once: registry CPU time, s ↓", cpuSeconds},
+		{"200 small images, 8 at once: registry peak RSS, MiB ↓", peakMiB},
+	},
+	"manifest": {
+		{"manifest GET by tag, 16 connections, req/s ↑", func(_ *workload, r result) float64 { return r.get.perSec() }},
+		{"manifest GET: latency p99, ms ↓", func(_ *workload, r result) float64 { return millis(r.get.quantile(0.99)) }},
+		{"manifest GET: registry CPU per request, µs ↓", func(_ *workload, r result) float64 { return micros(r.get.cpuPer()) }},
+		{"manifest HEAD by tag, 16 connections, req/s ↑", func(_ *workload, r result) float64 { return r.head.perSec() }},
+		{"manifest HEAD: latency p99, ms ↓", func(_ *workload, r result) float64 { return millis(r.head.quantile(0.99)) }},
+		{"manifest HEAD: registry CPU per request, µs ↓", func(_ *workload, r result) float64 { return micros(r.head.cpuPer()) }},
+		{"manifest GET and HEAD: registry peak RSS, MiB ↓", peakMiB},
+	},
 	"concurrent": {
 		{"8 × 64 MiB images pushed at once, MB/s ↑", mbPerSec(pushTime)},
 		{"8 × 64 MiB images pulled at once, MB/s ↑", mbPerSec(pullTime)},
@@ -92,6 +107,8 @@ func minioRow(w *workload) metric {
 	prefix := map[string]string{
 		"big":        "256 MiB image",
 		"small":      "200 small images",
+		"smallpar":   "200 small images, 8 at once",
+		"manifest":   "manifest GET and HEAD",
 		"concurrent": "8 × 64 MiB at once",
 	}[w.name]
 	return metric{prefix + ": MinIO CPU time, s ↓", minioCPUSeconds}
@@ -103,13 +120,16 @@ type column struct {
 	heading string
 }
 
+// ratio is a column of the table dividing the medians of two others.
+type ratio struct {
+	of, to  int // indexes into the table's columns
+	heading string
+}
+
 // table is what writeTable prints.
 type table struct {
 	columns []column
-	// ratio is the indexes into columns of the two whose medians the last
-	// column divides, and that column's heading.
-	ratio        [2]int
-	ratioHeading string
+	ratios  []ratio
 	// minio adds the MinIO CPU time row to each workload.
 	minio bool
 }
@@ -121,7 +141,10 @@ func writeTable(out io.Writer, t table, ws []*workload, results map[string]map[t
 	for _, c := range t.columns {
 		fmt.Fprintf(out, " %s |", c.heading)
 	}
-	fmt.Fprintf(out, " %s |\n|---|%s---:|\n", t.ratioHeading, strings.Repeat("---:|", len(t.columns)))
+	for _, r := range t.ratios {
+		fmt.Fprintf(out, " %s |", r.heading)
+	}
+	fmt.Fprintf(out, "\n|---|%s\n", strings.Repeat("---:|", len(t.columns)+len(t.ratios)))
 	for _, w := range ws {
 		ms := rows[w.name]
 		if t.minio {
@@ -135,14 +158,17 @@ func writeTable(out io.Writer, t table, ws []*workload, results map[string]map[t
 				meds[i] = benchstat.Median(v)
 				fmt.Fprintf(out, " %s |", benchstat.Cell(v))
 			}
-			ratio := ""
-			if r := meds[t.ratio[0]] / meds[t.ratio[1]]; !math.IsNaN(r) && !math.IsInf(r, 0) {
-				ratio = fmt.Sprintf("%.2f", r)
+			for _, r := range t.ratios {
+				cell := ""
+				if v := meds[r.of] / meds[r.to]; !math.IsNaN(v) && !math.IsInf(v, 0) {
+					cell = fmt.Sprintf("%.2f", v)
+				}
+				fmt.Fprintf(out, " %s |", cell)
 			}
-			fmt.Fprintf(out, " %s |\n", ratio)
+			fmt.Fprintln(out)
 		}
 	}
-	fmt.Fprintf(out, "| Go crypto/sha256 over 256 MiB, MB/s (ceiling) | %.0f |%s\n", shaMBps, strings.Repeat(" |", len(t.columns)))
+	fmt.Fprintf(out, "| Go crypto/sha256 over 256 MiB, MB/s (ceiling) | %.0f |%s\n", shaMBps, strings.Repeat(" |", len(t.columns)+len(t.ratios)-1))
 }
 
 func values(w *workload, rs []result, m metric) []float64 {

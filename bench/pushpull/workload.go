@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,9 +22,13 @@ type workload struct {
 	name   string
 	images []v1.Image
 	bytes  int64 // layer bytes over all images
-	// concurrent pushes all images at once, then pulls them all at once;
-	// otherwise they go one after another.
-	concurrent bool
+	// parallel is how many images are pushed (then pulled) at a time: 1,
+	// one after another; len(images), all at once.
+	parallel int
+	// manifestRequests, when not zero, follows the push with that many
+	// manifest GETs, then as many HEADs, on manifestConns connections,
+	// instead of pulling the images.
+	manifestRequests, manifestConns int
 }
 
 // result is what one run of a workload against one registry measured.
@@ -36,6 +41,8 @@ type result struct {
 	// s3Requests counts the S3 requests of the run by operation, with
 	// -s3log only.
 	s3Requests string
+	// get and head are the manifest requests of a manifest workload.
+	get, head loop
 }
 
 // bigWorkload is one image of layers layers of layerSize random bytes each.
@@ -48,13 +55,13 @@ func bigWorkload(layers, layerSize int) (*workload, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &workload{name: "big", images: []v1.Image{img}, bytes: int64(layers * layerSize)}, nil
+	return &workload{name: "big", images: []v1.Image{img}, bytes: int64(layers * layerSize), parallel: 1}, nil
 }
 
 // concurrentWorkload is count images of one layer of layerSize random bytes
 // each, pushed and pulled all at once.
 func concurrentWorkload(count, layerSize int) (*workload, error) {
-	w := &workload{name: "concurrent", images: make([]v1.Image, count), bytes: int64(count * layerSize), concurrent: true}
+	w := &workload{name: "concurrent", images: make([]v1.Image, count), bytes: int64(count * layerSize), parallel: count}
 	for i := range w.images {
 		img, err := benchimage.New(benchimage.RandomLayer(layerSize))
 		if err != nil {
@@ -65,9 +72,15 @@ func concurrentWorkload(count, layerSize int) (*workload, error) {
 	return w, nil
 }
 
-// smallWorkload is count images of one layer of layerSize random bytes each.
-func smallWorkload(count, layerSize int) (*workload, error) {
-	w := &workload{name: "small", images: make([]v1.Image, count), bytes: int64(count * layerSize)}
+// smallWorkload is count images of one layer of layerSize random bytes each,
+// pushed and pulled parallel at a time; its name is small for one at a
+// time, smallpar otherwise.
+func smallWorkload(count, layerSize, parallel int) (*workload, error) {
+	name := "small"
+	if parallel > 1 {
+		name = "smallpar"
+	}
+	w := &workload{name: name, images: make([]v1.Image, count), bytes: int64(count * layerSize), parallel: parallel}
 	for i := range w.images {
 		img, err := benchimage.New(benchimage.RandomLayer(layerSize))
 		if err != nil {
@@ -75,6 +88,18 @@ func smallWorkload(count, layerSize int) (*workload, error) {
 		}
 		w.images[i] = img
 	}
+	return w, nil
+}
+
+// manifestWorkload is one small image, pushed, then its manifest read by
+// tag requests times with GET and as many times with HEAD, on conns
+// connections at once.
+func manifestWorkload(requests, conns int) (*workload, error) {
+	w, err := smallWorkload(1, 4<<10, 1)
+	if err != nil {
+		return nil, err
+	}
+	w.name, w.manifestRequests, w.manifestConns = "manifest", requests, conns
 	return w, nil
 }
 
@@ -121,6 +146,12 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 	}
 	res.push = time.Since(start)
 
+	if w.manifestRequests > 0 {
+		if res.get, res.head, err = manifestLoad(ctx, reg, tr, refs[0], w.manifestRequests, w.manifestConns); err != nil {
+			return result{}, err
+		}
+		return res, nil
+	}
 	puller, err := remote.NewPuller(opts...)
 	if err != nil {
 		return result{}, err
@@ -139,21 +170,26 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 	return res, nil
 }
 
-// each calls f for the index of every image of w: one after another, stopping
-// at the first error, or all at once for a concurrent workload.
+// each calls f for the index of every image of w, w.parallel at a time;
+// once one fails, no more are started.
 func (w *workload) each(f func(i int) error) error {
-	if !w.concurrent {
-		for i := range w.images {
-			if err := f(i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	errs := make([]error, len(w.images))
-	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(w.parallel, 1))
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Bool
+	)
 	for i := range w.images {
-		wg.Go(func() { errs[i] = f(i) })
+		sem <- struct{}{}
+		if failed.Load() {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if errs[i] = f(i); errs[i] != nil {
+				failed.Store(true)
+			}
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -93,6 +93,9 @@ type core struct {
 	events  front.Events
 	pushers *admission.Pushers
 	stored  *storedContent
+	// pullSlots bound the pull records every generation's front handler
+	// writes in the background.
+	pullSlots front.PullSlots
 }
 
 // Options are the run-time choices that are not configuration.
@@ -285,7 +288,7 @@ func (a *App) buildRegistry(ctx context.Context) error {
 		return err
 	}
 	a.core = &core{refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
-		events: all, pushers: pushers, stored: newStoredContent(indexed, driver)}
+		events: all, pushers: pushers, stored: newStoredContent(indexed, driver), pullSlots: front.NewPullSlots()}
 	return nil
 }
 
@@ -352,6 +355,9 @@ func (a *App) Close() error {
 	if a.caches != nil {
 		// Cache fills and fetches write to the storage and the outbox.
 		a.caches.Wait()
+	}
+	if a.core != nil {
+		a.core.pullSlots.Wait() // pull records
 	}
 	errs = append(errs, a.db.Close())
 	return errors.Join(errs...)

@@ -12,5 +12,5 @@ func CollectNow(ctx context.Context, a *App) (*gc.Report, error) {
 	return a.collector.Collect(ctx, false)
 }
 
-// CheckFiles runs one check of the watch, as reload.interval would.
-func CheckFiles(ctx context.Context, a *App) { a.checkFiles(ctx) }
+// WatchOnce runs one check of the watch, as reload.interval would.
+func WatchOnce(ctx context.Context, a *App) { a.checkFiles(ctx) }

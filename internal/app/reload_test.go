@@ -397,15 +397,15 @@ func TestWatchLeavesARefusalAlone(t *testing.T) {
 	if err := r.app.Reload(context.Background()); !errors.Is(err, app.ErrRefused) {
 		t.Fatalf("reload = %v, want a refusal", err)
 	}
-	app.CheckFiles(context.Background(), r.app)
-	app.CheckFiles(context.Background(), r.app)
+	app.WatchOnce(context.Background(), r.app)
+	app.WatchOnce(context.Background(), r.app)
 	if got := failures("alice-password"); got != "1" {
 		t.Errorf("refused reloads after a refused SIGHUP and two checks of the same files: %s, want 1", got)
 	}
 	if err := os.WriteFile(pwFile, []byte("alice-new\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	app.CheckFiles(context.Background(), r.app) // the fixed file is reloaded
+	app.WatchOnce(context.Background(), r.app) // the fixed file is reloaded
 	if got := failures("alice-new"); got != "1" {
 		t.Errorf("refused reloads after the files were fixed: %s, want 1", got)
 	}

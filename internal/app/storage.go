@@ -8,10 +8,10 @@ import (
 	"strings"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
-	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/storage"
+	"github.com/portcullis/portcullis/storage/filesystem"
 )
 
 // pinger is a backend that can say whether it is reachable.
@@ -47,7 +47,7 @@ func newDriver(ctx context.Context, cfg *config.Config) (storagedriver.StorageDr
 	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, fmt.Errorf("storage.filesystem.rootDirectory: %w", err)
 	}
-	d, err := filesystem.FromParameters(map[string]any{"rootdirectory": root})
+	d, err := filesystem.New(root)
 	if err != nil {
 		return nil, fmt.Errorf("storage.filesystem: %w", err)
 	}

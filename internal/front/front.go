@@ -52,6 +52,8 @@ type Handler struct {
 	gc        Collection
 	pulls     Pulls
 	hidden    []string
+	manifests *manifestCache
+	pullSlots PullSlots
 	log       *slog.Logger
 }
 
@@ -80,6 +82,9 @@ type Options struct {
 	Collection Collection
 	// Pulls records manifest pulls; nil: not recorded.
 	Pulls Pulls
+	// PullSlots bounds the pull records written in the background; nil:
+	// the handler's own.
+	PullSlots PullSlots
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
@@ -97,8 +102,16 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	manifests, err := newManifestCache()
+	if err != nil {
+		return nil, err
+	}
+	if o.PullSlots == nil {
+		o.PullSlots = NewPullSlots()
+	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, log: o.Log}, nil
+		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests,
+		pullSlots: o.PullSlots, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +176,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest:
 		if h.fillManifest(w, r, rt) && h.allowPull(w, r, rt) {
 			sw := &statusWriter{ResponseWriter: w}
-			h.registry.ServeHTTP(sw, r)
+			if !h.serveManifest(sw, r, rt) {
+				h.registry.ServeHTTP(sw, r)
+			}
 			if r.Method == http.MethodGet && sw.status == http.StatusOK {
 				h.recordPull(r, rt.Name, sw.Header())
 			}

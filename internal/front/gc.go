@@ -177,9 +177,37 @@ func (h *Handler) writeGCError(w http.ResponseWriter, r *http.Request, rt Route,
 	h.writeError(w, r, api.Status(http.StatusServiceUnavailable, "UNAVAILABLE", "the storage backend did not answer; try again"))
 }
 
+// pullRecorders bounds the pull records written beside the requests that
+// caused them; beyond it a request writes its own before it ends.
+const pullRecorders = 32
+
+// PullSlots bounds the pull records written in the background. Handlers
+// built one after another from reloaded configurations share one, so that
+// WaitPulls waits for the records of all of them.
+type PullSlots chan struct{}
+
+// NewPullSlots returns the slots of pullRecorders background writers.
+func NewPullSlots() PullSlots { return make(PullSlots, pullRecorders) }
+
+// Wait returns once the pull records being written in the background are
+// written; call it after the server stopped serving.
+func (s PullSlots) Wait() {
+	for range cap(s) {
+		s <- struct{}{}
+	}
+	for range cap(s) {
+		<-s
+	}
+}
+
+// Wait returns once the pull records this handler (and every handler that
+// shares its slots) writes in the background are written.
+func (h *Handler) Wait() { h.pullSlots.Wait() }
+
 // recordPull notes a successful manifest GET for retention's pulledWithin
-// (a storage write at most once an hour per manifest), once the response
-// is written.
+// (a storage write at most once an hour per manifest) once the response is
+// written, in the background: the client does not wait for it, nor does
+// the next request on its connection.
 func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 	if h.pulls == nil {
 		return
@@ -189,7 +217,18 @@ func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
-	if err := h.pulls.Record(ctx, repo, d); err != nil {
-		h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
+	record := func() {
+		if err := h.pulls.Record(ctx, repo, d); err != nil {
+			h.log.WarnContext(ctx, "pull time not recorded", "repo", repo, "digest", d, "err", err)
+		}
+	}
+	select {
+	case h.pullSlots <- struct{}{}:
+		go func() {
+			defer func() { <-h.pullSlots }()
+			record()
+		}()
+	default:
+		record()
 	}
 }
