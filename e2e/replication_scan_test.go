@@ -55,8 +55,10 @@ func TestReplicationScan(t *testing.T) {
 
 	// B has the image and its own report, with its own database's findings.
 	replWait(t, "prod/deb:v1 at B", func() (bool, string) {
-		got := strings.TrimSpace(run(t, nil, crane, "digest", "--insecure", b.Addr+"/prod/deb:v1"))
-		return got == d, fmt.Sprintf("B has %q, want %s", got, d)
+		// Not there yet is a failed crane digest: poll again.
+		out, err := runErr(nil, crane, "digest", "--insecure", b.Addr+"/prod/deb:v1")
+		got := strings.TrimSpace(out)
+		return err == nil && got == d, fmt.Sprintf("B has %q (%v), want %s", got, err, d)
 	})
 	_, atB := waitReport(t, b, "prod/deb", d, 60*time.Second)
 	if len(atB.Findings) == 0 || atB.Packages != atA.Packages {
