@@ -67,6 +67,44 @@ type Service struct {
 
 	// down holds the remotes to probe until they answer again.
 	down downSet
+	// refs serializes the copies of one reference by one rule.
+	refs keyLocks
+}
+
+// keyLocks are mutexes by key, each kept while someone holds or waits
+// for it.
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	sync.Mutex
+	waiters int
+}
+
+// lock locks key and returns its unlock.
+func (k *keyLocks) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.waiters++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.waiters--; l.waiters == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // New builds the service for o. It fails when a rule names a remote that
@@ -295,8 +333,8 @@ func (s *Service) handleRule(ctx context.Context, r *rule, ev outbox.Event) erro
 		if !r.matchTag(ev.Tag) {
 			return nil
 		}
-		res, err := r.copier.Copy(ctx, ev.Repository, ev.Repository, ev.Tag)
-		return s.outcome(ctx, r, ev.Repository, ev.Tag, res, err, ev.Time)
+		_, _, retry := s.copyOne(ctx, r, ev.Repository, ev.Tag, ev.Tag, ev.Time)
+		return retry
 	case outbox.KindPush:
 		if ev.Subject != "" {
 			return s.referrer(ctx, r, ev.Repository, ev.Subject, ev.Time)
@@ -322,14 +360,13 @@ func (s *Service) referrer(ctx context.Context, r *rule, repo string, subject di
 			}
 			return err
 		}
-		res, err := r.copier.Copy(ctx, repo, repo, string(subject))
-		return s.outcome(ctx, r, repo, "", res, err, t)
+		_, _, retry := s.copyOne(ctx, r, repo, string(subject), "", t)
+		return retry
 	}
 	var errs []error
 	for _, tag := range tags {
-		res, err := r.copier.Copy(ctx, repo, repo, tag)
-		if err := s.outcome(ctx, r, repo, tag, res, err, t); err != nil {
-			errs = append(errs, err)
+		if _, _, retry := s.copyOne(ctx, r, repo, tag, tag, t); retry != nil {
+			errs = append(errs, retry)
 		}
 	}
 	return errors.Join(errs...)
@@ -352,6 +389,19 @@ func (s *Service) tagsOf(ctx context.Context, r *rule, repo string, d digest.Dig
 		}
 	}
 	return out, nil
+}
+
+// copyOne copies repo:ref by rule r and records the outcome under tag
+// ("" for a copy by digest), returning the copy's result and error and
+// outcome's. Copies of one reference by one rule run one at a time: the
+// outcome recorded last is that of the copy that began last, which saw
+// the newest content (a refusal of the unsigned image cannot land after
+// the success of the copy its signature caused).
+func (s *Service) copyOne(ctx context.Context, r *rule, repo, ref, tag string, since time.Time) (replication.Result, error, error) {
+	unlock := s.refs.lock(r.cfg.Name + "\x00" + repo + "\x00" + ref)
+	defer unlock()
+	res, err := r.copier.Copy(ctx, repo, repo, ref)
+	return res, err, s.outcome(ctx, r, repo, tag, res, err, since)
 }
 
 // outcome records the result of one copy (or tag deletion) and says

@@ -143,11 +143,11 @@ func (s *Service) syncTag(ctx context.Context, r *rule, src headSide, repo, tag 
 	if f, ok := s.status.failure(ctx, r.cfg.Name, repo, tag); ok && f.Permanent && f.Digest == want.Digest {
 		return nil // refused for good: tried again when it changes
 	}
-	res, err := r.copier.Copy(ctx, repo, repo, tag)
+	res, err, retry := s.copyOne(ctx, r, repo, tag, tag, time.Time{})
 	if res.Manifests > 0 {
 		rep.Copied++
 	}
-	if s.outcome(ctx, r, repo, tag, res, err, time.Time{}) != nil || (err != nil && replication.Permanent(err)) {
+	if retry != nil || (err != nil && replication.Permanent(err)) {
 		rep.Failed++
 	}
 	return ctx.Err()
