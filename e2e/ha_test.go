@@ -975,6 +975,16 @@ func haStartLoad(t *testing.T, c *haCluster) *haLoad {
 // got nothing done.
 func (l *haLoad) stop(t *testing.T) {
 	t.Helper()
+	// A rolling restart can be over in seconds: the load goes on until
+	// every worker has finished something (a worker stuck longer fails).
+	eventually(60*time.Second, func() bool {
+		for _, n := range l.perWorker {
+			if n.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	l.cancel()
 	l.wg.Wait()
 	var per []string
