@@ -47,13 +47,16 @@ import (
 type App struct {
 	// cfg is the configuration at start: what cannot change live is read
 	// from it; what can is read from the current generation.
-	cfg     *config.Config
-	log     *slog.Logger
-	db      *metadb.DB
-	driver  storagedriver.StorageDriver
-	dist    *handlers.App
-	handler http.Handler
-	metrics *prometheus.Registry
+	cfg    *config.Config
+	log    *slog.Logger
+	db     *metadb.DB
+	driver storagedriver.StorageDriver
+	// barriers defer the filesystem's syncs of a write request to its
+	// end; nil on S3.
+	barriers front.Barriers
+	dist     *handlers.App
+	handler  http.Handler
+	metrics  *prometheus.Registry
 	// gen is the generation served now; reloadMu serializes reloads and
 	// guards refused, the watch's sum of the files the last refused reload
 	// read.
@@ -144,6 +147,7 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.barriers = barriersOf(driver)
 	if driver, err = countStorageErrors(driver, a.metrics); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/storage"
 	"github.com/portcullis/portcullis/storage/filesystem"
 )
@@ -72,4 +73,21 @@ func s3Credentials(s3 *config.S3) (access, secret string, err error) {
 		return "", "", errors.New("storage.s3: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
 	}
 	return access, secret, nil
+}
+
+// fsBarriers gives the front handler the filesystem driver's barriers.
+type fsBarriers struct{ d *filesystem.Driver }
+
+func (b fsBarriers) Barrier(ctx context.Context) (context.Context, func(context.Context) error) {
+	ctx, barrier := b.d.WithBarrier(ctx)
+	return ctx, barrier.Wait
+}
+
+// barriersOf returns d's barriers for the front handler, nil when d syncs
+// nothing (S3: every write is durable when it returns).
+func barriersOf(d storagedriver.StorageDriver) front.Barriers {
+	if fs, ok := d.(*filesystem.Driver); ok {
+		return fsBarriers{d: fs}
+	}
+	return nil
 }

@@ -54,6 +54,7 @@ type Handler struct {
 	hidden    []string
 	manifests *manifestCache
 	pullSlots PullSlots
+	barriers  Barriers
 	log       *slog.Logger
 }
 
@@ -85,6 +86,10 @@ type Options struct {
 	// PullSlots bounds the pull records written in the background; nil:
 	// the handler's own.
 	PullSlots PullSlots
+	// Barriers, when set, makes each write request's storage writes
+	// durable with one barrier before its success is answered; nil: the
+	// storage makes each write durable as it goes.
+	Barriers Barriers
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
@@ -111,10 +116,22 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
 		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests,
-		pullSlots: o.PullSlots, log: o.Log}, nil
+		pullSlots: o.PullSlots, barriers: o.Barriers, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.barriers == nil || !writes(r.Method) {
+		h.serve(w, r)
+		return
+	}
+	ctx, wait := h.barriers.Barrier(r.Context())
+	r = r.WithContext(ctx)
+	bw := &barrierWriter{ResponseWriter: w, r: r, wait: wait, log: h.log}
+	h.serve(bw, r)
+	bw.finish()
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	rt, err := ParseRoute(r.URL.Path)
 	if errors.Is(err, ErrUnknownRoute) {
 		h.writeError(w, r, api.Status(http.StatusNotFound, "UNSUPPORTED", "no such API endpoint: "+r.Method+" "+quoteShort(r.URL.Path)))

@@ -48,23 +48,59 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 )
 
 // Driver stores under a root directory, as distribution's filesystem driver.
 type Driver struct {
 	storagedriver.StorageDriver
-	root string
+	root  string
+	group *groupSync // syncs of root's filesystem, for barriers
 }
 
 var _ storagedriver.StorageDriver = (*Driver)(nil)
 
-// New returns a driver storing under root, which must exist.
+// New returns a driver storing under root, which must exist. The driver
+// keeps root open, to sync its filesystem for barriers.
 func New(root string) (*Driver, error) {
 	d, err := filesystem.FromParameters(map[string]any{"rootdirectory": root})
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{StorageDriver: d, root: root}, nil
+	dir, err := os.Open(root)
+	if err != nil {
+		return nil, fmt.Errorf("open storage root: %w", err)
+	}
+	return &Driver{StorageDriver: d, root: root, group: newGroupSync(func() error { return syncfs(dir) })}, nil
+}
+
+// syncfs writes back everything of f's filesystem, and reports any
+// writeback error since the last syncfs through f.
+func syncfs(f *os.File) error { return onFD(f, "syncfs", unix.Syncfs) }
+
+// fdatasync writes back f's data and what reading it needs (its size).
+func fdatasync(f *os.File) error { return onFD(f, "fdatasync", unix.Fdatasync) }
+
+// onFD calls call with f's descriptor, again while it is interrupted.
+func onFD(f *os.File, op string, call func(fd int) error) error {
+	c, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		for {
+			if serr = call(int(fd)); serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: op, Path: f.Name(), Err: serr}
+	}
+	return nil
 }
 
 // uploadState reports whether path is a file of an upload's state other than
@@ -98,32 +134,54 @@ func (d *Driver) fullPath(path string) (string, error) {
 	return filepath.Join(d.root, path), nil
 }
 
-// PutContent stores contents at path. Upload state is written without
-// syncs. Everything else is written by distribution's driver, which syncs
-// the file and its directory, and then the parent of each directory it
-// created, which distribution leaves unsynced: a new link's directory is
-// durable with the link.
+// PutContent stores contents at path, by a write to a temporary file and a
+// rename, so readers never see a partial file. Upload state is written
+// without syncs. Anything else has its contents synced before the rename
+// (a name never points at contents that a power cut could lose), then its
+// name: the directory that receives it and the parent of each directory
+// the write created, at once or, under an open Barrier, at the barrier.
 func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) error {
 	full, err := d.fullPath(path)
 	if err != nil {
 		return err
 	}
-	if !uploadState(path) {
-		dir := filepath.Dir(full)
-		created := d.highestMissing(dir)
-		if err := d.StorageDriver.PutContent(ctx, path, contents); err != nil {
+	dir := filepath.Dir(full)
+	if uploadState(path) {
+		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return err
 		}
-		return syncParents(dir, created)
+		return writeRename(full, contents, false)
 	}
-	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+	b := d.barrierOf(ctx)
+	if b != nil {
+		defer b.done()
+	}
+	created := d.highestMissing(dir)
+	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return err
 	}
-	tmp := full + "." + uuid.NewString() + ".tmp"
-	if err := os.WriteFile(tmp, contents, 0o666); err != nil {
-		return errors.Join(err, removeIfExists(tmp))
+	if err := writeRename(full, contents, true); err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, full); err != nil {
+	return syncNames(b, dir, created)
+}
+
+// writeRename writes contents to a new temporary file beside full, syncs
+// it when durable, and renames it to full.
+func writeRename(full string, contents []byte, durable bool) error {
+	tmp := full + "." + uuid.NewString() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(contents)
+	if err == nil && durable {
+		err = fdatasync(f)
+	}
+	if err = errors.Join(err, f.Close()); err == nil {
+		err = os.Rename(tmp, full)
+	}
+	if err != nil {
 		return errors.Join(err, removeIfExists(tmp))
 	}
 	return nil
@@ -168,8 +226,9 @@ func (d *Driver) Writer(ctx context.Context, path string, append bool) (storaged
 
 // Move renames sourcePath to destPath, then syncs the directory that
 // received the name and the parent of each directory it created, so that
-// the name survives a power cut. The source's data is synced by whoever
-// wrote it (an upload, when it was committed).
+// the name survives a power cut: at once or, under an open Barrier, at the
+// barrier. The source's data is synced by whoever wrote it (an upload,
+// when it was committed).
 func (d *Driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	src, err := d.fullPath(sourcePath)
 	if err != nil {
@@ -182,6 +241,10 @@ func (d *Driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
 		return storagedriver.PathNotFoundError{Path: sourcePath, DriverName: d.Name()}
 	}
+	b := d.barrierOf(ctx)
+	if b != nil {
+		defer b.done()
+	}
 	dir := filepath.Dir(dst)
 	created := d.highestMissing(dir)
 	if err := os.MkdirAll(dir, 0o777); err != nil {
@@ -190,10 +253,7 @@ func (d *Driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	if err := os.Rename(src, dst); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
-		return err
-	}
-	return syncParents(dir, created)
+	return syncNames(b, dir, created)
 }
 
 // highestMissing returns the highest directory of dir's path under the
@@ -208,6 +268,19 @@ func (d *Driver) highestMissing(dir string) string {
 		created = p
 	}
 	return created
+}
+
+// syncNames makes a name written in dir durable, with each directory
+// created from created down to dir: at once, or nothing when b, an open
+// barrier, will sync the filesystem.
+func syncNames(b *Barrier, dir, created string) error {
+	if b != nil {
+		return nil
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	return syncParents(dir, created)
 }
 
 // syncParents syncs the parent of each directory from dir up to created,
@@ -297,7 +370,7 @@ func (w *fileWriter) Commit(context.Context) error {
 	if err := w.bw.Flush(); err != nil {
 		return err
 	}
-	if err := w.file.Sync(); err != nil {
+	if err := fdatasync(w.file); err != nil {
 		return err
 	}
 	w.committed = true
