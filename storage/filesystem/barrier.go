@@ -18,6 +18,7 @@ type groupSync struct {
 	done    uint64        // syncs finished
 	err     error         // the last finished sync's error
 	running bool          // a sync runs now
+	waiting int           // callers parked until a sync finishes
 	wake    chan struct{} // closed when a sync finishes
 }
 
@@ -45,13 +46,20 @@ func (g *groupSync) Sync(ctx context.Context) error {
 			continue
 		}
 		wake := g.wake
+		g.waiting++
 		g.mu.Unlock()
+		var cancelled error
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return ctx.Err()
+			cancelled = ctx.Err()
 		}
 		g.mu.Lock()
+		g.waiting--
+		if cancelled != nil {
+			g.mu.Unlock()
+			return cancelled
+		}
 	}
 	err := g.err
 	g.mu.Unlock()
