@@ -10,27 +10,42 @@
 // syncing the directory, and never syncs a directory it creates, so on a
 // filesystem without a journal a blob's or a link's name is not durable.
 //
-// This driver changes four things and leaves everything else to
-// distribution's driver:
+// This driver changes what follows and leaves the rest (reads, listings,
+// deletes, writers of other paths) to distribution's driver:
 //   - Upload state under _uploads/ (startedat, hashstates) is written
 //     without syncs, by a write to a temporary file and a rename, so readers
 //     never see a partial file. After a power cut an upload may have lost its
 //     state: the client's next request for it fails, and it starts the upload
 //     again. No push was acknowledged with that state.
-//   - An upload's data is synced once, when the upload is committed (the
-//     blob's bytes), not every time a chunk's writer is closed.
-//   - Move, which commits an upload to its blob path, syncs the directory
-//     that receives the name and each directory it created, so the blob
-//     survives with its name.
-//   - PutContent of anything else (links, manifests, tags) also syncs the
-//     parent of each directory the write created (distribution syncs the
-//     file and its directory, not the new directory's name).
+//   - An upload's data is synced once (fdatasync), when the upload is
+//     committed, not every time a chunk's writer is closed. While it is
+//     written, every 8 MiB is handed to the disk without waiting
+//     (sync_file_range), so that the commit's sync has little left to do.
+//   - PutContent of anything else (links, manifests, tags) writes a
+//     temporary file, syncs its contents (fdatasync) and renames it: a name
+//     never points at contents a power cut could lose.
+//   - The names: after Move (which commits an upload to its blob path) and
+//     PutContent, the directory that received the name and the parent of
+//     each directory the write created are synced, so the file survives with
+//     its name (distribution syncs neither the blob's directory nor a new
+//     directory's name).
+//
+// A write request (internal/front) defers the names' syncs to a Barrier
+// carried by its context: the writes sync their contents as they go, and
+// before the request's success is answered one syncfs(2) of the root's
+// filesystem, shared by every request waiting at that moment, makes all
+// their names durable (Barrier.Wait; if it fails, the request answers 500
+// and acknowledges nothing). A write without a barrier in its context
+// (replication, the scanner, the collector, the cache, or a write that
+// begins after its request's Wait) syncs its names itself, as above.
 //
 // Everything a 201 acknowledges is therefore durable before the registry
 // answers, on any filesystem, journaled or not: the blob data (synced at
-// commit), its name and the directories above it (synced by Move), and each
-// link, manifest and tag (the file, its directory and any directory the
-// write created).
+// commit), each link, manifest and tag (synced before its rename), and all
+// their names and the directories above them (synced by the request's
+// barrier, or by the write itself). The syncfs also writes back whatever
+// else of that filesystem is dirty, from this registry or not: put the
+// storage root on a filesystem of its own for the shortest syncs.
 //
 // It must not import anything of Portcullis.
 package filesystem
@@ -221,7 +236,7 @@ func (d *Driver) Writer(ctx context.Context, path string, append bool) (storaged
 	if err != nil {
 		return nil, errors.Join(err, f.Close())
 	}
-	return &fileWriter{file: f, size: size, bw: bufio.NewWriterSize(f, 64<<10)}, nil
+	return &fileWriter{file: f, size: size, started: size, bw: bufio.NewWriterSize(f, 64<<10)}, nil
 }
 
 // Move renames sourcePath to destPath, then syncs the directory that
@@ -307,10 +322,17 @@ func syncDir(dir string) error {
 	return errors.Join(err, f.Close())
 }
 
+// writeback is how many bytes of an upload's data are written before the
+// writer asks the kernel to start writing them to disk, without waiting:
+// the disk works while the rest arrives, the commit's sync has little
+// left to write, and no sync of the filesystem meets a large backlog.
+const writeback = 8 << 20
+
 // fileWriter writes an upload's data; only Commit syncs it.
 type fileWriter struct {
 	file                         *os.File
 	size                         int64
+	started                      int64 // bytes of the file whose writeback has started
 	bw                           *bufio.Writer
 	closed, committed, cancelled bool
 }
@@ -333,6 +355,13 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.bw.Write(p)
 	w.size += int64(n)
+	if written := w.size - int64(w.bw.Buffered()); err == nil && written-w.started >= writeback {
+		// Advice only: a failure leaves the work to the commit's sync.
+		_ = onFD(w.file, "sync_file_range", func(fd int) error {
+			return unix.SyncFileRange(fd, w.started, written-w.started, unix.SYNC_FILE_RANGE_WRITE)
+		})
+		w.started = written
+	}
 	return n, err
 }
 
