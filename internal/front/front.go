@@ -361,9 +361,6 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt Route) 
 		if h.admission != nil {
 			h.admission.RecordPush(rt.Name, dgst, callerOf(r).Login)
 		}
-		// The client has its answer before the event is recorded (the
-		// outbox's own syncs); a lost event is repaired by reconciling.
-		_ = http.NewResponseController(w).Flush()
 		kind := outbox.KindPush
 		if rt.Tag != "" {
 			kind = outbox.KindTag
