@@ -60,6 +60,11 @@ type driver struct {
 	redirect    bool
 	// parts recycles part-size write buffers between uploads.
 	parts *sync.Pool
+	// commits holds what Stat and Move need of the upload data this
+	// process committed in one PUT.
+	commits *commits
+	// writers are the upload writers open in this process.
+	writers *openWriters
 }
 
 // New returns a Driver for the bucket o names, after one request that proves
@@ -136,6 +141,8 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 		}},
 		concurrency: o.Concurrency,
 		redirect:    o.Redirect,
+		commits:     newCommits(time.Now),
+		writers:     newOpenWriters(time.Now),
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()

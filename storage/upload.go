@@ -1,0 +1,367 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// What the driver knows of distribution's layout (registry/storage/paths.go),
+// so that a blob upload costs fewer requests. Each rule below depends only on
+// facts that hold on every replica over the bucket, or on facts about one
+// upload that no other request can change:
+//
+//	/docker/registry/v2/
+//	├── blobs/<alg>/<xx>/<hex>/data               a file, never a directory
+//	└── repositories/<name>/
+//	    ├── _layers/… _manifests/…/link           files, never directories
+//	    └── _uploads/<id>/                        a directory, never a file
+//	        ├── data                              the upload's data (a Writer)
+//	        ├── startedat
+//	        └── hashstates/<alg>/<offset>         distribution's hash state
+//	                                              after <offset> bytes
+const (
+	registryRoot     = "/docker/registry/v2/"
+	blobsRoot        = registryRoot + "blobs/"
+	repositoriesRoot = registryRoot + "repositories/"
+)
+
+// uploadDir returns the upload directory (…/_uploads/<id>) that path is in or
+// is, and the rest of path below it ("" for the directory itself).
+func uploadDir(path string) (dir, rest string, ok bool) {
+	if !strings.HasPrefix(path, repositoriesRoot) {
+		return "", "", false
+	}
+	i := strings.LastIndex(path, "/_uploads/")
+	if i < 0 {
+		return "", "", false
+	}
+	id, rest, _ := strings.Cut(path[i+len("/_uploads/"):], "/")
+	if id == "" {
+		return "", "", false
+	}
+	return path[:i+len("/_uploads/")+len(id)], rest, true
+}
+
+// isUploadData reports whether path is an upload's data: the path of the only
+// Writer distribution opens.
+func isUploadData(path string) bool {
+	_, rest, ok := uploadDir(path)
+	return ok && rest == "data"
+}
+
+// isUploadDir reports whether path is an upload's directory.
+func isUploadDir(path string) bool {
+	_, rest, ok := uploadDir(path)
+	return ok && rest == ""
+}
+
+// isLayoutFile reports whether path is a file in distribution's layout that
+// can never be a directory: a blob's data or a repository's link. Stat of
+// such a path that holds no object needs no listing to say so.
+func isLayoutFile(path string) bool {
+	switch {
+	case strings.HasPrefix(path, blobsRoot):
+		return strings.HasSuffix(path, "/data")
+	case strings.HasPrefix(path, repositoriesRoot):
+		return strings.HasSuffix(path, "/link") && !strings.Contains(path, "/_uploads/")
+	}
+	return false
+}
+
+// hashState is what distribution saves of an upload's digest after offset
+// bytes, at …/_uploads/<id>/hashstates/<alg>/<offset>.
+type hashState struct {
+	alg    string
+	offset int64
+	state  []byte
+}
+
+// parseHashStatePath returns the upload data path, algorithm and offset of
+// a hash state's path; a hash state directory (…/hashstates/<alg>) gives
+// offset -1.
+func parseHashStatePath(path string) (data, alg string, offset int64, ok bool) {
+	dir, rest, ok := uploadDir(path)
+	if !ok {
+		return "", "", 0, false
+	}
+	rest, ok = strings.CutPrefix(rest, "hashstates/")
+	if !ok {
+		return "", "", 0, false
+	}
+	alg, off, hasOffset := strings.Cut(rest, "/")
+	if alg == "" {
+		return "", "", 0, false
+	}
+	offset = -1
+	if hasOffset {
+		n, err := strconv.ParseInt(off, 10, 64)
+		if err != nil || n < 0 {
+			return "", "", 0, false
+		}
+		offset = n
+	}
+	return dir + "/data", alg, offset, true
+}
+
+// Metadata of a pending tail that carries distribution's hash state.
+const (
+	metaHashAlg    = "Portcullis-Hash-Alg"
+	metaHashOffset = "Portcullis-Hash-Offset"
+	metaHashState  = "Portcullis-Hash-State"
+)
+
+// meta returns h as a pending tail's metadata.
+func (h *hashState) meta() map[string]string {
+	return map[string]string{
+		metaHashAlg:    h.alg,
+		metaHashOffset: strconv.FormatInt(h.offset, 10),
+		metaHashState:  base64.StdEncoding.EncodeToString(h.state),
+	}
+}
+
+// equal reports whether h and o are the same state (or both nil).
+func (h *hashState) equal(o *hashState) bool {
+	if h == nil || o == nil {
+		return h == o
+	}
+	return h.alg == o.alg && h.offset == o.offset && bytes.Equal(h.state, o.state)
+}
+
+// hashStateOf reads the hash state a pending tail's metadata carries.
+func hashStateOf(get func(string) string) (*hashState, bool) {
+	alg := get(headerMetaPrefix + metaHashAlg)
+	offset, err := strconv.ParseInt(get(headerMetaPrefix+metaHashOffset), 10, 64)
+	if alg == "" || strings.Contains(alg, "/") || err != nil || offset < 0 {
+		return nil, false
+	}
+	state, err := base64.StdEncoding.DecodeString(get(headerMetaPrefix + metaHashState))
+	if err != nil {
+		return nil, false
+	}
+	return &hashState{alg: alg, offset: offset, state: state}, true
+}
+
+// dropHashState takes distribution's write of an upload's hash state, and
+// reports whether it needs no object:
+//   - the state after 0 bytes: distribution starts a hash afresh at offset 0
+//     and never reads that state back;
+//   - any state of an upload whose data this process committed: the upload
+//     is over and distribution deletes its directory next (it stores the
+//     state once more after the commit).
+//
+// The state of an upload whose writer is open in this process also goes
+// into the writer's pending tail, which Close stores (distribution saves the
+// state just before it closes the writer), so that the next request for the
+// upload, on any replica, reads it back with the tail instead of listing and
+// reading hash states. The object is still written: it is the upload's
+// visible sign of activity, by which collections tell an abandoned upload
+// (ModTime under _uploads/<id>).
+func (d *driver) dropHashState(path string, content []byte) bool {
+	data, alg, offset, ok := parseHashStatePath(path)
+	if !ok || offset < 0 {
+		return false
+	}
+	if offset == 0 {
+		return true
+	}
+	if _, committed := d.commits.get(data); committed {
+		return true
+	}
+	d.writers.setHash(data, &hashState{alg: alg, offset: offset, state: bytes.Clone(content)})
+	return false
+}
+
+// hashStateList answers distribution's listing of an upload's hash states
+// from the pending tail its open writer read, when that tail carries the
+// state at the writer's size: the only one distribution looks for.
+func (d *driver) hashStateList(dir string) ([]string, bool) {
+	data, alg, offset, ok := parseHashStatePath(dir)
+	if !ok || offset >= 0 {
+		return nil, false
+	}
+	h := d.writers.hash(data)
+	if h == nil || h.alg != alg {
+		return nil, false
+	}
+	return []string{dir + "/" + strconv.FormatInt(h.offset, 10)}, true
+}
+
+// hashStateContent answers distribution's read of a hash state that the
+// open writer of its upload carries.
+func (d *driver) hashStateContent(path string) ([]byte, bool) {
+	data, alg, offset, ok := parseHashStatePath(path)
+	if !ok || offset < 0 {
+		return nil, false
+	}
+	h := d.writers.hash(data)
+	if h == nil || h.alg != alg || h.offset != offset {
+		return nil, false
+	}
+	return append([]byte(nil), h.state...), true
+}
+
+// openWriters are the writers of upload data open in this process, by
+// path, with the hash state each carries. Only a writer's own goroutine
+// reads its fields; the hash state is shared under the lock.
+//
+// distribution closes, commits or cancels every writer it opens, except
+// when a request fails before it uses the writer; such entries are dropped
+// once they are old and many.
+type openWriters struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]*openWriter
+}
+
+type openWriter struct {
+	w      *writer
+	hash   *hashState // nil, or the state the writer carries
+	opened time.Time
+}
+
+func newOpenWriters(now func() time.Time) *openWriters {
+	return &openWriters{now: now, m: map[string]*openWriter{}}
+}
+
+// maxOpenWriters is the number of entries past which old ones are dropped.
+const maxOpenWriters = 1024
+
+// staleWriter is the age past which an entry may be dropped.
+const staleWriter = time.Hour
+
+// add makes w the writer open on its path, carrying h (which may be nil).
+func (o *openWriters) add(w *writer, h *hashState) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.now()
+	if len(o.m) >= maxOpenWriters {
+		for p, e := range o.m {
+			if now.Sub(e.opened) > staleWriter {
+				delete(o.m, p)
+			}
+		}
+	}
+	o.m[w.path] = &openWriter{w: w, hash: h, opened: now}
+}
+
+// remove forgets w, if it is still the writer open on its path.
+func (o *openWriters) remove(w *writer) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e := o.m[w.path]; e != nil && e.w == w {
+		delete(o.m, w.path)
+	}
+}
+
+// hash returns the hash state the writer open on path carries, or nil.
+func (o *openWriters) hash(path string) *hashState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e := o.m[path]; e != nil {
+		return e.hash
+	}
+	return nil
+}
+
+// hashOf returns the hash state w carries, or nil.
+func (o *openWriters) hashOf(w *writer) *hashState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e := o.m[w.path]; e != nil && e.w == w {
+		return e.hash
+	}
+	return nil
+}
+
+// setHash gives h to the writer open on path, if there is one; its Close
+// stores h in the pending tail.
+func (o *openWriters) setHash(path string, h *hashState) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e := o.m[path]; e != nil {
+		e.hash = h
+	}
+}
+
+// commit is what this process knows of upload data it committed: the
+// immutable facts Stat and Move would otherwise ask the server for, right
+// after.
+type commit struct {
+	size int64
+	etag string    // "" when the data is an alias: Move asks for it
+	mod  time.Time // when the writer committed, by this process's clock
+	at   time.Time // when the record was made, for its expiry
+}
+
+// commitTTL is how long a commit record answers for its object. distribution
+// stats and moves an upload's data within the request that commits it.
+const commitTTL = time.Minute
+
+// maxCommits bounds the records kept: one per upload committing at once.
+const maxCommits = 1024
+
+// commits records the upload data this process committed, until distribution
+// moves it to its blob path or deletes the upload. The facts are immutable
+// while the record lives: nothing writes an upload's data after its commit.
+// If another replica deletes the upload meanwhile, a Stat answered from the
+// record says the data exists and the Move that follows fails, as it would
+// have a moment later without the record.
+type commits struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]commit
+}
+
+func newCommits(now func() time.Time) *commits {
+	return &commits{now: now, m: map[string]commit{}}
+}
+
+// put records the commit of path.
+func (c *commits) put(path string, size int64, etag string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if len(c.m) >= maxCommits {
+		for p, r := range c.m {
+			if now.Sub(r.at) > commitTTL {
+				delete(c.m, p)
+			}
+		}
+		if len(c.m) >= maxCommits {
+			clear(c.m)
+		}
+	}
+	c.m[path] = commit{size: size, etag: etag, mod: now, at: now}
+}
+
+// get returns the live record of path.
+func (c *commits) get(path string) (commit, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.m[path]
+	if ok && c.now().Sub(r.at) > commitTTL {
+		delete(c.m, path)
+		return commit{}, false
+	}
+	return r, ok
+}
+
+// forget drops the records of path and of everything under it.
+func (c *commits) forget(path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) == 0 {
+		return
+	}
+	delete(c.m, path)
+	prefix := strings.TrimSuffix(path, "/") + "/"
+	for p := range c.m {
+		if strings.HasPrefix(p, prefix) {
+			delete(c.m, p)
+		}
+	}
+}
