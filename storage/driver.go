@@ -61,8 +61,9 @@ type driver struct {
 	// parts recycles part-size write buffers between uploads.
 	parts *sync.Pool
 	// commits holds what Stat and Move need of the upload data this
-	// process committed in one PUT.
-	commits *commits
+	// process committed; hashWrites the hash states it stored.
+	commits    *recent[commit]
+	hashWrites *recent[[]byte]
 	// writers are the upload writers open in this process.
 	writers *openWriters
 }
@@ -141,7 +142,8 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 		}},
 		concurrency: o.Concurrency,
 		redirect:    o.Redirect,
-		commits:     newCommits(time.Now),
+		commits:     newRecent[commit](time.Now),
+		hashWrites:  newRecent[[]byte](time.Now),
 		writers:     newOpenWriters(time.Now),
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)

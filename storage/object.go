@@ -75,6 +75,9 @@ func (d *driver) PutContent(ctx context.Context, path string, content []byte) er
 		opts = minio.PutObjectOptions{ContentType: contentType, PartSize: uint64(d.partSize), NumThreads: 1}
 	}
 	_, err := d.client.PutObject(ctx, d.bucket, d.key(path), bytes.NewReader(content), int64(len(content)), opts)
+	if err == nil && isHashState(path) {
+		d.hashWrites.put(path, bytes.Clone(content))
+	}
 	return translate("put", path, err)
 }
 
@@ -276,6 +279,7 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 // It returns storagedriver.PathNotFoundError when there was nothing.
 func (d *driver) Delete(ctx context.Context, path string) error {
 	d.commits.forget(path)
+	d.hashWrites.forget(path)
 	pending, err := d.deletePending(ctx, path)
 	if err != nil {
 		return err
@@ -375,6 +379,7 @@ func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
 	for i, p := range paths {
 		keys[i] = d.d.key(p)
 		d.d.commits.forget(p)
+		d.d.hashWrites.forget(p)
 	}
 	data, err := d.d.aliasesOf(ctx, keys)
 	if err != nil {

@@ -53,6 +53,12 @@ func isUploadData(path string) bool {
 	return ok && rest == "data"
 }
 
+// isHashState reports whether path is one of an upload's hash states.
+func isHashState(path string) bool {
+	_, _, offset, ok := parseHashStatePath(path)
+	return ok && offset >= 0
+}
+
 // isUploadDir reports whether path is an upload's directory.
 func isUploadDir(path string) bool {
 	_, rest, ok := uploadDir(path)
@@ -171,19 +177,34 @@ func (d *driver) dropHashState(path string, content []byte) bool {
 	if _, committed := d.commits.get(data); committed {
 		return true
 	}
+	if prev, ok := d.hashWrites.get(path); ok && bytes.Equal(prev, content) {
+		return true // distribution closes a writer twice per request
+	}
 	d.writers.setHash(data, &hashState{alg: alg, offset: offset, state: bytes.Clone(content)})
 	return false
 }
 
+// carriedHash returns the hash state of the upload whose data is at path
+// that its open writer, or its commit in this process, carries.
+func (d *driver) carriedHash(path string) *hashState {
+	if h := d.writers.hash(path); h != nil {
+		return h
+	}
+	if c, ok := d.commits.get(path); ok {
+		return c.hash
+	}
+	return nil
+}
+
 // hashStateList answers distribution's listing of an upload's hash states
-// from the pending tail its open writer read, when that tail carries the
-// state at the writer's size: the only one distribution looks for.
+// from the state its open writer or its commit carries, the state at the
+// writer's size: the only one distribution looks for.
 func (d *driver) hashStateList(dir string) ([]string, bool) {
 	data, alg, offset, ok := parseHashStatePath(dir)
 	if !ok || offset >= 0 {
 		return nil, false
 	}
-	h := d.writers.hash(data)
+	h := d.carriedHash(data)
 	if h == nil || h.alg != alg {
 		return nil, false
 	}
@@ -197,7 +218,7 @@ func (d *driver) hashStateContent(path string) ([]byte, bool) {
 	if !ok || offset < 0 {
 		return nil, false
 	}
-	h := d.writers.hash(data)
+	h := d.carriedHash(data)
 	if h == nil || h.alg != alg || h.offset != offset {
 		return nil, false
 	}
@@ -288,80 +309,86 @@ func (o *openWriters) setHash(path string, h *hashState) {
 }
 
 // commit is what this process knows of upload data it committed: the
-// immutable facts Stat and Move would otherwise ask the server for, right
-// after.
+// immutable facts Stat, Move and distribution's check of the digest would
+// otherwise ask the server for, right after.
 type commit struct {
 	size int64
-	etag string    // "" when the data is an alias: Move asks for it
-	mod  time.Time // when the writer committed, by this process's clock
-	at   time.Time // when the record was made, for its expiry
+	etag string     // "" when the data is an alias: Move asks for it
+	mod  time.Time  // when the writer committed, by this process's clock
+	hash *hashState // the hash state at size that the writer carried, or nil
 }
 
-// commitTTL is how long a commit record answers for its object. distribution
-// stats and moves an upload's data within the request that commits it.
-const commitTTL = time.Minute
+// recentTTL is how long a record of recent answers for its object.
+// distribution stats and moves an upload's data within the request that
+// commits it, and closes a writer twice within one request.
+const recentTTL = time.Minute
 
-// maxCommits bounds the records kept: one per upload committing at once.
-const maxCommits = 1024
+// maxRecent bounds the records kept: about one per upload at work at once.
+const maxRecent = 1024
 
-// commits records the upload data this process committed, until distribution
-// moves it to its blob path or deletes the upload. The facts are immutable
-// while the record lives: nothing writes an upload's data after its commit.
-// If another replica deletes the upload meanwhile, a Stat answered from the
-// record says the data exists and the Move that follows fails, as it would
-// have a moment later without the record.
-type commits struct {
+// recent records facts about objects this process has just written, by
+// path, until they are moved or deleted, or for recentTTL at most. The facts
+// are immutable while the record lives: nothing writes an upload's data
+// after its commit, nor another content at a hash state's path. If another
+// replica deletes the object meanwhile, what the record answers is what a
+// request a moment earlier would have answered.
+type recent[V any] struct {
 	now func() time.Time
 	mu  sync.Mutex
-	m   map[string]commit
+	m   map[string]recentEntry[V]
 }
 
-func newCommits(now func() time.Time) *commits {
-	return &commits{now: now, m: map[string]commit{}}
+type recentEntry[V any] struct {
+	v  V
+	at time.Time
 }
 
-// put records the commit of path.
-func (c *commits) put(path string, size int64, etag string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if len(c.m) >= maxCommits {
-		for p, r := range c.m {
-			if now.Sub(r.at) > commitTTL {
-				delete(c.m, p)
+func newRecent[V any](now func() time.Time) *recent[V] {
+	return &recent[V]{now: now, m: map[string]recentEntry[V]{}}
+}
+
+// put records v for path.
+func (r *recent[V]) put(path string, v V) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if len(r.m) >= maxRecent {
+		for p, e := range r.m {
+			if now.Sub(e.at) > recentTTL {
+				delete(r.m, p)
 			}
 		}
-		if len(c.m) >= maxCommits {
-			clear(c.m)
+		if len(r.m) >= maxRecent {
+			clear(r.m)
 		}
 	}
-	c.m[path] = commit{size: size, etag: etag, mod: now, at: now}
+	r.m[path] = recentEntry[V]{v: v, at: now}
 }
 
 // get returns the live record of path.
-func (c *commits) get(path string) (commit, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.m[path]
-	if ok && c.now().Sub(r.at) > commitTTL {
-		delete(c.m, path)
-		return commit{}, false
+func (r *recent[V]) get(path string) (V, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[path]
+	if ok && r.now().Sub(e.at) > recentTTL {
+		delete(r.m, path)
+		ok = false
 	}
-	return r, ok
+	return e.v, ok
 }
 
 // forget drops the records of path and of everything under it.
-func (c *commits) forget(path string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) == 0 {
+func (r *recent[V]) forget(path string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.m) == 0 {
 		return
 	}
-	delete(c.m, path)
+	delete(r.m, path)
 	prefix := strings.TrimSuffix(path, "/") + "/"
-	for p := range c.m {
+	for p := range r.m {
 		if strings.HasPrefix(p, prefix) {
-			delete(c.m, p)
+			delete(r.m, p)
 		}
 	}
 }

@@ -348,7 +348,11 @@ func (w *writer) Commit(ctx context.Context) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
+	hash := w.d.writers.hashOf(w)
 	w.d.writers.remove(w)
+	if hash != nil && hash.offset != w.Size() {
+		hash = nil
+	}
 	var put minio.UploadInfo
 	if w.uploadID == "" {
 		var err error
@@ -386,7 +390,7 @@ func (w *writer) Commit(ctx context.Context) error {
 		return translate("commit: remove tail", w.path, err)
 	}
 	if isUploadData(w.path) {
-		w.d.commits.put(w.path, w.partsSize, put.ETag)
+		w.d.commits.put(w.path, commit{size: w.partsSize, etag: put.ETag, mod: w.d.commits.now(), hash: hash})
 	}
 	return nil
 }
