@@ -35,7 +35,8 @@ func uploadDir(path string) (dir, rest string, ok bool) {
 	if !strings.HasPrefix(path, repositoriesRoot) {
 		return "", "", false
 	}
-	i := strings.LastIndex(path, "/_uploads/")
+	// The first: no component of a repository's name starts with '_'.
+	i := strings.Index(path, "/_uploads/")
 	if i < 0 {
 		return "", "", false
 	}
@@ -69,11 +70,34 @@ func isUploadDir(path string) bool {
 // can never be a directory: a blob's data or a repository's link. Stat of
 // such a path that holds no object needs no listing to say so.
 func isLayoutFile(path string) bool {
+	if rest, ok := strings.CutPrefix(path, blobsRoot); ok {
+		s := strings.Split(rest, "/") // <alg>/<xx>/<hex>/data
+		return len(s) == 4 && s[3] == "data"
+	}
+	rest, ok := strings.CutPrefix(path, repositoriesRoot)
+	if !ok {
+		return false
+	}
+	// The first of these: no component of a repository's name starts
+	// with '_' (a tag may).
+	i, j := strings.Index(rest, "/_layers/"), strings.Index(rest, "/_manifests/")
+	var s []string
 	switch {
-	case strings.HasPrefix(path, blobsRoot):
-		return strings.HasSuffix(path, "/data")
-	case strings.HasPrefix(path, repositoriesRoot):
-		return strings.HasSuffix(path, "/link") && !strings.Contains(path, "/_uploads/")
+	case i >= 0 && (j < 0 || i < j):
+		s = strings.Split(rest[i+len("/_layers/"):], "/") // <alg>/<hex>/link
+		return len(s) == 3 && s[2] == "link"
+	case j >= 0:
+		s = strings.Split(rest[j+len("/_manifests/"):], "/")
+	default:
+		return false
+	}
+	switch {
+	case len(s) == 4 && s[0] == "revisions": // revisions/<alg>/<hex>/link
+		return s[3] == "link"
+	case len(s) == 4 && s[0] == "tags": // tags/<tag>/current/link
+		return s[2] == "current" && s[3] == "link"
+	case len(s) == 6 && s[0] == "tags": // tags/<tag>/index/<alg>/<hex>/link
+		return s[2] == "index" && s[5] == "link"
 	}
 	return false
 }

@@ -250,3 +250,52 @@ func TestUploadRequests(t *testing.T) {
 		t.Errorf("writer state left: %v", left)
 	}
 }
+
+// TestLayoutPaths checks which paths the driver takes for files, upload data
+// and hash states of distribution's layout; a wrong yes would make Stat hide
+// a directory or drop a write.
+func TestLayoutPaths(t *testing.T) {
+	t.Parallel()
+	const repos = "/docker/registry/v2/repositories/"
+	const hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		path                     string
+		file, uploadData, hashAt bool
+	}{
+		{path: "/docker/registry/v2/blobs/sha256/01/" + hex + "/data", file: true},
+		{path: "/docker/registry/v2/blobs/sha256/01/" + hex},
+		{path: repos + "r/_layers/sha256/" + hex + "/link", file: true},
+		{path: repos + "r/_layers/sha256/" + hex},
+		{path: repos + "r/_manifests/revisions/sha256/" + hex + "/link", file: true},
+		{path: repos + "r/_manifests/tags/v1/current/link", file: true},
+		{path: repos + "r/_manifests/tags/link"}, // a tag named link: a directory
+		{path: repos + "r/_manifests/tags/_layers/current/link", file: true},
+		{path: repos + "r/_manifests/tags/v1/index/sha256/" + hex + "/link", file: true},
+		{path: repos + "r/current/link"}, // a repository named r/current/link
+		{path: repos + "r/link"},
+		{path: "/elsewhere/_layers/sha256/" + hex + "/link"},
+		{path: repos + "a/b/_uploads/u-1/data", uploadData: true},
+		{path: repos + "a/b/_uploads/u-1/startedat"},
+		{path: repos + "a/b/_uploads/u-1/hashstates/sha256/42", hashAt: true},
+		{path: repos + "a/b/_uploads/u-1/hashstates/sha256/x"},
+		{path: "/c/_uploads/u-1/data"},
+	}
+	for _, tt := range tests {
+		if got := isLayoutFile(tt.path); got != tt.file {
+			t.Errorf("isLayoutFile(%s) = %v, want %v", tt.path, got, tt.file)
+		}
+		if got := isUploadData(tt.path); got != tt.uploadData {
+			t.Errorf("isUploadData(%s) = %v, want %v", tt.path, got, tt.uploadData)
+		}
+		if got := isHashState(tt.path); got != tt.hashAt {
+			t.Errorf("isHashState(%s) = %v, want %v", tt.path, got, tt.hashAt)
+		}
+	}
+	if !isUploadDir(repos+"a/b/_uploads/u-1") || isUploadDir(repos+"a/b/_uploads/u-1/data") || isUploadDir(repos+"a/b/_uploads") {
+		t.Error("isUploadDir takes the wrong paths")
+	}
+	data, alg, offset, ok := parseHashStatePath(repos + "a/_uploads/u/hashstates/sha256")
+	if !ok || data != repos+"a/_uploads/u/data" || alg != "sha256" || offset != -1 {
+		t.Errorf("parseHashStatePath of a directory = %q %q %d %v", data, alg, offset, ok)
+	}
+}
