@@ -31,7 +31,8 @@
 //	        │                                      the tail (< 5 MiB) not yet in a part, with
 //	        │                                      metadata naming the multipart upload ID,
 //	        │                                      its data object and the offset at which
-//	        │                                      the tail starts
+//	        │                                      the tail starts, and distribution's hash
+//	        │                                      state at the end of the tail
 //	        └── ~data/<random>                     the data of a writer that sent parts:
 //	                                               first its multipart upload, then, once
 //	                                               committed, the object an alias names
@@ -47,6 +48,20 @@
 // part and completes the upload (or, for content that never filled a part,
 // puts it in one request) and removes the tail; Cancel aborts the upload and
 // removes the tail.
+//
+// # Uploads
+//
+// The driver knows distribution's layout (upload.go) and saves requests on
+// each blob upload without depending on anything another replica could
+// change: an upload with nothing written has no writer state (a resumed
+// writer with none starts empty); the hash state distribution saves at each
+// PATCH also rides in the pending tail, so the next request reads it with
+// the tail instead of listing and reading hash states; the hash state at
+// offset 0 and those written after the upload's commit are not stored; Stat
+// and Move of upload data this process has just committed use what the
+// commit returned; a missing blob or link is reported without a listing
+// (they are never directories), and an upload's directory is deleted
+// without asking whether it is an object.
 //
 // # Aliases
 //
@@ -76,6 +91,10 @@
 //     68 bytes it holds. Replicas over one bucket must all run a driver
 //     with aliases before any of them commits a large upload, and a bucket
 //     that holds aliases cannot go back to such a driver.
+//   - An older Portcullis finds no writer state for an upload whose POST
+//     this driver served (nothing written yet) and fails the upload's next
+//     request; the client starts the upload again. Finish rolling upgrades
+//     before relying on uploads that cross replicas.
 //   - MinIO refuses an object key below another object ("a" and "a/b"), an
 //     S3 bucket accepts both; distribution's layout never creates such pairs.
 package storage

@@ -60,6 +60,12 @@ type driver struct {
 	redirect    bool
 	// parts recycles part-size write buffers between uploads.
 	parts *sync.Pool
+	// commits holds what Stat and Move need of the upload data this
+	// process committed; hashWrites the hash states it stored.
+	commits    *recent[commit]
+	hashWrites *recent[[]byte]
+	// writers are the upload writers open in this process.
+	writers *openWriters
 }
 
 // New returns a Driver for the bucket o names, after one request that proves
@@ -136,6 +142,9 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 		}},
 		concurrency: o.Concurrency,
 		redirect:    o.Redirect,
+		commits:     newRecent[commit](time.Now),
+		hashWrites:  newRecent[[]byte](time.Now),
+		writers:     newOpenWriters(time.Now),
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()

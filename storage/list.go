@@ -15,6 +15,9 @@ import (
 // It returns storagedriver.PathNotFoundError for a directory with nothing in
 // it, except the root.
 func (d *driver) List(ctx context.Context, dir string) ([]string, error) {
+	if paths, ok := d.hashStateList(dir); ok {
+		return paths, nil
+	}
 	prefix := d.dirPrefix(dir)
 	noOwner := false
 	var paths []string

@@ -18,6 +18,9 @@ const contentType = "application/octet-stream"
 // GetContent returns the whole object at path, or
 // storagedriver.PathNotFoundError.
 func (d *driver) GetContent(ctx context.Context, path string) ([]byte, error) {
+	if b, ok := d.hashStateContent(path); ok {
+		return b, nil
+	}
 	body, info, _, err := d.openObject(ctx, d.key(path), minio.GetObjectOptions{})
 	if err != nil {
 		return nil, translate("get", path, err)
@@ -59,13 +62,22 @@ func (d *driver) openObject(ctx context.Context, key string, opts minio.GetObjec
 	return body, info, a.key, err
 }
 
-// PutContent replaces the object at path with content in one request.
+// PutContent replaces the object at path with content in one request. A
+// hash state of an upload that no one will read is not stored; one that the
+// next request will read also goes into the upload's pending tail (see
+// dropHashState).
 func (d *driver) PutContent(ctx context.Context, path string, content []byte) error {
+	if d.dropHashState(path, content) {
+		return nil
+	}
 	opts := minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true}
 	if len(content) > MaxPartSize {
 		opts = minio.PutObjectOptions{ContentType: contentType, PartSize: uint64(d.partSize), NumThreads: 1}
 	}
 	_, err := d.client.PutObject(ctx, d.bucket, d.key(path), bytes.NewReader(content), int64(len(content)), opts)
+	if err == nil && isHashState(path) {
+		d.hashWrites.put(path, bytes.Clone(content))
+	}
 	return translate("put", path, err)
 }
 
@@ -158,8 +170,17 @@ func (r *resumingReader) resume() error {
 func (r *resumingReader) Close() error { return r.body.Close() }
 
 // Stat describes the object at path or, when there is none, the directory
-// that the keys under path form. Directories have no size or time.
+// that the keys under path form. Directories have no size or time. Upload
+// data this process has just committed is described from the commit, and a
+// missing file of distribution's layout costs no listing (see upload.go).
 func (d *driver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
+	if c, ok := d.commits.get(path); ok {
+		return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
+			Path:    path,
+			Size:    c.size,
+			ModTime: c.mod,
+		}}, nil
+	}
 	if path != "/" {
 		info, err := d.client.StatObject(ctx, d.bucket, d.key(path), minio.StatObjectOptions{})
 		if err == nil {
@@ -179,6 +200,9 @@ func (d *driver) Stat(ctx context.Context, path string) (storagedriver.FileInfo,
 		}
 		if !isNotFound(err) {
 			return nil, translate("stat", path, err)
+		}
+		if isLayoutFile(path) {
+			return nil, storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
 		}
 	}
 	isDir, err := d.hasChildren(ctx, path)
@@ -218,11 +242,19 @@ func (d *driver) hasChildren(ctx context.Context, path string) (bool, error) {
 // copied in parts, Options.Concurrency at a time. An alias is copied as the
 // small object it is: its data stays where it is, named now by destPath
 // alone. The data of an alias that destPath held before is left behind.
+// Upload data this process has just committed is copied on condition that
+// it is still the object committed, without asking for it first.
 func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	srcKey := d.key(sourcePath)
-	info, err := d.client.StatObject(ctx, d.bucket, srcKey, minio.StatObjectOptions{})
-	if err != nil {
-		return translate("move", sourcePath, err)
+	c, ok := d.commits.get(sourcePath)
+	d.commits.forget(sourcePath)
+	info := minio.ObjectInfo{Size: c.size, ETag: c.etag}
+	var err error
+	if !ok || c.etag == "" {
+		info, err = d.client.StatObject(ctx, d.bucket, srcKey, minio.StatObjectOptions{})
+		if err != nil {
+			return translate("move", sourcePath, err)
+		}
 	}
 	if sourcePath == destPath {
 		return nil
@@ -246,6 +278,8 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 // up to 1000 keys per request, with the state of uncommitted writers there.
 // It returns storagedriver.PathNotFoundError when there was nothing.
 func (d *driver) Delete(ctx context.Context, path string) error {
+	d.commits.forget(path)
+	d.hashWrites.forget(path)
 	pending, err := d.deletePending(ctx, path)
 	if err != nil {
 		return err
@@ -257,19 +291,22 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 		data    []string // the data objects of the aliases removed
 	)
 	objects := func(yield func(minio.ObjectInfo) bool) {
-		info, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
-		switch {
-		case err == nil:
-			if a, ok, _ := d.aliasOf(info.Metadata); ok {
-				data = append(data, a.key)
-			}
-			found++
-			if !yield(minio.ObjectInfo{Key: key}) {
+		// An upload's directory is never an object: no request to look.
+		if !isUploadDir(path) {
+			info, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
+			switch {
+			case err == nil:
+				if a, ok, _ := d.aliasOf(info.Metadata); ok {
+					data = append(data, a.key)
+				}
+				found++
+				if !yield(minio.ObjectInfo{Key: key}) {
+					return
+				}
+			case !isNotFound(err):
+				listErr = err
 				return
 			}
-		case !isNotFound(err):
-			listErr = err
-			return
 		}
 		for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{
 			Prefix:    key + "/",
@@ -341,6 +378,8 @@ func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
 	keys := make([]string, len(paths))
 	for i, p := range paths {
 		keys[i] = d.d.key(p)
+		d.d.commits.forget(p)
+		d.d.hashWrites.forget(p)
 	}
 	data, err := d.d.aliasesOf(ctx, keys)
 	if err != nil {

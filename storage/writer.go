@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +34,14 @@ var (
 // a previous Close left on path, or appends to an empty committed object; it
 // returns storagedriver.PathNotFoundError when there is neither, and an error
 // for a committed object that is not empty.
+//
+// An upload's data (…/_uploads/<id>/data) is the exception: a writer there
+// that has written nothing leaves no state when it is closed, so append true
+// with no state resumes an empty writer. The upload exists if its startedat
+// does, which distribution reads first; the offset in the client's upload
+// state catches a writer whose state was lost after data was written.
 func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (storagedriver.FileWriter, error) {
+	d.commits.forget(path)
 	w := &writer{
 		d:       d,
 		ctx:     ctx,
@@ -46,6 +54,9 @@ func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (stor
 		if err := w.resume(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if isUploadData(path) {
+		d.writers.add(w, w.storedHash)
 	}
 	return w, nil
 }
@@ -74,6 +85,9 @@ type writer struct {
 	released  int64   // bytes buf held when it was released
 
 	tailStored bool // the tail object holds buf, uploadID and partsSize
+	// storedHash is the hash state the tail object holds, if any: upload
+	// data only (see dropHashState).
+	storedHash *hashState
 
 	closed, committed, cancelled bool
 }
@@ -82,6 +96,9 @@ type writer struct {
 func (w *writer) resume(ctx context.Context) error {
 	body, info, err := w.d.getObject(ctx, w.tailKey, minio.GetObjectOptions{})
 	if isNotFound(err) {
+		if isUploadData(w.path) {
+			return nil // nothing written yet
+		}
 		return w.resumeCommitted(ctx)
 	}
 	if err != nil {
@@ -117,6 +134,9 @@ func (w *writer) resume(ctx context.Context) error {
 		// not get to Close: that part begins with the tail.
 	default:
 		return fmt.Errorf("open writer %s: pending tail starts at %d but the upload holds %d bytes", w.path, offset, w.partsSize)
+	}
+	if h, ok := hashStateOf(info.Metadata.Get); ok && h.offset == w.Size() && isUploadData(w.path) {
+		w.storedHash = h
 	}
 	return nil
 }
@@ -286,18 +306,28 @@ func (w *writer) Close() error {
 		return nil
 	}
 	defer w.release()
+	hash := w.d.writers.hashOf(w)
+	defer w.d.writers.remove(w)
+	if hash != nil && hash.offset != w.Size() {
+		hash = nil
+	}
 	ctx := context.WithoutCancel(w.ctx)
 	if len(w.buf) >= MinPartSize {
 		if err := w.sendPart(ctx); err != nil {
 			return err
 		}
 	}
-	if w.tailStored {
+	if w.tailStored && hash.equal(w.storedHash) || w.uploadID == "" && len(w.buf) == 0 && isUploadData(w.path) {
+		// Nothing new to save, or an upload with nothing written: its
+		// next writer resumes empty without state (see Writer).
 		return nil
 	}
 	meta := map[string]string{
 		metaUploadID: w.uploadID,
 		metaOffset:   strconv.FormatInt(w.partsSize, 10),
+	}
+	if hash != nil {
+		maps.Copy(meta, hash.meta())
 	}
 	if w.dataKey != w.key {
 		meta[metaDataKey] = strings.TrimPrefix(w.dataKey, w.d.root)
@@ -307,7 +337,7 @@ func (w *writer) Close() error {
 	if err != nil {
 		return translate("close: store tail", w.path, err)
 	}
-	w.tailStored = true
+	w.tailStored, w.storedHash = true, hash
 	return nil
 }
 
@@ -318,8 +348,15 @@ func (w *writer) Commit(ctx context.Context) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
+	hash := w.d.writers.hashOf(w)
+	w.d.writers.remove(w)
+	if hash != nil && hash.offset != w.Size() {
+		hash = nil
+	}
+	var put minio.UploadInfo
 	if w.uploadID == "" {
-		_, err := w.d.client.PutObject(ctx, w.d.bucket, w.key, bytes.NewReader(w.buf), int64(len(w.buf)),
+		var err error
+		put, err = w.d.client.PutObject(ctx, w.d.bucket, w.key, bytes.NewReader(w.buf), int64(len(w.buf)),
 			minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
 		if err != nil {
 			return translate("commit", w.path, err)
@@ -352,6 +389,9 @@ func (w *writer) Commit(ctx context.Context) error {
 	if err != nil && !isNotFound(err) {
 		return translate("commit: remove tail", w.path, err)
 	}
+	if isUploadData(w.path) {
+		w.d.commits.put(w.path, commit{size: w.partsSize, etag: put.ETag, mod: w.d.commits.now(), hash: hash})
+	}
 	return nil
 }
 
@@ -361,6 +401,7 @@ func (w *writer) Cancel(ctx context.Context) error {
 		return err
 	}
 	w.cancelled = true
+	w.d.writers.remove(w)
 	w.release()
 	if w.uploadID != "" {
 		err := minio.Core{Client: w.d.client}.AbortMultipartUpload(ctx, w.d.bucket, w.dataKey, w.uploadID)

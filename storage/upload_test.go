@@ -1,0 +1,301 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/distribution/distribution/v3"
+	regstorage "github.com/distribution/distribution/v3/registry/storage"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/portcullis/portcullis/storage/miniotest"
+)
+
+// s3Proxy stands in front of a real MinIO: it records each request as
+// "METHOD key" (a listing as "LIST prefix") and refuses those fail selects.
+type s3Proxy struct {
+	proxy *httputil.ReverseProxy
+	fail  atomic.Pointer[func(r *http.Request) bool]
+
+	mu       sync.Mutex
+	requests []string
+}
+
+func startS3Proxy(t *testing.T, srv *miniotest.Server) (*s3Proxy, string) {
+	t.Helper()
+	u, err := url.Parse(srv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &s3Proxy{proxy: httputil.NewSingleHostReverseProxy(u)}
+	director := p.proxy.Director
+	// Keep the Host header: the client signed it.
+	p.proxy.Director = func(r *http.Request) { host := r.Host; director(r); r.Host = host }
+	hs := httptest.NewServer(p)
+	t.Cleanup(hs.Close)
+	return p, hs.URL
+}
+
+func (p *s3Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/")
+	_, key, _ = strings.Cut(key, "/") // the bucket
+	op := r.Method
+	switch q := r.URL.Query(); {
+	case r.Method == http.MethodGet && q.Has("list-type"):
+		op, key = "LIST", q.Get("prefix")
+	case r.Method == http.MethodPost && q.Has("delete"):
+		op = "DELETE-MULTI"
+	case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "":
+		op = "COPY"
+	}
+	p.mu.Lock()
+	p.requests = append(p.requests, op+" "+key)
+	p.mu.Unlock()
+	if f := p.fail.Load(); f != nil && (*f)(r) {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `<Error><Code>InvalidRequest</Code><Message>refused by the test</Message></Error>`)
+		return
+	}
+	p.proxy.ServeHTTP(w, r)
+}
+
+// take returns the requests recorded since the last take, with the test's
+// key prefix and upload ID replaced by short names.
+func (p *s3Proxy) take(prefix, id string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, len(p.requests))
+	for i, r := range p.requests {
+		r = strings.ReplaceAll(r, prefix+"/~pending/docker/registry/v2/", "~pending/")
+		r = strings.ReplaceAll(r, prefix+"/docker/registry/v2/", "")
+		if id != "" {
+			r = strings.ReplaceAll(r, id, "ID")
+		}
+		out[i] = r
+	}
+	p.requests = nil
+	return out
+}
+
+// uploadRegistry returns distribution's storage over a Driver that reaches
+// srv through a recording proxy.
+func uploadRegistry(t *testing.T, srv *miniotest.Server) (distribution.BlobStore, *s3Proxy, string) {
+	t.Helper()
+	proxy, endpoint := startS3Proxy(t, srv)
+	bucket := srv.NewBucket(t)
+	d, err := New(t.Context(), Options{
+		Endpoint: endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+		Bucket: bucket, Prefix: "p", Region: "us-east-1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := regstorage.NewRegistry(t.Context(), d, regstorage.EnableDelete)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := reference.WithName("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := reg.Repository(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo.Blobs(t.Context()), proxy, bucket
+}
+
+// pushBlob uploads content as distribution's handlers serve a client's
+// POST, PATCH with the content, and PUT ?digest= without a body: each
+// request resumes the upload, copies the body with io.Copy and closes the
+// upload (the PATCH twice), ignoring the error of Close as distribution's
+// blobUploadResponse does. It returns the upload's ID.
+func pushBlob(ctx context.Context, t *testing.T, blobs distribution.BlobStore, content []byte, afterPost func()) string {
+	t.Helper()
+	up, err := blobs.Create(ctx) // POST
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	_ = up.Close()
+	id := up.ID()
+	afterPost()
+
+	up, err = blobs.Resume(ctx, id) // PATCH
+	if err != nil {
+		t.Fatalf("PATCH: resume the upload the POST answered 202 for: %v", err)
+	}
+	if up.Size() != 0 {
+		t.Fatalf("PATCH: upload resumed at %d, want 0", up.Size())
+	}
+	if _, err := io.Copy(up, bytes.NewReader(content)); err != nil {
+		t.Fatalf("PATCH: %v", err)
+	}
+	_ = up.Close() // blobUploadResponse
+	_ = up.Close() // closeResources
+
+	up, err = blobs.Resume(ctx, id) // PUT
+	if err != nil {
+		t.Fatalf("PUT: %v", err)
+	}
+	if up.Size() != int64(len(content)) {
+		t.Fatalf("PUT: upload resumed at %d, want %d", up.Size(), len(content))
+	}
+	if _, err := io.Copy(up, http.NoBody); err != nil {
+		t.Fatalf("PUT: %v", err)
+	}
+	dgst := digest.FromBytes(content)
+	if _, err := up.Commit(ctx, v1.Descriptor{Digest: dgst}); err != nil {
+		t.Fatalf("PUT: commit: %v", err)
+	}
+	got, err := blobs.Get(ctx, dgst)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("blob after the push: %d bytes, %v; want the %d bytes pushed", len(got), err, len(content))
+	}
+	return id
+}
+
+// TestUploadAfterLostWriterState: the POST of an upload stores no writer
+// state that its PATCH needs. Before, the POST's Close stored an empty
+// pending tail; distribution ignores that error, answered 202, and when the
+// write had failed the PATCH answered 500 "Path not found …/data".
+func TestUploadAfterLostWriterState(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	blobs, proxy, _ := uploadRegistry(t, srv)
+	refusePending := func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/"+pendingDir+"/")
+	}
+	// The POST's writer state cannot be stored; the PATCH comes after.
+	proxy.fail.Store(&refusePending)
+	pushBlob(t.Context(), t, blobs, []byte("a small layer"), func() { proxy.fail.Store(nil) })
+}
+
+// TestUploadRequests lists the S3 requests of one small blob's upload as a
+// client pushes it: HEAD (not found), POST, PATCH, PUT, then a read. The
+// comments name each request that is gone; the test fails when one comes
+// back.
+func TestUploadRequests(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	blobs, proxy, bucket := uploadRegistry(t, srv)
+	ctx := t.Context()
+	content := []byte("a small layer")
+	dgst := digest.FromBytes(content)
+	blob := "blobs/sha256/" + dgst.Encoded()[:2] + "/" + dgst.Encoded() + "/data"
+	link := "repositories/r/_layers/sha256/" + dgst.Encoded() + "/link"
+	proxy.take("", "")
+
+	if _, err := blobs.Stat(ctx, dgst); err != distribution.ErrBlobUnknown {
+		t.Fatalf("Stat before the push = %v, want ErrBlobUnknown", err)
+	}
+	id := pushBlob(ctx, t, blobs, content, func() {})
+	up := "repositories/r/_uploads/ID/"
+	want := []string{
+		// HEAD /v2/r/blobs/<digest>
+		"GET " + link,
+		// POST: the time the upload started. Not stored: the hash state
+		// at offset 0 (never read back) and an empty pending tail.
+		"PUT " + up + "startedat",
+		// PATCH: the upload, its pending tail (none yet), the hash state
+		// after the chunk, the tail with the chunk and that hash state.
+		// Not stored: the same hash state again at the second Close.
+		"GET " + up + "startedat",
+		"GET ~pending/" + up + "data",
+		"PUT " + up + "hashstates/sha256/13",
+		"PUT ~pending/" + up + "data",
+		// PUT: the upload, its tail (with the hash state that checks the
+		// digest after the commit). Not asked: a listing of hash states
+		// and the state's own object.
+		"GET " + up + "startedat",
+		"GET ~pending/" + up + "data",
+		// Commit: the data, then the tail removed. Not stored: the hash
+		// state again after the commit.
+		"PUT " + up + "data",
+		"DELETE ~pending/" + up + "data",
+		// Is the blob there? No listing for a blob's data, which is
+		// never a directory. Not asked: the upload's data, twice (its
+		// size is the commit's), before the copy (its ETag too).
+		"HEAD " + blob,
+		"COPY " + blob,
+		"DELETE " + up + "data",
+		"PUT " + link,
+		// The upload's directory: pending state, then what is in it. Not
+		// asked: whether the directory is an object.
+		"LIST ~pending/" + up[:len(up)-1],
+		"LIST " + up,
+		"DELETE-MULTI ",
+		// Get after the push: the link, the blob's size, its bytes.
+		"GET " + link,
+		"HEAD " + blob,
+		"GET " + blob,
+	}
+	if got := proxy.take("p", id); !slices.Equal(got, want) {
+		t.Errorf("requests of one small blob's push:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if left := leftovers(t, srv, bucket); len(left) > 0 {
+		t.Errorf("writer state left: %v", left)
+	}
+}
+
+// TestLayoutPaths checks which paths the driver takes for files, upload data
+// and hash states of distribution's layout; a wrong yes would make Stat hide
+// a directory or drop a write.
+func TestLayoutPaths(t *testing.T) {
+	t.Parallel()
+	const repos = "/docker/registry/v2/repositories/"
+	const hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		path                     string
+		file, uploadData, hashAt bool
+	}{
+		{path: "/docker/registry/v2/blobs/sha256/01/" + hex + "/data", file: true},
+		{path: "/docker/registry/v2/blobs/sha256/01/" + hex},
+		{path: repos + "r/_layers/sha256/" + hex + "/link", file: true},
+		{path: repos + "r/_layers/sha256/" + hex},
+		{path: repos + "r/_manifests/revisions/sha256/" + hex + "/link", file: true},
+		{path: repos + "r/_manifests/tags/v1/current/link", file: true},
+		{path: repos + "r/_manifests/tags/link"}, // a tag named link: a directory
+		{path: repos + "r/_manifests/tags/_layers/current/link", file: true},
+		{path: repos + "r/_manifests/tags/v1/index/sha256/" + hex + "/link", file: true},
+		{path: repos + "r/current/link"}, // a repository named r/current/link
+		{path: repos + "r/link"},
+		{path: "/elsewhere/_layers/sha256/" + hex + "/link"},
+		{path: repos + "a/b/_uploads/u-1/data", uploadData: true},
+		{path: repos + "a/b/_uploads/u-1/startedat"},
+		{path: repos + "a/b/_uploads/u-1/hashstates/sha256/42", hashAt: true},
+		{path: repos + "a/b/_uploads/u-1/hashstates/sha256/x"},
+		{path: "/c/_uploads/u-1/data"},
+	}
+	for _, tt := range tests {
+		if got := isLayoutFile(tt.path); got != tt.file {
+			t.Errorf("isLayoutFile(%s) = %v, want %v", tt.path, got, tt.file)
+		}
+		if got := isUploadData(tt.path); got != tt.uploadData {
+			t.Errorf("isUploadData(%s) = %v, want %v", tt.path, got, tt.uploadData)
+		}
+		if got := isHashState(tt.path); got != tt.hashAt {
+			t.Errorf("isHashState(%s) = %v, want %v", tt.path, got, tt.hashAt)
+		}
+	}
+	if !isUploadDir(repos+"a/b/_uploads/u-1") || isUploadDir(repos+"a/b/_uploads/u-1/data") || isUploadDir(repos+"a/b/_uploads") {
+		t.Error("isUploadDir takes the wrong paths")
+	}
+	data, alg, offset, ok := parseHashStatePath(repos + "a/_uploads/u/hashstates/sha256")
+	if !ok || data != repos+"a/_uploads/u/data" || alg != "sha256" || offset != -1 {
+		t.Errorf("parseHashStatePath of a directory = %q %q %d %v", data, alg, offset, ok)
+	}
+}
