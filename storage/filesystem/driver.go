@@ -53,7 +53,8 @@ import (
 // Driver stores under a root directory, as distribution's filesystem driver.
 type Driver struct {
 	storagedriver.StorageDriver
-	root string
+	root    string
+	readers chan struct{} // bounds the reads in the kernel at once (read.go)
 }
 
 var _ storagedriver.StorageDriver = (*Driver)(nil)
@@ -64,7 +65,7 @@ func New(root string) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{StorageDriver: d, root: root}, nil
+	return &Driver{StorageDriver: d, root: root, readers: make(chan struct{}, maxReaders)}, nil
 }
 
 // uploadState reports whether path is a file of an upload's state other than
