@@ -53,6 +53,7 @@ type Handler struct {
 	pulls     Pulls
 	hidden    []string
 	manifests *manifestCache
+	blobs     BlobFiles
 	pullSlots PullSlots
 	log       *slog.Logger
 }
@@ -85,6 +86,9 @@ type Options struct {
 	// PullSlots bounds the pull records written in the background; nil:
 	// the handler's own.
 	PullSlots PullSlots
+	// Blobs opens blobs' files, for blob reads served by sendfile; nil:
+	// blob reads are left to distribution (S3: redirected or proxied).
+	Blobs BlobFiles
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
@@ -110,7 +114,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 		o.PullSlots = NewPullSlots()
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests,
+		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, blobs: o.Blobs,
 		pullSlots: o.PullSlots, log: o.Log}, nil
 }
 
@@ -186,7 +190,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && rt.Kind == KindCatalog:
 		h.serveCatalog(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindBlob:
-		if h.allowBlob(w, r, rt) && !h.serveCachedBlob(w, r, rt) {
+		if h.allowBlob(w, r, rt) && !h.serveCachedBlob(w, r, rt) && !h.serveBlob(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest:
