@@ -137,7 +137,7 @@ func TestBlobReadsMatchDistribution(t *testing.T) {
 	// The repository's blobs are served by the front handler, without the
 	// core; everything else goes to the core.
 	teapot := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
-	h, err := front.New(teapot, a.core.refs, a.core.repos, front.Options{Blobs: a.core.blobs})
+	h, err := front.New(teapot, a.core.refs, a.core.repos, a.driver, front.Options{Blobs: a.core.blobs})
 	if err != nil {
 		t.Fatal(err)
 	}

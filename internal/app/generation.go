@@ -148,7 +148,7 @@ func (a *App) buildRoutes(g *generation) error {
 	if g.auth != nil && g.auth.Robots != nil {
 		apiOpts.Robots = g.auth.Robots
 	}
-	fr, err := front.New(a.dist, c.refs, c.repos, opts)
+	fr, err := front.New(a.dist, c.refs, c.repos, a.driver, opts)
 	if err != nil {
 		return err
 	}

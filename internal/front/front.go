@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/auth/audit"
@@ -54,6 +55,7 @@ type Handler struct {
 	hidden    []string
 	manifests *manifestCache
 	blobs     BlobFiles
+	layout    layout
 	pullSlots PullSlots
 	log       *slog.Logger
 }
@@ -94,11 +96,11 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// New returns the front handler over the registry core, the referrers API
-// and the repositories of the same storage.
-func New(registry http.Handler, refs *referrers.Handler, repos repositories, o Options) (*Handler, error) {
-	if registry == nil || refs == nil || repos == nil {
-		return nil, errors.New("front handler: registry, referrers and repositories are required")
+// New returns the front handler over the registry core, the referrers API,
+// and the repositories and the driver of the same storage.
+func New(registry http.Handler, refs *referrers.Handler, repos repositories, driver storagedriver.StorageDriver, o Options) (*Handler, error) {
+	if registry == nil || refs == nil || repos == nil || driver == nil {
+		return nil, errors.New("front handler: registry, referrers, repositories and driver are required")
 	}
 	if g := o.Guard; g != nil && (g.Auth == nil || g.Tags == nil || g.Repos == nil) {
 		return nil, errors.New("front handler: a guard needs an authorizer, a tag policy and repositories")
@@ -115,6 +117,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
 		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, blobs: o.Blobs,
+		layout:    layout{driver: driver},
 		pullSlots: o.PullSlots, log: o.Log}, nil
 }
 
