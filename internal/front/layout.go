@@ -68,5 +68,20 @@ func (l layout) readlink(ctx context.Context, path string) (digest.Digest, error
 	if err != nil {
 		return "", err
 	}
-	return digest.Parse(string(b))
+	return parseLinkDigest(string(b))
+}
+
+// parseLinkDigest parses s as digest.Parse does, a sha256 digest (what links
+// hold) without a regexp.
+func parseLinkDigest(s string) (digest.Digest, error) {
+	const prefix = "sha256:"
+	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix {
+		return digest.Parse(s)
+	}
+	for _, c := range []byte(s[len(prefix):]) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return digest.Parse(s)
+		}
+	}
+	return digest.Digest(s), nil
 }

@@ -64,6 +64,8 @@ type blockingPulls struct {
 	recorded chan digest.Digest
 }
 
+func (p *blockingPulls) Due(string, digest.Digest) bool { return true }
+
 func (p *blockingPulls) Record(_ context.Context, _ string, d digest.Digest) error {
 	<-p.release
 	p.recorded <- d
