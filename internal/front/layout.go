@@ -19,7 +19,7 @@ import (
 //	    └── revisions/<alg>/<hex>/link       "sha256:…", the repository has it
 //
 // A manifest read by tag makes three storage reads (tag link, revision
-// link, blob stat) on every request, whichever replica moved the tag last;
+// link's stat, blob's stat) on every request, whichever replica moved the tag last;
 // through distribution's stores the same reads cost a repository, a tag
 // store and a manifest store built per request, a path built by pathFor
 // and a digest checked by regexp per link, and a logger per call.
@@ -41,9 +41,17 @@ func (l layout) tag(ctx context.Context, repo, tag string) (digest.Digest, error
 }
 
 // hasManifest reports whether repo has manifest d: its revision link, and
-// the blob the link names.
+// the blob the link names. A sha256 revision link names its own digest
+// (distribution writes it so, in one atomic write): its stat is enough.
 func (l layout) hasManifest(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	target, err := l.readlink(ctx, layoutRoot+"repositories/"+repo+"/_manifests/revisions/"+d.Algorithm().String()+"/"+d.Encoded()+"/link")
+	link := layoutRoot + "repositories/" + repo + "/_manifests/revisions/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+	target := d
+	var err error
+	if d.Algorithm() == digest.SHA256 {
+		_, err = l.driver.Stat(ctx, link)
+	} else {
+		target, err = l.readlink(ctx, link)
+	}
 	var nf storagedriver.PathNotFoundError
 	if errors.As(err, &nf) {
 		return false, nil

@@ -94,23 +94,28 @@ func (d *Driver) GetContent(_ context.Context, path string) ([]byte, error) {
 	}
 	defer syscall.Close(fd) //nolint:errcheck // read-only: nothing to lose
 	// Links and tags, most of what is read, are under 100 bytes: read into
-	// a buffer on the stack, then copied out whole (one allocation).
+	// a buffer on the stack, then copied out whole (one allocation). A
+	// read of a regular file that returns less than asked for has reached
+	// its end (Linux returns short only at the end of a file, or when a
+	// fatal signal ends the process): no read to see the end.
 	var stack [512]byte
 	buf := stack[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, max(cap(buf), 32<<10))
 		}
+		want := cap(buf) - len(buf)
 		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
 		switch {
 		case errors.Is(err, syscall.EINTR):
 			continue
 		case err != nil:
 			return nil, d.pathError("read", path, full, err)
-		case n == 0:
-			return slices.Clone(buf[:len(buf):len(buf)]), nil
 		}
 		buf = buf[:len(buf)+n]
+		if n < want {
+			return slices.Clone(buf[:len(buf):len(buf)]), nil
+		}
 	}
 }
 
