@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -51,24 +50,7 @@ func serveBlob(h http.Handler, method, path string, header http.Header) response
 // repository's blobs itself, from their files.
 func TestBlobReadsMatchDistribution(t *testing.T) {
 	t.Parallel()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Log.AccessLog = new(bool)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		if err := a.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	host := strings.TrimPrefix(srv.URL, "http://")
+	a, host := servedApp(t, config.Default(), slog.New(slog.DiscardHandler))
 	var blobs, other []string
 	var manifest string
 	for _, repo := range []string{"team/app", "team/other"} {

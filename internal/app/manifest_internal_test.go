@@ -48,30 +48,39 @@ func serve(h http.Handler, method, path string, header http.Header) response {
 	return res
 }
 
+// servedApp returns the registry of cfg on the filesystem (in a temporary
+// directory; the access log off unless cfg sets it), logging to log, served
+// by an httptest server, and the server's host.
+func servedApp(tb testing.TB, cfg *config.Config, log *slog.Logger) (*App, string) {
+	tb.Helper()
+	cfg.DataDir = tb.TempDir()
+	if cfg.Log.AccessLog == nil {
+		cfg.Log.AccessLog = new(bool)
+	}
+	if err := cfg.Validate(); err != nil {
+		tb.Fatal(err)
+	}
+	a, err := New(context.Background(), cfg, log, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	tb.Cleanup(func() {
+		srv.Close()
+		if err := a.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return a, strings.TrimPrefix(srv.URL, "http://")
+}
+
 // TestManifestReadsMatchDistribution: every manifest GET and HEAD the front
 // handler answers itself gets the status, headers and body distribution's
 // handler gives for the same request, for each manifest type, by tag and by
 // digest, with each Accept header clients send, and with If-None-Match.
 func TestManifestReadsMatchDistribution(t *testing.T) {
 	t.Parallel()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Log.AccessLog = new(bool)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		if err := a.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	host := strings.TrimPrefix(srv.URL, "http://")
+	a, host := servedApp(t, config.Default(), slog.New(slog.DiscardHandler))
 
 	ociImage, err := random.Image(256, 1)
 	if err != nil {

@@ -1,11 +1,9 @@
 package app
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -22,30 +20,18 @@ import (
 func benchRegistry(b *testing.B) (http.Handler, string, string) {
 	b.Helper()
 	cfg := config.Default()
-	cfg.DataDir = b.TempDir()
-	if err := cfg.Validate(); err != nil {
-		b.Fatal(err)
-	}
 	log, err := NewLogger(cfg.Log, io.Discard)
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := New(context.Background(), cfg, log, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	b.Cleanup(func() {
-		srv.Close()
-		if err := a.Close(); err != nil {
-			b.Error(err)
-		}
-	})
+	cfg.Log.AccessLog = new(bool)
+	*cfg.Log.AccessLog = true
+	a, host := servedApp(b, cfg, log)
 	img, err := random.Image(4096, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ref, err := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/team/app:v1", name.Insecure)
+	ref, err := name.ParseReference(host+"/team/app:v1", name.Insecure)
 	if err != nil {
 		b.Fatal(err)
 	}

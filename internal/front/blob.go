@@ -9,7 +9,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/portcullis/portcullis/internal/api"
 	"github.com/portcullis/portcullis/internal/digests"
 )
 
@@ -38,14 +37,8 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 	if h.blobs == nil || !digests.Canonical(rt.Digest) {
 		return false
 	}
-	if h.guard != nil {
-		c, ok := api.CallerFrom(r.Context())
-		if !ok {
-			c = api.Resolve(r, h.guard.Auth, rt.Name, "pull")
-		}
-		if !c.Granted() {
-			return false
-		}
+	if !h.mayPull(r, rt) {
+		return false
 	}
 	ctx := r.Context()
 	repo, err := h.repository(ctx, rt.Name)

@@ -36,14 +36,8 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 	if rt.Tag == "" && !digests.Canonical(rt.Digest) {
 		return false
 	}
-	if h.guard != nil {
-		c, ok := api.CallerFrom(r.Context())
-		if !ok {
-			c = api.Resolve(r, h.guard.Auth, rt.Name, "pull")
-		}
-		if !c.Granted() {
-			return false
-		}
+	if !h.mayPull(r, rt) {
+		return false
 	}
 	ctx := r.Context()
 	d := rt.Digest
@@ -84,6 +78,20 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 		_, _ = w.Write(payload) // the client is gone: nothing to tell it
 	}
 	return true
+}
+
+// mayPull reports whether the request's caller may pull from the route's
+// repository (always with auth off): the fast paths serve only such
+// callers, and leave the others to distribution, which sends the challenge.
+func (h *Handler) mayPull(r *http.Request, rt Route) bool {
+	if h.guard == nil {
+		return true
+	}
+	c, ok := api.CallerFrom(r.Context())
+	if !ok {
+		c = api.Resolve(r, h.guard.Auth, rt.Name, "pull")
+	}
+	return c.Granted()
 }
 
 // The header distribution sets on every response of its API.

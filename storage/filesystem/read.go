@@ -67,31 +67,35 @@ func (d *Driver) pathError(op, path, full string, err error) error {
 	return storagedriver.Error{DriverName: d.Name(), Detail: &fs.PathError{Op: op, Path: full, Err: err}}
 }
 
-// open opens full for reading: the descriptor, not an *os.File.
-func (d *Driver) open(path, full string) (int, error) {
+// open opens path for reading, the descriptor, not an *os.File, holding
+// one of the reader slots: call release when done reading.
+func (d *Driver) open(path string) (fd int, full string, err error) {
+	if full, err = d.readPath(path); err != nil {
+		return -1, "", err
+	}
+	d.readers <- struct{}{}
 	for {
-		fd, err := syscall.Open(full, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		fd, err = syscall.Open(full, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 		if err == nil {
-			return fd, nil
+			return fd, full, nil
 		}
 		if !errors.Is(err, syscall.EINTR) {
-			return -1, d.pathError("open", path, full, err)
+			d.release()
+			return -1, full, d.pathError("open", path, full, err)
 		}
 	}
 }
 
+// release gives back the reader slot open took.
+func (d *Driver) release() { <-d.readers }
+
 // GetContent returns the content of the file at path.
 func (d *Driver) GetContent(_ context.Context, path string) ([]byte, error) {
-	full, err := d.readPath(path)
+	fd, full, err := d.open(path)
 	if err != nil {
 		return nil, err
 	}
-	d.readers <- struct{}{}
-	defer func() { <-d.readers }()
-	fd, err := d.open(path, full)
-	if err != nil {
-		return nil, err
-	}
+	defer d.release()
 	defer syscall.Close(fd) //nolint:errcheck // read-only: nothing to lose
 	// Links and tags, most of what is read, are under 100 bytes: read into
 	// a buffer on the stack, then copied out whole (one allocation). A
@@ -125,16 +129,11 @@ func (d *Driver) Reader(_ context.Context, path string, offset int64) (io.ReadCl
 	if offset < 0 {
 		return nil, storagedriver.InvalidOffsetError{Path: path, Offset: offset, DriverName: d.Name()}
 	}
-	full, err := d.readPath(path)
+	fd, full, err := d.open(path)
 	if err != nil {
 		return nil, err
 	}
-	d.readers <- struct{}{}
-	defer func() { <-d.readers }()
-	fd, err := d.open(path, full)
-	if err != nil {
-		return nil, err
-	}
+	d.release() // reads from the file are the caller's
 	// A blocking descriptor of a regular file: os.NewFile leaves it out
 	// of the network poller without trying it.
 	f := os.NewFile(uintptr(fd), full)
