@@ -27,17 +27,26 @@ type response struct {
 	Body    string
 }
 
+// manifestHeaders are the headers of a manifest read that clients look at.
+var manifestHeaders = []string{"Content-Type", "Content-Length", "Docker-Content-Digest", "Etag", "Docker-Distribution-API-Version"}
+
 func serve(h http.Handler, method, path string, header http.Header) response {
+	return serveHeaders(h, method, path, header, manifestHeaders)
+}
+
+// serveHeaders answers a request with h and returns the status, the body
+// and the headers named.
+func serveHeaders(h http.Handler, method, path string, header http.Header, names []string) response {
 	req := httptest.NewRequest(method, path, nil)
 	req.Header = header
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	res := response{Status: rec.Code, Headers: map[string]string{}}
-	for _, k := range []string{"Content-Type", "Content-Length", "Docker-Content-Digest", "Etag", "Docker-Distribution-API-Version"} {
+	for _, k := range names {
 		res.Headers[k] = rec.Header().Get(k)
 	}
 	body, _ := io.ReadAll(rec.Body)
-	if res.Status == http.StatusOK || res.Status == http.StatusNotModified {
+	if res.Status < 400 || res.Status == http.StatusRequestedRangeNotSatisfiable {
 		res.Body = string(body)
 	} else {
 		// Errors: the front handler answers them from distribution; only
