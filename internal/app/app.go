@@ -99,6 +99,8 @@ type core struct {
 	// pullSlots bound the pull records every generation's front handler
 	// writes in the background.
 	pullSlots front.PullSlots
+	// blobs opens blobs' files on the filesystem; nil on S3.
+	blobs front.BlobFiles
 }
 
 // Options are the run-time choices that are not configuration.
@@ -293,6 +295,9 @@ func (a *App) buildRegistry(ctx context.Context) error {
 	}
 	a.core = &core{refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
 		events: all, pushers: pushers, stored: newStoredContent(indexed, driver), pullSlots: front.NewPullSlots()}
+	if a.cfg.Storage.S3 == nil {
+		a.core.blobs = blobFiles{driver: driver}
+	}
 	return nil
 }
 

@@ -125,7 +125,7 @@ func (a *App) newGeneration(cfg *config.Config, prev *generation) (*generation, 
 func (a *App) buildRoutes(g *generation) error {
 	c := a.core
 	opts := front.Options{Events: c.events, Log: a.log, Reserved: []string{scanner.DBRepository},
-		Cache: a.caches, Collection: a.marks, Pulls: a.pulls, PullSlots: c.pullSlots,
+		Cache: a.caches, Collection: a.marks, Pulls: a.pulls, PullSlots: c.pullSlots, Blobs: c.blobs,
 		Barriers: a.barriers}
 	apiOpts := api.Options{Documents: a.scanner, Manifests: c.content, Log: a.log, Collections: a.collector}
 	if g.auth != nil {
@@ -149,7 +149,7 @@ func (a *App) buildRoutes(g *generation) error {
 	if g.auth != nil && g.auth.Robots != nil {
 		apiOpts.Robots = g.auth.Robots
 	}
-	fr, err := front.New(a.dist, c.refs, c.repos, opts)
+	fr, err := front.New(a.dist, c.refs, c.repos, a.driver, opts)
 	if err != nil {
 		return err
 	}

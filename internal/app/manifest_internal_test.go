@@ -27,17 +27,26 @@ type response struct {
 	Body    string
 }
 
+// manifestHeaders are the headers of a manifest read that clients look at.
+var manifestHeaders = []string{"Content-Type", "Content-Length", "Docker-Content-Digest", "Etag", "Docker-Distribution-API-Version"}
+
 func serve(h http.Handler, method, path string, header http.Header) response {
+	return serveHeaders(h, method, path, header, manifestHeaders)
+}
+
+// serveHeaders answers a request with h and returns the status, the body
+// and the headers named.
+func serveHeaders(h http.Handler, method, path string, header http.Header, names []string) response {
 	req := httptest.NewRequest(method, path, nil)
 	req.Header = header
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	res := response{Status: rec.Code, Headers: map[string]string{}}
-	for _, k := range []string{"Content-Type", "Content-Length", "Docker-Content-Digest", "Etag", "Docker-Distribution-API-Version"} {
+	for _, k := range names {
 		res.Headers[k] = rec.Header().Get(k)
 	}
 	body, _ := io.ReadAll(rec.Body)
-	if res.Status == http.StatusOK || res.Status == http.StatusNotModified {
+	if res.Status < 400 || res.Status == http.StatusRequestedRangeNotSatisfiable {
 		res.Body = string(body)
 	} else {
 		// Errors: the front handler answers them from distribution; only
@@ -48,30 +57,39 @@ func serve(h http.Handler, method, path string, header http.Header) response {
 	return res
 }
 
+// servedApp returns the registry of cfg on the filesystem (in a temporary
+// directory; the access log off unless cfg sets it), logging to log, served
+// by an httptest server, and the server's host.
+func servedApp(tb testing.TB, cfg *config.Config, log *slog.Logger) (*App, string) {
+	tb.Helper()
+	cfg.DataDir = tb.TempDir()
+	if cfg.Log.AccessLog == nil {
+		cfg.Log.AccessLog = new(bool)
+	}
+	if err := cfg.Validate(); err != nil {
+		tb.Fatal(err)
+	}
+	a, err := New(context.Background(), cfg, log, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	tb.Cleanup(func() {
+		srv.Close()
+		if err := a.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return a, strings.TrimPrefix(srv.URL, "http://")
+}
+
 // TestManifestReadsMatchDistribution: every manifest GET and HEAD the front
 // handler answers itself gets the status, headers and body distribution's
 // handler gives for the same request, for each manifest type, by tag and by
 // digest, with each Accept header clients send, and with If-None-Match.
 func TestManifestReadsMatchDistribution(t *testing.T) {
 	t.Parallel()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Log.AccessLog = new(bool)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		if err := a.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	host := strings.TrimPrefix(srv.URL, "http://")
+	a, host := servedApp(t, config.Default(), slog.New(slog.DiscardHandler))
 
 	ociImage, err := random.Image(256, 1)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/front"
@@ -90,4 +91,25 @@ func barriersOf(d storagedriver.StorageDriver) front.Barriers {
 		return fsBarriers{d: fs}
 	}
 	return nil
+}
+
+// blobFiles opens blobs' files on the filesystem, in distribution's layout
+// (blobs/<algorithm>/<first two hex>/<hex>/data), for the front handler to
+// send them with sendfile.
+type blobFiles struct {
+	driver storagedriver.StorageDriver
+}
+
+func (b blobFiles) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error) {
+	path := "/docker/registry/v2/blobs/" + d.Algorithm().String() + "/" + d.Encoded()[:2] + "/" + d.Encoded() + "/data"
+	rc, err := b.driver.Reader(ctx, path, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	f, ok := rc.(*os.File)
+	if !ok {
+		_ = rc.Close()
+		return nil, fmt.Errorf("open blob %s: the storage driver gave a %T, not a file", d, rc)
+	}
+	return f, nil
 }

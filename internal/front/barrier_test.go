@@ -35,7 +35,7 @@ func (b *testBarriers) Barrier(ctx context.Context) (context.Context, func(conte
 // and reads wait for nothing.
 func TestBarrier(t *testing.T) {
 	t.Parallel()
-	ns, refs := memStorage(t)
+	ns, refs, driver := memStorage(t)
 	blob := digest.FromString("blob").String()
 	var sawBarrier bool
 	core := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -67,7 +67,7 @@ func TestBarrier(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sawBarrier = false
 			b := &testBarriers{err: tt.err}
-			h, err := New(core, refs, ns, Options{Barriers: b, Log: slog.New(slog.DiscardHandler)})
+			h, err := New(core, refs, ns, driver, Options{Barriers: b, Log: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}

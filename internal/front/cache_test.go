@@ -158,7 +158,7 @@ func TestRouteCache(t *testing.T) {
 				if r.Method == http.MethodPut {
 					w.WriteHeader(http.StatusCreated)
 				}
-			}), refs, ns, Options{Cache: caches})
+			}), refs, ns, driver, Options{Cache: caches})
 			if err != nil {
 				t.Fatal(err)
 			}

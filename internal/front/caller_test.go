@@ -13,6 +13,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	dauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -102,7 +103,7 @@ func (a *recordingAdmission) RecordPush(_ string, _ digest.Digest, login string)
 }
 
 // memStorage is an in-memory registry storage and a referrers API over it.
-func memStorage(t *testing.T) (distribution.Namespace, *referrers.Handler) {
+func memStorage(t *testing.T) (distribution.Namespace, *referrers.Handler, storagedriver.StorageDriver) {
 	t.Helper()
 	driver := inmemory.New()
 	ns, err := storage.NewRegistry(context.Background(), driver)
@@ -117,7 +118,7 @@ func memStorage(t *testing.T) (distribution.Namespace, *referrers.Handler) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ns, refs
+	return ns, refs, driver
 }
 
 // readCounter counts the bytes read from a request body.
@@ -167,7 +168,7 @@ func TestCallerResolvedOnce(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ns, refs := memStorage(t)
+			ns, refs, driver := memStorage(t)
 			log := slog.New(slog.DiscardHandler)
 			auditLog, err := audit.New(io.Discard, audit.Options{Logger: log})
 			if err != nil {
@@ -185,7 +186,7 @@ func TestCallerResolvedOnce(t *testing.T) {
 					w.WriteHeader(http.StatusOK)
 				}
 			})
-			h, err := New(core, refs, ns, Options{
+			h, err := New(core, refs, ns, driver, Options{
 				Guard:     &Guard{Auth: auth, Tags: allowTags{}, Repos: ns, Audit: auditLog},
 				Admission: adm,
 				Log:       log,

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/auth/audit"
@@ -53,6 +54,8 @@ type Handler struct {
 	pulls     Pulls
 	hidden    []string
 	manifests *manifestCache
+	blobs     BlobFiles
+	layout    layout
 	pullSlots PullSlots
 	barriers  Barriers
 	log       *slog.Logger
@@ -90,16 +93,19 @@ type Options struct {
 	// durable with one barrier before its success is answered; nil: the
 	// storage makes each write durable as it goes.
 	Barriers Barriers
+	// Blobs opens blobs' files, for blob reads served by sendfile; nil:
+	// blob reads are left to distribution (S3: redirected or proxied).
+	Blobs BlobFiles
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
 	Log *slog.Logger
 }
 
-// New returns the front handler over the registry core, the referrers API
-// and the repositories of the same storage.
-func New(registry http.Handler, refs *referrers.Handler, repos repositories, o Options) (*Handler, error) {
-	if registry == nil || refs == nil || repos == nil {
-		return nil, errors.New("front handler: registry, referrers and repositories are required")
+// New returns the front handler over the registry core, the referrers API,
+// and the repositories and the driver of the same storage.
+func New(registry http.Handler, refs *referrers.Handler, repos repositories, driver storagedriver.StorageDriver, o Options) (*Handler, error) {
+	if registry == nil || refs == nil || repos == nil || driver == nil {
+		return nil, errors.New("front handler: registry, referrers, repositories and driver are required")
 	}
 	if g := o.Guard; g != nil && (g.Auth == nil || g.Tags == nil || g.Repos == nil) {
 		return nil, errors.New("front handler: a guard needs an authorizer, a tag policy and repositories")
@@ -115,7 +121,8 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, o O
 		o.PullSlots = NewPullSlots()
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
-		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests,
+		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, blobs: o.Blobs,
+		layout:    layout{driver: driver},
 		pullSlots: o.PullSlots, barriers: o.Barriers, log: o.Log}, nil
 }
 
@@ -203,7 +210,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && rt.Kind == KindCatalog:
 		h.serveCatalog(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindBlob:
-		if h.allowBlob(w, r, rt) && !h.serveCachedBlob(w, r, rt) {
+		if h.allowBlob(w, r, rt) && !h.serveCachedBlob(w, r, rt) && !h.serveBlob(w, r, rt) {
 			h.registry.ServeHTTP(w, r)
 		}
 	case r.Method == http.MethodDelete && rt.Kind == KindManifest:

@@ -29,6 +29,9 @@ type Collection interface {
 
 // Pulls records manifest pulls for retention (gc.Pulls).
 type Pulls interface {
+	// Due reports whether a pull now would be written, as far as the
+	// recorder knows without reading storage.
+	Due(repo string, d digest.Digest) bool
 	Record(ctx context.Context, repo string, d digest.Digest) error
 }
 
@@ -212,9 +215,9 @@ func (h *Handler) recordPull(r *http.Request, repo string, header http.Header) {
 	if h.pulls == nil {
 		return
 	}
-	d, err := digest.Parse(header.Get("Docker-Content-Digest"))
-	if err != nil {
-		return
+	d, err := parseLinkDigest(header.Get("Docker-Content-Digest"))
+	if err != nil || !h.pulls.Due(repo, d) {
+		return // recorded within the interval: no goroutine for it
 	}
 	ctx := context.WithoutCancel(r.Context())
 	record := func() {

@@ -36,23 +36,14 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 	if rt.Tag == "" && !digests.Canonical(rt.Digest) {
 		return false
 	}
-	if h.guard != nil {
-		c, ok := api.CallerFrom(r.Context())
-		if !ok {
-			c = api.Resolve(r, h.guard.Auth, rt.Name, "pull")
-		}
-		if !c.Granted() {
-			return false
-		}
-	}
-	ctx := r.Context()
-	repo, err := h.repository(ctx, rt.Name)
-	if err != nil {
+	if !h.mayPull(r, rt) {
 		return false
 	}
+	ctx := r.Context()
 	d := rt.Digest
 	if rt.Tag != "" {
-		desc, err := repo.Tags(ctx).Get(ctx, rt.Tag)
+		var err error
+		d, err = h.layout.tag(ctx, rt.Name, rt.Tag)
 		var unknown distribution.ErrTagUnknown
 		if errors.As(err, &unknown) {
 			// What distribution answers, without reading the tag again:
@@ -64,7 +55,6 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 		if err != nil {
 			return false
 		}
-		d = desc.Digest
 	}
 	etag := `"` + d.String() + `"`
 	if etagMatch(r, d, etag) {
@@ -72,11 +62,7 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 		w.WriteHeader(http.StatusNotModified)
 		return true
 	}
-	ms, err := repo.Manifests(ctx)
-	if err != nil {
-		return false
-	}
-	m, ok := h.manifests.get(ctx, ms, d)
+	m, ok := h.manifests.get(ctx, h, rt.Name, d)
 	if !ok || !m.accepted(r, rt.Tag != "") {
 		return false
 	}
@@ -92,6 +78,20 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 		_, _ = w.Write(payload) // the client is gone: nothing to tell it
 	}
 	return true
+}
+
+// mayPull reports whether the request's caller may pull from the route's
+// repository (always with auth off): the fast paths serve only such
+// callers, and leave the others to distribution, which sends the challenge.
+func (h *Handler) mayPull(r *http.Request, rt Route) bool {
+	if h.guard == nil {
+		return true
+	}
+	c, ok := api.CallerFrom(r.Context())
+	if !ok {
+		c = api.Resolve(r, h.guard.Auth, rt.Name, "pull")
+	}
+	return c.Granted()
 }
 
 // The header distribution sets on every response of its API.
@@ -192,12 +192,22 @@ func newManifestCache() (*manifestCache, error) {
 	return &manifestCache{entries: c}, nil
 }
 
-// get returns manifest d of ms, false when ms does not have it, on a
-// storage error, or when its type is left to distribution.
-func (c *manifestCache) get(ctx context.Context, ms distribution.ManifestService, d digest.Digest) (*storedManifest, bool) {
+// get returns manifest d of repo, false when repo does not have it, on a
+// storage error, or when its type is left to distribution. A manifest in
+// the cache costs the check that repo has it; another is read and parsed
+// by distribution's manifest store.
+func (c *manifestCache) get(ctx context.Context, h *Handler, repo string, d digest.Digest) (*storedManifest, bool) {
 	if sm, ok := c.entries.Get(d); ok {
-		exists, err := ms.Exists(ctx, d)
+		exists, err := h.layout.hasManifest(ctx, repo, d)
 		return sm, err == nil && exists
+	}
+	r, err := h.repository(ctx, repo)
+	if err != nil {
+		return nil, false
+	}
+	ms, err := r.Manifests(ctx)
+	if err != nil {
+		return nil, false
 	}
 	m, err := ms.Get(ctx, d)
 	if err != nil {

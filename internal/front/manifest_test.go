@@ -24,7 +24,7 @@ import (
 // caller's request goes to the core, which sends the challenge.
 func TestManifestReadAuthorized(t *testing.T) {
 	t.Parallel()
-	ns, refs := memStorage(t)
+	ns, refs, driver := memStorage(t)
 	d, payload := putManifest(t, ns, "team/app", "v1")
 
 	for _, deny := range []bool{false, true} {
@@ -37,7 +37,7 @@ func TestManifestReadAuthorized(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h, err := New(core, refs, ns, Options{Guard: &Guard{Auth: auth, Tags: allowTags{}, Repos: ns, Audit: auditLog}})
+			h, err := New(core, refs, ns, driver, Options{Guard: &Guard{Auth: auth, Tags: allowTags{}, Repos: ns, Audit: auditLog}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,6 +64,8 @@ type blockingPulls struct {
 	recorded chan digest.Digest
 }
 
+func (p *blockingPulls) Due(string, digest.Digest) bool { return true }
+
 func (p *blockingPulls) Record(_ context.Context, _ string, d digest.Digest) error {
 	<-p.release
 	p.recorded <- d
@@ -74,11 +76,11 @@ func (p *blockingPulls) Record(_ context.Context, _ string, d digest.Digest) err
 // is recorded, and Wait returns once the record is written.
 func TestPullRecordedAfterResponse(t *testing.T) {
 	t.Parallel()
-	ns, refs := memStorage(t)
+	ns, refs, driver := memStorage(t)
 	d, _ := putManifest(t, ns, "team/app", "v1")
 	pulls := &blockingPulls{release: make(chan struct{}), recorded: make(chan digest.Digest, 1)}
 	core := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) })
-	h, err := New(core, refs, ns, Options{Pulls: pulls})
+	h, err := New(core, refs, ns, driver, Options{Pulls: pulls})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,14 +34,14 @@ func (*deniedError) Error() string { return "withheld" }
 // blob reaches the core as an ordinary upload; other mounts are untouched.
 func TestMountOfWithheldBlob(t *testing.T) {
 	t.Parallel()
-	ns, refs := memStorage(t)
+	ns, refs, driver := memStorage(t)
 	log := slog.New(slog.DiscardHandler)
 	var seen string
 	core := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = r.URL.RawQuery
 		w.WriteHeader(http.StatusAccepted)
 	})
-	h, err := New(core, refs, ns, Options{Admission: &withholding{}, Log: log})
+	h, err := New(core, refs, ns, driver, Options{Admission: &withholding{}, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,20 @@ func NewPulls(driver storagedriver.StorageDriver, now func() time.Time, every ti
 	return &Pulls{driver: driver, now: now, every: every, seen: map[string]time.Time{}}, nil
 }
 
+// Due reports whether Record would write a pull of manifest d of repo now:
+// false when this recorder noted one within its interval, which it knows
+// without reading the backend.
+func (p *Pulls) Due(repo string, d digest.Digest) bool {
+	if p == nil {
+		return false
+	}
+	now := p.now()
+	p.mu.Lock()
+	last, ok := p.seen[repo+"@"+d.String()]
+	p.mu.Unlock()
+	return !ok || now.Sub(last) >= p.every
+}
+
 // Record notes a pull of manifest d of repo now, with the recorder's
 // interval.
 func (p *Pulls) Record(ctx context.Context, repo string, d digest.Digest) error {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +149,63 @@ func TestPaceEndsWithTheBody(t *testing.T) {
 	resp.Body.Close()
 	if e := <-got; e != nil || resp.StatusCode != http.StatusCreated {
 		t.Errorf("after the body was read: context %v, status %d", e, resp.StatusCode)
+	}
+}
+
+// TestLimitConnReadFrom: a connection of the bounded listener copies a file
+// as the TCP connection does (by its ReadFrom, which net/http uses to send a
+// file with sendfile), and the peer receives every byte.
+func TestLimitConnReadFrom(t *testing.T) {
+	t.Parallel()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := LimitListener(raw, 2)
+	t.Cleanup(func() { ln.Close() })
+	want := bytes.Repeat([]byte("blob bytes "), 100000)
+	file := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(file, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer c.Close()
+		rf, ok := c.(io.ReaderFrom)
+		if !ok {
+			sent <- fmt.Errorf("%T is no io.ReaderFrom", c)
+			return
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer f.Close()
+		n, err := rf.ReadFrom(f)
+		if err == nil && n != int64(len(want)) {
+			err = fmt.Errorf("ReadFrom copied %d bytes, want %d", n, len(want))
+		}
+		sent <- err
+	}()
+	c, err := net.Dial("tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("peer received %d bytes, want the file's %d", len(got), len(want))
 	}
 }

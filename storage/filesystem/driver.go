@@ -69,8 +69,9 @@ import (
 // Driver stores under a root directory, as distribution's filesystem driver.
 type Driver struct {
 	storagedriver.StorageDriver
-	root  string
-	group *groupSync // syncs of root's filesystem, for barriers
+	root    string
+	group   *groupSync    // syncs of root's filesystem, for barriers
+	readers chan struct{} // bounds the reads in the kernel at once (read.go)
 }
 
 var _ storagedriver.StorageDriver = (*Driver)(nil)
@@ -86,7 +87,8 @@ func New(root string) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open storage root: %w", err)
 	}
-	return &Driver{StorageDriver: d, root: root, group: newGroupSync(func() error { return syncfs(dir) })}, nil
+	return &Driver{StorageDriver: d, root: root, group: newGroupSync(func() error { return syncfs(dir) }),
+		readers: make(chan struct{}, maxReaders)}, nil
 }
 
 // syncfs writes back everything of f's filesystem, and reports any

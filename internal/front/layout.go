@@ -1,0 +1,95 @@
+package front
+
+import (
+	"context"
+	"errors"
+
+	"github.com/distribution/distribution/v3"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/opencontainers/go-digest"
+)
+
+// layout reads the links of distribution's storage layout straight from
+// the driver, answering as distribution's tag and manifest stores do:
+//
+//	/docker/registry/v2/
+//	├── blobs/<alg>/<first two hex>/<hex>/data
+//	└── repositories/<name>/_manifests/
+//	    ├── tags/<tag>/current/link          "sha256:…", the tag's manifest
+//	    └── revisions/<alg>/<hex>/link       "sha256:…", the repository has it
+//
+// A manifest read by tag makes three storage reads (tag link, revision
+// link's stat, blob's stat) on every request, whichever replica moved the tag last;
+// through distribution's stores the same reads cost a repository, a tag
+// store and a manifest store built per request, a path built by pathFor
+// and a digest checked by regexp per link, and a logger per call.
+type layout struct {
+	driver storagedriver.StorageDriver
+}
+
+const layoutRoot = "/docker/registry/v2/"
+
+// tag returns the manifest tag of repo points at; distribution.ErrTagUnknown
+// when repo has no such tag.
+func (l layout) tag(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	d, err := l.readlink(ctx, layoutRoot+"repositories/"+repo+"/_manifests/tags/"+tag+"/current/link")
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return "", distribution.ErrTagUnknown{Tag: tag}
+	}
+	return d, err
+}
+
+// hasManifest reports whether repo has manifest d: its revision link, and
+// the blob the link names. A sha256 revision link names its own digest
+// (distribution writes it so, in one atomic write): its stat is enough.
+func (l layout) hasManifest(ctx context.Context, repo string, d digest.Digest) (bool, error) {
+	link := layoutRoot + "repositories/" + repo + "/_manifests/revisions/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+	target := d
+	var err error
+	if d.Algorithm() == digest.SHA256 {
+		_, err = l.driver.Stat(ctx, link)
+	} else {
+		target, err = l.readlink(ctx, link)
+	}
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	enc := target.Encoded()
+	fi, err := l.driver.Stat(ctx, layoutRoot+"blobs/"+target.Algorithm().String()+"/"+enc[:2]+"/"+enc+"/data")
+	switch {
+	case errors.As(err, &nf):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return !fi.IsDir(), nil
+}
+
+// readlink returns the digest a link holds.
+func (l layout) readlink(ctx context.Context, path string) (digest.Digest, error) {
+	b, err := l.driver.GetContent(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	return parseLinkDigest(string(b))
+}
+
+// parseLinkDigest parses s as digest.Parse does, a sha256 digest (what links
+// hold) without a regexp.
+func parseLinkDigest(s string) (digest.Digest, error) {
+	const prefix = "sha256:"
+	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix {
+		return digest.Parse(s)
+	}
+	for _, c := range []byte(s[len(prefix):]) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return digest.Parse(s)
+		}
+	}
+	return digest.Digest(s), nil
+}
