@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 
@@ -108,8 +109,20 @@ func (d *driver) statAliasOrPlain(ctx context.Context, key string) (alias, bool,
 	return a, ok, err
 }
 
-// maybeAlias reports whether an object of this size, as a listing shows it,
-// can be an alias.
-func maybeAlias(size int64) bool {
-	return size == int64(len(aliasBody))
+// aliasName is the last segment of every path that can hold an alias:
+// distribution's blob data and upload data. A Writer on another path sends
+// its parts to its own key, and Move of an alias to another path copies the
+// data, so deletes and walks know without a request that such a path holds
+// no alias (links, manifests' revisions, tombstones).
+const aliasName = "data"
+
+// canAlias reports whether the path or key p may hold an alias.
+func canAlias(p string) bool {
+	return path.Base(p) == aliasName
+}
+
+// maybeAlias reports whether an object at key of this size, as a listing
+// shows it, can be an alias.
+func maybeAlias(key string, size int64) bool {
+	return size == int64(len(aliasBody)) && canAlias(key)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/minio/minio-go/v7"
@@ -222,4 +223,84 @@ func TestAliasForeignKey(t *testing.T) {
 func isPathNotFound(err error) bool {
 	var nf storagedriver.PathNotFoundError
 	return errors.As(err, &nf)
+}
+
+// TestAliasOnlyAtDataPaths keeps aliases to paths named data: a large
+// Writer elsewhere writes at its own key, and Move of an alias to such a
+// path copies the data there and removes the alias and its data.
+func TestAliasOnlyAtDataPaths(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	bucket := srv.NewBucket(t)
+	d := newTestDriver(t, srv, Options{Bucket: bucket, PartSize: MinPartSize})
+	ctx := t.Context()
+	content := randomBytes(MinPartSize + 7)
+	commitLarge(t, d, "/plain/file", content)
+	if got := dataObjects(t, srv, bucket); len(got) != 0 {
+		t.Fatalf("data objects of a Writer on a path not named data: %v", got)
+	}
+	commitLarge(t, d, "/u/data", content)
+	if err := d.Move(ctx, "/u/data", "/moved/file"); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := srv.Client(t).StatObject(ctx, bucket, "moved/file", minio.StatObjectOptions{})
+	if err != nil || raw.Size != int64(len(content)) {
+		t.Fatalf("object at the destination: %d bytes, %v; want the data, %d bytes", raw.Size, err, len(content))
+	}
+	for _, p := range []string{"/plain/file", "/moved/file"} {
+		if got, err := d.GetContent(ctx, p); err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("GetContent(%s) = %d bytes, %v; want %d bytes", p, len(got), err, len(content))
+		}
+	}
+	if _, err := d.Stat(ctx, "/u/data"); !isPathNotFound(err) {
+		t.Fatalf("Stat of the moved source: %v, want PathNotFoundError", err)
+	}
+	if got := dataObjects(t, srv, bucket); len(got) != 0 {
+		t.Fatalf("data objects after Move to a path not named data: %v", got)
+	}
+	if left := leftovers(t, srv, bucket); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestDeleteUnnamedData removes the data that no alias names once it is
+// older than the bound given, and nothing an alias names, wherever the
+// alias is.
+func TestDeleteUnnamedData(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	bucket := srv.NewBucket(t)
+	d := newTestDriver(t, srv, Options{Bucket: bucket, Prefix: "p", PartSize: MinPartSize})
+	ctx := t.Context()
+	content := randomBytes(MinPartSize + 3)
+	commitLarge(t, d, "/r/_uploads/pending/data", content) // named at the upload's path
+	commitLarge(t, d, "/r/_uploads/u1/data", content)
+	if err := d.Move(ctx, "/r/_uploads/u1/data", "/blobs/ab/data"); err != nil {
+		t.Fatal(err)
+	}
+	commitLarge(t, d, "/r/_uploads/u2/data", content)
+	if err := d.Move(ctx, "/r/_uploads/u2/data", "/blobs/ab/data"); err != nil { // u1's data is named by nothing now
+		t.Fatal(err)
+	}
+	if got := dataObjects(t, srv, bucket); len(got) != 3 {
+		t.Fatalf("data objects = %v, want 3", got)
+	}
+	if n, size, err := d.DeleteUnnamedData(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 || size != 0 {
+		t.Fatalf("DeleteUnnamedData of young data = %d, %d, %v; want nothing deleted", n, size, err)
+	}
+	n, size, err := d.DeleteUnnamedData(ctx, time.Now().Add(time.Hour))
+	if err != nil || n != 1 || size != int64(len(content)) {
+		t.Fatalf("DeleteUnnamedData = %d, %d, %v; want 1, %d", n, size, err, len(content))
+	}
+	if got := dataObjects(t, srv, bucket); len(got) != 2 {
+		t.Fatalf("data objects after = %v, want 2", got)
+	}
+	for _, p := range []string{"/r/_uploads/pending/data", "/blobs/ab/data"} {
+		if got, err := d.GetContent(ctx, p); err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("GetContent(%s) = %d bytes, %v; want %d bytes", p, len(got), err, len(content))
+		}
+	}
+	if left := leftovers(t, srv, bucket); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
 }

@@ -65,18 +65,26 @@
 //
 // # Aliases
 //
-// A Writer that sends parts uploads them to a fresh data object under
-// ~pending/~data, not to its path's key. Commit completes that upload and
-// stores at the path a small alias object whose metadata names the data
-// object and its size. Move of an alias copies the small object, so a
-// committed upload becomes a blob (distribution commits uploads by Move)
-// without its data being written a second time. Every read follows an
-// alias: GetContent, Reader and RedirectURL read the data object, Stat and
-// Walk report its size (Walk sends a HEAD for each object as small as an
-// alias). Delete and DeleteFiles remove an alias first and its data object
-// after, so that a failure in between leaves data nothing names rather than
-// an alias without data. Objects a Writer never sent as parts (under
-// Options.PartSize) are stored at their path as before.
+// A Writer on a path whose last segment is "data" (distribution's blob and
+// upload data) that sends parts uploads them to a fresh data object under
+// ~pending/~data, not to its path's key. Commit stores at the path a small
+// alias object whose metadata names the data object and its size, then
+// completes the upload: a data object exists only once an alias names it.
+// Move of an alias copies the small object, so a committed upload becomes a
+// blob (distribution commits uploads by Move) without its data being
+// written a second time. Every read follows an alias: GetContent, Reader
+// and RedirectURL read the data object, Stat and Walk report its size (Walk
+// sends a HEAD for each object named data as small as an alias). Delete and
+// DeleteFiles remove an alias first and its data object after, so that a
+// failure in between leaves data nothing names rather than an alias without
+// data; they send a HEAD only for paths named data. Objects a Writer never
+// sent as parts (under Options.PartSize), and those of Writers on other
+// paths, are stored at their path; Move of an alias to a path not named
+// data copies the data there.
+//
+// Data that no alias names (a process that died between an alias and its
+// data, two uploads of one blob moved to the same path, a delete that failed
+// half-way) is removed by DeleteUnnamedData, which garbage collection calls.
 //
 // # Caveats
 //
@@ -84,9 +92,11 @@
 //     recorded leaves a multipart upload that nothing refers to. Give the
 //     bucket a lifecycle rule that aborts incomplete multipart uploads after a
 //     few days.
-//   - A process that dies between completing a data object and storing its
-//     alias, and a Move or Commit that replaces an alias, leave a data object
-//     that nothing names (the same lifecycle rule does not remove it).
+//   - A data object that nothing names (a Move or Commit that replaced an
+//     alias, a delete that failed between an alias and its data) stays
+//     until DeleteUnnamedData removes it; the lifecycle rule above does not.
+//   - A Commit whose multipart upload fails to complete removes the alias
+//     it stored: the path then holds nothing, not what it held before.
 //   - A driver without aliases (an older Portcullis) reads an alias as the
 //     68 bytes it holds. Replicas over one bucket must all run a driver
 //     with aliases before any of them commits a large upload, and a bucket

@@ -96,7 +96,7 @@ func (d *driver) Walk(ctx context.Context, from string, f storagedriver.WalkFn, 
 			}
 		}
 		size := obj.Size
-		if maybeAlias(size) {
+		if maybeAlias(obj.Key, size) {
 			a, ok, err := d.statAliasOrPlain(ctx, obj.Key)
 			if err != nil {
 				return translate("walk", file, err)

@@ -241,7 +241,9 @@ func (d *driver) hasChildren(ctx context.Context, path string) (bool, error) {
 // what was there, then removes the source. Objects over MaxPartSize are
 // copied in parts, Options.Concurrency at a time. An alias is copied as the
 // small object it is: its data stays where it is, named now by destPath
-// alone. The data of an alias that destPath held before is left behind.
+// alone (the data of an alias that destPath held before is left for
+// DeleteUnnamedData). To a path that cannot hold an alias, the data of an
+// alias is copied, and the alias and its data removed after.
 // Upload data this process has just committed is copied on condition that
 // it is still the object committed, without asking for it first.
 func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
@@ -259,7 +261,17 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	if sourcePath == destPath {
 		return nil
 	}
+	var data string // the data object of an alias that destPath cannot hold
+	if a, ok, _ := d.aliasOf(info.Metadata); ok && !canAlias(destPath) {
+		data = a.key
+		if info, err = d.client.StatObject(ctx, d.bucket, data, minio.StatObjectOptions{}); err != nil {
+			return translate("move: stat aliased data", sourcePath, err)
+		}
+	}
 	src := minio.CopySrcOptions{Bucket: d.bucket, Object: srcKey, MatchETag: info.ETag}
+	if data != "" {
+		src.Object = data
+	}
 	dst := minio.CopyDestOptions{Bucket: d.bucket, Object: d.key(destPath)}
 	if info.Size <= MaxPartSize {
 		_, err = d.client.CopyObject(ctx, dst, src)
@@ -270,8 +282,13 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	if err != nil {
 		return translate("move", sourcePath+" to "+destPath, err)
 	}
-	err = d.client.RemoveObject(ctx, d.bucket, srcKey, minio.RemoveObjectOptions{})
-	return translate("move: remove", sourcePath, err)
+	if err := d.client.RemoveObject(ctx, d.bucket, srcKey, minio.RemoveObjectOptions{}); err != nil {
+		return translate("move: remove", sourcePath, err)
+	}
+	if data != "" {
+		err = d.client.RemoveObject(ctx, d.bucket, data, minio.RemoveObjectOptions{})
+	}
+	return translate("move: remove aliased data", sourcePath, err)
 }
 
 // Delete removes the object at path and every object under it, in batches of
@@ -316,7 +333,7 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 				listErr = obj.Err
 				return
 			}
-			if maybeAlias(obj.Size) {
+			if maybeAlias(obj.Key, obj.Size) {
 				a, ok, err := d.statAliasOrPlain(ctx, obj.Key)
 				if err != nil {
 					listErr = err
@@ -411,8 +428,9 @@ func (d *driver) removeKeys(ctx context.Context, keys []string) error {
 // statParallel is how many HEAD requests aliasesOf sends at once.
 const statParallel = 8
 
-// aliasesOf returns the data objects that the aliases among keys name.
-// A missing key is not an error.
+// aliasesOf returns the data objects that the aliases among keys name: one
+// HEAD request for each key that can hold an alias. A missing key is not an
+// error.
 func (d *driver) aliasesOf(ctx context.Context, keys []string) ([]string, error) {
 	var (
 		mu   sync.Mutex
@@ -422,6 +440,9 @@ func (d *driver) aliasesOf(ctx context.Context, keys []string) ([]string, error)
 		sem  = make(chan struct{}, statParallel)
 	)
 	for _, k := range keys {
+		if !canAlias(k) {
+			continue
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()

@@ -41,7 +41,7 @@ func leftovers(t *testing.T, srv *miniotest.Server, bucket string) []string {
 			data = append(data, obj.Key)
 		case strings.Contains(obj.Key, pendingDir):
 			out = append(out, obj.Key)
-		case maybeAlias(obj.Size):
+		case maybeAlias(obj.Key, obj.Size):
 			info, err := client.StatObject(t.Context(), bucket, obj.Key, minio.StatObjectOptions{})
 			if err != nil {
 				t.Fatal(err)

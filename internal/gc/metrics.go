@@ -41,7 +41,7 @@ func newMetrics() *Metrics {
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_gc_bytes_reclaimed_total",
 			Help: "Bytes of blobs deleted by garbage collection."}),
 		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portcullis_gc_deleted_total",
-			Help: "What garbage collection deleted, by kind (tag, manifest, blob, upload)."}, []string{"kind"}),
+			Help: "What garbage collection deleted, by kind (tag, manifest, blob, upload, data: S3 data objects no path named)."}, []string{"kind"}),
 		spared: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_gc_spared_total",
 			Help: "Deletion candidates spared because a client was told they exist during the collection."}),
 		markers: prometheus.NewCounter(prometheus.CounterOpts{Name: "portcullis_gc_markers_written_total",

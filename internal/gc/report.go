@@ -12,19 +12,22 @@ const maxDeletedListed = 10000
 
 // Report is what one collection kept and deleted, and why.
 type Report struct {
-	ID               string    `json:"id"`
-	DryRun           bool      `json:"dryRun"`
-	Holder           string    `json:"holder"`
-	Started          time.Time `json:"started"`
-	Finished         time.Time `json:"finished"`
-	DurationSeconds  float64   `json:"durationSeconds"`
-	MarkSeconds      float64   `json:"markSeconds"`
-	SweepSeconds     float64   `json:"sweepSeconds"`
-	Repositories     int       `json:"repositories"`
-	Tags             Counts    `json:"tags"`
-	Manifests        Counts    `json:"manifests"`
-	Blobs            Counts    `json:"blobs"`
-	Uploads          Counts    `json:"uploads"`
+	ID              string    `json:"id"`
+	DryRun          bool      `json:"dryRun"`
+	Holder          string    `json:"holder"`
+	Started         time.Time `json:"started"`
+	Finished        time.Time `json:"finished"`
+	DurationSeconds float64   `json:"durationSeconds"`
+	MarkSeconds     float64   `json:"markSeconds"`
+	SweepSeconds    float64   `json:"sweepSeconds"`
+	Repositories    int       `json:"repositories"`
+	Tags            Counts    `json:"tags"`
+	Manifests       Counts    `json:"manifests"`
+	Blobs           Counts    `json:"blobs"`
+	Uploads         Counts    `json:"uploads"`
+	// UnnamedData counts the data objects deleted that no path named
+	// (S3: see storage.Driver.DeleteUnnamedData).
+	UnnamedData      int       `json:"unnamedData,omitempty"`
 	BytesReclaimed   int64     `json:"bytesReclaimed"`
 	Deleted          []Deleted `json:"deleted,omitempty"`
 	DeletedTruncated bool      `json:"deletedTruncated,omitempty"`

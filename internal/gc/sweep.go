@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
@@ -124,7 +125,40 @@ func (c *Collector) sweep(ctx context.Context, p *plan, rep *Report) error {
 		mu.Unlock()
 		return nil
 	})
+
+	if err := c.sweepUnnamedData(ctx, rep); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// unnamedDataAge is the least age of data that no name reaches before it
+// is deleted, whatever the grace period: see DeleteUnnamedData.
+const unnamedDataAge = time.Hour
+
+// unnamedDataDeleter is a driver that keeps the data of large blobs apart
+// from the paths that name them (S3), and so can be left data that no path
+// names.
+type unnamedDataDeleter interface {
+	DeleteUnnamedData(ctx context.Context, before time.Time) (int, int64, error)
+}
+
+// sweepUnnamedData deletes the data no path names, when the driver keeps
+// such data.
+func (c *Collector) sweepUnnamedData(ctx context.Context, rep *Report) error {
+	dd, ok := c.driver.(unnamedDataDeleter)
+	if !ok {
+		return nil
+	}
+	n, size, err := dd.DeleteUnnamedData(ctx, c.now().Add(-max(c.grace, unnamedDataAge)))
+	if err != nil {
+		return fmt.Errorf("delete unnamed data: %w", err)
+	}
+	rep.UnnamedData += n
+	rep.BytesReclaimed += size
+	c.metrics.deleted.WithLabelValues("data").Add(float64(n))
+	c.metrics.reclaimed.Add(float64(size))
+	return nil
 }
 
 // tombstoned runs the protocol for one batch: tombstone each candidate,
