@@ -323,6 +323,20 @@ func TestRunOutput(t *testing.T) {
 	if !bytes.Equal(js.Bytes(), again.Bytes()) {
 		t.Error("json output differs between runs")
 	}
+	// The same with a cache of the database: the run that fills it, and one that reads it.
+	cache := t.TempDir()
+	for _, run := range []string{"filling the cache", "from the cache"} {
+		var cached bytes.Buffer
+		if _, err := Run(t.Context(), ScanOptions{Archive: archive, VulnDB: dir, Format: "json", FailOn: "high", CacheDir: cache}, &cached); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(js.Bytes(), cached.Bytes()) {
+			t.Errorf("json output %s differs from the output without a cache", run)
+		}
+	}
+	if indexes, _ := filepath.Glob(filepath.Join(cache, "vulndb", "*.index")); len(indexes) == 0 {
+		t.Error("no index was cached")
+	}
 
 	var table bytes.Buffer
 	if _, err := Run(t.Context(), ScanOptions{Archive: archive, VulnDB: dir}, &table); err != nil {
