@@ -1,7 +1,6 @@
 package vulndb
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -167,13 +166,19 @@ func readIndex(cacheDir, sum string) (*archiveIndex, bool) {
 }
 
 func decodeIndex(data []byte) (*archiveIndex, error) {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<20)
-	if !sc.Scan() || sc.Text() != indexHeader || !sc.Scan() {
+	rest := string(data) // one copy; the fields below are substrings of it
+	line := func() (string, bool) {
+		l, r, ok := strings.Cut(rest, "\n")
+		rest = r
+		return l, ok
+	}
+	head, ok1 := line()
+	info, ok2 := line()
+	if !ok1 || !ok2 || head != indexHeader {
 		return nil, errBadIndex
 	}
-	x := &archiveIndex{}
-	total, modified, _ := strings.Cut(sc.Text(), " ")
+	x := &archiveIndex{records: make([]indexedRecord, 0, strings.Count(rest, "\nr ")+1)}
+	total, modified, _ := strings.Cut(info, " ")
 	var err error
 	if x.bytes, err = strconv.ParseInt(total, 10, 64); err != nil {
 		return nil, errBadIndex
@@ -181,46 +186,47 @@ func decodeIndex(data []byte) (*archiveIndex, error) {
 	if x.modified, err = time.Parse(time.RFC3339Nano, modified); err != nil {
 		return nil, errBadIndex
 	}
-	for sc.Scan() {
-		line := sc.Text()
-		kind, rest, _ := strings.Cut(line, " ")
+	for rest != "" {
+		l, ok := line()
+		if !ok {
+			return nil, errBadIndex // the last line ends with a newline too
+		}
+		kind, l, _ := strings.Cut(l, " ")
 		switch kind {
 		case "r":
-			var r indexedRecord
-			f := strings.SplitN(rest, " ", 6)
-			if len(f) != 6 {
+			var f [5]uint64
+			for i := range f {
+				var v string
+				v, l, _ = strings.Cut(l, " ")
+				if f[i], err = strconv.ParseUint(v, 10, 63); err != nil {
+					return nil, errBadIndex
+				}
+			}
+			file, err := strconv.Unquote(l)
+			if err != nil || f[0] > 0xffff || f[3] > 1<<31 || f[4] > 0xffffffff {
 				return nil, errBadIndex
 			}
-			method, err1 := strconv.ParseUint(f[0], 10, 16)
-			off, err2 := strconv.ParseInt(f[1], 10, 64)
-			csize, err3 := strconv.ParseInt(f[2], 10, 64)
-			size, err4 := strconv.Atoi(f[3])
-			crc, err5 := strconv.ParseUint(f[4], 10, 32)
-			file, err6 := strconv.Unquote(f[5])
-			if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil || off < 0 || csize < 0 || size < 0 {
-				return nil, errBadIndex
-			}
-			r.method, r.off, r.csize, r.size, r.crc, r.file = uint16(method), off, csize, size, uint32(crc), file
-			x.records = append(x.records, r)
+			x.records = append(x.records, indexedRecord{
+				method: uint16(f[0]), off: int64(f[1]), csize: int64(f[2]), size: int(f[3]), crc: uint32(f[4]), file: file,
+			})
 		case "a":
 			if len(x.records) == 0 {
 				return nil, errBadIndex
 			}
-			i, rest, _ := strings.Cut(rest, " ")
+			i, l, _ := strings.Cut(l, " ")
 			n, err := strconv.Atoi(i)
 			if err != nil || n < 0 {
 				return nil, errBadIndex
 			}
-			eco, err := strconv.QuotedPrefix(rest)
-			if err != nil || len(rest) < len(eco)+1 || rest[len(eco)] != ' ' {
+			eco, err := strconv.QuotedPrefix(l)
+			if err != nil || len(l) < len(eco)+1 || l[len(eco)] != ' ' {
 				return nil, errBadIndex
 			}
-			name := rest[len(eco)+1:]
 			a := indexedAffected{i: n}
 			if a.k.ecosystem, err = strconv.Unquote(eco); err != nil {
 				return nil, errBadIndex
 			}
-			if a.k.name, err = strconv.Unquote(name); err != nil {
+			if a.k.name, err = strconv.Unquote(l[len(eco)+1:]); err != nil {
 				return nil, errBadIndex
 			}
 			r := &x.records[len(x.records)-1]
@@ -228,9 +234,6 @@ func decodeIndex(data []byte) (*archiveIndex, error) {
 		default:
 			return nil, errBadIndex
 		}
-	}
-	if sc.Err() != nil {
-		return nil, errBadIndex
 	}
 	return x, nil
 }
