@@ -64,12 +64,12 @@ func OpenArchive(ctx context.Context, p, tempDir string) (*Archive, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrArchive, err)
 		}
-		compressed, err := tarballCompressed(p)
+		files, compressed, err := tarballLayerFiles(p)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrArchive, err)
 		}
 		if compressed {
-			img = StoredLayers(img)
+			img = tarballImage{Image: img, path: p, files: files}
 		}
 		return &Archive{Image: img}, nil
 	case names["index.json"] && names["oci-layout"]:
@@ -87,26 +87,128 @@ func OpenArchive(ctx context.Context, p, tempDir string) (*Archive, error) {
 	return nil, fmt.Errorf("%w: neither manifest.json nor an OCI layout (index.json, oci-layout) at the top", ErrArchive)
 }
 
-// tarballCompressed reports whether the first layer of a docker save / crane
-// pull tarball is stored compressed (crane) rather than as a plain tar
-// (docker save), as go-containerregistry's tarball package decides it.
-func tarballCompressed(p string) (bool, error) {
+// tarballLayerFiles returns the layer files of the image of a docker save / crane pull
+// tarball, and whether the first one is stored compressed (crane) rather than as a plain
+// tar (docker save), as go-containerregistry's tarball package decides it.
+func tarballLayerFiles(p string) ([]string, bool, error) {
 	manifest, err := tarFile(p, "manifest.json", 1<<20)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	var entries []struct{ Layers []string }
 	if err := json.Unmarshal(manifest, &entries); err != nil {
-		return false, fmt.Errorf("manifest.json: %w", err)
+		return nil, false, fmt.Errorf("manifest.json: %w", err)
 	}
 	if len(entries) == 0 || len(entries[0].Layers) == 0 {
-		return false, nil
+		return nil, false, nil
 	}
 	head, err := tarFile(p, entries[0].Layers[0], 4)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	return bytes.HasPrefix(head, []byte(gzipMagic)) || bytes.HasPrefix(head, []byte(zstdMagic)), nil
+	return entries[0].Layers, bytes.HasPrefix(head, []byte(gzipMagic)) || bytes.HasPrefix(head, []byte(zstdMagic)), nil
+}
+
+// tarballImage is an image of a tarball whose layers are stored compressed. Its Layers
+// read the layer files as Decompress does and do not ask for their digests:
+// go-containerregistry computes the manifest of such a tarball, hashing every layer, before
+// it returns a layer. A layer's Digest and Size still come from that manifest.
+type tarballImage struct {
+	v1.Image
+	path  string
+	files []string
+}
+
+func (t tarballImage) Layers() ([]v1.Layer, error) {
+	out := make([]v1.Layer, len(t.files))
+	for i := range t.files {
+		out[i] = tarballLayer{t, i}
+	}
+	return out, nil
+}
+
+// tarballLayer is the i-th layer of a tarballImage.
+type tarballLayer struct {
+	img tarballImage
+	i   int
+}
+
+func (l tarballLayer) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.img.path)
+	if err != nil {
+		return nil, err
+	}
+	name := path.Clean(l.img.files[l.i])
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			f.Close()
+			if err == io.EOF {
+				err = fmt.Errorf("%s not found", name)
+			}
+			return nil, err
+		}
+		if hdr.Typeflag == tar.TypeReg && path.Clean(hdr.Name) == name {
+			return struct {
+				io.Reader
+				io.Closer
+			}{tr, f}, nil
+		}
+	}
+}
+
+func (l tarballLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	return Decompress(rc)
+}
+
+// layer returns the layer as go-containerregistry reads it, for what is asked of its
+// manifest.
+func (l tarballLayer) layer() (v1.Layer, error) {
+	ls, err := l.img.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	if l.i >= len(ls) {
+		return nil, fmt.Errorf("layer %d of %d", l.i, len(ls))
+	}
+	return ls[l.i], nil
+}
+
+func (l tarballLayer) Digest() (v1.Hash, error) {
+	ly, err := l.layer()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return ly.Digest()
+}
+
+func (l tarballLayer) DiffID() (v1.Hash, error) {
+	ly, err := l.layer()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return ly.DiffID()
+}
+
+func (l tarballLayer) Size() (int64, error) {
+	ly, err := l.layer()
+	if err != nil {
+		return 0, err
+	}
+	return ly.Size()
+}
+
+func (l tarballLayer) MediaType() (types.MediaType, error) {
+	ly, err := l.layer()
+	if err != nil {
+		return "", err
+	}
+	return ly.MediaType()
 }
 
 // tarFile returns at most the first max bytes of the regular file name in the tar file p.

@@ -12,9 +12,9 @@ import (
 )
 
 // Indexer indexes images for a long-lived server: it shares one IndexOptions (and so one
-// LayerCache) between all callers, and concurrent IndexLayer calls for the same DiffID
-// share one read of the layer. With a cache, each layer is read once across all images.
-// It is safe for concurrent use.
+// LayerCache) between all callers, and with a cache, concurrent IndexLayer calls for the
+// same layer share one read of it, and each layer is read once across all images. It is
+// safe for concurrent use.
 type Indexer struct {
 	opts IndexOptions
 
@@ -33,12 +33,18 @@ func NewIndexer(opts IndexOptions) *Indexer {
 	return &Indexer{opts: opts, inflight: make(map[LayerKey]*flight)}
 }
 
-// IndexLayer is the package-level IndexLayer with the Indexer's options, except that a call
-// for a layer another call is already reading waits for that read and shares its result.
+// IndexLayer is the package-level IndexLayer with the Indexer's options, except that with a
+// cache a call for a layer another call is already reading waits for that read and shares
+// its result.
 // When the reading call was cancelled and this one was not, this one reads the layer
 // itself. The returned inventory is shared and must not be modified. Errors are those of
 // IndexLayer, or ctx's.
 func (ix *Indexer) IndexLayer(ctx context.Context, l v1.Layer) (*inventory.Layer, error) {
+	if ix.opts.Cache == nil {
+		// Nothing is kept to share; and the layer's digest, which keys the calls,
+		// may cost a read of the layer (a tarball's).
+		return IndexLayer(ctx, l, ix.opts)
+	}
 	key, err := layerKey(l)
 	if err != nil {
 		return nil, err

@@ -110,7 +110,7 @@ func TestIndexerWaiterOutlivesCancelledLeader(t *testing.T) {
 	t.Parallel()
 	var opens atomic.Int32
 	l := countingLayer{layerOf(t, debianLayers(t)[0]), &opens}
-	ix := NewIndexer(IndexOptions{})
+	ix := NewIndexer(IndexOptions{Cache: &countingCache{}}) // calls share reads with a cache
 	leaderCtx, cancel := context.WithCancel(t.Context())
 	cancel() // the leader's read fails at once with context.Canceled
 	if _, err := ix.IndexLayer(leaderCtx, l); !errors.Is(err, context.Canceled) {

@@ -49,6 +49,9 @@ type ScanOptions struct {
 	// UnknownSeverity is what a finding without a severity counts as: low, medium, high,
 	// critical (the default when ""), or unknown to never count it.
 	UnknownSeverity string
+	// CacheDir keeps what is learnt of the database's archives for the next run (their
+	// digests, and which records name which packages); "" keeps nothing.
+	CacheDir string
 	// Limits bound what is read from each layer; TempDir (also used for unpacking an OCI
 	// layout tar) defaults to os.TempDir().
 	Limits inventory.Options
@@ -84,7 +87,7 @@ func Run(ctx context.Context, opts ScanOptions, stdout io.Writer) (int, error) {
 	}
 	dbc := make(chan loaded, 1)
 	go func() {
-		db, err := vulndb.Open(ctx, opts.VulnDB, vulndb.Options{})
+		db, err := vulndb.Open(ctx, opts.VulnDB, vulndb.Options{CacheDir: opts.CacheDir})
 		if err != nil {
 			cancel()
 		}

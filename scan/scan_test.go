@@ -323,6 +323,28 @@ func TestRunOutput(t *testing.T) {
 	if !bytes.Equal(js.Bytes(), again.Bytes()) {
 		t.Error("json output differs between runs")
 	}
+	// The same with a cache of the database: the run that fills it, and one that reads it,
+	// for this image and one with Go, npm, Python and Java packages.
+	cache := t.TempDir()
+	lang := writeDockerTar(t, imageOf(t, languageLayers(t)...))
+	for _, img := range []string{archive, lang} {
+		var uncached bytes.Buffer
+		if _, err := Run(t.Context(), ScanOptions{Archive: img, VulnDB: dir, Format: "json"}, &uncached); err != nil {
+			t.Fatal(err)
+		}
+		for _, run := range []string{"filling the cache", "from the cache"} {
+			var cached bytes.Buffer
+			if _, err := Run(t.Context(), ScanOptions{Archive: img, VulnDB: dir, Format: "json", CacheDir: cache}, &cached); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(uncached.Bytes(), cached.Bytes()) {
+				t.Errorf("%s: json output %s differs from the output without a cache:\n%s\n%s", img, run, uncached.String(), cached.String())
+			}
+		}
+	}
+	if indexes, _ := filepath.Glob(filepath.Join(cache, "vulndb", "*.index")); len(indexes) < 4 {
+		t.Errorf("%d indexes cached, want one for each of Debian, npm, Go and PyPI", len(indexes))
+	}
 
 	var table bytes.Buffer
 	if _, err := Run(t.Context(), ScanOptions{Archive: archive, VulnDB: dir}, &table); err != nil {

@@ -51,7 +51,7 @@ const usage = `usage:
   registry vulndb import DIR [--config FILE] [--data DIR]
   registry gc [--dry-run] [--json] [--config FILE] [--data DIR]
   registry replicate status|run RULE [--url URL] [--username USER --password-file FILE] [--json]
-  registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY]
+  registry scan --archive IMAGE.tar --vulndb DIR [--format json|table] [--fail-on SEVERITY] [--cache-dir DIR]
   registry version`
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/portcullis/portcullis/scan"
 )
@@ -35,6 +37,7 @@ func scanCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.Format, "format", "table", "json or table")
 	fs.StringVar(&o.FailOn, "fail-on", "", "exit 1 when a finding is at least this severe: low, medium, high, critical")
 	fs.StringVar(&o.UnknownSeverity, "unknown-severity", "", "how findings without a severity count: low, medium, high, critical (default) or unknown (never)")
+	fs.StringVar(&o.CacheDir, "cache-dir", defaultCacheDir(), `where what is learnt of the database is kept for the next scan ("" keeps nothing)`)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -46,4 +49,13 @@ func scanCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	return exitError{code: code, err: err}
+}
+
+// defaultCacheDir is portcullis under the user's cache directory, or "" when there is none.
+func defaultCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "portcullis")
 }

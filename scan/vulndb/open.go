@@ -46,27 +46,62 @@ func Open(ctx context.Context, dir string, opts Options) (*DB, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		sum, n, err := indexArchive(af.Path)
+		a := &lazyArchive{ecosystem: af.Ecosystem, path: af.Path}
+		n, err := a.identify(opts.CacheDir)
 		if err != nil {
 			return nil, fmt.Errorf("%s: load %s/all.zip: %w", dir, af.Ecosystem, err)
 		}
-		sums[af.Ecosystem] = sum
+		sums[af.Ecosystem] = a.sum
 		db.Records += n
 		db.Ecosystems = append(db.Ecosystems, af.Ecosystem)
-		db.lazy.archives[af.Ecosystem] = &lazyArchive{ecosystem: af.Ecosystem, path: af.Path, sum: sum}
+		db.lazy.archives[af.Ecosystem] = a
 	}
 	db.Digest = BundleDigest(sums)
 	return db, nil
 }
 
+// identify sets the archive's sha256 and returns the number of records it holds: from the
+// cache in cacheDir if the file is the one they were computed for, else by reading it (and
+// then caching them).
+func (a *lazyArchive) identify(cacheDir string) (int, error) {
+	if cacheDir == "" {
+		sum, n, err := indexArchive(a.path, nil)
+		a.sum = sum
+		return n, err
+	}
+	fi, err := os.Stat(a.path)
+	if err != nil {
+		return 0, err
+	}
+	a.id = statID(fi)
+	if sum, n, ok := cachedSum(cacheDir, a.path, a.id); ok {
+		a.sum = sum
+		return n, nil
+	}
+	sum, n, err := indexArchive(a.path, &a.id)
+	if err != nil {
+		return 0, err
+	}
+	a.sum = sum
+	writeSum(cacheDir, a.path, a.id, sum, n)
+	return n, nil
+}
+
 // indexArchive returns the sha256 (hex) of the zip at path and the number of files its
-// central directory lists.
-func indexArchive(path string) (string, int, error) {
+// central directory lists; id, if not nil, is set to the file's identity before it is read.
+func indexArchive(path string, id *fileID) (string, int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
+	if id != nil {
+		fi, err := f.Stat()
+		if err != nil {
+			return "", 0, err
+		}
+		*id = statID(fi)
+	}
 	h := sha256.New()
 	size, err := io.Copy(h, f)
 	if err != nil {
@@ -157,9 +192,13 @@ type lazyIndex struct {
 
 type lazyArchive struct {
 	ecosystem, path, sum string
-	loaded               bool
+	// id is the file's identity when it was hashed (with Options.CacheDir only).
+	id     fileID
+	loaded bool
 	// pending are the records no Need has decoded yet.
 	pending []*lazyRecord
+	// index, read from the cache, lists the records and the keys they are filed under.
+	index *archiveIndex
 }
 
 // lazyEntry is the i-th affected entry of a record not decoded yet.
@@ -172,6 +211,7 @@ type lazyEntry struct {
 type lazyRecord struct {
 	archive, file string
 	method        uint16
+	off           int64 // of raw in the archive
 	raw           []byte
 	crc           uint32
 	size          int
@@ -217,10 +257,13 @@ func (db *DB) Need(ctx context.Context, pkgs []osv.Package) error {
 		}
 		w := wants[a]
 		if w == nil {
-			w = &want{names: make(map[string]bool)}
+			w = &want{names: make(map[string]bool), keys: make(map[key]bool)}
 			wants[a] = w
 		}
 		w.ecosystems = append(w.ecosystems, p.Ecosystem)
+		for _, k := range db.lookupKeys(p.Ecosystem, p.Name) {
+			w.keys[k] = true
+		}
 		if NormalizeName(p.Ecosystem, p.Name) != p.Name || p.Ecosystem != Base(p.Ecosystem) && NormalizeName(Base(p.Ecosystem), p.Name) != p.Name || Base(p.Ecosystem) == "PyPI" {
 			w.all = true // names compared after normalizing: no byte search finds them all
 		}
@@ -262,6 +305,10 @@ type want struct {
 	ecosystems []string
 	// all: decode every record.
 	all bool
+	// keys are the index keys Lookup reads for the packages.
+	keys map[key]bool
+	// build: decode every record's header, to write the archive's index to the cache.
+	build bool
 }
 
 // covered reports whether Covers and CoversBase are true for every ecosystem of w: once
@@ -319,8 +366,16 @@ func (db *DB) lookupKeys(ecosystem, name string) []key {
 // records left aside wait for a later call. Records are decompressed on one goroutine per
 // CPU and indexed in the archive's order.
 func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
+	cacheDir := db.lazy.opts.CacheDir
+	if cacheDir != "" && !a.loaded {
+		a.index, _ = readIndex(cacheDir, a.sum)
+	}
+	if a.index != nil {
+		return db.loadIndexed(a, w)
+	}
 	records := a.pending
 	first := !a.loaded
+	w.build = first && cacheDir != ""
 	if first {
 		var err error
 		if records, err = a.records(); err != nil {
@@ -348,6 +403,7 @@ func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
 		return err
 	}
 	covered := db.covered(w)
+	rejected := len(db.Rejected)
 	for i, lr := range records {
 		p := &peeks[i]
 		if p.err != nil && !errors.Is(p.err, osv.ErrInvalidRecord) {
@@ -393,6 +449,9 @@ func (db *DB) loadLazy(ctx context.Context, a *lazyArchive, w *want) error {
 			}
 		}
 	}
+	if w.build && len(db.Rejected) == rejected {
+		writeCacheFile(indexPath(cacheDir, a.sum), newArchiveIndex(records, peeks).encode())
+	}
 	return nil
 }
 
@@ -414,7 +473,7 @@ func (r *lazyRecord) peek(fr io.ReadCloser, buf []byte, w *want) ([]byte, peek) 
 		return buf, p
 	}
 	p.size = len(buf)
-	if !w.concerns(buf) {
+	if !w.build && !w.concerns(buf) {
 		var ok bool
 		if p.modified, ok = topLevelTime(buf, "modified"); ok {
 			return buf, p
@@ -489,7 +548,7 @@ func newLazyRecord(archive string, zf *zip.File, data []byte) (*lazyRecord, erro
 		return nil, zip.ErrFormat
 	}
 	return &lazyRecord{
-		archive: archive, file: zf.Name, method: zf.Method,
+		archive: archive, file: zf.Name, method: zf.Method, off: off,
 		raw: data[off : off+int64(zf.CompressedSize64)], crc: zf.CRC32, size: int(zf.UncompressedSize64),
 	}, nil
 }

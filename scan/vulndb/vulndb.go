@@ -38,6 +38,9 @@ type Options struct {
 	// SkipInvalid skips records that fail validation, keeping their errors in DB.Rejected,
 	// instead of failing the load.
 	SkipInvalid bool
+	// CacheDir, for a DB from Open, is where what it learns of each archive is kept for the
+	// next Open (see Open); "" keeps nothing.
+	CacheDir string
 }
 
 // DB is a loaded, indexed database. It is safe for concurrent reads.

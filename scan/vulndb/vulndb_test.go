@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -182,11 +183,36 @@ func TestLookupProductStreams(t *testing.T) {
 
 func TestOpenAgreesWithLoad(t *testing.T) {
 	t.Parallel()
+	checkOpenAgreesWithLoad(t, Options{})
+}
+
+// TestOpenCacheAgreesWithLoad opens the bundle with a cache three times: the first Open
+// hashes the archives and Need writes their indexes, the next ones read both.
+func TestOpenCacheAgreesWithLoad(t *testing.T) {
+	t.Parallel()
+	opts := Options{CacheDir: t.TempDir()}
+	checkOpenAgreesWithLoad(t, opts)
+	indexes, _ := filepath.Glob(filepath.Join(opts.CacheDir, "vulndb", "*.index"))
+	sums, _ := filepath.Glob(filepath.Join(opts.CacheDir, "vulndb", "*.sum"))
+	if len(indexes) != 4 || len(sums) != 4 {
+		t.Fatalf("cache holds %d indexes and %d sums, want 4 of each (every archive was needed)", len(indexes), len(sums))
+	}
+	db := checkOpenAgreesWithLoad(t, opts)
+	for eco, a := range db.lazy.archives {
+		if a.index == nil {
+			t.Errorf("%s: the cached index was not used", eco)
+		}
+	}
+	checkOpenAgreesWithLoad(t, opts)
+}
+
+func checkOpenAgreesWithLoad(t *testing.T, opts Options) *DB {
+	t.Helper()
 	full, err := Load(t.Context(), "../../../shared/vulndb", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := Open(t.Context(), "../../../shared/vulndb", Options{})
+	db, err := Open(t.Context(), "../../../shared/vulndb", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +256,96 @@ func TestOpenAgreesWithLoad(t *testing.T) {
 	}
 	if !db.Modified.Equal(full.Modified) {
 		t.Errorf("modified %v, Load's %v (every archive with records loaded)", db.Modified, full.Modified)
+	}
+	return db
+}
+
+// TestOpenCacheRewritten rewrites a cached archive: the next Open hashes it again and Need
+// reads its new records; an archive rewritten between Open and Need fails Need.
+func TestOpenCacheRewritten(t *testing.T) {
+	t.Parallel()
+	dir, cache := t.TempDir(), t.TempDir()
+	p := filepath.Join(dir, "npm", "all.zip")
+	write := func(id, name string) {
+		writeZip(t, p, map[string]string{id + ".json": fmt.Sprintf(rec, id, "", "npm", name)})
+		// A rewrite within the file system's time resolution must still be seen.
+		old := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup := func(db *DB, name string) []string {
+		t.Helper()
+		if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range db.Lookup("npm", name) {
+			ids = append(ids, e.Record.ID)
+		}
+		return ids
+	}
+	open := func() *DB {
+		t.Helper()
+		db, err := Open(t.Context(), dir, Options{CacheDir: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	write("A-1", "left-pad")
+	db := open()
+	if got := lookup(db, "left-pad"); !slices.Equal(got, []string{"A-1"}) {
+		t.Fatalf("first open: %v", got)
+	}
+	first := db.Digest
+	if got := lookup(open(), "left-pad"); !slices.Equal(got, []string{"A-1"}) {
+		t.Fatalf("open from the cache: %v", got)
+	}
+
+	write("B-2", "right-pad")
+	db = open()
+	if db.Digest == first {
+		t.Error("the rewritten archive kept its digest")
+	}
+	if got := lookup(db, "left-pad"); len(got) != 0 {
+		t.Errorf("left-pad after the rewrite: %v", got)
+	}
+	if got := lookup(db, "right-pad"); !slices.Equal(got, []string{"B-2"}) {
+		t.Errorf("right-pad after the rewrite: %v", got)
+	}
+
+	db = open()
+	write("C-33", "right-pad") // another size: without a change time, size and mtime tell
+	if err := db.Need(t.Context(), []osv.Package{{Ecosystem: "npm", Name: "right-pad"}}); err == nil {
+		t.Error("an archive rewritten after Open was read")
+	}
+}
+
+func TestDecodeIndex(t *testing.T) {
+	t.Parallel()
+	x := &archiveIndex{bytes: 42, modified: time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC), records: []indexedRecord{
+		{file: "a b\n.json", method: 8, off: 30, csize: 12, size: 40, crc: 7, affected: []indexedAffected{
+			{0, key{"npm", "x y"}}, {2, key{"Debian:12", "\"q\"\n"}},
+		}},
+		{file: "c.json", affected: []indexedAffected{{1, key{"Go", "stdlib"}}}},
+	}}
+	got, err := decodeIndex(x.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(x, got, cmp.AllowUnexported(archiveIndex{}, indexedRecord{}, indexedAffected{}, key{})); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{
+		"", indexHeader + "\n", indexHeader + "\nx 2024-01-01T00:00:00Z\n",
+		indexHeader + "\n1 2024-01-01T00:00:00Z\na 0 \"npm\" \"x\"\n",
+		indexHeader + "\n1 2024-01-01T00:00:00Z\nr 8 1 2 3 4 unquoted\n",
+		indexHeader + "\n1 2024-01-01T00:00:00Z\nr 8 1 2 3 4 \"f\"\na 0 \"npm\"\n",
+	} {
+		if _, err := decodeIndex([]byte(bad)); err == nil {
+			t.Errorf("decodeIndex(%q) succeeded", bad)
+		}
 	}
 }
 
