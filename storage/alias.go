@@ -126,3 +126,10 @@ func canAlias(p string) bool {
 func maybeAlias(key string, size int64) bool {
 	return size == int64(len(aliasBody)) && canAlias(key)
 }
+
+// isBlobData reports whether path is the data of a blob in distribution's
+// layout, whose content its digest fixes (not an upload's data, which a
+// later commit may replace).
+func isBlobData(path string) bool {
+	return canAlias(path) && !strings.Contains(path, "/_uploads/")
+}

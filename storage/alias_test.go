@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +303,72 @@ func TestDeleteUnnamedData(t *testing.T) {
 	}
 	if left := leftovers(t, srv, bucket); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestAliasReadAfterStat reads a large blob as distribution serves it, a
+// Stat then a Reader: the Reader asks for the data the Stat's alias names,
+// once, at every offset, and goes back to the path when that data is gone.
+func TestAliasReadAfterStat(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	proxy, endpoint := startS3Proxy(t, srv)
+	bucket := srv.NewBucket(t)
+	d, err := New(t.Context(), Options{
+		Endpoint: endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+		Bucket: bucket, Prefix: "p", Region: "us-east-1", PartSize: MinPartSize,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	content := randomBytes(MinPartSize + 1000)
+	const blob = "/docker/registry/v2/blobs/sha256/ab/abc/data"
+	commitLarge(t, d, blob, content)
+	data := dataObjects(t, srv, bucket)
+	if len(data) != 1 {
+		t.Fatalf("data objects = %v, want one", data)
+	}
+	for _, offset := range []int64{0, 10, int64(len(aliasBody)) + 1, int64(len(content)) - 1, int64(len(content))} {
+		if fi, err := d.Stat(ctx, blob); err != nil || fi.Size() != int64(len(content)) {
+			t.Fatalf("Stat = %v, %v", fi, err)
+		}
+		proxy.take("p", "")
+		r, err := d.Reader(ctx, blob, offset)
+		if err != nil {
+			t.Fatalf("Reader at %d: %v", offset, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, content[offset:]) {
+			t.Fatalf("Reader at %d = %d bytes, %v; want %d bytes", offset, len(got), err, len(content)-int(offset))
+		}
+		want := []string{"GET " + data[0]}
+		if offset == int64(len(content)) {
+			want = nil
+		}
+		if reqs := proxy.take("p", ""); !slices.Equal(reqs, want) {
+			t.Fatalf("requests of the Reader at %d after Stat = %v, want %v", offset, reqs, want)
+		}
+	}
+	// Without a Stat before it, a Reader reads the alias, then its data.
+	proxy.take("p", "")
+	r, err := d.Reader(ctx, blob, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if reqs := proxy.take("p", ""); len(reqs) != 2 || reqs[0] != "GET blobs/sha256/ab/abc/data" {
+		t.Fatalf("requests of a Reader without Stat = %v, want the alias then its data", reqs)
+	}
+	// Data removed after the Stat: the Reader answers what the path holds.
+	if _, err := d.Stat(ctx, blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client(t).RemoveObject(ctx, bucket, data[0], minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Reader(ctx, blob, 0); !isPathNotFound(err) {
+		t.Fatalf("Reader of an alias whose data is gone: %v, want PathNotFoundError", err)
 	}
 }

@@ -64,6 +64,9 @@ type driver struct {
 	// process committed; hashWrites the hash states it stored.
 	commits    *recent[commit]
 	hashWrites *recent[[]byte]
+	// stated holds the alias that Stat found at a blob's path, for the
+	// Reader that follows it (see Reader).
+	stated *recent[alias]
 	// writers are the upload writers open in this process.
 	writers *openWriters
 }
@@ -144,6 +147,7 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 		redirect:    o.Redirect,
 		commits:     newRecent[commit](time.Now),
 		hashWrites:  newRecent[[]byte](time.Now),
+		stated:      newRecent[alias](time.Now),
 		writers:     newOpenWriters(time.Now),
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)

@@ -84,12 +84,33 @@ func (d *driver) PutContent(ctx context.Context, path string, content []byte) er
 // Reader returns the object at path from offset on. An offset at or past the
 // end gives an empty reader; a missing object gives
 // storagedriver.PathNotFoundError.
+//
+// distribution stats a blob's data right before it reads it. When that Stat
+// found an alias, Reader asks for the data it names straight away, without
+// reading the alias again (one GET instead of two, or of three from an
+// offset past the alias's own 68 bytes). The data object of an alias is
+// written once and never changed, and a blob's path names its content, so
+// those are the bytes the alias would give; a Stat's alias serves one Reader
+// only, and data that is gone meanwhile sends Reader back to the path.
 func (d *driver) Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	var opts minio.GetObjectOptions
 	if offset > 0 {
 		if err := opts.SetRange(offset, 0); err != nil {
 			return nil, storagedriver.InvalidOffsetError{Path: path, Offset: offset, DriverName: driverName}
 		}
+	}
+	if a, ok := d.stated.take(path); ok {
+		if offset >= a.size {
+			return io.NopCloser(bytes.NewReader(nil)), nil
+		}
+		body, info, err := d.getObject(ctx, a.key, opts)
+		if err == nil {
+			return &resumingReader{ctx: ctx, d: d, key: a.key, path: path, offset: offset, etag: info.ETag, body: body}, nil
+		}
+		if !isNotFound(err) {
+			return nil, translate("read", path, err)
+		}
+		// The data is gone: read the path again, as if nothing was known.
 	}
 	key := d.key(path)
 	body, info, key, err := d.openObject(ctx, key, opts)
@@ -191,6 +212,9 @@ func (d *driver) Stat(ctx context.Context, path string) (storagedriver.FileInfo,
 			}
 			if ok {
 				size = a.size
+				if isBlobData(path) {
+					d.stated.put(path, a)
+				}
 			}
 			return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
 				Path:    path,
@@ -250,6 +274,8 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	srcKey := d.key(sourcePath)
 	c, ok := d.commits.get(sourcePath)
 	d.commits.forget(sourcePath)
+	d.stated.forget(sourcePath)
+	d.stated.forget(destPath)
 	info := minio.ObjectInfo{Size: c.size, ETag: c.etag}
 	var err error
 	if !ok || c.etag == "" {
@@ -297,6 +323,7 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 func (d *driver) Delete(ctx context.Context, path string) error {
 	d.commits.forget(path)
 	d.hashWrites.forget(path)
+	d.stated.forget(path)
 	pending, err := d.deletePending(ctx, path)
 	if err != nil {
 		return err
@@ -397,6 +424,7 @@ func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
 		keys[i] = d.d.key(p)
 		d.d.commits.forget(p)
 		d.d.hashWrites.forget(p)
+		d.d.stated.forget(p)
 	}
 	data, err := d.d.aliasesOf(ctx, keys)
 	if err != nil {

@@ -401,6 +401,17 @@ func (r *recent[V]) get(path string) (V, bool) {
 	return e.v, ok
 }
 
+// take returns the live record of path and drops it.
+func (r *recent[V]) take(path string) (V, bool) {
+	v, ok := r.get(path)
+	if ok {
+		r.mu.Lock()
+		delete(r.m, path)
+		r.mu.Unlock()
+	}
+	return v, ok
+}
+
 // forget drops the records of path and of everything under it.
 func (r *recent[V]) forget(path string) {
 	r.mu.Lock()

@@ -42,6 +42,7 @@ var (
 // state catches a writer whose state was lost after data was written.
 func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (storagedriver.FileWriter, error) {
 	d.commits.forget(path)
+	d.stated.forget(path)
 	w := &writer{
 		d:       d,
 		ctx:     ctx,
