@@ -75,8 +75,14 @@ func (d *driver) PutContent(ctx context.Context, path string, content []byte) er
 		opts = minio.PutObjectOptions{ContentType: contentType, PartSize: uint64(d.partSize), NumThreads: 1}
 	}
 	_, err := d.client.PutObject(ctx, d.bucket, d.key(path), bytes.NewReader(content), int64(len(content)), opts)
-	if err == nil && isHashState(path) {
-		d.hashWrites.put(path, bytes.Clone(content))
+	if isHashState(path) {
+		if err != nil {
+			// distribution's blobWriter.Close returns this error before
+			// its writer's Close, and the upload handlers ignore it.
+			noteWriteFailure(ctx, translate("put", path, err))
+		} else {
+			d.hashWrites.put(path, bytes.Clone(content))
+		}
 	}
 	return translate("put", path, err)
 }

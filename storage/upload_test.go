@@ -299,3 +299,43 @@ func TestLayoutPaths(t *testing.T) {
 		t.Errorf("parseHashStatePath of a directory = %q %q %d %v", data, alg, offset, ok)
 	}
 }
+
+// TestWriteFailuresRecorded: a PATCH whose upload state cannot be stored
+// must not be acknowledged. distribution ignores the error of the upload's
+// Close; the request's record of write failures keeps it for the front
+// handler, which answers 500 instead of 202.
+func TestWriteFailuresRecorded(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	blobs, proxy, _ := uploadRegistry(t, srv)
+	refuseTail := func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/"+pendingDir+"/")
+	}
+	for _, refuse := range []bool{false, true} {
+		up, err := blobs.Create(t.Context()) // POST
+		if err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		_ = up.Close()
+		ctx, failures := WithWriteFailures(t.Context())
+		up, err = blobs.Resume(ctx, up.ID()) // PATCH
+		if err != nil {
+			t.Fatalf("PATCH: %v", err)
+		}
+		if _, err := io.Copy(up, bytes.NewReader([]byte("a small layer"))); err != nil {
+			t.Fatalf("PATCH: %v", err)
+		}
+		if refuse {
+			proxy.fail.Store(&refuseTail)
+		}
+		_ = up.Close() // blobUploadResponse ignores the error
+		proxy.fail.Store(nil)
+		err = failures(ctx)
+		if refuse && err == nil {
+			t.Fatal("the upload's state was not stored, and the request's write failures are empty")
+		}
+		if !refuse && err != nil {
+			t.Fatalf("write failures of a PATCH that stored its state: %v", err)
+		}
+	}
+}

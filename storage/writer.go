@@ -318,6 +318,13 @@ func (w *writer) Close() error {
 	if w.committed || w.cancelled {
 		return nil
 	}
+	err := w.save()
+	noteWriteFailure(w.ctx, err)
+	return err
+}
+
+// save stores what Close must keep: the last part, the pending tail.
+func (w *writer) save() error {
 	defer w.release()
 	hash := w.d.writers.hashOf(w)
 	defer w.d.writers.remove(w)

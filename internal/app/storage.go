@@ -84,13 +84,26 @@ func (b fsBarriers) Barrier(ctx context.Context) (context.Context, func(context.
 	return ctx, barrier.Wait
 }
 
-// barriersOf returns d's barriers for the front handler, nil when d syncs
-// nothing (S3: every write is durable when it returns).
+// barriersOf returns d's barriers for the front handler: the filesystem's
+// shared syncs, S3's record of ignored write failures.
 func barriersOf(d storagedriver.StorageDriver) front.Barriers {
-	if fs, ok := d.(*filesystem.Driver); ok {
-		return fsBarriers{d: fs}
+	switch d := d.(type) {
+	case *filesystem.Driver:
+		return fsBarriers{d: d}
+	case *storage.Driver:
+		return s3Barriers{}
 	}
 	return nil
+}
+
+// s3Barriers refuses to acknowledge a write request when one of its S3
+// writes failed where distribution ignores the error (an upload's state
+// stored at the end of a PATCH): every S3 write is durable when it returns,
+// so there is nothing to sync.
+type s3Barriers struct{}
+
+func (s3Barriers) Barrier(ctx context.Context) (context.Context, func(context.Context) error) {
+	return storage.WithWriteFailures(ctx)
 }
 
 // blobFiles opens blobs' files on the filesystem, in distribution's layout

@@ -89,9 +89,10 @@ type Options struct {
 	// PullSlots bounds the pull records written in the background; nil:
 	// the handler's own.
 	PullSlots PullSlots
-	// Barriers, when set, makes each write request's storage writes
-	// durable with one barrier before its success is answered; nil: the
-	// storage makes each write durable as it goes.
+	// Barriers, when set, is passed before a write request's success is
+	// answered: it makes the request's storage writes durable with one
+	// sync (filesystem), or fails when a write failed whose error the core
+	// ignores (S3); nil: every write is durable when it returns.
 	Barriers Barriers
 	// Blobs opens blobs' files, for blob reads served by sendfile; nil:
 	// blob reads are left to distribution (S3: redirected or proxied).
