@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/internal/front"
 	"github.com/portcullis/portcullis/storage"
 	"github.com/portcullis/portcullis/storage/filesystem"
@@ -114,8 +115,7 @@ type blobFiles struct {
 }
 
 func (b blobFiles) OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error) {
-	path := "/docker/registry/v2/blobs/" + d.Algorithm().String() + "/" + d.Encoded()[:2] + "/" + d.Encoded() + "/data"
-	rc, err := b.driver.Reader(ctx, path, 0)
+	rc, err := b.driver.Reader(ctx, digests.BlobDataPath(d), 0)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}

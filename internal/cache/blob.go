@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/internal/digests"
 	"github.com/portcullis/portcullis/replication"
 )
 
@@ -324,7 +325,7 @@ func (s *Set) linkConfirmed(ctx context.Context, c *cache, name string, d digest
 	if d.Validate() != nil {
 		return false
 	}
-	if _, err := s.driver.Stat(ctx, blobDataPath(d)); err != nil {
+	if _, err := s.driver.Stat(ctx, digests.BlobDataPath(d)); err != nil {
 		return false
 	}
 	if _, err := c.Remote.HeadBlob(ctx, c.upstreamName(name), d); err != nil {
@@ -339,20 +340,10 @@ func (s *Set) linkStored(ctx context.Context, name string, d digest.Digest) bool
 	if d.Validate() != nil {
 		return false
 	}
-	if _, err := s.driver.Stat(ctx, blobDataPath(d)); err != nil {
+	if _, err := s.driver.Stat(ctx, digests.BlobDataPath(d)); err != nil {
 		return false
 	}
-	return s.driver.PutContent(ctx, layerLinkPath(name, d), []byte(d.String())) == nil
-}
-
-// blobDataPath and layerLinkPath are distribution's storage layout: a
-// blob's data, and the link that makes it part of a repository.
-func blobDataPath(d digest.Digest) string {
-	return "/docker/registry/v2/blobs/" + d.Algorithm().String() + "/" + d.Encoded()[:2] + "/" + d.Encoded() + "/data"
-}
-
-func layerLinkPath(name string, d digest.Digest) string {
-	return "/docker/registry/v2/repositories/" + name + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+	return s.driver.PutContent(ctx, digests.LayerLinkPath(name, d), []byte(d.String())) == nil
 }
 
 // haveBlob reports whether name's repository holds blob d.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -26,12 +25,29 @@ func NewLinks(driver storagedriver.StorageDriver) (*Links, error) {
 	return &Links{driver: driver}, nil
 }
 
-func layerLinkPath(repo string, d digest.Digest) string {
-	return path.Join(repositoriesRoot, repo, "_layers", string(d.Algorithm()), d.Encoded(), "link")
+// Paths of distribution's storage layout, for a valid repository name and
+// digest (nothing to clean, so built without path.Join: manifest and blob
+// reads build them on every request).
+
+// BlobDataPath is the path of blob d's data.
+func BlobDataPath(d digest.Digest) string {
+	enc := d.Encoded()
+	return "/docker/registry/v2/blobs/" + d.Algorithm().String() + "/" + enc[:2] + "/" + enc + "/data"
 }
 
-func revisionLinkPath(repo string, d digest.Digest) string {
-	return path.Join(repositoriesRoot, repo, "_manifests", "revisions", string(d.Algorithm()), d.Encoded(), "link")
+// LayerLinkPath is the link that makes blob d part of repo.
+func LayerLinkPath(repo string, d digest.Digest) string {
+	return repositoriesRoot + "/" + repo + "/_layers/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+}
+
+// RevisionLinkPath is the link that makes manifest d part of repo.
+func RevisionLinkPath(repo string, d digest.Digest) string {
+	return repositoriesRoot + "/" + repo + "/_manifests/revisions/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+}
+
+// TagLinkPath is the link that holds what repo's tag points at.
+func TagLinkPath(repo, tag string) string {
+	return repositoriesRoot + "/" + repo + "/_manifests/tags/" + tag + "/current/link"
 }
 
 // ErrNoLink is returned when a repository has no link for a digest.
@@ -40,7 +56,7 @@ var ErrNoLink = errors.New("no link for digest")
 // LayerTarget returns the digest repo's blob link for d points at. It returns
 // ErrNoLink when the repository has no such link.
 func (l *Links) LayerTarget(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
-	b, err := l.driver.GetContent(ctx, layerLinkPath(repo, d))
+	b, err := l.driver.GetContent(ctx, LayerLinkPath(repo, d))
 	var nf storagedriver.PathNotFoundError
 	if errors.As(err, &nf) {
 		return "", ErrNoLink
@@ -57,7 +73,7 @@ func (l *Links) LayerTarget(ctx context.Context, repo string, d digest.Digest) (
 
 // LinkLayer makes repo's blob link for alias point at target.
 func (l *Links) LinkLayer(ctx context.Context, repo string, alias, target digest.Digest) error {
-	if err := l.driver.PutContent(ctx, layerLinkPath(repo, alias), []byte(target)); err != nil {
+	if err := l.driver.PutContent(ctx, LayerLinkPath(repo, alias), []byte(target)); err != nil {
 		return fmt.Errorf("link blob %s: %w", alias, err)
 	}
 	return nil
@@ -65,7 +81,7 @@ func (l *Links) LinkLayer(ctx context.Context, repo string, alias, target digest
 
 // LinkRevision makes repo's manifest revision link for alias point at target.
 func (l *Links) LinkRevision(ctx context.Context, repo string, alias, target digest.Digest) error {
-	if err := l.driver.PutContent(ctx, revisionLinkPath(repo, alias), []byte(target)); err != nil {
+	if err := l.driver.PutContent(ctx, RevisionLinkPath(repo, alias), []byte(target)); err != nil {
 		return fmt.Errorf("link manifest %s: %w", alias, err)
 	}
 	return nil

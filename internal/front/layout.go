@@ -7,6 +7,7 @@ import (
 	"github.com/distribution/distribution/v3"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
+	"github.com/portcullis/portcullis/internal/digests"
 )
 
 // layout reads the links of distribution's storage layout straight from
@@ -27,12 +28,10 @@ type layout struct {
 	driver storagedriver.StorageDriver
 }
 
-const layoutRoot = "/docker/registry/v2/"
-
 // tag returns the manifest tag of repo points at; distribution.ErrTagUnknown
 // when repo has no such tag.
 func (l layout) tag(ctx context.Context, repo, tag string) (digest.Digest, error) {
-	d, err := l.readlink(ctx, layoutRoot+"repositories/"+repo+"/_manifests/tags/"+tag+"/current/link")
+	d, err := l.readlink(ctx, digests.TagLinkPath(repo, tag))
 	var nf storagedriver.PathNotFoundError
 	if errors.As(err, &nf) {
 		return "", distribution.ErrTagUnknown{Tag: tag}
@@ -44,7 +43,7 @@ func (l layout) tag(ctx context.Context, repo, tag string) (digest.Digest, error
 // the blob the link names. A sha256 revision link names its own digest
 // (distribution writes it so, in one atomic write): its stat is enough.
 func (l layout) hasManifest(ctx context.Context, repo string, d digest.Digest) (bool, error) {
-	link := layoutRoot + "repositories/" + repo + "/_manifests/revisions/" + d.Algorithm().String() + "/" + d.Encoded() + "/link"
+	link := digests.RevisionLinkPath(repo, d)
 	target := d
 	var err error
 	if d.Algorithm() == digest.SHA256 {
@@ -59,8 +58,7 @@ func (l layout) hasManifest(ctx context.Context, repo string, d digest.Digest) (
 	if err != nil {
 		return false, err
 	}
-	enc := target.Encoded()
-	fi, err := l.driver.Stat(ctx, layoutRoot+"blobs/"+target.Algorithm().String()+"/"+enc[:2]+"/"+enc+"/data")
+	fi, err := l.driver.Stat(ctx, digests.BlobDataPath(target))
 	switch {
 	case errors.As(err, &nf):
 		return false, nil
