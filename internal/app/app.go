@@ -71,6 +71,7 @@ type App struct {
 	core       *core            // nil in token-only mode
 	scanner    *scanner.Service // nil in token-only mode
 	caches     *cache.Set       // nil without pull-through caches
+	recorder   *outbox.Recorder // clients' writes, into the outboxes; nil in token-only mode
 	// Garbage collection: this replica's markers, pull times and
 	// background collector (nil in token-only mode).
 	marks     *gc.Marks
@@ -269,6 +270,7 @@ func (a *App) buildRegistry(ctx context.Context) error {
 		return err
 	}
 	var all front.Events = events
+	boxes := []*outbox.Outbox{events}
 	if len(a.cfg.Replication.Rules) > 0 {
 		// Each write is recorded for the scanner and for replication.
 		replicationEvents, err := outbox.New(a.db.Bolt(), replicate.OutboxName)
@@ -276,6 +278,7 @@ func (a *App) buildRegistry(ctx context.Context) error {
 			return err
 		}
 		all = outbox.Fanout{events, replicationEvents}
+		boxes = append(boxes, replicationEvents)
 		if a.replicator, err = a.buildReplication(indexed, refs, all); err != nil {
 			return err
 		}
@@ -293,8 +296,13 @@ func (a *App) buildRegistry(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Clients' writes are recorded in the background (a push does not wait
+	// for the database); the rest appends as it goes.
+	if a.recorder, err = outbox.NewRecorder(a.log, boxes...); err != nil {
+		return err
+	}
 	a.core = &core{refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
-		events: all, pushers: pushers, stored: newStoredContent(indexed, driver), pullSlots: front.NewPullSlots()}
+		events: a.recorder, pushers: pushers, stored: newStoredContent(indexed, driver), pullSlots: front.NewPullSlots()}
 	if a.cfg.Storage.S3 == nil {
 		a.core.blobs = blobFiles{driver: driver}
 	}
@@ -367,6 +375,9 @@ func (a *App) Close() error {
 	}
 	if a.core != nil {
 		a.core.pullSlots.Wait() // pull records
+	}
+	if a.recorder != nil {
+		errs = append(errs, a.recorder.Close())
 	}
 	errs = append(errs, a.db.Close())
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -13,8 +14,8 @@ import (
 )
 
 // TestWritesRecordedInOutbox: each successful manifest push and delete is
-// recorded in the scan outbox; a refused write is not. (The scanner does
-// not run in this harness, so the entries stay.)
+// recorded in the scan outbox, moments after its answer; a refused write
+// is not. (The scanner does not run in this harness, so the entries stay.)
 func TestWritesRecordedInOutbox(t *testing.T) {
 	t.Parallel()
 	reg := testenv.Start(t, nil)
@@ -34,6 +35,19 @@ func TestWritesRecordedInOutbox(t *testing.T) {
 		t.Fatal("/metrics lacks portcullis_scan_outbox_pending")
 		return ""
 	}
+	// settle waits for the count to be want, then checks that it stays so
+	// while anything still queued is committed (in a few milliseconds).
+	settle := func(want, after string) {
+		t.Helper()
+		got := pending()
+		for deadline := time.Now().Add(10 * time.Second); got != want && time.Now().Before(deadline); got = pending() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if got = pending(); got != want {
+			t.Errorf("pending %s after %s, want %s", got, after, want)
+		}
+	}
 	if got := pending(); got != "0" {
 		t.Fatalf("pending %s at start", got)
 	}
@@ -41,9 +55,7 @@ func TestWritesRecordedInOutbox(t *testing.T) {
 	if err := remote.Write(mustRef(t, reg.Host+"/events/app:v1"), img); err != nil {
 		t.Fatal(err)
 	}
-	if got := pending(); got != "1" {
-		t.Errorf("pending %s after a push, want 1", got)
-	}
+	settle("1", "a push")
 	// A manifest PUT that fails (unknown blobs) records nothing.
 	req, _ := http.NewRequest(http.MethodPut, reg.URL+"/v2/events/app/manifests/v2", strings.NewReader(
 		`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}`))
@@ -56,14 +68,10 @@ func TestWritesRecordedInOutbox(t *testing.T) {
 	if resp.StatusCode == http.StatusCreated {
 		t.Fatal("a manifest with an unknown config was accepted")
 	}
-	if got := pending(); got != "1" {
-		t.Errorf("pending %s after a refused push, want 1", got)
-	}
+	settle("1", "a refused push")
 	d, _ := img.Digest()
 	if err := remote.Delete(mustRef(t, reg.Host+"/events/app@"+d.String())); err != nil {
 		t.Fatal(err)
 	}
-	if got := pending(); got != "2" {
-		t.Errorf("pending %s after a delete, want 2", got)
-	}
+	settle("2", "a delete")
 }

@@ -61,8 +61,9 @@ type Handler struct {
 	log       *slog.Logger
 }
 
-// Events records each successful manifest push, tag and delete durably,
-// for the workers that act on them (the scanner).
+// Events records each successful manifest push, tag and delete durably
+// (at once, or queued for a commit moments later), for the workers that act
+// on them (the scanner, replication).
 type Events interface {
 	Append(ctx context.Context, e outbox.Event) (uint64, error)
 }
@@ -407,9 +408,9 @@ func (h *Handler) allowType(w http.ResponseWriter, r *http.Request, rt Route, bo
 	return false
 }
 
-// record appends a successful write to the event outbox. The client has
-// its answer already: a failure is logged, and the scanner's reconcile
-// pass repairs it.
+// record appends a successful write to the event outbox (in the
+// registry, queued for a background commit: outbox.Recorder). A failure is
+// logged, and each consumer's reconcile pass repairs what was missed.
 func (h *Handler) record(r *http.Request, e outbox.Event) {
 	if h.events == nil {
 		return

@@ -93,38 +93,72 @@ func (o *Outbox) Append(ctx context.Context, e Event) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if err := check(e); err != nil {
+		return 0, err
+	}
+	data, err := encode(&e)
+	if err != nil {
+		return 0, err
+	}
+	var seq uint64
+	err = o.db.Update(func(tx *bolt.Tx) error {
+		seq, err = o.put(tx, data)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	o.added(1)
+	return seq, nil
+}
+
+// check returns ErrInvalidEvent, wrapped, for an event without a known
+// kind, a repository, or a digest or tag.
+func check(e Event) error {
 	switch {
 	case e.Kind != KindPush && e.Kind != KindTag && e.Kind != KindDelete:
-		return 0, fmt.Errorf("%w: kind %q", ErrInvalidEvent, e.Kind)
+		return fmt.Errorf("%w: kind %q", ErrInvalidEvent, e.Kind)
 	case e.Repository == "":
-		return 0, fmt.Errorf("%w: no repository", ErrInvalidEvent)
+		return fmt.Errorf("%w: no repository", ErrInvalidEvent)
 	case e.Digest == "" && e.Tag == "":
-		return 0, fmt.Errorf("%w: neither digest nor tag", ErrInvalidEvent)
+		return fmt.Errorf("%w: neither digest nor tag", ErrInvalidEvent)
 	}
+	return nil
+}
+
+// encode stamps e with the time if it has none and returns it as stored.
+func encode(e *Event) ([]byte, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	data, err := json.Marshal(e)
 	if err != nil {
-		return 0, fmt.Errorf("encode outbox event: %w", err)
+		return nil, fmt.Errorf("encode outbox event: %w", err)
 	}
-	var seq uint64
-	err = o.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(o.bucket)
-		if seq, err = b.NextSequence(); err != nil {
-			return err
-		}
-		return b.Put(key(seq), data)
-	})
+	return data, nil
+}
+
+// put stores an encoded event in tx under the outbox's next sequence
+// number; once tx has committed, call added.
+func (o *Outbox) put(tx *bolt.Tx, data []byte) (uint64, error) {
+	b := tx.Bucket(o.bucket)
+	seq, err := b.NextSequence()
+	if err == nil {
+		err = b.Put(key(seq), data)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("append to %s: %w", o.bucket, err)
 	}
-	o.pending.Add(1)
+	return seq, nil
+}
+
+// added counts n committed entries and wakes the consumer.
+func (o *Outbox) added(n int) {
+	o.pending.Add(int64(n))
 	select {
 	case o.appended <- struct{}{}:
 	default:
 	}
-	return seq, nil
 }
 
 // Pass stores e, an entry of another outbox passed on to this one, under

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 )
 
 // countingDriver returns a driver whose filesystem syncs are counted and
@@ -179,3 +183,92 @@ func TestGroupSync(t *testing.T) {
 
 // waitTurn lets the goroutines under test run.
 func waitTurn() { runtime.Gosched() }
+
+// TestLinksUnderBarrier: under a barrier a new link is written without a
+// sync of its own (the barrier's covers it), the same link written again
+// is left as it is (the barrier still syncs), and a link whose contents
+// change is replaced only by synced contents; without a barrier every link
+// is synced. A link found empty (a power cut before its barrier) reads as
+// missing; any other empty file reads as empty.
+func TestLinksUnderBarrier(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, syncs, _ := countingDriver(t)
+	var datasyncs atomic.Int64
+	d.datasync = func(f *os.File) error {
+		datasyncs.Add(1)
+		return fdatasync(f)
+	}
+	link := "/docker/registry/v2/repositories/team/app/_layers/sha256/abcdef/link"
+	write := func(contents string) {
+		t.Helper()
+		bctx, b := d.WithBarrier(ctx)
+		if err := d.PutContent(bctx, link, []byte(contents)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := d.GetContent(ctx, link); err != nil || string(got) != contents {
+			t.Fatalf("link = %q, %v; want %q", got, err, contents)
+		}
+	}
+	check := func(step string, wantDatasyncs, wantSyncs int64) {
+		t.Helper()
+		if n, m := datasyncs.Load(), syncs.Load(); n != wantDatasyncs || m != wantSyncs {
+			t.Fatalf("%s: %d content syncs and %d filesystem syncs in all, want %d and %d", step, n, m, wantDatasyncs, wantSyncs)
+		}
+	}
+	write("sha256:abcdef")
+	check("new link", 0, 1)
+	full := filepath.Join(d.root, link)
+	before, err := os.Stat(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("sha256:abcdef")
+	check("same link again", 0, 2)
+	after, err := os.Stat(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("the same link written again was replaced")
+	}
+	write("sha256:012345")
+	check("changed link", 1, 3)
+	if err := d.PutContent(ctx, link, []byte("sha256:abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	check("link without a barrier", 2, 3)
+	if names, err := os.ReadDir(filepath.Dir(full)); err != nil || len(names) != 1 {
+		t.Errorf("link's directory holds %v (%v), want the link alone", names, err)
+	}
+
+	// A link left empty reads as missing, until it is written again.
+	if err := os.WriteFile(full, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	var nf storagedriver.PathNotFoundError
+	if _, err := d.GetContent(ctx, link); !errors.As(err, &nf) {
+		t.Errorf("GetContent of an empty link: %v, want PathNotFoundError", err)
+	}
+	if _, err := d.Stat(ctx, link); !errors.As(err, &nf) {
+		t.Errorf("Stat of an empty link: %v, want PathNotFoundError", err)
+	}
+	write("sha256:abcdef")
+	check("empty link written", 3, 4)
+	other := "/docker/registry/v2/repositories/team/app/_uploads/x/startedat"
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(d.root, other)), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.root, other), nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.GetContent(ctx, other); err != nil || len(got) != 0 {
+		t.Errorf("GetContent of an empty file that is not a link: %q, %v; want empty", got, err)
+	}
+	if fi, err := d.Stat(ctx, other); err != nil || fi.Size() != 0 {
+		t.Errorf("Stat of an empty file that is not a link: %v, %v", fi, err)
+	}
+}

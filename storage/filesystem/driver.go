@@ -23,7 +23,8 @@
 //     (sync_file_range), so that the commit's sync has little left to do.
 //   - PutContent of anything else (links, manifests, tags) writes a
 //     temporary file, syncs its contents (fdatasync) and renames it: a name
-//     never points at contents a power cut could lose.
+//     never points at contents a power cut could lose. The exception is a
+//     new link written under a request's Barrier (below): see writeLink.
 //   - The names: after Move (which commits an upload to its blob path) and
 //     PutContent, the directory that received the name and the parent of
 //     each directory the write created are synced, so the file survives with
@@ -47,11 +48,17 @@
 // else of that filesystem is dirty, from this registry or not: put the
 // storage root on a filesystem of its own for the shortest syncs.
 //
+// Links (the files named "link" that hold a digest: a repository's layers,
+// revisions and tags) are never written empty, so a link found empty is a
+// link a power cut interrupted before its request was answered: reads
+// (GetContent, Stat) report it missing, as it was before that request.
+//
 // It must not import anything of Portcullis.
 package filesystem
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +79,9 @@ type Driver struct {
 	root    string
 	group   *groupSync    // syncs of root's filesystem, for barriers
 	readers chan struct{} // bounds the reads in the kernel at once (read.go)
+	// datasync syncs a file's contents before its rename (fdatasync;
+	// counted in tests).
+	datasync func(*os.File) error
 }
 
 var _ storagedriver.StorageDriver = (*Driver)(nil)
@@ -88,7 +98,7 @@ func New(root string) (*Driver, error) {
 		return nil, fmt.Errorf("open storage root: %w", err)
 	}
 	return &Driver{StorageDriver: d, root: root, group: newGroupSync(func() error { return syncfs(dir) }),
-		readers: make(chan struct{}, maxReaders)}, nil
+		readers: make(chan struct{}, maxReaders), datasync: fdatasync}, nil
 }
 
 // syncfs writes back everything of f's filesystem, and reports any
@@ -131,6 +141,10 @@ func uploadState(path string) bool {
 	return file == "startedat" || strings.HasPrefix(file, "hashstates/")
 }
 
+// isLink reports whether path is a link of distribution's layout: a file
+// named link, which holds a digest.
+func isLink(path string) bool { return strings.HasSuffix(path, "/link") }
+
 // uploadData reports whether path is an upload's data:
 // <repository>/_uploads/<id>/data.
 func uploadData(path string) bool {
@@ -167,7 +181,7 @@ func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) e
 		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return err
 		}
-		return writeRename(full, contents, false)
+		return d.writeRename(full, contents, false)
 	}
 	b := d.barrierOf(ctx)
 	if b != nil {
@@ -177,7 +191,12 @@ func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) e
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return err
 	}
-	if err := writeRename(full, contents, true); err != nil {
+	if b != nil && isLink(path) && len(contents) > 0 {
+		err = d.writeLink(full, contents)
+	} else {
+		err = d.writeRename(full, contents, true)
+	}
+	if err != nil {
 		return err
 	}
 	return syncNames(b, dir, created)
@@ -185,7 +204,7 @@ func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) e
 
 // writeRename writes contents to a new temporary file beside full, syncs
 // it when durable, and renames it to full.
-func writeRename(full string, contents []byte, durable bool) error {
+func (d *Driver) writeRename(full string, contents []byte, durable bool) error {
 	tmp := full + "." + uuid.NewString() + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
 	if err != nil {
@@ -193,7 +212,51 @@ func writeRename(full string, contents []byte, durable bool) error {
 	}
 	_, err = f.Write(contents)
 	if err == nil && durable {
-		err = fdatasync(f)
+		err = d.datasync(f)
+	}
+	if err = errors.Join(err, f.Close()); err == nil {
+		err = os.Rename(tmp, full)
+	}
+	if err != nil {
+		return errors.Join(err, removeIfExists(tmp))
+	}
+	return nil
+}
+
+// writeLink stores a link under an open barrier, whose sync of the
+// filesystem makes both its contents and its name durable before the
+// request is answered. A new link is written to a temporary file and
+// renamed to its name only if that name is free, without a sync of its
+// own: a power cut before the barrier's sync may leave it empty, which
+// reads take for missing, and no request acknowledged it. A link that
+// exists already is kept when it holds contents (the same link written
+// again: the barrier's sync still covers it, should its writer not have
+// passed its own barrier yet), and otherwise replaced by contents synced
+// first, as writeRename does, since a power cut must not empty a link that
+// was acknowledged.
+func (d *Driver) writeLink(full string, contents []byte) error {
+	tmp := full + "." + uuid.NewString() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(contents)
+	if err == nil {
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, full, unix.RENAME_NOREPLACE)
+		switch {
+		case err == nil:
+			return f.Close()
+		case errors.Is(err, unix.EEXIST):
+			var old []byte
+			if old, err = os.ReadFile(full); err == nil && bytes.Equal(old, contents) {
+				return errors.Join(f.Close(), os.Remove(tmp))
+			}
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
+			err = nil // a filesystem without RENAME_NOREPLACE: replace, synced
+		}
+	}
+	if err == nil {
+		err = d.datasync(f)
 	}
 	if err = errors.Join(err, f.Close()); err == nil {
 		err = os.Rename(tmp, full)

@@ -118,6 +118,10 @@ func (d *Driver) GetContent(_ context.Context, path string) ([]byte, error) {
 		}
 		buf = buf[:len(buf)+n]
 		if n < want {
+			if len(buf) == 0 && isLink(path) {
+				// An interrupted link (driver.go): none.
+				return nil, storagedriver.PathNotFoundError{Path: path, DriverName: d.Name()}
+			}
 			return slices.Clone(buf[:len(buf):len(buf)]), nil
 		}
 	}
@@ -166,6 +170,10 @@ func (d *Driver) Stat(_ context.Context, path string) (storagedriver.FileInfo, e
 			err = pe.Err
 		}
 		return nil, d.pathError("stat", path, full, err)
+	}
+	if fi.Size() == 0 && fi.Mode().IsRegular() && isLink(path) {
+		// An interrupted link (driver.go): none.
+		return nil, storagedriver.PathNotFoundError{Path: path, DriverName: d.Name()}
 	}
 	return fileInfo{FileInfo: fi, path: path}, nil
 }
