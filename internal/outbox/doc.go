@@ -12,6 +12,10 @@
 //   - Delivery is at least once: a consumer sees an entry again after a
 //     crash between finishing its work and the deletion, so it must treat a
 //     repeated event as a no-op.
+//   - The front handler appends through a Recorder, which commits in the
+//     background: an event is durable a few milliseconds after its request
+//     is answered, and a crash in between loses it (as a failed append
+//     does), for the reconcile pass below.
 //   - The queue lives on this node only. What it misses (an append that
 //     failed, a deleted metadata file) is for the consumer's periodic
 //     reconcile pass to repair from the storage backend.
