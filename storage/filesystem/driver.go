@@ -12,9 +12,9 @@
 //
 // This driver changes what follows and leaves the rest (reads, listings,
 // deletes, writers of other paths) to distribution's driver:
-//   - Upload state under _uploads/ (startedat, hashstates) is written
-//     without syncs, by a write to a temporary file and a rename, so readers
-//     never see a partial file. After a power cut an upload may have lost its
+//   - An upload's hash states are kept in memory (hashstate.go). Its
+//     startedat is written without syncs, by a write to a temporary file
+//     and a rename, so readers never see a partial file. After a power cut an upload may have lost its
 //     state: the client's next request for it fails, and it starts the upload
 //     again. No push was acknowledged with that state.
 //   - An upload's data is synced once (fdatasync), when the upload is
@@ -63,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,6 +80,7 @@ type Driver struct {
 	root    string
 	group   *groupSync    // syncs of root's filesystem, for barriers
 	readers chan struct{} // bounds the reads in the kernel at once (read.go)
+	states  hashStates    // uploads' hash states (hashstate.go)
 	// datasync syncs a file's contents before its rename (fdatasync;
 	// counted in tests).
 	datasync func(*os.File) error
@@ -98,7 +100,7 @@ func New(root string) (*Driver, error) {
 		return nil, fmt.Errorf("open storage root: %w", err)
 	}
 	return &Driver{StorageDriver: d, root: root, group: newGroupSync(func() error { return syncfs(dir) }),
-		readers: make(chan struct{}, maxReaders), datasync: fdatasync}, nil
+		readers: make(chan struct{}, maxReaders), datasync: fdatasync, states: hashStates{m: map[string]hashState{}}}, nil
 }
 
 // syncfs writes back everything of f's filesystem, and reports any
@@ -176,9 +178,12 @@ func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) e
 	if err != nil {
 		return err
 	}
+	if d.states.put(path, contents) {
+		return nil
+	}
 	dir := filepath.Dir(full)
 	if uploadState(path) {
-		if err := os.MkdirAll(dir, 0o777); err != nil {
+		if _, err := d.mkdirs(dir); err != nil {
 			return err
 		}
 		return d.writeRename(full, contents, false)
@@ -187,8 +192,8 @@ func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) e
 	if b != nil {
 		defer b.done()
 	}
-	created := d.highestMissing(dir)
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	created, err := d.mkdirs(dir)
+	if err != nil {
 		return err
 	}
 	if b != nil && isLink(path) && len(contents) > 0 {
@@ -206,7 +211,7 @@ func (d *Driver) PutContent(ctx context.Context, path string, contents []byte) e
 // it when durable, and renames it to full.
 func (d *Driver) writeRename(full string, contents []byte, durable bool) error {
 	tmp := full + "." + uuid.NewString() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	f, err := openFile(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL)
 	if err != nil {
 		return err
 	}
@@ -236,7 +241,7 @@ func (d *Driver) writeRename(full string, contents []byte, durable bool) error {
 // was acknowledged.
 func (d *Driver) writeLink(full string, contents []byte) error {
 	tmp := full + "." + uuid.NewString() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+	f, err := openFile(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL)
 	if err != nil {
 		return err
 	}
@@ -267,6 +272,22 @@ func (d *Driver) writeLink(full string, contents []byte) error {
 	return nil
 }
 
+// openFile opens a regular file for writing as os.OpenFile does, without
+// offering it to the network poller first (os.OpenFile's six system calls
+// for a regular file; two here): its writes block, as a regular file's do
+// anyway.
+func openFile(path string, flag int) (*os.File, error) {
+	for {
+		fd, err := unix.Open(path, flag|unix.O_CLOEXEC, 0o666)
+		switch {
+		case err == nil:
+			return os.NewFile(uintptr(fd), path), nil
+		case err != unix.EINTR:
+			return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+	}
+}
+
 func removeIfExists(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -285,10 +306,10 @@ func (d *Driver) Writer(ctx context.Context, path string, append bool) (storaged
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+	if _, err := d.mkdirs(filepath.Dir(full)); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE, 0o666)
+	f, err := openFile(full, unix.O_WRONLY|unix.O_CREAT)
 	if err != nil {
 		return nil, err
 	}
@@ -326,8 +347,8 @@ func (d *Driver) Move(ctx context.Context, sourcePath, destPath string) error {
 		defer b.done()
 	}
 	dir := filepath.Dir(dst)
-	created := d.highestMissing(dir)
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	created, err := d.mkdirs(dir)
+	if err != nil {
 		return err
 	}
 	if err := os.Rename(src, dst); err != nil {
@@ -336,18 +357,36 @@ func (d *Driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	return syncNames(b, dir, created)
 }
 
-// highestMissing returns the highest directory of dir's path under the
-// root that does not exist (dir itself when only it is missing), "" when
-// dir exists.
-func (d *Driver) highestMissing(dir string) string {
-	created := ""
-	for p := dir; len(p) > len(d.root); p = filepath.Dir(p) {
-		if _, err := os.Stat(p); err == nil {
-			break
-		}
-		created = p
+// mkdirs makes dir and the directories above it that are missing, under
+// the root, as os.MkdirAll does, and returns the highest it made ("" when
+// dir existed). It starts at dir, not at the root: most directories a
+// write needs exist, and then one mkdir says so. A name that exists is
+// taken for a directory (distribution's layout never puts a file where a
+// directory goes; the write in it would fail).
+func (d *Driver) mkdirs(dir string) (string, error) {
+	if len(dir) <= len(d.root) {
+		return "", nil // the root, which exists
 	}
-	return created
+	err := os.Mkdir(dir, 0o777)
+	switch {
+	case err == nil:
+		return dir, nil
+	case errors.Is(err, fs.ErrExist):
+		return "", nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", err
+	}
+	created, err := d.mkdirs(filepath.Dir(dir))
+	if err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	if created == "" {
+		created = dir
+	}
+	return created, nil
 }
 
 // syncNames makes a name written in dir durable, with each directory

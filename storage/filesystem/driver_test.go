@@ -3,6 +3,7 @@ package filesystem
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -77,7 +78,8 @@ func TestUploadData(t *testing.T) {
 }
 
 // TestUploadState: upload state is stored and replaced whole, and leaves no
-// temporary file behind.
+// temporary file behind; hash states too once more uploads than
+// maxHashStates keep theirs in memory.
 func TestUploadState(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -85,6 +87,9 @@ func TestUploadState(t *testing.T) {
 	d, err := New(root)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range maxHashStates {
+		d.states.m[fmt.Sprintf("/docker/registry/v2/repositories/other/_uploads/%d", i)] = hashState{}
 	}
 	for _, p := range []string{upload + "/startedat", upload + "/hashstates/sha256/4096"} {
 		for _, v := range []string{"one", "two"} {

@@ -91,6 +91,9 @@ func (d *Driver) release() { <-d.readers }
 
 // GetContent returns the content of the file at path.
 func (d *Driver) GetContent(_ context.Context, path string) ([]byte, error) {
+	if state, ok := d.states.get(path); ok {
+		return state, nil
+	}
 	fd, full, err := d.open(path)
 	if err != nil {
 		return nil, err
