@@ -94,8 +94,9 @@ type Options struct {
 	// sync (filesystem), or fails when a write failed whose error the core
 	// ignores (S3); nil: every write is durable when it returns.
 	Barriers Barriers
-	// Blobs opens blobs' files, for blob reads served by sendfile; nil:
-	// blob reads are left to distribution (S3: redirected or proxied).
+	// Blobs opens blobs, for blob reads served by the handler (by
+	// sendfile on the filesystem); nil: blob reads are left to
+	// distribution (S3 that redirects to presigned URLs).
 	Blobs BlobFiles
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
