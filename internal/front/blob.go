@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -66,6 +67,29 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 	hd.Set("Content-Length", strconv.FormatInt(desc.Size, 10))
 	// ServeContent answers Range, If-None-Match and If-Range as it does
 	// for distribution, and copies an *os.File with sendfile.
-	http.ServeContent(w, r, desc.Digest.String(), time.Time{}, f)
+	if _, ok := f.(*os.File); ok {
+		http.ServeContent(w, r, desc.Digest.String(), time.Time{}, f)
+		return true
+	}
+	buf := h.copyBufs.Get().(*[blobCopySize]byte)
+	defer h.copyBufs.Put(buf)
+	http.ServeContent(bufferedCopy{ResponseWriter: w, buf: buf[:]}, r, desc.Digest.String(), time.Time{}, f)
 	return true
+}
+
+// blobCopySize is the buffer a blob read from the object store goes through
+// on its way to the client: each read takes as much of the store's answer as
+// has arrived, up to this, and each write hands it to the connection at once
+// (net/http's own copy goes 32 KiB at a time).
+const blobCopySize = 256 << 10
+
+// bufferedCopy is a ResponseWriter whose ReadFrom, which http.ServeContent
+// copies the content with, copies through buf.
+type bufferedCopy struct {
+	http.ResponseWriter
+	buf []byte
+}
+
+func (b bufferedCopy) ReadFrom(src io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{b.ResponseWriter}, src, b.buf)
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -55,6 +56,7 @@ type Handler struct {
 	hidden    []string
 	manifests *manifestCache
 	blobs     BlobFiles
+	copyBufs  *sync.Pool // of *[blobCopySize]byte, for blobs not in files
 	layout    layout
 	pullSlots PullSlots
 	barriers  Barriers
@@ -124,6 +126,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, dri
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
 		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, blobs: o.Blobs,
+		copyBufs:  &sync.Pool{New: func() any { return new([blobCopySize]byte) }},
 		layout:    layout{driver: driver},
 		pullSlots: o.PullSlots, barriers: o.Barriers, log: o.Log}, nil
 }
