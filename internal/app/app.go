@@ -100,7 +100,7 @@ type core struct {
 	// pullSlots bound the pull records every generation's front handler
 	// writes in the background.
 	pullSlots front.PullSlots
-	// blobs opens blobs' files on the filesystem; nil on S3.
+	// blobs opens blobs for the front handler; nil on S3 with redirects.
 	blobs front.BlobFiles
 }
 
@@ -303,8 +303,11 @@ func (a *App) buildRegistry(ctx context.Context) error {
 	}
 	a.core = &core{refs: refs, repos: repos, content: &admission.Content{Repos: repos, Refs: refs},
 		events: a.recorder, pushers: pushers, stored: newStoredContent(indexed, driver), pullSlots: front.NewPullSlots()}
-	if a.cfg.Storage.S3 == nil {
+	switch s3 := a.cfg.Storage.S3; {
+	case s3 == nil:
 		a.core.blobs = blobFiles{driver: driver}
+	case !s3.Redirect:
+		a.core.blobs = blobObjects{driver: driver}
 	}
 	return nil
 }

@@ -1,11 +1,15 @@
 package app
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/internal/front"
+	"github.com/portcullis/portcullis/storage/miniotest"
 )
 
 // blobHeaders are the headers of a blob read that clients look at.
@@ -31,7 +36,35 @@ func serveBlob(h http.Handler, method, path string, header http.Header) response
 // repository's blobs itself, from their files.
 func TestBlobReadsMatchDistribution(t *testing.T) {
 	t.Parallel()
-	a, host := servedApp(t, config.Default(), slog.New(slog.DiscardHandler))
+	t.Run("filesystem", func(t *testing.T) {
+		t.Parallel()
+		testBlobReadsMatchDistribution(t, config.Default())
+	})
+	t.Run("s3", func(t *testing.T) {
+		t.Parallel()
+		testBlobReadsMatchDistribution(t, s3Config(t, miniotest.Start(t)))
+	})
+}
+
+// s3Config is the default configuration with storage in a new bucket of
+// srv.
+func s3Config(t *testing.T, srv *miniotest.Server) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	access, secret := filepath.Join(dir, "access"), filepath.Join(dir, "secret")
+	for f, v := range map[string]string{access: srv.AccessKey, secret: srv.SecretKey} {
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := config.Default()
+	cfg.Storage.S3 = &config.S3{Endpoint: srv.Endpoint, Region: "us-east-1", Bucket: srv.NewBucket(t),
+		AccessKeyFile: access, SecretKeyFile: secret}
+	return cfg
+}
+
+func testBlobReadsMatchDistribution(t *testing.T, cfg *config.Config) {
+	a, host := servedApp(t, cfg, slog.New(slog.DiscardHandler))
 	var blobs, other []string
 	var manifest string
 	for _, repo := range []string{"team/app", "team/other"} {
@@ -108,10 +141,72 @@ func TestBlobReadsMatchDistribution(t *testing.T) {
 		got := serveBlob(h, http.MethodGet, "/v2/team/app/blobs/"+d, http.Header{})
 		want := serveBlob(a.dist, http.MethodGet, "/v2/team/app/blobs/"+d, http.Header{})
 		if want.Status == http.StatusOK && got.Status != http.StatusOK {
-			t.Errorf("GET %s: %d from the front handler, want it served from its file", d, got.Status)
+			t.Errorf("GET %s: %d from the front handler, want it served by it", d, got.Status)
 		}
 		if want.Status != http.StatusOK && got.Status != http.StatusTeapot {
 			t.Errorf("GET %s: %d from the front handler, want it left to the core", d, got.Status)
 		}
+	}
+}
+
+// TestBlobReader: the S3 blob reader asks the driver at its first Read, from
+// the offset it was sought to, asks again only after a Seek elsewhere, and
+// ends at the blob's size; a missing object ends the read, as distribution's
+// file reader does.
+func TestBlobReader(t *testing.T) {
+	t.Parallel()
+	data := "0123456789abcdefghij"
+	var opens []int64
+	open := func(offset int64) (io.ReadCloser, error) {
+		opens = append(opens, offset)
+		if offset > int64(len(data)) {
+			return nil, storagedriver.PathNotFoundError{Path: "p"}
+		}
+		return io.NopCloser(strings.NewReader(data[offset:])), nil
+	}
+	r := &blobReader{size: int64(len(data)), open: open}
+	if end, err := r.Seek(0, io.SeekEnd); err != nil || end != 20 {
+		t.Fatalf("Seek(0, end) = %d, %v; want 20", end, err)
+	}
+	if _, err := r.Seek(5, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if len(opens) != 0 {
+		t.Fatalf("driver asked at %v before any Read", opens)
+	}
+	got, err := io.ReadAll(io.LimitReader(r, 5))
+	if err != nil || string(got) != "56789" {
+		t.Fatalf("read from 5: %q, %v", got, err)
+	}
+	if pos, err := r.Seek(0, io.SeekCurrent); err != nil || pos != 10 {
+		t.Fatalf("Seek(0, current) = %d, %v; want 10", pos, err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || string(rest) != data[10:] {
+		t.Fatalf("rest: %q, %v", rest, err)
+	}
+	if _, err := r.Seek(-3, io.SeekEnd); err != nil {
+		t.Fatal(err)
+	}
+	tail, err := io.ReadAll(r)
+	if err != nil || string(tail) != "hij" {
+		t.Fatalf("tail: %q, %v", tail, err)
+	}
+	if _, err := r.Seek(-1, io.SeekStart); err == nil {
+		t.Error("Seek(-1, start): no error")
+	}
+	if diff := cmp.Diff([]int64{5, 17}, opens); diff != "" {
+		t.Errorf("driver asked at offsets (-want +got):\n%s", diff)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	gone := &blobReader{size: 30, open: open}
+	if _, err := gone.Seek(25, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := gone.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+		t.Errorf("read of a missing object: %d, %v; want 0, EOF", n, err)
 	}
 }

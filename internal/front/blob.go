@@ -2,6 +2,7 @@ package front
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -12,27 +13,28 @@ import (
 	"github.com/portcullis/portcullis/internal/digests"
 )
 
-// BlobFiles opens the files that hold blobs, on storage that keeps each
-// blob in a file of its own (the filesystem).
+// BlobFiles opens blobs' bytes for http.ServeContent.
 type BlobFiles interface {
-	// OpenBlob returns the file holding the bytes of blob d, or an error
-	// when it cannot be opened.
-	OpenBlob(ctx context.Context, d digest.Digest) (*os.File, error)
+	// OpenBlob returns the bytes of blob d, size bytes long, or an error
+	// when they cannot be opened: on the filesystem the blob's *os.File
+	// (ServeContent sends it by sendfile), on S3 a reader that asks for
+	// the object from the offset it was sought to at its first Read.
+	OpenBlob(ctx context.Context, d digest.Digest, size int64) (io.ReadSeekCloser, error)
 }
 
 // blobMaxAge is the Cache-Control max-age distribution sends with a blob
 // (365 days): a digest names the same bytes forever.
 const blobMaxAge = "max-age=31536000"
 
-// serveBlob answers a blob GET or HEAD by sha256 digest from the blob's
-// file, with the checks, headers and Range handling of distribution's
-// handler, so that the bytes go from the file to the connection by
-// sendfile, with no copy through the registry and no 4 MiB read buffer per
-// request. It returns false, having written nothing, for every request it
-// leaves to distribution: without BlobFiles (S3, which redirects or proxies),
-// a caller who may not pull (distribution sends the challenge), another
-// digest algorithm, a blob the repository does not link (distribution
-// answers 404), a storage error.
+// serveBlob answers a blob GET or HEAD by sha256 digest from BlobFiles,
+// with the checks, headers and Range handling of distribution's handler, so
+// that the bytes go from the file to the connection by sendfile, or from
+// the object store's answer to the connection in one copy, without
+// distribution's 4 MiB read buffer per request. It returns false, having
+// written nothing, for every request it leaves to distribution: without
+// BlobFiles (S3 that redirects to presigned URLs), a caller who may not pull
+// (distribution sends the challenge), another digest algorithm, a blob the
+// repository does not link (distribution answers 404), a storage error.
 func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bool {
 	if h.blobs == nil || !digests.Canonical(rt.Digest) {
 		return false
@@ -51,7 +53,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 	if err != nil || desc.Digest != rt.Digest {
 		return false
 	}
-	f, err := h.blobs.OpenBlob(ctx, desc.Digest)
+	f, err := h.blobs.OpenBlob(ctx, desc.Digest, desc.Size)
 	if err != nil {
 		return false
 	}
@@ -65,6 +67,29 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 	hd.Set("Content-Length", strconv.FormatInt(desc.Size, 10))
 	// ServeContent answers Range, If-None-Match and If-Range as it does
 	// for distribution, and copies an *os.File with sendfile.
-	http.ServeContent(w, r, desc.Digest.String(), time.Time{}, f)
+	if _, ok := f.(*os.File); ok {
+		http.ServeContent(w, r, desc.Digest.String(), time.Time{}, f)
+		return true
+	}
+	buf := h.copyBufs.Get().(*[blobCopySize]byte)
+	defer h.copyBufs.Put(buf)
+	http.ServeContent(bufferedCopy{ResponseWriter: w, buf: buf[:]}, r, desc.Digest.String(), time.Time{}, f)
 	return true
+}
+
+// blobCopySize is the buffer a blob read from the object store goes through
+// on its way to the client: each read takes as much of the store's answer as
+// has arrived, up to this, and each write hands it to the connection at once
+// (net/http's own copy goes 32 KiB at a time).
+const blobCopySize = 256 << 10
+
+// bufferedCopy is a ResponseWriter whose ReadFrom, which http.ServeContent
+// copies the content with, copies through buf.
+type bufferedCopy struct {
+	http.ResponseWriter
+	buf []byte
+}
+
+func (b bufferedCopy) ReadFrom(src io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{b.ResponseWriter}, src, b.buf)
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -55,6 +56,7 @@ type Handler struct {
 	hidden    []string
 	manifests *manifestCache
 	blobs     BlobFiles
+	copyBufs  *sync.Pool // of *[blobCopySize]byte, for blobs not in files
 	layout    layout
 	pullSlots PullSlots
 	barriers  Barriers
@@ -95,8 +97,9 @@ type Options struct {
 	// sync (filesystem), or fails when a write failed whose error the core
 	// ignores (S3); nil: every write is durable when it returns.
 	Barriers Barriers
-	// Blobs opens blobs' files, for blob reads served by sendfile; nil:
-	// blob reads are left to distribution (S3: redirected or proxied).
+	// Blobs opens blobs, for blob reads served by the handler (by
+	// sendfile on the filesystem); nil: blob reads are left to
+	// distribution (S3 that redirects to presigned URLs).
 	Blobs BlobFiles
 	// Log receives what cannot be reported to the client, such as an
 	// event not recorded after a successful push; default none.
@@ -124,6 +127,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, dri
 	}
 	return &Handler{registry: safeCore{next: registry, log: o.Log}, referrers: refs, repos: repos, guard: o.Guard, admission: o.Admission, hidden: o.Reserved,
 		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, blobs: o.Blobs,
+		copyBufs:  &sync.Pool{New: func() any { return new([blobCopySize]byte) }},
 		layout:    layout{driver: driver},
 		pullSlots: o.PullSlots, barriers: o.Barriers, log: o.Log}, nil
 }
