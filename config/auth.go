@@ -5,6 +5,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis/portcullis/policy"
@@ -205,7 +206,7 @@ func (a *Auth) Provision() {
 }
 
 // authNameRE is the syntax of user and group names.
-var authNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$`)
+var authNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$`) })
 
 // Validate checks the provisioned auth section and returns every problem,
 // each prefixed with its key path under prefix (normally "auth").
@@ -290,7 +291,7 @@ func (a *Auth) validateUsers(bad func(key, format string, args ...any)) map[stri
 		switch {
 		case strings.Contains(u.Name, "+"):
 			bad(key+".name", "%q: a user name must not contain \"+\" (reserved for robot+NAME)", u.Name)
-		case !authNameRE.MatchString(u.Name):
+		case !authNameRE().MatchString(u.Name):
 			bad(key+".name", "invalid user name %q", u.Name)
 		case users[u.Name]:
 			bad(key+".name", "duplicate user %q", u.Name)
@@ -314,7 +315,7 @@ func (a *Auth) validateGroups(bad func(key, format string, args ...any), users m
 	groups := map[string]bool{}
 	for i, g := range a.Groups {
 		key := fmt.Sprintf("groups[%d]", i)
-		if !authNameRE.MatchString(g.Name) {
+		if !authNameRE().MatchString(g.Name) {
 			bad(key+".name", "invalid group name %q", g.Name)
 		}
 		if groups[g.Name] {

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -122,11 +123,13 @@ func provisionRemotes(rs []Remote, cs []Cache) {
 
 // repoPath is the distribution name grammar: path components of lower-case
 // alphanumerics separated by '.', '_', '__' or dashes, joined by '/'.
-var repoPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+var repoPath = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
+})
 
 // hostName is a registry host name as containerd sends it in ns: a DNS
 // name or IP address, optionally with a port.
-var hostName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$`)
+var hostName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$`) })
 
 func validateRemotes(bad func(key, format string, args ...any), rs []Remote, cs []Cache, httpAddr string) {
 	names := map[string]bool{}
@@ -168,7 +171,7 @@ func validateRemotes(bad func(key, format string, args ...any), rs []Remote, cs 
 		switch {
 		case c.Prefix == "":
 			bad(key+".prefix", "required: the namespace the cache serves, such as dockerhub")
-		case !repoPath.MatchString(c.Prefix):
+		case !repoPath().MatchString(c.Prefix):
 			bad(key+".prefix", "%q is not a repository path (lower-case letters, digits, separators . _ - and /)", c.Prefix)
 		case c.Prefix == "portcullis" || strings.HasPrefix(c.Prefix, "portcullis/"):
 			bad(key+".prefix", "the portcullis namespace is the registry's own")
@@ -185,7 +188,7 @@ func validateRemotes(bad func(key, format string, args ...any), rs []Remote, cs 
 		}
 		for j, h := range c.Hosts {
 			hk := fmt.Sprintf("%s.hosts[%d]", key, j)
-			if !hostName.MatchString(h) {
+			if !hostName().MatchString(h) {
 				bad(hk, "%q is not a host name (as containerd sends it in ?ns=, such as docker.io)", h)
 			} else if o, dup := hosts[h]; dup {
 				bad(hk, "%q is also a host of cache[%d]", h, o)

@@ -116,7 +116,7 @@ func (r *Replication) validate(bad func(key, format string, args ...any), remote
 		switch {
 		case rule.Name == "":
 			bad(key+".name", "required")
-		case !repoPath.MatchString(rule.Name) || len(rule.Name) > 64:
+		case !repoPath().MatchString(rule.Name) || len(rule.Name) > 64:
 			bad(key+".name", "%q must be lower-case letters, digits and separators . _ -", rule.Name)
 		default:
 			if j, dup := names[rule.Name]; dup {

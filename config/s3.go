@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -36,7 +37,7 @@ type S3 struct {
 	Redirect bool `yaml:"redirect"`
 }
 
-var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+var bucketName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`) })
 
 // Size is a byte count written as an integer or with a unit: "16MiB".
 type Size int64
@@ -87,7 +88,7 @@ func (s *S3) validate(bad func(key, format string, args ...any)) {
 	}
 	if s.Bucket == "" {
 		bad("storage.s3.bucket", "required")
-	} else if !bucketName.MatchString(s.Bucket) || strings.Contains(s.Bucket, "..") {
+	} else if !bucketName().MatchString(s.Bucket) || strings.Contains(s.Bucket, "..") {
 		bad("storage.s3.bucket", "%q is not a valid bucket name: 3 to 63 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit", s.Bucket)
 	}
 	if (s.AccessKeyFile == "") != (s.SecretKeyFile == "") {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis/portcullis/policy"
@@ -129,7 +130,7 @@ func (t *Trust) Provision() {
 }
 
 // trustNameRE is the syntax of key, store and identity names.
-var trustNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
+var trustNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`) })
 
 // Validate checks the provisioned trust section and returns every problem,
 // each prefixed with its key path under prefix (normally "trust"). It does
@@ -176,7 +177,7 @@ type signerNames struct {
 // or duplicate name.
 func (s signerNames) define(key, name string) {
 	switch {
-	case !trustNameRE.MatchString(name):
+	case !trustNameRE().MatchString(name):
 		s.bad(key+".name", "invalid name %q", name)
 	case s.defined[name] != "":
 		s.bad(key+".name", "duplicate signer name %q (also %s)", name, s.defined[name])
@@ -191,7 +192,7 @@ func (t *Trust) validateTrustStores(bad func(key, format string, args ...any)) m
 	stores := map[string]bool{}
 	for i, s := range t.TrustStores {
 		key := fmt.Sprintf("trustStores[%d]", i)
-		if !trustNameRE.MatchString(s.Name) {
+		if !trustNameRE().MatchString(s.Name) {
 			bad(key+".name", "invalid name %q", s.Name)
 		}
 		switch s.Type {

@@ -4,19 +4,22 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
 
 // Grammars of the OCI distribution specification.
 var (
-	repoPattern = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagPattern  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	repoPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	})
+	tagPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`) })
 )
 
 // checkRepo fails when repo is not a repository name.
 func checkRepo(repo string) error {
-	if len(repo) > 255 || !repoPattern.MatchString(repo) {
+	if len(repo) > 255 || !repoPattern().MatchString(repo) {
 		return fmt.Errorf("invalid repository name %q", clean(repo))
 	}
 	return nil
@@ -31,7 +34,7 @@ func parseRef(ref string) (tag string, d digest.Digest, err error) {
 		}
 		return "", d, nil
 	}
-	if !tagPattern.MatchString(ref) {
+	if !tagPattern().MatchString(ref) {
 		return "", "", fmt.Errorf("invalid tag %q", clean(ref))
 	}
 	return ref, "", nil

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -68,14 +69,14 @@ func NewRefreshes(store Store, opts RefreshesOptions) (*Refreshes, error) {
 }
 
 // refreshIDRE is the syntax of token ids (newID: 128 random bits in hex).
-var refreshIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+var refreshIDRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{32}$`) })
 
 func (rf *Refreshes) path(id string) string { return path.Join(rf.opts.Dir, id+".json") }
 
 // record stores the record of a newly issued refresh token. It returns an
 // error for a malformed id or a storage failure.
 func (rf *Refreshes) record(ctx context.Context, r RefreshRecord) error {
-	if !refreshIDRE.MatchString(r.ID) {
+	if !refreshIDRE().MatchString(r.ID) {
 		return fmt.Errorf("record refresh token: invalid id %q", r.ID)
 	}
 	data, err := json.Marshal(r)
@@ -91,7 +92,7 @@ func (rf *Refreshes) record(ctx context.Context, r RefreshRecord) error {
 // Get returns the record of a token id. It returns ErrRefreshNotFound for
 // an unknown or revoked id; other errors are storage failures.
 func (rf *Refreshes) Get(ctx context.Context, id string) (RefreshRecord, error) {
-	if !refreshIDRE.MatchString(id) {
+	if !refreshIDRE().MatchString(id) {
 		return RefreshRecord{}, fmt.Errorf("refresh token %q: %w", id, ErrRefreshNotFound)
 	}
 	data, err := rf.store.GetContent(ctx, rf.path(id))

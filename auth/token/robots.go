@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -122,7 +123,7 @@ func NewRobots(store Store, opts RobotsOptions) (*Robots, error) {
 	return &Robots{store: store, opts: opts}, nil
 }
 
-var robotNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+var robotNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`) })
 
 // RobotSpec describes a robot to create.
 type RobotSpec struct {
@@ -142,7 +143,7 @@ const secretPrefix = "pcr_"
 // and an error wrapping ErrInvalidRobot for an invalid name, scope or
 // lifetime.
 func (rs *Robots) Create(ctx context.Context, spec RobotSpec) (Robot, string, error) {
-	if !robotNameRE.MatchString(spec.Name) {
+	if !robotNameRE().MatchString(spec.Name) {
 		return Robot{}, "", invalidRobot("invalid robot name %q (lower-case letters, digits, . _ -)", spec.Name)
 	}
 	if len(spec.Access) == 0 {
@@ -194,7 +195,7 @@ func (rs *Robots) path(name string) string { return path.Join(rs.opts.Dir, name+
 // Get returns a stored robot, expired or not. It returns ErrRobotNotFound
 // for an unknown (or revoked) robot.
 func (rs *Robots) Get(ctx context.Context, name string) (Robot, error) {
-	if !robotNameRE.MatchString(name) {
+	if !robotNameRE().MatchString(name) {
 		return Robot{}, fmt.Errorf("robot %q: %w", name, ErrRobotNotFound)
 	}
 	data, err := rs.store.GetContent(ctx, rs.path(name))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis/portcullis/internal/replicate"
@@ -125,7 +126,7 @@ type apiClient struct {
 	http             *http.Client
 }
 
-var challengeParam = regexp.MustCompile(`(realm|service)="([^"]*)"`)
+var challengeParam = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(realm|service)="([^"]*)"`) })
 
 func (c *apiClient) do(ctx context.Context, method, path string) ([]byte, error) {
 	resp, err := c.send(ctx, method, path, "")
@@ -172,7 +173,7 @@ func (c *apiClient) send(ctx context.Context, method, path, authorization string
 // token gets a catalog token from the realm a Bearer challenge names.
 func (c *apiClient) token(ctx context.Context, challenge string) (string, error) {
 	params := map[string]string{}
-	for _, m := range challengeParam.FindAllStringSubmatch(challenge, -1) {
+	for _, m := range challengeParam().FindAllStringSubmatch(challenge, -1) {
 		params[m[1]] = m[2]
 	}
 	if params["realm"] == "" {

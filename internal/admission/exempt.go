@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -14,12 +15,12 @@ import (
 // cosign's older layout (sha256-<hex>.sig, .att, .sbom) and the OCI
 // referrers tag schema (sha256-<hex>, an index of referrers, which notation
 // writes by default on registries without the referrers API).
-var signatureTag = regexp.MustCompile(`^sha256-([0-9a-f]{64})(\.sig|\.att|\.sbom)?$`)
+var signatureTag = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^sha256-([0-9a-f]{64})(\.sig|\.att|\.sbom)?$`) })
 
 // signatureTagSubject returns the digest a signature tag names
 // (sha256-<hex>... names sha256:<hex>); ok false for any other tag.
 func signatureTagSubject(tag string) (digest.Digest, bool) {
-	m := signatureTag.FindStringSubmatch(tag)
+	m := signatureTag().FindStringSubmatch(tag)
 	if m == nil {
 		return "", false
 	}
@@ -42,7 +43,7 @@ type SubjectReader func(ctx context.Context, d digest.Digest) (digest.Digest, er
 // subject is sha256:<hex>. Anything else under such a tag (a runnable
 // image, say) is gated like any other tag.
 func ExemptTag(ctx context.Context, tag string, manifest []byte, subjectOf SubjectReader) bool {
-	m := signatureTag.FindStringSubmatch(tag)
+	m := signatureTag().FindStringSubmatch(tag)
 	if m == nil {
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
@@ -155,7 +156,7 @@ func quoteShort(s string) string {
 }
 
 // contentRange is the Content-Range of a chunked upload, START-END.
-var contentRange = regexp.MustCompile(`^[0-9]{1,19}-[0-9]{1,19}$`)
+var contentRange = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]{1,19}-[0-9]{1,19}$`) })
 
 // checkParams refuses, as a client error, the parameters the registry core
 // would otherwise fail on with an internal error: a pagination marker that
@@ -169,7 +170,7 @@ func checkParams(r *http.Request, rt Route) error {
 	case rt.Kind == KindCatalog && last != "" && !pauth.ValidRepository(last):
 		return errcode.ErrorCodeNameInvalid.WithMessage("last must be a repository name from the previous page's Link header")
 	case rt.Kind == KindUpload && r.Method == http.MethodPatch:
-		if cr := r.Header.Get("Content-Range"); cr != "" && !contentRange.MatchString(cr) {
+		if cr := r.Header.Get("Content-Range"); cr != "" && !contentRange().MatchString(cr) {
 			return errcode.ErrorCodeRangeInvalid.WithMessage("Content-Range must be START-END, the byte offsets of the chunk (as in 0-1023)")
 		}
 	}

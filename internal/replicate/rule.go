@@ -3,6 +3,7 @@ package replicate
 import (
 	"fmt"
 	"regexp"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 
@@ -77,11 +78,13 @@ func (r *rule) matchTag(tag string) bool {
 }
 
 // cosignTag is a tag cosign attaches to its subject.
-var cosignTag = regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$`)
+var cosignTag = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$`)
+})
 
 // cosignSubject returns the subject a cosign tag belongs to.
 func cosignSubject(tag string) (digest.Digest, bool) {
-	m := cosignTag.FindStringSubmatch(tag)
+	m := cosignTag().FindStringSubmatch(tag)
 	if m == nil {
 		return "", false
 	}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -270,10 +271,10 @@ func (s *Service) expandIndex(ctx context.Context, repo string, payload []byte) 
 // referrerTagPattern is the tag scheme of referrers stored without the
 // referrers API (cosign's sha256-<hex>.sig, .att, .sbom; the OCI fallback
 // index sha256-<hex>).
-var referrerTagPattern = regexp.MustCompile(`^sha(256|512)-[0-9a-f]{64,128}(\.[a-z0-9]+)?$`)
+var referrerTagPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^sha(256|512)-[0-9a-f]{64,128}(\.[a-z0-9]+)?$`) })
 
 func referrerTag(tag string) bool {
-	return strings.HasPrefix(tag, "sha") && referrerTagPattern.MatchString(tag)
+	return strings.HasPrefix(tag, "sha") && referrerTagPattern().MatchString(tag)
 }
 
 // scanTimeout is the time limit of a background scan of an image of repo:

@@ -48,7 +48,7 @@ func FindArchives(dir string) ([]ArchiveFile, error) {
 		}
 		var out []ArchiveFile
 		for _, e := range ents {
-			if !e.IsDir() || !ecosystemDir.MatchString(e.Name()) {
+			if !e.IsDir() || !ecosystemDir().MatchString(e.Name()) {
 				continue
 			}
 			p := filepath.Join(base, e.Name(), "all.zip")
@@ -65,7 +65,7 @@ func FindArchives(dir string) ([]ArchiveFile, error) {
 }
 
 // ValidEcosystem reports whether name can be an ecosystem directory of a bundle.
-func ValidEcosystem(name string) bool { return ecosystemDir.MatchString(name) }
+func ValidEcosystem(name string) bool { return ecosystemDir().MatchString(name) }
 
 // BundleDigest computes DB.Digest from the sha256 (hex) of each ecosystem's all.zip, keyed
 // by ecosystem: sha256 over the "<Ecosystem>/all.zip <hex>" lines sorted by ecosystem. Load
@@ -99,7 +99,7 @@ func LoadArchives(ctx context.Context, archives []Archive, opts Options) (*DB, e
 	budget := opts.MaxTotalBytes
 	sums := make(map[string]string, len(archives))
 	for _, a := range archives {
-		if !ecosystemDir.MatchString(a.Ecosystem) {
+		if !ecosystemDir().MatchString(a.Ecosystem) {
 			return nil, fmt.Errorf("%w: ecosystem %q", ErrBadArchive, a.Ecosystem)
 		}
 		if _, dup := sums[a.Ecosystem]; dup {

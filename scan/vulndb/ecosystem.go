@@ -3,16 +3,19 @@ package vulndb
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // suseProduct matches a SUSE ecosystem naming a product or module at a major release and
 // service pack, with a support-phase suffix or not: "SUSE:Linux Enterprise Module for
 // Basesystem 15 SP5", "SUSE:Linux Enterprise Server 15 SP5-LTSS", "SUSE:Linux Enterprise
 // Server 12". Products numbered otherwise ("SUSE:Linux Enterprise Micro 5.5") do not match.
-var suseProduct = regexp.MustCompile(`^SUSE:.* ([0-9]+(?: SP[0-9]+)?)(?:-[A-Za-z0-9-]+)?$`)
+var suseProduct = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^SUSE:.* ([0-9]+(?: SP[0-9]+)?)(?:-[A-Za-z0-9-]+)?$`)
+})
 
 // ubuntuLTS matches the ecosystem of an Ubuntu long-term release's standard repositories.
-var ubuntuLTS = regexp.MustCompile(`^Ubuntu:[0-9]{2}\.[0-9]{2}:LTS$`)
+var ubuntuLTS = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^Ubuntu:[0-9]{2}\.[0-9]{2}:LTS$`) })
 
 // IndexEcosystem returns the ecosystem an affected entry is indexed, and so looked up,
 // under: the record's own, except for the two distributions whose ecosystems name product
@@ -32,7 +35,7 @@ var ubuntuLTS = regexp.MustCompile(`^Ubuntu:[0-9]{2}\.[0-9]{2}:LTS$`)
 // streams ("Ubuntu:Pro:22.04:LTS", packages with +esm versions from a subscription
 // repository) and other products ("Ubuntu:Nvidia-BlueField:22.04:LTS") keep their own.
 func IndexEcosystem(eco string) string {
-	if ubuntuLTS.MatchString(eco) {
+	if ubuntuLTS().MatchString(eco) {
 		return strings.TrimSuffix(eco, ":LTS")
 	}
 	if rest, ok := strings.CutPrefix(eco, "Red Hat:enterprise_linux:"); ok {
@@ -41,7 +44,7 @@ func IndexEcosystem(eco string) string {
 		}
 		return eco
 	}
-	if m := suseProduct.FindStringSubmatch(eco); m != nil {
+	if m := suseProduct().FindStringSubmatch(eco); m != nil {
 		return "SUSE:" + m[1]
 	}
 	return eco

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis/portcullis/scan/osv"
@@ -73,7 +74,7 @@ type Entry struct {
 	Affected *osv.Affected
 }
 
-var ecosystemDir = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._:-]*$`)
+var ecosystemDir = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._:-]*$`) })
 
 // Load reads every <Ecosystem>/all.zip of the bundle in dir. A malformed record fails the load
 // with an error naming the archive and the file inside it (unless Options.SkipInvalid is set);
