@@ -55,7 +55,8 @@ func TestMetricsHealthAndLogs(t *testing.T) {
 		`portcullis_http_request_bytes_total{route="blob_upload"}`,
 		`portcullis_http_response_bytes_total{route="manifest"}`,
 		`portcullis_http_uploads_in_flight 0`,
-		`registry_storage_action_seconds`, // distribution's own
+		`portcullis_storage_action_seconds_bucket{op="write"`,
+		`portcullis_storage_action_seconds_bucket{op="read"`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(string(body), want) {
