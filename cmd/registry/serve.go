@@ -60,7 +60,11 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if os.Getenv("OTEL_TRACES_EXPORTER") == "" {
 		_ = os.Setenv("OTEL_TRACES_EXPORTER", "none")
 	}
-	log, err := app.NewLogger(cfg.Log, stderr)
+	// Log lines go out in batches (one write per batch, not per request's
+	// access line), every line written before serve returns.
+	logs := app.NewLogBuffer(stderr)
+	defer logs.Close() //nolint:errcheck // stderr failing: nowhere to report it
+	log, err := app.NewLogger(cfg.Log, logs)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,7 +16,9 @@ import (
 // NewLogger builds the process logger from the log section: JSON or text on
 // w, at the configured level, with the request id of the context on every
 // record. Durations are written in a human unit ("1.5s", "250ms"), never
-// as bare nanoseconds.
+// as bare nanoseconds. When w is a LogBuffer, each warning and error is
+// flushed to its destination with the lines before it as soon as it is
+// logged; info and debug lines wait for the buffer's next batch.
 func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
@@ -29,7 +32,33 @@ func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	default:
 		h = slog.NewJSONHandler(w, opts)
 	}
+	if b, ok := w.(*LogBuffer); ok {
+		h = flushHandler{Handler: h, buf: b}
+	}
 	return slog.New(server.ContextHandler{Handler: h}), nil
+}
+
+// flushHandler flushes its buffer after each record of level warn and
+// above, so that a warning or an error is on its way out at once.
+type flushHandler struct {
+	slog.Handler
+	buf *LogBuffer
+}
+
+func (h flushHandler) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		return errors.Join(err, h.buf.Flush())
+	}
+	return err
+}
+
+func (h flushHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return flushHandler{Handler: h.Handler.WithAttrs(attrs), buf: h.buf}
+}
+
+func (h flushHandler) WithGroup(name string) slog.Handler {
+	return flushHandler{Handler: h.Handler.WithGroup(name), buf: h.buf}
 }
 
 // humanDurations writes a duration attribute as its string ("1.5s"): the

@@ -143,9 +143,12 @@ func (h *Handler) allowBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 // the caller may read. The client then uploads the blob itself, as the
 // distribution spec lets a registry answer a mount.
 func (h *Handler) gateMount(r *http.Request, rt Route) *http.Request {
+	if h.admission == nil || r.Method != http.MethodPost || rt.Kind != KindUpload {
+		return r
+	}
 	q := r.URL.Query()
 	from, mount := q.Get("from"), q.Get("mount")
-	if h.admission == nil || r.Method != http.MethodPost || rt.Kind != KindUpload || from == "" || mount == "" ||
+	if from == "" || mount == "" ||
 		!pauth.ValidRepository(from) || !h.admission.Active(from) {
 		return r
 	}

@@ -26,6 +26,10 @@ type BlobFiles interface {
 // (365 days): a digest names the same bytes forever.
 const blobMaxAge = "max-age=31536000"
 
+// blobMediaType is the Content-Type distribution sends with a blob: its
+// blob store keeps no media type.
+const blobMediaType = "application/octet-stream"
+
 // serveBlob answers a blob GET or HEAD by sha256 digest from BlobFiles,
 // with the checks, headers and Range handling of distribution's handler, so
 // that the bytes go from the file to the connection by sendfile, or from
@@ -43,37 +47,33 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 		return false
 	}
 	ctx := r.Context()
-	repo, err := h.repository(ctx, rt.Name)
-	if err != nil {
-		return false
-	}
 	// The repository's link to the blob, then the blob's size, as
-	// distribution reads them.
-	desc, err := repo.Blobs(ctx).Stat(ctx, rt.Digest)
-	if err != nil || desc.Digest != rt.Digest {
+	// distribution's blob store reads them.
+	size, ok := h.layout.blobSize(ctx, rt.Name, rt.Digest)
+	if !ok {
 		return false
 	}
-	f, err := h.blobs.OpenBlob(ctx, desc.Digest, desc.Size)
+	f, err := h.blobs.OpenBlob(ctx, rt.Digest, size)
 	if err != nil {
 		return false
 	}
 	defer f.Close() //nolint:errcheck // read-only: nothing to lose
 	hd := w.Header()
 	hd.Set(apiVersionHeader, apiVersion)
-	hd.Set("Content-Type", desc.MediaType)
-	hd.Set("Etag", `"`+desc.Digest.String()+`"`)
+	hd.Set("Content-Type", blobMediaType)
+	hd.Set("Etag", `"`+rt.Digest.String()+`"`)
 	hd.Set("Cache-Control", blobMaxAge)
-	hd.Set("Docker-Content-Digest", desc.Digest.String())
-	hd.Set("Content-Length", strconv.FormatInt(desc.Size, 10))
+	hd.Set("Docker-Content-Digest", rt.Digest.String())
+	hd.Set("Content-Length", strconv.FormatInt(size, 10))
 	// ServeContent answers Range, If-None-Match and If-Range as it does
 	// for distribution, and copies an *os.File with sendfile.
 	if _, ok := f.(*os.File); ok {
-		http.ServeContent(w, r, desc.Digest.String(), time.Time{}, f)
+		http.ServeContent(w, r, rt.Digest.String(), time.Time{}, f)
 		return true
 	}
 	buf := h.copyBufs.Get().(*[blobCopySize]byte)
 	defer h.copyBufs.Put(buf)
-	http.ServeContent(bufferedCopy{ResponseWriter: w, buf: buf[:]}, r, desc.Digest.String(), time.Time{}, f)
+	http.ServeContent(bufferedCopy{ResponseWriter: w, buf: buf[:]}, r, rt.Digest.String(), time.Time{}, f)
 	return true
 }
 

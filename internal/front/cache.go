@@ -20,7 +20,7 @@ func (h *Handler) routeCache(w http.ResponseWriter, r *http.Request, rt Route) (
 		return r, rt, true
 	}
 	name := rt.Name
-	if ns := r.URL.Query().Get("ns"); ns != "" {
+	if ns := queryValue(r, "ns"); ns != "" {
 		routed, err := h.cache.Route(ns, name)
 		if err != nil {
 			// Answered at once, nothing dialled: containerd falls back

@@ -91,12 +91,18 @@ type vouching struct {
 // vouchOf returns what the request vouches for; false for a request that
 // vouches for nothing.
 func vouchOf(r *http.Request, rt Route) (vouching, bool) {
-	q := r.URL.Query()
 	switch {
 	case r.Method == http.MethodHead && rt.Kind == KindBlob:
 		return vouching{Vouch: gc.Vouch{Repository: rt.Name, Blobs: []digest.Digest{rt.Digest}}, action: "pull"}, true
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Kind == KindManifest && rt.Digest != "":
 		return vouching{Vouch: gc.Vouch{Repository: rt.Name, Manifests: []digest.Digest{rt.Digest}}, action: "pull"}, true
+	case rt.Kind != KindUpload || (r.Method != http.MethodPost && r.Method != http.MethodPut):
+		// Nothing else vouches; the query is parsed only for the
+		// requests below.
+		return vouching{}, false
+	}
+	q := r.URL.Query()
+	switch {
 	case r.Method == http.MethodPost && rt.Kind == KindUpload && q.Get("mount") != "" && q.Get("from") != "":
 		d, err := digest.Parse(q.Get("mount"))
 		if err != nil {

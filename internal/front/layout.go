@@ -15,9 +15,11 @@ import (
 //
 //	/docker/registry/v2/
 //	├── blobs/<alg>/<first two hex>/<hex>/data
-//	└── repositories/<name>/_manifests/
-//	    ├── tags/<tag>/current/link          "sha256:…", the tag's manifest
-//	    └── revisions/<alg>/<hex>/link       "sha256:…", the repository has it
+//	└── repositories/<name>/
+//	    ├── _layers/<alg>/<hex>/link         "sha256:…", the repository has the blob
+//	    └── _manifests/
+//	        ├── tags/<tag>/current/link      "sha256:…", the tag's manifest
+//	        └── revisions/<alg>/<hex>/link   "sha256:…", the repository has it
 //
 // A manifest read by tag makes three storage reads (tag link, revision
 // link's stat, blob's stat) on every request, whichever replica moved the tag last;
@@ -66,6 +68,23 @@ func (l layout) hasManifest(ctx context.Context, repo string, d digest.Digest) (
 		return false, err
 	}
 	return !fi.IsDir(), nil
+}
+
+// blobSize returns the size of blob d of repo, as distribution's blob store
+// finds it for a Stat: the repository's link to the blob, then the blob's
+// data. It returns false when repo has no link to d, when the link names
+// another digest (distribution then answers for that one), when the data
+// is missing or a directory, and on a storage error.
+func (l layout) blobSize(ctx context.Context, repo string, d digest.Digest) (int64, bool) {
+	target, err := l.readlink(ctx, digests.LayerLinkPath(repo, d))
+	if err != nil || target != d {
+		return 0, false
+	}
+	fi, err := l.driver.Stat(ctx, digests.BlobDataPath(d))
+	if err != nil || fi.IsDir() {
+		return 0, false
+	}
+	return fi.Size(), true
 }
 
 // readlink returns the digest a link holds.

@@ -1,6 +1,7 @@
 package front
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -22,5 +23,14 @@ func TestParseDigest(t *testing.T) {
 		if got != want || (err == nil) != (wantErr == nil) {
 			t.Errorf("parseLinkDigest(%q) = %q, %v; digest.Parse: %q, %v", s, got, err, want, wantErr)
 		}
+	}
+}
+
+// TestAPIVersionKey: the manifest fast path stores the API version header
+// under the key Header.Set would.
+func TestAPIVersionKey(t *testing.T) {
+	t.Parallel()
+	if got := http.CanonicalHeaderKey(apiVersionHeader); got != apiVersionKey {
+		t.Errorf("CanonicalHeaderKey(%q) = %q, apiVersionKey is %q", apiVersionHeader, got, apiVersionKey)
 	}
 }

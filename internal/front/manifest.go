@@ -67,12 +67,16 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt Route
 		return false
 	}
 	ct, payload := m.contentType, m.payload
+	// The headers Set would store, under the keys it would store them
+	// by, their values in one allocation rather than one each.
 	hd := w.Header()
-	hd.Set(apiVersionHeader, apiVersion)
-	hd.Set("Content-Type", ct)
-	hd.Set("Content-Length", strconv.Itoa(len(payload)))
-	hd.Set("Docker-Content-Digest", d.String())
-	hd.Set("Etag", etag)
+	v := make([]string, 5)
+	v[0], v[1], v[2], v[3], v[4] = apiVersion, ct, strconv.Itoa(len(payload)), d.String(), etag
+	hd[apiVersionKey] = v[0:1:1]
+	hd["Content-Type"] = v[1:2:2]
+	hd["Content-Length"] = v[2:3:3]
+	hd["Docker-Content-Digest"] = v[3:4:4]
+	hd["Etag"] = v[4:5:5]
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(payload) // the client is gone: nothing to tell it
@@ -98,6 +102,8 @@ func (h *Handler) mayPull(r *http.Request, rt Route) bool {
 const (
 	apiVersionHeader = "Docker-Distribution-API-Version"
 	apiVersion       = "registry/2.0"
+	// apiVersionKey is apiVersionHeader as net/http keeps it in a Header.
+	apiVersionKey = "Docker-Distribution-Api-Version"
 )
 
 // etagMatch reports whether an If-None-Match header of r names d, bare or

@@ -155,6 +155,15 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// queryValue returns r.URL.Query().Get(key), without parsing (and
+// allocating for) a request that has no query, as most have none.
+func queryValue(r *http.Request, key string) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get(key)
+}
+
 // contentRange is the Content-Range of a chunked upload, START-END.
 var contentRange = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]{1,19}-[0-9]{1,19}$`) })
 
@@ -163,7 +172,7 @@ var contentRange = sync.OnceValue(func() *regexp.Regexp { return regexp.MustComp
 // is no tag or repository name (the core uses it in a storage path), a
 // Content-Range that is not START-END.
 func checkParams(r *http.Request, rt Route) error {
-	last := r.URL.Query().Get("last")
+	last := queryValue(r, "last")
 	switch {
 	case rt.Kind == KindTags && last != "" && !anchoredTag(last):
 		return errcode.ErrorCodeTagInvalid.WithMessage("last must be a tag from the previous page's Link header")

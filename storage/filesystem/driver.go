@@ -77,7 +77,9 @@ import (
 // Driver stores under a root directory, as distribution's filesystem driver.
 type Driver struct {
 	storagedriver.StorageDriver
-	root    string
+	root string
+	// concat: root+path is clean for a clean path (see readPath).
+	concat  bool
 	group   *groupSync    // syncs of root's filesystem, for barriers
 	readers chan struct{} // bounds the reads in the kernel at once (read.go)
 	states  hashStates    // uploads' hash states (hashstate.go)
@@ -99,7 +101,7 @@ func New(root string) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open storage root: %w", err)
 	}
-	return &Driver{StorageDriver: d, root: root, group: newGroupSync(func() error { return syncfs(dir) }),
+	return &Driver{StorageDriver: d, root: root, concat: concatenable(root), group: newGroupSync(func() error { return syncfs(dir) }),
 		readers: make(chan struct{}, maxReaders), datasync: fdatasync, states: hashStates{m: map[string]hashState{}}}, nil
 }
 

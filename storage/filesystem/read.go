@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,7 +55,29 @@ func (d *Driver) readPath(path string) (string, error) {
 	if !validPath(path) {
 		return "", storagedriver.InvalidPathError{Path: path, DriverName: d.Name()}
 	}
+	if d.concat && !dotSegment(path) {
+		// What filepath.Join returns, without cleaning a path that is
+		// clean: Join cleans root+"/"+path, whose "//" makes Clean
+		// build a copy (two allocations) for every read.
+		return d.root + path, nil
+	}
 	return filepath.Join(d.root, path), nil
+}
+
+// concatenable reports whether root+path is clean for every clean path
+// (absolute, no dot segments).
+func concatenable(root string) bool {
+	return filepath.Clean(root+"/x") == root+"/x"
+}
+
+// dotSegment reports whether a valid path has a "." or ".." segment.
+func dotSegment(path string) bool {
+	for seg := range strings.SplitSeq(path[1:], "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // pathError translates an error of the file system on path as
