@@ -151,6 +151,19 @@ func (c *heldCommits) takeUnder(path string) []*held {
 	return out
 }
 
+// restore puts back held commits that takeUnder returned, when the delete
+// that took them failed.
+func (c *heldCommits) restore(hs []*held) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range hs {
+		if _, ok := c.m[h.w.path]; !ok {
+			c.m[h.w.path] = h
+			c.bytes += len(h.data)
+		}
+	}
+}
+
 // hold keeps the commit of w, a writer of upload data that sent no part, in
 // memory, and reports whether it did.
 func (w *writer) hold(hash *hashState) bool {

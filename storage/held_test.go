@@ -89,6 +89,14 @@ func TestHeldCommitSettled(t *testing.T) {
 			},
 			moved: true,
 		},
+		{
+			name:   "upload directory not deleted",
+			digest: digest.FromBytes(content),
+			refuse: func(r *http.Request) bool {
+				return r.Method == http.MethodPost && r.URL.Query().Has("delete")
+			},
+			moved: true,
+		},
 	}
 	srv := miniotest.Start(t)
 	for _, tt := range tests {

@@ -435,9 +435,11 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 		}
 	}
 	if err := d.removeObjects(ctx, objects); err != nil {
+		d.held.restore(helds) // their tails may be left: a cancel settles them
 		return translate("delete", path, err)
 	}
 	if listErr != nil {
+		d.held.restore(helds)
 		return translate("delete", path, listErr)
 	}
 	// Only now that no alias names them: a failure before this leaves data
