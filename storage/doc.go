@@ -63,6 +63,16 @@
 // (they are never directories), and an upload's directory is deleted
 // without asking whether it is an object.
 //
+// The commit of an upload that never filled a part (at most 1 MiB) stores
+// nothing: it holds the data in memory (held.go), distribution's checks
+// read it there, and Move puts it at the blob's path in one request, where
+// a stored commit costs a PUT, a COPY and a DELETE. The upload's pending
+// tail stays until its directory is deleted, in the same request as the
+// rest, with no listing of writer state. The client has no answer before
+// the blob is stored; a process that dies meanwhile leaves the upload as it
+// was before the PUT. A commit whose checks, move or link fail (distribution
+// then cancels the writer) is stored as it would have been.
+//
 // # Aliases
 //
 // A Writer on a path whose last segment is "data" (distribution's blob and

@@ -67,6 +67,9 @@ type driver struct {
 	// stated holds the alias that Stat found at a blob's path, for the
 	// Reader that follows it (see Reader).
 	stated *recent[alias]
+	// held are the small upload commits kept in memory until Move (see
+	// held.go).
+	held *heldCommits
 	// writers are the upload writers open in this process.
 	writers *openWriters
 }
@@ -148,6 +151,7 @@ func New(ctx context.Context, o Options) (*Driver, error) {
 		commits:     newRecent[commit](time.Now),
 		hashWrites:  newRecent[[]byte](time.Now),
 		stated:      newRecent[alias](time.Now),
+		held:        newHeldCommits(time.Now),
 		writers:     newOpenWriters(time.Now),
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)

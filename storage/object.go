@@ -21,6 +21,12 @@ func (d *driver) GetContent(ctx context.Context, path string) ([]byte, error) {
 	if b, ok := d.hashStateContent(path); ok {
 		return b, nil
 	}
+	if h, ok := d.held.unmoved(path); ok {
+		return bytes.Clone(h.data), nil
+	}
+	if d.heldGone(path) {
+		return nil, storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
+	}
 	body, info, _, err := d.openObject(ctx, d.key(path), minio.GetObjectOptions{})
 	if err != nil {
 		return nil, translate("get", path, err)
@@ -70,6 +76,11 @@ func (d *driver) PutContent(ctx context.Context, path string, content []byte) er
 	if d.dropHashState(path, content) {
 		return nil
 	}
+	if isUploadData(path) {
+		if err := d.settle(ctx, path, nil); err != nil {
+			return err
+		}
+	}
 	opts := minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true}
 	if len(content) > MaxPartSize {
 		opts = minio.PutObjectOptions{ContentType: contentType, PartSize: uint64(d.partSize), NumThreads: 1}
@@ -104,6 +115,12 @@ func (d *driver) Reader(ctx context.Context, path string, offset int64) (io.Read
 		if err := opts.SetRange(offset, 0); err != nil {
 			return nil, storagedriver.InvalidOffsetError{Path: path, Offset: offset, DriverName: driverName}
 		}
+	}
+	if h, ok := d.held.unmoved(path); ok {
+		return io.NopCloser(bytes.NewReader(h.data[min(offset, int64(len(h.data))):])), nil
+	}
+	if d.heldGone(path) {
+		return nil, storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
 	}
 	if a, ok := d.stated.take(path); ok {
 		if offset >= a.size {
@@ -201,6 +218,16 @@ func (r *resumingReader) Close() error { return r.body.Close() }
 // data this process has just committed is described from the commit, and a
 // missing file of distribution's layout costs no listing (see upload.go).
 func (d *driver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
+	if h, ok := d.held.unmoved(path); ok {
+		return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
+			Path:    path,
+			Size:    int64(len(h.data)),
+			ModTime: h.mod,
+		}}, nil
+	}
+	if d.heldGone(path) {
+		return nil, storagedriver.PathNotFoundError{Path: path, DriverName: driverName}
+	}
 	if c, ok := d.commits.get(path); ok {
 		return storagedriver.FileInfoInternal{FileInfoFields: storagedriver.FileInfoFields{
 			Path:    path,
@@ -275,8 +302,13 @@ func (d *driver) hasChildren(ctx context.Context, path string) (bool, error) {
 // DeleteUnnamedData). To a path that cannot hold an alias, the data of an
 // alias is copied, and the alias and its data removed after.
 // Upload data this process has just committed is copied on condition that
-// it is still the object committed, without asking for it first.
+// it is still the object committed, without asking for it first; that of a
+// held commit is put at destPath from memory (see held.go).
 func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
+	if h, ok := d.held.unmoved(sourcePath); ok {
+		d.stated.forget(destPath)
+		return d.moveHeld(ctx, sourcePath, destPath, h)
+	}
 	srcKey := d.key(sourcePath)
 	c, ok := d.commits.get(sourcePath)
 	d.commits.forget(sourcePath)
@@ -330,17 +362,37 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 	d.commits.forget(path)
 	d.hashWrites.forget(path)
 	d.stated.forget(path)
-	pending, err := d.deletePending(ctx, path)
-	if err != nil {
-		return err
+	// Held commits here: the data a stored commit would have left counts
+	// as found, and their tails go with the rest. The data is the only
+	// writer in an upload's directory: when its commit is held, the
+	// directory has no other writer state to look for.
+	var tails []string
+	found := 0
+	helds := d.held.takeUnder(path)
+	for _, h := range helds {
+		tails = append(tails, h.tailKey)
+		if !h.moved {
+			found++
+		}
+	}
+	pending := 0
+	if len(helds) != 1 || !isUploadDir(path) || helds[0].w.path != path+"/data" {
+		var err error
+		if pending, err = d.deletePending(ctx, path); err != nil {
+			return err
+		}
 	}
 	key := d.key(path)
 	var (
 		listErr error
-		found   int
 		data    []string // the data objects of the aliases removed
 	)
 	objects := func(yield func(minio.ObjectInfo) bool) {
+		for _, k := range tails {
+			if !yield(minio.ObjectInfo{Key: k}) {
+				return
+			}
+		}
 		// An upload's directory is never an object: no request to look.
 		if !isUploadDir(path) {
 			info, err := d.client.StatObject(ctx, d.bucket, key, minio.StatObjectOptions{})
@@ -383,9 +435,11 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 		}
 	}
 	if err := d.removeObjects(ctx, objects); err != nil {
+		d.held.restore(helds) // their tails may be left: a cancel settles them
 		return translate("delete", path, err)
 	}
 	if listErr != nil {
+		d.held.restore(helds)
 		return translate("delete", path, listErr)
 	}
 	// Only now that no alias names them: a failure before this leaves data
@@ -435,6 +489,11 @@ func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
 	data, err := d.d.aliasesOf(ctx, keys)
 	if err != nil {
 		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
+	}
+	for _, p := range paths {
+		if h := d.d.held.take(p, nil); h != nil {
+			keys = append(keys, h.tailKey)
+		}
 	}
 	if err := d.d.removeKeys(ctx, keys); err != nil {
 		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)

@@ -92,7 +92,7 @@ func fakeDriver(t *testing.T, srv *httptest.Server) *driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &driver{client: client, probe: client, bucket: "bucket", endpoint: srv.URL, commits: newRecent[commit](time.Now), hashWrites: newRecent[[]byte](time.Now), stated: newRecent[alias](time.Now), writers: newOpenWriters(time.Now)}
+	return &driver{client: client, probe: client, bucket: "bucket", endpoint: srv.URL, commits: newRecent[commit](time.Now), hashWrites: newRecent[[]byte](time.Now), stated: newRecent[alias](time.Now), writers: newOpenWriters(time.Now), held: newHeldCommits(time.Now)}
 }
 
 // TestReaderResumes: a connection that breaks in the middle of an object's body is picked

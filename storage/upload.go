@@ -201,6 +201,9 @@ func (d *driver) dropHashState(path string, content []byte) bool {
 	if _, committed := d.commits.get(data); committed {
 		return true
 	}
+	if d.held.get(data) != nil {
+		return true
+	}
 	if prev, ok := d.hashWrites.get(path); ok && bytes.Equal(prev, content) {
 		return true // distribution closes a writer twice per request
 	}
@@ -216,6 +219,9 @@ func (d *driver) carriedHash(path string) *hashState {
 	}
 	if c, ok := d.commits.get(path); ok {
 		return c.hash
+	}
+	if h, ok := d.held.unmoved(path); ok {
+		return h.hash
 	}
 	return nil
 }

@@ -222,20 +222,19 @@ func TestUploadRequests(t *testing.T) {
 		// and the state's own object.
 		"GET " + up + "startedat",
 		"GET ~pending/" + up + "data",
-		// Commit: the data, then the tail removed. Not stored: the hash
-		// state again after the commit.
-		"PUT " + up + "data",
-		"DELETE ~pending/" + up + "data",
+		// Commit: nothing. Not stored: the upload's data (held in memory
+		// until the move) and the hash state again after the commit. Not
+		// removed yet: the tail, which goes with the upload's directory.
 		// Is the blob there? No listing for a blob's data, which is
 		// never a directory. Not asked: the upload's data, twice (its
-		// size is the commit's), before the copy (its ETag too).
+		// size is the commit's). Then the blob, put from memory: no COPY
+		// of the upload's data, no DELETE of it.
 		"HEAD " + blob,
-		"COPY " + blob,
-		"DELETE " + up + "data",
+		"PUT " + blob,
 		"PUT " + link,
-		// The upload's directory: pending state, then what is in it. Not
-		// asked: whether the directory is an object.
-		"LIST ~pending/" + up[:len(up)-1],
+		// The upload's directory, and the tail in the same DELETE. Not
+		// asked: its pending state (the commit knows its only writer's
+		// tail), whether the directory is an object.
 		"LIST " + up,
 		"DELETE-MULTI ",
 		// Get after the push: the link, the blob's size, its bytes.

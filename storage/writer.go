@@ -41,6 +41,9 @@ var (
 // does, which distribution reads first; the offset in the client's upload
 // state catches a writer whose state was lost after data was written.
 func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (storagedriver.FileWriter, error) {
+	if err := d.settle(ctx, path, nil); err != nil {
+		return nil, err
+	}
 	d.commits.forget(path)
 	d.stated.forget(path)
 	w := &writer{
@@ -373,6 +376,13 @@ func (w *writer) Commit(ctx context.Context) error {
 	if hash != nil && hash.offset != w.Size() {
 		hash = nil
 	}
+	if w.hold(hash) {
+		w.committed = true
+		w.partsSize += int64(len(w.buf))
+		w.buf = nil
+		w.release()
+		return nil
+	}
 	var put minio.UploadInfo
 	if w.uploadID == "" {
 		var err error
@@ -421,7 +431,18 @@ func (w *writer) Commit(ctx context.Context) error {
 }
 
 // Cancel aborts the multipart upload and removes the pending tail.
+//
+// distribution cancels a committed writer when the rest of its commit
+// failed (the digest, the move, the link): the writer stays committed, and
+// a commit it held is stored as it would have been (see settle).
 func (w *writer) Cancel(ctx context.Context) error {
+	if w.committed {
+		if h := w.d.held.get(w.path); h != nil && h.w == w {
+			if err := w.d.settle(context.WithoutCancel(ctx), w.path, h); err != nil {
+				return err
+			}
+		}
+	}
 	if err := w.usable(); err != nil {
 		return err
 	}
