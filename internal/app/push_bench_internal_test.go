@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"sync"
@@ -9,8 +10,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/portcullis/portcullis/config"
 )
@@ -58,4 +63,55 @@ func BenchmarkSmallPush(b *testing.B) {
 		})
 	}
 	wg.Wait()
+}
+
+// BenchmarkBigPush pushes big images (4 layers of 64 MiB random bytes,
+// pushed in parallel as go-containerregistry does: POST, one PATCH with
+// the whole layer, PUT ?digest=), each to its own repository, one after
+// another, to the whole registry with its defaults on the filesystem. One
+// op is one image. Profile as BenchmarkSmallPush.
+func BenchmarkBigPush(b *testing.B) {
+	cfg := config.Default()
+	log, err := NewLogger(cfg.Log, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Log.AccessLog = new(bool)
+	*cfg.Log.AccessLog = true
+	_, host := servedApp(b, cfg, log)
+	b.SetBytes(4 << 26)
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		img := bigImage(b, 4, 64<<20)
+		ref, err := name.ParseReference(fmt.Sprintf("%s/bench/big%d:v1", host, i), name.Insecure)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := remote.Write(ref, img); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// bigImage is an OCI image of layers uncompressed layers of size random
+// bytes, every digest computed before it is pushed.
+func bigImage(tb testing.TB, layers, size int) v1.Image {
+	tb.Helper()
+	ls := make([]v1.Layer, layers)
+	for i := range ls {
+		p := make([]byte, size)
+		_, _ = rand.Read(p) // never fails on Linux
+		ls[i] = static.NewLayer(p, types.OCIUncompressedLayer)
+	}
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), ls...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	if _, err := img.Digest(); err != nil {
+		tb.Fatal(err)
+	}
+	return img
 }

@@ -80,7 +80,8 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 // blobCopySize is the buffer a blob read from the object store goes through
 // on its way to the client: each read takes as much of the store's answer as
 // has arrived, up to this, and each write hands it to the connection at once
-// (net/http's own copy goes 32 KiB at a time).
+// (net/http's own copy goes 32 KiB at a time). An upload's body goes to
+// storage in chunks of the same size (uploadBody).
 const blobCopySize = 256 << 10
 
 // bufferedCopy is a ResponseWriter whose ReadFrom, which http.ServeContent

@@ -56,7 +56,7 @@ type Handler struct {
 	hidden    []string
 	manifests *manifestCache
 	blobs     BlobFiles
-	copyBufs  *sync.Pool // of *[blobCopySize]byte, for blobs not in files
+	copyBufs  *sync.Pool // of *[blobCopySize]byte, for blobs not in files and upload bodies
 	layout    layout
 	pullSlots PullSlots
 	barriers  Barriers
@@ -198,6 +198,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	//nolint:staticcheck // distribution looks this value up by its exact string key.
 	ctx := context.WithValue(r.Context(), distributionRequestIDKey, server.RequestID(r.Context()))
 	r = r.WithContext(ctx)
+	if rt.Kind == KindUpload {
+		r = withUploadBody(r, h.copyBufs)
+	}
 	switch {
 	case r.Method == http.MethodPut && rt.Kind == KindManifest:
 		h.putManifest(w, r, rt)
