@@ -20,13 +20,11 @@ import (
 	"github.com/portcullis/portcullis/config"
 )
 
-// BenchmarkSmallPush pushes small images (a 4 KiB layer and a config),
-// each to its own repository, by 8 pushers at once, to the whole registry
-// with its defaults on the filesystem, logging as serve does. One op is one
-// image. Client and registry share the process: profile with
-// -cpuprofile and focus on net/http.serverHandler.ServeHTTP for the
-// registry's part.
-func BenchmarkSmallPush(b *testing.B) {
+// pushBenchRegistry starts the whole registry with its defaults on the
+// filesystem, logging as serve does (JSON, access log on) to io.Discard,
+// and returns its host:port.
+func pushBenchRegistry(b *testing.B) string {
+	b.Helper()
 	cfg := config.Default()
 	log, err := NewLogger(cfg.Log, io.Discard)
 	if err != nil {
@@ -35,6 +33,18 @@ func BenchmarkSmallPush(b *testing.B) {
 	cfg.Log.AccessLog = new(bool)
 	*cfg.Log.AccessLog = true
 	_, host := servedApp(b, cfg, log)
+	return host
+}
+
+// BenchmarkSmallPush pushes small images (a 4 KiB layer and a config),
+// each to its own repository, by 8 pushers at once, to the whole registry
+// with its defaults on the filesystem, logging as serve does. One op is one
+// image. Client and registry share the process: profile with
+// -cpuprofile and focus on net/http.serverHandler.ServeHTTP for the
+// registry's part.
+func BenchmarkSmallPush(b *testing.B) {
+	host := pushBenchRegistry(b)
+	var err error
 	imgs := make([]v1.Image, b.N)
 	for i := range imgs {
 		if imgs[i], err = random.Image(4096, 1); err != nil {
@@ -71,14 +81,7 @@ func BenchmarkSmallPush(b *testing.B) {
 // another, to the whole registry with its defaults on the filesystem. One
 // op is one image. Profile as BenchmarkSmallPush.
 func BenchmarkBigPush(b *testing.B) {
-	cfg := config.Default()
-	log, err := NewLogger(cfg.Log, io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Log.AccessLog = new(bool)
-	*cfg.Log.AccessLog = true
-	_, host := servedApp(b, cfg, log)
+	host := pushBenchRegistry(b)
 	b.SetBytes(4 << 26)
 	b.ResetTimer()
 	for i := range b.N {
