@@ -42,6 +42,12 @@ const (
 // nothing acknowledged.
 const heldTTL = 10 * time.Minute
 
+// maxHeld bounds the held commits, moved ones included (whose bytes are
+// gone but whose entries stay until their upload's directory is deleted):
+// past it, entries older than heldTTL are dropped, and a commit that finds
+// no room is stored as before.
+const maxHeld = 4096
+
 // held is one held commit of upload data.
 type held struct {
 	w       *writer // the committed writer
@@ -68,7 +74,7 @@ func newHeldCommits(now func() time.Time) *heldCommits {
 func (c *heldCommits) hold(path string, h *held) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.bytes+len(h.data) > heldBudget {
+	if c.bytes+len(h.data) > heldBudget || len(c.m) >= maxHeld {
 		now := c.now()
 		for p, e := range c.m {
 			if now.Sub(e.mod) > heldTTL {
@@ -76,7 +82,7 @@ func (c *heldCommits) hold(path string, h *held) bool {
 				delete(c.m, p)
 			}
 		}
-		if c.bytes+len(h.data) > heldBudget {
+		if c.bytes+len(h.data) > heldBudget || len(c.m) >= maxHeld {
 			return false
 		}
 	}
@@ -170,10 +176,9 @@ func (w *writer) hold(hash *hashState) bool {
 	if w.uploadID != "" || !isUploadData(w.path) || len(w.buf) > heldMax {
 		return false
 	}
-	data := w.buf
-	if w.pooled != nil {
-		data = bytes.Clone(w.buf)
-	}
+	// A copy of its length: the writer's buffer grows by doubling from
+	// 64 KiB, and the budget counts what is held.
+	data := bytes.Clone(w.buf)
 	h := &held{w: w, data: data, tailKey: w.tailKey, mod: w.d.commits.now(), hash: hash}
 	return w.d.held.hold(w.path, h) // h owns the bytes: the writer writes no more
 }

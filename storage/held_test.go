@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -234,5 +236,38 @@ func TestHeldCommitReads(t *testing.T) {
 	var notFound storagedriver.PathNotFoundError
 	if _, err := d.Stat(ctx, path); !errors.As(err, &notFound) {
 		t.Errorf("Stat of the moved upload data = %v, want PathNotFoundError", err)
+	}
+}
+
+// TestHeldCommitsBounded: held commits count the bytes they hold against
+// the budget, and their number is bounded too: past maxHeld (moved ones
+// included, which hold no bytes), entries older than heldTTL make room,
+// and without such entries a commit is refused (stored as before).
+func TestHeldCommitsBounded(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := newHeldCommits(func() time.Time { return now })
+	entry := func(i int) (string, *held) {
+		p := fmt.Sprintf("/docker/registry/v2/repositories/r/_uploads/%d/data", i)
+		return p, &held{w: &writer{path: p}, mod: now}
+	}
+	for i := range maxHeld {
+		p, h := entry(i)
+		if !c.hold(p, h) {
+			t.Fatalf("commit %d refused under the bounds", i)
+		}
+		c.markMoved(p, h)
+	}
+	p, h := entry(maxHeld)
+	if c.hold(p, h) {
+		t.Fatalf("commit %d held past maxHeld with no old entry", maxHeld)
+	}
+	now = now.Add(heldTTL + time.Second)
+	h.data, h.mod = []byte("x"), now
+	if !c.hold(p, h) {
+		t.Fatal("commit refused though every entry was older than heldTTL")
+	}
+	if len(c.m) != 1 || c.bytes != 1 {
+		t.Errorf("after the sweep: %d entries, %d bytes; want 1, 1", len(c.m), c.bytes)
 	}
 }

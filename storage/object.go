@@ -379,6 +379,7 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 	if len(helds) != 1 || !isUploadDir(path) || helds[0].w.path != path+"/data" {
 		var err error
 		if pending, err = d.deletePending(ctx, path); err != nil {
+			d.held.restore(helds)
 			return err
 		}
 	}
@@ -490,12 +491,15 @@ func (d *Driver) DeleteFiles(ctx context.Context, paths []string) error {
 	if err != nil {
 		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
 	}
+	var helds []*held
 	for _, p := range paths {
 		if h := d.d.held.take(p, nil); h != nil {
 			keys = append(keys, h.tailKey)
+			helds = append(helds, h)
 		}
 	}
 	if err := d.d.removeKeys(ctx, keys); err != nil {
+		d.d.held.restore(helds)
 		return translate("delete", fmt.Sprintf("%d files", len(paths)), err)
 	}
 	if err := d.d.removeKeys(ctx, data); err != nil {

@@ -314,6 +314,7 @@ func push(ctx context.Context, repo distribution.Repository, a *artifact.Artifac
 			return err
 		}
 		if _, err := w.Commit(ctx, v1.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}); err != nil {
+			_ = w.Cancel(ctx) // what the failed commit left, as distribution's handler does
 			return err
 		}
 	}
