@@ -45,7 +45,9 @@ func slowBlob(release <-chan struct{}) func(w http.ResponseWriter, r *http.Reque
 
 func TestBlobBodyIsNotBoundByTimeouts(t *testing.T) {
 	t.Parallel()
-	const timeout = 50 * time.Millisecond
+	// Short, but not so short that a dial to loopback on a loaded machine
+	// misses it (50 ms did, once in CI).
+	const timeout = 250 * time.Millisecond
 	release := make(chan struct{})
 	up := newUpstream(t, authNone, false)
 	up.setFault(slowBlob(release))
