@@ -143,15 +143,44 @@ func start(tb testing.TB, useTLS bool) *Server {
 		s.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
 	tb.Cleanup(s.Stop)
-	s.start()
-	return s
+	// The free port is free when freePort returns; another process may
+	// take it before MinIO listens on it (MinIO then logs that and stays
+	// up without listening): try another.
+	for attempt := 1; ; attempt++ {
+		err := s.launch()
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			tb.Fatalf("miniotest: %v\n%s", err, s.logTail())
+		}
+		if port, err = freePort(); err != nil {
+			tb.Fatalf("miniotest: %v", err)
+		}
+		s.addr = net.JoinHostPort("127.0.0.1", port)
+		scheme, _, _ := strings.Cut(s.Endpoint, "//")
+		s.Endpoint = scheme + "//" + s.addr
+		s.logPath = filepath.Join(tmp, fmt.Sprintf("minio-%d.log", attempt+1))
+	}
 }
 
+// errPortTaken is launch's error when MinIO could not listen on its
+// address.
+var errPortTaken = errors.New("minio's address is taken by another process")
+
+// start starts the server on its address, or fails the test.
 func (s *Server) start() {
 	s.tb.Helper()
+	if err := s.launch(); err != nil {
+		s.tb.Fatalf("miniotest: %v\n%s", err, s.logTail())
+	}
+}
+
+// launch starts the server on its address and waits until it is ready.
+func (s *Server) launch() error {
 	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		s.tb.Fatalf("miniotest: %v", err)
+		return err
 	}
 	cmd := exec.Command(s.bin, "server",
 		"--address", s.addr,
@@ -168,7 +197,7 @@ func (s *Server) start() {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		s.tb.Fatalf("miniotest: start %s: %v", s.bin, err)
+		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -179,8 +208,9 @@ func (s *Server) start() {
 	s.cmd, s.exited = cmd, exited
 	if err := s.waitReady(); err != nil {
 		s.Stop()
-		s.tb.Fatalf("miniotest: %v\n%s", err, s.logTail())
+		return err
 	}
+	return nil
 }
 
 // waitReady polls until the server answers a signed S3 request. MinIO's
@@ -204,6 +234,9 @@ func (s *Server) waitReady() error {
 		cancel()
 		if last == nil {
 			return nil
+		}
+		if strings.Contains(s.logTail(), "address already in use") {
+			return fmt.Errorf("%w: %s", errPortTaken, s.addr)
 		}
 		select {
 		case <-s.exited:
