@@ -22,8 +22,8 @@ import (
 
 // pushBenchRegistry starts the whole registry with its defaults on the
 // filesystem, logging as serve does (JSON, access log on) to io.Discard,
-// and returns its host:port.
-func pushBenchRegistry(b *testing.B) string {
+// and returns it with its host:port.
+func pushBenchRegistry(b *testing.B) (*App, string) {
 	b.Helper()
 	cfg := config.Default()
 	log, err := NewLogger(cfg.Log, io.Discard)
@@ -32,8 +32,7 @@ func pushBenchRegistry(b *testing.B) string {
 	}
 	cfg.Log.AccessLog = new(bool)
 	*cfg.Log.AccessLog = true
-	_, host := servedApp(b, cfg, log)
-	return host
+	return servedApp(b, cfg, log)
 }
 
 // BenchmarkSmallPush pushes small images (a 4 KiB layer and a config),
@@ -43,7 +42,7 @@ func pushBenchRegistry(b *testing.B) string {
 // -cpuprofile and focus on net/http.serverHandler.ServeHTTP for the
 // registry's part.
 func BenchmarkSmallPush(b *testing.B) {
-	host := pushBenchRegistry(b)
+	_, host := pushBenchRegistry(b)
 	var err error
 	imgs := make([]v1.Image, b.N)
 	for i := range imgs {
@@ -81,7 +80,7 @@ func BenchmarkSmallPush(b *testing.B) {
 // another, to the whole registry with its defaults on the filesystem. One
 // op is one image. Profile as BenchmarkSmallPush.
 func BenchmarkBigPush(b *testing.B) {
-	host := pushBenchRegistry(b)
+	_, host := pushBenchRegistry(b)
 	b.SetBytes(4 << 26)
 	b.ResetTimer()
 	for i := range b.N {

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -9,8 +8,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-
-	"github.com/portcullis/portcullis/config"
 )
 
 // benchRegistry is the whole registry with its defaults on the filesystem,
@@ -19,14 +16,7 @@ import (
 // manifest digest and layer digest.
 func benchRegistry(b *testing.B) (http.Handler, string, string) {
 	b.Helper()
-	cfg := config.Default()
-	log, err := NewLogger(cfg.Log, io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Log.AccessLog = new(bool)
-	*cfg.Log.AccessLog = true
-	a, host := servedApp(b, cfg, log)
+	a, host := pushBenchRegistry(b)
 	img, err := random.Image(4096, 1)
 	if err != nil {
 		b.Fatal(err)
