@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/portcullis/portcullis/config"
@@ -32,22 +33,6 @@ func (w *lockedWriter) get() (string, int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String(), w.writes
-}
-
-// waitFor polls until w holds want, for at most 10s.
-func (w *lockedWriter) waitFor(t *testing.T, want string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, _ := w.get()
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("destination holds %q, want %q", got, want)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestLogBufferBatches(t *testing.T) {
@@ -82,30 +67,55 @@ func TestLogBufferBatches(t *testing.T) {
 	}
 }
 
+// TestLogBufferWritesWithinInterval: a line is written when the interval
+// after it ends, not before (fake time: testing/synctest).
 func TestLogBufferWritesWithinInterval(t *testing.T) {
 	t.Parallel()
-	var out lockedWriter
-	b := newLogBuffer(&out, 1<<20, 5*time.Millisecond)
-	defer b.Close() //nolint:errcheck // the test checks the writes before
-	_, _ = b.Write([]byte("one\n"))
-	out.waitFor(t, "one\n")
-	_, _ = b.Write([]byte("two\n"))
-	out.waitFor(t, "one\ntwo\n")
+	synctest.Test(t, func(t *testing.T) {
+		var out lockedWriter
+		b := newLogBuffer(&out, 1<<20, 5*time.Millisecond)
+		defer b.Close() //nolint:errcheck // the test checks the writes before
+		_, _ = b.Write([]byte("one\n"))
+		time.Sleep(5*time.Millisecond - time.Nanosecond)
+		synctest.Wait()
+		if got, _ := out.get(); got != "" {
+			t.Fatalf("written before the interval ended: %q", got)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if got, writes := out.get(); got != "one\n" || writes != 1 {
+			t.Fatalf("when the interval ended: %d writes, %q", writes, got)
+		}
+		_, _ = b.Write([]byte("two\n"))
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		if got, writes := out.get(); got != "one\ntwo\n" || writes != 2 {
+			t.Fatalf("after the second interval: %d writes, %q", writes, got)
+		}
+	})
 }
 
+// TestLogBufferWritesWhenFull: lines under the size wait for the interval;
+// the line that fills the buffer has it written at once.
 func TestLogBufferWritesWhenFull(t *testing.T) {
 	t.Parallel()
-	var out lockedWriter
-	b := newLogBuffer(&out, 64, time.Hour)
-	defer b.Close() //nolint:errcheck // the test checks the writes before
-	small := strings.Repeat("a", 40) + "\n"
-	_, _ = b.Write([]byte(small))
-	time.Sleep(20 * time.Millisecond)
-	if got, _ := out.get(); got != "" {
-		t.Fatalf("%d bytes of 64 written before the interval: %q", len(small), got)
-	}
-	_, _ = b.Write([]byte(small))
-	out.waitFor(t, small+small)
+	synctest.Test(t, func(t *testing.T) {
+		var out lockedWriter
+		b := newLogBuffer(&out, 64, time.Hour)
+		defer b.Close() //nolint:errcheck // the test checks the writes before
+		small := strings.Repeat("a", 40) + "\n"
+		_, _ = b.Write([]byte(small))
+		time.Sleep(time.Hour - time.Nanosecond)
+		synctest.Wait()
+		if got, _ := out.get(); got != "" {
+			t.Fatalf("%d bytes of 64 written before the interval: %q", len(small), got)
+		}
+		_, _ = b.Write([]byte(small))
+		synctest.Wait()
+		if got, writes := out.get(); got != small+small || writes != 1 {
+			t.Fatalf("after the buffer filled: %d writes, %q", writes, got)
+		}
+	})
 }
 
 func TestLogBufferClose(t *testing.T) {
