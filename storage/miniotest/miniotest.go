@@ -194,7 +194,9 @@ func (s *Server) launch() error {
 		"MINIO_UPDATE=off",
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group; killed with the test binary (a test timeout's
+	// SIGQUIT, a SIGKILL) rather than left running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return fmt.Errorf("start %s: %w", s.bin, err)
