@@ -104,9 +104,6 @@ func newReadAhead(src io.Reader, closer io.Closer) *readAhead {
 		done:   make(chan struct{}),
 		closer: closer,
 	}
-	for range readAheadBuffers {
-		r.free <- make([]byte, readAheadSize)
-	}
 	go r.fill(src)
 	return r
 }
@@ -123,12 +120,27 @@ func (r *readAhead) fill(src io.Reader) {
 			}
 		}
 	}()
+	// Buffers are made as the reader falls behind, up to readAheadBuffers: a
+	// layer smaller than a buffer (a distroless base) costs one buffer, not
+	// all of them.
+	made := 0
 	for {
 		var buf []byte
 		select {
 		case buf = <-r.free:
 		case <-r.quit:
 			return
+		default:
+			if made < readAheadBuffers {
+				buf = make([]byte, readAheadSize)
+				made++
+				break
+			}
+			select {
+			case buf = <-r.free:
+			case <-r.quit:
+				return
+			}
 		}
 		n, err := fillBuffer(src, buf)
 		select {

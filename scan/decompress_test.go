@@ -315,3 +315,34 @@ func TestIndexerPanicReleasesLayer(t *testing.T) {
 		t.Fatal("second read of the layer waits on the panicked one")
 	}
 }
+
+// TestDecompressSmallLayerBuffers: a layer smaller than one read-ahead buffer costs one
+// buffer, not readAheadBuffers of them.
+func TestDecompressSmallLayerBuffers(t *testing.T) {
+	// Not parallel: it reads the process's allocation counter.
+	data := bytes.Repeat([]byte("Package: a\n\n"), 300)
+	least := uint64(1 << 62)
+	for range 5 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		rc, err := Decompress(io.NopCloser(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		if !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes, want the %d written", len(got), len(data))
+		}
+		least = min(least, after.TotalAlloc-before.TotalAlloc)
+	}
+	if want := uint64(2 * readAheadSize); least >= want {
+		t.Errorf("decompressing a %d-byte layer allocated %d bytes, want under %d (one read-ahead buffer and change)", len(data), least, want)
+	}
+}

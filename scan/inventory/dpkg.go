@@ -68,21 +68,22 @@ func forEachStanza(data []byte, fn func(line int, fields map[string]string) erro
 		return err
 	}
 	for i, raw := range bytes.Split(data, []byte("\n")) {
-		line := strings.TrimSuffix(string(raw), "\r")
+		raw = bytes.TrimSuffix(raw, []byte("\r"))
 		n := i + 1
 		switch {
-		case strings.TrimSpace(line) == "":
+		case len(bytes.TrimSpace(raw)) == 0:
 			if err := flush(); err != nil {
 				return err
 			}
-		case line[0] == ' ' || line[0] == '\t':
+		case raw[0] == ' ' || raw[0] == '\t':
 			if last == "" {
 				return fmt.Errorf("%w: line %d: continuation line outside a field", ErrMalformed, n)
 			}
-			// Continuations of multi-line fields (Description, Conffiles) are not needed.
-		case line[0] == '#':
+			// Continuations of multi-line fields (Description, Conffiles) are not needed,
+			// nor copied.
+		case raw[0] == '#':
 		default:
-			k, v, ok := strings.Cut(line, ":")
+			k, v, ok := strings.Cut(string(raw), ":")
 			if !ok || k == "" || strings.ContainsAny(k, " \t") {
 				return fmt.Errorf("%w: line %d: not a field", ErrMalformed, n)
 			}

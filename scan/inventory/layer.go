@@ -248,6 +248,25 @@ func inNodeModules(dir string) bool {
 	return strings.HasPrefix(path.Base(parent), "@") && path.Base(path.Dir(parent)) == "node_modules"
 }
 
+// readAllSized is io.ReadAll with room for size bytes from the start (the
+// size a tar header gives), instead of growing by doubling from 512 bytes.
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
+	b := make([]byte, 0, max(size, 0)+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
 // readFile runs the extractor for a regular file. It returns nil for files that are of no
 // interest.
 func readFile(ctx context.Context, r io.Reader, hdr *tar.Header, p string, kind fileKind, opts Options) (*File, error) {
@@ -262,7 +281,7 @@ func readFile(ctx context.Context, r io.Reader, hdr *tar.Header, p string, kind 
 	if hdr.Size > opts.MaxFileBytes {
 		return nil, fmt.Errorf("%w: %s is %d bytes, over the limit of %d", ErrLimit, p, hdr.Size, opts.MaxFileBytes)
 	}
-	data, err := io.ReadAll(io.LimitReader(r, opts.MaxFileBytes+1))
+	data, err := readAllSized(io.LimitReader(r, opts.MaxFileBytes+1), hdr.Size)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
