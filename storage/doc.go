@@ -63,6 +63,16 @@
 // (they are never directories), and an upload's directory is deleted
 // without asking whether it is an object.
 //
+// Every request that resumes an upload reads its startedat, then its
+// pending tail. The tail also carries the content of startedat, so one GET
+// of the tail answers both (a tail exists only while its upload does:
+// every delete of the directory removes writer state first); a request
+// whose client's upload state says the upload is empty (UploadOffset)
+// reads startedat alone. The tail lists the hash states stored for the
+// upload too, so that the delete of the directory after a held commit
+// names every key in it instead of listing it. A tail an older driver
+// stored carries neither: startedat is read, the directory listed.
+//
 // The commit of an upload that never filled a part (at most 1 MiB) stores
 // nothing: it holds the data in memory (held.go), distribution's checks
 // read it there, and Move puts it at the blob's path in one request, where
@@ -111,6 +121,11 @@
 //     68 bytes it holds. Replicas over one bucket must all run a driver
 //     with aliases before any of them commits a large upload, and a bucket
 //     that holds aliases cannot go back to such a driver.
+//   - A hash state stored for an upload that its tail does not list (a
+//     request that stored one, then failed to store the tail, and a client
+//     that resumed the upload from the start) stays in the upload's
+//     directory after the upload ends, until garbage collection removes
+//     the directory as abandoned.
 //   - An older Portcullis finds no writer state for an upload whose POST
 //     this driver served (nothing written yet) and fails the upload's next
 //     request; the client starts the upload again. Finish rolling upgrades
