@@ -194,7 +194,10 @@ func hashStateOf(get func(string) string) (*hashState, bool) {
 // upload, on any replica, reads it back with the tail instead of listing and
 // reading hash states. The object is still written: it is the upload's
 // visible sign of activity, by which collections tell an abandoned upload
-// (ModTime under _uploads/<id>).
+// (ModTime under _uploads/<id>); except while the upload's startedat, which
+// its writer read in the same request, is less than freshUpload old: its
+// own ModTime then shows the activity, within freshUpload (the collector
+// counts that in). So the one PATCH of a small blob stores no hash state.
 func (d *driver) dropHashState(path string, content []byte) bool {
 	data, alg, offset, ok := parseHashStatePath(path)
 	if !ok || offset < 0 {
@@ -212,8 +215,30 @@ func (d *driver) dropHashState(path string, content []byte) bool {
 	if prev, ok := d.hashWrites.get(path); ok && bytes.Equal(prev, content) {
 		return true // distribution closes a writer twice per request
 	}
-	d.writers.setHash(data, &hashState{alg: alg, offset: offset, state: bytes.Clone(content)})
+	h := &hashState{alg: alg, offset: offset, state: bytes.Clone(content)}
+	if freshStart(d.writers.startedAt(data), d.commits.now()) && d.writers.setHash(data, h, false) {
+		// Recorded as written: the second Close of the request stores
+		// nothing either.
+		d.hashWrites.put(path, bytes.Clone(content))
+		return true
+	}
+	d.writers.setHash(data, h, true)
 	return false
+}
+
+// freshUpload is the age of an upload's startedat under which a PATCH
+// stores no hash state as its sign of activity (see dropHashState).
+const freshUpload = time.Minute
+
+// freshStart reports whether startedAt, the content of an upload's
+// startedat, is a time less than freshUpload away from now.
+func freshStart(startedAt string, now time.Time) bool {
+	t, err := time.Parse(time.RFC3339, startedAt)
+	if err != nil {
+		return false
+	}
+	age := now.Sub(t)
+	return age < freshUpload && age > -freshUpload
 }
 
 // metaHashStates is the metadata of an upload's pending tail that lists
@@ -354,10 +379,11 @@ type openWriters struct {
 }
 
 type openWriter struct {
-	w      *writer
-	hash   *hashState // nil, or the state the writer carries
-	states hashStates // the hash states stored for the upload
-	opened time.Time
+	w         *writer
+	hash      *hashState // nil, or the state the writer carries
+	states    hashStates // the hash states stored for the upload
+	startedAt string     // the upload's startedat, as the writer read it
+	opened    time.Time
 }
 
 func newOpenWriters(now func() time.Time) *openWriters {
@@ -383,7 +409,7 @@ func (o *openWriters) add(w *writer, h *hashState, states hashStates) {
 			}
 		}
 	}
-	o.m[w.path] = &openWriter{w: w, hash: h, states: states, opened: now}
+	o.m[w.path] = &openWriter{w: w, hash: h, states: states, startedAt: w.startedAt, opened: now}
 }
 
 // remove forgets w, if it is still the writer open on its path.
@@ -415,16 +441,32 @@ func (o *openWriters) hashOf(w *writer) *hashState {
 	return nil
 }
 
-// setHash gives h to the writer open on path, if there is one, and lists
-// its offset among the upload's hash states; its Close stores both in the
-// pending tail.
-func (o *openWriters) setHash(path string, h *hashState) {
+// setHash gives h to the writer open on path, if there is one, and, when
+// stored, lists it among the upload's hash states; its Close stores both
+// in the pending tail. It reports whether a writer took h.
+func (o *openWriters) setHash(path string, h *hashState, stored bool) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.m[path]
+	if e == nil {
+		return false
+	}
+	e.hash = h
+	if stored {
+		e.states.add(h.alg, h.offset)
+	}
+	return true
+}
+
+// startedAt returns the content of the upload's startedat as the writer
+// open on path read it, or "".
+func (o *openWriters) startedAt(path string) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if e := o.m[path]; e != nil {
-		e.hash = h
-		e.states.add(h.alg, h.offset)
+		return e.startedAt
 	}
+	return ""
 }
 
 // statesOf returns the list of hash states of w's upload, unknown when w

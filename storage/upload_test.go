@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	regstorage "github.com/distribution/distribution/v3/registry/storage"
@@ -222,14 +223,14 @@ func TestUploadRequests(t *testing.T) {
 		// POST: the time the upload started. Not stored: the hash state
 		// at offset 0 (never read back) and an empty pending tail.
 		"PUT " + up + "startedat",
-		// PATCH: the upload, the hash state after the chunk, the tail
-		// with the chunk, that hash state, the upload's start and the
-		// hash states stored. Not asked: the pending tail, which an
-		// upload the client says is empty does not have (or has from a
-		// request that failed, whose bytes come again). Not stored: the
-		// same hash state again at the second Close.
+		// PATCH: the upload, the tail with the chunk, the hash state
+		// after it, the upload's start and the hash states stored. Not
+		// asked: the pending tail, which an upload the client says is
+		// empty does not have (or has from a request that failed, whose
+		// bytes come again). Not stored: the hash state's own object
+		// (the upload's startedat, a moment old, shows its activity),
+		// twice.
 		"GET " + up + "startedat",
-		"PUT " + up + "hashstates/sha256/13",
 		"PUT ~pending/" + up + "data",
 		// PUT: the upload's tail, which proves the upload exists and
 		// carries its start and the hash state that checks the digest
@@ -396,14 +397,34 @@ func TestUploadAcrossReplicas(t *testing.T) {
 		return "p/~pending/docker/registry/v2/repositories/r/_uploads/" + id + "/data"
 	}
 	client := srv.Client(t)
-	for _, oldTail := range []bool{false, true} {
-		content := []byte(fmt.Sprintf("a layer in two chunks, old tail %v", oldTail))
+	hashStatesOf := func(id string) []string {
+		var keys []string
+		for obj := range client.ListObjectsIter(t.Context(), bucket, minio.ListObjectsOptions{
+			Prefix: "p/docker/registry/v2/repositories/r/_uploads/" + id + "/hashstates/", Recursive: true,
+		}) {
+			keys = append(keys, obj.Key)
+		}
+		return keys
+	}
+	for _, tt := range []struct{ oldTail, oldStart bool }{{}, {oldTail: true}, {oldStart: true}} {
+		oldTail := tt.oldTail
+		content := []byte(fmt.Sprintf("a layer in two chunks, %+v", tt))
 		up, err := stores[0].Create(request()) // POST
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = up.Close()
 		id := up.ID()
+		if tt.oldStart {
+			// An upload started an hour ago: each PATCH stores its hash
+			// state, the upload's sign of activity.
+			start := []byte(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
+			_, err := client.PutObject(t.Context(), bucket, "p/docker/registry/v2/repositories/r/_uploads/"+id+"/startedat",
+				bytes.NewReader(start), int64(len(start)), minio.PutObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 		for i, chunk := range [][]byte{content[:10], content[10:]} { // PATCH, PATCH
 			up, err = stores[1-i].Resume(request(), id)
 			if err != nil {
@@ -411,6 +432,9 @@ func TestUploadAcrossReplicas(t *testing.T) {
 			}
 			mustWrite(t, up, chunk)
 			_ = up.Close()
+		}
+		if got := len(hashStatesOf(id)); tt.oldStart != (got == 2) || !tt.oldStart && got != 0 {
+			t.Errorf("%+v: %d hash states stored by the PATCHes", tt, got)
 		}
 		if oldTail {
 			// The tail as a driver that does not carry the start and
@@ -446,7 +470,7 @@ func TestUploadAcrossReplicas(t *testing.T) {
 			t.Errorf("blob on the other replica: %q, %v", got, err)
 		}
 		for obj := range client.ListObjectsIter(t.Context(), bucket, minio.ListObjectsOptions{Prefix: "p/docker/registry/v2/repositories/r/_uploads/", Recursive: true}) {
-			t.Errorf("old tail %v: left in the uploads: %s %v", oldTail, obj.Key, obj.Err)
+			t.Errorf("%+v: left in the uploads: %s %v", tt, obj.Key, obj.Err)
 		}
 	}
 
