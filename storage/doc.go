@@ -57,7 +57,9 @@
 // writer with none starts empty); the hash state distribution saves at each
 // PATCH also rides in the pending tail, so the next request reads it with
 // the tail instead of listing and reading hash states; the hash state at
-// offset 0 and those written after the upload's commit are not stored; Stat
+// offset 0, those written after the upload's commit and those of a PATCH
+// within a minute of the upload's start (whose startedat then shows the
+// upload's activity to garbage collection) are not stored; Stat
 // and Move of upload data this process has just committed use what the
 // commit returned; a missing blob or link is reported without a listing
 // (they are never directories), and an upload's directory is deleted
