@@ -57,11 +57,23 @@
 // writer with none starts empty); the hash state distribution saves at each
 // PATCH also rides in the pending tail, so the next request reads it with
 // the tail instead of listing and reading hash states; the hash state at
-// offset 0 and those written after the upload's commit are not stored; Stat
+// offset 0, those written after the upload's commit and those of a PATCH
+// within a minute of the upload's start (whose startedat then shows the
+// upload's activity to garbage collection) are not stored; Stat
 // and Move of upload data this process has just committed use what the
 // commit returned; a missing blob or link is reported without a listing
 // (they are never directories), and an upload's directory is deleted
 // without asking whether it is an object.
+//
+// Every request that resumes an upload reads its startedat, then its
+// pending tail. The tail also carries the content of startedat, so one GET
+// of the tail answers both (a tail exists only while its upload does:
+// every delete of the directory removes writer state first); a request
+// whose client's upload state says the upload is empty (UploadOffset)
+// reads startedat alone. The tail lists the hash states stored for the
+// upload too, so that the delete of the directory after a held commit
+// names every key in it instead of listing it. A tail an older driver
+// stored carries neither: startedat is read, the directory listed.
 //
 // The commit of an upload that never filled a part (at most 1 MiB) stores
 // nothing: it holds the data in memory (held.go), distribution's checks
@@ -111,6 +123,11 @@
 //     68 bytes it holds. Replicas over one bucket must all run a driver
 //     with aliases before any of them commits a large upload, and a bucket
 //     that holds aliases cannot go back to such a driver.
+//   - A hash state stored for an upload that its tail does not list (a
+//     request that stored one, then failed to store the tail, and a client
+//     that resumed the upload from the start) stays in the upload's
+//     directory after the upload ends, until garbage collection removes
+//     the directory as abandoned.
 //   - An older Portcullis finds no writer state for an upload whose POST
 //     this driver served (nothing written yet) and fails the upload's next
 //     request; the client starts the upload again. Finish rolling upgrades

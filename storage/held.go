@@ -56,6 +56,10 @@ type held struct {
 	mod     time.Time
 	hash    *hashState // the hash state at len(data) that the writer carried, or nil
 	moved   bool       // Move stored the data at the blob's path
+	// keys are those of everything in the upload's directory (see
+	// hashStates), nil when unknown: the delete of the directory then
+	// lists it.
+	keys []string
 }
 
 // heldCommits are the held commits of this process, by upload data path.
@@ -121,7 +125,7 @@ func (c *heldCommits) markMoved(path string, h *held) {
 		return
 	}
 	c.bytes -= len(h.data)
-	c.m[path] = &held{w: h.w, tailKey: h.tailKey, mod: h.mod, moved: true}
+	c.m[path] = &held{w: h.w, tailKey: h.tailKey, mod: h.mod, moved: true, keys: h.keys}
 }
 
 // take removes and returns the held commit at path, if it is h (or any,
@@ -172,14 +176,14 @@ func (c *heldCommits) restore(hs []*held) {
 
 // hold keeps the commit of w, a writer of upload data that sent no part, in
 // memory, and reports whether it did.
-func (w *writer) hold(hash *hashState) bool {
+func (w *writer) hold(hash *hashState, states hashStates) bool {
 	if w.uploadID != "" || !isUploadData(w.path) || len(w.buf) > heldMax {
 		return false
 	}
 	// A copy of its length: the writer's buffer grows by doubling from
 	// 64 KiB, and the budget counts what is held.
 	data := bytes.Clone(w.buf)
-	h := &held{w: w, data: data, tailKey: w.tailKey, mod: w.d.commits.now(), hash: hash}
+	h := &held{w: w, data: data, tailKey: w.tailKey, mod: w.d.commits.now(), hash: hash, keys: w.d.uploadKeys(w.path, states)}
 	return w.d.held.hold(w.path, h) // h owns the bytes: the writer writes no more
 }
 

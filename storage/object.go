@@ -21,6 +21,16 @@ func (d *driver) GetContent(ctx context.Context, path string) ([]byte, error) {
 	if b, ok := d.hashStateContent(path); ok {
 		return b, nil
 	}
+	if data, ok := startedAtData(path); ok {
+		if rec := requestOf(ctx); rec != nil {
+			return d.startedAt(ctx, rec, path, data)
+		}
+	}
+	return d.getContent(ctx, path)
+}
+
+// getContent is GetContent without the answers from this process's records.
+func (d *driver) getContent(ctx context.Context, path string) ([]byte, error) {
 	if h, ok := d.held.unmoved(path); ok {
 		return bytes.Clone(h.data), nil
 	}
@@ -376,7 +386,14 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 		}
 	}
 	pending := 0
-	if len(helds) != 1 || !isUploadDir(path) || helds[0].w.path != path+"/data" {
+	onlyHeld := len(helds) == 1 && isUploadDir(path) && helds[0].w.path == path+"/data"
+	// The keys in the directory, when its held commit knows them all: no
+	// listing (see hashStates).
+	var known []string
+	if onlyHeld {
+		known = helds[0].keys
+	}
+	if !onlyHeld {
 		var err error
 		if pending, err = d.deletePending(ctx, path); err != nil {
 			d.held.restore(helds)
@@ -393,6 +410,15 @@ func (d *driver) Delete(ctx context.Context, path string) error {
 			if !yield(minio.ObjectInfo{Key: k}) {
 				return
 			}
+		}
+		if known != nil {
+			found++ // its startedat, at least: the commit resumed the upload
+			for _, k := range known {
+				if !yield(minio.ObjectInfo{Key: k}) {
+					return
+				}
+			}
+			return
 		}
 		// An upload's directory is never an object: no request to look.
 		if !isUploadDir(path) {

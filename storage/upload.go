@@ -2,11 +2,16 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // What the driver knows of distribution's layout (registry/storage/paths.go),
@@ -189,7 +194,10 @@ func hashStateOf(get func(string) string) (*hashState, bool) {
 // upload, on any replica, reads it back with the tail instead of listing and
 // reading hash states. The object is still written: it is the upload's
 // visible sign of activity, by which collections tell an abandoned upload
-// (ModTime under _uploads/<id>).
+// (ModTime under _uploads/<id>); except while the upload's startedat, which
+// its writer read in the same request, is less than freshUpload old: its
+// own ModTime then shows the activity, within freshUpload (the collector
+// counts that in). So the one PATCH of a small blob stores no hash state.
 func (d *driver) dropHashState(path string, content []byte) bool {
 	data, alg, offset, ok := parseHashStatePath(path)
 	if !ok || offset < 0 {
@@ -207,8 +215,110 @@ func (d *driver) dropHashState(path string, content []byte) bool {
 	if prev, ok := d.hashWrites.get(path); ok && bytes.Equal(prev, content) {
 		return true // distribution closes a writer twice per request
 	}
-	d.writers.setHash(data, &hashState{alg: alg, offset: offset, state: bytes.Clone(content)})
+	h := &hashState{alg: alg, offset: offset, state: bytes.Clone(content)}
+	if freshStart(d.writers.startedAt(data), d.commits.now()) && d.writers.setHash(data, h, false) {
+		// Recorded as written: the second Close of the request stores
+		// nothing either.
+		d.hashWrites.put(path, bytes.Clone(content))
+		return true
+	}
+	d.writers.setHash(data, h, true)
 	return false
+}
+
+// freshUpload is the age of an upload's startedat under which a PATCH
+// stores no hash state as its sign of activity (see dropHashState).
+const freshUpload = time.Minute
+
+// freshStart reports whether startedAt, the content of an upload's
+// startedat, is a time less than freshUpload away from now.
+func freshStart(startedAt string, now time.Time) bool {
+	t, err := time.Parse(time.RFC3339, startedAt)
+	if err != nil {
+		return false
+	}
+	age := now.Sub(t)
+	return age < freshUpload && age > -freshUpload
+}
+
+// metaHashStates is the metadata of an upload's pending tail that lists
+// the offsets of the hash states stored for the upload, so that the delete
+// of the upload's directory after a held commit knows every key in it
+// without a listing (see hashStates).
+const metaHashStates = "Portcullis-Hash-States"
+
+// maxListedHashStates bounds the offsets a tail lists (S3 metadata is small):
+// past it the list is dropped, and the upload's directory is listed when it
+// is deleted.
+const maxListedHashStates = 32
+
+// hashStates are the hash states stored for an upload ("<alg>/<offset>"),
+// as far as its writers know them. An upload's directory holds its
+// startedat, those hash states and, when a commit was stored, its data:
+// distribution writes nothing else there. The list starts empty with the
+// upload (no writer state: nothing written yet), is carried by each tail,
+// and gains each state before it is stored (so a write that fails but
+// landed is listed too). It is unknown when a tail lacks it (an older
+// driver stored it) or it grew too long; the directory is then listed.
+type hashStates struct {
+	states []string
+	known  bool
+}
+
+// add records the state of alg at offset.
+func (h *hashStates) add(alg string, offset int64) {
+	s := alg + "/" + strconv.FormatInt(offset, 10)
+	if !h.known || slices.Contains(h.states, s) {
+		return
+	}
+	if len(h.states) >= maxListedHashStates {
+		h.states, h.known = nil, false
+		return
+	}
+	h.states = append(h.states, s)
+}
+
+// hashStatesVersion opens a tail's list of hash states.
+const hashStatesVersion = "v1"
+
+// meta returns the list as a tail's metadata value, "" when unknown.
+func (h hashStates) meta() string {
+	if !h.known {
+		return ""
+	}
+	return strings.Join(append([]string{hashStatesVersion}, h.states...), " ")
+}
+
+// hashStatesOf reads the list a tail's metadata value v carries.
+func hashStatesOf(v string) hashStates {
+	f := strings.Fields(v)
+	if len(f) == 0 || f[0] != hashStatesVersion || len(f) > maxListedHashStates+1 {
+		return hashStates{}
+	}
+	h := hashStates{known: true}
+	for _, s := range f[1:] {
+		alg, off, ok := strings.Cut(s, "/")
+		o, err := strconv.ParseInt(off, 10, 64)
+		if !ok || alg == "" || strings.ContainsAny(alg, "/.") || err != nil || o < 0 {
+			return hashStates{}
+		}
+		h.states = append(h.states, alg+"/"+strconv.FormatInt(o, 10))
+	}
+	return h
+}
+
+// uploadKeys returns the keys of everything in the directory of the upload
+// whose data is at path, as states lists them, or nil when that is unknown.
+func (d *driver) uploadKeys(path string, states hashStates) []string {
+	dir, rest, ok := uploadDir(path)
+	if !ok || rest != "data" || !states.known {
+		return nil
+	}
+	keys := []string{d.key(dir + "/startedat"), d.key(path)}
+	for _, s := range states.states {
+		keys = append(keys, d.key(dir+"/hashstates/"+s))
+	}
+	return keys
 }
 
 // carriedHash returns the hash state of the upload whose data is at path
@@ -269,9 +379,11 @@ type openWriters struct {
 }
 
 type openWriter struct {
-	w      *writer
-	hash   *hashState // nil, or the state the writer carries
-	opened time.Time
+	w         *writer
+	hash      *hashState // nil, or the state the writer carries
+	states    hashStates // the hash states stored for the upload
+	startedAt string     // the upload's startedat, as the writer read it
+	opened    time.Time
 }
 
 func newOpenWriters(now func() time.Time) *openWriters {
@@ -284,8 +396,9 @@ const maxOpenWriters = 1024
 // staleWriter is the age past which an entry may be dropped.
 const staleWriter = time.Hour
 
-// add makes w the writer open on its path, carrying h (which may be nil).
-func (o *openWriters) add(w *writer, h *hashState) {
+// add makes w the writer open on its path, carrying h (which may be nil)
+// and the list of hash states its upload has.
+func (o *openWriters) add(w *writer, h *hashState, states hashStates) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := o.now()
@@ -296,7 +409,7 @@ func (o *openWriters) add(w *writer, h *hashState) {
 			}
 		}
 	}
-	o.m[w.path] = &openWriter{w: w, hash: h, opened: now}
+	o.m[w.path] = &openWriter{w: w, hash: h, states: states, startedAt: w.startedAt, opened: now}
 }
 
 // remove forgets w, if it is still the writer open on its path.
@@ -328,14 +441,43 @@ func (o *openWriters) hashOf(w *writer) *hashState {
 	return nil
 }
 
-// setHash gives h to the writer open on path, if there is one; its Close
-// stores h in the pending tail.
-func (o *openWriters) setHash(path string, h *hashState) {
+// setHash gives h to the writer open on path, if there is one, and, when
+// stored, lists it among the upload's hash states; its Close stores both
+// in the pending tail. It reports whether a writer took h.
+func (o *openWriters) setHash(path string, h *hashState, stored bool) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.m[path]
+	if e == nil {
+		return false
+	}
+	e.hash = h
+	if stored {
+		e.states.add(h.alg, h.offset)
+	}
+	return true
+}
+
+// startedAt returns the content of the upload's startedat as the writer
+// open on path read it, or "".
+func (o *openWriters) startedAt(path string) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if e := o.m[path]; e != nil {
-		e.hash = h
+		return e.startedAt
 	}
+	return ""
+}
+
+// statesOf returns the list of hash states of w's upload, unknown when w
+// is not the writer open on its path.
+func (o *openWriters) statesOf(w *writer) hashStates {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e := o.m[w.path]; e != nil && e.w == w {
+		return hashStates{states: slices.Clone(e.states.states), known: e.states.known}
+	}
+	return hashStates{}
 }
 
 // commit is what this process knows of upload data it committed: the
@@ -432,4 +574,95 @@ func (r *recent[V]) forget(path string) {
 			delete(r.m, p)
 		}
 	}
+}
+
+// metaStartedAt is the metadata of an upload's pending tail that carries
+// the content of the upload's startedat.
+const metaStartedAt = "Portcullis-Started-At"
+
+// resumeRead is an upload's writer state as it was read with the upload's
+// startedat, for the Writer that resumes the upload in the same request.
+type resumeRead struct {
+	found     bool        // a pending tail exists
+	meta      http.Header // the tail's metadata
+	body      []byte      // the tail's bytes
+	startedAt string      // the content of the upload's startedat
+}
+
+// startedAtData returns the upload data path of the upload whose startedat
+// is at path.
+func startedAtData(path string) (string, bool) {
+	dir, rest, ok := uploadDir(path)
+	return dir + "/data", ok && rest == "startedat"
+}
+
+// startedAt answers distribution's read of an upload's startedat. That read
+// opens every request that resumes an upload (distribution's Resume reads
+// startedat, then opens a Writer on the upload's data with append, which
+// reads the pending tail); the tail read here goes to that Writer through
+// the request's record. The tail comes first: one that carries the content
+// of startedat (every tail this driver stores of a resumed upload) answers
+// both reads with one request. That a tail exists proves the upload does:
+// every delete of an upload's directory removes its writer state before
+// its startedat (Delete: deletePending first, or the tails first in the
+// same multi-object DELETE), and startedat never changes once the upload's
+// POST wrote it. Without a tail, or with one an older driver stored,
+// startedat itself is read. When the request's client says the upload
+// holds no byte (UploadOffset), the tail is not read: startedat alone
+// answers, and the upload resumes empty.
+func (d *driver) startedAt(ctx context.Context, rec *request, path, data string) ([]byte, error) {
+	r := &resumeRead{}
+	if dir, _, _ := uploadDir(data); !rec.emptyUpload(dir[strings.LastIndex(dir, "/")+1:]) {
+		var err error
+		if r, err = d.readTail(ctx, data); err != nil {
+			return nil, err
+		}
+	}
+	if s := r.meta.Get(headerMetaPrefix + metaStartedAt); r.found && s != "" {
+		r.startedAt = s
+		rec.putResume(data, r)
+		return []byte(s), nil
+	}
+	b, err := d.getContent(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	r.startedAt = string(b)
+	rec.putResume(data, r)
+	return b, nil
+}
+
+// readTail reads the pending tail of the writer on path, whole (it is
+// smaller than MinPartSize); found is false when there is none.
+func (d *driver) readTail(ctx context.Context, path string) (*resumeRead, error) {
+	body, info, err := d.getObject(ctx, d.pendingKey(path), minio.GetObjectOptions{})
+	if isNotFound(err) {
+		return &resumeRead{}, nil
+	}
+	if err != nil {
+		return nil, translate("open writer", path, err)
+	}
+	defer body.Close()
+	var buf bytes.Buffer
+	if info.Size > 0 {
+		buf.Grow(int(info.Size))
+	}
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, translate("open writer: read tail", path, err)
+	}
+	return &resumeRead{found: true, meta: info.Metadata, body: buf.Bytes()}, nil
+}
+
+// storableMeta reports whether s can be stored as an object's metadata
+// value as it is: short printable ASCII.
+func storableMeta(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }

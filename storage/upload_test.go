@@ -14,10 +14,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	regstorage "github.com/distribution/distribution/v3/registry/storage"
 	"github.com/distribution/reference"
+	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -121,11 +123,18 @@ func uploadRegistry(t *testing.T, srv *miniotest.Server) (distribution.BlobStore
 
 // pushBlob uploads content as distribution's handlers serve a client's
 // POST, PATCH with the content, and PUT ?digest= without a body: each
-// request resumes the upload, copies the body with io.Copy and closes the
-// upload (the PATCH twice), ignoring the error of Close as distribution's
-// blobUploadResponse does. It returns the upload's ID.
-func pushBlob(ctx context.Context, t *testing.T, blobs distribution.BlobStore, content []byte, afterPost func()) string {
+// request, with a context of its own that carries the request's record as
+// the registry's (WithWriteFailures) and the offset of the client's upload
+// state (UploadOffset), resumes the upload, copies the body with io.Copy
+// and closes the upload (the PATCH twice), ignoring the error of Close as
+// distribution's blobUploadResponse does. It returns the upload's ID.
+func pushBlob(base context.Context, t *testing.T, blobs distribution.BlobStore, content []byte, afterPost func()) string {
 	t.Helper()
+	request := func() context.Context {
+		ctx, _ := WithWriteFailures(base)
+		return ctx
+	}
+	ctx := request()
 	up, err := blobs.Create(ctx) // POST
 	if err != nil {
 		t.Fatalf("POST: %v", err)
@@ -134,6 +143,8 @@ func pushBlob(ctx context.Context, t *testing.T, blobs distribution.BlobStore, c
 	id := up.ID()
 	afterPost()
 
+	ctx = request()
+	UploadOffset(ctx, id, 0)
 	up, err = blobs.Resume(ctx, id) // PATCH
 	if err != nil {
 		t.Fatalf("PATCH: resume the upload the POST answered 202 for: %v", err)
@@ -147,6 +158,8 @@ func pushBlob(ctx context.Context, t *testing.T, blobs distribution.BlobStore, c
 	_ = up.Close() // blobUploadResponse
 	_ = up.Close() // closeResources
 
+	ctx = request()
+	UploadOffset(ctx, id, int64(len(content)))
 	up, err = blobs.Resume(ctx, id) // PUT
 	if err != nil {
 		t.Fatalf("PUT: %v", err)
@@ -210,17 +223,19 @@ func TestUploadRequests(t *testing.T) {
 		// POST: the time the upload started. Not stored: the hash state
 		// at offset 0 (never read back) and an empty pending tail.
 		"PUT " + up + "startedat",
-		// PATCH: the upload, its pending tail (none yet), the hash state
-		// after the chunk, the tail with the chunk and that hash state.
-		// Not stored: the same hash state again at the second Close.
+		// PATCH: the upload, the tail with the chunk, the hash state
+		// after it, the upload's start and the hash states stored. Not
+		// asked: the pending tail, which an upload the client says is
+		// empty does not have (or has from a request that failed, whose
+		// bytes come again). Not stored: the hash state's own object
+		// (the upload's startedat, a moment old, shows its activity),
+		// twice.
 		"GET " + up + "startedat",
-		"GET ~pending/" + up + "data",
-		"PUT " + up + "hashstates/sha256/13",
 		"PUT ~pending/" + up + "data",
-		// PUT: the upload, its tail (with the hash state that checks the
-		// digest after the commit). Not asked: a listing of hash states
-		// and the state's own object.
-		"GET " + up + "startedat",
+		// PUT: the upload's tail, which proves the upload exists and
+		// carries its start and the hash state that checks the digest
+		// after the commit. Not asked: startedat, a listing of hash
+		// states and the state's own object.
 		"GET ~pending/" + up + "data",
 		// Commit: nothing. Not stored: the upload's data (held in memory
 		// until the move) and the hash state again after the commit. Not
@@ -234,8 +249,8 @@ func TestUploadRequests(t *testing.T) {
 		"PUT " + link,
 		// The upload's directory, and the tail in the same DELETE. Not
 		// asked: its pending state (the commit knows its only writer's
-		// tail), whether the directory is an object.
-		"LIST " + up,
+		// tail), whether the directory is an object, what it holds (the
+		// tail lists the hash states stored).
 		"DELETE-MULTI ",
 		// Get after the push: the link, the blob's size, its bytes.
 		"GET " + link,
@@ -247,6 +262,9 @@ func TestUploadRequests(t *testing.T) {
 	}
 	if left := leftovers(t, srv, bucket); len(left) > 0 {
 		t.Errorf("writer state left: %v", left)
+	}
+	for obj := range srv.Client(t).ListObjectsIter(ctx, bucket, minio.ListObjectsOptions{Prefix: "p/docker/registry/v2/repositories/r/_uploads/", Recursive: true}) {
+		t.Errorf("left in the uploads: %s %v", obj.Key, obj.Err)
 	}
 }
 
@@ -336,5 +354,199 @@ func TestWriteFailuresRecorded(t *testing.T) {
 		if !refuse && err != nil {
 			t.Fatalf("write failures of a PATCH that stored its state: %v", err)
 		}
+	}
+}
+
+// TestUploadAcrossReplicas: an upload whose requests land on two drivers
+// over one bucket (POST and PUT on one, the PATCH on the other) completes,
+// the PUT answering distribution's read of startedat from the pending tail
+// the other driver stored; a tail without the start (an older driver's)
+// sends the read to startedat; a cancelled upload is unknown to both.
+func TestUploadAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	srv := miniotest.Start(t)
+	bucket := srv.NewBucket(t)
+	var stores [2]distribution.BlobStore
+	for i := range stores {
+		d, err := New(t.Context(), Options{
+			Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+			Bucket: bucket, Prefix: "p", Region: "us-east-1",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := regstorage.NewRegistry(t.Context(), d, regstorage.EnableDelete)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, err := reference.WithName("r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := reg.Repository(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores[i] = repo.Blobs(t.Context())
+	}
+	request := func() context.Context {
+		ctx, _ := WithWriteFailures(t.Context())
+		return ctx
+	}
+	tailKey := func(id string) string {
+		return "p/~pending/docker/registry/v2/repositories/r/_uploads/" + id + "/data"
+	}
+	client := srv.Client(t)
+	hashStatesOf := func(id string) []string {
+		var keys []string
+		for obj := range client.ListObjectsIter(t.Context(), bucket, minio.ListObjectsOptions{
+			Prefix: "p/docker/registry/v2/repositories/r/_uploads/" + id + "/hashstates/", Recursive: true,
+		}) {
+			keys = append(keys, obj.Key)
+		}
+		return keys
+	}
+	for _, tt := range []struct{ oldTail, oldStart bool }{{}, {oldTail: true}, {oldStart: true}} {
+		oldTail := tt.oldTail
+		content := []byte(fmt.Sprintf("a layer in two chunks, %+v", tt))
+		up, err := stores[0].Create(request()) // POST
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = up.Close()
+		id := up.ID()
+		if tt.oldStart {
+			// An upload started an hour ago: each PATCH stores its hash
+			// state, the upload's sign of activity.
+			start := []byte(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
+			_, err := client.PutObject(t.Context(), bucket, "p/docker/registry/v2/repositories/r/_uploads/"+id+"/startedat",
+				bytes.NewReader(start), int64(len(start)), minio.PutObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, chunk := range [][]byte{content[:10], content[10:]} { // PATCH, PATCH
+			up, err = stores[1-i].Resume(request(), id)
+			if err != nil {
+				t.Fatalf("PATCH %d: %v", i+1, err)
+			}
+			mustWrite(t, up, chunk)
+			_ = up.Close()
+		}
+		if got := len(hashStatesOf(id)); tt.oldStart != (got == 2) || !tt.oldStart && got != 0 {
+			t.Errorf("%+v: %d hash states stored by the PATCHes", tt, got)
+		}
+		if oldTail {
+			// The tail as a driver that does not carry the start and
+			// the hash states stores it.
+			info, err := client.StatObject(t.Context(), bucket, tailKey(id), minio.StatObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta := map[string]string{}
+			for k, v := range info.Metadata {
+				if name, ok := strings.CutPrefix(k, headerMetaPrefix); ok && name != metaStartedAt && name != metaHashStates {
+					meta[name] = v[0]
+				}
+			}
+			_, err = client.PutObject(t.Context(), bucket, tailKey(id), bytes.NewReader(content), int64(len(content)),
+				minio.PutObjectOptions{UserMetadata: meta})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx := request()
+		up, err = stores[1].Resume(ctx, id) // PUT
+		if err != nil {
+			t.Fatalf("PUT: %v", err)
+		}
+		if up.Size() != int64(len(content)) {
+			t.Fatalf("PUT: upload resumed at %d, want %d", up.Size(), len(content))
+		}
+		if _, err := up.Commit(ctx, v1.Descriptor{Digest: digest.FromBytes(content)}); err != nil {
+			t.Fatalf("PUT: commit: %v", err)
+		}
+		if got, err := stores[0].Get(t.Context(), digest.FromBytes(content)); err != nil || !bytes.Equal(got, content) {
+			t.Errorf("blob on the other replica: %q, %v", got, err)
+		}
+		for obj := range client.ListObjectsIter(t.Context(), bucket, minio.ListObjectsOptions{Prefix: "p/docker/registry/v2/repositories/r/_uploads/", Recursive: true}) {
+			t.Errorf("%+v: left in the uploads: %s %v", tt, obj.Key, obj.Err)
+		}
+	}
+
+	// A cancelled upload, with a tail when cancelled, is unknown.
+	up, err := stores[0].Create(request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = up.Close()
+	id := up.ID()
+	up, err = stores[1].Resume(request(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, up, []byte("cancelled"))
+	_ = up.Close()
+	ctx := request()
+	up, err = stores[0].Resume(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range stores {
+		if _, err := s.Resume(request(), id); err != distribution.ErrBlobUploadUnknown {
+			t.Errorf("replica %d: resume of a cancelled upload = %v, want ErrBlobUploadUnknown", i, err)
+		}
+	}
+	if left := leftovers(t, srv, bucket); len(left) > 0 {
+		t.Errorf("writer state left: %v", left)
+	}
+}
+
+// TestHashStatesList: the list of hash states a tail carries reads back as
+// written, is unknown when absent, malformed or too long, and names the
+// keys of the upload's directory only when known.
+func TestHashStatesList(t *testing.T) {
+	t.Parallel()
+	var h hashStates
+	h.add("sha256", 13)
+	if h.known || h.meta() != "" {
+		t.Fatalf("an unknown list became %q", h.meta())
+	}
+	h = hashStates{known: true}
+	if got := hashStatesOf(h.meta()); !got.known || len(got.states) != 0 {
+		t.Errorf("empty list read back as %+v", got)
+	}
+	h.add("sha256", 13)
+	h.add("sha256", 13)
+	h.add("sha256", 26)
+	if got := hashStatesOf(h.meta()); !got.known || !slices.Equal(got.states, []string{"sha256/13", "sha256/26"}) {
+		t.Errorf("list %q read back as %+v", h.meta(), got)
+	}
+	for _, v := range []string{"", "v2 sha256/1", "v1 sha256", "v1 sha256/-1", "v1 sha256/x", "v1 a/b/1", "v1 ../1"} {
+		if got := hashStatesOf(v); got.known {
+			t.Errorf("hashStatesOf(%q) = %+v, want unknown", v, got)
+		}
+	}
+	for i := range maxListedHashStates + 1 {
+		h.add("sha256", int64(100+i))
+	}
+	if h.known {
+		t.Errorf("a list of %d states is still known", len(h.states))
+	}
+	d := &driver{root: "p/"}
+	data := "/docker/registry/v2/repositories/r/_uploads/u/data"
+	if keys := d.uploadKeys(data, hashStates{}); keys != nil {
+		t.Errorf("keys of an unknown list: %v", keys)
+	}
+	want := []string{
+		"p/docker/registry/v2/repositories/r/_uploads/u/startedat",
+		"p/docker/registry/v2/repositories/r/_uploads/u/data",
+		"p/docker/registry/v2/repositories/r/_uploads/u/hashstates/sha256/13",
+	}
+	if keys := d.uploadKeys(data, hashStates{states: []string{"sha256/13"}, known: true}); !slices.Equal(keys, want) {
+		t.Errorf("keys = %v, want %v", keys, want)
 	}
 }

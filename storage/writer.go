@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -41,6 +40,17 @@ var (
 // does, which distribution reads first; the offset in the client's upload
 // state catches a writer whose state was lost after data was written.
 func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (storagedriver.FileWriter, error) {
+	// What this request read of the writer state with the upload's
+	// startedat (see startedAt); not after a commit this process holds,
+	// which settle is about to store or remove.
+	var read *resumeRead
+	if rec := requestOf(ctx); rec != nil && isUploadData(path) {
+		read = rec.takeResume(path)
+	}
+	settled := d.held.get(path) != nil
+	if settled {
+		read = nil
+	}
 	if err := d.settle(ctx, path, nil); err != nil {
 		return nil, err
 	}
@@ -56,12 +66,20 @@ func (d *driver) Writer(ctx context.Context, path string, appendMode bool) (stor
 		alias:   canAlias(path),
 	}
 	if appendMode {
-		if err := w.resume(ctx); err != nil {
+		if err := w.resume(ctx, read); err != nil {
 			return nil, err
 		}
 	}
 	if isUploadData(path) {
-		d.writers.add(w, w.storedHash)
+		switch {
+		case settled:
+			// The upload's directory holds what the settled commit
+			// left, which no list names.
+			w.states = hashStates{}
+		case !appendMode:
+			w.states = hashStates{known: true} // a new upload
+		}
+		d.writers.add(w, w.storedHash, w.states)
 	}
 	return w, nil
 }
@@ -96,32 +114,47 @@ type writer struct {
 	// storedHash is the hash state the tail object holds, if any: upload
 	// data only (see dropHashState).
 	storedHash *hashState
+	// startedAt is the content of the upload's startedat, which the tail
+	// of upload data carries (see startedAt); "" when unknown.
+	startedAt string
+	// states lists the hash states stored for the upload as resumed (see
+	// hashStates).
+	states hashStates
 
 	closed, committed, cancelled bool
 }
 
-// resume loads the state a previous writer on the same path left.
-func (w *writer) resume(ctx context.Context) error {
-	body, info, err := w.d.getObject(ctx, w.tailKey, minio.GetObjectOptions{})
-	if isNotFound(err) {
+// resume loads the state a previous writer on the same path left: read,
+// when the request read it already, else its pending tail.
+func (w *writer) resume(ctx context.Context, read *resumeRead) error {
+	if read == nil {
+		var err error
+		if read, err = w.d.readTail(ctx, w.path); err != nil {
+			return err
+		}
+	}
+	w.startedAt = read.startedAt
+	if w.startedAt == "" {
+		w.startedAt = read.meta.Get(headerMetaPrefix + metaStartedAt)
+	}
+	if !read.found {
 		if isUploadData(w.path) {
+			w.states = hashStates{known: true}
 			return nil // nothing written yet
 		}
 		return w.resumeCommitted(ctx)
 	}
-	if err != nil {
-		return translate("open writer", w.path, err)
-	}
-	defer body.Close()
+	meta := read.meta
+	w.states = hashStatesOf(meta.Get(headerMetaPrefix + metaHashStates))
 
-	w.uploadID = info.Metadata.Get(headerMetaPrefix + metaUploadID)
-	if k := info.Metadata.Get(headerMetaPrefix + metaDataKey); k != "" {
+	w.uploadID = meta.Get(headerMetaPrefix + metaUploadID)
+	if k := meta.Get(headerMetaPrefix + metaDataKey); k != "" {
 		if !w.d.isDataKey(w.d.root + k) {
 			return fmt.Errorf("open writer %s: pending tail names a data key outside the data prefix", w.path)
 		}
 		w.dataKey = w.d.root + k
 	}
-	offset, err := strconv.ParseInt(info.Metadata.Get(headerMetaPrefix+metaOffset), 10, 64)
+	offset, err := strconv.ParseInt(meta.Get(headerMetaPrefix+metaOffset), 10, 64)
 	if err != nil {
 		return fmt.Errorf("open writer %s: pending tail has no valid offset: %w", w.path, err)
 	}
@@ -132,10 +165,7 @@ func (w *writer) resume(ctx context.Context) error {
 	}
 	switch {
 	case offset == w.partsSize:
-		w.buf = make([]byte, info.Size) // < MinPartSize: Close sends more as a part
-		if _, err := io.ReadFull(body, w.buf); err != nil {
-			return translate("open writer: read tail", w.path, err)
-		}
+		w.buf = read.body // < MinPartSize: Close sends more as a part
 		w.tailStored = true
 	case offset < w.partsSize:
 		// A part was sent after the tail was stored, by a writer that did
@@ -143,7 +173,7 @@ func (w *writer) resume(ctx context.Context) error {
 	default:
 		return fmt.Errorf("open writer %s: pending tail starts at %d but the upload holds %d bytes", w.path, offset, w.partsSize)
 	}
-	if h, ok := hashStateOf(info.Metadata.Get); ok && h.offset == w.Size() && isUploadData(w.path) {
+	if h, ok := hashStateOf(meta.Get); ok && h.offset == w.Size() && isUploadData(w.path) {
 		w.storedHash = h
 	}
 	return nil
@@ -330,6 +360,7 @@ func (w *writer) Close() error {
 func (w *writer) save() error {
 	defer w.release()
 	hash := w.d.writers.hashOf(w)
+	states := w.d.writers.statesOf(w)
 	defer w.d.writers.remove(w)
 	if hash != nil && hash.offset != w.Size() {
 		hash = nil
@@ -340,7 +371,7 @@ func (w *writer) save() error {
 			return err
 		}
 	}
-	if w.tailStored && hash.equal(w.storedHash) || w.uploadID == "" && len(w.buf) == 0 && isUploadData(w.path) {
+	if w.tailStored && hash.equal(w.storedHash) && states.meta() == w.states.meta() || w.uploadID == "" && len(w.buf) == 0 && isUploadData(w.path) {
 		// Nothing new to save, or an upload with nothing written: its
 		// next writer resumes empty without state (see Writer).
 		return nil
@@ -355,12 +386,18 @@ func (w *writer) save() error {
 	if w.dataKey != w.key {
 		meta[metaDataKey] = strings.TrimPrefix(w.dataKey, w.d.root)
 	}
+	if w.startedAt != "" && storableMeta(w.startedAt) {
+		meta[metaStartedAt] = w.startedAt
+	}
+	if v := states.meta(); v != "" && isUploadData(w.path) {
+		meta[metaHashStates] = v
+	}
 	_, err := w.d.client.PutObject(ctx, w.d.bucket, w.tailKey, bytes.NewReader(w.buf), int64(len(w.buf)),
 		minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true, UserMetadata: meta})
 	if err != nil {
 		return translate("close: store tail", w.path, err)
 	}
-	w.tailStored, w.storedHash = true, hash
+	w.tailStored, w.storedHash, w.states = true, hash, states
 	return nil
 }
 
@@ -372,11 +409,12 @@ func (w *writer) Commit(ctx context.Context) error {
 		return err
 	}
 	hash := w.d.writers.hashOf(w)
+	states := w.d.writers.statesOf(w)
 	w.d.writers.remove(w)
 	if hash != nil && hash.offset != w.Size() {
 		hash = nil
 	}
-	if w.hold(hash) {
+	if w.hold(hash, states) {
 		w.committed = true
 		w.partsSize += int64(len(w.buf))
 		w.buf = nil

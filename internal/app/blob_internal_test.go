@@ -131,19 +131,24 @@ func testBlobReadsMatchDistribution(t *testing.T, cfg *config.Config) {
 	}
 
 	// The repository's blobs are served by the front handler, without the
-	// core; everything else goes to the core.
+	// core, and so is the 404 of a blob the repository does not link (as
+	// the core answers it: checked above); everything else goes to the
+	// core.
 	teapot := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
 	h, err := front.New(teapot, a.core.refs, a.core.repos, a.driver, front.Options{Blobs: a.core.blobs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range append(blobs, other[0], manifest) {
+	for _, d := range append(blobs, other[0], manifest, "sha512:"+strings.Repeat("0", 128)) {
 		got := serveBlob(h, http.MethodGet, "/v2/team/app/blobs/"+d, http.Header{})
 		want := serveBlob(a.dist, http.MethodGet, "/v2/team/app/blobs/"+d, http.Header{})
-		if want.Status == http.StatusOK && got.Status != http.StatusOK {
+		canonical := strings.HasPrefix(d, "sha256:")
+		switch {
+		case want.Status == http.StatusOK && got.Status != http.StatusOK:
 			t.Errorf("GET %s: %d from the front handler, want it served by it", d, got.Status)
-		}
-		if want.Status != http.StatusOK && got.Status != http.StatusTeapot {
+		case want.Status == http.StatusNotFound && canonical && got.Status != http.StatusNotFound:
+			t.Errorf("GET %s: %d from the front handler, want its own 404", d, got.Status)
+		case want.Status != http.StatusOK && !canonical && got.Status != http.StatusTeapot:
 			t.Errorf("GET %s: %d from the front handler, want it left to the core", d, got.Status)
 		}
 	}

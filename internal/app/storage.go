@@ -108,6 +108,12 @@ func (s3Barriers) Barrier(ctx context.Context) (context.Context, func(context.Co
 	return storage.WithWriteFailures(ctx)
 }
 
+// UploadOffset lets the driver resume an upload its client says is empty
+// without reading its writer state.
+func (s3Barriers) UploadOffset(ctx context.Context, upload string, offset int64) {
+	storage.UploadOffset(ctx, upload, offset)
+}
+
 // blobFiles opens blobs' files on the filesystem, in distribution's layout
 // (blobs/<algorithm>/<first two hex>/<hex>/data), for the front handler to
 // send them with sendfile.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/internal/digests"
@@ -37,8 +38,11 @@ const blobMediaType = "application/octet-stream"
 // distribution's 4 MiB read buffer per request. It returns false, having
 // written nothing, for every request it leaves to distribution: without
 // BlobFiles (S3 that redirects to presigned URLs), a caller who may not pull
-// (distribution sends the challenge), another digest algorithm, a blob the
-// repository does not link (distribution answers 404), a storage error.
+// (distribution sends the challenge), another digest algorithm, a link
+// that names another digest or a blob whose data is missing, a storage
+// error. A blob the repository does not link (what a client asks before
+// it pushes the blob) it answers 404 itself, with distribution's error,
+// without reading the link again.
 func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bool {
 	if h.blobs == nil || !digests.Canonical(rt.Digest) {
 		return false
@@ -49,7 +53,12 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt Route) bo
 	ctx := r.Context()
 	// The repository's link to the blob, then the blob's size, as
 	// distribution's blob store reads them.
-	size, ok := h.layout.blobSize(ctx, rt.Name, rt.Digest)
+	size, ok, unlinked := h.layout.blobSize(ctx, rt.Name, rt.Digest)
+	if unlinked {
+		w.Header().Set(apiVersionHeader, apiVersion)
+		h.writeError(w, r, v2.ErrorCodeBlobUnknown.WithDetail(rt.Digest))
+		return true
+	}
 	if !ok {
 		return false
 	}

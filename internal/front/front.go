@@ -200,6 +200,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	if rt.Kind == KindUpload {
 		r = withUploadBody(r, h.copyBufs)
+		h.noteUploadOffset(r, rt)
 	}
 	switch {
 	case r.Method == http.MethodPut && rt.Kind == KindManifest:

@@ -72,19 +72,24 @@ func (l layout) hasManifest(ctx context.Context, repo string, d digest.Digest) (
 
 // blobSize returns the size of blob d of repo, as distribution's blob store
 // finds it for a Stat: the repository's link to the blob, then the blob's
-// data. It returns false when repo has no link to d, when the link names
-// another digest (distribution then answers for that one), when the data
-// is missing or a directory, and on a storage error.
-func (l layout) blobSize(ctx context.Context, repo string, d digest.Digest) (int64, bool) {
+// data. It returns false when repo has no link to d (unlinked true: all
+// distribution reads of the blob before it answers 404), when the link
+// names another digest (distribution then answers for that one), when the
+// data is missing or a directory, and on a storage error.
+func (l layout) blobSize(ctx context.Context, repo string, d digest.Digest) (size int64, ok, unlinked bool) {
 	target, err := l.readlink(ctx, digests.LayerLinkPath(repo, d))
+	var nf storagedriver.PathNotFoundError
+	if errors.As(err, &nf) {
+		return 0, false, true
+	}
 	if err != nil || target != d {
-		return 0, false
+		return 0, false, false
 	}
 	fi, err := l.driver.Stat(ctx, digests.BlobDataPath(d))
 	if err != nil || fi.IsDir() {
-		return 0, false
+		return 0, false, false
 	}
-	return fi.Size(), true
+	return fi.Size(), true, false
 }
 
 // readlink returns the digest a link holds.

@@ -1,6 +1,10 @@
 package front
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"sync"
@@ -73,4 +77,46 @@ func (b *uploadBody) fill(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// UploadOffsets is implemented by Barriers whose storage can use what a
+// request's client says of the upload it resumes.
+type UploadOffsets interface {
+	// UploadOffset tells the storage of the request of ctx that its
+	// client says the upload with ID upload holds offset bytes.
+	UploadOffset(ctx context.Context, upload string, offset int64)
+}
+
+// noteUploadOffset passes on the offset of a PATCH's or PUT's upload state
+// (the _state parameter distribution gives the client in each Location)
+// to the storage, when it can use it. The state is read, not verified:
+// distribution verifies the same parameter before it resumes the upload,
+// and refuses the request when it is not the one it signed.
+func (h *Handler) noteUploadOffset(r *http.Request, rt Route) {
+	o, ok := h.barriers.(UploadOffsets)
+	if !ok || rt.Upload == "" || (r.Method != http.MethodPatch && r.Method != http.MethodPut) {
+		return
+	}
+	id, offset, ok := uploadState(r.URL.Query().Get("_state"))
+	if !ok || id != rt.Upload {
+		return
+	}
+	o.UploadOffset(r.Context(), id, offset)
+}
+
+// uploadState reads the upload ID and offset of distribution's upload
+// state: base64url of an HMAC-SHA256 and the state's JSON.
+func uploadState(token string) (id string, offset int64, ok bool) {
+	b, err := base64.URLEncoding.DecodeString(token)
+	if err != nil || len(b) <= sha256.Size {
+		return "", 0, false
+	}
+	var state struct {
+		UUID   string
+		Offset int64
+	}
+	if err := json.Unmarshal(b[sha256.Size:], &state); err != nil || state.UUID == "" || state.Offset < 0 {
+		return "", 0, false
+	}
+	return state.UUID, state.Offset, true
 }

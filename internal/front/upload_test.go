@@ -2,6 +2,10 @@ package front
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // chunkRecorder records the writes it takes, failing from the write
@@ -94,5 +99,47 @@ func TestWithUploadBody(t *testing.T) {
 	got := withUploadBody(r, bufs)
 	if _, ok := got.Body.(io.WriterTo); !ok || r.Body != orig {
 		t.Errorf("body %T without WriteTo, or the original request changed", got.Body)
+	}
+}
+
+// TestUploadState reads the upload ID and offset from upload states packed
+// as distribution packs them, and nothing from anything else.
+func TestUploadState(t *testing.T) {
+	t.Parallel()
+	pack := func(state any) string {
+		p, err := json.Marshal(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac := hmac.New(sha256.New, []byte("secret"))
+		mac.Write(p)
+		return base64.URLEncoding.EncodeToString(append(mac.Sum(nil), p...))
+	}
+	type state struct {
+		Name      string
+		UUID      string
+		Offset    int64
+		StartedAt time.Time
+	}
+	tests := []struct {
+		name, token string
+		id          string
+		offset      int64
+		ok          bool
+	}{
+		{name: "empty upload", token: pack(state{Name: "r", UUID: "u-1", StartedAt: time.Now()}), id: "u-1", ok: true},
+		{name: "after a chunk", token: pack(state{Name: "r", UUID: "u-1", Offset: 13}), id: "u-1", offset: 13, ok: true},
+		{name: "no UUID", token: pack(state{Name: "r"})},
+		{name: "negative offset", token: pack(state{UUID: "u-1", Offset: -1})},
+		{name: "not JSON", token: base64.URLEncoding.EncodeToString(make([]byte, 40))},
+		{name: "too short", token: base64.URLEncoding.EncodeToString(make([]byte, 32))},
+		{name: "not base64", token: "!!"},
+		{name: "none"},
+	}
+	for _, tt := range tests {
+		id, offset, ok := uploadState(tt.token)
+		if id != tt.id || offset != tt.offset || ok != tt.ok {
+			t.Errorf("%s: uploadState = %q, %d, %v; want %q, %d, %v", tt.name, id, offset, ok, tt.id, tt.offset, tt.ok)
+		}
 	}
 }
