@@ -459,7 +459,7 @@ func gcE2EManifestPaths(repo string, refs ...string) []string {
 // abandonUpload starts an upload in repo, sends n bytes and never finishes
 // it. On the filesystem it then dates the session's files an hour back, so
 // that it counts as abandoned (the collector leaves a session alone until
-// it has been idle for 15 minutes, whatever the grace period), and reports
+// it has been idle for 16 minutes, whatever the grace period), and reports
 // true; an object store's modification times cannot be set, so on S3 the
 // session stays fresh and it reports false.
 func (s *gcE2EStore) abandonUpload(t *testing.T, repo string, n int) bool {

@@ -67,8 +67,11 @@
 //
 // Every request that resumes an upload reads its startedat, then its
 // pending tail. The tail also carries the content of startedat, so one GET
-// of the tail answers both (a tail exists only while its upload does:
-// every delete of the directory removes writer state first); a request
+// of the tail answers both (every delete of the directory removes writer
+// state first; a tail that outlives its upload, stored by a request that
+// resumed the upload before another deleted it, answers for it until
+// DeleteUnnamedData removes it, and the digest is still checked at the
+// commit of what it holds); a request
 // whose client's upload state says the upload is empty (UploadOffset)
 // reads startedat alone. The tail lists the hash states stored for the
 // upload too, so that the delete of the directory after a held commit
@@ -128,6 +131,12 @@
 //     that resumed the upload from the start) stays in the upload's
 //     directory after the upload ends, until garbage collection removes
 //     the directory as abandoned.
+//   - A client that sends an upload state it was given earlier, with offset
+//     0, after a PATCH that stored a part (a replayed Location) resumes the
+//     upload empty: its next tail replaces the one that named the part's
+//     multipart upload, which the lifecycle rule above then removes, and a
+//     PUT of the old digest fails the commit, which cancels the upload
+//     (distribution alone would answer 416 and keep it).
 //   - An older Portcullis finds no writer state for an upload whose POST
 //     this driver served (nothing written yet) and fails the upload's next
 //     request; the client starts the upload again. Finish rolling upgrades

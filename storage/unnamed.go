@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -18,7 +19,9 @@ const aliasWalks = 2
 // were last modified before before: what a process that died between
 // storing an alias and completing its data, a Commit or Move that replaced
 // an alias, or a delete that failed between an alias and its data left
-// behind. It returns how many it removed and their bytes.
+// behind. It also removes the writer state of uploads that no longer exist
+// (see deleteOrphanTails). It returns how many objects it removed and the
+// bytes of the data objects.
 //
 // A data object that exists is named by an alias (Commit stores the alias
 // first) until the alias is deleted or replaced, so listing the data objects
@@ -37,6 +40,59 @@ func (d *Driver) DeleteUnnamedData(ctx context.Context, before time.Time) (int, 
 }
 
 func (d *driver) deleteUnnamedData(ctx context.Context, before time.Time) (int, int64, error) {
+	tails, err := d.deleteOrphanTails(ctx, before)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, size, err := d.deleteUnnamedObjects(ctx, before)
+	return tails + n, size, err
+}
+
+// deleteOrphanTails removes the pending tails of uploads whose directory is
+// gone (their startedat with it), last modified before before, and aborts
+// their multipart uploads. A request that resumed an upload stores its tail
+// when it ends (Close): if another request deleted the upload in between (the
+// client's DELETE, the PUT that committed it, the collector), the tail
+// outlives its upload, and until this sweep a PATCH or PUT of that upload
+// finds its state again (the digest is still checked at the commit).
+//
+// It costs one listing of the tails of uploads and, for each tail old enough,
+// one HEAD of its startedat.
+func (d *driver) deleteOrphanTails(ctx context.Context, before time.Time) (int, error) {
+	var old []string
+	for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{
+		Prefix:    d.pendingKey(repositoriesRoot),
+		Recursive: true,
+	}) {
+		if obj.Err != nil {
+			return 0, translate("list upload tails", "/", obj.Err)
+		}
+		if path := "/" + strings.TrimPrefix(obj.Key, d.pendingRoot); isUploadData(path) && obj.LastModified.Before(before) {
+			old = append(old, path)
+		}
+	}
+	removed := 0
+	for _, path := range old {
+		dir, _, _ := uploadDir(path)
+		_, err := d.client.StatObject(ctx, d.bucket, d.key(dir+"/startedat"), minio.StatObjectOptions{})
+		if err == nil {
+			continue // the upload exists: its tail is its state
+		}
+		if !isNotFound(err) {
+			return removed, translate("stat startedat", dir, err)
+		}
+		n, err := d.deletePending(ctx, path)
+		if err != nil {
+			return removed, err
+		}
+		removed += n
+	}
+	return removed, nil
+}
+
+// deleteUnnamedObjects removes the data objects that no alias names and
+// that were last modified before before.
+func (d *driver) deleteUnnamedObjects(ctx context.Context, before time.Time) (int, int64, error) {
 	candidates := map[string]int64{}
 	for obj := range d.client.ListObjectsIter(ctx, d.bucket, minio.ListObjectsOptions{
 		Prefix:    d.pendingRoot + dataDir + "/",

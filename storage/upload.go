@@ -231,14 +231,17 @@ func (d *driver) dropHashState(path string, content []byte) bool {
 const freshUpload = time.Minute
 
 // freshStart reports whether startedAt, the content of an upload's
-// startedat, is a time less than freshUpload away from now.
+// startedat, is a time less than freshUpload before now. A start in the
+// future (the replica that wrote it has a clock ahead of this one's) is not
+// fresh: the PATCH stores its hash state, so that a clock behind never
+// stretches the time a session goes without a sign of activity.
 func freshStart(startedAt string, now time.Time) bool {
 	t, err := time.Parse(time.RFC3339, startedAt)
 	if err != nil {
 		return false
 	}
 	age := now.Sub(t)
-	return age < freshUpload && age > -freshUpload
+	return age >= 0 && age < freshUpload
 }
 
 // metaHashStates is the metadata of an upload's pending tail that lists

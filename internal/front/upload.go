@@ -89,9 +89,11 @@ type UploadOffsets interface {
 
 // noteUploadOffset passes on the offset of a PATCH's or PUT's upload state
 // (the _state parameter distribution gives the client in each Location)
-// to the storage, when it can use it. The state is read, not verified:
-// distribution verifies the same parameter before it resumes the upload,
-// and refuses the request when it is not the one it signed.
+// to the storage, when it can use it. The state is read from the query, not
+// verified: distribution verifies the state it is given (the query's, or a
+// form body's) before it resumes the upload and refuses one it did not
+// sign; a hint that differs from it can only make the storage resume the
+// upload empty, which distribution refuses unless its own state says 0.
 func (h *Handler) noteUploadOffset(r *http.Request, rt Route) {
 	o, ok := h.barriers.(UploadOffsets)
 	if !ok || rt.Upload == "" || (r.Method != http.MethodPatch && r.Method != http.MethodPut) {
