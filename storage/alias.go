@@ -74,7 +74,7 @@ func (d *driver) aliasOf(meta http.Header) (alias, bool, error) {
 
 // putAlias stores at key an alias of the data object a.
 func (d *driver) putAlias(ctx context.Context, key string, a alias) error {
-	_, err := d.client.PutObject(ctx, d.bucket, key, strings.NewReader(string(aliasBody)), int64(len(aliasBody)),
+	_, err := d.putObject(ctx, key, aliasBody,
 		minio.PutObjectOptions{
 			ContentType:      contentType,
 			DisableMultipart: true,

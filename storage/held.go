@@ -204,7 +204,7 @@ func (d *driver) settle(ctx context.Context, path string, h *held) error {
 		}
 		return nil
 	}
-	_, err := d.client.PutObject(ctx, d.bucket, d.key(path), bytes.NewReader(h.data), int64(len(h.data)),
+	_, err := d.putObject(ctx, d.key(path), h.data,
 		minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
 	if err != nil {
 		return translate("commit", path, err)
@@ -230,7 +230,7 @@ func (d *driver) moveHeld(ctx context.Context, sourcePath, destPath string, h *h
 	if sourcePath == destPath {
 		return nil
 	}
-	_, err := d.client.PutObject(ctx, d.bucket, d.key(destPath), bytes.NewReader(h.data), int64(len(h.data)),
+	_, err := d.putObject(ctx, d.key(destPath), h.data,
 		minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
 	if err != nil {
 		return translate("move", sourcePath+" to "+destPath, err)

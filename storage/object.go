@@ -95,7 +95,7 @@ func (d *driver) PutContent(ctx context.Context, path string, content []byte) er
 	if len(content) > MaxPartSize {
 		opts = minio.PutObjectOptions{ContentType: contentType, PartSize: uint64(d.partSize), NumThreads: 1}
 	}
-	_, err := d.client.PutObject(ctx, d.bucket, d.key(path), bytes.NewReader(content), int64(len(content)), opts)
+	_, err := d.putObject(ctx, d.key(path), content, opts)
 	if isHashState(path) {
 		if err != nil {
 			// distribution's blobWriter.Close returns this error before
@@ -348,10 +348,16 @@ func (d *driver) Move(ctx context.Context, sourcePath, destPath string) error {
 	}
 	dst := minio.CopyDestOptions{Bucket: d.bucket, Object: d.key(destPath)}
 	if info.Size <= MaxPartSize {
-		_, err = d.client.CopyObject(ctx, dst, src)
+		err = retryDenied(ctx, func() error {
+			_, err := d.client.CopyObject(ctx, dst, src)
+			return err
+		})
 	} else {
 		dst.NumThreads = uint(d.concurrency)
-		_, err = d.client.ComposeObject(ctx, dst, src)
+		err = retryDenied(ctx, func() error {
+			_, err := d.client.ComposeObject(ctx, dst, src)
+			return err
+		})
 	}
 	if err != nil {
 		return translate("move", sourcePath+" to "+destPath, err)

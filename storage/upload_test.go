@@ -27,10 +27,13 @@ import (
 )
 
 // s3Proxy stands in front of a real MinIO: it records each request as
-// "METHOD key" (a listing as "LIST prefix") and refuses those fail selects.
+// "METHOD key" (a listing as "LIST prefix"), refuses those fail selects and
+// denies those deny selects, as MinIO does a write that races the removal of
+// its directory.
 type s3Proxy struct {
 	proxy *httputil.ReverseProxy
 	fail  atomic.Pointer[func(r *http.Request) bool]
+	deny  atomic.Pointer[func(r *http.Request) bool]
 
 	mu       sync.Mutex
 	requests []string
@@ -70,6 +73,12 @@ func (p *s3Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/xml")
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprint(w, `<Error><Code>InvalidRequest</Code><Message>refused by the test</Message></Error>`)
+		return
+	}
+	if f := p.deny.Load(); f != nil && (*f)(r) {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `<Error><Code>AccessDenied</Code><Message>Access Denied.</Message></Error>`)
 		return
 	}
 	p.proxy.ServeHTTP(w, r)

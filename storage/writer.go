@@ -392,7 +392,7 @@ func (w *writer) save() error {
 	if v := states.meta(); v != "" && isUploadData(w.path) {
 		meta[metaHashStates] = v
 	}
-	_, err := w.d.client.PutObject(ctx, w.d.bucket, w.tailKey, bytes.NewReader(w.buf), int64(len(w.buf)),
+	_, err := w.d.putObject(ctx, w.tailKey, w.buf,
 		minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true, UserMetadata: meta})
 	if err != nil {
 		return translate("close: store tail", w.path, err)
@@ -424,7 +424,7 @@ func (w *writer) Commit(ctx context.Context) error {
 	var put minio.UploadInfo
 	if w.uploadID == "" {
 		var err error
-		put, err = w.d.client.PutObject(ctx, w.d.bucket, w.key, bytes.NewReader(w.buf), int64(len(w.buf)),
+		put, err = w.d.putObject(ctx, w.key, w.buf,
 			minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
 		if err != nil {
 			return translate("commit", w.path, err)
@@ -444,7 +444,11 @@ func (w *writer) Commit(ctx context.Context) error {
 			}
 		}
 		core := minio.Core{Client: w.d.client}
-		if _, err := core.CompleteMultipartUpload(ctx, w.d.bucket, w.dataKey, w.uploadID, w.parts, minio.PutObjectOptions{}); err != nil {
+		err := retryDenied(ctx, func() error {
+			_, err := core.CompleteMultipartUpload(ctx, w.d.bucket, w.dataKey, w.uploadID, w.parts, minio.PutObjectOptions{})
+			return err
+		})
+		if err != nil {
 			if aliased {
 				// It names no data.
 				_ = w.d.client.RemoveObject(context.WithoutCancel(ctx), w.d.bucket, w.key, minio.RemoveObjectOptions{})
