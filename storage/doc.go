@@ -143,4 +143,8 @@
 //     before relying on uploads that cross replicas.
 //   - MinIO refuses an object key below another object ("a" and "a/b"), an
 //     S3 bucket accepts both; distribution's layout never creates such pairs.
+//   - MinIO denies (AccessDenied) a write that needs a directory which a
+//     concurrent delete is removing as empty; the driver tries such a write
+//     again three times (see retryDenied), so a denial by the bucket's
+//     policy reaches the caller 70 ms late.
 package storage
