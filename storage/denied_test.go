@@ -125,16 +125,11 @@ func TestDeniedByPolicy(t *testing.T) {
 	}
 }
 
-// proxiedDriver returns a Driver on a new bucket of srv, reached through an
-// s3Proxy.
+// proxiedDriver returns a Driver on o.Bucket of srv, or on a new bucket,
+// reached through an s3Proxy.
 func proxiedDriver(t *testing.T, srv *miniotest.Server, o Options) (*Driver, *s3Proxy) {
 	t.Helper()
 	proxy, endpoint := startS3Proxy(t, srv)
-	o.Endpoint, o.AccessKey, o.SecretKey, o.Region = endpoint, srv.AccessKey, srv.SecretKey, "us-east-1"
-	o.Bucket = srv.NewBucket(t)
-	d, err := New(t.Context(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d, proxy
+	o.Endpoint, o.Region = endpoint, "us-east-1"
+	return newTestDriver(t, srv, o), proxy
 }

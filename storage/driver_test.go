@@ -20,10 +20,13 @@ import (
 // directory.
 const envLarge = "PORTCULLIS_STORAGE_LARGE"
 
-// newTestDriver returns a Driver on a new bucket of srv, failing tb on error.
+// newTestDriver returns a Driver on o.Bucket of srv, or on a new bucket, at
+// o.Endpoint or srv's, failing tb on error.
 func newTestDriver(tb testing.TB, srv *miniotest.Server, o Options) *Driver {
 	tb.Helper()
-	o.Endpoint = srv.Endpoint
+	if o.Endpoint == "" {
+		o.Endpoint = srv.Endpoint
+	}
 	o.AccessKey, o.SecretKey = srv.AccessKey, srv.SecretKey
 	if o.Bucket == "" {
 		o.Bucket = srv.NewBucket(tb)

@@ -42,14 +42,22 @@ func (d *driver) getContent(ctx context.Context, path string) ([]byte, error) {
 		return nil, translate("get", path, err)
 	}
 	defer body.Close()
-	var buf bytes.Buffer
-	if info.Size > 0 {
-		buf.Grow(int(info.Size))
-	}
-	if _, err := buf.ReadFrom(body); err != nil {
+	data, err := readSized(body, info.Size)
+	if err != nil {
 		return nil, translate("get", path, err)
 	}
-	return buf.Bytes(), nil
+	return data, nil
+}
+
+// readSized reads r to its end into a buffer of size bytes, the size the
+// object's response announced.
+func readSized(r io.Reader, size int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size))
+	}
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
 }
 
 // getObject sends one GET and returns the body with the object's metadata.

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3"
-	regstorage "github.com/distribution/distribution/v3/registry/storage"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -28,26 +26,10 @@ func TestOrphanTailSwept(t *testing.T) {
 	var drivers [2]*Driver
 	var stores [2]distribution.BlobStore
 	for i := range stores {
-		d, err := New(t.Context(), Options{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
-			Bucket: bucket, Prefix: "p", Region: "us-east-1", PartSize: MinPartSize})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := regstorage.NewRegistry(t.Context(), d, regstorage.EnableDelete)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name, _ := reference.WithName("r")
-		repo, err := reg.Repository(t.Context(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		drivers[i], stores[i] = d, repo.Blobs(t.Context())
+		d := newTestDriver(t, srv, Options{Bucket: bucket, Prefix: "p", Region: "us-east-1", PartSize: MinPartSize})
+		drivers[i], stores[i] = d, repoBlobs(t, d)
 	}
-	request := func() context.Context {
-		ctx, _ := WithWriteFailures(t.Context())
-		return ctx
-	}
+	request := func() context.Context { return requestContext(t.Context()) }
 
 	up, err := stores[0].Create(request())
 	if err != nil {

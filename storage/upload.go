@@ -646,14 +646,11 @@ func (d *driver) readTail(ctx context.Context, path string) (*resumeRead, error)
 		return nil, translate("open writer", path, err)
 	}
 	defer body.Close()
-	var buf bytes.Buffer
-	if info.Size > 0 {
-		buf.Grow(int(info.Size))
-	}
-	if _, err := buf.ReadFrom(body); err != nil {
+	data, err := readSized(body, info.Size)
+	if err != nil {
 		return nil, translate("open writer: read tail", path, err)
 	}
-	return &resumeRead{found: true, meta: info.Metadata, body: buf.Bytes()}, nil
+	return &resumeRead{found: true, meta: info.Metadata, body: data}, nil
 }
 
 // storableMeta reports whether s can be stored as an object's metadata

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -41,33 +40,15 @@ type s3Proxy struct {
 
 func startS3Proxy(t *testing.T, srv *miniotest.Server) (*s3Proxy, string) {
 	t.Helper()
-	u, err := url.Parse(srv.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &s3Proxy{proxy: httputil.NewSingleHostReverseProxy(u)}
-	director := p.proxy.Director
-	// Keep the Host header: the client signed it.
-	p.proxy.Director = func(r *http.Request) { host := r.Host; director(r); r.Host = host }
+	p := &s3Proxy{proxy: srv.ReverseProxy(t)}
 	hs := httptest.NewServer(p)
 	t.Cleanup(hs.Close)
 	return p, hs.URL
 }
 
 func (p *s3Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key := strings.TrimPrefix(r.URL.Path, "/")
-	_, key, _ = strings.Cut(key, "/") // the bucket
-	op := r.Method
-	switch q := r.URL.Query(); {
-	case r.Method == http.MethodGet && q.Has("list-type"):
-		op, key = "LIST", q.Get("prefix")
-	case r.Method == http.MethodPost && q.Has("delete"):
-		op = "DELETE-MULTI"
-	case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "":
-		op = "COPY"
-	}
 	p.mu.Lock()
-	p.requests = append(p.requests, op+" "+key)
+	p.requests = append(p.requests, miniotest.Describe(r))
 	p.mu.Unlock()
 	if f := p.fail.Load(); f != nil && (*f)(r) {
 		w.Header().Set("Content-Type", "application/xml")
@@ -106,15 +87,15 @@ func (p *s3Proxy) take(prefix, id string) []string {
 // srv through a recording proxy.
 func uploadRegistry(t *testing.T, srv *miniotest.Server) (distribution.BlobStore, *s3Proxy, string) {
 	t.Helper()
-	proxy, endpoint := startS3Proxy(t, srv)
 	bucket := srv.NewBucket(t)
-	d, err := New(t.Context(), Options{
-		Endpoint: endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
-		Bucket: bucket, Prefix: "p", Region: "us-east-1",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, proxy := proxiedDriver(t, srv, Options{Bucket: bucket, Prefix: "p"})
+	return repoBlobs(t, d), proxy, bucket
+}
+
+// repoBlobs returns the blob store of repository "r" in distribution's
+// storage over d.
+func repoBlobs(t *testing.T, d *Driver) distribution.BlobStore {
+	t.Helper()
 	reg, err := regstorage.NewRegistry(t.Context(), d, regstorage.EnableDelete)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +108,14 @@ func uploadRegistry(t *testing.T, srv *miniotest.Server) (distribution.BlobStore
 	if err != nil {
 		t.Fatal(err)
 	}
-	return repo.Blobs(t.Context()), proxy, bucket
+	return repo.Blobs(t.Context())
+}
+
+// requestContext returns a context that carries a request's record, as the
+// registry gives each request (WithWriteFailures).
+func requestContext(base context.Context) context.Context {
+	ctx, _ := WithWriteFailures(base)
+	return ctx
 }
 
 // pushBlob uploads content as distribution's handlers serve a client's
@@ -139,10 +127,7 @@ func uploadRegistry(t *testing.T, srv *miniotest.Server) (distribution.BlobStore
 // distribution's blobUploadResponse does. It returns the upload's ID.
 func pushBlob(base context.Context, t *testing.T, blobs distribution.BlobStore, content []byte, afterPost func()) string {
 	t.Helper()
-	request := func() context.Context {
-		ctx, _ := WithWriteFailures(base)
-		return ctx
-	}
+	request := func() context.Context { return requestContext(base) }
 	ctx := request()
 	up, err := blobs.Create(ctx) // POST
 	if err != nil {
@@ -377,31 +362,9 @@ func TestUploadAcrossReplicas(t *testing.T) {
 	bucket := srv.NewBucket(t)
 	var stores [2]distribution.BlobStore
 	for i := range stores {
-		d, err := New(t.Context(), Options{
-			Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
-			Bucket: bucket, Prefix: "p", Region: "us-east-1",
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg, err := regstorage.NewRegistry(t.Context(), d, regstorage.EnableDelete)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name, err := reference.WithName("r")
-		if err != nil {
-			t.Fatal(err)
-		}
-		repo, err := reg.Repository(t.Context(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stores[i] = repo.Blobs(t.Context())
+		stores[i] = repoBlobs(t, newTestDriver(t, srv, Options{Bucket: bucket, Prefix: "p", Region: "us-east-1"}))
 	}
-	request := func() context.Context {
-		ctx, _ := WithWriteFailures(t.Context())
-		return ctx
-	}
+	request := func() context.Context { return requestContext(t.Context()) }
 	tailKey := func(id string) string {
 		return "p/~pending/docker/registry/v2/repositories/r/_uploads/" + id + "/data"
 	}

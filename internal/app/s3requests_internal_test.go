@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -47,29 +45,11 @@ func (l *requestLog) take() []string {
 // s3Recorder is a reverse proxy in front of MinIO that logs each request.
 func s3Recorder(t *testing.T, srv *miniotest.Server, log *requestLog) string {
 	t.Helper()
-	u, err := url.Parse(srv.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(u)
-	director := proxy.Director
-	// Keep the Host header: the client signed it.
-	proxy.Director = func(r *http.Request) { host := r.Host; director(r); r.Host = host }
+	proxy := srv.ReverseProxy(t)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := strings.TrimPrefix(r.URL.Path, "/")
-		_, key, _ = strings.Cut(key, "/") // the bucket
-		op := r.Method
-		switch q := r.URL.Query(); {
-		case r.Method == http.MethodGet && q.Has("list-type"):
-			op, key = "LIST", q.Get("prefix")
-		case r.Method == http.MethodPost && q.Has("delete"):
-			op = "DELETE-MULTI"
-		case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "":
-			op = "COPY"
-		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		proxy.ServeHTTP(rec, r)
-		line := op + " " + key
+		line := miniotest.Describe(r)
 		if rec.status == http.StatusNotFound {
 			line += " (404)"
 		}
