@@ -54,9 +54,11 @@ type App struct {
 	// barriers defer the filesystem's syncs of a write request to its
 	// end; nil on S3.
 	barriers front.Barriers
-	dist     *handlers.App
-	handler  http.Handler
-	metrics  *prometheus.Registry
+	// offsets take what clients say of the uploads they resume (S3).
+	offsets front.UploadOffsets
+	dist    *handlers.App
+	handler http.Handler
+	metrics *prometheus.Registry
 	// gen is the generation served now; reloadMu serializes reloads and
 	// guards refused, the watch's sum of the files the last refused reload
 	// read.
@@ -150,7 +152,7 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.barriers = barriersOf(driver)
+	a.barriers, a.offsets = barriersOf(driver), uploadOffsetsOf(driver)
 	if driver, err = countStorageErrors(driver, a.metrics); err != nil {
 		return err
 	}

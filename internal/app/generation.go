@@ -126,7 +126,7 @@ func (a *App) buildRoutes(g *generation) error {
 	c := a.core
 	opts := front.Options{Events: c.events, Log: a.log, Reserved: []string{scanner.DBRepository},
 		Cache: a.caches, Collection: a.marks, Pulls: a.pulls, PullSlots: c.pullSlots, Blobs: c.blobs,
-		Barriers: a.barriers}
+		Barriers: a.barriers, UploadOffsets: a.offsets}
 	apiOpts := api.Options{Documents: a.scanner, Manifests: c.content, Log: a.log, Collections: a.collector}
 	if g.auth != nil {
 		opts.Guard = &front.Guard{Auth: g.auth.Controller, Tags: g.auth.Policy, Repos: c.repos, Audit: a.audit}

@@ -98,6 +98,15 @@ func barriersOf(d storagedriver.StorageDriver) front.Barriers {
 	return nil
 }
 
+// uploadOffsetsOf returns what takes the offsets clients give of their
+// uploads for d: the S3 driver's; nil for other drivers.
+func uploadOffsetsOf(d storagedriver.StorageDriver) front.UploadOffsets {
+	if _, ok := d.(*storage.Driver); ok {
+		return s3UploadOffsets{}
+	}
+	return nil
+}
+
 // s3Barriers refuses to acknowledge a write request when one of its S3
 // writes failed where distribution ignores the error (an upload's state
 // stored at the end of a PATCH): every S3 write is durable when it returns,
@@ -108,9 +117,11 @@ func (s3Barriers) Barrier(ctx context.Context) (context.Context, func(context.Co
 	return storage.WithWriteFailures(ctx)
 }
 
-// UploadOffset lets the driver resume an upload its client says is empty
-// without reading its writer state.
-func (s3Barriers) UploadOffset(ctx context.Context, upload string, offset int64) {
+// s3UploadOffsets lets the S3 driver resume an upload its client says is
+// empty without reading its writer state.
+type s3UploadOffsets struct{}
+
+func (s3UploadOffsets) UploadOffset(ctx context.Context, upload string, offset int64) {
 	storage.UploadOffset(ctx, upload, offset)
 }
 

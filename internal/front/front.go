@@ -60,6 +60,7 @@ type Handler struct {
 	layout    layout
 	pullSlots PullSlots
 	barriers  Barriers
+	offsets   UploadOffsets
 	log       *slog.Logger
 }
 
@@ -97,6 +98,10 @@ type Options struct {
 	// sync (filesystem), or fails when a write failed whose error the core
 	// ignores (S3); nil: every write is durable when it returns.
 	Barriers Barriers
+	// UploadOffsets, when set, is told the offset a PATCH or PUT says its
+	// upload holds, for storage that can resume an upload with fewer reads;
+	// nil: not told.
+	UploadOffsets UploadOffsets
 	// Blobs opens blobs, for blob reads served by the handler (by
 	// sendfile on the filesystem); nil: blob reads are left to
 	// distribution (S3 that redirects to presigned URLs).
@@ -129,7 +134,7 @@ func New(registry http.Handler, refs *referrers.Handler, repos repositories, dri
 		events: o.Events, cache: o.Cache, gc: o.Collection, pulls: o.Pulls, manifests: manifests, blobs: o.Blobs,
 		copyBufs:  &sync.Pool{New: func() any { return new([blobCopySize]byte) }},
 		layout:    layout{driver: driver},
-		pullSlots: o.PullSlots, barriers: o.Barriers, log: o.Log}, nil
+		pullSlots: o.PullSlots, barriers: o.Barriers, offsets: o.UploadOffsets, log: o.Log}, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -79,8 +79,8 @@ func (b *uploadBody) fill(p []byte) (int, error) {
 	return n, nil
 }
 
-// UploadOffsets is implemented by Barriers whose storage can use what a
-// request's client says of the upload it resumes.
+// UploadOffsets is told what a request's client says of the upload it
+// resumes, for storage that can use it.
 type UploadOffsets interface {
 	// UploadOffset tells the storage of the request of ctx that its
 	// client says the upload with ID upload holds offset bytes.
@@ -95,15 +95,14 @@ type UploadOffsets interface {
 // sign; a hint that differs from it can only make the storage resume the
 // upload empty, which distribution refuses unless its own state says 0.
 func (h *Handler) noteUploadOffset(r *http.Request, rt Route) {
-	o, ok := h.barriers.(UploadOffsets)
-	if !ok || rt.Upload == "" || (r.Method != http.MethodPatch && r.Method != http.MethodPut) {
+	if h.offsets == nil || rt.Upload == "" || (r.Method != http.MethodPatch && r.Method != http.MethodPut) {
 		return
 	}
 	id, offset, ok := uploadState(r.URL.Query().Get("_state"))
 	if !ok || id != rt.Upload {
 		return
 	}
-	o.UploadOffset(r.Context(), id, offset)
+	h.offsets.UploadOffset(r.Context(), id, offset)
 }
 
 // uploadState reads the upload ID and offset of distribution's upload
