@@ -355,11 +355,7 @@ func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int
 		if b, err = mc.newBucket(ctx); err != nil {
 			return result{}, err
 		}
-		defer func() {
-			if rmErr := mc.removeBucket(context.WithoutCancel(ctx), b); err == nil {
-				err = rmErr
-			}
-		}()
+		// The bucket stays until MinIO stops: see registry.stop.
 		if mc.proxy != nil {
 			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("%s-%s-%d.log", w.name, strings.NewReplacer("/", "-", "+", "-").Replace(t.String()), i+1)))
 			if err != nil {
@@ -373,9 +369,8 @@ func runOnce(ctx context.Context, w *workload, t target, bin, work string, i int
 			}()
 		}
 	}
-	// Start each run with no dirty pages left by the one before (its data
-	// directory or bucket was just removed), so that no registry pays for
-	// another's writeback.
+	// Start each run with no dirty pages left by the one before, so that
+	// no registry pays for another's writeback.
 	syscall.Sync()
 	var minioStart time.Duration
 	if b != nil {

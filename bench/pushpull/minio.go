@@ -41,11 +41,6 @@ func (m *minioServer) newBucket(ctx context.Context) (*bucket, error) {
 	return &bucket{endpoint: endpoint, name: name, accessKey: m.AccessKey, secretKey: m.SecretKey}, nil
 }
 
-// removeBucket deletes b with everything in it.
-func (m *minioServer) removeBucket(ctx context.Context, b *bucket) error {
-	return m.RemoveBucket(ctx, b.name)
-}
-
 // cpu returns the CPU time MinIO has used so far.
 func (m *minioServer) cpu() (time.Duration, error) {
 	return benchproc.CPUTime(m.Pid())

@@ -54,6 +54,10 @@ func cpuSeconds(_ *workload, r result) float64 { return r.cpu.Seconds() }
 func pushTime(r result) time.Duration { return r.push }
 func pullTime(r result) time.Duration { return r.pull }
 
+func busyPercent(f func(result) float64) func(*workload, result) float64 {
+	return func(_ *workload, r result) float64 { return 100 * f(r) }
+}
+
 func aboveIdleMiB(_ *workload, r result) float64 { return float64(r.peakRSS-r.idleRSS) / (1 << 20) }
 
 // minioCPUSeconds is NaN on the filesystem, where there is no MinIO.
@@ -71,6 +75,8 @@ var rows = map[string][]metric{
 		{"256 MiB image (4 × 64 MiB) pull, MB/s ↑", mbPerSec(pullTime)},
 		{"256 MiB image: registry CPU time, s ↓", cpuSeconds},
 		{"256 MiB image: registry peak RSS, MiB ↓", peakMiB},
+		{"256 MiB image push: machine CPU busy, % of all cores", busyPercent(func(r result) float64 { return r.pushBusy })},
+		{"256 MiB image pull: machine CPU busy, % of all cores", busyPercent(func(r result) float64 { return r.pullBusy })},
 	},
 	"small": {
 		{"200 small images push, images/s ↑", imagesPerSec(pushTime)},

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/portcullis/portcullis/bench/internal/benchimage"
+	"github.com/portcullis/portcullis/bench/internal/benchproc"
 )
 
 // workload is a set of images pushed, then pulled, in one run.
@@ -43,6 +44,10 @@ type result struct {
 	s3Requests string
 	// get and head are the manifest requests of a manifest workload.
 	get, head loop
+	// pushBusy and pullBusy are the fractions of the machine's CPU time
+	// (all cores) that was busy during the push and the pull: the client,
+	// the registry, the kernel's work for both and anything else running.
+	pushBusy, pullBusy float64
 }
 
 // bigWorkload is one image of layers layers of layerSize random bytes each.
@@ -134,6 +139,10 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	cpu, err := benchproc.ReadCPUBusy()
+	if err != nil {
+		return result{}, err
+	}
 	start := time.Now()
 	err = w.each(func(i int) error {
 		if err := pusher.Push(ctx, refs[i], w.images[i]); err != nil {
@@ -145,6 +154,9 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		return result{}, err
 	}
 	res.push = time.Since(start)
+	if res.pushBusy, cpu, err = busySince(cpu); err != nil {
+		return result{}, err
+	}
 
 	if w.manifestRequests > 0 {
 		if res.get, res.head, err = manifestLoad(ctx, reg, tr, refs[0], w.manifestRequests, w.manifestConns); err != nil {
@@ -154,6 +166,9 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 	}
 	puller, err := remote.NewPuller(opts...)
 	if err != nil {
+		return result{}, err
+	}
+	if cpu, err = benchproc.ReadCPUBusy(); err != nil {
 		return result{}, err
 	}
 	start = time.Now()
@@ -167,7 +182,20 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		return result{}, err
 	}
 	res.pull = time.Since(start)
+	if res.pullBusy, _, err = busySince(cpu); err != nil {
+		return result{}, err
+	}
 	return res, nil
+}
+
+// busySince returns the fraction of the machine's CPU time busy since
+// from, and the reading it ends at.
+func busySince(from benchproc.CPUBusy) (float64, benchproc.CPUBusy, error) {
+	now, err := benchproc.ReadCPUBusy()
+	if err != nil {
+		return 0, now, err
+	}
+	return now.Since(from), now, nil
 }
 
 // each calls f for the index of every image of w, w.parallel at a time;

@@ -15,9 +15,15 @@ import (
 // ProcStatus returns the field of /proc/PID/status named field (VmHWM,
 // VmRSS), in bytes.
 func ProcStatus(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return kBField(fmt.Sprintf("/proc/%d/status", pid), field)
+}
+
+// kBField returns the field named field of a /proc file of "Name: N kB"
+// lines, in bytes.
+func kBField(path, field string) (int64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("read status: %w", err)
+		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		rest, ok := strings.CutPrefix(line, field+":")
@@ -30,7 +36,7 @@ func ProcStatus(pid int, field string) (int64, error) {
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("no %s in /proc status", field)
+	return 0, fmt.Errorf("no %s in %s", field, path)
 }
 
 // CPUTime returns the user plus system CPU time the process pid has used.
