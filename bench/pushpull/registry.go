@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -253,13 +254,17 @@ type usage struct {
 	cpu     time.Duration
 }
 
-// stop reads the peak RSS and stops the process (SIGTERM, then SIGKILL after
-// 10s). It is safe to call on a registry that failed to start, and more than
-// once. The data directory stays until the work directory is removed: on
-// ext4 without a journal, every inode made in the 30 s after others were
-// deleted scans past them (recently_deleted() in the inode allocator), so
-// a registry started after another's tree was removed would pay for it,
-// the more the more files and directories it makes.
+// stop reads the peak RSS, stops the process (SIGTERM, then SIGKILL after
+// 10s) and empties the files of its data directory. It is safe to call on a
+// registry that failed to start, and more than once.
+//
+// The files are emptied, not deleted, until the work directory is removed at
+// the end: on ext4 without a journal, every inode made in the 30 s after
+// others were deleted scans past them (recently_deleted() in the inode
+// allocator), so a registry started after another's tree was removed would
+// pay for it, the more the more files and directories it makes. Emptying
+// them gives their page cache back, as deleting did, so that the memory the
+// next registry writes into is what the one before used.
 func (r *registry) stop() (u usage, err error) {
 	if r == nil {
 		return usage{}, nil
@@ -287,5 +292,23 @@ func (r *registry) stop() (u usage, err error) {
 	if r.log != nil {
 		r.log.Close()
 	}
+	if r.dir != "" {
+		err = errors.Join(err, emptyFiles(r.dir))
+		r.dir = ""
+	}
 	return u, err
+}
+
+// emptyFiles truncates every regular file under dir to nothing; nothing when
+// dir is missing (a registry that did not start).
+func emptyFiles(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		return os.Truncate(path, 0)
+	})
 }

@@ -109,29 +109,33 @@ rm -rf "$WORK/npm"
 IMAGES+=(debian-npm)
 
 # run TOOL IMAGE I: one timed run; appends "SECONDS KB USER SYS" to $WORK/TOOL-IMAGE.times.
+# Times are bash's `time` in milliseconds (/usr/bin/time's count in hundredths, too coarse
+# for a small image), which includes /usr/bin/time itself (under a millisecond), there for
+# the peak RSS.
 run() {
-  local tool=$1 img=$2 i=$3 out=$WORK/$1-$2-$3.json rc=0
+  local tool=$1 img=$2 i=$3 out=$WORK/$1-$2-$3.json rc=0 TIMEFORMAT='%3R %3U %3S' wall user sys
   if [ "$tool" = ours ]; then
-    /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$OURS" scan --archive "$WORK/$img.tar" \
-      --vulndb "$DB" --format json >"$out" 2>"$WORK/$tool.err" || rc=$?
+    { time /usr/bin/time -f "%M" -o "$WORK/t" "$OURS" scan --archive "$WORK/$img.tar" \
+      --vulndb "$DB" --format json >"$out" 2>"$WORK/$tool.err" || rc=$?; } 2>"$WORK/bt"
     [ "$rc" = 0 ] || { log "ours failed on $img ($rc)"; cat "$WORK/$tool.err" >&2; exit 1; }
   else
     mkdir -p "$WORK/home"
     # Same flags as scan/differential_test.go: the artifact preset plus the two JS extractors.
-    HOME=$WORK/home /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$OSV" scan image --archive --offline \
+    { time HOME=$WORK/home /usr/bin/time -f "%M" -o "$WORK/t" "$OSV" scan image --archive --offline \
       --local-db-path "$DB" --format json \
       --experimental-plugins artifact \
       --experimental-plugins javascript/packagejson \
       --experimental-plugins javascript/packagelockjson \
-      "$WORK/$img.tar" >"$out" 2>"$WORK/$tool.err" || rc=$?
+      "$WORK/$img.tar" >"$out" 2>"$WORK/$tool.err" || rc=$?; } 2>"$WORK/bt"
     [ "$rc" = 0 ] || [ "$rc" = 1 ] || { log "osv-scanner failed on $img ($rc)"; cat "$WORK/$tool.err" >&2; exit 1; }
     rm -rf "$WORK/home"
   fi
-  tail -1 "$WORK/t" >>"$WORK/$tool-$img.times"
-  log "$img $tool run $i: $(tail -1 "$WORK/t")"
+  read -r wall user sys <"$WORK/bt"
+  echo "$wall $(tail -1 "$WORK/t") $user $sys" >>"$WORK/$tool-$img.times"
+  log "$img $tool run $i: $(tail -1 "$WORK/$tool-$img.times")"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Findings as unique (package, version, id) triples, the differential test's unit.
 count_ours() { jq -r '.findings[] | [.package, .version, .id] | @tsv' "$1" | sort -u | wc -l; }
@@ -160,7 +164,7 @@ for img in "${IMAGES[@]}"; do
   fo=$(count_ours "$WORK/ours-$img-1.json")
   fv=$(count_osv "$WORK/osv-$img-1.json")
   awk -v img="$img" -v size="$size" -v to="$to" -v tv="$tv" -v co="$co" -v cv="$cv" -v ro="$ro" -v rv="$rv" -v fo="$fo" -v fv="$fv" \
-    'BEGIN {printf "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %d | %d |\n", img, size, to, tv, to/tv, co, cv, co/cv, ro/1024, rv/1024, fo, fv}'
+    'BEGIN {printf "| %s | %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f | %.0f | %.0f | %d | %d |\n", img, size, to, tv, to/tv, co, cv, co/cv, ro/1024, rv/1024, fo, fv}'
 done
 echo
 echo "Runs per scanner per image: $RUNS, alternating. Peak RSS is the largest of the runs. Findings are unique (package, version, id) triples."
@@ -195,5 +199,5 @@ echo "|---|---:|---:|"
 for img in "${IMAGES[@]}"; do
   ts=$(median < "$WORK/server-$img.times")
   tv=$(cut -d' ' -f1 "$WORK/osv-$img.times" | median)
-  awk -v img="$img" -v ts="$ts" -v tv="$tv" 'BEGIN {printf "| %s | %.2f | %.2f |\n", img, ts, ts/tv}'
+  awk -v img="$img" -v ts="$ts" -v tv="$tv" 'BEGIN {printf "| %s | %.3f | %.2f |\n", img, ts, ts/tv}'
 done
