@@ -52,6 +52,16 @@ func uploadDir(path string) (dir, rest string, ok bool) {
 	return path[:i+len("/_uploads/")+len(id)], rest, true
 }
 
+// uploadID returns the ID of the upload whose directory path is in or is;
+// "" when there is none.
+func uploadID(path string) string {
+	dir, _, ok := uploadDir(path)
+	if !ok {
+		return ""
+	}
+	return dir[strings.LastIndex(dir, "/")+1:]
+}
+
 // isUploadData reports whether path is an upload's data: the path of the only
 // Writer distribution opens.
 func isUploadData(path string) bool {
@@ -586,10 +596,12 @@ const metaStartedAt = "Portcullis-Started-At"
 // resumeRead is an upload's writer state as it was read with the upload's
 // startedat, for the Writer that resumes the upload in the same request.
 type resumeRead struct {
-	found     bool        // a pending tail exists
-	meta      http.Header // the tail's metadata
-	body      []byte      // the tail's bytes
-	startedAt string      // the content of the upload's startedat
+	found bool        // a pending tail exists
+	meta  http.Header // the tail's metadata
+	body  []byte      // the tail's bytes
+	// startedAt is the content of the upload's startedat: what the tail
+	// carries, else what was read of startedat; "" when neither.
+	startedAt string
 }
 
 // startedAtData returns the upload data path of the upload whose startedat
@@ -615,16 +627,15 @@ func startedAtData(path string) (string, bool) {
 // answers, and the upload resumes empty.
 func (d *driver) startedAt(ctx context.Context, rec *request, path, data string) ([]byte, error) {
 	r := &resumeRead{}
-	if dir, _, _ := uploadDir(data); !rec.emptyUpload(dir[strings.LastIndex(dir, "/")+1:]) {
+	if !rec.emptyUpload(uploadID(data)) {
 		var err error
 		if r, err = d.readTail(ctx, data); err != nil {
 			return nil, err
 		}
 	}
-	if s := r.meta.Get(headerMetaPrefix + metaStartedAt); r.found && s != "" {
-		r.startedAt = s
+	if r.startedAt != "" {
 		rec.putResume(data, r)
-		return []byte(s), nil
+		return []byte(r.startedAt), nil
 	}
 	b, err := d.getContent(ctx, path)
 	if err != nil {
@@ -650,7 +661,7 @@ func (d *driver) readTail(ctx context.Context, path string) (*resumeRead, error)
 	if err != nil {
 		return nil, translate("open writer: read tail", path, err)
 	}
-	return &resumeRead{found: true, meta: info.Metadata, body: data}, nil
+	return &resumeRead{found: true, meta: info.Metadata, body: data, startedAt: info.Metadata.Get(headerMetaPrefix + metaStartedAt)}, nil
 }
 
 // storableMeta reports whether s can be stored as an object's metadata

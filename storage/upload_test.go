@@ -112,16 +112,16 @@ func repoBlobs(t *testing.T, d *Driver) distribution.BlobStore {
 }
 
 // requestContext returns a context that carries a request's record, as the
-// registry gives each request (WithWriteFailures).
+// registry gives each request (WithRequest).
 func requestContext(base context.Context) context.Context {
-	ctx, _ := WithWriteFailures(base)
+	ctx, _ := WithRequest(base)
 	return ctx
 }
 
 // pushBlob uploads content as distribution's handlers serve a client's
 // POST, PATCH with the content, and PUT ?digest= without a body: each
 // request, with a context of its own that carries the request's record as
-// the registry's (WithWriteFailures) and the offset of the client's upload
+// the registry's (WithRequest) and the offset of the client's upload
 // state (UploadOffset), resumes the upload, copies the body with io.Copy
 // and closes the upload (the PATCH twice), ignoring the error of Close as
 // distribution's blobUploadResponse does. It returns the upload's ID.
@@ -328,7 +328,7 @@ func TestWriteFailuresRecorded(t *testing.T) {
 			t.Fatalf("POST: %v", err)
 		}
 		_ = up.Close()
-		ctx, failures := WithWriteFailures(t.Context())
+		ctx, failures := WithRequest(t.Context())
 		up, err = blobs.Resume(ctx, up.ID()) // PATCH
 		if err != nil {
 			t.Fatalf("PATCH: %v", err)

@@ -134,9 +134,6 @@ func (w *writer) resume(ctx context.Context, read *resumeRead) error {
 		}
 	}
 	w.startedAt = read.startedAt
-	if w.startedAt == "" {
-		w.startedAt = read.meta.Get(headerMetaPrefix + metaStartedAt)
-	}
 	if !read.found {
 		if isUploadData(w.path) {
 			w.states = hashStates{known: true}

@@ -114,7 +114,7 @@ func uploadOffsetsOf(d storagedriver.StorageDriver) front.UploadOffsets {
 type s3Barriers struct{}
 
 func (s3Barriers) Barrier(ctx context.Context) (context.Context, func(context.Context) error) {
-	return storage.WithWriteFailures(ctx)
+	return storage.WithRequest(ctx)
 }
 
 // s3UploadOffsets lets the S3 driver resume an upload its client says is

@@ -10,7 +10,7 @@ import (
 type requestKey struct{}
 
 // request is the driver's record of one registry request, carried by the
-// request's context (WithWriteFailures).
+// request's context (WithRequest).
 //
 // It collects the errors of writer Closes made with the request's context.
 // distribution's upload handlers ignore the error of Close, which stores an
@@ -31,12 +31,13 @@ type request struct {
 	empty map[string]bool
 }
 
-// WithWriteFailures returns ctx carrying a record of the failures of the
-// writes made with it that their callers may ignore, and the function that
-// returns them (nil when there was none). Whoever answers the request must
-// not acknowledge it when that function returns an error. The record also
-// lets the driver hand what one call of the request read to the next.
-func WithWriteFailures(ctx context.Context) (context.Context, func(context.Context) error) {
+// WithRequest returns ctx carrying the driver's record of one request, and
+// the function that returns the failures of the writes made with ctx that
+// their callers may ignore (nil when there was none). Whoever answers the
+// request must not acknowledge it when that function returns an error. The
+// record also lets the driver hand what one call of the request read to
+// the next.
+func WithRequest(ctx context.Context) (context.Context, func(context.Context) error) {
 	f := &request{}
 	return context.WithValue(ctx, requestKey{}, f), func(context.Context) error {
 		f.mu.Lock()
