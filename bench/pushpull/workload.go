@@ -154,7 +154,7 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		return result{}, err
 	}
 	res.push = time.Since(start)
-	if res.pushBusy, cpu, err = busySince(cpu); err != nil {
+	if res.pushBusy, err = busySince(cpu); err != nil {
 		return result{}, err
 	}
 
@@ -182,20 +182,20 @@ func (w *workload) run(ctx context.Context, reg *registry) (result, error) {
 		return result{}, err
 	}
 	res.pull = time.Since(start)
-	if res.pullBusy, _, err = busySince(cpu); err != nil {
+	if res.pullBusy, err = busySince(cpu); err != nil {
 		return result{}, err
 	}
 	return res, nil
 }
 
 // busySince returns the fraction of the machine's CPU time busy since
-// from, and the reading it ends at.
-func busySince(from benchproc.CPUBusy) (float64, benchproc.CPUBusy, error) {
+// from.
+func busySince(from benchproc.CPUBusy) (float64, error) {
 	now, err := benchproc.ReadCPUBusy()
 	if err != nil {
-		return 0, now, err
+		return 0, err
 	}
-	return now.Since(from), now, nil
+	return now.Since(from), nil
 }
 
 // each calls f for the index of every image of w, w.parallel at a time;

@@ -25,12 +25,12 @@ func ReadCPUBusy() (CPUBusy, error) {
 	}
 	var c CPUBusy
 	for i, s := range f[1:] {
+		if i >= 8 {
+			break // guest times, counted in user and nice already
+		}
 		t, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return CPUBusy{}, fmt.Errorf("parse /proc/stat: %w", err)
-		}
-		if i == 8 || i == 9 {
-			break // guest times, counted in user and nice already
 		}
 		c.total += t
 		if i != 3 && i != 4 { // idle, iowait
