@@ -152,7 +152,7 @@ func (a *App) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.barriers, a.offsets = barriersOf(driver), uploadOffsetsOf(driver)
+	a.barriers, a.offsets = storageHooksOf(driver)
 	if driver, err = countStorageErrors(driver, a.metrics); err != nil {
 		return err
 	}

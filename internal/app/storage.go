@@ -86,25 +86,17 @@ func (b fsBarriers) Barrier(ctx context.Context) (context.Context, func(context.
 	return ctx, barrier.Wait
 }
 
-// barriersOf returns d's barriers for the front handler: the filesystem's
-// shared syncs, S3's record of ignored write failures.
-func barriersOf(d storagedriver.StorageDriver) front.Barriers {
+// storageHooksOf returns what d offers the front handler: its barriers
+// (the filesystem's shared syncs, S3's record of ignored write failures)
+// and, on S3, what takes the offsets clients give of their uploads.
+func storageHooksOf(d storagedriver.StorageDriver) (front.Barriers, front.UploadOffsets) {
 	switch d := d.(type) {
 	case *filesystem.Driver:
-		return fsBarriers{d: d}
+		return fsBarriers{d: d}, nil
 	case *storage.Driver:
-		return s3Barriers{}
+		return s3Barriers{}, s3UploadOffsets{}
 	}
-	return nil
-}
-
-// uploadOffsetsOf returns what takes the offsets clients give of their
-// uploads for d: the S3 driver's; nil for other drivers.
-func uploadOffsetsOf(d storagedriver.StorageDriver) front.UploadOffsets {
-	if _, ok := d.(*storage.Driver); ok {
-		return s3UploadOffsets{}
-	}
-	return nil
+	return nil, nil
 }
 
 // s3Barriers refuses to acknowledge a write request when one of its S3
